@@ -1,0 +1,285 @@
+//! Store configuration: the store URL, endpoint, credentials and retry/timeout policy.
+//!
+//! Lives here (not in the daemon) because only the backend interprets it; the daemon embeds
+//! [`StoreConfig`] in its YAML config. Secrets are wrapped in [`Secret`], whose `Debug` and
+//! `Serialize` never reveal the value.
+
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::BackendError;
+
+/// A secret string: deserialised normally, never printed.
+#[derive(Clone, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// Where the objects live and how to reach them.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StoreConfig {
+    /// Store URL: `az://ACCOUNT/CONTAINER[/PREFIX]`, `s3://BUCKET[/PREFIX]`,
+    /// `gs://BUCKET[/PREFIX]`, `file:///ABSOLUTE/PATH`, or `mem://` (in-process, for trying out).
+    pub url: Option<String>,
+    /// Service endpoint override (emulators, S3-compatible stores, sovereign clouds), e.g.
+    /// `http://127.0.0.1:10000/devstoreaccount1` or `https://s3.eu-central-003.backblazeb2.com`.
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub azure: AzureConfig,
+    #[serde(default)]
+    pub s3: S3Config,
+    #[serde(default)]
+    pub gcs: GcsConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AzureConfig {
+    /// Shared account key (env `AZURE_STORAGE_ACCOUNT_KEY` / `AZURE_STORAGE_KEY`).
+    pub account_key: Option<Secret>,
+    /// File holding the account key (mounted secret).
+    pub account_key_file: Option<PathBuf>,
+    /// SAS token, with or without the leading `?` (env `AZURE_STORAGE_SAS_TOKEN`).
+    pub sas_token: Option<Secret>,
+    /// Connection string (env `AZURE_STORAGE_CONNECTION_STRING`); supplies account, key or
+    /// SAS and the blob endpoint.
+    pub connection_string: Option<Secret>,
+    /// Talk to Azurite with its well-known development account and key.
+    #[serde(default)]
+    pub use_emulator: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct S3Config {
+    /// Region (env `AWS_REGION` / `AWS_DEFAULT_REGION`); default `us-east-1`.
+    pub region: Option<String>,
+    /// Access key id (env `AWS_ACCESS_KEY_ID`).
+    pub access_key_id: Option<String>,
+    /// Secret access key (env `AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key: Option<Secret>,
+    /// Session token (env `AWS_SESSION_TOKEN`).
+    pub session_token: Option<Secret>,
+    /// Use virtual-hosted-style requests (`BUCKET.host`) instead of path style.
+    #[serde(default)]
+    pub virtual_hosted_style: bool,
+    /// The store supports conditional writes (If-Match / If-None-Match on PUT). AWS S3, MinIO
+    /// and most emulators do; turn off for stores that reject them (writes become
+    /// unconditional).
+    #[serde(default = "yes")]
+    pub conditional_writes: bool,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            virtual_hosted_style: false,
+            conditional_writes: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GcsConfig {
+    /// Service-account JSON key file (env `GOOGLE_APPLICATION_CREDENTIALS`).
+    pub service_account_file: Option<PathBuf>,
+    /// Send unauthenticated requests (fake-gcs-server and other emulators).
+    #[serde(default)]
+    pub anonymous: bool,
+}
+
+/// Retries (exponential backoff with jitter) and timeouts for every store request.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RetryConfig {
+    /// Retries of a failed request (5xx, throttling, connection errors); 0 disables.
+    pub max_retries: usize,
+    /// First backoff delay in milliseconds.
+    pub initial_backoff_ms: u64,
+    /// Largest backoff delay in milliseconds.
+    pub max_backoff_ms: u64,
+    /// Give up retrying a request after this many seconds.
+    pub retry_timeout_secs: u64,
+    /// Timeout of one request, in seconds (a large ranged GET or part upload must fit).
+    pub request_timeout_secs: u64,
+    /// TCP/TLS connect timeout in seconds.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: 5,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 10_000,
+            retry_timeout_secs: 60,
+            request_timeout_secs: 120,
+            connect_timeout_secs: 5,
+        }
+    }
+}
+
+/// Kind of store named by a URL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    Azure,
+    S3,
+    Gcs,
+    File,
+    Memory,
+}
+
+/// A parsed store URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreUrl {
+    pub kind: StoreKind,
+    /// Azure account; empty for other kinds.
+    pub account: String,
+    /// Container or bucket; the directory path for `file://`.
+    pub bucket: String,
+    /// Key prefix the mount is limited to: no leading or trailing `/`, may be empty.
+    pub prefix: String,
+}
+
+impl StoreUrl {
+    pub fn parse(s: &str) -> Result<StoreUrl, BackendError> {
+        let bad = |why: &str| {
+            BackendError::Config(format!(
+                "store url {s:?}: {why} (expected az://ACCOUNT/CONTAINER[/PREFIX], \
+                 s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX], file:///PATH or mem://)"
+            ))
+        };
+        let (scheme, rest) = s.split_once("://").ok_or_else(|| bad("missing scheme"))?;
+        let trim = |p: &str| p.trim_matches('/').to_string();
+        match scheme {
+            "mem" | "memory" => Ok(StoreUrl {
+                kind: StoreKind::Memory,
+                account: String::new(),
+                bucket: trim(rest),
+                prefix: String::new(),
+            }),
+            "file" => {
+                if !rest.starts_with('/') {
+                    return Err(bad("file:// needs an absolute path (file:///data/store)"));
+                }
+                Ok(StoreUrl {
+                    kind: StoreKind::File,
+                    account: String::new(),
+                    bucket: rest.trim_end_matches('/').to_string(),
+                    prefix: String::new(),
+                })
+            }
+            "az" | "azure" => {
+                let mut it = rest.splitn(3, '/');
+                let account = it.next().unwrap_or("").to_string();
+                let container = it.next().unwrap_or("").to_string();
+                if account.is_empty() {
+                    return Err(bad("missing storage account"));
+                }
+                if container.len() < 3 {
+                    return Err(bad("missing or too short container name (3-63 characters)"));
+                }
+                Ok(StoreUrl {
+                    kind: StoreKind::Azure,
+                    account,
+                    bucket: container,
+                    prefix: trim(it.next().unwrap_or("")),
+                })
+            }
+            "s3" | "gs" | "gcs" => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(bad("missing bucket"));
+                }
+                Ok(StoreUrl {
+                    kind: if scheme == "s3" {
+                        StoreKind::S3
+                    } else {
+                        StoreKind::Gcs
+                    },
+                    account: String::new(),
+                    bucket: bucket.to_string(),
+                    prefix: trim(prefix),
+                })
+            }
+            other => Err(bad(&format!("unknown scheme {other:?}"))),
+        }
+    }
+}
+
+impl StoreConfig {
+    pub fn parsed_url(&self) -> Result<StoreUrl, BackendError> {
+        let url = self
+            .url
+            .as_deref()
+            .ok_or_else(|| BackendError::Config("store.url is not set".into()))?;
+        StoreUrl::parse(url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let u = StoreUrl::parse("az://acct/cont/a/b/").unwrap();
+        assert_eq!((u.kind, u.account.as_str(), u.bucket.as_str(), u.prefix.as_str()),
+            (StoreKind::Azure, "acct", "cont", "a/b"));
+        let u = StoreUrl::parse("s3://bkt").unwrap();
+        assert_eq!((u.kind, u.bucket.as_str(), u.prefix.as_str()), (StoreKind::S3, "bkt", ""));
+        let u = StoreUrl::parse("gs://bkt/p").unwrap();
+        assert_eq!((u.kind, u.prefix.as_str()), (StoreKind::Gcs, "p"));
+        assert_eq!(StoreUrl::parse("file:///tmp/x/").unwrap().bucket, "/tmp/x");
+        assert_eq!(StoreUrl::parse("mem://").unwrap().kind, StoreKind::Memory);
+    }
+
+    #[test]
+    fn rejects_bad_urls() {
+        for bad in ["nope", "ftp://x/y", "az://acct", "az://acct/ab", "s3://", "file://rel/x"] {
+            let e = StoreUrl::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("store url"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let mut c = StoreConfig::default();
+        c.azure.account_key = Some(Secret::new("supersecret"));
+        assert!(!format!("{c:?}").contains("supersecret"));
+    }
+}
