@@ -258,10 +258,20 @@ mod tests {
     #[test]
     fn parses_urls() {
         let u = StoreUrl::parse("az://acct/cont/a/b/").unwrap();
-        assert_eq!((u.kind, u.account.as_str(), u.bucket.as_str(), u.prefix.as_str()),
-            (StoreKind::Azure, "acct", "cont", "a/b"));
+        assert_eq!(
+            (
+                u.kind,
+                u.account.as_str(),
+                u.bucket.as_str(),
+                u.prefix.as_str()
+            ),
+            (StoreKind::Azure, "acct", "cont", "a/b")
+        );
         let u = StoreUrl::parse("s3://bkt").unwrap();
-        assert_eq!((u.kind, u.bucket.as_str(), u.prefix.as_str()), (StoreKind::S3, "bkt", ""));
+        assert_eq!(
+            (u.kind, u.bucket.as_str(), u.prefix.as_str()),
+            (StoreKind::S3, "bkt", "")
+        );
         let u = StoreUrl::parse("gs://bkt/p").unwrap();
         assert_eq!((u.kind, u.prefix.as_str()), (StoreKind::Gcs, "p"));
         assert_eq!(StoreUrl::parse("file:///tmp/x/").unwrap().bucket, "/tmp/x");
@@ -270,7 +280,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_urls() {
-        for bad in ["nope", "ftp://x/y", "az://acct", "az://acct/ab", "s3://", "file://rel/x"] {
+        for bad in [
+            "nope",
+            "ftp://x/y",
+            "az://acct",
+            "az://acct/ab",
+            "s3://",
+            "file://rel/x",
+        ] {
             let e = StoreUrl::parse(bad).unwrap_err().to_string();
             assert!(e.contains("store url"), "{bad}: {e}");
         }

@@ -110,12 +110,21 @@ pub trait Backend: Send + Sync + Debug {
 
     /// Bytes `range` of the object. With `if_match`, fails with `PreconditionFailed` if the
     /// object changed. A range past the end is clipped; an empty range returns no bytes.
-    async fn get_range(&self, key: &str, range: Range<u64>, if_match: Option<&str>)
-    -> Result<Bytes>;
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes>;
 
     /// Write a whole object from memory.
-    async fn put(&self, key: &str, data: Bytes, meta: &PutMeta, cond: &Precondition)
-    -> Result<PutOutcome>;
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome>;
 
     /// Write a whole object from a local file (large files go up in parallel parts).
     async fn put_file(
@@ -128,8 +137,7 @@ pub trait Backend: Send + Sync + Debug {
 
     /// One page of the listing of `prefix` (which is empty or ends with `/`) with `/` as
     /// delimiter.
-    async fn list_page(&self, prefix: &str, token: Option<String>, max: usize)
-    -> Result<ListPage>;
+    async fn list_page(&self, prefix: &str, token: Option<String>, max: usize) -> Result<ListPage>;
 
     /// Delete an object. Deleting a missing object is `NotFound`.
     async fn delete(&self, key: &str) -> Result<()>;
@@ -139,8 +147,12 @@ pub trait Backend: Send + Sync + Debug {
 
     /// Replace user metadata (and content type) of an existing object, conditional on
     /// `if_match` when given.
-    async fn set_metadata(&self, key: &str, meta: &PutMeta, if_match: Option<&str>)
-    -> Result<PutOutcome>;
+    async fn set_metadata(
+        &self,
+        key: &str,
+        meta: &PutMeta,
+        if_match: Option<&str>,
+    ) -> Result<PutOutcome>;
 }
 
 /// Build a backend from configuration.

@@ -97,7 +97,13 @@ impl MemoryBackend {
         }
     }
 
-    fn store(&self, key: &str, data: Bytes, meta: &PutMeta, cond: &Precondition) -> Result<PutOutcome> {
+    fn store(
+        &self,
+        key: &str,
+        data: Bytes,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
         self.counters.put.fetch_add(1, Ordering::Relaxed);
         if self.fail_writes.load(Ordering::SeqCst) {
             return Err(BackendError::Unavailable("injected write failure".into()));
@@ -107,7 +113,12 @@ impl MemoryBackend {
         let etag = self.etag();
         map.insert(
             key.to_string(),
-            Obj { data, meta: meta.clone(), etag: etag.clone(), modified: SystemTime::now() },
+            Obj {
+                data,
+                meta: meta.clone(),
+                etag: etag.clone(),
+                modified: SystemTime::now(),
+            },
         );
         Ok(PutOutcome { etag: Some(etag) })
     }
@@ -120,7 +131,11 @@ impl Backend for MemoryBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { dir_markers: true, native_metadata_update: true, conditional_writes: true }
+        Capabilities {
+            dir_markers: true,
+            native_metadata_update: true,
+            conditional_writes: true,
+        }
     }
 
     async fn head(&self, key: &str) -> Result<ObjectInfo> {
@@ -131,10 +146,17 @@ impl Backend for MemoryBackend {
             .ok_or_else(|| BackendError::NotFound { key: key.into() })
     }
 
-    async fn get_range(&self, key: &str, range: Range<u64>, if_match: Option<&str>) -> Result<Bytes> {
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes> {
         self.counters.get.fetch_add(1, Ordering::Relaxed);
         let map = self.lock();
-        let o = map.get(key).ok_or_else(|| BackendError::NotFound { key: key.into() })?;
+        let o = map
+            .get(key)
+            .ok_or_else(|| BackendError::NotFound { key: key.into() })?;
         if let Some(e) = if_match {
             if o.etag != e {
                 return Err(BackendError::PreconditionFailed { key: key.into() });
@@ -146,11 +168,23 @@ impl Backend for MemoryBackend {
         Ok(o.data.slice(start..end))
     }
 
-    async fn put(&self, key: &str, data: Bytes, meta: &PutMeta, cond: &Precondition) -> Result<PutOutcome> {
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
         self.store(key, data, meta, cond)
     }
 
-    async fn put_file(&self, key: &str, path: &Path, meta: &PutMeta, cond: &Precondition) -> Result<PutOutcome> {
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
         let data = tokio::fs::read(path).await?;
         self.store(key, Bytes::from(data), meta, cond)
     }
@@ -161,7 +195,9 @@ impl Backend for MemoryBackend {
         // Merge objects and common prefixes in key order, as the real stores do.
         let mut entries: Vec<(String, Option<ObjectInfo>)> = Vec::new();
         for (k, o) in map.range(prefix.to_string()..) {
-            let Some(rest) = k.strip_prefix(prefix) else { break };
+            let Some(rest) = k.strip_prefix(prefix) else {
+                break;
+            };
             match rest.find('/') {
                 Some(i) => {
                     let p = format!("{prefix}{}", &rest[..=i]);
@@ -173,7 +209,10 @@ impl Backend for MemoryBackend {
             }
         }
         let start = match &token {
-            Some(t) => entries.iter().position(|(n, _)| n > t).unwrap_or(entries.len()),
+            Some(t) => entries
+                .iter()
+                .position(|(n, _)| n > t)
+                .unwrap_or(entries.len()),
             None => 0,
         };
         let max = max.max(1);
@@ -212,10 +251,18 @@ impl Backend for MemoryBackend {
         self.store(to, src.data, &src.meta, cond)
     }
 
-    async fn set_metadata(&self, key: &str, meta: &PutMeta, if_match: Option<&str>) -> Result<PutOutcome> {
+    async fn set_metadata(
+        &self,
+        key: &str,
+        meta: &PutMeta,
+        if_match: Option<&str>,
+    ) -> Result<PutOutcome> {
         let data = {
             let map = self.lock();
-            map.get(key).ok_or_else(|| BackendError::NotFound { key: key.into() })?.data.clone()
+            map.get(key)
+                .ok_or_else(|| BackendError::NotFound { key: key.into() })?
+                .data
+                .clone()
         };
         let cond = match if_match {
             Some(e) => Precondition::IfMatch(e.to_string()),
@@ -230,7 +277,14 @@ mod tests {
     use super::*;
 
     async fn put(b: &MemoryBackend, k: &str) {
-        b.put(k, Bytes::from_static(b"x"), &PutMeta::default(), &Precondition::None).await.unwrap();
+        b.put(
+            k,
+            Bytes::from_static(b"x"),
+            &PutMeta::default(),
+            &Precondition::None,
+        )
+        .await
+        .unwrap();
     }
 
     #[tokio::test]
@@ -258,11 +312,31 @@ mod tests {
     async fn conditional_writes() {
         let b = MemoryBackend::new();
         let meta = PutMeta::default();
-        let r = b.put("k", Bytes::new(), &meta, &Precondition::IfNotExists).await.unwrap();
-        let e = b.put("k", Bytes::new(), &meta, &Precondition::IfNotExists).await.unwrap_err();
+        let r = b
+            .put("k", Bytes::new(), &meta, &Precondition::IfNotExists)
+            .await
+            .unwrap();
+        let e = b
+            .put("k", Bytes::new(), &meta, &Precondition::IfNotExists)
+            .await
+            .unwrap_err();
         assert!(matches!(e, BackendError::AlreadyExists { .. }));
-        let e = b.put("k", Bytes::new(), &meta, &Precondition::IfMatch("\"zz\"".into())).await;
+        let e = b
+            .put(
+                "k",
+                Bytes::new(),
+                &meta,
+                &Precondition::IfMatch("\"zz\"".into()),
+            )
+            .await;
         assert!(matches!(e, Err(BackendError::PreconditionFailed { .. })));
-        b.put("k", Bytes::new(), &meta, &Precondition::IfMatch(r.etag.unwrap())).await.unwrap();
+        b.put(
+            "k",
+            Bytes::new(),
+            &meta,
+            &Precondition::IfMatch(r.etag.unwrap()),
+        )
+        .await
+        .unwrap();
     }
 }

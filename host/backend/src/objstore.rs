@@ -55,16 +55,22 @@ pub struct ObjectStoreBackend {
 
 impl std::fmt::Debug for ObjectStoreBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectStoreBackend").field("store", &self.description).finish()
+        f.debug_struct("ObjectStoreBackend")
+            .field("store", &self.description)
+            .finish()
     }
 }
 
 fn env(names: &[&str]) -> Option<String> {
-    names.iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
 }
 
 fn secret_or_env(s: &Option<Secret>, names: &[&str]) -> Option<String> {
-    s.as_ref().map(|s| s.expose().to_string()).or_else(|| env(names))
+    s.as_ref()
+        .map(|s| s.expose().to_string())
+        .or_else(|| env(names))
 }
 
 /// Fields of an Azure connection string.
@@ -125,137 +131,163 @@ impl ObjectStoreBackend {
     pub fn new(url: &StoreUrl, cfg: &StoreConfig) -> Result<Self> {
         let endpoint = cfg.endpoint.clone();
         let retry = retry_config(cfg);
-        let (store, pager, description): (Arc<dyn ObjectStore>, Option<Arc<dyn PaginatedListStore>>, String) =
-            match url.kind {
-                StoreKind::Azure => {
-                    let az = &cfg.azure;
-                    let conn = match secret_or_env(&az.connection_string, &["AZURE_STORAGE_CONNECTION_STRING"]) {
-                        Some(s) => parse_conn_string(&s)?,
-                        None => ConnString::default(),
-                    };
-                    let key_from_file = match &az.account_key_file {
-                        Some(p) => Some(
-                            std::fs::read_to_string(p)
-                                .map_err(|e| {
-                                    BackendError::Config(format!(
-                                        "store.azure.account-key-file {}: {e}",
-                                        p.display()
-                                    ))
-                                })?
-                                .trim()
-                                .to_string(),
-                        ),
-                        None => None,
-                    };
-                    let key = secret_or_env(&az.account_key, &["AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY"])
-                        .or(key_from_file)
-                        .or(conn.key);
-                    let sas = secret_or_env(&az.sas_token, &["AZURE_STORAGE_SAS_TOKEN"]).or(conn.sas);
-                    let endpoint = endpoint.or(conn.blob_endpoint);
-                    let account = conn.account.unwrap_or_else(|| url.account.clone());
-                    let mut b = MicrosoftAzureBuilder::new()
-                        .with_account(&account)
-                        .with_container_name(&url.bucket)
-                        .with_retry(retry)
-                        .with_client_options(client_options(cfg, endpoint.as_deref()));
-                    if az.use_emulator && endpoint.is_none() {
-                        b = b.with_use_emulator(true);
-                    }
-                    if let Some(e) = &endpoint {
-                        b = b.with_endpoint(e.clone());
-                    }
-                    if let Some(k) = key {
-                        b = b.with_access_key(k);
-                    } else if let Some(s) = sas {
-                        let pairs = s
-                            .trim_start_matches('?')
-                            .split('&')
-                            .filter_map(|kv| kv.split_once('='))
-                            .map(|(k, v)| (k.to_string(), percent_decode(v)))
-                            .collect::<Vec<_>>();
-                        b = b.with_sas_authorization(pairs);
-                    } else if az.use_emulator {
-                        b = b.with_access_key(AZURITE_KEY);
-                    }
-                    let s = Arc::new(b.build().map_err(build_err)?);
-                    let d = format!("az://{account}/{}", url.bucket);
-                    (s.clone(), Some(s), d)
+        let (store, pager, description): (
+            Arc<dyn ObjectStore>,
+            Option<Arc<dyn PaginatedListStore>>,
+            String,
+        ) = match url.kind {
+            StoreKind::Azure => {
+                let az = &cfg.azure;
+                let conn = match secret_or_env(
+                    &az.connection_string,
+                    &["AZURE_STORAGE_CONNECTION_STRING"],
+                ) {
+                    Some(s) => parse_conn_string(&s)?,
+                    None => ConnString::default(),
+                };
+                let key_from_file = match &az.account_key_file {
+                    Some(p) => Some(
+                        std::fs::read_to_string(p)
+                            .map_err(|e| {
+                                BackendError::Config(format!(
+                                    "store.azure.account-key-file {}: {e}",
+                                    p.display()
+                                ))
+                            })?
+                            .trim()
+                            .to_string(),
+                    ),
+                    None => None,
+                };
+                let key = secret_or_env(
+                    &az.account_key,
+                    &["AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY"],
+                )
+                .or(key_from_file)
+                .or(conn.key);
+                let sas = secret_or_env(&az.sas_token, &["AZURE_STORAGE_SAS_TOKEN"]).or(conn.sas);
+                let endpoint = endpoint.or(conn.blob_endpoint);
+                let account = conn.account.unwrap_or_else(|| url.account.clone());
+                let mut b = MicrosoftAzureBuilder::new()
+                    .with_account(&account)
+                    .with_container_name(&url.bucket)
+                    .with_retry(retry)
+                    .with_client_options(client_options(cfg, endpoint.as_deref()));
+                if az.use_emulator && endpoint.is_none() {
+                    b = b.with_use_emulator(true);
                 }
-                StoreKind::S3 => {
-                    let s3 = &cfg.s3;
-                    let endpoint = endpoint.or_else(|| env(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]));
-                    let region = s3
-                        .region
-                        .clone()
-                        .or_else(|| env(&["AWS_REGION", "AWS_DEFAULT_REGION"]))
-                        .unwrap_or_else(|| "us-east-1".into());
-                    let mut b = AmazonS3Builder::new()
-                        .with_bucket_name(&url.bucket)
-                        .with_region(region)
-                        .with_virtual_hosted_style_request(s3.virtual_hosted_style)
-                        .with_retry(retry)
-                        .with_client_options(client_options(cfg, endpoint.as_deref()));
-                    if let Some(e) = &endpoint {
-                        b = b.with_endpoint(e.clone());
-                    }
-                    if let Some(k) = s3.access_key_id.clone().or_else(|| env(&["AWS_ACCESS_KEY_ID"])) {
-                        b = b.with_access_key_id(k);
-                    }
-                    if let Some(k) = secret_or_env(&s3.secret_access_key, &["AWS_SECRET_ACCESS_KEY"]) {
-                        b = b.with_secret_access_key(k);
-                    }
-                    if let Some(t) = secret_or_env(&s3.session_token, &["AWS_SESSION_TOKEN"]) {
-                        b = b.with_token(t);
-                    }
-                    let s = Arc::new(b.build().map_err(build_err)?);
-                    let d = format!("s3://{}", url.bucket);
-                    (s.clone(), Some(s), d)
+                if let Some(e) = &endpoint {
+                    b = b.with_endpoint(e.clone());
                 }
-                StoreKind::Gcs => {
-                    let g = &cfg.gcs;
-                    let endpoint = endpoint.or_else(|| {
-                        env(&["STORAGE_EMULATOR_HOST"]).map(|h| {
-                            if h.contains("://") { h } else { format!("http://{h}") }
-                        })
-                    });
-                    let mut b = GoogleCloudStorageBuilder::new()
-                        .with_bucket_name(&url.bucket)
-                        .with_retry(retry)
-                        .with_client_options(client_options(cfg, endpoint.as_deref()));
-                    if let Some(e) = &endpoint {
-                        b = b.with_base_url(e.trim_end_matches('/'));
-                    }
-                    let sa = g
-                        .service_account_file
-                        .clone()
-                        .map(|p| p.display().to_string())
-                        .or_else(|| env(&["GOOGLE_APPLICATION_CREDENTIALS"]));
-                    if g.anonymous {
-                        b = b.with_skip_signature(true);
-                    } else if let Some(p) = sa {
-                        b = b.with_service_account_path(p);
-                    }
-                    let s = Arc::new(b.build().map_err(build_err)?);
-                    let d = format!("gs://{}", url.bucket);
-                    (s.clone(), Some(s), d)
+                if let Some(k) = key {
+                    b = b.with_access_key(k);
+                } else if let Some(s) = sas {
+                    let pairs = s
+                        .trim_start_matches('?')
+                        .split('&')
+                        .filter_map(|kv| kv.split_once('='))
+                        .map(|(k, v)| (k.to_string(), percent_decode(v)))
+                        .collect::<Vec<_>>();
+                    b = b.with_sas_authorization(pairs);
+                } else if az.use_emulator {
+                    b = b.with_access_key(AZURITE_KEY);
                 }
-                StoreKind::File => {
-                    let root = std::path::PathBuf::from(&url.bucket);
-                    std::fs::create_dir_all(&root).map_err(|e| {
-                        BackendError::Config(format!("file store {}: {e}", root.display()))
-                    })?;
-                    let s = LocalFileSystem::new_with_prefix(&root).map_err(build_err)?;
-                    (Arc::new(s), None, format!("file://{}", url.bucket))
+                let s = Arc::new(b.build().map_err(build_err)?);
+                let d = format!("az://{account}/{}", url.bucket);
+                (s.clone(), Some(s), d)
+            }
+            StoreKind::S3 => {
+                let s3 = &cfg.s3;
+                let endpoint =
+                    endpoint.or_else(|| env(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]));
+                let region = s3
+                    .region
+                    .clone()
+                    .or_else(|| env(&["AWS_REGION", "AWS_DEFAULT_REGION"]))
+                    .unwrap_or_else(|| "us-east-1".into());
+                let mut b = AmazonS3Builder::new()
+                    .with_bucket_name(&url.bucket)
+                    .with_region(region)
+                    .with_virtual_hosted_style_request(s3.virtual_hosted_style)
+                    .with_retry(retry)
+                    .with_client_options(client_options(cfg, endpoint.as_deref()));
+                if let Some(e) = &endpoint {
+                    b = b.with_endpoint(e.clone());
                 }
-                StoreKind::Memory => {
-                    return Err(BackendError::Config("mem:// is served by MemoryBackend".into()));
+                if let Some(k) = s3
+                    .access_key_id
+                    .clone()
+                    .or_else(|| env(&["AWS_ACCESS_KEY_ID"]))
+                {
+                    b = b.with_access_key_id(k);
                 }
-            };
+                if let Some(k) = secret_or_env(&s3.secret_access_key, &["AWS_SECRET_ACCESS_KEY"]) {
+                    b = b.with_secret_access_key(k);
+                }
+                if let Some(t) = secret_or_env(&s3.session_token, &["AWS_SESSION_TOKEN"]) {
+                    b = b.with_token(t);
+                }
+                let s = Arc::new(b.build().map_err(build_err)?);
+                let d = format!("s3://{}", url.bucket);
+                (s.clone(), Some(s), d)
+            }
+            StoreKind::Gcs => {
+                let g = &cfg.gcs;
+                let endpoint = endpoint.or_else(|| {
+                    env(&["STORAGE_EMULATOR_HOST"]).map(|h| {
+                        if h.contains("://") {
+                            h
+                        } else {
+                            format!("http://{h}")
+                        }
+                    })
+                });
+                let mut b = GoogleCloudStorageBuilder::new()
+                    .with_bucket_name(&url.bucket)
+                    .with_retry(retry)
+                    .with_client_options(client_options(cfg, endpoint.as_deref()));
+                if let Some(e) = &endpoint {
+                    b = b.with_base_url(e.trim_end_matches('/'));
+                }
+                let sa = g
+                    .service_account_file
+                    .clone()
+                    .map(|p| p.display().to_string())
+                    .or_else(|| env(&["GOOGLE_APPLICATION_CREDENTIALS"]));
+                if g.anonymous {
+                    b = b.with_skip_signature(true);
+                } else if let Some(p) = sa {
+                    b = b.with_service_account_path(p);
+                }
+                let s = Arc::new(b.build().map_err(build_err)?);
+                let d = format!("gs://{}", url.bucket);
+                (s.clone(), Some(s), d)
+            }
+            StoreKind::File => {
+                let root = std::path::PathBuf::from(&url.bucket);
+                std::fs::create_dir_all(&root).map_err(|e| {
+                    BackendError::Config(format!("file store {}: {e}", root.display()))
+                })?;
+                let s = LocalFileSystem::new_with_prefix(&root).map_err(build_err)?;
+                (Arc::new(s), None, format!("file://{}", url.bucket))
+            }
+            StoreKind::Memory => {
+                return Err(BackendError::Config(
+                    "mem:// is served by MemoryBackend".into(),
+                ));
+            }
+        };
         let conditional_writes = match url.kind {
             StoreKind::S3 => cfg.s3.conditional_writes,
             _ => true,
         };
-        Ok(ObjectStoreBackend { store, pager, kind: url.kind, description, conditional_writes })
+        Ok(ObjectStoreBackend {
+            store,
+            pager,
+            kind: url.kind,
+            description,
+            conditional_writes,
+        })
     }
 
     fn put_mode(&self, cond: &Precondition) -> PutMode {
@@ -263,9 +295,10 @@ impl ObjectStoreBackend {
             _ if !self.conditional_writes => PutMode::Overwrite,
             Precondition::None => PutMode::Overwrite,
             Precondition::IfNotExists => PutMode::Create,
-            Precondition::IfMatch(e) => {
-                PutMode::Update(UpdateVersion { e_tag: Some(e.clone()), version: None })
-            }
+            Precondition::IfMatch(e) => PutMode::Update(UpdateVersion {
+                e_tag: Some(e.clone()),
+                version: None,
+            }),
         }
     }
 
@@ -316,7 +349,10 @@ fn percent_decode(s: &str) -> String {
 /// one by one and joined, so empty segments and a trailing `/` survive.
 pub fn key_to_path(key: &str) -> Result<Path> {
     if key.starts_with('/') {
-        return Err(BackendError::InvalidKey { key: key.into(), reason: "leading '/'".into() });
+        return Err(BackendError::InvalidKey {
+            key: key.into(),
+            reason: "leading '/'".into(),
+        });
     }
     let mut path = Path::ROOT;
     let mut first = true;
@@ -345,8 +381,13 @@ fn map_err(key: &str, e: object_store::Error) -> BackendError {
         }
         E::PermissionDenied { .. } => BackendError::PermissionDenied(e.to_string()),
         E::Unauthenticated { .. } => BackendError::Unauthenticated(e.to_string()),
-        E::InvalidPath { .. } => BackendError::InvalidKey { key: key.into(), reason: e.to_string() },
-        E::NotSupported { .. } | E::NotImplemented { .. } => BackendError::NotSupported(e.to_string()),
+        E::InvalidPath { .. } => BackendError::InvalidKey {
+            key: key.into(),
+            reason: e.to_string(),
+        },
+        E::NotSupported { .. } | E::NotImplemented { .. } => {
+            BackendError::NotSupported(e.to_string())
+        }
         E::UnknownConfigurationKey { .. } => BackendError::Config(e.to_string()),
         // `object_store::Error` is non-exhaustive: classify the rest by message.
         other => classify_generic(other.to_string()),
@@ -355,15 +396,25 @@ fn map_err(key: &str, e: object_store::Error) -> BackendError {
 
 fn classify_generic(msg: String) -> BackendError {
     let m = msg.to_ascii_lowercase();
-    if m.contains("403") || m.contains("authenticationfailed") || m.contains("authorizationfailure")
-        || m.contains("signaturedoesnotmatch") || m.contains("invalidaccesskeyid")
+    if m.contains("403")
+        || m.contains("authenticationfailed")
+        || m.contains("authorizationfailure")
+        || m.contains("signaturedoesnotmatch")
+        || m.contains("invalidaccesskeyid")
     {
         BackendError::Unauthenticated(msg)
-    } else if m.contains("error sending request") || m.contains("timed out") || m.contains("timeout")
-        || m.contains("connect") || m.contains("connection") || m.contains("dns")
+    } else if m.contains("error sending request")
+        || m.contains("timed out")
+        || m.contains("timeout")
+        || m.contains("connect")
+        || m.contains("connection")
+        || m.contains("dns")
     {
         BackendError::Unavailable(msg)
-    } else if m.contains("nosuchbucket") || m.contains("containernotfound") || m.contains("bucket not found") {
+    } else if m.contains("nosuchbucket")
+        || m.contains("containernotfound")
+        || m.contains("bucket not found")
+    {
         BackendError::Config(format!("container/bucket does not exist: {msg}"))
     } else {
         BackendError::Other(msg)
@@ -381,7 +432,10 @@ fn to_system_time(secs: i64, nanos: u32) -> SystemTime {
 fn attributes(meta: &PutMeta) -> Attributes {
     let mut a = Attributes::new();
     for (k, v) in &meta.metadata {
-        a.insert(Attribute::Metadata(k.clone().into()), AttributeValue::from(v.clone()));
+        a.insert(
+            Attribute::Metadata(k.clone().into()),
+            AttributeValue::from(v.clone()),
+        );
     }
     if let Some(ct) = &meta.content_type {
         a.insert(Attribute::ContentType, AttributeValue::from(ct.clone()));
@@ -407,7 +461,13 @@ impl Backend for ObjectStoreBackend {
         let path = key_to_path(key)?;
         let r = self
             .store
-            .get_opts(&path, GetOptions { head: true, ..Default::default() })
+            .get_opts(
+                &path,
+                GetOptions {
+                    head: true,
+                    ..Default::default()
+                },
+            )
             .await
             .map_err(|e| map_err(key, e))?;
         let mut metadata = UserMetadata::new();
@@ -434,7 +494,12 @@ impl Backend for ObjectStoreBackend {
         })
     }
 
-    async fn get_range(&self, key: &str, range: Range<u64>, if_match: Option<&str>) -> Result<Bytes> {
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes> {
         if range.end <= range.start {
             return Ok(Bytes::new());
         }
@@ -444,25 +509,53 @@ impl Backend for ObjectStoreBackend {
             if_match: if_match.map(str::to_string),
             ..Default::default()
         };
-        let r = self.store.get_opts(&path, opts).await.map_err(|e| map_err(key, e))?;
+        let r = self
+            .store
+            .get_opts(&path, opts)
+            .await
+            .map_err(|e| map_err(key, e))?;
         r.bytes().await.map_err(|e| map_err(key, e))
     }
 
-    async fn put(&self, key: &str, data: Bytes, meta: &PutMeta, cond: &Precondition) -> Result<PutOutcome> {
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
         let path = key_to_path(key)?;
         if self.kind == StoreKind::File {
             self.check_precondition(key, cond).await?;
         }
         let opts = PutOptions {
-            mode: if self.kind == StoreKind::File { PutMode::Overwrite } else { self.put_mode(cond) },
-            attributes: if self.kind == StoreKind::File { Attributes::new() } else { attributes(meta) },
+            mode: if self.kind == StoreKind::File {
+                PutMode::Overwrite
+            } else {
+                self.put_mode(cond)
+            },
+            attributes: if self.kind == StoreKind::File {
+                Attributes::new()
+            } else {
+                attributes(meta)
+            },
             ..Default::default()
         };
-        let r = self.store.put_opts(&path, data.into(), opts).await.map_err(|e| map_err(key, e))?;
+        let r = self
+            .store
+            .put_opts(&path, data.into(), opts)
+            .await
+            .map_err(|e| map_err(key, e))?;
         Ok(PutOutcome { etag: r.e_tag })
     }
 
-    async fn put_file(&self, key: &str, file: &FsPath, meta: &PutMeta, cond: &Precondition) -> Result<PutOutcome> {
+    async fn put_file(
+        &self,
+        key: &str,
+        file: &FsPath,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
         let len = tokio::fs::metadata(file).await?.len();
         if len <= SINGLE_PUT_MAX || self.kind == StoreKind::File {
             let data = tokio::fs::read(file).await?;
@@ -477,7 +570,13 @@ impl Backend for ObjectStoreBackend {
         let path = key_to_path(key)?;
         let upload = self
             .store
-            .put_multipart_opts(&path, PutMultipartOptions { attributes: attributes(meta), ..Default::default() })
+            .put_multipart_opts(
+                &path,
+                PutMultipartOptions {
+                    attributes: attributes(meta),
+                    ..Default::default()
+                },
+            )
             .await
             .map_err(|e| map_err(key, e))?;
         let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
@@ -507,28 +606,49 @@ impl Backend for ObjectStoreBackend {
                     ..Default::default()
                 };
                 let pre = (!prefix.is_empty()).then_some(prefix);
-                let r = p.list_paginated(pre, opts).await.map_err(|e| map_err(prefix, e))?;
+                let r = p
+                    .list_paginated(pre, opts)
+                    .await
+                    .map_err(|e| map_err(prefix, e))?;
                 (r.result, r.page_token)
             }
             None => {
-                let path = if prefix.is_empty() { None } else { Some(key_to_path(prefix.trim_end_matches('/'))?) };
-                let r = self.store.list_with_delimiter(path.as_ref()).await.map_err(|e| map_err(prefix, e))?;
+                let path = if prefix.is_empty() {
+                    None
+                } else {
+                    Some(key_to_path(prefix.trim_end_matches('/'))?)
+                };
+                let r = self
+                    .store
+                    .list_with_delimiter(path.as_ref())
+                    .await
+                    .map_err(|e| map_err(prefix, e))?;
                 (r, None)
             }
         };
         let (lr, next) = result;
-        let mut page = ListPage { next, ..Default::default() };
+        let mut page = ListPage {
+            next,
+            ..Default::default()
+        };
         let marker = prefix.trim_end_matches('/');
         for o in lr.objects {
             let raw: String = o.location.into();
             // `object_store` strips a trailing `/`: an object equal to the prefix is the
             // directory's own marker.
-            let key = if !prefix.is_empty() && raw == marker { prefix.to_string() } else { raw };
+            let key = if !prefix.is_empty() && raw == marker {
+                prefix.to_string()
+            } else {
+                raw
+            };
             page.objects.push(ObjectInfo {
                 key,
                 size: o.size,
                 etag: o.e_tag,
-                last_modified: to_system_time(o.last_modified.timestamp(), o.last_modified.timestamp_subsec_nanos()),
+                last_modified: to_system_time(
+                    o.last_modified.timestamp(),
+                    o.last_modified.timestamp_subsec_nanos(),
+                ),
                 metadata: None,
                 content_type: None,
             });
@@ -557,13 +677,25 @@ impl Backend for ObjectStoreBackend {
             }
         };
         self.store
-            .copy_opts(&src, &dst, CopyOptions { mode, ..Default::default() })
+            .copy_opts(
+                &src,
+                &dst,
+                CopyOptions {
+                    mode,
+                    ..Default::default()
+                },
+            )
             .await
             .map_err(|e| map_err(from, e))?;
         Ok(PutOutcome { etag: None })
     }
 
-    async fn set_metadata(&self, key: &str, meta: &PutMeta, if_match: Option<&str>) -> Result<PutOutcome> {
+    async fn set_metadata(
+        &self,
+        key: &str,
+        meta: &PutMeta,
+        if_match: Option<&str>,
+    ) -> Result<PutOutcome> {
         // The crate has no metadata-only update: rewrite the object, conditional on its ETag.
         let info = self.head(key).await?;
         let etag = if_match.map(str::to_string).or(info.etag.clone());
@@ -598,7 +730,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.account.as_deref(), Some("devstoreaccount1"));
         assert_eq!(c.key.as_deref(), Some("abc=="));
-        assert_eq!(c.blob_endpoint.as_deref(), Some("http://127.0.0.1:10000/devstoreaccount1"));
+        assert_eq!(
+            c.blob_endpoint.as_deref(),
+            Some("http://127.0.0.1:10000/devstoreaccount1")
+        );
     }
 
     #[test]

@@ -1,1 +1,22 @@
-//! placeholder
+//! blobmount's file-system core: POSIX-like semantics over an object store.
+//!
+//! Why it is separate from the FUSE adapter: every behaviour (inode numbers, directories
+//! from prefixes and markers, name conflicts, staged writes with preconditions, errno
+//! mapping) is decided here and tested without a kernel; the adapter only translates
+//! requests. This crate must not depend on FUSE types or on a particular store: it talks to
+//! storage only through `blobmount_backend::Backend`.
+
+pub mod attr;
+pub mod config;
+mod dirops;
+pub mod error;
+mod fileops;
+pub mod fs;
+pub mod inode;
+pub mod names;
+
+pub use attr::{Attr, Kind};
+pub use config::FsConfig;
+pub use error::{FsError, FsResult};
+pub use fs::{Caller, DirEntry, Fs, OpenReply, SetAttr, StatFs};
+pub use inode::ROOT_INO;

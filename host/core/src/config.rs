@@ -1,0 +1,45 @@
+//! Settings of the file-system core (filled in by the daemon from its config file).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct FsConfig {
+    /// Key prefix the mount is limited to (no leading/trailing `/`; may be empty).
+    pub prefix: String,
+    pub read_only: bool,
+    /// Owner and modes of objects that carry no such metadata.
+    pub uid: u32,
+    pub gid: u32,
+    pub file_mode: u16,
+    pub dir_mode: u16,
+    /// How long attributes and entries are trusted before the store is asked again
+    /// (also the kernel's entry/attr timeout).
+    pub attr_ttl: Duration,
+    /// Local cache directory (staging area, `conflicts/`).
+    pub cache_dir: PathBuf,
+    /// Largest directory (in objects) renamed by copy+delete; larger ones get EXDEV.
+    pub rename_dir_limit: usize,
+    /// Objects asked for per listing request.
+    pub list_page_size: usize,
+    /// Largest read-ahead window of a sequential reader, in bytes.
+    pub read_ahead_max: usize,
+}
+
+impl FsConfig {
+    pub fn for_tests(cache_dir: PathBuf) -> Self {
+        FsConfig {
+            prefix: String::new(),
+            read_only: false,
+            uid: 0,
+            gid: 0,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            attr_ttl: Duration::from_secs(1),
+            cache_dir,
+            rename_dir_limit: 1000,
+            list_page_size: 1000,
+            read_ahead_max: 8 * 1024 * 1024,
+        }
+    }
+}

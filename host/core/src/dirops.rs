@@ -1,0 +1,564 @@
+//! Directory operations: listing, mkdir/rmdir, unlink, rename, symlink.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use blobmount_backend::{BackendError, Precondition, PutMeta, UserMetadata};
+use bytes::Bytes;
+use tracing::info;
+
+use crate::attr::{self, Attr, Kind};
+use crate::error::{FsError, FsResult};
+use crate::fs::{Caller, DirEntry, Fs, Probe, lock};
+use crate::inode::{Entry, Marker, Node, ROOT_INO};
+use crate::names::{self, FILE_SUFFIX};
+
+impl Fs {
+    /// Read the whole listing of directory key `dir_key` and turn it into entries.
+    async fn list_dir(&self, dir_key: &str) -> FsResult<Vec<Entry>> {
+        let prefix = self.dir_prefix_of_key(dir_key);
+        let mut dirs: BTreeMap<String, ()> = BTreeMap::new();
+        let mut files: Vec<(String, u64)> = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .backend
+                .list_page(&prefix, token, self.cfg.list_page_size)
+                .await?;
+            for p in &page.prefixes {
+                if let Some(seg) = p.strip_prefix(&prefix).and_then(|s| s.strip_suffix('/')) {
+                    dirs.insert(seg.to_string(), ());
+                }
+            }
+            for o in &page.objects {
+                if o.key == prefix {
+                    continue; // this directory's own marker
+                }
+                if let Some(seg) = o.key.strip_prefix(&prefix) {
+                    files.push((seg.to_string(), o.size));
+                }
+            }
+            token = page.next;
+            if token.is_none() {
+                break;
+            }
+        }
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut taken: HashSet<String> = HashSet::new();
+        let mut push = |name: String, seg: String, kind: Kind, entries: &mut Vec<Entry>| {
+            if taken.insert(name.clone()) {
+                entries.push(Entry { name, seg, kind });
+                true
+            } else {
+                false
+            }
+        };
+        // Valid names first, so a stand-in can never take a real name.
+        for seg in dirs.keys().filter(|s| names::is_valid(s)) {
+            push(seg.clone(), seg.clone(), Kind::Dir, &mut entries);
+        }
+        let caps = self.backend.capabilities();
+        for (seg, size) in files.iter().filter(|(s, _)| names::is_valid(s)) {
+            if dirs.contains_key(seg) {
+                // Azure folder marker blob next to its own prefix: the same directory.
+                if !caps.dir_markers && *size == 0 {
+                    let key = self.child_key(dir_key, seg);
+                    if let Ok(h) = self.backend.head(&key).await {
+                        if attr::is_true(
+                            h.metadata.as_ref().unwrap_or(&UserMetadata::new()),
+                            attr::META_FOLDER,
+                        ) {
+                            continue;
+                        }
+                    }
+                }
+                self.note_conflict(&self.child_key(dir_key, seg));
+                let name = format!("{seg}{FILE_SUFFIX}");
+                push(name, seg.clone(), Kind::File, &mut entries);
+            } else {
+                push(seg.clone(), seg.clone(), Kind::File, &mut entries);
+            }
+        }
+        let invalid = dirs
+            .keys()
+            .filter(|s| !names::is_valid(s))
+            .map(|s| (s.clone(), Kind::Dir))
+            .chain(
+                files
+                    .iter()
+                    .filter(|(s, _)| !names::is_valid(s))
+                    .map(|(s, _)| (s.clone(), Kind::File)),
+            );
+        for (seg, kind) in invalid.collect::<Vec<_>>() {
+            let name = names::stand_in(&seg);
+            let key = self.child_key(dir_key, &seg);
+            if push(name.clone(), seg.clone(), kind, &mut entries) {
+                self.note_conflict(&key);
+                info!(
+                    key,
+                    shown_as = name,
+                    "object name is not a valid Linux file name; shown under a stand-in"
+                );
+            } else {
+                self.warn_once("object hidden: its stand-in name is taken", &key);
+            }
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    /// FUSE opendir: snapshot the listing so readdir offsets are stable.
+    pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
+        if self.node_kind(ino)? != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let key = self.key_of(ino)?;
+        let mut listed = self.list_dir(&key).await?;
+        let local = lock(&self.table).local_children(ino);
+        for (name, kind) in local {
+            if !listed.iter().any(|e| e.name == name) {
+                listed.push(Entry {
+                    seg: name.clone(),
+                    name,
+                    kind,
+                });
+            }
+        }
+        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        let entries: Vec<DirEntry> = {
+            let mut t = lock(&self.table);
+            let parent = t.get(ino).map(|n| n.parent).unwrap_or(ROOT_INO);
+            let out = std::iter::once(DirEntry {
+                ino,
+                name: ".".into(),
+                kind: Kind::Dir,
+            })
+            .chain(std::iter::once(DirEntry {
+                ino: parent,
+                name: "..".into(),
+                kind: Kind::Dir,
+            }))
+            .chain(listed.iter().map(|e| {
+                DirEntry {
+                    // Entries not looked up yet get a stable pseudo number; the kernel uses
+                    // the one from lookup.
+                    ino: t
+                        .child(ino, &e.name)
+                        .unwrap_or_else(|| names::fnv1a(e.name.as_bytes()) | (1 << 63)),
+                    name: e.name.clone(),
+                    kind: e.kind,
+                }
+            }))
+            .collect();
+            if let Some(n) = t.get_mut(ino) {
+                n.listing = Some(listed);
+            }
+            out
+        };
+        let fh = self.new_fh();
+        lock(&self.dir_handles).insert(fh, Arc::new(entries));
+        Ok(fh)
+    }
+
+    /// FUSE readdir: entries from `offset` on (offset = index of the next entry).
+    pub fn readdir(&self, fh: u64, offset: u64) -> FsResult<Vec<(u64, DirEntry)>> {
+        let entries = lock(&self.dir_handles)
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)?;
+        Ok(entries
+            .iter()
+            .enumerate()
+            .skip(offset as usize)
+            .map(|(i, e)| (i as u64 + 1, e.clone()))
+            .collect())
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        lock(&self.dir_handles).remove(&fh);
+    }
+
+    fn insert_new(&self, parent: u64, name: &str, node: Node) -> Attr {
+        let mut t = lock(&self.table);
+        let ino = t.upsert(node);
+        if let Some(p) = t.get_mut(parent) {
+            p.listing = None;
+        }
+        let n = t.get_mut(ino).map(|n| {
+            n.lookups += 1;
+            n.attr(ino)
+        });
+        n.unwrap_or_else(|| panic_free_attr(ino, name))
+    }
+
+    pub(crate) fn new_node(
+        &self,
+        parent: u64,
+        name: &str,
+        kind: Kind,
+        perm: u16,
+        c: Caller,
+    ) -> Node {
+        let now = SystemTime::now();
+        Node {
+            parent,
+            name: name.into(),
+            seg: name.into(),
+            kind,
+            size: 0,
+            perm,
+            uid: c.uid,
+            gid: c.gid,
+            mtime: now,
+            ctime: now,
+            etag: None,
+            marker: Marker::None,
+            symlink: None,
+            meta: UserMetadata::new(),
+            fetched: Some(Instant::now()),
+            lookups: 0,
+            local_only: false,
+            listing: None,
+        }
+    }
+
+    /// Fail with EEXIST if `name` exists in `parent` (locally or in the store).
+    pub(crate) async fn ensure_absent(&self, parent: u64, name: &str) -> FsResult<()> {
+        let local = {
+            let t = lock(&self.table);
+            t.child(parent, name)
+                .and_then(|ino| t.get(ino))
+                .map(|n| n.local_only)
+                .unwrap_or(false)
+        };
+        if local {
+            return Err(FsError::Exists);
+        }
+        match self.resolve(parent, name).await? {
+            Some(_) => Err(FsError::Exists),
+            None => Ok(()),
+        }
+    }
+
+    pub async fn mkdir(&self, parent: u64, name: &str, perm: u16, c: Caller) -> FsResult<Attr> {
+        self.check_writable()?;
+        names::check_new(name)?;
+        if self.node_kind(parent)? != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        self.ensure_absent(parent, name).await?;
+        let key = self.child_key(&self.key_of(parent)?, name);
+        let mut node = self.new_node(parent, name, Kind::Dir, perm & 0o7777, c);
+        let mut meta = attr::encode(
+            &UserMetadata::new(),
+            Kind::Dir,
+            node.perm,
+            c.uid,
+            c.gid,
+            node.mtime,
+        );
+        let (marker_key, marker) = if self.backend.capabilities().dir_markers {
+            (format!("{key}/"), Marker::Slash)
+        } else {
+            meta.insert(attr::META_FOLDER.into(), "true".into());
+            (key.clone(), Marker::Folder)
+        };
+        let pm = PutMeta {
+            metadata: meta,
+            content_type: None,
+        };
+        self.backend
+            .put(&marker_key, Bytes::new(), &pm, &Precondition::IfNotExists)
+            .await
+            .map_err(|e| match e {
+                BackendError::AlreadyExists { .. } => FsError::Exists,
+                e => e.into(),
+            })?;
+        node.marker = marker;
+        Ok(self.insert_new(parent, name, node))
+    }
+
+    /// Look a child up (through the table or the store) without counting a kernel reference.
+    pub(crate) async fn child_node(
+        &self,
+        parent: u64,
+        name: &str,
+    ) -> FsResult<(Option<u64>, Node)> {
+        let known = {
+            let t = lock(&self.table);
+            t.child(parent, name)
+                .and_then(|ino| t.get(ino).map(|n| (ino, n.clone())))
+        };
+        if let Some((ino, n)) = known {
+            if self.fresh(&n) || self.is_open_dirty(ino) {
+                return Ok((Some(ino), n));
+            }
+        }
+        let p: Probe = self.resolve(parent, name).await?.ok_or(FsError::NotFound)?;
+        let node = self.node_from(parent, name, &p);
+        let ino = lock(&self.table).child(parent, name);
+        Ok((ino, node))
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.check_writable()?;
+        let (ino, node) = self.child_node(parent, name).await?;
+        if node.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let key = self.child_key(&self.key_of(parent)?, &node.seg);
+        let prefix = format!("{key}/");
+        let page = self.backend.list_page(&prefix, None, 3).await?;
+        let local_children = ino
+            .map(|i| !lock(&self.table).local_children(i).is_empty())
+            .unwrap_or(false);
+        if local_children
+            || !page.prefixes.is_empty()
+            || page.objects.iter().any(|o| o.key != prefix)
+        {
+            return Err(FsError::NotEmpty);
+        }
+        let has_slash = page.objects.iter().any(|o| o.key == prefix);
+        if has_slash {
+            ignore_missing(self.backend.delete(&prefix).await)?;
+        }
+        if node.marker == Marker::Folder {
+            ignore_missing(self.backend.delete(&key).await)?;
+        }
+        let mut t = lock(&self.table);
+        t.unlink(parent, name);
+        if let Some(p) = t.get_mut(parent) {
+            p.listing = None;
+        }
+        Ok(())
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.check_writable()?;
+        let (ino, node) = self.child_node(parent, name).await?;
+        if node.kind == Kind::Dir {
+            return Err(FsError::IsDir);
+        }
+        if let Some(ino) = ino {
+            self.mark_unlinked(ino).await;
+        }
+        if !node.local_only {
+            let key = self.child_key(&self.key_of(parent)?, &node.seg);
+            ignore_missing(self.backend.delete(&key).await)?;
+        }
+        let mut t = lock(&self.table);
+        if let Some(ino) = t.unlink(parent, name) {
+            if let Some(n) = t.get_mut(ino) {
+                n.local_only = false;
+            }
+        }
+        if let Some(p) = t.get_mut(parent) {
+            p.listing = None;
+        }
+        Ok(())
+    }
+
+    pub async fn symlink(
+        &self,
+        parent: u64,
+        name: &str,
+        target: &str,
+        c: Caller,
+    ) -> FsResult<Attr> {
+        self.check_writable()?;
+        names::check_new(name)?;
+        if self.node_kind(parent)? != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        self.ensure_absent(parent, name).await?;
+        let key = self.child_key(&self.key_of(parent)?, name);
+        let mut node = self.new_node(parent, name, Kind::Symlink, 0o777, c);
+        let meta = attr::encode(
+            &UserMetadata::new(),
+            Kind::Symlink,
+            0o777,
+            c.uid,
+            c.gid,
+            node.mtime,
+        );
+        let pm = PutMeta {
+            metadata: meta,
+            content_type: None,
+        };
+        let r = self
+            .backend
+            .put(
+                &key,
+                Bytes::from(target.as_bytes().to_vec()),
+                &pm,
+                &Precondition::IfNotExists,
+            )
+            .await
+            .map_err(|e| match e {
+                BackendError::AlreadyExists { .. } => FsError::Exists,
+                e => e.into(),
+            })?;
+        node.size = target.len() as u64;
+        node.etag = r.etag;
+        node.symlink = Some(target.to_string());
+        Ok(self.insert_new(parent, name, node))
+    }
+
+    pub fn link(&self) -> FsResult<Attr> {
+        Err(FsError::NotPermitted(
+            "hard links are not supported by object storage",
+        ))
+    }
+
+    /// Every key under directory key `key` (recursive), at most `limit + 1` of them.
+    async fn collect_tree(&self, key: &str, limit: usize) -> FsResult<Vec<String>> {
+        let mut out = Vec::new();
+        let mut stack = vec![format!("{key}/")];
+        while let Some(prefix) = stack.pop() {
+            let mut token = None;
+            loop {
+                let page = self
+                    .backend
+                    .list_page(&prefix, token, self.cfg.list_page_size)
+                    .await?;
+                out.extend(page.objects.into_iter().map(|o| o.key));
+                stack.extend(page.prefixes);
+                if out.len() > limit {
+                    return Ok(out);
+                }
+                token = page.next;
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        no_replace: bool,
+    ) -> FsResult<()> {
+        self.check_writable()?;
+        names::check_new(new_name)?;
+        if self.node_kind(new_parent)? != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let (ino, node) = self.child_node(parent, name).await?;
+        let target = match self.child_node(new_parent, new_name).await {
+            Ok((tino, t)) => Some((tino, t)),
+            Err(FsError::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some((_, t)) = &target {
+            if no_replace {
+                return Err(FsError::Exists);
+            }
+            match (node.kind == Kind::Dir, t.kind == Kind::Dir) {
+                (false, true) => return Err(FsError::IsDir),
+                (true, false) => return Err(FsError::NotDir),
+                _ => {}
+            }
+        }
+        let from = self.child_key(&self.key_of(parent)?, &node.seg);
+        let to = self.child_key(&self.key_of(new_parent)?, new_name);
+        if from == to {
+            return Ok(());
+        }
+        if node.kind == Kind::Dir {
+            if to.starts_with(&format!("{from}/")) {
+                return Err(FsError::Invalid("cannot move a directory into itself"));
+            }
+            if let Some((_, _)) = &target {
+                let page = self.backend.list_page(&format!("{to}/"), None, 3).await?;
+                if !page.prefixes.is_empty()
+                    || page.objects.iter().any(|o| o.key != format!("{to}/"))
+                {
+                    return Err(FsError::NotEmpty);
+                }
+            }
+            let keys = self.collect_tree(&from, self.cfg.rename_dir_limit).await?;
+            if keys.len() > self.cfg.rename_dir_limit {
+                return Err(FsError::RenameTooLarge(keys.len()));
+            }
+            // Open files inside must be uploaded first so the copy carries their data.
+            self.flush_all_under(ino).await?;
+            for k in &keys {
+                let dst = format!("{to}/{}", &k[from.len() + 1..]);
+                self.backend.copy(k, &dst, &Precondition::None).await?;
+            }
+            if node.marker == Marker::Folder {
+                self.backend.copy(&from, &to, &Precondition::None).await?;
+            } else if keys.is_empty() && node.marker == Marker::None {
+                // Nothing to copy (an empty implicit dir cannot exist); keep the name alive.
+            }
+            for k in &keys {
+                ignore_missing(self.backend.delete(k).await)?;
+            }
+            if node.marker == Marker::Folder {
+                ignore_missing(self.backend.delete(&from).await)?;
+            }
+        } else {
+            if let Some(ino) = ino {
+                self.flush_inode(ino).await?;
+            }
+            let local_only = ino
+                .and_then(|i| lock(&self.table).get(i).map(|n| n.local_only))
+                .unwrap_or(false);
+            if !local_only {
+                self.backend.copy(&from, &to, &Precondition::None).await?;
+                ignore_missing(self.backend.delete(&from).await)?;
+            }
+        }
+        let mut t = lock(&self.table);
+        if let Some((Some(tino), _)) = target {
+            t.unlink(new_parent, new_name);
+            let _ = tino;
+        }
+        match ino {
+            Some(ino) => t.rename(ino, new_parent, new_name),
+            None => {
+                t.unlink(parent, name);
+            }
+        }
+        if let Some(ino) = ino {
+            if let Some(n) = t.get_mut(ino) {
+                n.fetched = None; // new key: revalidate (etag changed by the copy)
+            }
+        }
+        for p in [parent, new_parent] {
+            if let Some(n) = t.get_mut(p) {
+                n.listing = None;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn ignore_missing(r: Result<(), BackendError>) -> FsResult<()> {
+    match r {
+        Ok(()) | Err(BackendError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn panic_free_attr(ino: u64, _name: &str) -> Attr {
+    // Only reachable if the node vanished between insert and read under the same lock,
+    // which cannot happen; return a harmless attribute rather than panicking.
+    Attr {
+        ino,
+        kind: Kind::File,
+        size: 0,
+        perm: 0,
+        uid: 0,
+        gid: 0,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        nlink: 1,
+    }
+}

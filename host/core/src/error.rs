@@ -1,0 +1,103 @@
+//! The file-system error type and the one place where errors become errno values.
+//!
+//! Every failure in the core is an [`FsError`]; the FUSE adapter calls [`FsError::errno`] and
+//! nothing else decides an errno. The matches are exhaustive on purpose: a new variant (here
+//! or in `BackendError`) must be given an errno explicitly.
+
+use blobmount_backend::BackendError;
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("file exists")]
+    Exists,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("read-only mount")]
+    ReadOnly,
+    #[error("operation not permitted: {0}")]
+    NotPermitted(&'static str),
+    #[error("not implemented: {0}")]
+    NoSys(&'static str),
+    #[error("file name too long")]
+    NameTooLong,
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+    #[error("bad file handle")]
+    BadHandle,
+    #[error("object changed remotely; local data kept in {saved_to}")]
+    Conflict { saved_to: String },
+    #[error("object changed remotely while reading")]
+    Stale,
+    #[error("directory too large to rename here ({0} objects); copy it instead")]
+    RenameTooLarge(usize),
+    #[error("local cache I/O: {0}")]
+    LocalIo(String),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+impl FsError {
+    /// The errno reported to the kernel.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::Exists => libc::EEXIST,
+            FsError::NotDir => libc::ENOTDIR,
+            FsError::IsDir => libc::EISDIR,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::ReadOnly => libc::EROFS,
+            FsError::NotPermitted(_) => libc::EPERM,
+            FsError::NoSys(_) => libc::ENOSYS,
+            FsError::NameTooLong => libc::ENAMETOOLONG,
+            FsError::Invalid(_) => libc::EINVAL,
+            FsError::BadHandle => libc::EBADF,
+            FsError::Conflict { .. } | FsError::Stale => libc::ESTALE,
+            // EXDEV makes `mv` fall back to copy + delete, which is what we want.
+            FsError::RenameTooLarge(_) => libc::EXDEV,
+            FsError::LocalIo(_) => libc::EIO,
+            FsError::Backend(b) => match b {
+                BackendError::NotFound { .. } => libc::ENOENT,
+                BackendError::AlreadyExists { .. } => libc::EEXIST,
+                BackendError::PreconditionFailed { .. } => libc::ESTALE,
+                BackendError::PermissionDenied(_) | BackendError::Unauthenticated(_) => {
+                    libc::EACCES
+                }
+                BackendError::InvalidKey { .. } => libc::EINVAL,
+                BackendError::NotSupported(_) => libc::ENOTSUP,
+                BackendError::Unavailable(_)
+                | BackendError::Config(_)
+                | BackendError::LocalIo(_)
+                | BackendError::Other(_) => libc::EIO,
+            },
+        }
+    }
+}
+
+impl From<std::io::Error> for FsError {
+    fn from(e: std::io::Error) -> Self {
+        FsError::LocalIo(e.to_string())
+    }
+}
+
+pub type FsResult<T> = Result<T, FsError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precondition_is_estale_and_missing_is_enoent() {
+        let e: FsError = BackendError::PreconditionFailed { key: "k".into() }.into();
+        assert_eq!(e.errno(), libc::ESTALE);
+        let e: FsError = BackendError::NotFound { key: "k".into() }.into();
+        assert_eq!(e.errno(), libc::ENOENT);
+        assert_eq!(FsError::RenameTooLarge(5).errno(), libc::EXDEV);
+    }
+}

@@ -1,0 +1,561 @@
+//! Open files: reads pinned to the ETag seen at open, staged writes, uploads on
+//! flush/fsync/close with preconditions, and keeping local data when an upload cannot land.
+//!
+//! State per inode ([`OpenFile`]) is shared by all handles of that inode so a reader sees a
+//! writer's data; per-handle state ([`Handle`]) holds the read-ahead buffer.
+
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime};
+
+use blobmount_backend::{BackendError, Precondition, PutMeta};
+use bytes::Bytes;
+use tempfile::NamedTempFile;
+use tracing::{error, warn};
+
+use crate::attr::{self, Kind};
+use crate::error::{FsError, FsResult};
+use crate::fs::{Caller, Fs, OpenReply, lock};
+use crate::inode::ROOT_INO;
+use crate::names;
+
+const DOWNLOAD_CHUNK: u64 = 8 * 1024 * 1024;
+const MIN_WINDOW: usize = 128 * 1024;
+
+pub(crate) struct OpenFile {
+    handles: usize,
+    staged: Option<NamedTempFile>,
+    /// ETag the next upload must match; `None` with `exists_remote` means unconditional.
+    base_etag: Option<String>,
+    exists_remote: bool,
+    /// ETag reads are pinned to.
+    read_etag: Option<String>,
+    size: u64,
+    unlinked: bool,
+}
+
+pub(crate) struct OpenEntry {
+    state: tokio::sync::Mutex<OpenFile>,
+    dirty: AtomicBool,
+}
+
+#[derive(Default)]
+struct ReadBuf {
+    offset: u64,
+    data: Bytes,
+    window: usize,
+    last_end: u64,
+}
+
+pub(crate) struct Handle {
+    ino: u64,
+    writable: bool,
+    read: std::sync::Mutex<ReadBuf>,
+}
+
+impl Fs {
+    pub(crate) fn is_open_dirty(&self, ino: u64) -> bool {
+        lock(&self.open_files)
+            .get(&ino)
+            .map(|e| e.dirty.load(Ordering::Acquire))
+            .unwrap_or(false)
+    }
+
+    fn entry(&self, ino: u64) -> Option<Arc<OpenEntry>> {
+        lock(&self.open_files).get(&ino).cloned()
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
+        lock(&self.handles)
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)
+    }
+
+    /// Register a handle on `ino`, creating the shared open state from the node if needed.
+    fn attach_handle(
+        &self,
+        ino: u64,
+        writable: bool,
+        new_file: bool,
+    ) -> FsResult<(u64, Arc<OpenEntry>)> {
+        let node = lock(&self.table)
+            .get(ino)
+            .cloned()
+            .ok_or(FsError::NotFound)?;
+        let entry = {
+            let mut of = lock(&self.open_files);
+            of.entry(ino)
+                .or_insert_with(|| {
+                    Arc::new(OpenEntry {
+                        state: tokio::sync::Mutex::new(OpenFile {
+                            handles: 0,
+                            staged: None,
+                            base_etag: node.etag.clone(),
+                            exists_remote: !new_file,
+                            read_etag: node.etag.clone(),
+                            size: node.size,
+                            unlinked: false,
+                        }),
+                        dirty: AtomicBool::new(false),
+                    })
+                })
+                .clone()
+        };
+        let fh = self.new_fh();
+        let h = Handle {
+            ino,
+            writable,
+            read: std::sync::Mutex::new(ReadBuf {
+                window: MIN_WINDOW,
+                ..Default::default()
+            }),
+        };
+        lock(&self.handles).insert(fh, Arc::new(h));
+        Ok((fh, entry))
+    }
+
+    /// FUSE open. Revalidates the object first when its attributes are stale
+    /// (close-to-open consistency).
+    pub async fn open(&self, ino: u64, flags: i32) -> FsResult<OpenReply> {
+        let kind = self.node_kind(ino)?;
+        if kind == Kind::Dir {
+            return Err(FsError::IsDir);
+        }
+        let acc = flags & libc::O_ACCMODE;
+        let writable = acc == libc::O_WRONLY || acc == libc::O_RDWR;
+        if writable || flags & libc::O_TRUNC != 0 {
+            self.check_writable()?;
+        }
+        if self.entry(ino).is_none() {
+            self.getattr(ino).await?;
+        }
+        let (fh, entry) = self.attach_handle(ino, writable, false)?;
+        let mut st = entry.state.lock().await;
+        st.handles += 1;
+        if writable && flags & libc::O_TRUNC != 0 {
+            if let Err(e) = self.truncate_locked(ino, &entry, &mut st, 0).await {
+                st.handles -= 1;
+                drop(st);
+                lock(&self.handles).remove(&fh);
+                return Err(e);
+            }
+        }
+        Ok(OpenReply { fh })
+    }
+
+    /// FUSE create: a new empty file, uploaded (conditional on absence) at flush.
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        perm: u16,
+        flags: i32,
+        c: Caller,
+    ) -> FsResult<(crate::Attr, OpenReply)> {
+        self.check_writable()?;
+        names::check_new(name)?;
+        if self.node_kind(parent)? != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        match self.ensure_absent(parent, name).await {
+            Ok(()) => {}
+            Err(FsError::Exists) if flags & libc::O_EXCL == 0 => {
+                // Raced with another client: open the existing file instead.
+                let a = self.lookup(parent, name).await?;
+                let r = self.open(a.ino, flags).await?;
+                return Ok((self.getattr(a.ino).await?, r));
+            }
+            Err(e) => return Err(e),
+        }
+        let mut node = self.new_node(parent, name, Kind::File, perm & 0o7777, c);
+        node.local_only = true;
+        let ino = {
+            let mut t = lock(&self.table);
+            let ino = t.upsert(node);
+            if let Some(n) = t.get_mut(ino) {
+                n.lookups += 1;
+            }
+            if let Some(p) = t.get_mut(parent) {
+                p.listing = None;
+            }
+            ino
+        };
+        let (fh, entry) = self.attach_handle(ino, true, true)?;
+        {
+            let mut st = entry.state.lock().await;
+            st.handles += 1;
+            st.staged = Some(self.new_staging_file()?);
+            st.size = 0;
+            entry.dirty.store(true, Ordering::Release);
+        }
+        let attr = lock(&self.table)
+            .get(ino)
+            .map(|n| n.attr(ino))
+            .ok_or(FsError::NotFound)?;
+        Ok((attr, OpenReply { fh }))
+    }
+
+    fn new_staging_file(&self) -> FsResult<NamedTempFile> {
+        Ok(tempfile::Builder::new()
+            .prefix("stage-")
+            .tempfile_in(self.cfg.cache_dir.join("staging"))?)
+    }
+
+    /// Make sure the file's content is in a local staging file (downloading it if needed).
+    async fn ensure_staged(&self, ino: u64, st: &mut OpenFile) -> FsResult<()> {
+        if st.staged.is_some() {
+            return Ok(());
+        }
+        let tmp = self.new_staging_file()?;
+        if st.exists_remote && st.size > 0 {
+            let key = self.key_of(ino)?;
+            let mut off = 0;
+            while off < st.size {
+                let end = (off + DOWNLOAD_CHUNK).min(st.size);
+                let data = self
+                    .backend
+                    .get_range(&key, off..end, st.base_etag.as_deref())
+                    .await
+                    .map_err(stale)?;
+                if data.is_empty() {
+                    return Err(FsError::Stale);
+                }
+                tmp.as_file().write_all_at(&data, off)?;
+                off += data.len() as u64;
+            }
+        }
+        st.staged = Some(tmp);
+        Ok(())
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        let h = self.handle(fh)?;
+        let entry = self.entry(h.ino).ok_or(FsError::BadHandle)?;
+        let (file_size, etag) = {
+            let st = entry.state.lock().await;
+            if let Some(tmp) = &st.staged {
+                let len = (size as u64).min(st.size.saturating_sub(offset)) as usize;
+                let mut buf = vec![0u8; len];
+                let n = read_full_at(tmp.as_file(), &mut buf, offset)?;
+                buf.truncate(n);
+                return Ok(Bytes::from(buf));
+            }
+            (st.size, st.read_etag.clone())
+        };
+        if offset >= file_size {
+            return Ok(Bytes::new());
+        }
+        let want_end = (offset + size as u64).min(file_size);
+        let fetch = {
+            let mut rb = lock(&h.read);
+            let buf_end = rb.offset + rb.data.len() as u64;
+            if offset >= rb.offset && want_end <= buf_end {
+                let s = (offset - rb.offset) as usize;
+                let e = (want_end - rb.offset) as usize;
+                rb.last_end = want_end;
+                return Ok(rb.data.slice(s..e));
+            }
+            // Sequential reader: grow the window; random reader: shrink it.
+            rb.window = if offset == rb.last_end {
+                (rb.window * 2).min(self.cfg.read_ahead_max.max(MIN_WINDOW))
+            } else {
+                MIN_WINDOW
+            };
+            let len = (size as u64).max(rb.window as u64);
+            offset..(offset + len).min(file_size)
+        };
+        let key = self.key_of(h.ino)?;
+        let data = self
+            .backend
+            .get_range(&key, fetch.clone(), etag.as_deref())
+            .await
+            .map_err(stale)?;
+        let mut rb = lock(&h.read);
+        rb.offset = fetch.start;
+        rb.data = data;
+        rb.last_end = want_end;
+        let e = ((want_end - offset) as usize).min(rb.data.len());
+        Ok(rb.data.slice(0..e))
+    }
+
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let h = self.handle(fh)?;
+        if !h.writable {
+            return Err(FsError::BadHandle);
+        }
+        let entry = self.entry(h.ino).ok_or(FsError::BadHandle)?;
+        let mut st = entry.state.lock().await;
+        self.ensure_staged(h.ino, &mut st).await?;
+        if let Some(tmp) = &st.staged {
+            tmp.as_file().write_all_at(data, offset)?;
+        }
+        st.size = st.size.max(offset + data.len() as u64);
+        entry.dirty.store(true, Ordering::Release);
+        let size = st.size;
+        drop(st);
+        if let Some(n) = lock(&self.table).get_mut(h.ino) {
+            n.size = size;
+            n.mtime = SystemTime::now();
+            n.ctime = n.mtime;
+        }
+        Ok(data.len() as u32)
+    }
+
+    async fn truncate_locked(
+        &self,
+        ino: u64,
+        entry: &OpenEntry,
+        st: &mut OpenFile,
+        size: u64,
+    ) -> FsResult<()> {
+        if size == 0 && st.staged.is_none() {
+            st.staged = Some(self.new_staging_file()?);
+        } else {
+            self.ensure_staged(ino, st).await?;
+        }
+        if let Some(tmp) = &st.staged {
+            tmp.as_file().set_len(size)?;
+        }
+        st.size = size;
+        entry.dirty.store(true, Ordering::Release);
+        if let Some(n) = lock(&self.table).get_mut(ino) {
+            n.size = size;
+            n.mtime = SystemTime::now();
+            n.ctime = n.mtime;
+        }
+        Ok(())
+    }
+
+    /// Truncate (from setattr). Without an open handle the change is uploaded at once.
+    pub(crate) async fn truncate(&self, ino: u64, size: u64) -> FsResult<()> {
+        if let Some(entry) = self.entry(ino) {
+            let mut st = entry.state.lock().await;
+            return self.truncate_locked(ino, &entry, &mut st, size).await;
+        }
+        let (_fh, entry) = self.attach_handle(ino, true, false)?;
+        let result = {
+            let mut st = entry.state.lock().await;
+            st.handles += 1;
+            match self.truncate_locked(ino, &entry, &mut st, size).await {
+                Ok(()) => self.upload_locked(ino, &entry, &mut st).await,
+                Err(e) => Err(e),
+            }
+        };
+        self.release(_fh).await?;
+        result
+    }
+
+    /// Upload if modified. Called with the open-file lock held.
+    async fn upload_locked(&self, ino: u64, entry: &OpenEntry, st: &mut OpenFile) -> FsResult<()> {
+        if !entry.dirty.load(Ordering::Acquire) || st.unlinked {
+            return Ok(());
+        }
+        let key = self.key_of(ino)?;
+        let node = lock(&self.table)
+            .get(ino)
+            .cloned()
+            .ok_or(FsError::NotFound)?;
+        let meta = attr::encode(
+            &node.meta,
+            Kind::File,
+            node.perm,
+            node.uid,
+            node.gid,
+            node.mtime,
+        );
+        let pm = PutMeta {
+            metadata: meta,
+            content_type: None,
+        };
+        let cond = match (&st.base_etag, st.exists_remote) {
+            (_, false) => Precondition::IfNotExists,
+            (Some(e), true) => Precondition::IfMatch(e.clone()),
+            (None, true) => Precondition::None,
+        };
+        let path = match &st.staged {
+            Some(t) => t.path().to_path_buf(),
+            None => return Ok(()),
+        };
+        match self.backend.put_file(&key, &path, &pm, &cond).await {
+            Ok(out) => {
+                let etag = match out.etag {
+                    Some(e) => Some(e),
+                    None => self.backend.head(&key).await.ok().and_then(|i| i.etag),
+                };
+                st.base_etag = etag.clone();
+                st.read_etag = etag.clone();
+                st.exists_remote = true;
+                entry.dirty.store(false, Ordering::Release);
+                let mut t = lock(&self.table);
+                if let Some(n) = t.get_mut(ino) {
+                    n.etag = etag;
+                    n.local_only = false;
+                    n.size = st.size;
+                    n.fetched = Some(Instant::now());
+                }
+                if let Some(p) = t.get_mut(node.parent) {
+                    p.listing = None;
+                }
+                Ok(())
+            }
+            Err(BackendError::PreconditionFailed { .. })
+            | Err(BackendError::AlreadyExists { .. }) => {
+                self.stats.upload_conflicts.fetch_add(1, Ordering::Relaxed);
+                let saved = self.save_conflict(&key, &path)?;
+                warn!(key, saved_to = %saved.display(), "upload conflict: the object changed in the store since it was opened; local data kept");
+                // The kept copy is the user's data now; stop trying to upload this version.
+                entry.dirty.store(false, Ordering::Release);
+                Err(FsError::Conflict {
+                    saved_to: saved.display().to_string(),
+                })
+            }
+            Err(e) => {
+                self.stats.upload_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(key, error = %e, "upload failed; data stays staged and is retried at the next flush/fsync/close");
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Copy staged data into `<cache-dir>/conflicts/`.
+    fn save_conflict(&self, key: &str, staged: &std::path::Path) -> FsResult<PathBuf> {
+        let stamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let safe: String = key
+            .chars()
+            .map(|c| if c == '/' || c.is_control() { '_' } else { c })
+            .collect();
+        let safe: String = safe.chars().take(180).collect();
+        let dst = self.cfg.cache_dir.join("conflicts").join(format!(
+            "{}.{:09}-{}",
+            stamp.as_secs(),
+            stamp.subsec_nanos(),
+            safe
+        ));
+        std::fs::copy(staged, &dst)?;
+        Ok(dst)
+    }
+
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        let h = self.handle(fh)?;
+        self.flush_inode(h.ino).await
+    }
+
+    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+        self.flush(fh).await
+    }
+
+    pub(crate) async fn flush_inode(&self, ino: u64) -> FsResult<()> {
+        let Some(entry) = self.entry(ino) else {
+            return Ok(());
+        };
+        let mut st = entry.state.lock().await;
+        self.upload_locked(ino, &entry, &mut st).await
+    }
+
+    /// Upload every modified open file below directory `dir` (before a directory rename).
+    pub(crate) async fn flush_all_under(&self, dir: Option<u64>) -> FsResult<()> {
+        let Some(dir) = dir else { return Ok(()) };
+        let inos: Vec<u64> = lock(&self.open_files).keys().copied().collect();
+        for ino in inos {
+            let mut cur = ino;
+            let mut inside = false;
+            {
+                let t = lock(&self.table);
+                while cur != ROOT_INO {
+                    match t.get(cur) {
+                        Some(n) if n.parent == dir => {
+                            inside = true;
+                            break;
+                        }
+                        Some(n) => cur = n.parent,
+                        None => break,
+                    }
+                }
+            }
+            if inside {
+                self.flush_inode(ino).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn mark_unlinked(&self, ino: u64) {
+        if let Some(entry) = self.entry(ino) {
+            entry.state.lock().await.unlinked = true;
+            entry.dirty.store(false, Ordering::Release);
+        }
+    }
+
+    /// FUSE release: last handle of a modified file uploads; data that cannot be uploaded
+    /// is kept in `conflicts/` (never dropped silently).
+    pub async fn release(&self, fh: u64) -> FsResult<()> {
+        let h = match lock(&self.handles).remove(&fh) {
+            Some(h) => h,
+            None => return Err(FsError::BadHandle),
+        };
+        let Some(entry) = self.entry(h.ino) else {
+            return Ok(());
+        };
+        let mut st = entry.state.lock().await;
+        st.handles = st.handles.saturating_sub(1);
+        if st.handles > 0 {
+            return Ok(());
+        }
+        let mut result = Ok(());
+        if entry.dirty.load(Ordering::Acquire) && !st.unlinked {
+            if let Err(e) = self.upload_locked(h.ino, &entry, &mut st).await {
+                if !matches!(e, FsError::Conflict { .. }) {
+                    let key = self.key_of(h.ino).unwrap_or_default();
+                    if let Some(t) = &st.staged {
+                        match self.save_conflict(&key, t.path()) {
+                            Ok(p) => {
+                                error!(key, saved_to = %p.display(), error = %e, "upload failed at close; local data kept")
+                            }
+                            Err(e2) => {
+                                error!(key, error = %e, save_error = %e2, "upload failed at close and the data could not be saved")
+                            }
+                        }
+                    }
+                }
+                result = Err(e);
+            }
+        }
+        drop(st);
+        lock(&self.open_files).remove(&h.ino);
+        // A file created here whose upload failed is not in the store: drop its entry.
+        let mut t = lock(&self.table);
+        if let Some(n) = t.get_mut(h.ino) {
+            if n.local_only {
+                n.local_only = false;
+                let (p, name) = (n.parent, n.name.clone());
+                t.unlink(p, &name);
+            }
+        }
+        result
+    }
+}
+
+fn stale(e: BackendError) -> FsError {
+    match e {
+        BackendError::PreconditionFailed { .. } => FsError::Stale,
+        e => e.into(),
+    }
+}
+
+fn read_full_at(f: &std::fs::File, buf: &mut [u8], mut off: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = f.read_at(&mut buf[done..], off)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+        off += n as u64;
+    }
+    Ok(done)
+}

@@ -1,0 +1,661 @@
+//! The [`Fs`] object: shared state, name resolution, lookup/getattr/setattr/statfs.
+//!
+//! Directory operations live in `dirops.rs`, open files (staging, reads, uploads) in
+//! `fileops.rs`; all three extend the same struct.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+use blobmount_backend::{Backend, BackendError, ObjectInfo, PutMeta, UserMetadata};
+use tracing::{info, warn};
+
+use crate::attr::{self, Attr, Kind};
+use crate::config::FsConfig;
+use crate::error::{FsError, FsResult};
+use crate::fileops::{Handle, OpenEntry};
+use crate::inode::{Marker, Node, ROOT_INO, Table};
+use crate::names::{self, FILE_SUFFIX};
+
+/// Who is asking (from the FUSE request).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A directory entry as returned by `readdir`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub name: String,
+    pub kind: Kind,
+}
+
+/// Reply to `open`/`create`.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenReply {
+    pub fh: u64,
+}
+
+/// Attribute changes requested by `setattr`.
+#[derive(Clone, Debug, Default)]
+pub struct SetAttr {
+    pub perm: Option<u16>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub mtime: Option<SystemTime>,
+    pub fh: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+/// Counters for the metrics endpoint and tests.
+#[derive(Debug, Default)]
+pub struct FsStats {
+    pub name_conflicts: AtomicU64,
+    pub upload_conflicts: AtomicU64,
+    pub upload_errors: AtomicU64,
+}
+
+/// What the store says is at a name.
+pub(crate) struct Probe {
+    pub kind: Kind,
+    pub seg: String,
+    pub info: Option<ObjectInfo>,
+    pub marker: Marker,
+}
+
+pub struct Fs {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) cfg: FsConfig,
+    pub(crate) table: Mutex<Table>,
+    pub(crate) open_files: Mutex<HashMap<u64, Arc<OpenEntry>>>,
+    pub(crate) handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    pub(crate) dir_handles: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    pub(crate) next_fh: AtomicU64,
+    pub stats: FsStats,
+    started: SystemTime,
+}
+
+impl std::fmt::Debug for Fs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fs")
+            .field("backend", &self.backend.describe())
+            .finish()
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a panic elsewhere; the data is still usable for serving.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Fs {
+    /// Create the core over a backend. Prepares the cache directory (0700).
+    pub fn new(backend: Arc<dyn Backend>, cfg: FsConfig) -> FsResult<Fs> {
+        for sub in ["staging", "conflicts"] {
+            std::fs::create_dir_all(cfg.cache_dir.join(sub))?;
+        }
+        set_private(&cfg.cache_dir)?;
+        let now = SystemTime::now();
+        let root = Node {
+            parent: ROOT_INO,
+            name: String::new(),
+            seg: String::new(),
+            kind: Kind::Dir,
+            size: 0,
+            perm: cfg.dir_mode,
+            uid: cfg.uid,
+            gid: cfg.gid,
+            mtime: now,
+            ctime: now,
+            etag: None,
+            marker: Marker::None,
+            symlink: None,
+            meta: UserMetadata::new(),
+            fetched: None,
+            lookups: 1,
+            local_only: false,
+            listing: None,
+        };
+        Ok(Fs {
+            backend,
+            cfg,
+            table: Mutex::new(Table::new(root)),
+            open_files: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            dir_handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            stats: FsStats::default(),
+            started: now,
+        })
+    }
+
+    pub fn config(&self) -> &FsConfig {
+        &self.cfg
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Check that the store answers with the configured credentials (used at mount time so a
+    /// bad URL or key fails fast with a clear message).
+    pub async fn check_store(&self) -> Result<(), BackendError> {
+        let prefix = self.dir_prefix_of_key(&self.cfg.prefix);
+        self.backend.list_page(&prefix, None, 1).await.map(|_| ())
+    }
+
+    pub(crate) fn key_of(&self, ino: u64) -> FsResult<String> {
+        lock(&self.table)
+            .key_of(ino, &self.cfg.prefix)
+            .ok_or(FsError::NotFound)
+    }
+
+    /// Listing prefix for a directory key (`""` for the bucket root).
+    pub(crate) fn dir_prefix_of_key(&self, key: &str) -> String {
+        if key.is_empty() {
+            String::new()
+        } else {
+            format!("{key}/")
+        }
+    }
+
+    pub(crate) fn child_key(&self, parent_key: &str, seg: &str) -> String {
+        if parent_key.is_empty() {
+            seg.to_string()
+        } else {
+            format!("{parent_key}/{seg}")
+        }
+    }
+
+    pub(crate) fn node_kind(&self, ino: u64) -> FsResult<Kind> {
+        lock(&self.table)
+            .get(ino)
+            .map(|n| n.kind)
+            .ok_or(FsError::NotFound)
+    }
+
+    pub(crate) fn check_writable(&self) -> FsResult<()> {
+        if self.cfg.read_only {
+            Err(FsError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn fresh(&self, n: &Node) -> bool {
+        n.local_only
+            || n.fetched
+                .map(|t| t.elapsed() < self.cfg.attr_ttl)
+                .unwrap_or(false)
+    }
+
+    /// Build a node from what the store returned.
+    pub(crate) fn node_from(&self, parent: u64, name: &str, p: &Probe) -> Node {
+        let now = SystemTime::now();
+        let meta = p
+            .info
+            .as_ref()
+            .and_then(|i| i.metadata.clone())
+            .unwrap_or_default();
+        let m = attr::decode(&meta);
+        let (default_perm, default_mtime) = match p.kind {
+            Kind::Dir => (
+                self.cfg.dir_mode,
+                p.info
+                    .as_ref()
+                    .map(|i| i.last_modified)
+                    .unwrap_or(self.started),
+            ),
+            Kind::File => (
+                self.cfg.file_mode,
+                p.info.as_ref().map(|i| i.last_modified).unwrap_or(now),
+            ),
+            Kind::Symlink => (
+                0o777,
+                p.info.as_ref().map(|i| i.last_modified).unwrap_or(now),
+            ),
+        };
+        let mtime = m.mtime.unwrap_or(default_mtime);
+        Node {
+            parent,
+            name: name.to_string(),
+            seg: p.seg.clone(),
+            kind: p.kind,
+            size: if p.kind == Kind::Dir {
+                0
+            } else {
+                p.info.as_ref().map(|i| i.size).unwrap_or(0)
+            },
+            perm: m.perm.unwrap_or(default_perm),
+            uid: m.uid.unwrap_or(self.cfg.uid),
+            gid: m.gid.unwrap_or(self.cfg.gid),
+            mtime,
+            ctime: mtime,
+            etag: p.info.as_ref().and_then(|i| i.etag.clone()),
+            marker: p.marker,
+            symlink: None,
+            meta: strip_owned(meta),
+            fetched: Some(Instant::now()),
+            lookups: 0,
+            local_only: false,
+            listing: None,
+        }
+    }
+
+    /// Ask the store what `seg` under directory key `parent_key` is: HEAD of the object and a
+    /// one-entry listing of the prefix, concurrently. A directory wins the name over a file
+    /// (the file is reachable as `name` + FILE_SUFFIX).
+    pub(crate) async fn probe(&self, parent_key: &str, seg: &str) -> FsResult<Option<Probe>> {
+        let key = self.child_key(parent_key, seg);
+        let prefix = format!("{key}/");
+        let (head, list) = tokio::join!(
+            self.backend.head(&key),
+            self.backend.list_page(&prefix, None, 2)
+        );
+        let head = match head {
+            Ok(i) => Some(i),
+            Err(BackendError::NotFound { .. }) | Err(BackendError::InvalidKey { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let list = list?;
+        let slash_marker = list.objects.iter().any(|o| o.key == prefix);
+        let has_children =
+            !list.prefixes.is_empty() || list.objects.iter().any(|o| o.key != prefix);
+        if let Some(h) = &head {
+            let m = attr::decode(h.metadata.as_ref().unwrap_or(&UserMetadata::new()));
+            if m.kind == Some(Kind::Dir) {
+                return Ok(Some(Probe {
+                    kind: Kind::Dir,
+                    seg: seg.into(),
+                    info: head,
+                    marker: Marker::Folder,
+                }));
+            }
+        }
+        if slash_marker || has_children {
+            if head.is_some() {
+                self.note_conflict(&key);
+            }
+            let info = if slash_marker {
+                match self.backend.head(&prefix).await {
+                    Ok(i) => Some(i),
+                    Err(BackendError::NotFound { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                None
+            };
+            let marker = if slash_marker {
+                Marker::Slash
+            } else {
+                Marker::None
+            };
+            return Ok(Some(Probe {
+                kind: Kind::Dir,
+                seg: seg.into(),
+                info,
+                marker,
+            }));
+        }
+        Ok(head.map(|h| {
+            let m = attr::decode(h.metadata.as_ref().unwrap_or(&UserMetadata::new()));
+            let kind = if m.kind == Some(Kind::Symlink) {
+                Kind::Symlink
+            } else {
+                Kind::File
+            };
+            Probe {
+                kind,
+                seg: seg.into(),
+                info: Some(h),
+                marker: Marker::None,
+            }
+        }))
+    }
+
+    pub(crate) fn note_conflict(&self, key: &str) {
+        self.stats.name_conflicts.fetch_add(1, Ordering::Relaxed);
+        info!(
+            key,
+            "name conflict: a file and a directory share this name; the directory keeps it, the file is shown with suffix {FILE_SUFFIX}"
+        );
+    }
+
+    /// Resolve `name` in directory `parent` against the store.
+    pub(crate) async fn resolve(&self, parent: u64, name: &str) -> FsResult<Option<Probe>> {
+        let parent_key = self.key_of(parent)?;
+        // Names shown in place of invalid or colliding key segments come from the last listing.
+        let listed_seg = {
+            let t = lock(&self.table);
+            t.get(parent)
+                .and_then(|p| p.listing.as_ref())
+                .and_then(|l| {
+                    l.iter()
+                        .find(|e| e.name == name)
+                        .map(|e| (e.seg.clone(), e.kind))
+                })
+        };
+        if let Some((seg, kind)) = listed_seg.clone() {
+            if seg != name && kind != Kind::Dir {
+                // A file shown under a stand-in or conflict name: look the object up directly.
+                let key = self.child_key(&parent_key, &seg);
+                return match self.backend.head(&key).await {
+                    Ok(h) => {
+                        let m = attr::decode(h.metadata.as_ref().unwrap_or(&UserMetadata::new()));
+                        let kind = if m.kind == Some(Kind::Symlink) {
+                            Kind::Symlink
+                        } else {
+                            Kind::File
+                        };
+                        Ok(Some(Probe {
+                            kind,
+                            seg,
+                            info: Some(h),
+                            marker: Marker::None,
+                        }))
+                    }
+                    Err(BackendError::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e.into()),
+                };
+            }
+            if seg != name {
+                return self.probe(&parent_key, &seg).await;
+            }
+        }
+        if name.len() > names::NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        let found = self.probe(&parent_key, name).await?;
+        if found.is_none() {
+            if let Some(base) = name.strip_suffix(FILE_SUFFIX) {
+                // `foo.~file`: the file hidden behind directory `foo`.
+                if let Some(Probe {
+                    kind: Kind::Dir, ..
+                }) = self.probe(&parent_key, base).await?
+                {
+                    let key = self.child_key(&parent_key, base);
+                    if let Ok(h) = self.backend.head(&key).await {
+                        let m = attr::decode(h.metadata.as_ref().unwrap_or(&UserMetadata::new()));
+                        if m.kind != Some(Kind::Dir) {
+                            let kind = if m.kind == Some(Kind::Symlink) {
+                                Kind::Symlink
+                            } else {
+                                Kind::File
+                            };
+                            return Ok(Some(Probe {
+                                kind,
+                                seg: base.into(),
+                                info: Some(h),
+                                marker: Marker::None,
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// FUSE lookup: find `name` in `parent`, counting a kernel reference.
+    pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        if self.node_kind(parent)? != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        {
+            let mut t = lock(&self.table);
+            if let Some(ino) = t.child(parent, name) {
+                let fresh = t
+                    .get(ino)
+                    .map(|n| self.fresh(n) || self.is_open_dirty(ino))
+                    .unwrap_or(false);
+                if fresh {
+                    if let Some(n) = t.get_mut(ino) {
+                        n.lookups += 1;
+                        return Ok(n.attr(ino));
+                    }
+                }
+            }
+        }
+        let probe = self.resolve(parent, name).await?.ok_or(FsError::NotFound)?;
+        let node = self.node_from(parent, name, &probe);
+        let mut t = lock(&self.table);
+        let ino = t.upsert(node);
+        let n = t.get_mut(ino).ok_or(FsError::NotFound)?;
+        n.lookups += 1;
+        Ok(n.attr(ino))
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        lock(&self.table).forget(ino, n);
+    }
+
+    /// FUSE getattr; revalidates against the store when the cached attributes are stale.
+    pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let (parent, name, fresh) = {
+            let t = lock(&self.table);
+            let n = t.get(ino).ok_or(FsError::NotFound)?;
+            (
+                n.parent,
+                n.name.clone(),
+                ino == ROOT_INO || self.fresh(n) || self.is_open_dirty(ino),
+            )
+        };
+        if !fresh {
+            match self.resolve(parent, &name).await? {
+                Some(p) => {
+                    let node = self.node_from(parent, &name, &p);
+                    let mut t = lock(&self.table);
+                    if let Some(n) = t.get_mut(ino) {
+                        if n.kind == node.kind {
+                            let (lookups, listing, symlink) =
+                                (n.lookups, n.listing.take(), n.symlink.take());
+                            let same_version = n.etag == node.etag;
+                            *n = node;
+                            n.lookups = lookups;
+                            n.listing = listing;
+                            if same_version {
+                                n.symlink = symlink;
+                            }
+                        }
+                    }
+                }
+                None => return Err(FsError::NotFound),
+            }
+        }
+        let t = lock(&self.table);
+        t.get(ino).map(|n| n.attr(ino)).ok_or(FsError::NotFound)
+    }
+
+    /// FUSE setattr: truncate, chmod, chown, utimens. Persisted in object metadata.
+    pub async fn setattr(&self, ino: u64, req: SetAttr) -> FsResult<Attr> {
+        if ino == ROOT_INO {
+            // The mount root has no object of its own; accept and ignore (like `mkdir -p`).
+            return self.getattr(ino).await;
+        }
+        self.check_writable()?;
+        if let Some(size) = req.size {
+            if self.node_kind(ino)? == Kind::Dir {
+                return Err(FsError::IsDir);
+            }
+            self.truncate(ino, size).await?;
+        }
+        let changes_meta =
+            req.perm.is_some() || req.uid.is_some() || req.gid.is_some() || req.mtime.is_some();
+        if changes_meta {
+            {
+                let mut t = lock(&self.table);
+                let n = t.get_mut(ino).ok_or(FsError::NotFound)?;
+                if let Some(p) = req.perm {
+                    n.perm = p & 0o7777;
+                }
+                if let Some(u) = req.uid {
+                    n.uid = u;
+                }
+                if let Some(g) = req.gid {
+                    n.gid = g;
+                }
+                if let Some(m) = req.mtime {
+                    n.mtime = m;
+                }
+                n.ctime = SystemTime::now();
+            }
+            // Open and modified: the metadata goes up with the data at flush.
+            if !self.is_open_dirty(ino) {
+                self.persist_attrs(ino).await?;
+            }
+        }
+        self.getattr(ino).await
+    }
+
+    /// Write the node's attributes to the store.
+    pub(crate) async fn persist_attrs(&self, ino: u64) -> FsResult<()> {
+        let key = self.key_of(ino)?;
+        let node = lock(&self.table)
+            .get(ino)
+            .cloned()
+            .ok_or(FsError::NotFound)?;
+        let mut meta = attr::encode(
+            &node.meta, node.kind, node.perm, node.uid, node.gid, node.mtime,
+        );
+        let put = match node.kind {
+            Kind::Dir => {
+                let marker_key = match node.marker {
+                    Marker::Folder => key.clone(),
+                    Marker::Slash => format!("{key}/"),
+                    Marker::None if self.backend.capabilities().dir_markers => format!("{key}/"),
+                    Marker::None => key.clone(),
+                };
+                if !self.backend.capabilities().dir_markers {
+                    meta.insert(attr::META_FOLDER.into(), "true".into());
+                }
+                let pm = PutMeta {
+                    metadata: meta,
+                    content_type: None,
+                };
+                let r = self
+                    .backend
+                    .put(
+                        &marker_key,
+                        bytes::Bytes::new(),
+                        &pm,
+                        &blobmount_backend::Precondition::None,
+                    )
+                    .await?;
+                let marker = if marker_key.ends_with('/') {
+                    Marker::Slash
+                } else {
+                    Marker::Folder
+                };
+                if let Some(n) = lock(&self.table).get_mut(ino) {
+                    n.marker = marker;
+                }
+                r
+            }
+            Kind::File | Kind::Symlink => {
+                let pm = PutMeta {
+                    metadata: meta,
+                    content_type: None,
+                };
+                self.backend
+                    .set_metadata(&key, &pm, node.etag.as_deref())
+                    .await?
+            }
+        };
+        let mut t = lock(&self.table);
+        if let Some(n) = t.get_mut(ino) {
+            if node.kind != Kind::Dir {
+                n.etag = put.etag.or(n.etag.take());
+            }
+            n.fetched = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    pub async fn readlink(&self, ino: u64) -> FsResult<String> {
+        let (kind, cached, size, etag) = {
+            let t = lock(&self.table);
+            let n = t.get(ino).ok_or(FsError::NotFound)?;
+            (n.kind, n.symlink.clone(), n.size, n.etag.clone())
+        };
+        if kind != Kind::Symlink {
+            return Err(FsError::Invalid("not a symlink"));
+        }
+        if let Some(t) = cached {
+            return Ok(t);
+        }
+        let key = self.key_of(ino)?;
+        let data = self
+            .backend
+            .get_range(&key, 0..size, etag.as_deref())
+            .await
+            .map_err(|e| match e {
+                BackendError::PreconditionFailed { .. } => FsError::Stale,
+                e => e.into(),
+            })?;
+        let target = String::from_utf8_lossy(&data).into_owned();
+        if let Some(n) = lock(&self.table).get_mut(ino) {
+            n.symlink = Some(target.clone());
+        }
+        Ok(target)
+    }
+
+    pub fn statfs(&self) -> StatFs {
+        // Object stores have no fixed capacity: report a large, constant size so tools that
+        // check free space (cp, package managers) proceed.
+        let blocks = 1u64 << 40; // 4 PiB in 4 KiB blocks
+        StatFs {
+            blocks,
+            bfree: blocks,
+            files: 1 << 32,
+            ffree: 1 << 32,
+            bsize: 4096,
+            namelen: names::NAME_MAX as u32,
+        }
+    }
+
+    pub(crate) fn new_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Number of inodes currently known (for metrics and tests).
+    pub fn inode_count(&self) -> usize {
+        lock(&self.table).len()
+    }
+
+    pub(crate) fn warn_once(&self, what: &str, key: &str) {
+        warn!(key, "{what}");
+    }
+}
+
+/// Remove the metadata keys we own, keeping foreign ones to write back unchanged.
+fn strip_owned(mut m: UserMetadata) -> UserMetadata {
+    for k in [
+        attr::META_MODE,
+        attr::META_UID,
+        attr::META_GID,
+        attr::META_MTIME,
+        attr::META_SYMLINK,
+    ] {
+        m.remove(k);
+    }
+    m
+}
+
+fn set_private(dir: &std::path::Path) -> FsResult<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! The inode table: what the kernel has been told about, by inode number.
+//!
+//! Nodes store their parent and their own key *segment*, not a full key, so renaming a
+//! directory is O(1) here and descendants follow automatically. The table is behind a plain
+//! mutex held only for short, non-async sections.
+
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime};
+
+use blobmount_backend::UserMetadata;
+
+use crate::attr::{Attr, Kind};
+
+pub const ROOT_INO: u64 = 1;
+
+/// How a directory is marked in the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marker {
+    /// Implicit: exists only because objects live under its prefix.
+    None,
+    /// A zero-byte `dir/` object.
+    Slash,
+    /// A blob `dir` with `hdi_isfolder=true` (Azure flat namespace, BlobFuse2 compatible).
+    Folder,
+}
+
+/// One entry of a directory listing, as shown to the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub seg: String,
+    pub kind: Kind,
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub parent: u64,
+    pub name: String,
+    /// The key segment this node maps to (differs from `name` for conflicts and stand-ins).
+    pub seg: String,
+    pub kind: Kind,
+    pub size: u64,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub etag: Option<String>,
+    pub marker: Marker,
+    pub symlink: Option<String>,
+    /// Metadata keys we do not own, preserved on rewrite.
+    pub meta: UserMetadata,
+    /// When the attributes were last confirmed by the store.
+    pub fetched: Option<Instant>,
+    /// Kernel lookup count.
+    pub lookups: u64,
+    /// Created here and not yet uploaded.
+    pub local_only: bool,
+    /// Last listing of a directory (names -> key segments), for stand-in name resolution.
+    pub listing: Option<Vec<Entry>>,
+}
+
+impl Node {
+    pub fn attr(&self, ino: u64) -> Attr {
+        Attr {
+            ino,
+            kind: self.kind,
+            size: if self.kind == Kind::Dir { 0 } else { self.size },
+            perm: self.perm,
+            uid: self.uid,
+            gid: self.gid,
+            mtime: self.mtime,
+            ctime: self.ctime,
+            nlink: if self.kind == Kind::Dir { 2 } else { 1 },
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Table {
+    nodes: HashMap<u64, Node>,
+    children: HashMap<(u64, String), u64>,
+    /// Number of entries in `children` per parent (so `forget` need not scan).
+    fanout: HashMap<u64, usize>,
+    next: u64,
+}
+
+impl Table {
+    pub fn new(root: Node) -> Self {
+        let mut nodes = HashMap::new();
+        nodes.insert(ROOT_INO, root);
+        Table {
+            nodes,
+            children: HashMap::new(),
+            fanout: HashMap::new(),
+            next: ROOT_INO + 1,
+        }
+    }
+
+    fn attach(&mut self, parent: u64, name: String, ino: u64) {
+        if self.children.insert((parent, name), ino).is_none() {
+            *self.fanout.entry(parent).or_default() += 1;
+        }
+    }
+
+    fn detach(&mut self, parent: u64, name: &str) -> Option<u64> {
+        let r = self.children.remove(&(parent, name.to_string()));
+        if r.is_some() {
+            if let Some(c) = self.fanout.get_mut(&parent) {
+                *c -= 1;
+                if *c == 0 {
+                    self.fanout.remove(&parent);
+                }
+            }
+        }
+        r
+    }
+
+    pub fn get(&self, ino: u64) -> Option<&Node> {
+        self.nodes.get(&ino)
+    }
+
+    pub fn get_mut(&mut self, ino: u64) -> Option<&mut Node> {
+        self.nodes.get_mut(&ino)
+    }
+
+    pub fn child(&self, parent: u64, name: &str) -> Option<u64> {
+        self.children.get(&(parent, name.to_string())).copied()
+    }
+
+    /// Full key (or key prefix for directories, without trailing `/`) of a node.
+    pub fn key_of(&self, ino: u64, root_prefix: &str) -> Option<String> {
+        let mut segs = Vec::new();
+        let mut cur = ino;
+        while cur != ROOT_INO {
+            let n = self.nodes.get(&cur)?;
+            segs.push(n.seg.as_str());
+            cur = n.parent;
+        }
+        let mut key = root_prefix.to_string();
+        for s in segs.iter().rev() {
+            if !key.is_empty() {
+                key.push('/');
+            }
+            key.push_str(s);
+        }
+        Some(key)
+    }
+
+    /// Insert or refresh the node for `(parent, name)`; returns its inode number.
+    /// A node whose kind changed is replaced by a new inode.
+    pub fn upsert(&mut self, node: Node) -> u64 {
+        let k = (node.parent, node.name.clone());
+        if let Some(&ino) = self.children.get(&k) {
+            if let Some(old) = self.nodes.get_mut(&ino) {
+                if old.kind == node.kind {
+                    let lookups = old.lookups;
+                    let listing = old.listing.take();
+                    *old = node;
+                    old.lookups = lookups;
+                    old.listing = listing;
+                    return ino;
+                }
+            }
+            self.detach(k.0, &k.1);
+        }
+        let ino = self.next;
+        self.next += 1;
+        self.nodes.insert(ino, node);
+        self.attach(k.0, k.1, ino);
+        ino
+    }
+
+    /// Detach `(parent, name)` from the namespace (the node lives on until forgotten).
+    pub fn unlink(&mut self, parent: u64, name: &str) -> Option<u64> {
+        self.detach(parent, name)
+    }
+
+    /// Move a node to a new parent and name.
+    pub fn rename(&mut self, ino: u64, new_parent: u64, new_name: &str) {
+        let Some((p, name)) = self.nodes.get(&ino).map(|n| (n.parent, n.name.clone())) else {
+            return;
+        };
+        if self.children.get(&(p, name.clone())) == Some(&ino) {
+            self.detach(p, &name);
+        }
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.parent = new_parent;
+            n.name = new_name.to_string();
+            n.seg = new_name.to_string();
+        }
+        self.detach(new_parent, new_name);
+        self.attach(new_parent, new_name.to_string(), ino);
+    }
+
+    /// Drop `n` kernel references; forget the node when none remain and it is detached or
+    /// was only looked up.
+    pub fn forget(&mut self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let remove = match self.nodes.get_mut(&ino) {
+            Some(node) => {
+                node.lookups = node.lookups.saturating_sub(n);
+                node.lookups == 0 && !node.local_only
+            }
+            None => false,
+        };
+        if remove {
+            // Keep directories that still have known children: their keys depend on them.
+            if self.fanout.contains_key(&ino) {
+                return;
+            }
+            if let Some(node) = self.nodes.remove(&ino) {
+                if self.children.get(&(node.parent, node.name.clone())) == Some(&ino) {
+                    self.detach(node.parent, &node.name);
+                }
+            }
+        }
+    }
+
+    /// Children known to the table that were created locally and not uploaded yet.
+    pub fn local_children(&self, parent: u64) -> Vec<(String, Kind)> {
+        self.children
+            .iter()
+            .filter(|((p, _), _)| *p == parent)
+            .filter_map(|((_, name), ino)| {
+                self.nodes
+                    .get(ino)
+                    .filter(|n| n.local_only)
+                    .map(|n| (name.clone(), n.kind))
+            })
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+}

@@ -1,0 +1,335 @@
+//! The core driven directly (no kernel) against the in-memory backend.
+
+use std::sync::Arc;
+
+use blobmount_backend::memory::MemoryBackend;
+use blobmount_backend::{Backend, Precondition, PutMeta};
+use blobmount_core::{Caller, Fs, FsConfig, FsError, Kind, ROOT_INO, SetAttr};
+use bytes::Bytes;
+
+const ME: Caller = Caller {
+    uid: 1000,
+    gid: 1000,
+};
+
+struct T {
+    mem: Arc<MemoryBackend>,
+    fs: Fs,
+    _dir: tempfile::TempDir,
+}
+
+fn setup() -> T {
+    let mem = Arc::new(MemoryBackend::new());
+    mount(mem)
+}
+
+fn mount(mem: Arc<MemoryBackend>) -> T {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Fs::new(mem.clone(), FsConfig::for_tests(dir.path().to_path_buf())).unwrap();
+    T { mem, fs, _dir: dir }
+}
+
+async fn put(b: &MemoryBackend, key: &str, data: &[u8]) {
+    b.put(
+        key,
+        Bytes::copy_from_slice(data),
+        &PutMeta::default(),
+        &Precondition::None,
+    )
+    .await
+    .unwrap();
+}
+
+async fn write_file(fs: &Fs, parent: u64, name: &str, data: &[u8]) -> u64 {
+    let (a, h) = fs
+        .create(parent, name, 0o644, libc::O_WRONLY, ME)
+        .await
+        .unwrap();
+    assert_eq!(fs.write(h.fh, 0, data).await.unwrap() as usize, data.len());
+    fs.flush(h.fh).await.unwrap();
+    fs.release(h.fh).await.unwrap();
+    a.ino
+}
+
+async fn read_all(fs: &Fs, ino: u64) -> Vec<u8> {
+    let h = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let mut out = Vec::new();
+    loop {
+        let b = fs.read(h.fh, out.len() as u64, 4096).await.unwrap();
+        if b.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&b);
+    }
+    fs.release(h.fh).await.unwrap();
+    out
+}
+
+async fn names(fs: &Fs, ino: u64) -> Vec<String> {
+    let fh = fs.opendir(ino).await.unwrap();
+    let v = fs
+        .readdir(fh, 0)
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.name)
+        .collect();
+    fs.releasedir(fh);
+    v
+}
+
+#[tokio::test]
+async fn create_write_read_and_metadata_persist_across_mounts() {
+    let t = setup();
+    let ino = write_file(&t.fs, ROOT_INO, "hello.txt", b"hello world").await;
+    assert_eq!(read_all(&t.fs, ino).await, b"hello world");
+    assert_eq!(t.mem.keys(), ["hello.txt"]);
+    t.fs.setattr(
+        ino,
+        SetAttr {
+            perm: Some(0o600),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    let t2 = mount(t.mem.clone());
+    let a = t2.fs.lookup(ROOT_INO, "hello.txt").await.unwrap();
+    assert_eq!(
+        (a.kind, a.size, a.perm, a.uid),
+        (Kind::File, 11, 0o600, 1000)
+    );
+    assert_eq!(read_all(&t2.fs, a.ino).await, b"hello world");
+}
+
+#[tokio::test]
+async fn directories_explicit_and_implicit() {
+    let t = setup();
+    put(&t.mem, "a/b/c.txt", b"x").await;
+    let d = t.fs.mkdir(ROOT_INO, "empty", 0o755, ME).await.unwrap();
+    assert_eq!(d.kind, Kind::Dir);
+    assert!(t.mem.keys().contains(&"empty/".to_string()));
+    assert_eq!(names(&t.fs, ROOT_INO).await, [".", "..", "a", "empty"]);
+    let a = t.fs.lookup(ROOT_INO, "a").await.unwrap();
+    assert_eq!(a.kind, Kind::Dir);
+    let b = t.fs.lookup(a.ino, "b").await.unwrap();
+    assert_eq!(names(&t.fs, b.ino).await, [".", "..", "c.txt"]);
+    assert_eq!(t.fs.rmdir(ROOT_INO, "a").await, Err(FsError::NotEmpty));
+    t.fs.rmdir(ROOT_INO, "empty").await.unwrap();
+    assert_eq!(
+        t.fs.lookup(ROOT_INO, "empty").await.unwrap_err(),
+        FsError::NotFound
+    );
+    assert_eq!(
+        t.fs.mkdir(ROOT_INO, "a", 0o755, ME).await.unwrap_err(),
+        FsError::Exists
+    );
+}
+
+#[tokio::test]
+async fn odd_names_get_stand_ins_and_stay_readable() {
+    let t = setup();
+    put(&t.mem, "foo", b"file").await;
+    put(&t.mem, "foo/inner", b"in").await;
+    put(&t.mem, "a//b", b"double").await;
+    let long = "L".repeat(300);
+    put(&t.mem, &long, b"long").await;
+    let listed = names(&t.fs, ROOT_INO).await;
+    assert!(listed.contains(&"foo".to_string()));
+    assert!(listed.contains(&"foo.~file".to_string()), "{listed:?}");
+    let long_name = listed
+        .iter()
+        .find(|n| n.starts_with("LLL"))
+        .unwrap()
+        .clone();
+    assert!(long_name.len() <= 255);
+    let f = t.fs.lookup(ROOT_INO, "foo.~file").await.unwrap();
+    assert_eq!(read_all(&t.fs, f.ino).await, b"file");
+    let l = t.fs.lookup(ROOT_INO, &long_name).await.unwrap();
+    assert_eq!(read_all(&t.fs, l.ino).await, b"long");
+    let a = t.fs.lookup(ROOT_INO, "a").await.unwrap();
+    let inner = names(&t.fs, a.ino).await;
+    assert_eq!(inner, [".", "..", "~empty"]);
+    let e = t.fs.lookup(a.ino, "~empty").await.unwrap();
+    let b = t.fs.lookup(e.ino, "b").await.unwrap();
+    assert_eq!(read_all(&t.fs, b.ino).await, b"double");
+    assert!(
+        t.fs.stats
+            .name_conflicts
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2
+    );
+    let too_long = "n".repeat(256);
+    assert_eq!(
+        t.fs.lookup(ROOT_INO, &too_long).await.unwrap_err(),
+        FsError::NameTooLong
+    );
+}
+
+#[tokio::test]
+async fn random_writes_appends_and_truncate() {
+    let t = setup();
+    let ino = write_file(&t.fs, ROOT_INO, "f", b"0123456789").await;
+    let h = t.fs.open(ino, libc::O_RDWR).await.unwrap();
+    t.fs.write(h.fh, 2, b"AB").await.unwrap();
+    t.fs.write(h.fh, 12, b"Z").await.unwrap(); // hole
+    t.fs.release(h.fh).await.unwrap();
+    assert_eq!(read_all(&t.fs, ino).await, b"01AB456789\0\0Z");
+    t.fs.setattr(
+        ino,
+        SetAttr {
+            size: Some(4),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(read_all(&t.fs, ino).await, b"01AB");
+    let h =
+        t.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC)
+            .await
+            .unwrap();
+    t.fs.release(h.fh).await.unwrap();
+    assert_eq!(read_all(&t.fs, ino).await, b"");
+}
+
+#[tokio::test]
+async fn rename_file_and_directory() {
+    let t = setup();
+    put(&t.mem, "d/x", b"1").await;
+    put(&t.mem, "d/sub/y", b"2").await;
+    write_file(&t.fs, ROOT_INO, "f", b"data").await;
+    t.fs.rename(ROOT_INO, "f", ROOT_INO, "g", false)
+        .await
+        .unwrap();
+    t.fs.rename(ROOT_INO, "d", ROOT_INO, "e", false)
+        .await
+        .unwrap();
+    assert_eq!(t.mem.keys(), ["e/sub/y", "e/x", "g"]);
+    let g = t.fs.lookup(ROOT_INO, "g").await.unwrap();
+    assert_eq!(read_all(&t.fs, g.ino).await, b"data");
+}
+
+#[tokio::test]
+async fn big_directory_rename_is_exdev() {
+    let mem = Arc::new(MemoryBackend::new());
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = FsConfig::for_tests(dir.path().to_path_buf());
+    cfg.rename_dir_limit = 3;
+    let fs = Fs::new(mem.clone(), cfg).unwrap();
+    for i in 0..5 {
+        put(&mem, &format!("big/{i}"), b"x").await;
+    }
+    assert_eq!(
+        fs.rename(ROOT_INO, "big", ROOT_INO, "b2", false)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EXDEV
+    );
+}
+
+#[tokio::test]
+async fn symlinks_round_trip() {
+    let t = setup();
+    let s =
+        t.fs.symlink(ROOT_INO, "ln", "../target/file", ME)
+            .await
+            .unwrap();
+    assert_eq!(s.kind, Kind::Symlink);
+    let t2 = mount(t.mem.clone());
+    let a = t2.fs.lookup(ROOT_INO, "ln").await.unwrap();
+    assert_eq!(a.kind, Kind::Symlink);
+    assert_eq!(t2.fs.readlink(a.ino).await.unwrap(), "../target/file");
+    assert_eq!(t.fs.link().unwrap_err().errno(), libc::EPERM);
+}
+
+#[tokio::test]
+async fn failed_upload_is_reported_at_flush_and_data_kept() {
+    let t = setup();
+    let (_, h) =
+        t.fs.create(ROOT_INO, "f", 0o644, libc::O_WRONLY, ME)
+            .await
+            .unwrap();
+    t.fs.write(h.fh, 0, b"precious").await.unwrap();
+    t.mem.set_fail_writes(true);
+    assert_eq!(t.fs.flush(h.fh).await.unwrap_err().errno(), libc::EIO);
+    assert!(t.fs.release(h.fh).await.is_err());
+    let kept: Vec<_> = std::fs::read_dir(t.fs.config().cache_dir.join("conflicts"))
+        .unwrap()
+        .collect();
+    assert_eq!(kept.len(), 1);
+    let p = kept[0].as_ref().unwrap().path();
+    assert_eq!(std::fs::read(p).unwrap(), b"precious");
+}
+
+#[tokio::test]
+async fn concurrent_remote_change_gives_estale_and_keeps_local_data() {
+    let t = setup();
+    let ino = write_file(&t.fs, ROOT_INO, "f", b"v1").await;
+    let h = t.fs.open(ino, libc::O_RDWR).await.unwrap();
+    t.fs.write(h.fh, 0, b"mine").await.unwrap();
+    put(&t.mem, "f", b"theirs").await; // another client wins
+    let e = t.fs.flush(h.fh).await.unwrap_err();
+    assert_eq!(e.errno(), libc::ESTALE);
+    t.fs.release(h.fh).await.unwrap();
+    let r = t.mem.get_range("f", 0..100, None).await.unwrap();
+    assert_eq!(&r[..], b"theirs");
+    let kept: Vec<_> = std::fs::read_dir(t.fs.config().cache_dir.join("conflicts"))
+        .unwrap()
+        .collect();
+    assert_eq!(
+        std::fs::read(kept[0].as_ref().unwrap().path()).unwrap(),
+        b"mine"
+    );
+}
+
+#[tokio::test]
+async fn read_pins_the_etag_seen_at_open() {
+    let t = setup();
+    put(&t.mem, "big", &vec![1u8; 1 << 20]).await;
+    let a = t.fs.lookup(ROOT_INO, "big").await.unwrap();
+    let h = t.fs.open(a.ino, libc::O_RDONLY).await.unwrap();
+    assert_eq!(t.fs.read(h.fh, 0, 4096).await.unwrap().len(), 4096);
+    put(&t.mem, "big", &vec![2u8; 1 << 20]).await;
+    // Past the read-ahead buffer: the store is asked again and must refuse the new version.
+    assert_eq!(
+        t.fs.read(h.fh, 900_000, 4096).await.unwrap_err(),
+        FsError::Stale
+    );
+}
+
+#[tokio::test]
+async fn read_only_mount_refuses_writes() {
+    let mem = Arc::new(MemoryBackend::new());
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = FsConfig::for_tests(dir.path().to_path_buf());
+    cfg.read_only = true;
+    let fs = Fs::new(mem, cfg).unwrap();
+    assert_eq!(
+        fs.mkdir(ROOT_INO, "x", 0o755, ME)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EROFS
+    );
+    assert_eq!(
+        fs.create(ROOT_INO, "x", 0o644, libc::O_WRONLY, ME)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EROFS
+    );
+}
+
+#[tokio::test]
+async fn unlink_removes_object() {
+    let t = setup();
+    write_file(&t.fs, ROOT_INO, "f", b"x").await;
+    t.fs.unlink(ROOT_INO, "f").await.unwrap();
+    assert!(t.mem.keys().is_empty());
+    assert_eq!(
+        t.fs.unlink(ROOT_INO, "f").await.unwrap_err(),
+        FsError::NotFound
+    );
+}
