@@ -75,7 +75,7 @@ pub struct AzureConfig {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct S3Config {
     /// Region (env `AWS_REGION` / `AWS_DEFAULT_REGION`); default `us-east-1`.
     pub region: Option<String>,
@@ -124,7 +124,7 @@ pub struct GcsConfig {
 
 /// Retries (exponential backoff with jitter) and timeouts for every store request.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RetryConfig {
     /// Retries of a failed request (5xx, throttling, connection errors); 0 disables.
     pub max_retries: usize,

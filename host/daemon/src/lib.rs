@@ -1,1 +1,11 @@
-//! placeholder
+//! blobmount daemon: CLI, configuration, FUSE adapter, mount lifecycle.
+//!
+//! Owns process concerns (arguments, config files, logging, signals, mounting and
+//! unmounting, detaching into the background). It must not contain file-system semantics:
+//! those belong to `blobmount_core`, and storage access to `blobmount_backend`.
+
+pub mod cli;
+pub mod config;
+pub mod fuse;
+pub mod logging;
+pub mod mount;

@@ -1,1 +1,5 @@
-fn main() {}
+//! `blobmount` binary: everything lives in the library so tests can reach it.
+
+fn main() -> std::process::ExitCode {
+    blobmount_daemon::cli::main()
+}

@@ -1,0 +1,397 @@
+//! The daemon's configuration: one YAML file, `BLOBMOUNT_*` environment overrides, and CLI
+//! flags on top, all deserialised into [`Config`] (which also generates the JSON Schema).
+//!
+//! Errors always name the key path (`store.retry.max-retries: invalid type ...`) and, for
+//! syntax errors, the line. Secrets are `Secret` values and never printed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use blobmount_backend::StoreConfig;
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+/// Prefix of environment overrides: `BLOBMOUNT_STORE__ENDPOINT=...` sets `store.endpoint`
+/// (`__` separates levels, `_` stands for `-`).
+pub const ENV_PREFIX: &str = "BLOBMOUNT_";
+const SECTIONS: [&str; 4] = ["store", "mount", "cache", "logging"];
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub mount: MountConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+}
+
+/// How the directory is presented.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MountConfig {
+    /// Mount point (may be given on the command line instead).
+    pub mountpoint: Option<PathBuf>,
+    /// Mount only this sub-directory of the store URL's prefix.
+    pub subdirectory: Option<String>,
+    /// Refuse every modification (EROFS).
+    #[serde(default)]
+    pub read_only: bool,
+    /// Let users other than the mounting user access the mount (needs `user_allow_other` in
+    /// /etc/fuse.conf when not root).
+    #[serde(default)]
+    pub allow_other: bool,
+    /// Owner of objects that carry no `uid` metadata (default: the daemon's uid).
+    pub uid: Option<u32>,
+    /// Group of objects that carry no `gid` metadata (default: the daemon's gid).
+    pub gid: Option<u32>,
+    /// Permissions of files without `mode` metadata, octal (e.g. "0644").
+    #[serde(deserialize_with = "de_mode")]
+    #[schemars(with = "String")]
+    pub file_mode: u16,
+    /// Permissions of directories without `mode` metadata, octal (e.g. "0755").
+    #[serde(deserialize_with = "de_mode")]
+    #[schemars(with = "String")]
+    pub dir_mode: u16,
+    /// Seconds attributes and names are trusted before the store is asked again.
+    pub attr_timeout_secs: f64,
+    /// FUSE worker threads reading requests from the kernel.
+    pub threads: usize,
+    /// Largest directory (in objects) that `rename` moves; larger ones return EXDEV so
+    /// `mv` copies instead.
+    pub rename_dir_limit: usize,
+    /// Stay in the foreground instead of detaching once mounted.
+    #[serde(default)]
+    pub foreground: bool,
+}
+
+impl Default for MountConfig {
+    fn default() -> Self {
+        MountConfig {
+            mountpoint: None,
+            subdirectory: None,
+            read_only: false,
+            allow_other: false,
+            uid: None,
+            gid: None,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            attr_timeout_secs: 1.0,
+            threads: 2,
+            rename_dir_limit: 1000,
+            foreground: false,
+        }
+    }
+}
+
+/// Local cache settings.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CacheConfig {
+    /// Cache directory (staging of written files, `conflicts/`). Created 0700. Default:
+    /// `$XDG_CACHE_HOME/blobmount/<id>` or `/var/cache/blobmount/<id>` for root.
+    pub dir: Option<PathBuf>,
+    /// Largest read-ahead window of a sequential reader, in MiB.
+    pub read_ahead_max_mib: usize,
+    /// Objects requested per listing call.
+    pub list_page_size: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            dir: None,
+            read_ahead_max_mib: 8,
+            list_page_size: 1000,
+        }
+    }
+}
+
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LoggingConfig {
+    /// Level or filter directive (`info`, `debug`, `blobmount_core=debug,info`); `RUST_LOG`
+    /// overrides it.
+    pub level: String,
+    pub format: LogFormat,
+    /// Append logs to this file instead of standard error.
+    pub file: Option<PathBuf>,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+            file: None,
+        }
+    }
+}
+
+/// Parse an octal mode given as a string ("0644", "755") or as a YAML integer whose digits
+/// are read as octal (644).
+fn de_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum M {
+        S(String),
+        N(u64),
+    }
+    let s = match M::deserialize(d)? {
+        M::S(s) => s,
+        M::N(n) => n.to_string(),
+    };
+    parse_mode(&s).map_err(serde::de::Error::custom)
+}
+
+pub fn parse_mode(s: &str) -> Result<u16, String> {
+    let t = s.trim().trim_start_matches("0o");
+    match u16::from_str_radix(t, 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err(format!(
+            "invalid mode {s:?}: expected octal permissions such as \"0644\""
+        )),
+    }
+}
+
+/// A configuration error, always naming where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Load from an optional YAML file, then apply `BLOBMOUNT_*` environment overrides.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut tree = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError(format!("config file {}: {e}", p.display())))?;
+                parse_yaml(&text)
+                    .map_err(|e| ConfigError(format!("config file {}: {e}", p.display())))?
+            }
+            None => Value::Object(Default::default()),
+        };
+        apply_env(&mut tree, std::env::vars())?;
+        from_tree(tree)
+    }
+
+    pub fn attr_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.mount.attr_timeout_secs.max(0.0))
+    }
+
+    /// Check values that deserialisation cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(u) = &self.store.url {
+            blobmount_backend::StoreUrl::parse(u)
+                .map_err(|e| ConfigError(format!("store.url: {e}")))?;
+        }
+        if !(0.0..=86_400.0).contains(&self.mount.attr_timeout_secs) {
+            return Err(ConfigError(
+                "mount.attr-timeout-secs: must be between 0 and 86400".into(),
+            ));
+        }
+        if self.mount.threads == 0 || self.mount.threads > 64 {
+            return Err(ConfigError(
+                "mount.threads: must be between 1 and 64".into(),
+            ));
+        }
+        if self.cache.list_page_size == 0 || self.cache.list_page_size > 5000 {
+            return Err(ConfigError(
+                "cache.list-page-size: must be between 1 and 5000".into(),
+            ));
+        }
+        if let Some(s) = &self.mount.subdirectory {
+            if s.split('/').any(|p| p == "." || p == "..") {
+                return Err(ConfigError(
+                    "mount.subdirectory: must not contain '.' or '..'".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The JSON Schema of the YAML config.
+    pub fn schema() -> Value {
+        serde_json::to_value(schemars::schema_for!(Config)).unwrap_or(Value::Null)
+    }
+}
+
+fn parse_yaml(text: &str) -> Result<Value, String> {
+    if text.trim().is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    let v: Value = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+    match v {
+        Value::Null => Ok(Value::Object(Default::default())),
+        Value::Object(_) => Ok(v),
+        _ => Err("expected a mapping at the top level".into()),
+    }
+}
+
+fn from_tree(tree: Value) -> Result<Config, ConfigError> {
+    serde_path_to_error::deserialize(tree).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            ConfigError(format!("config: {inner}"))
+        } else {
+            ConfigError(format!("config key {path}: {inner}"))
+        }
+    })
+}
+
+/// Apply `BLOBMOUNT_A__B_C=v` as `a.b-c: v` (values parsed as JSON scalars when they are
+/// numbers or booleans, strings otherwise).
+pub fn apply_env(
+    tree: &mut Value,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (k, v) in vars {
+        let Some(rest) = k.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let path: Vec<String> = rest
+            .split("__")
+            .map(|s| s.to_ascii_lowercase().replace('_', "-"))
+            .collect();
+        // Only the config sections are overridable; other BLOBMOUNT_* variables (the config
+        // file path, test settings) are not config keys.
+        if path.len() < 2 || !SECTIONS.contains(&path[0].as_str()) {
+            continue;
+        }
+        let value = match v.as_str() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            s => s
+                .parse::<i64>()
+                .map(Value::from)
+                .or_else(|_| s.parse::<f64>().map(Value::from))
+                .unwrap_or_else(|_| Value::String(s.to_string())),
+        };
+        // Mode strings stay strings ("0644" must not become the number 644).
+        let val = if path.last().map(|s| s.ends_with("mode")).unwrap_or(false) {
+            Value::String(v.clone())
+        } else {
+            value
+        };
+        set_path(tree, &path, val)
+            .map_err(|p| ConfigError(format!("environment {k}: {p} is not a section")))?;
+    }
+    Ok(())
+}
+
+fn set_path(tree: &mut Value, path: &[String], val: Value) -> Result<(), String> {
+    let Value::Object(map) = tree else {
+        return Err("(top)".into());
+    };
+    match path {
+        [] => Ok(()),
+        [last] => {
+            map.insert(last.clone(), val);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            let child = map
+                .entry(first.clone())
+                .or_insert_with(|| Value::Object(Default::default()));
+            set_path(child, rest, val).map_err(|p| {
+                if p == "(top)" {
+                    first.clone()
+                } else {
+                    format!("{first}.{p}")
+                }
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut tree = parse_yaml(yaml).map_err(ConfigError)?;
+        apply_env(
+            &mut tree,
+            env.iter().map(|(a, b)| (a.to_string(), b.to_string())),
+        )?;
+        let c = from_tree(tree)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn full_config_and_env_overrides() {
+        let c = load_str(
+            "store:\n  url: az://acct/container/p\n  azure:\n    account-key: s3cret\nmount:\n  read-only: true\n  file-mode: \"0600\"\n  dir-mode: 700\n",
+            &[("BLOBMOUNT_STORE__ENDPOINT", "http://127.0.0.1:1"), ("BLOBMOUNT_MOUNT__THREADS", "4")],
+        )
+        .unwrap();
+        assert_eq!(c.store.endpoint.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(
+            (
+                c.mount.read_only,
+                c.mount.threads,
+                c.mount.file_mode,
+                c.mount.dir_mode
+            ),
+            (true, 4, 0o600, 0o700)
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load_str("mount:\n  threads: lots\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mount.threads"), "{e}");
+        let e = load_str("mount:\n  thread: 2\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("thread"), "{e}");
+        let e = load_str("store:\n  retry:\n    max-retries: -1\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.retry.max-retries"), "{e}");
+        let e = load_str("mount:\n  file-mode: \"999\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mount.file-mode"), "{e}");
+        let e = load_str("store:\n  url: ftp://x\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.url"), "{e}");
+        let e = load_str("store: [\n", &[]).unwrap_err().to_string();
+        assert!(e.to_lowercase().contains("line"), "{e}");
+    }
+
+    #[test]
+    fn schema_lists_sections() {
+        let s = Config::schema().to_string();
+        for k in [
+            "store",
+            "mount",
+            "cache",
+            "logging",
+            "account-key",
+            "rename-dir-limit",
+        ] {
+            assert!(s.contains(k), "{k}");
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Logging setup: text or JSON lines to stderr or a file, filtered by config or `RUST_LOG`.
+
+use std::sync::Mutex;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, LoggingConfig};
+
+pub fn init(cfg: &LoggingConfig) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::try_new(v),
+        _ => EnvFilter::try_new(&cfg.level),
+    }
+    .map_err(|e| format!("logging.level: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let result = match (&cfg.file, cfg.format) {
+        (Some(path), fmt) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("logging.file {}: {e}", path.display()))?;
+            let b = builder.with_writer(Mutex::new(f)).with_ansi(false);
+            match fmt {
+                LogFormat::Json => b.json().try_init(),
+                LogFormat::Text => b.try_init(),
+            }
+        }
+        (None, LogFormat::Json) => builder.with_writer(std::io::stderr).json().try_init(),
+        (None, LogFormat::Text) => builder.with_writer(std::io::stderr).try_init(),
+    };
+    // A second init (tests) is harmless.
+    let _ = result;
+    Ok(())
+}

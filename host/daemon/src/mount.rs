@@ -1,0 +1,371 @@
+//! Mount lifecycle: prepare the mount point (detaching a stale one), connect to the store
+//! and fail fast with a clear message, mount through fuser, detach into the background
+//! once mounted, and unmount cleanly (lazily when busy) on SIGTERM/SIGINT.
+
+use std::ffi::CString;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use blobmount_backend::BackendError;
+use blobmount_core::{Fs, FsConfig};
+use fuser::{MountOption, SessionACL};
+use tracing::{error, info, warn};
+
+use crate::cli::{EXIT_AUTH, EXIT_CONFIG, EXIT_MOUNT, EXIT_RUNTIME, EXIT_UNREACHABLE, MountArgs};
+use crate::config::Config;
+use crate::fuse::FuseAdapter;
+
+/// Set in the environment of the background child; it reports readiness on stdout.
+pub const READY_ENV: &str = "BLOBMOUNT_DAEMON_CHILD";
+/// Mount source prefix: identifies our mounts in /proc/mounts (the kernel type is `fuse`
+/// when root mounts directly).
+const FSNAME_PREFIX: &str = "blobmount:";
+const READY_LINE: &str = "BLOBMOUNT-READY";
+/// How long the store may take to answer the first request at mount time.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("blobmount: {msg}");
+    error!("{msg}");
+    ExitCode::from(code)
+}
+
+/// Start a background copy of this command and return once it has mounted (or failed).
+pub fn daemonize(_args: &MountArgs) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return fail(EXIT_RUNTIME, format!("cannot find own executable: {e}")),
+    };
+    let mut cmd = Command::new(exe);
+    cmd.args(std::env::args_os().skip(1))
+        .env(READY_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    // SAFETY: setsid is async-signal-safe and only detaches the child from our session.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_RUNTIME, format!("cannot start background daemon: {e}")),
+    };
+    let Some(stdout) = child.stdout.take() else {
+        return fail(EXIT_RUNTIME, "no pipe to daemon");
+    };
+    let mut line = String::new();
+    let _ = BufReader::new(stdout).read_line(&mut line);
+    if line.trim() == READY_LINE {
+        return ExitCode::SUCCESS;
+    }
+    match child.wait() {
+        Ok(st) => ExitCode::from(st.code().unwrap_or(EXIT_RUNTIME as i32) as u8),
+        Err(e) => fail(EXIT_RUNTIME, format!("background daemon: {e}")),
+    }
+}
+
+fn default_cache_dir(id: &str) -> PathBuf {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/cache/blobmount").join(id);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("blobmount").join(id)
+}
+
+/// The kernel answers ENOTCONN on a mount whose daemon died: detach it so we can mount.
+fn clear_stale_mount(mp: &Path) {
+    if let Err(e) = std::fs::metadata(mp) {
+        if e.raw_os_error() == Some(libc::ENOTCONN) {
+            warn!(mountpoint = %mp.display(), "stale FUSE mount (ENOTCONN) found; detaching it");
+            if let Err(e) = umount(mp, true) {
+                warn!(error = %e, "could not detach the stale mount");
+            }
+        }
+    }
+}
+
+fn umount(mp: &Path, lazy: bool) -> Result<(), String> {
+    let c = CString::new(mp.as_os_str().as_bytes())
+        .map_err(|_| "mount point contains NUL".to_string())?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: c is a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EPERM) {
+        // Not root: fusermount3 is setuid and may unmount our own mounts.
+        let mut cmd = Command::new("fusermount3");
+        cmd.arg("-u");
+        if lazy {
+            cmd.arg("-z");
+        }
+        let st = cmd
+            .arg(mp)
+            .status()
+            .map_err(|e| format!("fusermount3: {e}"))?;
+        return if st.success() {
+            Ok(())
+        } else {
+            Err(format!("fusermount3 -u {} failed", mp.display()))
+        };
+    }
+    Err(format!("umount {}: {err}", mp.display()))
+}
+
+/// `blobmount unmount`.
+pub fn unmount(mp: &Path, lazy: bool) -> Result<(), String> {
+    match umount(mp, lazy) {
+        Err(e) if !lazy && e.contains("busy") => Err(format!(
+            "{e} (files are open; use --lazy to detach now and finish when they close)"
+        )),
+        r => r,
+    }
+}
+
+/// `blobmount mount list`: (source, mount point) of each blobmount mount.
+pub fn list() -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string("/proc/self/mounts")
+        .map_err(|e| format!("/proc/self/mounts: {e}"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let ours = f.len() >= 3
+                && (f[2] == "fuse.blobmount"
+                    || (f[2] == "fuse" && f[0].starts_with(FSNAME_PREFIX)));
+            ours.then(|| {
+                (
+                    unescape(f[0].trim_start_matches(FSNAME_PREFIX)),
+                    unescape(f[1]),
+                )
+            })
+        })
+        .collect())
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+fn classify(e: &BackendError) -> u8 {
+    match e {
+        BackendError::Unauthenticated(_) | BackendError::PermissionDenied(_) => EXIT_AUTH,
+        BackendError::Unavailable(_) => EXIT_UNREACHABLE,
+        BackendError::Config(_) | BackendError::InvalidKey { .. } => EXIT_CONFIG,
+        BackendError::NotFound { .. } => EXIT_CONFIG,
+        BackendError::AlreadyExists { .. }
+        | BackendError::PreconditionFailed { .. }
+        | BackendError::NotSupported(_)
+        | BackendError::LocalIo(_)
+        | BackendError::Other(_) => EXIT_RUNTIME,
+    }
+}
+
+/// Mount and serve until unmounted or signalled.
+pub fn run(cfg: Config) -> ExitCode {
+    if let Err(e) = crate::logging::init(&cfg.logging) {
+        return fail(EXIT_CONFIG, e);
+    }
+    blobmount_backend::install_crypto_provider();
+    let Some(mp) = cfg.mount.mountpoint.clone() else {
+        return fail(EXIT_CONFIG, "no mount point");
+    };
+    clear_stale_mount(&mp);
+    match std::fs::metadata(&mp) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return fail(
+                EXIT_CONFIG,
+                format!("mount point {} is not a directory", mp.display()),
+            );
+        }
+        Err(e) => return fail(EXIT_CONFIG, format!("mount point {}: {e}", mp.display())),
+    }
+    let url = match cfg.store.parsed_url() {
+        Ok(u) => u,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    let mut prefix = url.prefix.clone();
+    if let Some(sub) = cfg
+        .mount
+        .subdirectory
+        .as_deref()
+        .map(|s| s.trim_matches('/'))
+        .filter(|s| !s.is_empty())
+    {
+        prefix = if prefix.is_empty() {
+            sub.to_string()
+        } else {
+            format!("{prefix}/{sub}")
+        };
+    }
+    let id = format!(
+        "{:016x}",
+        blobmount_core::names::fnv1a(
+            format!(
+                "{}|{}",
+                cfg.store.url.as_deref().unwrap_or(""),
+                mp.display()
+            )
+            .as_bytes()
+        )
+    );
+    let cache_dir = cfg
+        .cache
+        .dir
+        .clone()
+        .unwrap_or_else(|| default_cache_dir(&id));
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let fs_cfg = FsConfig {
+        prefix: prefix.clone(),
+        read_only: cfg.mount.read_only,
+        uid: cfg.mount.uid.unwrap_or(uid),
+        gid: cfg.mount.gid.unwrap_or(gid),
+        file_mode: cfg.mount.file_mode,
+        dir_mode: cfg.mount.dir_mode,
+        attr_ttl: cfg.attr_timeout(),
+        cache_dir,
+        rename_dir_limit: cfg.mount.rename_dir_limit,
+        list_page_size: cfg.cache.list_page_size,
+        read_ahead_max: cfg.cache.read_ahead_max_mib * 1024 * 1024,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("blobmount-io")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(EXIT_RUNTIME, format!("tokio runtime: {e}")),
+    };
+    let fs = rt.block_on(async {
+        let backend = blobmount_backend::open(&cfg.store)
+            .await
+            .map_err(|e| (classify(&e), e.to_string()))?;
+        let fs =
+            Fs::new(backend, fs_cfg).map_err(|e| (EXIT_CONFIG, format!("cache directory: {e}")))?;
+        match tokio::time::timeout(STARTUP_TIMEOUT, fs.check_store()).await {
+            Ok(Ok(())) => Ok(Arc::new(fs)),
+            Ok(Err(e)) => Err((
+                classify(&e),
+                format!("cannot use store {}: {e}", fs.backend().describe()),
+            )),
+            Err(_) => Err((
+                EXIT_UNREACHABLE,
+                format!(
+                    "store {} did not answer within {STARTUP_TIMEOUT:?}",
+                    fs.backend().describe()
+                ),
+            )),
+        }
+    });
+    let fs = match fs {
+        Ok(f) => f,
+        Err((code, msg)) => return fail(code, msg),
+    };
+    let source = if prefix.is_empty() {
+        fs.backend().describe()
+    } else {
+        format!("{}/{prefix}", fs.backend().describe())
+    };
+    let mut options = vec![
+        MountOption::FSName(format!("{FSNAME_PREFIX}{source}")),
+        MountOption::Subtype("blobmount".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+    ];
+    if cfg.mount.read_only {
+        options.push(MountOption::RO);
+    }
+    let mut fcfg = fuser::Config::default();
+    fcfg.mount_options = options;
+    fcfg.acl = if cfg.mount.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    fcfg.n_threads = Some(cfg.mount.threads);
+    fcfg.clone_fd = cfg.mount.threads > 1;
+    let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
+    let session = match fuser::Session::new(adapter, &mp, &fcfg) {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_MOUNT, format!("mounting on {}: {e}", mp.display())),
+    };
+    let bg = match session.spawn() {
+        Ok(b) => b,
+        Err(e) => return fail(EXIT_MOUNT, format!("starting FUSE session: {e}")),
+    };
+    info!(store = %source, mountpoint = %mp.display(), "mounted");
+    if std::env::var_os(READY_ENV).is_some() {
+        signal_ready();
+    }
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let joiner = std::thread::spawn(move || {
+        if let Err(e) = bg.join() {
+            warn!(error = %e, "FUSE session ended with an error");
+        }
+        let _ = done_tx.send(());
+    });
+    let code = rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => return EXIT_RUNTIME,
+        };
+        let mut done_rx = done_rx;
+        tokio::select! {
+            _ = &mut done_rx => { info!("unmounted externally"); return 0; }
+            _ = term.recv() => info!("SIGTERM: unmounting"),
+            _ = int.recv() => info!("SIGINT: unmounting"),
+        }
+        match umount(&mp, false) {
+            Ok(()) => {}
+            Err(e) => {
+                warn!(error = %e, "mount busy; detaching lazily, serving open files until they are closed");
+                if let Err(e) = umount(&mp, true) {
+                    error!(error = %e, "could not unmount");
+                    return EXIT_RUNTIME;
+                }
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(60), done_rx).await {
+            Ok(_) => 0,
+            Err(_) => {
+                error!("FUSE session did not end within 60 s after unmount");
+                EXIT_RUNTIME
+            }
+        }
+    });
+    if code == 0 {
+        let _ = joiner.join();
+        info!("exited cleanly");
+    }
+    ExitCode::from(code)
+}
+
+/// Tell the foreground parent we are mounted, then stop using the pipe.
+fn signal_ready() {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{READY_LINE}");
+    let _ = out.flush();
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: both descriptors are valid; replacing stdout with /dev/null.
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
+}
