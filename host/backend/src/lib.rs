@@ -8,12 +8,14 @@
 //!   zero-setup quick start. Accepts any key, including ones cloud SDKs reject.
 //! - [`objstore::ObjectStoreBackend`]: Azure Blob, S3-compatible stores, GCS and a local
 //!   directory (`file://`), all on the `object_store` crate, with retries (exponential backoff
-//!   with jitter) and request timeouts configured from [`StoreConfig`].
+//!   with jitter) and request timeouts configured from [`StoreConfig`]. GCS writes go through
+//!   [`gcs::GcsJson`] (the JSON API, with generation preconditions).
 //!
 //! This crate must not know about inodes, FUSE or caches.
 
 pub mod config;
 pub mod error;
+pub mod gcs;
 pub mod memory;
 pub mod objstore;
 

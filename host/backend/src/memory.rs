@@ -157,10 +157,10 @@ impl Backend for MemoryBackend {
         let o = map
             .get(key)
             .ok_or_else(|| BackendError::NotFound { key: key.into() })?;
-        if let Some(e) = if_match {
-            if o.etag != e {
-                return Err(BackendError::PreconditionFailed { key: key.into() });
-            }
+        if let Some(e) = if_match
+            && o.etag != e
+        {
+            return Err(BackendError::PreconditionFailed { key: key.into() });
         }
         let len = o.data.len() as u64;
         let start = range.start.min(len) as usize;

@@ -33,6 +33,7 @@ use object_store::{
 use tokio::io::AsyncReadExt;
 
 use crate::config::{Secret, StoreConfig, StoreKind, StoreUrl};
+use crate::gcs::{GcsJson, GenCond};
 use crate::{
     Backend, BackendError, Capabilities, ListPage, ObjectInfo, Precondition, PutMeta, PutOutcome,
     Result, UserMetadata,
@@ -51,6 +52,8 @@ pub struct ObjectStoreBackend {
     kind: StoreKind,
     description: String,
     conditional_writes: bool,
+    /// GCS only: writes over the JSON API.
+    gcs: Option<Arc<GcsJson>>,
 }
 
 impl std::fmt::Debug for ObjectStoreBackend {
@@ -131,6 +134,7 @@ impl ObjectStoreBackend {
     pub fn new(url: &StoreUrl, cfg: &StoreConfig) -> Result<Self> {
         let endpoint = cfg.endpoint.clone();
         let retry = retry_config(cfg);
+        let mut gcs = None;
         let (store, pager, description): (
             Arc<dyn ObjectStore>,
             Option<Arc<dyn PaginatedListStore>>,
@@ -255,11 +259,28 @@ impl ObjectStoreBackend {
                     .map(|p| p.display().to_string())
                     .or_else(|| env(&["GOOGLE_APPLICATION_CREDENTIALS"]));
                 if g.anonymous {
-                    b = b.with_skip_signature(true);
+                    // object_store 0.14 skips signing on reads but still asks for a token on
+                    // uploads (gcp/client.rs `Request::send`), which would hit the metadata
+                    // server; a static placeholder token keeps anonymous mode anonymous.
+                    b = b.with_skip_signature(true).with_credentials(Arc::new(
+                        object_store::StaticCredentialProvider::new(
+                            object_store::gcp::GcpCredential {
+                                bearer: "anonymous".to_string(),
+                            },
+                        ),
+                    ));
                 } else if let Some(p) = sa {
                     b = b.with_service_account_path(p);
                 }
                 let s = Arc::new(b.build().map_err(build_err)?);
+                let creds = (!g.anonymous).then(|| s.credentials().clone());
+                gcs = Some(Arc::new(GcsJson::new(
+                    endpoint.as_deref(),
+                    &url.bucket,
+                    creds,
+                    cfg.retry.clone(),
+                    PART_SIZE,
+                )?));
                 let d = format!("gs://{}", url.bucket);
                 (s.clone(), Some(s), d)
             }
@@ -287,7 +308,82 @@ impl ObjectStoreBackend {
             kind: url.kind,
             description,
             conditional_writes,
+            gcs,
         })
+    }
+
+    /// HEAD returning the object's version too (the generation on GCS).
+    async fn head_versioned(&self, key: &str) -> Result<(ObjectInfo, Option<String>)> {
+        let path = key_to_path(key)?;
+        let r = self
+            .store
+            .get_opts(
+                &path,
+                GetOptions {
+                    head: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| map_err(key, e))?;
+        let mut metadata = UserMetadata::new();
+        let mut content_type = None;
+        for (k, v) in r.attributes.iter() {
+            match k {
+                Attribute::Metadata(name) => {
+                    metadata.insert(name.to_ascii_lowercase(), v.as_ref().to_string());
+                }
+                Attribute::ContentType => content_type = Some(v.as_ref().to_string()),
+                _ => {}
+            }
+        }
+        let info = ObjectInfo {
+            key: key.to_string(),
+            size: r.meta.size,
+            etag: r.meta.e_tag.clone(),
+            last_modified: to_system_time(
+                r.meta.last_modified.timestamp(),
+                r.meta.last_modified.timestamp_subsec_nanos(),
+            ),
+            metadata: Some(metadata),
+            content_type,
+        };
+        Ok((info, r.meta.version))
+    }
+
+    /// Resolve a precondition to a GCS generation condition (one HEAD for `IfMatch`).
+    async fn gcs_cond(&self, key: &str, cond: &Precondition) -> Result<GenCond> {
+        match cond {
+            Precondition::None => Ok(GenCond::None),
+            Precondition::IfNotExists => Ok(GenCond::Absent),
+            Precondition::IfMatch(e) => {
+                let stale = || BackendError::PreconditionFailed { key: key.into() };
+                let (info, generation) = match self.head_versioned(key).await {
+                    Ok(x) => x,
+                    Err(BackendError::NotFound { .. }) => return Err(stale()),
+                    Err(err) => return Err(err),
+                };
+                if info.etag.as_deref() != Some(e.as_str()) {
+                    return Err(stale());
+                }
+                generation.map(GenCond::Generation).ok_or_else(|| {
+                    BackendError::Other(format!("GCS {key}: HEAD returned no generation"))
+                })
+            }
+        }
+    }
+
+    /// The ETag of what we just wrote as `generation`. If another writer replaced it
+    /// already, a token that matches nothing is returned, so our next conditional write or
+    /// pinned read reports the conflict instead of trusting someone else's object.
+    async fn gcs_outcome(&self, key: &str, generation: &str) -> Result<PutOutcome> {
+        match self.head_versioned(key).await {
+            Ok((info, Some(g))) if g == generation => Ok(PutOutcome { etag: info.etag }),
+            Ok(_) | Err(BackendError::NotFound { .. }) => Ok(PutOutcome {
+                etag: Some(format!("superseded-generation-{generation}")),
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     fn put_mode(&self, cond: &Precondition) -> PutMode {
@@ -332,12 +428,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -452,46 +549,13 @@ impl Backend for ObjectStoreBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             dir_markers: matches!(self.kind, StoreKind::S3 | StoreKind::Gcs),
-            native_metadata_update: false,
+            native_metadata_update: self.gcs.is_some(),
             conditional_writes: self.conditional_writes && self.kind != StoreKind::File,
         }
     }
 
     async fn head(&self, key: &str) -> Result<ObjectInfo> {
-        let path = key_to_path(key)?;
-        let r = self
-            .store
-            .get_opts(
-                &path,
-                GetOptions {
-                    head: true,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| map_err(key, e))?;
-        let mut metadata = UserMetadata::new();
-        let mut content_type = None;
-        for (k, v) in r.attributes.iter() {
-            match k {
-                Attribute::Metadata(name) => {
-                    metadata.insert(name.to_ascii_lowercase(), v.as_ref().to_string());
-                }
-                Attribute::ContentType => content_type = Some(v.as_ref().to_string()),
-                _ => {}
-            }
-        }
-        Ok(ObjectInfo {
-            key: key.to_string(),
-            size: r.meta.size,
-            etag: r.meta.e_tag.clone(),
-            last_modified: to_system_time(
-                r.meta.last_modified.timestamp(),
-                r.meta.last_modified.timestamp_subsec_nanos(),
-            ),
-            metadata: Some(metadata),
-            content_type,
-        })
+        Ok(self.head_versioned(key).await?.0)
     }
 
     async fn get_range(
@@ -524,6 +588,11 @@ impl Backend for ObjectStoreBackend {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
+        if let Some(g) = &self.gcs {
+            let gc = self.gcs_cond(key, cond).await?;
+            let generation = g.upload_bytes(key, data, meta, &gc).await?;
+            return self.gcs_outcome(key, &generation).await;
+        }
         let path = key_to_path(key)?;
         if self.kind == StoreKind::File {
             self.check_precondition(key, cond).await?;
@@ -560,6 +629,11 @@ impl Backend for ObjectStoreBackend {
         if len <= SINGLE_PUT_MAX || self.kind == StoreKind::File {
             let data = tokio::fs::read(file).await?;
             return self.put(key, Bytes::from(data), meta, cond).await;
+        }
+        if let Some(g) = &self.gcs {
+            let gc = self.gcs_cond(key, cond).await?;
+            let generation = g.upload_file(key, file, meta, &gc).await?;
+            return self.gcs_outcome(key, &generation).await;
         }
         // Multipart uploads cannot carry If-Match / If-None-Match through this crate: check
         // first, upload, and only then commit (a race inside the upload window remains; the
@@ -667,6 +741,11 @@ impl Backend for ObjectStoreBackend {
     }
 
     async fn copy(&self, from: &str, to: &str, cond: &Precondition) -> Result<PutOutcome> {
+        if let Some(g) = &self.gcs {
+            let gc = self.gcs_cond(to, cond).await?;
+            let generation = g.rewrite(from, to, &gc).await?;
+            return self.gcs_outcome(to, &generation).await;
+        }
         let (src, dst) = (key_to_path(from)?, key_to_path(to)?);
         let mode = match cond {
             Precondition::IfNotExists => CopyMode::Create,
@@ -696,6 +775,16 @@ impl Backend for ObjectStoreBackend {
         meta: &PutMeta,
         if_match: Option<&str>,
     ) -> Result<PutOutcome> {
+        if let Some(g) = &self.gcs {
+            let (info, generation) = self.head_versioned(key).await?;
+            if if_match.is_some() && info.etag.as_deref() != if_match {
+                return Err(BackendError::PreconditionFailed { key: key.into() });
+            }
+            let gc = generation.map(GenCond::Generation).unwrap_or(GenCond::None);
+            let old = info.metadata.unwrap_or_default();
+            let generation = g.patch_metadata(key, &old, meta, &gc).await?;
+            return self.gcs_outcome(key, &generation).await;
+        }
         // The crate has no metadata-only update: rewrite the object, conditional on its ETag.
         let info = self.head(key).await?;
         let etag = if_match.map(str::to_string).or(info.etag.clone());

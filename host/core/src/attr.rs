@@ -82,10 +82,11 @@ pub fn parse_mode(s: &str) -> Option<(Option<Kind>, u16)> {
     // Decimal st_mode values of files, directories and symlinks have exactly 5 digits
     // (s3fs: "33188"); a leading 0 or 6+ digits means octal (rclone: "100644"); anything
     // else is a bare octal permission ("644").
-    if !s.starts_with('0') && s.len() <= 5 {
-        if let Some(d) = s.parse::<u32>().ok().filter(|d| kind_of(*d).is_some()) {
-            return Some(pick(d));
-        }
+    if !s.starts_with('0')
+        && s.len() <= 5
+        && let Some(d) = s.parse::<u32>().ok().filter(|d| kind_of(*d).is_some())
+    {
+        return Some(pick(d));
     }
     let o = u32::from_str_radix(s, 8).ok()?;
     if kind_of(o).is_some() || o <= 0o7777 {

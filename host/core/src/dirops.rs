@@ -64,13 +64,13 @@ impl Fs {
                 // Azure folder marker blob next to its own prefix: the same directory.
                 if !caps.dir_markers && *size == 0 {
                     let key = self.child_key(dir_key, seg);
-                    if let Ok(h) = self.backend.head(&key).await {
-                        if attr::is_true(
+                    if let Ok(h) = self.backend.head(&key).await
+                        && attr::is_true(
                             h.metadata.as_ref().unwrap_or(&UserMetadata::new()),
                             attr::META_FOLDER,
-                        ) {
-                            continue;
-                        }
+                        )
+                    {
+                        continue;
                     }
                 }
                 self.note_conflict(&self.child_key(dir_key, seg));
@@ -290,10 +290,10 @@ impl Fs {
             t.child(parent, name)
                 .and_then(|ino| t.get(ino).map(|n| (ino, n.clone())))
         };
-        if let Some((ino, n)) = known {
-            if self.fresh(&n) || self.is_open_dirty(ino) {
-                return Ok((Some(ino), n));
-            }
+        if let Some((ino, n)) = known
+            && (self.fresh(&n) || self.is_open_dirty(ino))
+        {
+            return Ok((Some(ino), n));
         }
         let p: Probe = self.resolve(parent, name).await?.ok_or(FsError::NotFound)?;
         let node = self.node_from(parent, name, &p);
@@ -348,10 +348,10 @@ impl Fs {
             ignore_missing(self.backend.delete(&key).await)?;
         }
         let mut t = lock(&self.table);
-        if let Some(ino) = t.unlink(parent, name) {
-            if let Some(n) = t.get_mut(ino) {
-                n.local_only = false;
-            }
+        if let Some(ino) = t.unlink(parent, name)
+            && let Some(n) = t.get_mut(ino)
+        {
+            n.local_only = false;
         }
         if let Some(p) = t.get_mut(parent) {
             p.listing = None;
@@ -515,10 +515,26 @@ impl Fs {
                 ignore_missing(self.backend.delete(&from).await)?;
             }
         }
+        let dir_ino = ino.filter(|_| node.kind == Kind::Dir);
+        self.move_in_table(parent, name, new_parent, new_name, ino, target.is_some());
+        if let Some(d) = dir_ino {
+            lock(&self.table).mark_stale_under(d);
+        }
+        self.repin_open_under(dir_ino).await
+    }
+
+    fn move_in_table(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        ino: Option<u64>,
+        replaced: bool,
+    ) {
         let mut t = lock(&self.table);
-        if let Some((Some(tino), _)) = target {
+        if replaced {
             t.unlink(new_parent, new_name);
-            let _ = tino;
         }
         match ino {
             Some(ino) => t.rename(ino, new_parent, new_name),
@@ -526,17 +542,16 @@ impl Fs {
                 t.unlink(parent, name);
             }
         }
-        if let Some(ino) = ino {
-            if let Some(n) = t.get_mut(ino) {
-                n.fetched = None; // new key: revalidate (etag changed by the copy)
-            }
+        if let Some(ino) = ino
+            && let Some(n) = t.get_mut(ino)
+        {
+            n.fetched = None; // new key: revalidate (etag changed by the copy)
         }
         for p in [parent, new_parent] {
             if let Some(n) = t.get_mut(p) {
                 n.listing = None;
             }
         }
-        Ok(())
     }
 }
 

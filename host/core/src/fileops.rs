@@ -18,7 +18,6 @@ use tracing::{error, warn};
 use crate::attr::{self, Kind};
 use crate::error::{FsError, FsResult};
 use crate::fs::{Caller, Fs, OpenReply, lock};
-use crate::inode::ROOT_INO;
 use crate::names;
 
 const DOWNLOAD_CHUNK: u64 = 8 * 1024 * 1024;
@@ -135,13 +134,14 @@ impl Fs {
         let (fh, entry) = self.attach_handle(ino, writable, false)?;
         let mut st = entry.state.lock().await;
         st.handles += 1;
-        if writable && flags & libc::O_TRUNC != 0 {
-            if let Err(e) = self.truncate_locked(ino, &entry, &mut st, 0).await {
-                st.handles -= 1;
-                drop(st);
-                lock(&self.handles).remove(&fh);
-                return Err(e);
-            }
+        if writable
+            && flags & libc::O_TRUNC != 0
+            && let Err(e) = self.truncate_locked(ino, &entry, &mut st, 0).await
+        {
+            st.handles -= 1;
+            drop(st);
+            lock(&self.handles).remove(&fh);
+            return Err(e);
         }
         Ok(OpenReply { fh })
     }
@@ -458,27 +458,37 @@ impl Fs {
     }
 
     /// Upload every modified open file below directory `dir` (before a directory rename).
+    fn open_under(&self, dir: u64) -> Vec<u64> {
+        let inos: Vec<u64> = lock(&self.open_files).keys().copied().collect();
+        let t = lock(&self.table);
+        inos.into_iter().filter(|&i| t.is_under(i, dir)).collect()
+    }
+
     pub(crate) async fn flush_all_under(&self, dir: Option<u64>) -> FsResult<()> {
         let Some(dir) = dir else { return Ok(()) };
-        let inos: Vec<u64> = lock(&self.open_files).keys().copied().collect();
-        for ino in inos {
-            let mut cur = ino;
-            let mut inside = false;
-            {
-                let t = lock(&self.table);
-                while cur != ROOT_INO {
-                    match t.get(cur) {
-                        Some(n) if n.parent == dir => {
-                            inside = true;
-                            break;
-                        }
-                        Some(n) => cur = n.parent,
-                        None => break,
-                    }
-                }
+        for ino in self.open_under(dir) {
+            self.flush_inode(ino).await?;
+        }
+        Ok(())
+    }
+
+    /// After a directory moved, open files below it are pinned to ETags of objects that
+    /// no longer exist; re-pin them to the copies (which hold the same, flushed bytes).
+    pub(crate) async fn repin_open_under(&self, dir: Option<u64>) -> FsResult<()> {
+        let Some(dir) = dir else { return Ok(()) };
+        for ino in self.open_under(dir) {
+            let (Some(entry), Ok(key)) = (self.entry(ino), self.key_of(ino)) else {
+                continue;
+            };
+            let mut st = entry.state.lock().await;
+            if !st.exists_remote {
+                continue;
             }
-            if inside {
-                self.flush_inode(ino).await?;
+            let etag = self.backend.head(&key).await?.etag;
+            st.base_etag = etag.clone();
+            st.read_etag = etag.clone();
+            if let Some(n) = lock(&self.table).get_mut(ino) {
+                n.etag = etag;
             }
         }
         Ok(())
@@ -507,34 +517,35 @@ impl Fs {
             return Ok(());
         }
         let mut result = Ok(());
-        if entry.dirty.load(Ordering::Acquire) && !st.unlinked {
-            if let Err(e) = self.upload_locked(h.ino, &entry, &mut st).await {
-                if !matches!(e, FsError::Conflict { .. }) {
-                    let key = self.key_of(h.ino).unwrap_or_default();
-                    if let Some(t) = &st.staged {
-                        match self.save_conflict(&key, t.path()) {
-                            Ok(p) => {
-                                error!(key, saved_to = %p.display(), error = %e, "upload failed at close; local data kept")
-                            }
-                            Err(e2) => {
-                                error!(key, error = %e, save_error = %e2, "upload failed at close and the data could not be saved")
-                            }
+        if entry.dirty.load(Ordering::Acquire)
+            && !st.unlinked
+            && let Err(e) = self.upload_locked(h.ino, &entry, &mut st).await
+        {
+            if !matches!(e, FsError::Conflict { .. }) {
+                let key = self.key_of(h.ino).unwrap_or_default();
+                if let Some(t) = &st.staged {
+                    match self.save_conflict(&key, t.path()) {
+                        Ok(p) => {
+                            error!(key, saved_to = %p.display(), error = %e, "upload failed at close; local data kept")
+                        }
+                        Err(e2) => {
+                            error!(key, error = %e, save_error = %e2, "upload failed at close and the data could not be saved")
                         }
                     }
                 }
-                result = Err(e);
             }
+            result = Err(e);
         }
         drop(st);
         lock(&self.open_files).remove(&h.ino);
         // A file created here whose upload failed is not in the store: drop its entry.
         let mut t = lock(&self.table);
-        if let Some(n) = t.get_mut(h.ino) {
-            if n.local_only {
-                n.local_only = false;
-                let (p, name) = (n.parent, n.name.clone());
-                t.unlink(p, &name);
-            }
+        if let Some(n) = t.get_mut(h.ino)
+            && n.local_only
+        {
+            n.local_only = false;
+            let (p, name) = (n.parent, n.name.clone());
+            t.unlink(p, &name);
         }
         result
     }

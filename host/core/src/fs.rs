@@ -379,29 +379,29 @@ impl Fs {
             return Err(FsError::NameTooLong);
         }
         let found = self.probe(&parent_key, name).await?;
-        if found.is_none() {
-            if let Some(base) = name.strip_suffix(FILE_SUFFIX) {
-                // `foo.~file`: the file hidden behind directory `foo`.
-                if let Some(Probe {
-                    kind: Kind::Dir, ..
-                }) = self.probe(&parent_key, base).await?
-                {
-                    let key = self.child_key(&parent_key, base);
-                    if let Ok(h) = self.backend.head(&key).await {
-                        let m = attr::decode(h.metadata.as_ref().unwrap_or(&UserMetadata::new()));
-                        if m.kind != Some(Kind::Dir) {
-                            let kind = if m.kind == Some(Kind::Symlink) {
-                                Kind::Symlink
-                            } else {
-                                Kind::File
-                            };
-                            return Ok(Some(Probe {
-                                kind,
-                                seg: base.into(),
-                                info: Some(h),
-                                marker: Marker::None,
-                            }));
-                        }
+        if found.is_none()
+            && let Some(base) = name.strip_suffix(FILE_SUFFIX)
+        {
+            // `foo.~file`: the file hidden behind directory `foo`.
+            if let Some(Probe {
+                kind: Kind::Dir, ..
+            }) = self.probe(&parent_key, base).await?
+            {
+                let key = self.child_key(&parent_key, base);
+                if let Ok(h) = self.backend.head(&key).await {
+                    let m = attr::decode(h.metadata.as_ref().unwrap_or(&UserMetadata::new()));
+                    if m.kind != Some(Kind::Dir) {
+                        let kind = if m.kind == Some(Kind::Symlink) {
+                            Kind::Symlink
+                        } else {
+                            Kind::File
+                        };
+                        return Ok(Some(Probe {
+                            kind,
+                            seg: base.into(),
+                            info: Some(h),
+                            marker: Marker::None,
+                        }));
                     }
                 }
             }
@@ -421,11 +421,9 @@ impl Fs {
                     .get(ino)
                     .map(|n| self.fresh(n) || self.is_open_dirty(ino))
                     .unwrap_or(false);
-                if fresh {
-                    if let Some(n) = t.get_mut(ino) {
-                        n.lookups += 1;
-                        return Ok(n.attr(ino));
-                    }
+                if fresh && let Some(n) = t.get_mut(ino) {
+                    n.lookups += 1;
+                    return Ok(n.attr(ino));
                 }
             }
         }
@@ -458,17 +456,17 @@ impl Fs {
                 Some(p) => {
                     let node = self.node_from(parent, &name, &p);
                     let mut t = lock(&self.table);
-                    if let Some(n) = t.get_mut(ino) {
-                        if n.kind == node.kind {
-                            let (lookups, listing, symlink) =
-                                (n.lookups, n.listing.take(), n.symlink.take());
-                            let same_version = n.etag == node.etag;
-                            *n = node;
-                            n.lookups = lookups;
-                            n.listing = listing;
-                            if same_version {
-                                n.symlink = symlink;
-                            }
+                    if let Some(n) = t.get_mut(ino)
+                        && n.kind == node.kind
+                    {
+                        let (lookups, listing, symlink) =
+                            (n.lookups, n.listing.take(), n.symlink.take());
+                        let same_version = n.etag == node.etag;
+                        *n = node;
+                        n.lookups = lookups;
+                        n.listing = listing;
+                        if same_version {
+                            n.symlink = symlink;
                         }
                     }
                 }

@@ -105,12 +105,12 @@ impl Table {
 
     fn detach(&mut self, parent: u64, name: &str) -> Option<u64> {
         let r = self.children.remove(&(parent, name.to_string()));
-        if r.is_some() {
-            if let Some(c) = self.fanout.get_mut(&parent) {
-                *c -= 1;
-                if *c == 0 {
-                    self.fanout.remove(&parent);
-                }
+        if r.is_some()
+            && let Some(c) = self.fanout.get_mut(&parent)
+        {
+            *c -= 1;
+            if *c == 0 {
+                self.fanout.remove(&parent);
             }
         }
         r
@@ -152,15 +152,15 @@ impl Table {
     pub fn upsert(&mut self, node: Node) -> u64 {
         let k = (node.parent, node.name.clone());
         if let Some(&ino) = self.children.get(&k) {
-            if let Some(old) = self.nodes.get_mut(&ino) {
-                if old.kind == node.kind {
-                    let lookups = old.lookups;
-                    let listing = old.listing.take();
-                    *old = node;
-                    old.lookups = lookups;
-                    old.listing = listing;
-                    return ino;
-                }
+            if let Some(old) = self.nodes.get_mut(&ino)
+                && old.kind == node.kind
+            {
+                let lookups = old.lookups;
+                let listing = old.listing.take();
+                *old = node;
+                old.lookups = lookups;
+                old.listing = listing;
+                return ino;
             }
             self.detach(k.0, &k.1);
         }
@@ -174,6 +174,36 @@ impl Table {
     /// Detach `(parent, name)` from the namespace (the node lives on until forgotten).
     pub fn unlink(&mut self, parent: u64, name: &str) -> Option<u64> {
         self.detach(parent, name)
+    }
+
+    /// Whether `ino` lies strictly below directory `dir`.
+    pub fn is_under(&self, ino: u64, dir: u64) -> bool {
+        let mut cur = ino;
+        while cur != ROOT_INO {
+            match self.nodes.get(&cur) {
+                Some(n) if n.parent == dir => return true,
+                Some(n) => cur = n.parent,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// Force revalidation of every known node below `dir` (their keys changed, and with
+    /// them their ETags).
+    pub fn mark_stale_under(&mut self, dir: u64) {
+        let inos: Vec<u64> = self
+            .nodes
+            .keys()
+            .copied()
+            .filter(|&i| self.is_under(i, dir))
+            .collect();
+        for i in inos {
+            if let Some(n) = self.nodes.get_mut(&i) {
+                n.fetched = None;
+                n.listing = None;
+            }
+        }
     }
 
     /// Move a node to a new parent and name.
@@ -211,10 +241,10 @@ impl Table {
             if self.fanout.contains_key(&ino) {
                 return;
             }
-            if let Some(node) = self.nodes.remove(&ino) {
-                if self.children.get(&(node.parent, node.name.clone())) == Some(&ino) {
-                    self.detach(node.parent, &node.name);
-                }
+            if let Some(node) = self.nodes.remove(&ino)
+                && self.children.get(&(node.parent, node.name.clone())) == Some(&ino)
+            {
+                self.detach(node.parent, &node.name);
             }
         }
     }

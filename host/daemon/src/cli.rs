@@ -36,7 +36,7 @@ pub enum Cmd {
         #[command(subcommand)]
         sub: Option<MountSub>,
         #[command(flatten)]
-        args: MountArgs,
+        args: Box<MountArgs>,
     },
     /// Unmount a blobmount mount point.
     Unmount {
@@ -275,7 +275,7 @@ pub fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(EXIT_CONFIG, e),
             };
-            let daemon_args = args.clone();
+            let daemon_args = (*args).clone();
             if let Err(e) = args.apply(&mut cfg) {
                 return fail(EXIT_CONFIG, e);
             }

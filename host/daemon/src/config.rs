@@ -50,11 +50,11 @@ pub struct MountConfig {
     /// Group of objects that carry no `gid` metadata (default: the daemon's gid).
     pub gid: Option<u32>,
     /// Permissions of files without `mode` metadata, octal (e.g. "0644").
-    #[serde(deserialize_with = "de_mode")]
+    #[serde(deserialize_with = "de_mode", serialize_with = "ser_mode")]
     #[schemars(with = "String")]
     pub file_mode: u16,
     /// Permissions of directories without `mode` metadata, octal (e.g. "0755").
-    #[serde(deserialize_with = "de_mode")]
+    #[serde(deserialize_with = "de_mode", serialize_with = "ser_mode")]
     #[schemars(with = "String")]
     pub dir_mode: u16,
     /// Seconds attributes and names are trusted before the store is asked again.
@@ -144,6 +144,10 @@ impl Default for LoggingConfig {
 
 /// Parse an octal mode given as a string ("0644", "755") or as a YAML integer whose digits
 /// are read as octal (644).
+fn ser_mode<S: serde::Serializer>(m: &u16, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{m:04o}"))
+}
+
 fn de_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -214,12 +218,12 @@ impl Config {
                 "cache.list-page-size: must be between 1 and 5000".into(),
             ));
         }
-        if let Some(s) = &self.mount.subdirectory {
-            if s.split('/').any(|p| p == "." || p == "..") {
-                return Err(ConfigError(
-                    "mount.subdirectory: must not contain '.' or '..'".into(),
-                ));
-            }
+        if let Some(s) = &self.mount.subdirectory
+            && s.split('/').any(|p| p == "." || p == "..")
+        {
+            return Err(ConfigError(
+                "mount.subdirectory: must not contain '.' or '..'".into(),
+            ));
         }
         Ok(())
     }

@@ -1,12 +1,22 @@
 //! Logging setup: text or JSON lines to stderr or a file, filtered by config or `RUST_LOG`.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LoggingConfig};
 
+/// 0: logging not set up yet, 1: log lines go to stderr, 2: to a file.
+static SINK: AtomicU8 = AtomicU8::new(0);
+
+/// Whether log lines reach stderr (else fatal errors must be printed there separately).
+pub fn logs_to_stderr() -> bool {
+    SINK.load(Ordering::Relaxed) == 1
+}
+
 pub fn init(cfg: &LoggingConfig) -> Result<(), String> {
+    SINK.store(if cfg.file.is_some() { 2 } else { 1 }, Ordering::Relaxed);
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(v),
         _ => EnvFilter::try_new(&cfg.level),

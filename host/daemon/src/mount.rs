@@ -29,7 +29,10 @@ const READY_LINE: &str = "BLOBMOUNT-READY";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("blobmount: {msg}");
+    // One line on stderr: the log already goes there unless it goes to a file.
+    if !crate::logging::logs_to_stderr() {
+        eprintln!("blobmount: {msg}");
+    }
     error!("{msg}");
     ExitCode::from(code)
 }
@@ -85,12 +88,12 @@ fn default_cache_dir(id: &str) -> PathBuf {
 
 /// The kernel answers ENOTCONN on a mount whose daemon died: detach it so we can mount.
 fn clear_stale_mount(mp: &Path) {
-    if let Err(e) = std::fs::metadata(mp) {
-        if e.raw_os_error() == Some(libc::ENOTCONN) {
-            warn!(mountpoint = %mp.display(), "stale FUSE mount (ENOTCONN) found; detaching it");
-            if let Err(e) = umount(mp, true) {
-                warn!(error = %e, "could not detach the stale mount");
-            }
+    if let Err(e) = std::fs::metadata(mp)
+        && e.raw_os_error() == Some(libc::ENOTCONN)
+    {
+        warn!(mountpoint = %mp.display(), "stale FUSE mount (ENOTCONN) found; detaching it");
+        if let Err(e) = umount(mp, true) {
+            warn!(error = %e, "could not detach the stale mount");
         }
     }
 }

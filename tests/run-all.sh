@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Run every check of the project: formatting, lints, all unit tests and the FUSE integration
+# tests against Azurite, moto (S3) and fake-gcs-server. Installs what is missing first
+# (tests/scripts/install-deps.sh). Needs root (or FUSE rights) and /dev/fuse.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash tests/scripts/install-deps.sh
+# This machine kind sets AWS_CA_BUNDLE; neither the product nor its tests may depend on it.
+unset AWS_CA_BUNDLE
+
+profile=default
+[[ ${CI:-} == true ]] && profile=ci
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== build"
+cargo build --workspace --all-targets --locked
+echo "== tests"
+cargo nextest run --workspace --locked --profile "$profile"
