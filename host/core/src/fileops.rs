@@ -38,6 +38,9 @@ pub(crate) struct OpenFile {
 pub(crate) struct OpenEntry {
     state: tokio::sync::Mutex<OpenFile>,
     dirty: AtomicBool,
+    /// Set (under `state`) by the last release once it is done with the entry; an open that
+    /// raced with that release must not attach to it and creates a fresh one instead.
+    retired: AtomicBool,
 }
 
 #[derive(Default)]
@@ -50,6 +53,9 @@ struct ReadBuf {
 
 pub(crate) struct Handle {
     ino: u64,
+    /// The open state this handle counts in (kept here so a handle never looks it up again
+    /// and cannot miss it while another handle of the inode is being released).
+    entry: Arc<OpenEntry>,
     writable: bool,
     read: std::sync::Mutex<ReadBuf>,
 }
@@ -63,7 +69,10 @@ impl Fs {
     }
 
     fn entry(&self, ino: u64) -> Option<Arc<OpenEntry>> {
-        lock(&self.open_files).get(&ino).cloned()
+        lock(&self.open_files)
+            .get(&ino)
+            .filter(|e| !e.retired.load(Ordering::Acquire))
+            .cloned()
     }
 
     fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
@@ -73,8 +82,9 @@ impl Fs {
             .ok_or(FsError::BadHandle)
     }
 
-    /// Register a handle on `ino`, creating the shared open state from the node if needed.
-    fn attach_handle(
+    /// Register a handle on `ino`, creating the shared open state from the node if needed,
+    /// and count it in that state.
+    async fn attach_handle(
         &self,
         ino: u64,
         writable: bool,
@@ -84,28 +94,43 @@ impl Fs {
             .get(ino)
             .cloned()
             .ok_or(FsError::NotFound)?;
-        let entry = {
-            let mut of = lock(&self.open_files);
-            of.entry(ino)
-                .or_insert_with(|| {
-                    Arc::new(OpenEntry {
-                        state: tokio::sync::Mutex::new(OpenFile {
-                            handles: 0,
-                            staged: None,
-                            base_etag: node.etag.clone(),
-                            exists_remote: !new_file,
-                            read_etag: node.etag.clone(),
-                            size: node.size,
-                            unlinked: false,
-                        }),
-                        dirty: AtomicBool::new(false),
+        let entry = loop {
+            let entry = {
+                let mut of = lock(&self.open_files);
+                of.entry(ino)
+                    .or_insert_with(|| {
+                        Arc::new(OpenEntry {
+                            state: tokio::sync::Mutex::new(OpenFile {
+                                handles: 0,
+                                staged: None,
+                                base_etag: node.etag.clone(),
+                                exists_remote: !new_file,
+                                read_etag: node.etag.clone(),
+                                size: node.size,
+                                unlinked: false,
+                            }),
+                            dirty: AtomicBool::new(false),
+                            retired: AtomicBool::new(false),
+                        })
                     })
-                })
-                .clone()
+                    .clone()
+            };
+            let mut st = entry.state.lock().await;
+            if entry.retired.load(Ordering::Acquire) {
+                // The last release of the previous opening is removing it; wait for that
+                // and start from a fresh state.
+                drop(st);
+                self.forget_entry(ino, &entry);
+                continue;
+            }
+            st.handles += 1;
+            drop(st);
+            break entry;
         };
         let fh = self.new_fh();
         let h = Handle {
             ino,
+            entry: entry.clone(),
             writable,
             read: std::sync::Mutex::new(ReadBuf {
                 window: MIN_WINDOW,
@@ -114,6 +139,14 @@ impl Fs {
         };
         lock(&self.handles).insert(fh, Arc::new(h));
         Ok((fh, entry))
+    }
+
+    /// Remove `entry` from the open-file map if it is still the one registered for `ino`.
+    fn forget_entry(&self, ino: u64, entry: &Arc<OpenEntry>) {
+        let mut of = lock(&self.open_files);
+        if of.get(&ino).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            of.remove(&ino);
+        }
     }
 
     /// FUSE open. Revalidates the object first when its attributes are stale
@@ -131,9 +164,8 @@ impl Fs {
         if self.entry(ino).is_none() {
             self.getattr(ino).await?;
         }
-        let (fh, entry) = self.attach_handle(ino, writable, false)?;
+        let (fh, entry) = self.attach_handle(ino, writable, false).await?;
         let mut st = entry.state.lock().await;
-        st.handles += 1;
         if writable
             && flags & libc::O_TRUNC != 0
             && let Err(e) = self.truncate_locked(ino, &entry, &mut st, 0).await
@@ -183,10 +215,9 @@ impl Fs {
             }
             ino
         };
-        let (fh, entry) = self.attach_handle(ino, true, true)?;
+        let (fh, entry) = self.attach_handle(ino, true, true).await?;
         {
             let mut st = entry.state.lock().await;
-            st.handles += 1;
             st.staged = Some(self.new_staging_file()?);
             st.size = 0;
             entry.dirty.store(true, Ordering::Release);
@@ -233,7 +264,7 @@ impl Fs {
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let h = self.handle(fh)?;
-        let entry = self.entry(h.ino).ok_or(FsError::BadHandle)?;
+        let entry = &h.entry;
         let (file_size, etag) = {
             let st = entry.state.lock().await;
             if let Some(tmp) = &st.staged {
@@ -286,7 +317,7 @@ impl Fs {
         if !h.writable {
             return Err(FsError::BadHandle);
         }
-        let entry = self.entry(h.ino).ok_or(FsError::BadHandle)?;
+        let entry = &h.entry;
         let mut st = entry.state.lock().await;
         self.ensure_staged(h.ino, &mut st).await?;
         if let Some(tmp) = &st.staged {
@@ -333,18 +364,19 @@ impl Fs {
     pub(crate) async fn truncate(&self, ino: u64, size: u64) -> FsResult<()> {
         if let Some(entry) = self.entry(ino) {
             let mut st = entry.state.lock().await;
-            return self.truncate_locked(ino, &entry, &mut st, size).await;
+            if !entry.retired.load(Ordering::Acquire) {
+                return self.truncate_locked(ino, &entry, &mut st, size).await;
+            }
         }
-        let (_fh, entry) = self.attach_handle(ino, true, false)?;
+        let (fh, entry) = self.attach_handle(ino, true, false).await?;
         let result = {
             let mut st = entry.state.lock().await;
-            st.handles += 1;
             match self.truncate_locked(ino, &entry, &mut st, size).await {
                 Ok(()) => self.upload_locked(ino, &entry, &mut st).await,
                 Err(e) => Err(e),
             }
         };
-        self.release(_fh).await?;
+        self.release(fh).await?;
         result
     }
 
@@ -442,7 +474,8 @@ impl Fs {
 
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
         let h = self.handle(fh)?;
-        self.flush_inode(h.ino).await
+        let mut st = h.entry.state.lock().await;
+        self.upload_locked(h.ino, &h.entry, &mut st).await
     }
 
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
@@ -508,9 +541,7 @@ impl Fs {
             Some(h) => h,
             None => return Err(FsError::BadHandle),
         };
-        let Some(entry) = self.entry(h.ino) else {
-            return Ok(());
-        };
+        let entry = h.entry.clone();
         let mut st = entry.state.lock().await;
         st.handles = st.handles.saturating_sub(1);
         if st.handles > 0 {
@@ -536,8 +567,9 @@ impl Fs {
             }
             result = Err(e);
         }
+        entry.retired.store(true, Ordering::Release);
         drop(st);
-        lock(&self.open_files).remove(&h.ino);
+        self.forget_entry(h.ino, &entry);
         // A file created here whose upload failed is not in the store: drop its entry.
         let mut t = lock(&self.table);
         if let Some(n) = t.get_mut(h.ino)

@@ -333,3 +333,28 @@ async fn unlink_removes_object() {
         FsError::NotFound
     );
 }
+
+/// Opens racing with the last release of the same file must get a working handle
+/// (regression: the new handle attached to the state the release was removing, and its
+/// reads failed with EBADF, which killed `git` with SIGBUS on mmap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn open_racing_with_last_release_gets_a_working_handle() {
+    let t = setup();
+    let ino = write_file(&t.fs, ROOT_INO, "f", b"payload").await;
+    let fs = Arc::new(t.fs);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let fs = fs.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..3000 {
+                let h = fs.open(ino, libc::O_RDONLY).await.unwrap();
+                let data = fs.read(h.fh, 0, 4096).await;
+                fs.release(h.fh).await.unwrap();
+                assert_eq!(data.as_deref(), Ok(&b"payload"[..]));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
