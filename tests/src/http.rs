@@ -39,13 +39,37 @@ pub fn request(
     (status, text)
 }
 
-/// Create a container on Azurite (path-style account) with SharedKey auth.
-pub fn azure_create_container(port: u16, name: &str) -> (u16, String) {
+/// A request to Azurite (path-style account) signed with SharedKey. `path` is sent as is
+/// (already percent-encoded); `query` pairs must not need encoding. `x_ms` are extra `x-ms-*`
+/// headers (lower-case names).
+pub fn azure_signed(
+    port: u16,
+    method: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    x_ms: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let date = httpdate::fmt_http_date(SystemTime::now());
     let version = "2021-08-06";
-    let resource = format!("/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{name}\nrestype:container");
-    let string_to_sign =
-        format!("PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n{resource}");
+    let mut headers: Vec<(String, String)> = vec![
+        ("x-ms-date".into(), date.clone()),
+        ("x-ms-version".into(), version.into()),
+    ];
+    headers.extend(x_ms.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    headers.sort();
+    let canon_headers: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
+    let mut q: Vec<(&str, &str)> = query.to_vec();
+    q.sort();
+    let canon_query: String = q.iter().map(|(k, v)| format!("\n{k}:{v}")).collect();
+    let length = if body.is_empty() {
+        String::new()
+    } else {
+        body.len().to_string()
+    };
+    let string_to_sign = format!(
+        "{method}\n\n\n{length}\n\n\n\n\n\n\n\n\n{canon_headers}/{AZURITE_ACCOUNT}{path}{canon_query}"
+    );
     let key = base64::engine::general_purpose::STANDARD
         .decode(AZURITE_KEY)
         .expect("key");
@@ -53,15 +77,40 @@ pub fn azure_create_container(port: u16, name: &str) -> (u16, String) {
     let sig = base64::engine::general_purpose::STANDARD
         .encode(ring::hmac::sign(&k, string_to_sign.as_bytes()).as_ref());
     let auth = format!("SharedKey {AZURITE_ACCOUNT}:{sig}");
-    request(
+    let mut url = path.to_string();
+    if !q.is_empty() {
+        let qs: Vec<String> = q.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        url = format!("{url}?{}", qs.join("&"));
+    }
+    let mut all: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    all.push(("Authorization", &auth));
+    request(port, method, &url, &all, body)
+}
+
+/// Create a container on Azurite (path-style account) with SharedKey auth.
+pub fn azure_create_container(port: u16, name: &str) -> (u16, String) {
+    azure_signed(
         port,
         "PUT",
-        &format!("/{AZURITE_ACCOUNT}/{name}?restype=container"),
-        &[
-            ("x-ms-date", &date),
-            ("x-ms-version", version),
-            ("Authorization", &auth),
-        ],
+        &format!("/{AZURITE_ACCOUNT}/{name}"),
+        &[("restype", "container")],
+        &[],
         b"",
     )
+}
+
+/// Percent-encode each segment of an object key (keeping `/`), and `.`/`..` segments too,
+/// so no layer on the way normalises them away.
+pub fn encode_key(key: &str) -> String {
+    key.split('/')
+        .map(|seg| match seg {
+            "." => "%2E".to_string(),
+            ".." => "%2E%2E".to_string(),
+            s => blobmount_backend::gcs::encode_segment(s),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }

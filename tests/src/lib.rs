@@ -203,6 +203,34 @@ impl Emulator {
         block_on(async { s.put(&p, data.to_vec().into()).await.expect("sdk put") });
     }
 
+    /// Write an object with any key the store accepts (`a//b`, `x/./y`, `dir/` markers),
+    /// over raw HTTP, bypassing SDK key validation.
+    pub fn put_raw(&self, bucket: &str, key: &str, data: &[u8]) {
+        let (status, body) = match self.kind {
+            Kind::Gcs => return self.put_object(bucket, key, data),
+            Kind::S3 => http::request(
+                self.port,
+                "PUT",
+                &format!("/{bucket}/{}", http::encode_key(key)),
+                &[],
+                data,
+            ),
+            Kind::Azure => http::azure_signed(
+                self.port,
+                "PUT",
+                &format!("/{AZURITE_ACCOUNT}/{bucket}/{}", http::encode_key(key)),
+                &[],
+                &[("x-ms-blob-type", "BlockBlob")],
+                data,
+            ),
+        };
+        assert!(
+            (200..300).contains(&status),
+            "raw PUT of {key:?} on {:?}: {status} {body}",
+            self.kind
+        );
+    }
+
     /// Read an object from outside the mount.
     pub fn get_object(&self, bucket: &str, key: &str) -> Vec<u8> {
         let s = self.sdk(bucket);

@@ -15,15 +15,15 @@
 //! HEAD still sees the generation we wrote.
 
 use std::path::Path as FsPath;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use object_store::gcp::GcpCredentialProvider;
-use reqwest::{Method, RequestBuilder, StatusCode};
+use reqwest::Method;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::config::RetryConfig;
+use crate::rest::{Rest, SendError, Signer, status_error, transient_status};
 use crate::{BackendError, PutMeta, Result, UserMetadata};
 
 /// Public GCS endpoint, used when no endpoint is configured.
@@ -50,11 +50,9 @@ impl GenCond {
 }
 
 pub struct GcsJson {
-    http: reqwest::Client,
+    rest: Rest,
     base: String,
     bucket: String,
-    creds: Option<GcpCredentialProvider>,
-    retry: RetryConfig,
     chunk: usize,
 }
 
@@ -81,11 +79,6 @@ pub fn encode_segment(s: &str) -> String {
     out
 }
 
-/// Whether a failed attempt may be repeated (the request was not, or idempotently, applied).
-fn transient_status(s: StatusCode) -> bool {
-    matches!(s.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
-}
-
 impl GcsJson {
     pub fn new(
         base: Option<&str>,
@@ -94,24 +87,30 @@ impl GcsJson {
         retry: RetryConfig,
         chunk: usize,
     ) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(retry.request_timeout_secs.max(1)))
-            .connect_timeout(Duration::from_secs(retry.connect_timeout_secs.max(1)))
-            .build()
-            .map_err(|e| BackendError::Config(format!("gcs http client: {e}")))?;
+        let signer = match creds {
+            Some(c) => Signer::Gcp(c),
+            None => Signer::Anonymous,
+        };
         // Resumable chunks must be multiples of 256 KiB.
         let chunk = (chunk.max(256 * 1024) / (256 * 1024)) * 256 * 1024;
         Ok(GcsJson {
-            http,
+            rest: Rest::new(retry, signer)?,
             base: base
                 .unwrap_or(DEFAULT_ENDPOINT)
                 .trim_end_matches('/')
                 .to_string(),
             bucket: bucket.to_string(),
-            creds,
-            retry,
             chunk,
         })
+    }
+
+    /// Base URL of the bucket for XML-API calls (listing).
+    pub fn xml_bucket_url(&self) -> String {
+        format!("{}/{}", self.base, encode_segment(&self.bucket))
+    }
+
+    pub fn rest(&self) -> &Rest {
+        &self.rest
     }
 
     fn object_url(&self, key: &str) -> String {
@@ -131,71 +130,9 @@ impl GcsJson {
         )
     }
 
-    async fn authorize(&self, rb: RequestBuilder) -> Result<RequestBuilder> {
-        match &self.creds {
-            None => Ok(rb),
-            Some(c) => {
-                let cred = c
-                    .get_credential()
-                    .await
-                    .map_err(|e| BackendError::Unauthenticated(e.to_string()))?;
-                Ok(rb.bearer_auth(&cred.bearer))
-            }
-        }
-    }
-
-    /// Send a request built by `build`, retrying transient failures with exponential backoff
-    /// and full jitter, bounded by `max_retries` and `retry_timeout_secs`.
-    async fn send(
-        &self,
-        key: &str,
-        build: impl Fn() -> RequestBuilder,
-    ) -> Result<reqwest::Response> {
-        let started = Instant::now();
-        let mut attempt = 0usize;
-        loop {
-            let rb = self.authorize(build()).await?;
-            let outcome = rb.send().await;
-            let retryable = match &outcome {
-                Ok(r) => transient_status(r.status()),
-                Err(e) => e.is_connect() || e.is_timeout() || e.is_request(),
-            };
-            let budget_left =
-                started.elapsed() < Duration::from_secs(self.retry.retry_timeout_secs);
-            if !retryable || attempt >= self.retry.max_retries || !budget_left {
-                return match outcome {
-                    Ok(r) => Ok(r),
-                    Err(e) => Err(BackendError::Unavailable(format!("GCS {key}: {e}"))),
-                };
-            }
-            let cap = self
-                .retry
-                .initial_backoff_ms
-                .saturating_mul(1u64 << attempt.min(20))
-                .min(self.retry.max_backoff_ms.max(self.retry.initial_backoff_ms));
-            let delay = rand::random_range(0..=cap.max(1));
-            tracing::debug!(key, attempt, delay_ms = delay, "retrying GCS request");
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-            attempt += 1;
-        }
-    }
-
     /// Turn a non-success response into the backend error it means.
     async fn fail(key: &str, cond: &GenCond, r: reqwest::Response) -> BackendError {
-        let status = r.status();
-        let body = r.text().await.unwrap_or_default();
-        let body: String = body.chars().take(300).collect();
-        match status.as_u16() {
-            404 => BackendError::NotFound { key: key.into() },
-            412 if *cond == GenCond::Absent => BackendError::AlreadyExists { key: key.into() },
-            412 => BackendError::PreconditionFailed { key: key.into() },
-            401 => BackendError::Unauthenticated(format!("GCS {key}: {status}: {body}")),
-            403 => BackendError::PermissionDenied(format!("GCS {key}: {status}: {body}")),
-            s if transient_status(status) || s >= 500 => {
-                BackendError::Unavailable(format!("GCS {key}: {status}: {body}"))
-            }
-            _ => BackendError::Other(format!("GCS {key}: {status}: {body}")),
-        }
+        status_error(key, *cond == GenCond::Absent, r).await
     }
 
     async fn json_ok(key: &str, cond: &GenCond, r: reqwest::Response) -> Result<Value> {
@@ -256,16 +193,13 @@ impl GcsJson {
         let mut query = vec![("uploadType", "multipart".to_string())];
         query.extend(cond.query());
         let qurl = with_query(&self.upload_url(), &query);
+        let headers = [(
+            "Content-Type",
+            format!("multipart/related; boundary={boundary}"),
+        )];
         let r = self
-            .send(key, || {
-                self.http
-                    .post(&qurl)
-                    .header(
-                        "Content-Type",
-                        format!("multipart/related; boundary={boundary}"),
-                    )
-                    .body(body.clone())
-            })
+            .rest
+            .send(key, Method::POST, &qurl, &headers, body)
             .await?;
         let v = Self::json_ok(key, cond, r).await?;
         Self::generation_of(key, &v)
@@ -289,15 +223,17 @@ impl GcsJson {
             .content_type
             .clone()
             .unwrap_or_else(|| "application/octet-stream".into());
+        let headers = [
+            (
+                "Content-Type",
+                "application/json; charset=UTF-8".to_string(),
+            ),
+            ("X-Upload-Content-Type", ct),
+            ("X-Upload-Content-Length", total.to_string()),
+        ];
         let r = self
-            .send(key, || {
-                self.http
-                    .post(&qurl)
-                    .header("Content-Type", "application/json; charset=UTF-8")
-                    .header("X-Upload-Content-Type", ct.as_str())
-                    .header("X-Upload-Content-Length", total.to_string())
-                    .body(resource.clone())
-            })
+            .rest
+            .send(key, Method::POST, &qurl, &headers, resource)
             .await?;
         if !r.status().is_success() {
             return Err(Self::fail(key, cond, r).await);
@@ -326,11 +262,9 @@ impl GcsJson {
             };
             let chunk = Bytes::copy_from_slice(&buf[..want]);
             let r = self
-                .http
-                .put(&session)
-                .header("Content-Range", range)
-                .body(chunk);
-            let r = self.authorize(r).await?.send().await;
+                .rest
+                .send_once(Method::PUT, &session, &[("Content-Range", range)], chunk)
+                .await;
             match r {
                 Ok(r) if r.status().is_success() => {
                     let v = Self::json_ok(key, cond, r).await?;
@@ -343,18 +277,16 @@ impl GcsJson {
                 Ok(r) if !transient_status(r.status()) => {
                     return Err(Self::fail(key, cond, r).await);
                 }
+                Err(SendError::Backend(e)) => return Err(e),
                 other => {
                     stalls += 1;
-                    if stalls > self.retry.max_retries {
+                    if stalls > self.rest.retry().max_retries {
                         return match other {
                             Ok(r) => Err(Self::fail(key, cond, r).await),
-                            Err(e) => Err(BackendError::Unavailable(format!("GCS {key}: {e}"))),
+                            Err(e) => Err(BackendError::Unavailable(format!("GCS {key}: {e:?}"))),
                         };
                     }
-                    tokio::time::sleep(Duration::from_millis(
-                        self.retry.initial_backoff_ms << stalls.min(10),
-                    ))
-                    .await;
+                    tokio::time::sleep(self.rest.backoff(stalls)).await;
                     offset = self.query_session(key, &session, total).await?;
                 }
             }
@@ -363,12 +295,10 @@ impl GcsJson {
 
     /// Ask a resumable session how many bytes it has persisted.
     async fn query_session(&self, key: &str, session: &str, total: u64) -> Result<u64> {
+        let range = [("Content-Range", format!("bytes */{total}"))];
         let r = self
-            .send(key, || {
-                self.http
-                    .put(session)
-                    .header("Content-Range", format!("bytes */{total}"))
-            })
+            .rest
+            .send(key, Method::PUT, session, &range, Bytes::new())
             .await?;
         match r.status().as_u16() {
             308 => Ok(acknowledged(&r).unwrap_or(0)),
@@ -392,13 +322,10 @@ impl GcsJson {
                 query.push(("rewriteToken", t.clone()));
             }
             let qurl = with_query(&url, &query);
+            let json = [("Content-Type", "application/json".to_string())];
             let r = self
-                .send(from, || {
-                    self.http
-                        .post(&qurl)
-                        .header("Content-Type", "application/json")
-                        .body("{}")
-                })
+                .rest
+                .send(from, Method::POST, &qurl, &json, Bytes::from_static(b"{}"))
                 .await?;
             let v = Self::json_ok(from, cond, r).await?;
             if v.get("done").and_then(Value::as_bool).unwrap_or(false) {
@@ -443,13 +370,10 @@ impl GcsJson {
         let body = Bytes::from(Value::Object(body).to_string());
         let query: Vec<(&str, String)> = cond.query().into_iter().collect();
         let qurl = with_query(&self.object_url(key), &query);
+        let json = [("Content-Type", "application/json".to_string())];
         let r = self
-            .send(key, || {
-                self.http
-                    .request(Method::PATCH, &qurl)
-                    .header("Content-Type", "application/json")
-                    .body(body.clone())
-            })
+            .rest
+            .send(key, Method::PATCH, &qurl, &json, body)
             .await?;
         let v = Self::json_ok(key, cond, r).await?;
         Self::generation_of(key, &v)
@@ -457,7 +381,7 @@ impl GcsJson {
 }
 
 /// `url?k=v&...` with form-encoded values.
-fn with_query(url: &str, query: &[(&str, String)]) -> String {
+pub fn with_query(url: &str, query: &[(&str, String)]) -> String {
     if query.is_empty() {
         return url.to_string();
     }

@@ -16,8 +16,10 @@
 pub mod config;
 pub mod error;
 pub mod gcs;
+pub mod listing;
 pub mod memory;
 pub mod objstore;
+pub mod rest;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;

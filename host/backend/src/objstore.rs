@@ -7,8 +7,8 @@
 //! addressable), classifies errors into [`BackendError`], and adds what the crate lacks
 //! (conditional checks around multipart uploads, metadata replacement by rewrite).
 //!
-//! Known limits of the crate that surface here: a listing page containing a key that
-//! `Path::parse` rejects (empty segment, `.`/`..`, control characters) fails as a whole;
+//! Cloud listings bypass the crate (see [`crate::listing`]): its listing rejects whole pages
+//! that hold a key `Path::parse` refuses (`a//b`, `.`/`..` segments) and drops Azure metadata.
 //! Azure paths cannot end in `/`, so Azure directory markers use the BlobFuse2 convention
 //! (a blob `dir` with metadata `hdi_isfolder=true`).
 
@@ -22,7 +22,6 @@ use bytes::Bytes;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
-use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::local::LocalFileSystem;
 use object_store::path::{Path, PathPart};
 use object_store::{
@@ -33,7 +32,9 @@ use object_store::{
 use tokio::io::AsyncReadExt;
 
 use crate::config::{Secret, StoreConfig, StoreKind, StoreUrl};
-use crate::gcs::{GcsJson, GenCond};
+use crate::gcs::{GcsJson, GenCond, encode_segment};
+use crate::listing::{Dialect, RawLister};
+use crate::rest::{Rest, Signer};
 use crate::{
     Backend, BackendError, Capabilities, ListPage, ObjectInfo, Precondition, PutMeta, PutOutcome,
     Result, UserMetadata,
@@ -48,12 +49,13 @@ const PARTS_IN_FLIGHT: usize = 4;
 
 pub struct ObjectStoreBackend {
     store: Arc<dyn ObjectStore>,
-    pager: Option<Arc<dyn PaginatedListStore>>,
     kind: StoreKind,
     description: String,
     conditional_writes: bool,
     /// GCS only: writes over the JSON API.
     gcs: Option<Arc<GcsJson>>,
+    /// Listings over the REST API (cloud stores), see [`crate::listing`].
+    lister: Option<RawLister>,
 }
 
 impl std::fmt::Debug for ObjectStoreBackend {
@@ -135,11 +137,8 @@ impl ObjectStoreBackend {
         let endpoint = cfg.endpoint.clone();
         let retry = retry_config(cfg);
         let mut gcs = None;
-        let (store, pager, description): (
-            Arc<dyn ObjectStore>,
-            Option<Arc<dyn PaginatedListStore>>,
-            String,
-        ) = match url.kind {
+        let mut lister = None;
+        let (store, description): (Arc<dyn ObjectStore>, String) = match url.kind {
             StoreKind::Azure => {
                 let az = &cfg.azure;
                 let conn = match secret_or_env(
@@ -172,6 +171,16 @@ impl ObjectStoreBackend {
                 let sas = secret_or_env(&az.sas_token, &["AZURE_STORAGE_SAS_TOKEN"]).or(conn.sas);
                 let endpoint = endpoint.or(conn.blob_endpoint);
                 let account = conn.account.unwrap_or_else(|| url.account.clone());
+                let account_url = match &endpoint {
+                    Some(e) => e.trim_end_matches('/').to_string(),
+                    None if az.use_emulator => format!(
+                        "{}/{account}",
+                        env(&["AZURITE_BLOB_STORAGE_URL"])
+                            .unwrap_or_else(|| "http://127.0.0.1:10000".into())
+                            .trim_end_matches('/')
+                    ),
+                    None => format!("https://{account}.blob.core.windows.net"),
+                };
                 let mut b = MicrosoftAzureBuilder::new()
                     .with_account(&account)
                     .with_container_name(&url.bucket)
@@ -197,8 +206,17 @@ impl ObjectStoreBackend {
                     b = b.with_access_key(AZURITE_KEY);
                 }
                 let s = Arc::new(b.build().map_err(build_err)?);
+                let signer = Signer::Azure {
+                    creds: s.credentials().clone(),
+                    account: account.clone(),
+                };
+                lister = Some(RawLister::new(
+                    Rest::new(cfg.retry.clone(), signer)?,
+                    &format!("{account_url}/{}", encode_segment(&url.bucket)),
+                    Dialect::Azure,
+                ));
                 let d = format!("az://{account}/{}", url.bucket);
-                (s.clone(), Some(s), d)
+                (s, d)
             }
             StoreKind::S3 => {
                 let s3 = &cfg.s3;
@@ -211,7 +229,7 @@ impl ObjectStoreBackend {
                     .unwrap_or_else(|| "us-east-1".into());
                 let mut b = AmazonS3Builder::new()
                     .with_bucket_name(&url.bucket)
-                    .with_region(region)
+                    .with_region(region.clone())
                     .with_virtual_hosted_style_request(s3.virtual_hosted_style)
                     .with_retry(retry)
                     .with_client_options(client_options(cfg, endpoint.as_deref()));
@@ -232,8 +250,24 @@ impl ObjectStoreBackend {
                     b = b.with_token(t);
                 }
                 let s = Arc::new(b.build().map_err(build_err)?);
+                let bucket = &url.bucket;
+                let bucket_url = match (&endpoint, s3.virtual_hosted_style) {
+                    (Some(e), true) => e.trim_end_matches('/').to_string(),
+                    (Some(e), false) => format!("{}/{bucket}", e.trim_end_matches('/')),
+                    (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+                    (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+                };
+                let signer = Signer::Aws {
+                    creds: s.credentials().clone(),
+                    region,
+                };
+                lister = Some(RawLister::new(
+                    Rest::new(cfg.retry.clone(), signer)?,
+                    &bucket_url,
+                    Dialect::S3,
+                ));
                 let d = format!("s3://{}", url.bucket);
-                (s.clone(), Some(s), d)
+                (s, d)
             }
             StoreKind::Gcs => {
                 let g = &cfg.gcs;
@@ -274,15 +308,25 @@ impl ObjectStoreBackend {
                 }
                 let s = Arc::new(b.build().map_err(build_err)?);
                 let creds = (!g.anonymous).then(|| s.credentials().clone());
-                gcs = Some(Arc::new(GcsJson::new(
+                let json = GcsJson::new(
                     endpoint.as_deref(),
                     &url.bucket,
-                    creds,
+                    creds.clone(),
                     cfg.retry.clone(),
                     PART_SIZE,
-                )?));
+                )?;
+                let signer = match creds {
+                    Some(c) => Signer::Gcp(c),
+                    None => Signer::Anonymous,
+                };
+                lister = Some(RawLister::new(
+                    Rest::new(cfg.retry.clone(), signer)?,
+                    &json.xml_bucket_url(),
+                    Dialect::S3,
+                ));
+                gcs = Some(Arc::new(json));
                 let d = format!("gs://{}", url.bucket);
-                (s.clone(), Some(s), d)
+                (s, d)
             }
             StoreKind::File => {
                 let root = std::path::PathBuf::from(&url.bucket);
@@ -290,7 +334,7 @@ impl ObjectStoreBackend {
                     BackendError::Config(format!("file store {}: {e}", root.display()))
                 })?;
                 let s = LocalFileSystem::new_with_prefix(&root).map_err(build_err)?;
-                (Arc::new(s), None, format!("file://{}", url.bucket))
+                (Arc::new(s), format!("file://{}", url.bucket))
             }
             StoreKind::Memory => {
                 return Err(BackendError::Config(
@@ -304,11 +348,11 @@ impl ObjectStoreBackend {
         };
         Ok(ObjectStoreBackend {
             store,
-            pager,
             kind: url.kind,
             description,
             conditional_writes,
             gcs,
+            lister,
         })
     }
 
@@ -671,40 +715,21 @@ impl Backend for ObjectStoreBackend {
     }
 
     async fn list_page(&self, prefix: &str, token: Option<String>, max: usize) -> Result<ListPage> {
-        let result = match &self.pager {
-            Some(p) => {
-                let opts = PaginatedListOptions {
-                    delimiter: Some("/".into()),
-                    max_keys: Some(max.max(1)),
-                    page_token: token,
-                    ..Default::default()
-                };
-                let pre = (!prefix.is_empty()).then_some(prefix);
-                let r = p
-                    .list_paginated(pre, opts)
-                    .await
-                    .map_err(|e| map_err(prefix, e))?;
-                (r.result, r.page_token)
-            }
-            None => {
-                let path = if prefix.is_empty() {
-                    None
-                } else {
-                    Some(key_to_path(prefix.trim_end_matches('/'))?)
-                };
-                let r = self
-                    .store
-                    .list_with_delimiter(path.as_ref())
-                    .await
-                    .map_err(|e| map_err(prefix, e))?;
-                (r, None)
-            }
+        if let Some(l) = &self.lister {
+            return l.list_page(prefix, token, max).await;
+        }
+        // A local directory is listed in one page.
+        let path = if prefix.is_empty() {
+            None
+        } else {
+            Some(key_to_path(prefix.trim_end_matches('/'))?)
         };
-        let (lr, next) = result;
-        let mut page = ListPage {
-            next,
-            ..Default::default()
-        };
+        let lr = self
+            .store
+            .list_with_delimiter(path.as_ref())
+            .await
+            .map_err(|e| map_err(prefix, e))?;
+        let mut page = ListPage::default();
         let marker = prefix.trim_end_matches('/');
         for o in lr.objects {
             let raw: String = o.location.into();

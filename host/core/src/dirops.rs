@@ -19,7 +19,9 @@ impl Fs {
     async fn list_dir(&self, dir_key: &str) -> FsResult<Vec<Entry>> {
         let prefix = self.dir_prefix_of_key(dir_key);
         let mut dirs: BTreeMap<String, ()> = BTreeMap::new();
-        let mut files: Vec<(String, u64)> = Vec::new();
+        // (name, size, metadata when the listing carries it)
+        let mut files: Vec<(String, u64, Option<UserMetadata>)> = Vec::new();
+        let caps = self.backend.capabilities();
         let mut token = None;
         loop {
             let page = self
@@ -35,8 +37,20 @@ impl Fs {
                 if o.key == prefix {
                     continue; // this directory's own marker
                 }
-                if let Some(seg) = o.key.strip_prefix(&prefix) {
-                    files.push((seg.to_string(), o.size));
+                let Some(seg) = o.key.strip_prefix(&prefix) else {
+                    continue;
+                };
+                // An Azure folder marker blob (`dir` + hdi_isfolder) is a directory even
+                // when nothing is under it yet.
+                let folder = !caps.dir_markers
+                    && o.size == 0
+                    && o.metadata
+                        .as_ref()
+                        .is_some_and(|m| attr::is_true(m, attr::META_FOLDER));
+                if folder {
+                    dirs.insert(seg.to_string(), ());
+                } else {
+                    files.push((seg.to_string(), o.size, o.metadata.clone()));
                 }
             }
             token = page.next;
@@ -58,11 +72,11 @@ impl Fs {
         for seg in dirs.keys().filter(|s| names::is_valid(s)) {
             push(seg.clone(), seg.clone(), Kind::Dir, &mut entries);
         }
-        let caps = self.backend.capabilities();
-        for (seg, size) in files.iter().filter(|(s, _)| names::is_valid(s)) {
+        for (seg, size, meta) in files.iter().filter(|(s, _, _)| names::is_valid(s)) {
             if dirs.contains_key(seg) {
                 // Azure folder marker blob next to its own prefix: the same directory.
-                if !caps.dir_markers && *size == 0 {
+                // Listings without metadata need a HEAD to tell.
+                if !caps.dir_markers && *size == 0 && meta.is_none() {
                     let key = self.child_key(dir_key, seg);
                     if let Ok(h) = self.backend.head(&key).await
                         && attr::is_true(
@@ -87,8 +101,8 @@ impl Fs {
             .chain(
                 files
                     .iter()
-                    .filter(|(s, _)| !names::is_valid(s))
-                    .map(|(s, _)| (s.clone(), Kind::File)),
+                    .filter(|(s, _, _)| !names::is_valid(s))
+                    .map(|(s, _, _)| (s.clone(), Kind::File)),
             );
         for (seg, kind) in invalid.collect::<Vec<_>>() {
             let name = names::stand_in(&seg);

@@ -1,0 +1,500 @@
+//! Delimiter listings over the stores' REST APIs, accepting every key the store holds.
+//!
+//! Why not `object_store`'s listing: it turns every key into a `Path`, and a page that holds a
+//! key it rejects (`a//b`, `x/./y`, `..`, control characters) fails as a whole, so one odd
+//! object written by another tool would make its whole directory unreadable. It also drops
+//! the user metadata Azure can return in the same call, which the core needs to tell a
+//! directory marker (`hdi_isfolder=true`) from an empty file without a HEAD per entry.
+//!
+//! Dialects: S3 `ListObjectsV2` (also spoken by the GCS XML API) and Azure `List Blobs`.
+//! Requests are signed by [`Rest`] with `object_store`'s own authorizers.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use quick_xml::events::Event;
+use reqwest::Method;
+
+use crate::gcs::encode_segment;
+use crate::rest::{Rest, status_error};
+use crate::{BackendError, ListPage, ObjectInfo, Result, UserMetadata};
+
+/// Which listing API a bucket URL speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// S3 `ListObjectsV2` (AWS, S3-compatible stores, the GCS XML API).
+    S3,
+    /// Azure Blob `List Blobs` with `include=metadata`.
+    Azure,
+}
+
+/// Lists one bucket/container.
+#[derive(Debug)]
+pub struct RawLister {
+    rest: Rest,
+    /// URL of the bucket or container, without a trailing `/`.
+    bucket_url: String,
+    dialect: Dialect,
+}
+
+/// Build `url?k=v&...` with every value percent-encoded the strict way (RFC 3986 unreserved
+/// characters kept), which is what signature canonicalisation expects.
+fn query_url(url: &str, query: &[(&str, &str)]) -> String {
+    let q: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode_segment(v)))
+        .collect();
+    format!("{url}?{}", q.join("&"))
+}
+
+/// Page tokens carry which S3 continuation mechanism they are for.
+const TOKEN_CONTINUATION: &str = "c:";
+const TOKEN_START_AFTER: &str = "s:";
+
+impl RawLister {
+    pub fn new(rest: Rest, bucket_url: &str, dialect: Dialect) -> Self {
+        RawLister {
+            rest,
+            bucket_url: bucket_url.trim_end_matches('/').to_string(),
+            dialect,
+        }
+    }
+
+    /// One page of the listing of `prefix` (empty or ending with `/`), `/` as delimiter.
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+        max: usize,
+    ) -> Result<ListPage> {
+        let max = max.clamp(1, 5000).to_string();
+        let url = match self.dialect {
+            Dialect::S3 => {
+                let mut q = vec![
+                    ("list-type", "2"),
+                    ("delimiter", "/"),
+                    ("encoding-type", "url"),
+                    ("max-keys", max.as_str()),
+                    ("prefix", prefix),
+                ];
+                let (name, value) = match token.as_deref() {
+                    Some(t) if t.starts_with(TOKEN_START_AFTER) => {
+                        ("start-after", &t[TOKEN_START_AFTER.len()..])
+                    }
+                    Some(t) => (
+                        "continuation-token",
+                        t.strip_prefix(TOKEN_CONTINUATION).unwrap_or(t),
+                    ),
+                    None => ("", ""),
+                };
+                if !name.is_empty() {
+                    q.push((name, value));
+                }
+                // Canonical order (sorted by name) keeps signatures stable.
+                q.sort();
+                query_url(&self.bucket_url, &q)
+            }
+            Dialect::Azure => {
+                let mut q = vec![
+                    ("comp", "list"),
+                    ("delimiter", "/"),
+                    ("include", "metadata"),
+                    ("maxresults", max.as_str()),
+                    ("prefix", prefix),
+                    ("restype", "container"),
+                ];
+                if let Some(t) = token.as_deref() {
+                    q.push(("marker", t));
+                }
+                q.sort();
+                query_url(&self.bucket_url, &q)
+            }
+        };
+        let what = format!("list {prefix:?}");
+        let r = self
+            .rest
+            .send(&what, Method::GET, &url, &[], Bytes::new())
+            .await?;
+        if !r.status().is_success() {
+            return Err(status_error(&what, false, r).await);
+        }
+        let body = r
+            .text()
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("{what}: reading reply: {e}")))?;
+        match self.dialect {
+            Dialect::S3 => parse_s3(&body),
+            Dialect::Azure => parse_azure(&body),
+        }
+        .map_err(|e| BackendError::Other(format!("{what}: malformed listing: {e}")))
+    }
+}
+
+/// One closed element: the path of element names from the root and its text.
+struct Closed<'a> {
+    path: &'a [String],
+    text: String,
+    /// The element had `Encoded="true"` (Azure names with characters XML cannot carry).
+    encoded: bool,
+}
+
+/// Walk a document and report every element when it closes.
+fn walk(xml: &str, mut f: impl FnMut(Closed<'_>)) -> std::result::Result<(), String> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut path: Vec<String> = Vec::new();
+    // Text and `Encoded` flag of each open element.
+    let mut texts: Vec<(String, bool)> = Vec::new();
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    loop {
+        match reader.read_event().map_err(|e| err(&e))? {
+            Event::Start(e) => {
+                path.push(String::from_utf8_lossy(e.local_name().as_ref()).into_owned());
+                texts.push((String::new(), encoded_attr(&e)));
+            }
+            Event::Empty(e) => {
+                path.push(String::from_utf8_lossy(e.local_name().as_ref()).into_owned());
+                f(Closed {
+                    path: &path,
+                    text: String::new(),
+                    encoded: encoded_attr(&e),
+                });
+                path.pop();
+            }
+            Event::End(_) => {
+                let (text, encoded) = texts.pop().ok_or("unbalanced end tag")?;
+                f(Closed {
+                    path: &path,
+                    text,
+                    encoded,
+                });
+                path.pop();
+            }
+            Event::Text(t) => {
+                if let Some((buf, _)) = texts.last_mut() {
+                    buf.push_str(&t.decode().map_err(|e| err(&e))?);
+                }
+            }
+            Event::CData(t) => {
+                if let Some((buf, _)) = texts.last_mut() {
+                    buf.push_str(&t.decode().map_err(|e| err(&e))?);
+                }
+            }
+            Event::GeneralRef(r) => {
+                let s = match r.resolve_char_ref().map_err(|e| err(&e))? {
+                    Some(c) => c.to_string(),
+                    None => {
+                        let name = r.decode().map_err(|e| err(&e))?;
+                        quick_xml::escape::resolve_predefined_entity(&name)
+                            .ok_or_else(|| format!("unknown entity &{name};"))?
+                            .to_string()
+                    }
+                };
+                if let Some((buf, _)) = texts.last_mut() {
+                    buf.push_str(&s);
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if path.is_empty() {
+        Ok(())
+    } else {
+        Err("document ends inside an element".into())
+    }
+}
+
+fn encoded_attr(e: &quick_xml::events::BytesStart<'_>) -> bool {
+    e.attributes()
+        .flatten()
+        .any(|a| a.key.local_name().as_ref() == b"Encoded" && a.value.as_ref() == b"true")
+}
+
+/// Decode `%XX` escapes (S3 `encoding-type=url`, Azure `Encoded="true"`). S3 also encodes
+/// spaces as `+`.
+fn url_decode(s: &str, plus_is_space: bool) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' if plus_is_space => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// ETags are compared with the ones HEAD returns, which are quoted.
+fn quoted(etag: String) -> Option<String> {
+    let t = etag.trim();
+    if t.is_empty() {
+        None
+    } else if t.starts_with('"') || t.starts_with("W/") {
+        Some(t.to_string())
+    } else {
+        Some(format!("\"{t}\""))
+    }
+}
+
+fn blank_object() -> ObjectInfo {
+    ObjectInfo {
+        key: String::new(),
+        size: 0,
+        etag: None,
+        last_modified: SystemTime::UNIX_EPOCH,
+        metadata: None,
+        content_type: None,
+    }
+}
+
+fn parse_time(s: &str) -> std::result::Result<SystemTime, String> {
+    let t = s.trim();
+    let dt = chrono::DateTime::parse_from_rfc3339(t)
+        .or_else(|_| chrono::DateTime::parse_from_rfc2822(t))
+        .map_err(|e| format!("bad date {t:?}: {e}"))?;
+    Ok(SystemTime::from(dt.with_timezone(&chrono::Utc)))
+}
+
+/// Parse an S3 `ListBucketResult` (v2, or v1 from stores that ignore `list-type`).
+fn parse_s3(xml: &str) -> std::result::Result<ListPage, String> {
+    let mut page = ListPage::default();
+    let mut cur = blank_object();
+    let mut url_encoded = false;
+    let mut truncated = false;
+    let mut continuation = None;
+    let mut next_marker = None;
+    let mut problem = None;
+    walk(xml, |c| {
+        let names: Vec<&str> = c.path.iter().map(String::as_str).collect();
+        let res: std::result::Result<(), String> = (|| {
+            match names.as_slice() {
+                [_, "EncodingType"] => url_encoded = c.text.trim() == "url",
+                [_, "IsTruncated"] => truncated = c.text.trim() == "true",
+                [_, "NextContinuationToken"] if !c.text.is_empty() => {
+                    continuation = Some(c.text.clone())
+                }
+                [_, "NextMarker"] if !c.text.is_empty() => next_marker = Some(c.text.clone()),
+                [_, "Contents", "Key"] => cur.key = c.text.clone(),
+                [_, "Contents", "Size"] => {
+                    cur.size = c.text.trim().parse().map_err(|e| format!("Size: {e}"))?
+                }
+                [_, "Contents", "ETag"] => cur.etag = quoted(c.text.clone()),
+                [_, "Contents", "LastModified"] => cur.last_modified = parse_time(&c.text)?,
+                [_, "Contents"] => {
+                    page.objects
+                        .push(std::mem::replace(&mut cur, blank_object()));
+                }
+                [_, "CommonPrefixes", "Prefix"] => {
+                    page.prefixes.push(c.text.clone());
+                }
+                _ => {}
+            }
+            Ok(())
+        })();
+        if let (Err(e), None) = (res, &problem) {
+            problem = Some(e);
+        }
+    })?;
+    if let Some(p) = problem {
+        return Err(p);
+    }
+    // `EncodingType` may come after the entries it applies to.
+    if url_encoded {
+        for p in &mut page.prefixes {
+            *p = url_decode(p, true);
+        }
+        for o in &mut page.objects {
+            o.key = url_decode(&o.key, true);
+        }
+    }
+    let last_key = page.objects.iter().map(|o| o.key.clone()).max();
+    let last_prefix = page.prefixes.iter().max().cloned();
+    page.next = if !truncated {
+        None
+    } else if let Some(t) = continuation {
+        Some(format!("{TOKEN_CONTINUATION}{t}"))
+    } else {
+        // v1 replies: continue after the last key or prefix returned.
+        let after = next_marker
+            .map(|m| decode_s3(&m, url_encoded))
+            .or(std::cmp::max(last_key, last_prefix));
+        match after {
+            Some(a) => Some(format!("{TOKEN_START_AFTER}{a}")),
+            None => return Err("truncated listing without a continuation".into()),
+        }
+    };
+    Ok(page)
+}
+
+fn decode_s3(key: &str, url_encoded: bool) -> String {
+    if url_encoded {
+        url_decode(key, true)
+    } else {
+        key.to_string()
+    }
+}
+
+/// Parse an Azure `EnumerationResults`.
+fn parse_azure(xml: &str) -> std::result::Result<ListPage, String> {
+    let mut page = ListPage::default();
+    let mut cur = blank_object();
+    let mut meta = UserMetadata::new();
+    let mut problem = None;
+    walk(xml, |c| {
+        let names: Vec<&str> = c.path.iter().map(String::as_str).collect();
+        let name = || {
+            if c.encoded {
+                url_decode(&c.text, false)
+            } else {
+                c.text.clone()
+            }
+        };
+        let res: std::result::Result<(), String> = (|| {
+            match names.as_slice() {
+                [_, "NextMarker"] if !c.text.is_empty() => page.next = Some(c.text.clone()),
+                [_, "Blobs", "Blob", "Name"] => cur.key = name(),
+                [_, "Blobs", "Blob", "Properties", "Content-Length"] => {
+                    cur.size = c
+                        .text
+                        .trim()
+                        .parse()
+                        .map_err(|e| format!("Content-Length: {e}"))?
+                }
+                [_, "Blobs", "Blob", "Properties", "Etag"] => cur.etag = quoted(c.text.clone()),
+                [_, "Blobs", "Blob", "Properties", "Last-Modified"] => {
+                    cur.last_modified = parse_time(&c.text)?
+                }
+                [_, "Blobs", "Blob", "Properties", "Content-Type"] if !c.text.is_empty() => {
+                    cur.content_type = Some(c.text.clone())
+                }
+                [_, "Blobs", "Blob", "Metadata", key] => {
+                    meta.insert(key.to_ascii_lowercase(), c.text.clone());
+                }
+                [_, "Blobs", "Blob"] => {
+                    let mut o = std::mem::replace(&mut cur, blank_object());
+                    o.metadata = Some(std::mem::take(&mut meta));
+                    page.objects.push(o);
+                }
+                [_, "Blobs", "BlobPrefix", "Name"] => page.prefixes.push(name()),
+                _ => {}
+            }
+            Ok(())
+        })();
+        if let (Err(e), None) = (res, &problem) {
+            problem = Some(e);
+        }
+    })?;
+    match problem {
+        Some(p) => Err(p),
+        None => Ok(page),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_v2_page_with_odd_keys() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Name>b</Name><Prefix>a/</Prefix><KeyCount>3</KeyCount><MaxKeys>2</MaxKeys>
+  <Delimiter>/</Delimiter><IsTruncated>true</IsTruncated>
+  <Contents><Key>a/x+y%2Fz</Key><LastModified>2026-01-02T03:04:05.000Z</LastModified>
+    <ETag>&quot;abc&quot;</ETag><Size>12</Size><StorageClass>STANDARD</StorageClass></Contents>
+  <CommonPrefixes><Prefix>a//</Prefix></CommonPrefixes>
+  <CommonPrefixes><Prefix>a/%2E%2E/</Prefix></CommonPrefixes>
+  <EncodingType>url</EncodingType>
+  <NextContinuationToken>tok/=</NextContinuationToken>
+</ListBucketResult>"#;
+        let p = parse_s3(xml).unwrap();
+        assert_eq!(p.objects.len(), 1);
+        assert_eq!(p.objects[0].key, "a/x y/z");
+        assert_eq!(p.objects[0].size, 12);
+        assert_eq!(p.objects[0].etag.as_deref(), Some("\"abc\""));
+        assert_eq!(
+            p.objects[0].last_modified,
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_767_323_045)
+        );
+        assert_eq!(p.prefixes, ["a//", "a/../"]);
+        assert_eq!(p.next.as_deref(), Some("c:tok/="));
+    }
+
+    #[test]
+    fn s3_truncated_v1_continues_after_last_entry() {
+        let xml = "<ListBucketResult><IsTruncated>true</IsTruncated>\
+            <Contents><Key>k1</Key><Size>1</Size><LastModified>2026-01-02T03:04:05Z</LastModified></Contents>\
+            <CommonPrefixes><Prefix>p/</Prefix></CommonPrefixes></ListBucketResult>";
+        assert_eq!(parse_s3(xml).unwrap().next.as_deref(), Some("s:p/"));
+        let done = "<ListBucketResult><Contents><Key>k</Key><Size>1</Size>\
+            <LastModified>2026-01-02T03:04:05Z</LastModified></Contents></ListBucketResult>";
+        assert_eq!(parse_s3(done).unwrap().next, None);
+    }
+
+    #[test]
+    fn azure_page_with_metadata_and_interleaved_prefixes() {
+        let xml = r#"<?xml version="1.0" encoding="utf-8"?>
+<EnumerationResults ServiceEndpoint="http://127.0.0.1:10000/devstoreaccount1" ContainerName="c">
+  <Prefix>d/</Prefix><Marker/><MaxResults>5000</MaxResults><Delimiter>/</Delimiter>
+  <Blobs>
+    <BlobPrefix><Name>d/a/</Name></BlobPrefix>
+    <Blob><Name>d/a</Name><Properties><Last-Modified>Wed, 09 Sep 2009 09:20:02 GMT</Last-Modified>
+      <Etag>0x8CBFF45D8A29A19</Etag><Content-Length>0</Content-Length>
+      <Content-Type>application/octet-stream</Content-Type></Properties>
+      <Metadata><hdi_isfolder>true</hdi_isfolder></Metadata></Blob>
+    <Blob><Name Encoded="true">d/%01x</Name><Properties><Last-Modified>Wed, 09 Sep 2009 09:20:02 GMT</Last-Modified>
+      <Etag>"0x1"</Etag><Content-Length>7</Content-Length></Properties><Metadata /></Blob>
+    <BlobPrefix><Name>d//</Name></BlobPrefix>
+  </Blobs>
+  <NextMarker>m1</NextMarker>
+</EnumerationResults>"#;
+        let p = parse_azure(xml).unwrap();
+        assert_eq!(p.prefixes, ["d/a/", "d//"]);
+        assert_eq!(p.objects.len(), 2);
+        assert_eq!(p.objects[0].key, "d/a");
+        assert_eq!(p.objects[0].etag.as_deref(), Some("\"0x8CBFF45D8A29A19\""));
+        assert_eq!(
+            p.objects[0]
+                .metadata
+                .as_ref()
+                .and_then(|m| m.get("hdi_isfolder"))
+                .map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(p.objects[1].key, "d/\u{1}x");
+        assert_eq!(p.objects[1].size, 7);
+        assert_eq!(p.objects[1].metadata.as_ref().map(|m| m.len()), Some(0));
+        assert_eq!(p.next.as_deref(), Some("m1"));
+    }
+
+    #[test]
+    fn malformed_documents_are_errors() {
+        assert!(
+            parse_s3("<ListBucketResult><Contents><Size>x</Size></Contents></ListBucketResult>")
+                .is_err()
+        );
+        assert!(parse_azure("<EnumerationResults><Blobs>").is_err());
+    }
+
+    #[test]
+    fn query_values_are_strictly_encoded() {
+        assert_eq!(
+            query_url("http://h/b", &[("prefix", "a b/+"), ("x", "")]),
+            "http://h/b?prefix=a%20b%2F%2B&x="
+        );
+    }
+}
