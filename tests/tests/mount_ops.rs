@@ -249,6 +249,13 @@ fn odd_keys(kind: Kind) {
     );
     assert_eq!(sh(m.path(), "ls -1 odd/dot"), "~dot\n");
     assert_eq!(sh(m.path(), "ls -1 odd/dot/~dot"), "c\n");
+    // Documented limit: the read path refuses `.` segments; it says so instead of guessing.
+    assert_eq!(
+        std::fs::metadata(m.p("odd/dot/~dot/c"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::EINVAL)
+    );
     // `find` walks the whole tree without an error.
     assert_eq!(sh(m.path(), "find odd -type f | wc -l").trim(), "4");
 }

@@ -265,9 +265,16 @@ impl Fs {
             self.backend.head(&key),
             self.backend.list_page(&prefix, None, 2)
         );
+        // A key the backend cannot address may still be a directory (its children can be
+        // listed); if it is not, the caller gets the addressing error, not ENOENT.
+        let mut unaddressable = None;
         let head = match head {
             Ok(i) => Some(i),
-            Err(BackendError::NotFound { .. }) | Err(BackendError::InvalidKey { .. }) => None,
+            Err(BackendError::NotFound { .. }) => None,
+            Err(e @ BackendError::InvalidKey { .. }) => {
+                unaddressable = Some(e);
+                None
+            }
             Err(e) => return Err(e.into()),
         };
         let list = list?;
@@ -309,6 +316,9 @@ impl Fs {
                 info,
                 marker,
             }));
+        }
+        if let Some(e) = unaddressable {
+            return Err(e.into());
         }
         Ok(head.map(|h| {
             let m = attr::decode(h.metadata.as_ref().unwrap_or(&UserMetadata::new()));
