@@ -19,7 +19,11 @@ pub fn init(cfg: &LoggingConfig) -> Result<(), String> {
     SINK.store(if cfg.file.is_some() { 2 } else { 1 }, Ordering::Relaxed);
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(v),
-        _ => EnvFilter::try_new(&cfg.level),
+        // fuser warns "Unmount failed" whenever the mount was already removed by
+        // `blobmount unmount`/`umount`, which is the normal way to stop; keep that out of
+        // the default log unless fuser's level is set explicitly.
+        _ if cfg.level.contains("fuser") => EnvFilter::try_new(&cfg.level),
+        _ => EnvFilter::try_new(format!("{},fuser::mnt=error", cfg.level)),
     }
     .map_err(|e| format!("logging.level: {e}"))?;
     let builder = tracing_subscriber::fmt()

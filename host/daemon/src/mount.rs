@@ -5,6 +5,7 @@
 use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
@@ -65,7 +66,8 @@ pub fn daemonize(_args: &MountArgs) -> ExitCode {
     };
     let mut line = String::new();
     let _ = BufReader::new(stdout).read_line(&mut line);
-    if line.trim() == READY_LINE {
+    if let Some(message) = line.trim_end().strip_prefix(READY_LINE) {
+        eprintln!("blobmount: {}", message.trim());
         return ExitCode::SUCCESS;
     }
     match child.wait() {
@@ -180,14 +182,46 @@ fn classify(e: &BackendError) -> u8 {
 }
 
 /// Mount and serve until unmounted or signalled.
-pub fn run(cfg: Config) -> ExitCode {
+pub fn run(mut cfg: Config) -> ExitCode {
+    let Some(mp) = cfg.mount.mountpoint.clone() else {
+        return fail(EXIT_CONFIG, "no mount point");
+    };
+    let id = format!(
+        "{:016x}",
+        blobmount_core::names::fnv1a(
+            format!(
+                "{}|{}",
+                cfg.store.url.as_deref().unwrap_or(""),
+                mp.display()
+            )
+            .as_bytes()
+        )
+    );
+    let cache_dir = cfg
+        .cache
+        .dir
+        .clone()
+        .unwrap_or_else(|| default_cache_dir(&id));
+    let background = std::env::var_os(READY_ENV).is_some();
+    if background && cfg.logging.file.is_none() {
+        // A background daemon must not write into the terminal it was started from: its
+        // log goes to the cache directory (fatal start-up errors still reach stderr).
+        if let Err(e) = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&cache_dir)
+        {
+            return fail(
+                EXIT_CONFIG,
+                format!("cache directory {}: {e}", cache_dir.display()),
+            );
+        }
+        cfg.logging.file = Some(cache_dir.join("blobmount.log"));
+    }
     if let Err(e) = crate::logging::init(&cfg.logging) {
         return fail(EXIT_CONFIG, e);
     }
     blobmount_backend::install_crypto_provider();
-    let Some(mp) = cfg.mount.mountpoint.clone() else {
-        return fail(EXIT_CONFIG, "no mount point");
-    };
     clear_stale_mount(&mp);
     match std::fs::metadata(&mp) {
         Ok(m) if m.is_dir() => {}
@@ -217,22 +251,6 @@ pub fn run(cfg: Config) -> ExitCode {
             format!("{prefix}/{sub}")
         };
     }
-    let id = format!(
-        "{:016x}",
-        blobmount_core::names::fnv1a(
-            format!(
-                "{}|{}",
-                cfg.store.url.as_deref().unwrap_or(""),
-                mp.display()
-            )
-            .as_bytes()
-        )
-    );
-    let cache_dir = cfg
-        .cache
-        .dir
-        .clone()
-        .unwrap_or_else(|| default_cache_dir(&id));
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let fs_cfg = FsConfig {
@@ -314,8 +332,13 @@ pub fn run(cfg: Config) -> ExitCode {
         Err(e) => return fail(EXIT_MOUNT, format!("starting FUSE session: {e}")),
     };
     info!(store = %source, mountpoint = %mp.display(), "mounted");
-    if std::env::var_os(READY_ENV).is_some() {
-        signal_ready();
+    if background {
+        let log = cfg.logging.file.as_deref().unwrap_or(Path::new("stderr"));
+        signal_ready(&format!(
+            "mounted {source} on {} (log: {})",
+            mp.display(),
+            log.display()
+        ));
     }
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let joiner = std::thread::spawn(move || {
@@ -361,10 +384,10 @@ pub fn run(cfg: Config) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Tell the foreground parent we are mounted, then stop using the pipe.
-fn signal_ready() {
+/// Tell the foreground parent we are mounted (and what to print), then stop using the pipe.
+fn signal_ready(message: &str) {
     let mut out = std::io::stdout();
-    let _ = writeln!(out, "{READY_LINE}");
+    let _ = writeln!(out, "{READY_LINE} {message}");
     let _ = out.flush();
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         use std::os::fd::AsRawFd;
