@@ -160,6 +160,17 @@ pub fn list() -> Result<Vec<(String, String)>, String> {
         .collect())
 }
 
+/// The store of a live blobmount mount at `mp`, if there is one (mounting again would stack
+/// a second daemon on top of the first).
+fn existing_mount(mp: &Path) -> Option<String> {
+    let want = std::fs::canonicalize(mp).ok()?;
+    list()
+        .ok()?
+        .into_iter()
+        .find(|(_, at)| Path::new(at) == want)
+        .map(|(source, _)| source)
+}
+
 fn unescape(s: &str) -> String {
     s.replace("\\040", " ")
         .replace("\\011", "\t")
@@ -223,6 +234,16 @@ pub fn run(mut cfg: Config) -> ExitCode {
     }
     blobmount_backend::install_crypto_provider();
     clear_stale_mount(&mp);
+    if let Some(source) = existing_mount(&mp) {
+        return fail(
+            EXIT_MOUNT,
+            format!(
+                "{} is already a blobmount mount of {source}; unmount it first (blobmount unmount {})",
+                mp.display(),
+                mp.display()
+            ),
+        );
+    }
     match std::fs::metadata(&mp) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -340,10 +361,22 @@ pub fn run(mut cfg: Config) -> ExitCode {
             log.display()
         ));
     }
+    // fuser 0.18 unmounts the mount point again when its session is dropped, and its
+    // "already unmounted?" check is inverted (it treats POLLERR on /dev/fuse as mounted), so
+    // after `blobmount unmount` or our own unmount it would unmount whatever is now at that
+    // path: the volume underneath a sidecar mount, or the next mount there. We unmount
+    // ourselves, so the session's mount guard is never dropped; its /dev/fuse descriptor
+    // closes when the process exits.
+    let bg = std::mem::ManuallyDrop::new(bg);
+    // SAFETY: `bg` is never dropped or used again, so the handle read out of it is the only
+    // owner of the session thread's JoinHandle.
+    let session_thread = unsafe { std::ptr::read(&bg.guard) };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let joiner = std::thread::spawn(move || {
-        if let Err(e) = bg.join() {
-            warn!(error = %e, "FUSE session ended with an error");
+        match session_thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "FUSE session ended with an error"),
+            Err(_) => error!("FUSE session thread panicked"),
         }
         let _ = done_tx.send(());
     });
