@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod gcs;
 pub mod listing;
+pub mod localdir;
 pub mod memory;
 pub mod objstore;
 pub mod rest;

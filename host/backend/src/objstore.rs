@@ -13,7 +13,7 @@
 //! (a blob `dir` with metadata `hdi_isfolder=true`).
 
 use std::ops::Range;
-use std::path::Path as FsPath;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,8 +32,10 @@ use object_store::{
 use tokio::io::AsyncReadExt;
 
 use crate::config::{Secret, StoreConfig, StoreKind, StoreUrl};
+use crate::error::redact;
 use crate::gcs::{GcsJson, GenCond, encode_segment};
 use crate::listing::{Dialect, RawLister};
+use crate::localdir;
 use crate::rest::{Rest, Signer};
 use crate::{
     Backend, BackendError, Capabilities, ListPage, ObjectInfo, Precondition, PutMeta, PutOutcome,
@@ -56,6 +58,13 @@ pub struct ObjectStoreBackend {
     gcs: Option<Arc<GcsJson>>,
     /// Listings over the REST API (cloud stores), see [`crate::listing`].
     lister: Option<RawLister>,
+    /// `file://` only: its root; directory markers are real directories there.
+    local_root: Option<PathBuf>,
+}
+
+/// The local root if `key` is a directory marker on a `file://` store.
+fn local_marker<'a>(root: &'a Option<PathBuf>, key: &str) -> Option<&'a FsPath> {
+    root.as_deref().filter(|_| key.ends_with('/'))
 }
 
 impl std::fmt::Debug for ObjectStoreBackend {
@@ -129,7 +138,7 @@ fn retry_config(cfg: &StoreConfig) -> RetryConfig {
 }
 
 fn build_err(e: object_store::Error) -> BackendError {
-    BackendError::Config(e.to_string())
+    BackendError::Config(redact(&e.to_string()))
 }
 
 impl ObjectStoreBackend {
@@ -138,6 +147,7 @@ impl ObjectStoreBackend {
         let retry = retry_config(cfg);
         let mut gcs = None;
         let mut lister = None;
+        let mut local_root = None;
         let (store, description): (Arc<dyn ObjectStore>, String) = match url.kind {
             StoreKind::Azure => {
                 let az = &cfg.azure;
@@ -334,6 +344,7 @@ impl ObjectStoreBackend {
                     BackendError::Config(format!("file store {}: {e}", root.display()))
                 })?;
                 let s = LocalFileSystem::new_with_prefix(&root).map_err(build_err)?;
+                local_root = Some(root);
                 (Arc::new(s), format!("file://{}", url.bucket))
             }
             StoreKind::Memory => {
@@ -353,6 +364,7 @@ impl ObjectStoreBackend {
             conditional_writes,
             gcs,
             lister,
+            local_root,
         })
     }
 
@@ -520,8 +532,8 @@ fn map_err(key: &str, e: object_store::Error) -> BackendError {
         E::Precondition { .. } | E::NotModified { .. } => {
             BackendError::PreconditionFailed { key: key.into() }
         }
-        E::PermissionDenied { .. } => BackendError::PermissionDenied(e.to_string()),
-        E::Unauthenticated { .. } => BackendError::Unauthenticated(e.to_string()),
+        E::PermissionDenied { .. } => BackendError::PermissionDenied(redact(&e.to_string())),
+        E::Unauthenticated { .. } => BackendError::Unauthenticated(redact(&e.to_string())),
         E::InvalidPath { .. } => BackendError::InvalidKey {
             key: key.into(),
             reason: e.to_string(),
@@ -531,7 +543,7 @@ fn map_err(key: &str, e: object_store::Error) -> BackendError {
         }
         E::UnknownConfigurationKey { .. } => BackendError::Config(e.to_string()),
         // `object_store::Error` is non-exhaustive: classify the rest by message.
-        other => classify_generic(other.to_string()),
+        other => classify_generic(redact(&other.to_string())),
     }
 }
 
@@ -592,13 +604,16 @@ impl Backend for ObjectStoreBackend {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            dir_markers: matches!(self.kind, StoreKind::S3 | StoreKind::Gcs),
+            dir_markers: matches!(self.kind, StoreKind::S3 | StoreKind::Gcs | StoreKind::File),
             native_metadata_update: self.gcs.is_some(),
             conditional_writes: self.conditional_writes && self.kind != StoreKind::File,
         }
     }
 
     async fn head(&self, key: &str) -> Result<ObjectInfo> {
+        if let Some(root) = local_marker(&self.local_root, key) {
+            return localdir::head(root, key);
+        }
         Ok(self.head_versioned(key).await?.0)
     }
 
@@ -609,6 +624,10 @@ impl Backend for ObjectStoreBackend {
         if_match: Option<&str>,
     ) -> Result<Bytes> {
         if range.end <= range.start {
+            return Ok(Bytes::new());
+        }
+        if let Some(root) = local_marker(&self.local_root, key) {
+            localdir::head(root, key)?;
             return Ok(Bytes::new());
         }
         let path = key_to_path(key)?;
@@ -632,6 +651,12 @@ impl Backend for ObjectStoreBackend {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
+        if let Some(root) = local_marker(&self.local_root, key) {
+            if *cond == Precondition::IfNotExists && localdir::exists(root, key) {
+                return Err(BackendError::AlreadyExists { key: key.into() });
+            }
+            return localdir::create(root, key);
+        }
         if let Some(g) = &self.gcs {
             let gc = self.gcs_cond(key, cond).await?;
             let generation = g.upload_bytes(key, data, meta, &gc).await?;
@@ -757,15 +782,27 @@ impl Backend for ObjectStoreBackend {
             s.push('/');
             page.prefixes.push(s);
         }
+        if let Some(root) = local_marker(&self.local_root, prefix)
+            && localdir::exists(root, prefix)
+        {
+            page.objects.insert(0, localdir::head(root, prefix)?);
+        }
         Ok(page)
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
+        if let Some(root) = local_marker(&self.local_root, key) {
+            return localdir::delete(root, key);
+        }
         let path = key_to_path(key)?;
         self.store.delete(&path).await.map_err(|e| map_err(key, e))
     }
 
     async fn copy(&self, from: &str, to: &str, cond: &Precondition) -> Result<PutOutcome> {
+        if let Some(root) = local_marker(&self.local_root, from) {
+            localdir::head(root, from)?;
+            return localdir::create(root, to);
+        }
         if let Some(g) = &self.gcs {
             let gc = self.gcs_cond(to, cond).await?;
             let generation = g.rewrite(from, to, &gc).await?;
@@ -800,6 +837,11 @@ impl Backend for ObjectStoreBackend {
         meta: &PutMeta,
         if_match: Option<&str>,
     ) -> Result<PutOutcome> {
+        if let Some(root) = local_marker(&self.local_root, key) {
+            // A local directory keeps no user metadata (like files on this store).
+            localdir::head(root, key)?;
+            return Ok(PutOutcome { etag: None });
+        }
         if let Some(g) = &self.gcs {
             let (info, generation) = self.head_versioned(key).await?;
             if if_match.is_some() && info.etag.as_deref() != if_match {

@@ -108,7 +108,7 @@ impl Fs {
             let name = names::stand_in(&seg);
             let key = self.child_key(dir_key, &seg);
             if push(name.clone(), seg.clone(), kind, &mut entries) {
-                self.note_conflict(&key);
+                self.count_name_conflict();
                 info!(
                     key,
                     shown_as = name,
@@ -511,7 +511,9 @@ impl Fs {
             } else if keys.is_empty() && node.marker == Marker::None {
                 // Nothing to copy (an empty implicit dir cannot exist); keep the name alive.
             }
-            for k in &keys {
+            // Children before their parents' markers: a marker is gone only once its
+            // directory is.
+            for k in keys.iter().rev() {
                 ignore_missing(self.backend.delete(k).await)?;
             }
             if node.marker == Marker::Folder {
