@@ -263,3 +263,33 @@ fn schema_and_version() {
     assert_eq!(r.code, Some(0));
     assert!(r.stdout.contains(env!("CARGO_PKG_VERSION")), "{}", r.stdout);
 }
+
+#[test]
+fn sas_signature_is_not_printed_when_the_store_is_unreachable() {
+    let mp = mountpoint();
+    let endpoint = format!("http://127.0.0.1:{}/acct", free_port());
+    let sas = "sv=2022-11-02&ss=b&srt=co&sp=rl&se=2030-01-01T00:00:00Z&sig=TOPSECRETSIGNATURE";
+    let r = run_cli(
+        &[
+            "mount",
+            "az://acct/cont",
+            mp.path().to_str().unwrap(),
+            "--endpoint",
+            &endpoint,
+            "--foreground",
+            "--log-level",
+            "debug",
+        ],
+        &[
+            ("AZURE_STORAGE_SAS_TOKEN", sas),
+            ("BLOBMOUNT_STORE__RETRY__MAX_RETRIES", "0"),
+        ],
+        LIMIT,
+    );
+    assert_eq!(r.code, Some(4), "{r:?}");
+    assert!(
+        !r.stderr.contains("TOPSECRET") && !r.stdout.contains("TOPSECRET"),
+        "the SAS signature was printed: {}",
+        r.stderr
+    );
+}

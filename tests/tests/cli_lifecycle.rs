@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use blobmount_tests::{is_mounted, run_cli};
+use blobmount_tests::{blobmount_cmd, is_mounted, run_cli, sh};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -36,6 +36,23 @@ fn background_mount_of_a_local_store_round_trip() {
     );
     std::fs::write(mp.join("hello.txt"), b"hello").unwrap();
     assert_eq!(std::fs::read(store.join("hello.txt")).unwrap(), b"hello");
+    // Directories are real directories in the store (empty ones included), and moving or
+    // removing them leaves nothing behind.
+    sh(
+        &mp,
+        "mkdir -p a/b a/empty gone && echo x > a/b/f && mv a c && rmdir gone && mkdir kept",
+    );
+    let tree = sh(&store, "find . | sort");
+    assert_eq!(
+        tree, ".\n./c\n./c/b\n./c/b/f\n./c/empty\n./hello.txt\n./kept\n",
+        "store tree"
+    );
+    assert_eq!(
+        sh(&mp, "find . | sort"),
+        tree,
+        "the mount shows the same tree"
+    );
+    assert!(mp.join("kept").is_dir() && mp.join("c/empty").is_dir());
     let list = run_cli(&["mount", "list"], &[], LIMIT);
     assert!(list.stdout.contains(mp_s), "{list:?}");
 
@@ -53,4 +70,142 @@ fn background_mount_of_a_local_store_round_trip() {
     };
     assert!(text.contains("exited cleanly"), "{text}");
     assert!(!text.contains("WARN") && !text.contains("ERROR"), "{text}");
+}
+
+/// Mount count of `mp` in /proc/self/mounts (stacked mounts count several times).
+fn mounts_at(mp: &std::path::Path) -> usize {
+    let want = mp.display().to_string();
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
+        .count()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(20), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A sidecar mounts onto a directory that is itself a mount (a shared volume). Stopping the
+/// daemon, by `blobmount unmount` or by SIGTERM, must remove only its own mount (fuser 0.18
+/// unmounted the path a second time, taking the volume underneath with it).
+#[test]
+fn stopping_leaves_the_mount_underneath_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vol = tmp.path().join("volume");
+    std::fs::create_dir(&vol).unwrap();
+    let vol_s = vol.to_str().unwrap().to_string();
+    assert!(
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs", &vol_s])
+            .status()
+            .unwrap()
+            .success()
+    );
+    struct Umount(String);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .args(["-l", &self.0])
+                .status();
+        }
+    }
+    let _guard = Umount(vol_s.clone());
+    std::fs::write(vol.join("on-the-volume"), b"keep").unwrap();
+
+    for how in ["unmount", "sigterm"] {
+        let mut child = blobmount_cmd()
+            .args(["mount", "mem://", &vol_s, "--foreground"])
+            .arg("--cache-dir")
+            .arg(tmp.path().join(format!("cache-{how}")))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("mounted", || mounts_at(&vol) == 2);
+        assert!(!vol.join("on-the-volume").exists(), "mount not on top");
+        if how == "unmount" {
+            let r = run_cli(&["unmount", &vol_s], &[], LIMIT);
+            assert_eq!(r.code, Some(0), "{r:?}");
+        } else {
+            // SAFETY: kill(2) on our own child's PID.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        let st = child.wait().unwrap();
+        assert_eq!(st.code(), Some(0), "{how}");
+        assert_eq!(
+            mounts_at(&vol),
+            1,
+            "{how}: the volume underneath was unmounted too"
+        );
+        assert_eq!(std::fs::read(vol.join("on-the-volume")).unwrap(), b"keep");
+    }
+}
+
+#[test]
+fn mounting_twice_on_one_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mp = tmp.path().join("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    let mp_s = mp.to_str().unwrap();
+    let cache = tmp.path().join("cache");
+    let r = run_cli(
+        &[
+            "mount",
+            "mem://",
+            mp_s,
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        &[],
+        LIMIT,
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let again = run_cli(&["mount", "mem://", mp_s, "--foreground"], &[], LIMIT);
+    assert_eq!(again.code, Some(5), "{again:?}");
+    assert!(
+        again.stderr.contains("already a blobmount mount"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(mounts_at(&mp), 1);
+    assert_eq!(run_cli(&["unmount", mp_s], &[], LIMIT).code, Some(0));
+    assert_eq!(mounts_at(&mp), 0);
+}
+
+/// fstab style: everything from `-o`, including the config file; `-o rw` beats
+/// `read-only: true` in that file.
+#[test]
+fn mount_options_config_and_rw() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mp = tmp.path().join("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    let cfg = tmp.path().join("m.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "store:\n  url: mem://\nmount:\n  mountpoint: {}\n  read-only: true\ncache:\n  dir: {}\n",
+            mp.display(),
+            tmp.path().join("cache").display()
+        ),
+    )
+    .unwrap();
+    let mp_s = mp.to_str().unwrap();
+    for (opts, writable) in [
+        (format!("config={}", cfg.display()), false),
+        (format!("config={},rw", cfg.display()), true),
+    ] {
+        let r = run_cli(&["mount", "-o", &opts], &[], LIMIT);
+        assert_eq!(r.code, Some(0), "{r:?}");
+        let w = std::fs::write(mp.join("probe"), b"x");
+        assert_eq!(w.is_ok(), writable, "-o {opts}: {w:?}");
+        if !writable {
+            assert_eq!(w.unwrap_err().raw_os_error(), Some(libc::EROFS));
+        }
+        assert_eq!(run_cli(&["unmount", mp_s], &[], LIMIT).code, Some(0));
+    }
 }

@@ -11,10 +11,41 @@ use serde::{Deserialize, Serialize};
 
 use crate::BackendError;
 
-/// A secret string: deserialised normally, never printed.
-#[derive(Clone, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+/// A secret string: never printed, not even in a parse error.
+#[derive(Clone, Default, JsonSchema, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a quoted string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            // Any other type: say what is wrong without repeating the value.
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+const NOT_A_STRING: &str = "a secret must be a quoted string (value not shown)";
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Self {

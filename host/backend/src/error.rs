@@ -36,8 +36,72 @@ impl BackendError {
     }
 }
 
+/// Query parameters and connection-string fields whose values are secrets.
+const SECRET_PARAMS: &[&str] = &[
+    "sig=",
+    "x-amz-signature=",
+    "x-amz-security-token=",
+    "x-amz-credential=",
+    "access_token=",
+    "accountkey=",
+    "sharedaccesssignature=",
+];
+
+/// Remove secret values from a message before it can reach a log or a terminal: HTTP client
+/// errors quote the request URL, and with a SAS token that URL carries its signature.
+pub fn redact(msg: &str) -> String {
+    let lower = msg.to_ascii_lowercase();
+    let mut out = String::with_capacity(msg.len());
+    let mut i = 0;
+    while i < msg.len() {
+        let hit = SECRET_PARAMS.iter().find(|p| {
+            lower[i..].starts_with(*p)
+                && (i == 0 || !lower.as_bytes()[i - 1].is_ascii_alphanumeric())
+        });
+        match hit {
+            Some(p) => {
+                out.push_str(&msg[i..i + p.len()]);
+                i += p.len();
+                let end = msg[i..]
+                    .find(|c: char| {
+                        matches!(c, '&' | ';' | ')' | '"' | '\'' | '<' | '>') || c.is_whitespace()
+                    })
+                    .map_or(msg.len(), |n| i + n);
+                if end > i {
+                    out.push_str("REDACTED");
+                }
+                i = end;
+            }
+            None => {
+                let c = msg[i..].chars().next().unwrap_or(' ');
+                out.push(c);
+                i += c.len_utf8();
+            }
+        }
+    }
+    out
+}
+
 impl From<std::io::Error> for BackendError {
     fn from(e: std::io::Error) -> Self {
         BackendError::LocalIo(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn secrets_are_redacted() {
+        let m = "error sending request for url (http://h/acct/c?restype=container&sp=rl&sig=TOP%2BSECRET&se=x)";
+        let r = redact(m);
+        assert!(!r.contains("TOP"), "{r}");
+        assert!(r.contains("sig=REDACTED&se=x"), "{r}");
+        assert_eq!(
+            redact("AccountName=a;AccountKey=k3y==;BlobEndpoint=x"),
+            "AccountName=a;AccountKey=REDACTED;BlobEndpoint=x"
+        );
+        assert_eq!(redact("design=ok ünï"), "design=ok ünï");
     }
 }

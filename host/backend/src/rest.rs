@@ -18,6 +18,7 @@ use object_store::gcp::GcpCredentialProvider;
 use reqwest::{Method, StatusCode};
 
 use crate::config::RetryConfig;
+use crate::error::redact;
 use crate::{BackendError, Result};
 
 /// How requests are authenticated.
@@ -89,7 +90,7 @@ impl Rest {
         let mut req = b
             .body(HttpRequestBody::from(body.clone()))
             .map_err(|e| bad(e.to_string()))?;
-        let auth = |e: object_store::Error| BackendError::Unauthenticated(e.to_string());
+        let auth = |e: object_store::Error| BackendError::Unauthenticated(redact(&e.to_string()));
         match &self.signer {
             Signer::Anonymous => {}
             Signer::Gcp(c) => {
@@ -164,7 +165,7 @@ impl Rest {
                     Ok(r) => Ok(r),
                     Err(SendError::Backend(e)) => Err(e),
                     Err(SendError::Http(e)) => {
-                        Err(BackendError::Unavailable(format!("{what}: {e}")))
+                        Err(BackendError::Unavailable(redact(&format!("{what}: {e}"))))
                     }
                 };
             }
@@ -199,7 +200,7 @@ pub async fn status_error(what: &str, create: bool, r: reqwest::Response) -> Bac
     let status = r.status();
     let body = r.text().await.unwrap_or_default();
     let body: String = body.chars().take(300).collect();
-    let msg = format!("{what}: {status}: {body}");
+    let msg = redact(&format!("{what}: {status}: {body}"));
     let lower = body.to_ascii_lowercase();
     match status.as_u16() {
         404 if lower.contains("nosuchbucket")

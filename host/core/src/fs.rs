@@ -336,8 +336,13 @@ impl Fs {
         }))
     }
 
-    pub(crate) fn note_conflict(&self, key: &str) {
+    /// Count a name shown differently from its key (conflict or stand-in).
+    pub(crate) fn count_name_conflict(&self) {
         self.stats.name_conflicts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn note_conflict(&self, key: &str) {
+        self.count_name_conflict();
         info!(
             key,
             "name conflict: a file and a directory share this name; the directory keeps it, the file is shown with suffix {FILE_SUFFIX}"

@@ -121,11 +121,14 @@ pub struct MountArgs {
     /// file_mode=0644, dir_mode=0755, config=FILE, subdirectory=P, endpoint=URL, cache_dir=D).
     #[arg(short = 'o', value_delimiter = ',')]
     pub options: Vec<String>,
+    /// `-o rw`: overrides `read-only: true` from the file or environment.
+    #[arg(skip)]
+    pub read_write: bool,
 }
 
 impl MountArgs {
-    /// Fold `-o` options into the typed flags.
-    fn absorb_options(&mut self) -> Result<(), String> {
+    /// Fold `-o` options into the typed flags (idempotent: the options are consumed).
+    pub fn absorb_options(&mut self) -> Result<(), String> {
         for o in std::mem::take(&mut self.options) {
             let (k, v) = o
                 .split_once('=')
@@ -134,8 +137,14 @@ impl MountArgs {
             let need =
                 |v: Option<&str>| v.map(str::to_string).ok_or(format!("-o {k} needs a value"));
             match k {
-                "ro" => self.read_only = true,
-                "rw" => self.read_only = false,
+                "ro" => {
+                    self.read_only = true;
+                    self.read_write = false;
+                }
+                "rw" => {
+                    self.read_only = false;
+                    self.read_write = true;
+                }
                 "allow_other" => self.allow_other = true,
                 "foreground" => self.foreground = true,
                 "uid" => {
@@ -177,6 +186,9 @@ impl MountArgs {
             cfg.mount.mountpoint = Some(m);
         }
         cfg.mount.foreground |= self.foreground;
+        if self.read_write {
+            cfg.mount.read_only = false;
+        }
         cfg.mount.read_only |= self.read_only;
         cfg.mount.allow_other |= self.allow_other;
         if self.uid.is_some() {
@@ -269,7 +281,14 @@ pub fn main() -> ExitCode {
             }
             Err(e) => fail(EXIT_RUNTIME, e),
         },
-        Cmd::Mount { sub: None, args } => {
+        Cmd::Mount {
+            sub: None,
+            mut args,
+        } => {
+            // `-o config=FILE` must be known before the file is loaded.
+            if let Err(e) = args.absorb_options() {
+                return fail(EXIT_CONFIG, e);
+            }
             let config_file = args.config.clone();
             let mut cfg = match Config::load(config_file.as_deref()) {
                 Ok(c) => c,

@@ -142,24 +142,19 @@ impl Default for LoggingConfig {
     }
 }
 
-/// Parse an octal mode given as a string ("0644", "755") or as a YAML integer whose digits
-/// are read as octal (644).
+/// Modes are octal strings ("0644", "755") in YAML, env and the schema.
 fn ser_mode<S: serde::Serializer>(m: &u16, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{m:04o}"))
 }
 
 fn de_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum M {
-        S(String),
-        N(u64),
+    match Value::deserialize(d)? {
+        Value::String(s) => parse_mode(&s).map_err(serde::de::Error::custom),
+        // YAML reads 0644 as the number 644 and 0o644 as 420: neither can be trusted.
+        other => Err(serde::de::Error::custom(format!(
+            "invalid mode {other}: write it as a quoted octal string such as \"0644\""
+        ))),
     }
-    let s = match M::deserialize(d)? {
-        M::S(s) => s,
-        M::N(n) => n.to_string(),
-    };
-    parse_mode(&s).map_err(serde::de::Error::custom)
 }
 
 pub fn parse_mode(s: &str) -> Result<u16, String> {
@@ -218,6 +213,12 @@ impl Config {
                 "cache.list-page-size: must be between 1 and 5000".into(),
             ));
         }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
+            return Err(ConfigError(format!(
+                "logging.level {:?}: {e}",
+                self.logging.level
+            )));
+        }
         if let Some(s) = &self.mount.subdirectory
             && s.split('/').any(|p| p == "." || p == "..")
         {
@@ -264,6 +265,7 @@ pub fn apply_env(
     tree: &mut Value,
     vars: impl Iterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
+    let schema = Config::schema();
     for (k, v) in vars {
         let Some(rest) = k.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -277,25 +279,86 @@ pub fn apply_env(
         if path.len() < 2 || !SECTIONS.contains(&path[0].as_str()) {
             continue;
         }
-        let value = match v.as_str() {
-            "true" => Value::Bool(true),
-            "false" => Value::Bool(false),
-            s => s
-                .parse::<i64>()
-                .map(Value::from)
-                .or_else(|_| s.parse::<f64>().map(Value::from))
-                .unwrap_or_else(|_| Value::String(s.to_string())),
-        };
-        // Mode strings stay strings ("0644" must not become the number 644).
-        let val = if path.last().map(|s| s.ends_with("mode")).unwrap_or(false) {
+        // A key whose schema type is a string keeps the text as given (an access key id
+        // "0123456789" must not become a number); others are read as JSON scalars.
+        let val = if schema_wants_string(&schema, &path) {
             Value::String(v.clone())
         } else {
-            value
+            match v.as_str() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                s => s
+                    .parse::<i64>()
+                    .map(Value::from)
+                    .or_else(|_| s.parse::<f64>().map(Value::from))
+                    .unwrap_or_else(|_| Value::String(s.to_string())),
+            }
         };
         set_path(tree, &path, val)
             .map_err(|p| ConfigError(format!("environment {k}: {p} is not a section")))?;
     }
     Ok(())
+}
+
+/// Follow `$ref`s in the config schema.
+fn resolve<'a>(schema: &'a Value, mut node: &'a Value) -> &'a Value {
+    for _ in 0..8 {
+        match node.get("$ref").and_then(Value::as_str) {
+            Some(r) => match r
+                .strip_prefix("#/$defs/")
+                .and_then(|n| schema.get("$defs")?.get(n))
+            {
+                Some(n) => node = n,
+                None => break,
+            },
+            None => break,
+        }
+    }
+    node
+}
+
+/// The JSON types a schema node allows (through `$ref` and `anyOf`).
+fn schema_types(schema: &Value, node: &Value, out: &mut Vec<String>) {
+    let node = resolve(schema, node);
+    match node.get("type") {
+        Some(Value::String(t)) => out.push(t.clone()),
+        Some(Value::Array(ts)) => out.extend(ts.iter().filter_map(Value::as_str).map(String::from)),
+        _ => {}
+    }
+    for key in ["anyOf", "oneOf"] {
+        if let Some(Value::Array(vs)) = node.get(key) {
+            for v in vs {
+                schema_types(schema, v, out);
+            }
+        }
+    }
+}
+
+/// Whether config key `path` is a string (and never a number or boolean) in the schema.
+fn schema_wants_string(schema: &Value, path: &[String]) -> bool {
+    let mut node = schema;
+    for seg in path {
+        let n = resolve(schema, node);
+        // Optional sections are `anyOf: [{$ref}, {type: null}]`.
+        let n = match n.get("anyOf").and_then(Value::as_array) {
+            Some(vs) => vs
+                .iter()
+                .map(|v| resolve(schema, v))
+                .find(|v| v.get("properties").is_some())
+                .unwrap_or(n),
+            None => n,
+        };
+        match n.get("properties").and_then(|p| p.get(seg)) {
+            Some(child) => node = child,
+            None => return false,
+        }
+    }
+    let mut types = Vec::new();
+    schema_types(schema, node, &mut types);
+    types.iter().any(|t| t == "string")
+        && !types
+            .iter()
+            .any(|t| matches!(t.as_str(), "integer" | "number" | "boolean"))
 }
 
 fn set_path(tree: &mut Value, path: &[String], val: Value) -> Result<(), String> {
@@ -341,8 +404,13 @@ mod tests {
     #[test]
     fn full_config_and_env_overrides() {
         let c = load_str(
-            "store:\n  url: az://acct/container/p\n  azure:\n    account-key: s3cret\nmount:\n  read-only: true\n  file-mode: \"0600\"\n  dir-mode: 700\n",
-            &[("BLOBMOUNT_STORE__ENDPOINT", "http://127.0.0.1:1"), ("BLOBMOUNT_MOUNT__THREADS", "4")],
+            "store:\n  url: az://acct/container/p\n  azure:\n    account-key: s3cret\nmount:\n  read-only: true\n  file-mode: \"0600\"\n  dir-mode: \"700\"\n",
+            &[
+                ("BLOBMOUNT_STORE__ENDPOINT", "http://127.0.0.1:1"),
+                ("BLOBMOUNT_MOUNT__THREADS", "4"),
+                ("BLOBMOUNT_STORE__S3__ACCESS_KEY_ID", "0123456789"),
+                ("BLOBMOUNT_STORE__S3__REGION", "1234"),
+            ],
         )
         .unwrap();
         assert_eq!(c.store.endpoint.as_deref(), Some("http://127.0.0.1:1"));
@@ -356,6 +424,29 @@ mod tests {
             (true, 4, 0o600, 0o700)
         );
         assert!(!format!("{c:?}").contains("s3cret"));
+        // String keys keep digits as text.
+        assert_eq!(c.store.s3.access_key_id.as_deref(), Some("0123456789"));
+        assert_eq!(c.store.s3.region.as_deref(), Some("1234"));
+    }
+
+    #[test]
+    fn secrets_are_not_echoed_in_errors() {
+        let e = load_str("store:\n  azure:\n    account-key: 987654321\n", &[])
+            .unwrap_err()
+            .0;
+        assert!(e.contains("store.azure.account-key"), "{e}");
+        assert!(!e.contains("987654321"), "{e}");
+    }
+
+    #[test]
+    fn modes_must_be_octal_strings() {
+        let e = load_str("mount:\n  file-mode: 0644\n", &[]).unwrap_err().0;
+        assert!(
+            e.contains("mount.file-mode") && e.contains("quoted octal string"),
+            "{e}"
+        );
+        let c = load_str("", &[("BLOBMOUNT_MOUNT__FILE_MODE", "0640")]).unwrap();
+        assert_eq!(c.mount.file_mode, 0o640);
     }
 
     #[test]

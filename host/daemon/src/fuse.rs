@@ -14,9 +14,10 @@ use std::time::{Duration, SystemTime};
 
 use blobmount_core::{Attr, Caller, Fs, FsError, Kind, SetAttr};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, IoctlFlags,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+    WriteFlags,
 };
 use tracing::{Instrument, debug, debug_span, warn};
 
@@ -185,6 +186,22 @@ impl Filesystem for FuseAdapter {
                 Err(e) => reply.error(errno("readlink", &e)),
             }
         });
+    }
+
+    /// No ioctls are supported. Programs probe files with them (`isatty` is TCGETS), so answer
+    /// ENOTTY quietly instead of fuser's default warning per call.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
     }
 
     fn mknod(

@@ -1,5 +1,6 @@
 //! Logging setup: text or JSON lines to stderr or a file, filtered by config or `RUST_LOG`.
 
+use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -15,19 +16,27 @@ pub fn logs_to_stderr() -> bool {
     SINK.load(Ordering::Relaxed) == 1
 }
 
-pub fn init(cfg: &LoggingConfig) -> Result<(), String> {
-    SINK.store(if cfg.file.is_some() { 2 } else { 1 }, Ordering::Relaxed);
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.is_empty() => EnvFilter::try_new(v),
+/// The log filter from `RUST_LOG` or `logging.level`.
+pub fn filter(cfg: &LoggingConfig) -> Result<EnvFilter, String> {
+    match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => {
+            return EnvFilter::try_new(&v).map_err(|e| format!("RUST_LOG {v:?}: {e}"));
+        }
         // fuser warns "Unmount failed" whenever the mount was already removed by
         // `blobmount unmount`/`umount`, which is the normal way to stop; keep that out of
         // the default log unless fuser's level is set explicitly.
         _ if cfg.level.contains("fuser") => EnvFilter::try_new(&cfg.level),
         _ => EnvFilter::try_new(format!("{},fuser::mnt=error", cfg.level)),
     }
-    .map_err(|e| format!("logging.level: {e}"))?;
+    .map_err(|e| format!("logging.level {:?}: {e}", cfg.level))
+}
+
+pub fn init(cfg: &LoggingConfig) -> Result<(), String> {
+    let filter = filter(cfg)?;
+    SINK.store(if cfg.file.is_some() { 2 } else { 1 }, Ordering::Relaxed);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_target(false);
     let result = match (&cfg.file, cfg.format) {
         (Some(path), fmt) => {
