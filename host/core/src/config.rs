@@ -16,6 +16,11 @@ pub struct FsConfig {
     /// How long attributes and entries are trusted before the store is asked again
     /// (also the kernel's entry/attr timeout).
     pub attr_ttl: Duration,
+    /// How long a directory listing is reused (by opendir, and by lookups as a type cache:
+    /// a listed file needs one HEAD, a name absent from the listing none).
+    pub list_ttl: Duration,
+    /// How long a name found absent stays absent without asking the store again.
+    pub negative_ttl: Duration,
     /// Local cache directory (staging area, `conflicts/`).
     pub cache_dir: PathBuf,
     /// Largest directory (in objects) renamed by copy+delete; larger ones get EXDEV.
@@ -36,6 +41,8 @@ impl FsConfig {
             file_mode: 0o644,
             dir_mode: 0o755,
             attr_ttl: Duration::from_secs(1),
+            list_ttl: Duration::from_secs(1),
+            negative_ttl: Duration::from_secs(1),
             cache_dir,
             rename_dir_limit: 1000,
             list_page_size: 1000,

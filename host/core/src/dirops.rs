@@ -13,6 +13,7 @@ use crate::error::{FsError, FsResult};
 use crate::fs::{Caller, DirEntry, Fs, Probe, lock};
 use crate::inode::{Entry, Marker, Node, ROOT_INO};
 use crate::names::{self, FILE_SUFFIX};
+use std::sync::atomic::Ordering;
 
 impl Fs {
     /// Read the whole listing of directory key `dir_key` and turn it into entries.
@@ -122,13 +123,23 @@ impl Fs {
         Ok(entries)
     }
 
-    /// FUSE opendir: snapshot the listing so readdir offsets are stable.
+    /// FUSE opendir: snapshot the listing so readdir offsets are stable. A listing younger
+    /// than the list TTL is reused (list cache).
     pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
         if self.node_kind(ino)? != Kind::Dir {
             return Err(FsError::NotDir);
         }
-        let key = self.key_of(ino)?;
-        let mut listed = self.list_dir(&key).await?;
+        let cached = lock(&self.table)
+            .get(ino)
+            .and_then(|n| n.dir.fresh_listing(self.cfg.list_ttl).cloned());
+        let mut listed = match cached {
+            Some(l) => {
+                self.stats.list_cache_hits.fetch_add(1, Ordering::Relaxed);
+                l
+            }
+            None => self.list_fresh(ino).await?,
+        };
+        // Files created here and not uploaded yet are not in any listing.
         let local = lock(&self.table).local_children(ino);
         for (name, kind) in local {
             if !listed.iter().any(|e| e.name == name) {
@@ -141,9 +152,9 @@ impl Fs {
         }
         listed.sort_by(|a, b| a.name.cmp(&b.name));
         let entries: Vec<DirEntry> = {
-            let mut t = lock(&self.table);
+            let t = lock(&self.table);
             let parent = t.get(ino).map(|n| n.parent).unwrap_or(ROOT_INO);
-            let out = std::iter::once(DirEntry {
+            std::iter::once(DirEntry {
                 ino,
                 name: ".".into(),
                 kind: Kind::Dir,
@@ -164,15 +175,26 @@ impl Fs {
                     kind: e.kind,
                 }
             }))
-            .collect();
-            if let Some(n) = t.get_mut(ino) {
-                n.listing = Some(listed);
-            }
-            out
+            .collect()
         };
         let fh = self.new_fh();
         lock(&self.dir_handles).insert(fh, Arc::new(entries));
         Ok(fh)
+    }
+
+    /// List directory `ino` from the store and cache the listing, unless the directory
+    /// changed locally while the listing was in flight (then it may already be outdated).
+    async fn list_fresh(&self, ino: u64) -> FsResult<Vec<Entry>> {
+        let key = self.key_of(ino)?;
+        let generation = lock(&self.table).get(ino).map(|n| n.dir.generation);
+        let listed = self.list_dir(&key).await?;
+        let mut t = lock(&self.table);
+        if let Some(n) = t.get_mut(ino)
+            && Some(n.dir.generation) == generation
+        {
+            n.dir.set_listing(listed.clone());
+        }
+        Ok(listed)
     }
 
     /// FUSE readdir: entries from `offset` on (offset = index of the next entry).
@@ -197,7 +219,7 @@ impl Fs {
         let mut t = lock(&self.table);
         let ino = t.upsert(node);
         if let Some(p) = t.get_mut(parent) {
-            p.listing = None;
+            p.dir.changed();
         }
         let n = t.get_mut(ino).map(|n| {
             n.lookups += 1;
@@ -233,7 +255,7 @@ impl Fs {
             fetched: Some(Instant::now()),
             lookups: 0,
             local_only: false,
-            listing: None,
+            dir: Default::default(),
         }
     }
 
@@ -343,7 +365,7 @@ impl Fs {
         let mut t = lock(&self.table);
         t.unlink(parent, name);
         if let Some(p) = t.get_mut(parent) {
-            p.listing = None;
+            p.dir.changed();
         }
         Ok(())
     }
@@ -368,7 +390,7 @@ impl Fs {
             n.local_only = false;
         }
         if let Some(p) = t.get_mut(parent) {
-            p.listing = None;
+            p.dir.changed();
         }
         Ok(())
     }
@@ -565,7 +587,7 @@ impl Fs {
         }
         for p in [parent, new_parent] {
             if let Some(n) = t.get_mut(p) {
-                n.listing = None;
+                n.dir.changed();
             }
         }
     }

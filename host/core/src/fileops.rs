@@ -211,7 +211,7 @@ impl Fs {
                 n.lookups += 1;
             }
             if let Some(p) = t.get_mut(parent) {
-                p.listing = None;
+                p.dir.changed();
             }
             ino
         };
@@ -429,7 +429,7 @@ impl Fs {
                     n.fetched = Some(Instant::now());
                 }
                 if let Some(p) = t.get_mut(node.parent) {
-                    p.listing = None;
+                    p.dir.changed();
                 }
                 Ok(())
             }

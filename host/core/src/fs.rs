@@ -66,6 +66,12 @@ pub struct FsStats {
     pub name_conflicts: AtomicU64,
     pub upload_conflicts: AtomicU64,
     pub upload_errors: AtomicU64,
+    /// opendir served from a cached listing.
+    pub list_cache_hits: AtomicU64,
+    /// Lookups answered "absent" from the negative cache or a fresh listing.
+    pub negative_hits: AtomicU64,
+    /// Lookups of listed files that needed one HEAD instead of a full probe (type cache).
+    pub type_cache_hits: AtomicU64,
 }
 
 /// What the store says is at a name.
@@ -127,7 +133,7 @@ impl Fs {
             fetched: None,
             lookups: 1,
             local_only: false,
-            listing: None,
+            dir: Default::default(),
         };
         Ok(Fs {
             backend,
@@ -251,7 +257,7 @@ impl Fs {
             fetched: Some(Instant::now()),
             lookups: 0,
             local_only: false,
-            listing: None,
+            dir: Default::default(),
         }
     }
 
@@ -353,19 +359,24 @@ impl Fs {
     pub(crate) async fn resolve(&self, parent: u64, name: &str) -> FsResult<Option<Probe>> {
         let parent_key = self.key_of(parent)?;
         // Names shown in place of invalid or colliding key segments come from the last listing.
-        let listed_seg = {
+        let (listed_seg, listing_fresh) = {
             let t = lock(&self.table);
-            t.get(parent)
-                .and_then(|p| p.listing.as_ref())
-                .and_then(|l| {
-                    l.iter()
-                        .find(|e| e.name == name)
-                        .map(|e| (e.seg.clone(), e.kind))
-                })
+            let dir = t.get(parent).map(|p| &p.dir);
+            let seg = dir.and_then(|d| d.listing.as_ref()).and_then(|l| {
+                l.iter()
+                    .find(|e| e.name == name)
+                    .map(|e| (e.seg.clone(), e.kind))
+            });
+            let fresh = dir.is_some_and(|d| d.fresh_listing(self.cfg.list_ttl).is_some());
+            (seg, fresh)
         };
         if let Some((seg, kind)) = listed_seg.clone() {
-            if seg != name && kind != Kind::Dir {
-                // A file shown under a stand-in or conflict name: look the object up directly.
+            if kind != Kind::Dir && (seg != name || listing_fresh) {
+                // A file shown under a stand-in or conflict name, or a name a fresh listing
+                // says is a file (type cache): one HEAD instead of a probe.
+                if seg == name {
+                    self.stats.type_cache_hits.fetch_add(1, Ordering::Relaxed);
+                }
                 let key = self.child_key(&parent_key, &seg);
                 return match self.backend.head(&key).await {
                     Ok(h) => {
@@ -429,7 +440,10 @@ impl Fs {
         if self.node_kind(parent)? != Kind::Dir {
             return Err(FsError::NotDir);
         }
-        {
+        if name.len() > names::NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        let generation = {
             let mut t = lock(&self.table);
             if let Some(ino) = t.child(parent, name) {
                 let fresh = t
@@ -440,9 +454,29 @@ impl Fs {
                     n.lookups += 1;
                     return Ok(n.attr(ino));
                 }
+            } else if let Some(p) = t.get(parent) {
+                // Negative cache, and a fresh listing without the name: absent, no request.
+                let absent = p.dir.is_known_absent(name, self.cfg.negative_ttl)
+                    || p.dir
+                        .fresh_listing(self.cfg.list_ttl)
+                        .is_some_and(|l| !l.iter().any(|e| e.name == name));
+                if absent {
+                    self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
+                    return Err(FsError::NotFound);
+                }
             }
-        }
-        let probe = self.resolve(parent, name).await?.ok_or(FsError::NotFound)?;
+            t.get(parent).map(|p| p.dir.generation)
+        };
+        let Some(probe) = self.resolve(parent, name).await? else {
+            let mut t = lock(&self.table);
+            if let Some(p) = t.get_mut(parent)
+                && Some(p.dir.generation) == generation
+                && !self.cfg.negative_ttl.is_zero()
+            {
+                p.dir.note_absent(name, self.cfg.negative_ttl);
+            }
+            return Err(FsError::NotFound);
+        };
         let node = self.node_from(parent, name, &probe);
         let mut t = lock(&self.table);
         let ino = t.upsert(node);
@@ -474,12 +508,12 @@ impl Fs {
                     if let Some(n) = t.get_mut(ino)
                         && n.kind == node.kind
                     {
-                        let (lookups, listing, symlink) =
-                            (n.lookups, n.listing.take(), n.symlink.take());
+                        let (lookups, dir, symlink) =
+                            (n.lookups, std::mem::take(&mut n.dir), n.symlink.take());
                         let same_version = n.etag == node.etag;
                         *n = node;
                         n.lookups = lookups;
-                        n.listing = listing;
+                        n.dir = dir;
                         if same_version {
                             n.symlink = symlink;
                         }

@@ -56,8 +56,69 @@ pub struct Node {
     pub lookups: u64,
     /// Created here and not yet uploaded.
     pub local_only: bool,
-    /// Last listing of a directory (names -> key segments), for stand-in name resolution.
+    /// Directories: what is cached about their contents.
+    pub dir: DirCache,
+}
+
+/// Cached knowledge about a directory's contents. Any local change in the directory resets
+/// it ([`DirCache::changed`]); otherwise it is trusted for the list / negative TTLs.
+#[derive(Clone, Debug, Default)]
+pub struct DirCache {
+    /// Last listing (names -> key segments and kinds): the list cache and the type cache,
+    /// and how stand-in names are resolved.
     pub listing: Option<Vec<Entry>>,
+    /// When `listing` was read from the store.
+    pub listed_at: Option<Instant>,
+    /// Names recently found absent (negative cache), with when.
+    pub negatives: HashMap<String, Instant>,
+    /// Bumped by every local change, so a listing that was in flight during one is not
+    /// cached.
+    pub generation: u64,
+}
+
+/// Negative entries kept per directory; beyond this the oldest half is dropped.
+pub const NEGATIVES_PER_DIR: usize = 4096;
+
+impl DirCache {
+    /// Something in the directory changed locally: forget what we knew.
+    pub fn changed(&mut self) {
+        self.listing = None;
+        self.listed_at = None;
+        self.negatives.clear();
+        self.generation += 1;
+    }
+
+    pub fn set_listing(&mut self, entries: Vec<Entry>) {
+        self.listing = Some(entries);
+        self.listed_at = Some(Instant::now());
+    }
+
+    /// The listing, if it is younger than `ttl`.
+    pub fn fresh_listing(&self, ttl: std::time::Duration) -> Option<&Vec<Entry>> {
+        match (&self.listing, self.listed_at) {
+            (Some(l), Some(at)) if at.elapsed() < ttl => Some(l),
+            _ => None,
+        }
+    }
+
+    pub fn is_known_absent(&self, name: &str, ttl: std::time::Duration) -> bool {
+        self.negatives
+            .get(name)
+            .is_some_and(|at| at.elapsed() < ttl)
+    }
+
+    pub fn note_absent(&mut self, name: &str, ttl: std::time::Duration) {
+        if self.negatives.len() >= NEGATIVES_PER_DIR {
+            self.negatives.retain(|_, at| at.elapsed() < ttl);
+            if self.negatives.len() >= NEGATIVES_PER_DIR {
+                let mut ages: Vec<Instant> = self.negatives.values().copied().collect();
+                ages.sort();
+                let cut = ages[ages.len() / 2];
+                self.negatives.retain(|_, at| *at > cut);
+            }
+        }
+        self.negatives.insert(name.to_string(), Instant::now());
+    }
 }
 
 impl Node {
@@ -156,10 +217,10 @@ impl Table {
                 && old.kind == node.kind
             {
                 let lookups = old.lookups;
-                let listing = old.listing.take();
+                let dir = std::mem::take(&mut old.dir);
                 *old = node;
                 old.lookups = lookups;
-                old.listing = listing;
+                old.dir = dir;
                 return ino;
             }
             self.detach(k.0, &k.1);
@@ -201,7 +262,7 @@ impl Table {
         for i in inos {
             if let Some(n) = self.nodes.get_mut(&i) {
                 n.fetched = None;
-                n.listing = None;
+                n.dir.changed();
             }
         }
     }

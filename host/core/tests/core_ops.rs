@@ -358,3 +358,175 @@ async fn open_racing_with_last_release_gets_a_working_handle() {
         t.await.unwrap();
     }
 }
+
+/// A backend that counts the metadata requests the core makes.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<MemoryBackend>,
+    heads: std::sync::atomic::AtomicUsize,
+    lists: std::sync::atomic::AtomicUsize,
+}
+
+impl Counting {
+    fn calls(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (self.heads.load(SeqCst), self.lists.load(SeqCst))
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for Counting {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn capabilities(&self) -> blobmount_backend::Capabilities {
+        self.inner.capabilities()
+    }
+    async fn head(&self, key: &str) -> blobmount_backend::Result<blobmount_backend::ObjectInfo> {
+        self.heads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.head(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        if_match: Option<&str>,
+    ) -> blobmount_backend::Result<Bytes> {
+        self.inner.get_range(key, range, if_match).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.inner.put(key, data, meta, cond).await
+    }
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.inner.put_file(key, path, meta, cond).await
+    }
+    async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+        max: usize,
+    ) -> blobmount_backend::Result<blobmount_backend::ListPage> {
+        self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.list_page(prefix, token, max).await
+    }
+    async fn delete(&self, key: &str) -> blobmount_backend::Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn copy(
+        &self,
+        from: &str,
+        to: &str,
+        cond: &Precondition,
+    ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.inner.copy(from, to, cond).await
+    }
+    async fn set_metadata(
+        &self,
+        key: &str,
+        meta: &PutMeta,
+        if_match: Option<&str>,
+    ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.inner.set_metadata(key, meta, if_match).await
+    }
+}
+
+fn counting(
+    ttl: std::time::Duration,
+) -> (Arc<MemoryBackend>, Arc<Counting>, Fs, tempfile::TempDir) {
+    let mem = Arc::new(MemoryBackend::new());
+    let c = Arc::new(Counting {
+        inner: mem.clone(),
+        heads: Default::default(),
+        lists: Default::default(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = FsConfig::for_tests(dir.path().to_path_buf());
+    cfg.attr_ttl = ttl;
+    cfg.list_ttl = ttl;
+    cfg.negative_ttl = ttl;
+    let fs = Fs::new(c.clone(), cfg).unwrap();
+    (mem, c, fs, dir)
+}
+
+#[tokio::test]
+async fn listing_is_a_list_type_and_negative_cache_within_its_ttl() {
+    let ttl = std::time::Duration::from_millis(400);
+    let (mem, c, fs, _d) = counting(ttl);
+    for k in ["a/x", "a/y", "a/sub/z"] {
+        put(&mem, k, b"data").await;
+    }
+    let a = fs.lookup(ROOT_INO, "a").await.unwrap();
+    let before = c.calls();
+    assert_eq!(names(&fs, a.ino).await, [".", "..", "sub", "x", "y"]);
+    let after_ls = c.calls();
+    assert_eq!(after_ls.1 - before.1, 1, "one listing request");
+    // ls again: served from the list cache.
+    names(&fs, a.ino).await;
+    assert_eq!(
+        c.calls(),
+        after_ls,
+        "second ls within the TTL must not call the store"
+    );
+    // A listed file: one HEAD, no listing (type cache).
+    let x = fs.lookup(a.ino, "x").await.unwrap();
+    assert_eq!(x.size, 4);
+    assert_eq!(c.calls(), (after_ls.0 + 1, after_ls.1));
+    // A name the fresh listing does not have: no request at all.
+    assert_eq!(fs.lookup(a.ino, "nope").await, Err(FsError::NotFound));
+    assert_eq!(c.calls(), (after_ls.0 + 1, after_ls.1));
+    // After the TTL the store is asked again, and sees what others wrote meanwhile.
+    put(&mem, "a/new", b"n").await;
+    assert_eq!(fs.lookup(a.ino, "new").await, Err(FsError::NotFound));
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(50)).await;
+    assert_eq!(fs.lookup(a.ino, "new").await.unwrap().size, 1);
+    assert_eq!(names(&fs, a.ino).await, [".", "..", "new", "sub", "x", "y"]);
+}
+
+#[tokio::test]
+async fn negative_entries_expire_and_local_changes_invalidate_them() {
+    let ttl = std::time::Duration::from_millis(400);
+    let (mem, c, fs, _d) = counting(ttl);
+    assert_eq!(fs.lookup(ROOT_INO, "f").await, Err(FsError::NotFound));
+    let n = c.calls();
+    assert_eq!(fs.lookup(ROOT_INO, "f").await, Err(FsError::NotFound));
+    assert_eq!(c.calls(), n, "negative cache hit");
+    // A local create is seen at once.
+    write_file(&fs, ROOT_INO, "f", b"local").await;
+    assert_eq!(fs.lookup(ROOT_INO, "f").await.unwrap().size, 5);
+    // A remote create is seen once the negative entry expires.
+    assert_eq!(fs.lookup(ROOT_INO, "g").await, Err(FsError::NotFound));
+    put(&mem, "g", b"remote").await;
+    assert_eq!(fs.lookup(ROOT_INO, "g").await, Err(FsError::NotFound));
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(50)).await;
+    assert_eq!(fs.lookup(ROOT_INO, "g").await.unwrap().size, 6);
+    // mkdir over a cached-absent name works and is visible.
+    assert_eq!(fs.lookup(ROOT_INO, "d").await, Err(FsError::NotFound));
+    fs.mkdir(ROOT_INO, "d", 0o755, ME).await.unwrap();
+    assert_eq!(fs.lookup(ROOT_INO, "d").await.unwrap().kind, Kind::Dir);
+}
+
+#[tokio::test]
+async fn zero_ttls_always_ask_the_store() {
+    let (mem, c, fs, _d) = counting(std::time::Duration::ZERO);
+    put(&mem, "x", b"1").await;
+    names(&fs, ROOT_INO).await;
+    let n = c.calls();
+    names(&fs, ROOT_INO).await;
+    assert_eq!(c.calls().1, n.1 + 1);
+    assert_eq!(fs.lookup(ROOT_INO, "nope").await, Err(FsError::NotFound));
+    let n = c.calls();
+    assert_eq!(fs.lookup(ROOT_INO, "nope").await, Err(FsError::NotFound));
+    assert!(c.calls().0 > n.0, "no negative caching with a zero TTL");
+}

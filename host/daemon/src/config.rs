@@ -99,6 +99,11 @@ pub struct CacheConfig {
     pub read_ahead_max_mib: usize,
     /// Objects requested per listing call.
     pub list_page_size: usize,
+    /// Seconds a directory listing is reused: by `ls` again, and by lookups (a listed file
+    /// needs one HEAD, a name missing from the listing none). 0 disables.
+    pub list_ttl_secs: f64,
+    /// Seconds a name found absent stays absent without asking the store. 0 disables.
+    pub negative_ttl_secs: f64,
 }
 
 impl Default for CacheConfig {
@@ -107,6 +112,8 @@ impl Default for CacheConfig {
             dir: None,
             read_ahead_max_mib: 8,
             list_page_size: 1000,
+            list_ttl_secs: 1.0,
+            negative_ttl_secs: 1.0,
         }
     }
 }
@@ -202,6 +209,14 @@ impl Config {
             return Err(ConfigError(
                 "mount.attr-timeout-secs: must be between 0 and 86400".into(),
             ));
+        }
+        for (key, v) in [
+            ("cache.list-ttl-secs", self.cache.list_ttl_secs),
+            ("cache.negative-ttl-secs", self.cache.negative_ttl_secs),
+        ] {
+            if !(0.0..=86_400.0).contains(&v) {
+                return Err(ConfigError(format!("{key}: must be between 0 and 86400")));
+            }
         }
         if self.mount.threads == 0 || self.mount.threads > 64 {
             return Err(ConfigError(

@@ -282,6 +282,8 @@ pub fn run(mut cfg: Config) -> ExitCode {
         file_mode: cfg.mount.file_mode,
         dir_mode: cfg.mount.dir_mode,
         attr_ttl: cfg.attr_timeout(),
+        list_ttl: Duration::from_secs_f64(cfg.cache.list_ttl_secs.max(0.0)),
+        negative_ttl: Duration::from_secs_f64(cfg.cache.negative_ttl_secs.max(0.0)),
         cache_dir,
         rename_dir_limit: cfg.mount.rename_dir_limit,
         list_page_size: cfg.cache.list_page_size,
