@@ -7,6 +7,7 @@
 //! they are missing: CI must run them.
 
 pub mod http;
+pub mod proxy;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -134,9 +135,14 @@ impl Emulator {
     }
 
     pub fn endpoint(&self) -> String {
+        self.endpoint_on(self.port)
+    }
+
+    /// The endpoint as seen through something listening on `port` (a proxy).
+    pub fn endpoint_on(&self, port: u16) -> String {
         match self.kind {
-            Kind::Azure => format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port),
-            Kind::S3 | Kind::Gcs => format!("http://127.0.0.1:{}", self.port),
+            Kind::Azure => format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"),
+            Kind::S3 | Kind::Gcs => format!("http://127.0.0.1:{port}"),
         }
     }
 
@@ -288,6 +294,10 @@ impl Emulator {
                     .expect("gcs client"),
             ),
         }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     pub fn pid(&self) -> Option<u32> {

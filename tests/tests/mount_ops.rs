@@ -8,6 +8,7 @@ use std::os::fd::IntoRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
+use blobmount_tests::proxy::CountingProxy;
 use blobmount_tests::{Emulator, Kind, Mount, MountSpec, sh};
 
 fn setup(kind: Kind) -> (Emulator, String, Mount) {
@@ -260,6 +261,58 @@ fn odd_keys(kind: Kind) {
     assert_eq!(sh(m.path(), "find odd -type f | wc -l").trim(), "4");
 }
 
+/// The metadata caches, observed at the store: requests are counted by a proxy between
+/// the mount and the emulator.
+fn metadata_caches_save_requests(kind: Kind) {
+    let emu = Emulator::start(kind);
+    let bucket = emu.create_bucket();
+    for k in ["d/a.txt", "d/b.txt", "d/sub/c.txt"] {
+        sdk_put(&emu, &bucket, k, b"data");
+    }
+    let proxy = CountingProxy::start(emu.port());
+    let mut spec = MountSpec::for_emulator(&emu, &bucket);
+    spec.endpoint = Some(emu.endpoint_on(proxy.port()));
+    for (k, v) in [
+        ("BLOBMOUNT_CACHE__LIST_TTL_SECS", "3"),
+        ("BLOBMOUNT_CACHE__NEGATIVE_TTL_SECS", "3"),
+        ("BLOBMOUNT_MOUNT__ATTR_TIMEOUT_SECS", "3"),
+    ] {
+        spec.env.push((k.into(), v.into()));
+    }
+    let m = Mount::start(&spec);
+    let first = sh(m.path(), "ls -l d");
+    let cold = proxy.take();
+    assert!(!cold.is_empty());
+    // Within the TTLs: the same listing, a missing name, and the files' attributes cost
+    // nothing at the store.
+    assert_eq!(sh(m.path(), "ls -l d"), first);
+    let missing = std::fs::metadata(m.p("d/missing.txt")).unwrap_err();
+    assert_eq!(missing.raw_os_error(), Some(libc::ENOENT));
+    assert_eq!(std::fs::read_to_string(m.p("d/a.txt")).unwrap(), "data");
+    let warm: Vec<String> = proxy
+        .take()
+        .into_iter()
+        // Data GETs (no query string) are expected: there is no data cache yet.
+        .filter(|r| !r.starts_with("GET ") || r.contains('?'))
+        .collect();
+    assert!(
+        warm.is_empty(),
+        "metadata requests within the TTL: {warm:?}"
+    );
+    // A local change is seen at once, with no stale cache in the way.
+    std::fs::write(m.p("d/new.txt"), b"n").unwrap();
+    assert!(sh(m.path(), "ls d").contains("new.txt"));
+    // After the TTL the store is asked again and changes by others are seen.
+    sdk_put(&emu, &bucket, "d/other.txt", b"o");
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    proxy.take();
+    assert!(sh(m.path(), "ls d").contains("other.txt"));
+    assert!(
+        !proxy.take().is_empty(),
+        "an expired listing must be fetched again"
+    );
+}
+
 fn failed_upload_is_an_error(kind: Kind) {
     let mut emu = Emulator::start(kind);
     let bucket = emu.create_bucket();
@@ -308,5 +361,6 @@ per_backend!(
     persisted_after_remount,
     external_objects,
     odd_keys,
+    metadata_caches_save_requests,
     failed_upload_is_an_error
 );
