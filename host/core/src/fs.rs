@@ -60,6 +60,9 @@ pub struct StatFs {
     pub namelen: u32,
 }
 
+/// Lookups in flight for one readdirplus batch.
+pub const LOOKUP_CONCURRENCY: usize = 16;
+
 /// Counters for the metrics endpoint and tests.
 #[derive(Debug, Default)]
 pub struct FsStats {
@@ -483,6 +486,24 @@ impl Fs {
         let n = t.get_mut(ino).ok_or(FsError::NotFound)?;
         n.lookups += 1;
         Ok(n.attr(ino))
+    }
+
+    /// Look up several names of one directory concurrently (readdirplus), in order. Each
+    /// success counts a kernel reference like [`Fs::lookup`].
+    pub async fn lookup_many(&self, parent: u64, names: &[String]) -> Vec<FsResult<Attr>> {
+        use futures::StreamExt;
+        // Boxed with an explicit type: a closure-produced future here trips the compiler's
+        // "FnOnce is not general enough" when the caller spawns it.
+        type Lookup<'a> =
+            std::pin::Pin<Box<dyn std::future::Future<Output = FsResult<Attr>> + Send + 'a>>;
+        let futs: Vec<Lookup<'_>> = names
+            .iter()
+            .map(|n| Box::pin(self.lookup(parent, n)) as Lookup<'_>)
+            .collect();
+        futures::stream::iter(futs)
+            .buffered(LOOKUP_CONCURRENCY)
+            .collect()
+            .await
     }
 
     pub fn forget(&self, ino: u64, n: u64) {

@@ -18,5 +18,5 @@ pub mod names;
 pub use attr::{Attr, Kind};
 pub use config::FsConfig;
 pub use error::{FsError, FsResult};
-pub use fs::{Caller, DirEntry, Fs, OpenReply, SetAttr, StatFs};
+pub use fs::{Caller, DirEntry, Fs, LOOKUP_CONCURRENCY, OpenReply, SetAttr, StatFs};
 pub use inode::ROOT_INO;

@@ -12,12 +12,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use blobmount_core::{Attr, Caller, Fs, FsError, Kind, SetAttr};
+use blobmount_core::{Attr, Caller, Fs, FsError, Kind, LOOKUP_CONCURRENCY, SetAttr};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, IoctlFlags,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
-    WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use tracing::{Instrument, debug, debug_span, warn};
 
@@ -63,6 +63,21 @@ fn file_type(k: Kind) -> FileType {
         Kind::Dir => FileType::Directory,
         Kind::Symlink => FileType::Symlink,
     }
+}
+
+/// Placeholder attributes for `.` and `..` in readdirplus replies.
+fn dot_attr(ino: u64) -> FileAttr {
+    to_fuse(&Attr {
+        ino,
+        kind: Kind::Dir,
+        size: 0,
+        perm: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: std::time::UNIX_EPOCH,
+        ctime: std::time::UNIX_EPOCH,
+        nlink: 2,
+    })
 }
 
 fn to_fuse(a: &Attr) -> FileAttr {
@@ -114,6 +129,17 @@ macro_rules! name_or_reply {
 }
 
 impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // readdirplus lets `ls -l` get every entry's attributes in one round trip per page
+        // (looked up concurrently); AUTO lets the kernel use it only when lookups follow.
+        if let Err(missing) = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO)
+        {
+            debug!(?missing, "kernel lacks readdirplus; readdir + lookup it is");
+        }
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = match utf8(name) {
             Ok(n) => n,
@@ -493,6 +519,69 @@ impl Filesystem for FuseAdapter {
             }
             Err(e) => reply.error(errno("readdir", &e)),
         }
+    }
+
+    /// readdir with attributes (`ls -l`): the entries' lookups run concurrently
+    /// ([`LOOKUP_CONCURRENCY`] at a time) instead of one kernel LOOKUP after another.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = match self.fs.readdir(fh.0, offset) {
+            Ok(e) => e,
+            Err(e) => return reply.error(errno("readdirplus", &e)),
+        };
+        let (fs, ttl) = (self.fs.clone(), self.ttl);
+        let span = debug_span!("readdirplus", ino = ino.0, offset);
+        self.spawn(span, async move {
+            for batch in entries.chunks(LOOKUP_CONCURRENCY) {
+                let names: Vec<String> = batch
+                    .iter()
+                    .filter(|(_, e)| e.name != "." && e.name != "..")
+                    .map(|(_, e)| e.name.clone())
+                    .collect();
+                let mut attrs = fs.lookup_many(ino.0, &names).await.into_iter();
+                let mut full = false;
+                for (next, e) in batch {
+                    if e.name == "." || e.name == ".." {
+                        // The kernel takes no reference for these; their attributes are
+                        // not used.
+                        if !full {
+                            let a = dot_attr(e.ino);
+                            full =
+                                reply.add(INodeNo(e.ino), *next, &e.name, &ttl, &a, Generation(0));
+                        }
+                        continue;
+                    }
+                    let Some(Ok(a)) = attrs.next() else {
+                        // Vanished or unreadable since the listing: left out.
+                        continue;
+                    };
+                    if full
+                        || reply.add(
+                            INodeNo(a.ino),
+                            *next,
+                            &e.name,
+                            &ttl,
+                            &to_fuse(&a),
+                            Generation(0),
+                        )
+                    {
+                        // Not sent: give back the reference the lookup took.
+                        full = true;
+                        fs.forget(a.ino, 1);
+                    }
+                }
+                if full {
+                    break;
+                }
+            }
+            reply.ok();
+        });
     }
 
     fn releasedir(
