@@ -27,8 +27,12 @@ pub struct FsConfig {
     pub rename_dir_limit: usize,
     /// Objects asked for per listing request.
     pub list_page_size: usize,
-    /// Largest read-ahead window of a sequential reader, in bytes.
+    /// Most bytes a sequential reader has prefetched ahead of it.
     pub read_ahead_max: usize,
+    /// Size of a read-ahead block (one ranged GET).
+    pub read_block: usize,
+    /// Bytes all readers together may hold in read-ahead blocks.
+    pub read_memory: usize,
 }
 
 impl FsConfig {
@@ -47,6 +51,8 @@ impl FsConfig {
             rename_dir_limit: 1000,
             list_page_size: 1000,
             read_ahead_max: 8 * 1024 * 1024,
+            read_block: 1024 * 1024,
+            read_memory: 64 * 1024 * 1024,
         }
     }
 }

@@ -19,9 +19,9 @@ use crate::attr::{self, Kind};
 use crate::error::{FsError, FsResult};
 use crate::fs::{Caller, Fs, OpenReply, lock};
 use crate::names;
+use crate::readahead::{Source, Stream};
 
 const DOWNLOAD_CHUNK: u64 = 8 * 1024 * 1024;
-const MIN_WINDOW: usize = 128 * 1024;
 
 pub(crate) struct OpenFile {
     handles: usize,
@@ -43,21 +43,14 @@ pub(crate) struct OpenEntry {
     retired: AtomicBool,
 }
 
-#[derive(Default)]
-struct ReadBuf {
-    offset: u64,
-    data: Bytes,
-    window: usize,
-    last_end: u64,
-}
-
 pub(crate) struct Handle {
     ino: u64,
     /// The open state this handle counts in (kept here so a handle never looks it up again
     /// and cannot miss it while another handle of the inode is being released).
     entry: Arc<OpenEntry>,
     writable: bool,
-    read: std::sync::Mutex<ReadBuf>,
+    /// Read-ahead state (see [`crate::readahead`]).
+    read: tokio::sync::Mutex<Stream>,
 }
 
 impl Fs {
@@ -132,10 +125,10 @@ impl Fs {
             ino,
             entry: entry.clone(),
             writable,
-            read: std::sync::Mutex::new(ReadBuf {
-                window: MIN_WINDOW,
-                ..Default::default()
-            }),
+            read: tokio::sync::Mutex::new(Stream::new(
+                self.cfg.read_block as u64,
+                self.cfg.read_ahead_max / self.cfg.read_block.max(1),
+            )),
         };
         lock(&self.handles).insert(fh, Arc::new(h));
         Ok((fh, entry))
@@ -276,40 +269,16 @@ impl Fs {
             }
             (st.size, st.read_etag.clone())
         };
-        if offset >= file_size {
-            return Ok(Bytes::new());
-        }
-        let want_end = (offset + size as u64).min(file_size);
-        let fetch = {
-            let mut rb = lock(&h.read);
-            let buf_end = rb.offset + rb.data.len() as u64;
-            if offset >= rb.offset && want_end <= buf_end {
-                let s = (offset - rb.offset) as usize;
-                let e = (want_end - rb.offset) as usize;
-                rb.last_end = want_end;
-                return Ok(rb.data.slice(s..e));
-            }
-            // Sequential reader: grow the window; random reader: shrink it.
-            rb.window = if offset == rb.last_end {
-                (rb.window * 2).min(self.cfg.read_ahead_max.max(MIN_WINDOW))
-            } else {
-                MIN_WINDOW
-            };
-            let len = (size as u64).max(rb.window as u64);
-            offset..(offset + len).min(file_size)
-        };
         let key = self.key_of(h.ino)?;
-        let data = self
-            .backend
-            .get_range(&key, fetch.clone(), etag.as_deref())
-            .await
-            .map_err(stale)?;
-        let mut rb = lock(&h.read);
-        rb.offset = fetch.start;
-        rb.data = data;
-        rb.last_end = want_end;
-        let e = ((want_end - offset) as usize).min(rb.data.len());
-        Ok(rb.data.slice(0..e))
+        let src = Source {
+            backend: &self.backend,
+            key: &key,
+            etag: etag.as_deref(),
+            size: file_size,
+            budget: &self.budget,
+        };
+        let mut stream = h.read.lock().await;
+        stream.read(&src, offset, size as u64).await.map_err(stale)
     }
 
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {

@@ -17,6 +17,7 @@ use crate::error::{FsError, FsResult};
 use crate::fileops::{Handle, OpenEntry};
 use crate::inode::{Marker, Node, ROOT_INO, Table};
 use crate::names::{self, FILE_SUFFIX};
+use crate::readahead::MemoryBudget;
 
 /// Who is asking (from the FUSE request).
 #[derive(Clone, Copy, Debug, Default)]
@@ -93,6 +94,8 @@ pub struct Fs {
     pub(crate) handles: Mutex<HashMap<u64, Arc<Handle>>>,
     pub(crate) dir_handles: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     pub(crate) next_fh: AtomicU64,
+    /// Bytes of read-ahead blocks held or in flight, for all readers together.
+    pub budget: Arc<MemoryBudget>,
     pub stats: FsStats,
     started: SystemTime,
 }
@@ -140,6 +143,7 @@ impl Fs {
         };
         Ok(Fs {
             backend,
+            budget: MemoryBudget::new(cfg.read_memory as u64),
             cfg,
             table: Mutex::new(Table::new(root)),
             open_files: Mutex::new(HashMap::new()),

@@ -14,6 +14,7 @@ mod fileops;
 pub mod fs;
 pub mod inode;
 pub mod names;
+pub mod readahead;
 
 pub use attr::{Attr, Kind};
 pub use config::FsConfig;

@@ -95,8 +95,14 @@ pub struct CacheConfig {
     /// Cache directory (staging of written files, `conflicts/`). Created 0700. Default:
     /// `$XDG_CACHE_HOME/blobmount/<id>` or `/var/cache/blobmount/<id>` for root.
     pub dir: Option<PathBuf>,
-    /// Largest read-ahead window of a sequential reader, in MiB.
+    /// Most data a sequential reader has prefetched ahead of it, in MiB (fetched as
+    /// `read-block-mib` blocks in parallel). 0 disables read-ahead.
     pub read_ahead_max_mib: usize,
+    /// Size of one read-ahead block (one ranged GET), in MiB. 1 to 64.
+    pub read_block_mib: usize,
+    /// Memory all readers together may hold in read-ahead blocks, in MiB. Reads beyond it
+    /// fetch just the bytes asked for.
+    pub read_memory_mib: usize,
     /// Objects requested per listing call.
     pub list_page_size: usize,
     /// Seconds a directory listing is reused: by `ls` again, and by lookups (a listed file
@@ -110,7 +116,9 @@ impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
             dir: None,
-            read_ahead_max_mib: 8,
+            read_ahead_max_mib: 32,
+            read_block_mib: 4,
+            read_memory_mib: 512,
             list_page_size: 1000,
             list_ttl_secs: 1.0,
             negative_ttl_secs: 1.0,
@@ -217,6 +225,17 @@ impl Config {
             if !(0.0..=86_400.0).contains(&v) {
                 return Err(ConfigError(format!("{key}: must be between 0 and 86400")));
             }
+        }
+        if !(1..=64).contains(&self.cache.read_block_mib) {
+            return Err(ConfigError(
+                "cache.read-block-mib: must be between 1 and 64".into(),
+            ));
+        }
+        if self.cache.read_memory_mib < self.cache.read_block_mib {
+            return Err(ConfigError(format!(
+                "cache.read-memory-mib: must be at least cache.read-block-mib ({})",
+                self.cache.read_block_mib
+            )));
         }
         if self.mount.threads == 0 || self.mount.threads > 64 {
             return Err(ConfigError(

@@ -288,6 +288,8 @@ pub fn run(mut cfg: Config) -> ExitCode {
         rename_dir_limit: cfg.mount.rename_dir_limit,
         list_page_size: cfg.cache.list_page_size,
         read_ahead_max: cfg.cache.read_ahead_max_mib * 1024 * 1024,
+        read_block: cfg.cache.read_block_mib * 1024 * 1024,
+        read_memory: cfg.cache.read_memory_mib * 1024 * 1024,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
