@@ -532,3 +532,51 @@ async fn zero_ttls_always_ask_the_store() {
     assert_eq!(fs.lookup(ROOT_INO, "nope").await, Err(FsError::NotFound));
     assert!(c.calls().0 > n.0, "no negative caching with a zero TTL");
 }
+
+/// Sixteen sequential readers at once: every byte right, and the read-ahead memory never
+/// above its budget (while still used).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_readers_stay_within_the_memory_budget() {
+    let mem = Arc::new(MemoryBackend::new());
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = FsConfig::for_tests(dir.path().to_path_buf());
+    cfg.read_block = 256 * 1024;
+    cfg.read_ahead_max = 2 << 20;
+    cfg.read_memory = 2 << 20;
+    let fs = Arc::new(Fs::new(mem.clone(), cfg).unwrap());
+    let len = 3 << 20;
+    for i in 0..16u8 {
+        let data: Vec<u8> = (0..len).map(|j| (j % 253) as u8 ^ i).collect();
+        put(&mem, &format!("f{i}"), &data).await;
+    }
+    let mut tasks = Vec::new();
+    for i in 0..16u8 {
+        let fs = fs.clone();
+        tasks.push(tokio::spawn(async move {
+            let a = fs.lookup(ROOT_INO, &format!("f{i}")).await.unwrap();
+            let h = fs.open(a.ino, libc::O_RDONLY).await.unwrap();
+            let mut off = 0usize;
+            while off < len {
+                let b = fs.read(h.fh, off as u64, 128 * 1024).await.unwrap();
+                assert!(!b.is_empty());
+                for (k, byte) in b.iter().enumerate() {
+                    assert_eq!(
+                        *byte,
+                        ((off + k) % 253) as u8 ^ i,
+                        "file {i} at {}",
+                        off + k
+                    );
+                }
+                off += b.len();
+            }
+            fs.release(h.fh).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (peak, total) = (fs.budget.peak(), fs.budget.total());
+    assert!(peak <= total, "peak {peak} over budget {total}");
+    assert!(peak >= 1 << 20, "read-ahead was barely used: {peak}");
+    assert_eq!(fs.budget.in_use(), 0, "blocks leaked after release");
+}
