@@ -209,3 +209,36 @@ fn mount_options_config_and_rw() {
         assert_eq!(run_cli(&["unmount", mp_s], &[], LIMIT).code, Some(0));
     }
 }
+
+/// The kernel's read-ahead for the mount is raised (mount.kernel-read-ahead-kib) when the
+/// daemon may write sysfs, as root can.
+#[test]
+fn kernel_read_ahead_is_raised() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mp = tmp.path().join("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    let mp_s = mp.to_str().unwrap();
+    let cache = tmp.path().join("cache");
+    let r = run_cli(
+        &[
+            "mount",
+            "mem://",
+            mp_s,
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        &[("BLOBMOUNT_MOUNT__KERNEL_READ_AHEAD_KIB", "2048")],
+        LIMIT,
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let dev = std::fs::metadata(&mp).unwrap().dev();
+    let path = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    let got = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(run_cli(&["unmount", mp_s], &[], LIMIT).code, Some(0));
+    assert_eq!(got.trim(), "2048", "{path}");
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 use blobmount_backend::BackendError;
 use blobmount_core::{Fs, FsConfig};
 use fuser::{MountOption, SessionACL};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cli::{EXIT_AUTH, EXIT_CONFIG, EXIT_MOUNT, EXIT_RUNTIME, EXIT_UNREACHABLE, MountArgs};
 use crate::config::Config;
@@ -357,6 +357,9 @@ pub fn run(mut cfg: Config) -> ExitCode {
         Err(e) => return fail(EXIT_MOUNT, format!("starting FUSE session: {e}")),
     };
     info!(store = %source, mountpoint = %mp.display(), "mounted");
+    if cfg.mount.kernel_read_ahead_kib > 0 {
+        set_kernel_read_ahead(&mp, cfg.mount.kernel_read_ahead_kib);
+    }
     if background {
         let log = cfg.logging.file.as_deref().unwrap_or(Path::new("stderr"));
         signal_ready(&format!(
@@ -419,6 +422,22 @@ pub fn run(mut cfg: Config) -> ExitCode {
         info!("exited cleanly");
     }
     ExitCode::from(code)
+}
+
+/// Raise the kernel's read-ahead for this mount (its BDI is named after the mount's device
+/// number). Best effort: without the right to write sysfs the default stays.
+fn set_kernel_read_ahead(mp: &Path, kib: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::metadata(mp) else {
+        return;
+    };
+    let dev = m.dev();
+    let (maj, min) = (libc::major(dev), libc::minor(dev));
+    let path = format!("/sys/class/bdi/{maj}:{min}/read_ahead_kb");
+    match std::fs::write(&path, kib.to_string()) {
+        Ok(()) => debug!(path, kib, "kernel read-ahead set"),
+        Err(e) => debug!(path, error = %e, "kernel read-ahead left at its default"),
+    }
 }
 
 /// Tell the foreground parent we are mounted (and what to print), then stop using the pipe.
