@@ -1,5 +1,6 @@
 //! An HTTP/1.1 proxy between the daemon and an emulator that records every request
-//! (method and path), so tests can count what the mount asks the store.
+//! (method and path), so tests can count what the mount asks the store, and injects faults
+//! on demand (503 answers, dropped connections).
 //!
 //! It parses only the client side (request head, then a `Content-Length` or chunked body),
 //! rewrites `Host` to the emulator's address, and copies responses through untouched; clients do not pipeline, so request boundaries
@@ -7,7 +8,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +16,16 @@ pub struct CountingProxy {
     port: u16,
     log: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
+    faults: Arc<Faults>,
+}
+
+/// Faults to inject instead of forwarding the next requests.
+#[derive(Default)]
+pub struct Faults {
+    /// Answer this many requests with 503 Service Unavailable.
+    unavailable: AtomicUsize,
+    /// Drop the connection on this many requests without answering.
+    drops: AtomicUsize,
 }
 
 impl CountingProxy {
@@ -24,19 +35,35 @@ impl CountingProxy {
         let port = listener.local_addr().expect("addr").port();
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (l, s) = (log.clone(), stop.clone());
+        let faults = Arc::new(Faults::default());
+        let (l, s, f) = (log.clone(), stop.clone(), faults.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((client, _)) => {
-                        let (l, s) = (l.clone(), s.clone());
-                        std::thread::spawn(move || serve(client, upstream, l, s));
+                        let (l, s, f) = (l.clone(), s.clone(), f.clone());
+                        std::thread::spawn(move || serve(client, upstream, l, s, f));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        CountingProxy { port, log, stop }
+        CountingProxy {
+            port,
+            log,
+            stop,
+            faults,
+        }
+    }
+
+    /// Answer the next `n` requests with `503 Service Unavailable` (logged as `503 ...`).
+    pub fn fail_next(&self, n: usize) {
+        self.faults.unavailable.store(n, Ordering::SeqCst);
+    }
+
+    /// Drop the connection instead of answering the next `n` requests (logged as `DROP ...`).
+    pub fn drop_next(&self, n: usize) {
+        self.faults.drops.store(n, Ordering::SeqCst);
     }
 
     pub fn port(&self) -> u16 {
@@ -55,11 +82,26 @@ impl Drop for CountingProxy {
     }
 }
 
-fn serve(client: TcpStream, upstream: u16, log: Arc<Mutex<Vec<String>>>, stop: Arc<AtomicBool>) {
+/// Take one unit of fault `f` if any is left.
+fn take(f: &AtomicUsize) -> bool {
+    f.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+fn serve(
+    client: TcpStream,
+    upstream: u16,
+    log: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    faults: Arc<Faults>,
+) {
     let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
         return;
     };
     let (Ok(mut server_w), Ok(mut client_w)) = (server.try_clone(), client.try_clone()) else {
+        return;
+    };
+    let Ok(mut client_fault) = client.try_clone() else {
         return;
     };
     let mut server_r = server;
@@ -69,9 +111,32 @@ fn serve(client: TcpStream, upstream: u16, log: Arc<Mutex<Vec<String>>>, stop: A
     });
     let mut r = BufReader::new(client);
     while !stop.load(Ordering::Relaxed) {
-        match forward_request(&mut r, &mut server_w, upstream) {
-            Ok(Some(line)) => log.lock().expect("proxy log").push(line),
-            Ok(None) | Err(_) => break,
+        // A fault replaces forwarding: the request is read (into a sink) and answered here.
+        let fault = if take(&faults.drops) {
+            Some("DROP")
+        } else if take(&faults.unavailable) {
+            Some("503")
+        } else {
+            None
+        };
+        let result = match fault {
+            None => forward_request(&mut r, &mut server_w, upstream),
+            Some(_) => forward_request(&mut r, &mut std::io::sink(), upstream),
+        };
+        match (result, fault) {
+            (Ok(Some(line)), None) => log.lock().expect("proxy log").push(line),
+            (Ok(Some(line)), Some("DROP")) => {
+                log.lock().expect("proxy log").push(format!("DROP {line}"));
+                let _ = client_fault.shutdown(Shutdown::Both);
+                break;
+            }
+            (Ok(Some(line)), Some(_)) => {
+                log.lock().expect("proxy log").push(format!("503 {line}"));
+                let _ = client_fault.write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 0\r\n\r\n",
+                );
+            }
+            (Ok(None) | Err(_), _) => break,
         }
     }
     let _ = server_w.shutdown(Shutdown::Write);
@@ -80,7 +145,7 @@ fn serve(client: TcpStream, upstream: u16, log: Arc<Mutex<Vec<String>>>, stop: A
 /// Copy one request; returns its `METHOD target`, or `None` at end of stream.
 fn forward_request(
     r: &mut BufReader<TcpStream>,
-    w: &mut TcpStream,
+    w: &mut impl Write,
     upstream: u16,
 ) -> std::io::Result<Option<String>> {
     let mut head = Vec::new();

@@ -313,6 +313,36 @@ fn metadata_caches_save_requests(kind: Kind) {
     );
 }
 
+/// Throttling (503) and dropped connections between the mount and the store are retried:
+/// reads and writes still succeed and nothing is lost.
+fn transient_faults_are_retried(kind: Kind) {
+    let emu = Emulator::start(kind);
+    let bucket = emu.create_bucket();
+    sdk_put(&emu, &bucket, "d/in.txt", b"hello");
+    let proxy = CountingProxy::start(emu.port());
+    let mut spec = MountSpec::for_emulator(&emu, &bucket);
+    spec.endpoint = Some(emu.endpoint_on(proxy.port()));
+    for (k, v) in [
+        ("BLOBMOUNT_STORE__RETRY__INITIAL_BACKOFF_MS", "10"),
+        ("BLOBMOUNT_STORE__RETRY__MAX_BACKOFF_MS", "100"),
+    ] {
+        spec.env.push((k.into(), v.into()));
+    }
+    let m = Mount::start(&spec);
+    proxy.fail_next(2);
+    assert_eq!(std::fs::read_to_string(m.p("d/in.txt")).unwrap(), "hello");
+    proxy.drop_next(1);
+    proxy.fail_next(1);
+    std::fs::write(m.p("d/out.txt"), b"written").unwrap();
+    assert_eq!(sdk_get(&emu, &bucket, "d/out.txt"), b"written");
+    let log = proxy.take();
+    assert!(
+        log.iter().filter(|l| l.starts_with("503 ")).count() == 3
+            && log.iter().any(|l| l.starts_with("DROP ")),
+        "faults not all injected: {log:?}"
+    );
+}
+
 fn failed_upload_is_an_error(kind: Kind) {
     let mut emu = Emulator::start(kind);
     let bucket = emu.create_bucket();
@@ -362,5 +392,6 @@ per_backend!(
     external_objects,
     odd_keys,
     metadata_caches_save_requests,
+    transient_faults_are_retried,
     failed_upload_is_an_error
 );
