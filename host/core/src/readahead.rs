@@ -106,6 +106,8 @@ pub struct Stream {
     next: u64,
     /// Consecutive sequential reads (ramps the prefetch depth up).
     streak: usize,
+    /// The version the held blocks belong to.
+    etag: Option<String>,
 }
 
 impl Drop for Stream {
@@ -126,6 +128,7 @@ impl Stream {
             blocks: BTreeMap::new(),
             next: 0,
             streak: 0,
+            etag: None,
         }
     }
 
@@ -190,6 +193,13 @@ impl Stream {
         offset: u64,
         len: u64,
     ) -> Result<Bytes, BackendError> {
+        if self.etag.as_deref() != src.etag {
+            // The handle now reads another version (re-pinned after an upload or a move):
+            // nothing held belongs to it.
+            self.drop_blocks(|_| false);
+            self.streak = 0;
+            self.etag = src.etag.map(str::to_string);
+        }
         let end = (offset + len).min(src.size);
         if offset >= end {
             return Ok(Bytes::new());
@@ -305,6 +315,40 @@ mod tests {
         assert!(budget.peak() > 64 * KIB, "prefetch never ran");
         drop(s);
         assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn blocks_of_another_version_are_never_served() {
+        let (backend, data, etag) = object(200_000).await;
+        let budget = MemoryBudget::new(10 * 1024 * KIB);
+        let mut s = Stream::new(64 * KIB, 4);
+        let src = Source {
+            backend: &backend,
+            key: "o",
+            etag: etag.as_deref(),
+            size: data.len() as u64,
+            budget: &budget,
+        };
+        assert_eq!(&s.read(&src, 0, 1000).await.unwrap()[..], &data[..1000]);
+        let new: Vec<u8> = vec![7; 200_000];
+        let out = backend
+            .put(
+                "o",
+                Bytes::from(new.clone()),
+                &PutMeta::default(),
+                &Precondition::None,
+            )
+            .await
+            .unwrap();
+        // Re-pinned to the new version: the block held for the old one must not answer.
+        let src = Source {
+            etag: out.etag.as_deref(),
+            ..src
+        };
+        assert_eq!(
+            &s.read(&src, 1000, 1000).await.unwrap()[..],
+            &new[1000..2000]
+        );
     }
 
     #[tokio::test]
