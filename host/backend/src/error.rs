@@ -36,6 +36,25 @@ impl BackendError {
     }
 }
 
+/// Store error codes (in a lower-cased message) saying the credentials were refused.
+pub(crate) fn names_auth_failure(lower: &str) -> bool {
+    [
+        "authenticationfailed",
+        "authorizationfailure",
+        "signaturedoesnotmatch",
+        "invalidaccesskeyid",
+    ]
+    .iter()
+    .any(|c| lower.contains(c))
+}
+
+/// Store error codes (in a lower-cased message) saying the container or bucket is missing.
+pub(crate) fn names_missing_container(lower: &str) -> bool {
+    ["nosuchbucket", "containernotfound", "bucket not found"]
+        .iter()
+        .any(|c| lower.contains(c))
+}
+
 /// Query parameters and connection-string fields whose values are secrets.
 const SECRET_PARAMS: &[&str] = &[
     "sig=",

@@ -16,7 +16,7 @@ use quick_xml::events::Event;
 use reqwest::Method;
 
 use crate::gcs::encode_segment;
-use crate::rest::{Rest, status_error};
+use crate::rest::{Rest, percent_decode, status_error};
 use crate::{BackendError, ListPage, ObjectInfo, Result, UserMetadata};
 
 /// Which listing API a bucket URL speaks.
@@ -210,34 +210,6 @@ fn encoded_attr(e: &quick_xml::events::BytesStart<'_>) -> bool {
         .any(|a| a.key.local_name().as_ref() == b"Encoded" && a.value.as_ref() == b"true")
 }
 
-/// Decode `%XX` escapes (S3 `encoding-type=url`, Azure `Encoded="true"`). S3 also encodes
-/// spaces as `+`.
-fn url_decode(s: &str, plus_is_space: bool) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' if plus_is_space => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
-}
-
 /// ETags are compared with the ones HEAD returns, which are quoted.
 fn quoted(etag: String) -> Option<String> {
     let t = etag.trim();
@@ -315,10 +287,10 @@ fn parse_s3(xml: &str) -> std::result::Result<ListPage, String> {
     // `EncodingType` may come after the entries it applies to.
     if url_encoded {
         for p in &mut page.prefixes {
-            *p = url_decode(p, true);
+            *p = percent_decode(p, true);
         }
         for o in &mut page.objects {
-            o.key = url_decode(&o.key, true);
+            o.key = percent_decode(&o.key, true);
         }
     }
     let last_key = page.objects.iter().map(|o| o.key.clone()).max();
@@ -342,7 +314,7 @@ fn parse_s3(xml: &str) -> std::result::Result<ListPage, String> {
 
 fn decode_s3(key: &str, url_encoded: bool) -> String {
     if url_encoded {
-        url_decode(key, true)
+        percent_decode(key, true)
     } else {
         key.to_string()
     }
@@ -358,7 +330,7 @@ fn parse_azure(xml: &str) -> std::result::Result<ListPage, String> {
         let names: Vec<&str> = c.path.iter().map(String::as_str).collect();
         let name = || {
             if c.encoded {
-                url_decode(&c.text, false)
+                percent_decode(&c.text, false)
             } else {
                 c.text.clone()
             }

@@ -32,11 +32,11 @@ use object_store::{
 use tokio::io::AsyncReadExt;
 
 use crate::config::{Secret, StoreConfig, StoreKind, StoreUrl};
-use crate::error::redact;
+use crate::error::{names_auth_failure, names_missing_container, redact};
 use crate::gcs::{GcsJson, GenCond, encode_segment};
 use crate::listing::{Dialect, RawLister};
 use crate::localdir;
-use crate::rest::{Rest, Signer};
+use crate::rest::{Rest, Signer, percent_decode};
 use crate::{
     Backend, BackendError, Capabilities, ListPage, ObjectInfo, Precondition, PutMeta, PutOutcome,
     Result, UserMetadata,
@@ -209,7 +209,7 @@ impl ObjectStoreBackend {
                         .trim_start_matches('?')
                         .split('&')
                         .filter_map(|kv| kv.split_once('='))
-                        .map(|(k, v)| (k.to_string(), percent_decode(v)))
+                        .map(|(k, v)| (k.to_string(), percent_decode(v, false)))
                         .collect::<Vec<_>>();
                     b = b.with_sas_authorization(pairs);
                 } else if az.use_emulator {
@@ -479,25 +479,6 @@ impl ObjectStoreBackend {
 pub const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Convert a key to an `object_store` path without normalising it: segments are validated
 /// one by one and joined, so empty segments and a trailing `/` survive.
 pub fn key_to_path(key: &str) -> Result<Path> {
@@ -549,12 +530,7 @@ fn map_err(key: &str, e: object_store::Error) -> BackendError {
 
 fn classify_generic(msg: String) -> BackendError {
     let m = msg.to_ascii_lowercase();
-    if m.contains("403")
-        || m.contains("authenticationfailed")
-        || m.contains("authorizationfailure")
-        || m.contains("signaturedoesnotmatch")
-        || m.contains("invalidaccesskeyid")
-    {
+    if m.contains("403") || names_auth_failure(&m) {
         BackendError::Unauthenticated(msg)
     } else if m.contains("error sending request")
         || m.contains("timed out")
@@ -564,10 +540,7 @@ fn classify_generic(msg: String) -> BackendError {
         || m.contains("dns")
     {
         BackendError::Unavailable(msg)
-    } else if m.contains("nosuchbucket")
-        || m.contains("containernotfound")
-        || m.contains("bucket not found")
-    {
+    } else if names_missing_container(&m) {
         BackendError::Config(format!("container/bucket does not exist: {msg}"))
     } else {
         BackendError::Other(msg)
@@ -894,7 +867,7 @@ mod tests {
 
     #[test]
     fn sas_values_are_decoded() {
-        assert_eq!(percent_decode("a%2Fb%3D"), "a/b=");
-        assert_eq!(percent_decode("plain"), "plain");
+        assert_eq!(percent_decode("a%2Fb%3D", false), "a/b=");
+        assert_eq!(percent_decode("plain", false), "plain");
     }
 }

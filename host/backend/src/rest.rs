@@ -18,7 +18,7 @@ use object_store::gcp::GcpCredentialProvider;
 use reqwest::{Method, StatusCode};
 
 use crate::config::RetryConfig;
-use crate::error::redact;
+use crate::error::{names_auth_failure, names_missing_container, redact};
 use crate::{BackendError, Result};
 
 /// How requests are authenticated.
@@ -203,10 +203,7 @@ pub async fn status_error(what: &str, create: bool, r: reqwest::Response) -> Bac
     let msg = redact(&format!("{what}: {status}: {body}"));
     let lower = body.to_ascii_lowercase();
     match status.as_u16() {
-        404 if lower.contains("nosuchbucket")
-            || lower.contains("containernotfound")
-            || lower.contains("bucket not found") =>
-        {
+        404 if names_missing_container(&lower) => {
             BackendError::Config(format!("container/bucket does not exist: {msg}"))
         }
         404 => BackendError::NotFound { key: what.into() },
@@ -214,15 +211,37 @@ pub async fn status_error(what: &str, create: bool, r: reqwest::Response) -> Bac
         412 if create => BackendError::AlreadyExists { key: what.into() },
         412 => BackendError::PreconditionFailed { key: what.into() },
         401 => BackendError::Unauthenticated(msg),
-        403 if lower.contains("authenticationfailed")
-            || lower.contains("authorizationfailure")
-            || lower.contains("signaturedoesnotmatch")
-            || lower.contains("invalidaccesskeyid") =>
-        {
-            BackendError::Unauthenticated(msg)
-        }
+        403 if names_auth_failure(&lower) => BackendError::Unauthenticated(msg),
         403 => BackendError::PermissionDenied(msg),
         _ if transient_status(status) || status.is_server_error() => BackendError::Unavailable(msg),
         _ => BackendError::Other(msg),
     }
+}
+
+/// Decode `%XX` escapes (SAS values, S3 `encoding-type=url`, Azure `Encoded="true"`). S3
+/// listings also encode spaces as `+`. Malformed escapes are kept as they are.
+pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' if plus_is_space => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
 }
