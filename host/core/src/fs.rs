@@ -15,6 +15,7 @@ use crate::attr::{self, Attr, Kind};
 use crate::config::FsConfig;
 use crate::error::{FsError, FsResult};
 use crate::fileops::{Handle, OpenEntry};
+use crate::inode::find_entry;
 use crate::inode::{Marker, Node, ROOT_INO, Table};
 use crate::names::{self, FILE_SUFFIX};
 use crate::readahead::MemoryBudget;
@@ -369,11 +370,9 @@ impl Fs {
         let (listed_seg, listing_fresh) = {
             let t = lock(&self.table);
             let dir = t.get(parent).map(|p| &p.dir);
-            let seg = dir.and_then(|d| d.listing.as_ref()).and_then(|l| {
-                l.iter()
-                    .find(|e| e.name == name)
-                    .map(|e| (e.seg.clone(), e.kind))
-            });
+            let seg = dir
+                .and_then(|d| d.listed(name))
+                .map(|e| (e.seg.clone(), e.kind));
             let fresh = dir.is_some_and(|d| d.fresh_listing(self.cfg.list_ttl).is_some());
             (seg, fresh)
         };
@@ -466,7 +465,7 @@ impl Fs {
                 let absent = p.dir.is_known_absent(name, self.cfg.negative_ttl)
                     || p.dir
                         .fresh_listing(self.cfg.list_ttl)
-                        .is_some_and(|l| !l.iter().any(|e| e.name == name));
+                        .is_some_and(|l| find_entry(l, name).is_none());
                 if absent {
                     self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
                     return Err(FsError::NotFound);

@@ -76,6 +76,14 @@ pub struct DirCache {
     pub generation: u64,
 }
 
+/// The entry named `name` in a listing sorted by name.
+pub fn find_entry<'a>(entries: &'a [Entry], name: &str) -> Option<&'a Entry> {
+    entries
+        .binary_search_by(|e| e.name.as_str().cmp(name))
+        .ok()
+        .map(|i| &entries[i])
+}
+
 /// Negative entries kept per directory; beyond this the oldest half is dropped.
 pub const NEGATIVES_PER_DIR: usize = 4096;
 
@@ -88,7 +96,10 @@ impl DirCache {
         self.generation += 1;
     }
 
+    /// Cache a listing; `entries` must be sorted by name (as `list_dir` returns them), so
+    /// lookups can binary-search it.
     pub fn set_listing(&mut self, entries: Vec<Entry>) {
+        debug_assert!(entries.windows(2).all(|w| w[0].name <= w[1].name));
         self.listing = Some(entries);
         self.listed_at = Some(Instant::now());
     }
@@ -99,6 +110,11 @@ impl DirCache {
             (Some(l), Some(at)) if at.elapsed() < ttl => Some(l),
             _ => None,
         }
+    }
+
+    /// The entry shown as `name` in the cached listing, however old.
+    pub fn listed(&self, name: &str) -> Option<&Entry> {
+        find_entry(self.listing.as_deref()?, name)
     }
 
     pub fn is_known_absent(&self, name: &str, ttl: std::time::Duration) -> bool {
