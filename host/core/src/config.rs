@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::readpath::ReadMode;
+
 #[derive(Clone, Debug)]
 pub struct FsConfig {
     /// Key prefix the mount is limited to (no leading/trailing `/`; may be empty).
@@ -33,6 +35,12 @@ pub struct FsConfig {
     pub read_block: usize,
     /// Bytes all readers together may hold in read-ahead blocks.
     pub read_memory: usize,
+    /// Which read path handles use.
+    pub read_mode: ReadMode,
+    /// Most bytes the file cache keeps on disk (`file-cache` mode).
+    pub file_cache_max: u64,
+    /// Free disk the file cache leaves (`file-cache` mode).
+    pub file_cache_min_free: u64,
 }
 
 impl FsConfig {
@@ -53,6 +61,9 @@ impl FsConfig {
             read_ahead_max: 8 * 1024 * 1024,
             read_block: 1024 * 1024,
             read_memory: 64 * 1024 * 1024,
+            read_mode: ReadMode::BlockCache,
+            file_cache_max: 1024 * 1024 * 1024,
+            file_cache_min_free: 0,
         }
     }
 }

@@ -16,10 +16,13 @@ use tempfile::NamedTempFile;
 use tracing::{error, warn};
 
 use crate::attr::{self, Kind};
+use crate::direct::Direct;
 use crate::error::{FsError, FsResult};
+use crate::filecache::FileCacheReader;
 use crate::fs::{Caller, Fs, OpenReply, lock};
 use crate::names;
 use crate::readahead::{Source, Stream};
+use crate::readpath::{ReadMode, ReadPath};
 
 const DOWNLOAD_CHUNK: u64 = 8 * 1024 * 1024;
 
@@ -49,8 +52,8 @@ pub(crate) struct Handle {
     /// and cannot miss it while another handle of the inode is being released).
     entry: Arc<OpenEntry>,
     writable: bool,
-    /// Read-ahead state (see [`crate::readahead`]).
-    read: tokio::sync::Mutex<Stream>,
+    /// Read state of the configured read path (see [`crate::readpath`]).
+    read: tokio::sync::Mutex<Box<dyn ReadPath>>,
 }
 
 impl Fs {
@@ -125,13 +128,24 @@ impl Fs {
             ino,
             entry: entry.clone(),
             writable,
-            read: tokio::sync::Mutex::new(Stream::new(
-                self.cfg.read_block as u64,
-                self.cfg.read_ahead_max / self.cfg.read_block.max(1),
-            )),
+            read: tokio::sync::Mutex::new(self.new_read_path()),
         };
         lock(&self.handles).insert(fh, Arc::new(h));
         Ok((fh, entry))
+    }
+
+    fn new_read_path(&self) -> Box<dyn ReadPath> {
+        let stream = || {
+            Stream::new(
+                self.cfg.read_block as u64,
+                self.cfg.read_ahead_max / self.cfg.read_block.max(1),
+            )
+        };
+        match (self.cfg.read_mode, &self.file_cache) {
+            (ReadMode::Direct, _) => Box::new(Direct::new(self.cfg.read_ahead_max as u64)),
+            (ReadMode::FileCache, Some(fc)) => Box::new(FileCacheReader::new(fc.clone(), stream())),
+            (ReadMode::BlockCache | ReadMode::FileCache, _) => Box::new(stream()),
+        }
     }
 
     /// Remove `entry` from the open-file map if it is still the one registered for `ino`.
@@ -168,7 +182,41 @@ impl Fs {
             lock(&self.handles).remove(&fh);
             return Err(e);
         }
-        Ok(OpenReply { fh })
+        let (size, etag, staged) = (st.size, st.read_etag.clone(), st.staged.is_some());
+        drop(st);
+        let keep_cache = self.keep_cache(ino, etag.as_deref(), staged);
+        if !staged && !writable {
+            let key = self.key_of(ino)?;
+            let h = self.handle(fh)?;
+            let src = Source {
+                backend: &self.backend,
+                key: &key,
+                etag: etag.as_deref(),
+                size,
+                pool: &self.pool,
+            };
+            h.read.lock().await.opened(&src).await;
+        }
+        Ok(OpenReply { fh, keep_cache })
+    }
+
+    /// Whether the kernel may keep the file's page cache at this open: only when the object
+    /// has the same ETag as at its previous open and has no local changes.
+    fn keep_cache(&self, ino: u64, etag: Option<&str>, staged: bool) -> bool {
+        let mut m = lock(&self.opened_etags);
+        match etag {
+            Some(e) if !staged => {
+                let same = m.get(&ino).is_some_and(|p| p == e);
+                if !same {
+                    m.insert(ino, e.to_string());
+                }
+                same
+            }
+            _ => {
+                m.remove(&ino);
+                false
+            }
+        }
     }
 
     /// FUSE create: a new empty file, uploaded (conditional on absence) at flush.
@@ -219,7 +267,14 @@ impl Fs {
             .get(ino)
             .map(|n| n.attr(ino))
             .ok_or(FsError::NotFound)?;
-        Ok((attr, OpenReply { fh }))
+        lock(&self.opened_etags).remove(&ino);
+        Ok((
+            attr,
+            OpenReply {
+                fh,
+                keep_cache: false,
+            },
+        ))
     }
 
     fn new_staging_file(&self) -> FsResult<NamedTempFile> {
@@ -275,7 +330,7 @@ impl Fs {
             key: &key,
             etag: etag.as_deref(),
             size: file_size,
-            budget: &self.budget,
+            pool: &self.pool,
         };
         let mut stream = h.read.lock().await;
         stream.read(&src, offset, size as u64).await.map_err(stale)

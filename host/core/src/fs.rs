@@ -14,11 +14,13 @@ use tracing::{info, warn};
 use crate::attr::{self, Attr, Kind};
 use crate::config::FsConfig;
 use crate::error::{FsError, FsResult};
+use crate::filecache::{FileCache, FileCacheConfig};
 use crate::fileops::{Handle, OpenEntry};
 use crate::inode::find_entry;
 use crate::inode::{Marker, Node, ROOT_INO, Table};
 use crate::names::{self, FILE_SUFFIX};
-use crate::readahead::MemoryBudget;
+use crate::readahead::{BlockPool, MemoryBudget};
+use crate::readpath::ReadMode;
 
 /// Who is asking (from the FUSE request).
 #[derive(Clone, Copy, Debug, Default)]
@@ -39,6 +41,9 @@ pub struct DirEntry {
 #[derive(Clone, Copy, Debug)]
 pub struct OpenReply {
     pub fh: u64,
+    /// The kernel may keep its page cache of the file: the object has the same ETag as at
+    /// the previous open, so cached pages are still its bytes.
+    pub keep_cache: bool,
 }
 
 /// Attribute changes requested by `setattr`.
@@ -97,6 +102,12 @@ pub struct Fs {
     pub(crate) next_fh: AtomicU64,
     /// Bytes of read-ahead blocks held or in flight, for all readers together.
     pub budget: Arc<MemoryBudget>,
+    /// Read-ahead blocks shared between handles of the same object version.
+    pub pool: Arc<BlockPool>,
+    /// The disk cache of whole objects (`read.mode: file-cache`).
+    pub file_cache: Option<Arc<FileCache>>,
+    /// ETag each inode had when it was last opened (decides the kernel's `keep_cache`).
+    pub(crate) opened_etags: Mutex<HashMap<u64, String>>,
     pub stats: FsStats,
     started: SystemTime,
 }
@@ -142,9 +153,23 @@ impl Fs {
             local_only: false,
             dir: Default::default(),
         };
+        let budget = MemoryBudget::new(cfg.read_memory as u64);
+        let file_cache = match cfg.read_mode {
+            ReadMode::FileCache => Some(FileCache::new(FileCacheConfig {
+                dir: cfg.cache_dir.join("files"),
+                max_bytes: cfg.file_cache_max,
+                min_free_bytes: cfg.file_cache_min_free,
+                chunk: cfg.read_block as u64,
+                parallel: (cfg.read_ahead_max / cfg.read_block.max(1)).clamp(2, 16),
+            })?),
+            ReadMode::Direct | ReadMode::BlockCache => None,
+        };
         Ok(Fs {
             backend,
-            budget: MemoryBudget::new(cfg.read_memory as u64),
+            pool: BlockPool::new(budget.clone()),
+            budget,
+            file_cache,
+            opened_etags: Mutex::new(HashMap::new()),
             cfg,
             table: Mutex::new(Table::new(root)),
             open_files: Mutex::new(HashMap::new()),
@@ -510,7 +535,14 @@ impl Fs {
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
-        lock(&self.table).forget(ino, n);
+        let gone = {
+            let mut t = lock(&self.table);
+            t.forget(ino, n);
+            t.get(ino).is_none()
+        };
+        if gone {
+            lock(&self.opened_etags).remove(&ino);
+        }
     }
 
     /// FUSE getattr; revalidates against the store when the cached attributes are stale.

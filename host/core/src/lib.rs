@@ -8,16 +8,22 @@
 
 pub mod attr;
 pub mod config;
+mod direct;
 mod dirops;
 pub mod error;
+pub mod filecache;
 mod fileops;
 pub mod fs;
 pub mod inode;
 pub mod names;
+pub mod preload;
 pub mod readahead;
+pub mod readpath;
 
 pub use attr::{Attr, Kind};
 pub use config::FsConfig;
 pub use error::{FsError, FsResult};
 pub use fs::{Caller, DirEntry, Fs, LOOKUP_CONCURRENCY, OpenReply, SetAttr, StatFs};
 pub use inode::ROOT_INO;
+pub use preload::PreloadProgress;
+pub use readpath::ReadMode;

@@ -8,15 +8,17 @@
 //! [`MemoryBudget`]: prefetch only takes what is free, and a read that cannot get budget
 //! falls back to fetching just the bytes asked for.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
+use async_trait::async_trait;
 use blobmount_backend::{Backend, BackendError};
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
+
+use crate::readpath::ReadPath;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 const KIB: u64 = 1024;
 
@@ -89,35 +91,156 @@ pub struct Source<'a> {
     pub key: &'a str,
     pub etag: Option<&'a str>,
     pub size: u64,
-    pub budget: &'a Arc<MemoryBudget>,
+    pub pool: &'a Arc<BlockPool>,
 }
 
-enum Block {
-    Pending(JoinHandle<Result<Bytes, BackendError>>, Option<Charge>),
-    Ready(Bytes, Option<Charge>),
+impl Source<'_> {
+    pub(crate) fn budget(&self) -> &Arc<MemoryBudget> {
+        &self.pool.budget
+    }
+
+    /// Fetch exactly `range`, pinned to the ETag.
+    pub(crate) async fn get(&self, range: Range<u64>) -> Result<Bytes, BackendError> {
+        self.backend.get_range(self.key, range, self.etag).await
+    }
+}
+
+/// Which version's block: blocks are only shared when the ETag is known.
+type BlockId = (String, String, u64);
+
+/// Blocks held or in flight for any handle, found by object, ETag and index, so that
+/// handles reading the same version of an object share one fetch and one copy.
+#[derive(Debug)]
+pub struct BlockPool {
+    budget: Arc<MemoryBudget>,
+    live: Mutex<HashMap<BlockId, Weak<Shared>>>,
+    /// Blocks one handle got from a fetch another handle had started.
+    pub shared_hits: AtomicU64,
+}
+
+/// One block, shared by the handles that hold it; its budget is given back (and a fetch
+/// still running is cancelled) when the last holder lets go.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    id: Option<BlockId>,
+    rx: watch::Receiver<Option<Result<Bytes, BackendError>>>,
+    task: tokio::task::AbortHandle,
+    _charge: Charge,
+    pool: Weak<BlockPool>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.task.abort();
+        if let (Some(id), Some(pool)) = (&self.id, self.pool.upgrade()) {
+            let mut live = pool.lock_live();
+            if live.get(id).is_some_and(|w| w.strong_count() == 0) {
+                live.remove(id);
+            }
+        }
+    }
+}
+
+impl Shared {
+    async fn bytes(&self) -> Result<Bytes, BackendError> {
+        let mut rx = self.rx.clone();
+        match rx.wait_for(Option::is_some).await {
+            Ok(v) => match &*v {
+                Some(r) => r.clone(),
+                None => Err(BackendError::Other("read-ahead block missing".into())),
+            },
+            Err(_) => Err(BackendError::Other("read-ahead fetch cancelled".into())),
+        }
+    }
+}
+
+impl BlockPool {
+    pub fn new(budget: Arc<MemoryBudget>) -> Arc<Self> {
+        Arc::new(BlockPool {
+            budget,
+            live: Mutex::new(HashMap::new()),
+            shared_hits: AtomicU64::new(0),
+        })
+    }
+
+    pub fn budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
+    }
+
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<BlockId, Weak<Shared>>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The block `range` (index `idx`) of the source: one another handle holds, or a new
+    /// fetch if budget for it is free now; `None` when there is no budget.
+    fn block(
+        self: &Arc<Self>,
+        src: &Source<'_>,
+        idx: u64,
+        range: Range<u64>,
+    ) -> Option<Arc<Shared>> {
+        let id = src.etag.map(|e| (src.key.to_string(), e.to_string(), idx));
+        let mut live = self.lock_live();
+        if let Some(b) = id
+            .as_ref()
+            .and_then(|id| live.get(id))
+            .and_then(Weak::upgrade)
+        {
+            self.shared_hits.fetch_add(1, Ordering::Relaxed);
+            return Some(b);
+        }
+        let charge = self.budget.try_take(range.end - range.start)?;
+        let (tx, rx) = watch::channel(None);
+        let (backend, key, etag) = (
+            src.backend.clone(),
+            src.key.to_string(),
+            src.etag.map(str::to_string),
+        );
+        let task = tokio::spawn(async move {
+            let r = backend.get_range(&key, range, etag.as_deref()).await;
+            let _ = tx.send(Some(r));
+        })
+        .abort_handle();
+        let b = Arc::new(Shared {
+            id: id.clone(),
+            rx,
+            task,
+            _charge: charge,
+            pool: Arc::downgrade(self),
+        });
+        if let Some(id) = id {
+            live.insert(id, Arc::downgrade(&b));
+        }
+        Some(b)
+    }
+
+    /// Stop handing out a block whose fetch failed (the next reader fetches it again).
+    fn forget(&self, b: &Shared) {
+        if let Some(id) = &b.id {
+            self.lock_live().remove(id);
+        }
+    }
+
+    /// Blocks currently held or in flight (for tests and metrics).
+    pub fn live_blocks(&self) -> usize {
+        self.lock_live()
+            .values()
+            .filter(|w| w.strong_count() > 0)
+            .count()
+    }
 }
 
 /// The read state of one open handle.
 pub struct Stream {
     block: u64,
     max_ahead: usize,
-    blocks: BTreeMap<u64, Block>,
+    blocks: BTreeMap<u64, Arc<Shared>>,
     /// Where the next sequential read starts.
     next: u64,
     /// Consecutive sequential reads (ramps the prefetch depth up).
     streak: usize,
     /// The version the held blocks belong to.
     etag: Option<String>,
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        for b in self.blocks.values() {
-            if let Block::Pending(h, _) = b {
-                h.abort();
-            }
-        }
-    }
 }
 
 impl Stream {
@@ -137,8 +260,8 @@ impl Stream {
         start..(start + self.block).min(size)
     }
 
-    /// Start fetching block `idx` if it is not held yet. `demanded` blocks are fetched even
-    /// without budget only by the caller's fallback; here they need budget like the rest.
+    /// Start fetching block `idx` (or join another handle's fetch of it) if it is not held
+    /// yet. False when there is no budget for it.
     fn start(&mut self, src: &Source<'_>, idx: u64) -> bool {
         if self.blocks.contains_key(&idx) {
             return true;
@@ -147,47 +270,34 @@ impl Stream {
         if range.is_empty() {
             return false;
         }
-        let Some(charge) = src.budget.try_take(range.end - range.start) else {
-            return false;
-        };
-        let (backend, key, etag) = (
-            src.backend.clone(),
-            src.key.to_string(),
-            src.etag.map(str::to_string),
-        );
-        let h = tokio::spawn(async move { backend.get_range(&key, range, etag.as_deref()).await });
-        self.blocks.insert(idx, Block::Pending(h, Some(charge)));
-        true
-    }
-
-    /// Bytes of block `idx` (fetched or awaited).
-    async fn bytes_of(&mut self, idx: u64) -> Result<Bytes, BackendError> {
-        let Some(b) = self.blocks.remove(&idx) else {
-            return Err(BackendError::Other("read-ahead block missing".into()));
-        };
-        let (data, charge) = match b {
-            Block::Ready(d, c) => (d, c),
-            Block::Pending(h, c) => match h.await {
-                Ok(Ok(d)) => (d, c),
-                Ok(Err(e)) => return Err(e),
-                Err(e) => return Err(BackendError::Other(format!("read-ahead task: {e}"))),
-            },
-        };
-        self.blocks.insert(idx, Block::Ready(data.clone(), charge));
-        Ok(data)
-    }
-
-    fn drop_blocks(&mut self, keep: impl Fn(u64) -> bool) {
-        let gone: Vec<u64> = self.blocks.keys().copied().filter(|i| !keep(*i)).collect();
-        for i in gone {
-            if let Some(Block::Pending(h, _)) = self.blocks.remove(&i) {
-                h.abort();
+        match src.pool.block(src, idx, range) {
+            Some(b) => {
+                self.blocks.insert(idx, b);
+                true
             }
+            None => false,
         }
     }
 
+    /// Bytes of block `idx` (fetched or awaited).
+    async fn bytes_of(&mut self, src: &Source<'_>, idx: u64) -> Result<Bytes, BackendError> {
+        let Some(b) = self.blocks.get(&idx).cloned() else {
+            return Err(BackendError::Other("read-ahead block missing".into()));
+        };
+        let r = b.bytes().await;
+        if r.is_err() {
+            src.pool.forget(&b);
+            self.blocks.remove(&idx);
+        }
+        r
+    }
+
+    fn drop_blocks(&mut self, keep: impl Fn(u64) -> bool) {
+        self.blocks.retain(|i, _| keep(*i));
+    }
+
     /// Read up to `len` bytes at `offset` (clipped to the object's size).
-    pub async fn read(
+    pub async fn read_at(
         &mut self,
         src: &Source<'_>,
         offset: u64,
@@ -213,7 +323,7 @@ impl Stream {
             self.drop_blocks(|_| false);
             self.streak = 0;
             self.next = end;
-            return src.backend.get_range(src.key, offset..end, src.etag).await;
+            return src.get(offset..end).await;
         }
         self.streak = if sequential { self.streak + 1 } else { 1 };
         // Blocks behind the reader are done with.
@@ -225,7 +335,7 @@ impl Stream {
         if !have_all {
             // No budget for the blocks themselves: fetch exactly the bytes asked for.
             self.next = end;
-            return src.backend.get_range(src.key, offset..end, src.etag).await;
+            return src.get(offset..end).await;
         }
         // Ramp up: one more block ahead per sequential read, up to the maximum.
         let ahead = self.streak.saturating_sub(1).min(self.max_ahead) as u64;
@@ -236,7 +346,7 @@ impl Stream {
         }
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for i in first..=last {
-            let data = self.bytes_of(i).await?;
+            let data = self.bytes_of(src, i).await?;
             let r = self.block_range(i, src.size);
             let s = offset.max(r.start) - r.start;
             let e = end.min(r.end) - r.start;
@@ -254,6 +364,18 @@ impl Stream {
         }
         self.next = end;
         Ok(out.freeze())
+    }
+}
+
+#[async_trait]
+impl ReadPath for Stream {
+    async fn read(
+        &mut self,
+        src: &Source<'_>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, BackendError> {
+        self.read_at(src, offset, len).await
     }
 }
 
@@ -282,17 +404,18 @@ mod tests {
     async fn sequential_and_random_reads_return_the_right_bytes_within_budget() {
         let (backend, data, etag) = object(1_000_000).await;
         let budget = MemoryBudget::new(300 * KIB);
+        let pool = BlockPool::new(budget.clone());
         let src = Source {
             backend: &backend,
             key: "o",
             etag: etag.as_deref(),
             size: data.len() as u64,
-            budget: &budget,
+            pool: &pool,
         };
         let mut s = Stream::new(64 * KIB, 8);
         let mut off = 0u64;
         while off < data.len() as u64 {
-            let b = s.read(&src, off, 10_000).await.unwrap();
+            let b = s.read_at(&src, off, 10_000).await.unwrap();
             assert_eq!(&b[..], &data[off as usize..off as usize + b.len()]);
             off += b.len() as u64;
         }
@@ -302,7 +425,7 @@ mod tests {
             (999_990, 100),
             (70_000, 200_000),
         ] {
-            let b = s.read(&src, o, l).await.unwrap();
+            let b = s.read_at(&src, o, l).await.unwrap();
             let e = (o + l).min(data.len() as u64) as usize;
             assert_eq!(&b[..], &data[o as usize..e], "at {o}");
         }
@@ -321,15 +444,16 @@ mod tests {
     async fn blocks_of_another_version_are_never_served() {
         let (backend, data, etag) = object(200_000).await;
         let budget = MemoryBudget::new(10 * 1024 * KIB);
+        let pool = BlockPool::new(budget.clone());
         let mut s = Stream::new(64 * KIB, 4);
         let src = Source {
             backend: &backend,
             key: "o",
             etag: etag.as_deref(),
             size: data.len() as u64,
-            budget: &budget,
+            pool: &pool,
         };
-        assert_eq!(&s.read(&src, 0, 1000).await.unwrap()[..], &data[..1000]);
+        assert_eq!(&s.read_at(&src, 0, 1000).await.unwrap()[..], &data[..1000]);
         let new: Vec<u8> = vec![7; 200_000];
         let out = backend
             .put(
@@ -346,7 +470,7 @@ mod tests {
             ..src
         };
         assert_eq!(
-            &s.read(&src, 1000, 1000).await.unwrap()[..],
+            &s.read_at(&src, 1000, 1000).await.unwrap()[..],
             &new[1000..2000]
         );
     }
@@ -355,15 +479,16 @@ mod tests {
     async fn a_changed_object_gives_precondition_failed() {
         let (backend, data, etag) = object(400_000).await;
         let budget = MemoryBudget::new(10 * 1024 * KIB);
+        let pool = BlockPool::new(budget.clone());
         let src = Source {
             backend: &backend,
             key: "o",
             etag: etag.as_deref(),
             size: data.len() as u64,
-            budget: &budget,
+            pool: &pool,
         };
         let mut s = Stream::new(64 * KIB, 1);
-        s.read(&src, 0, 1000).await.unwrap();
+        s.read_at(&src, 0, 1000).await.unwrap();
         backend
             .put(
                 "o",
@@ -375,7 +500,7 @@ mod tests {
             .unwrap();
         let mut failed = false;
         for i in 1..10 {
-            if let Err(e) = s.read(&src, i * 64 * KIB, 1000).await {
+            if let Err(e) = s.read_at(&src, i * 64 * KIB, 1000).await {
                 assert!(matches!(e, BackendError::PreconditionFailed { .. }), "{e}");
                 failed = true;
                 break;

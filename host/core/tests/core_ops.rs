@@ -7,6 +7,9 @@ use blobmount_backend::{Backend, Precondition, PutMeta};
 use blobmount_core::{Caller, Fs, FsConfig, FsError, Kind, ROOT_INO, SetAttr};
 use bytes::Bytes;
 
+mod common;
+use common::Counting;
+
 const ME: Caller = Caller {
     uid: 1000,
     gid: 1000,
@@ -361,98 +364,11 @@ async fn open_racing_with_last_release_gets_a_working_handle() {
     }
 }
 
-/// A backend that counts the metadata requests the core makes.
-#[derive(Debug)]
-struct Counting {
-    inner: Arc<MemoryBackend>,
-    heads: std::sync::atomic::AtomicUsize,
-    lists: std::sync::atomic::AtomicUsize,
-}
-
-impl Counting {
-    fn calls(&self) -> (usize, usize) {
-        use std::sync::atomic::Ordering::SeqCst;
-        (self.heads.load(SeqCst), self.lists.load(SeqCst))
-    }
-}
-
-#[async_trait::async_trait]
-impl Backend for Counting {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn capabilities(&self) -> blobmount_backend::Capabilities {
-        self.inner.capabilities()
-    }
-    async fn head(&self, key: &str) -> blobmount_backend::Result<blobmount_backend::ObjectInfo> {
-        self.heads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.head(key).await
-    }
-    async fn get_range(
-        &self,
-        key: &str,
-        range: std::ops::Range<u64>,
-        if_match: Option<&str>,
-    ) -> blobmount_backend::Result<Bytes> {
-        self.inner.get_range(key, range, if_match).await
-    }
-    async fn put(
-        &self,
-        key: &str,
-        data: Bytes,
-        meta: &PutMeta,
-        cond: &Precondition,
-    ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
-        self.inner.put(key, data, meta, cond).await
-    }
-    async fn put_file(
-        &self,
-        key: &str,
-        path: &std::path::Path,
-        meta: &PutMeta,
-        cond: &Precondition,
-    ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
-        self.inner.put_file(key, path, meta, cond).await
-    }
-    async fn list_page(
-        &self,
-        prefix: &str,
-        token: Option<String>,
-        max: usize,
-    ) -> blobmount_backend::Result<blobmount_backend::ListPage> {
-        self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.list_page(prefix, token, max).await
-    }
-    async fn delete(&self, key: &str) -> blobmount_backend::Result<()> {
-        self.inner.delete(key).await
-    }
-    async fn copy(
-        &self,
-        from: &str,
-        to: &str,
-        cond: &Precondition,
-    ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
-        self.inner.copy(from, to, cond).await
-    }
-    async fn set_metadata(
-        &self,
-        key: &str,
-        meta: &PutMeta,
-        if_match: Option<&str>,
-    ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
-        self.inner.set_metadata(key, meta, if_match).await
-    }
-}
-
 fn counting(
     ttl: std::time::Duration,
 ) -> (Arc<MemoryBackend>, Arc<Counting>, Fs, tempfile::TempDir) {
     let mem = Arc::new(MemoryBackend::new());
-    let c = Arc::new(Counting {
-        inner: mem.clone(),
-        heads: Default::default(),
-        lists: Default::default(),
-    });
+    let c = Counting::new(mem.clone());
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = FsConfig::for_tests(dir.path().to_path_buf());
     cfg.attr_ttl = ttl;

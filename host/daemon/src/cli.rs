@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, LogFormat, parse_mode};
+use crate::config::{Config, LogFormat, ReadMode, parse_mode};
 use crate::mount;
 
 pub const EXIT_RUNTIME: u8 = 1;
@@ -44,6 +44,14 @@ pub enum Cmd {
         /// Detach now even if busy (the mount goes away when the last file is closed).
         #[arg(long, short = 'z')]
         lazy: bool,
+    },
+    /// Read every file under DIR (inside a blobmount mount) in parallel, filling the
+    /// mount's cache, with progress on a terminal. Exit 1 if some file could not be read.
+    Preload {
+        dir: PathBuf,
+        /// Files read at once.
+        #[arg(long, short = 'j', default_value_t = 8)]
+        jobs: usize,
     },
     /// Inspect configuration.
     Config {
@@ -111,6 +119,14 @@ pub struct MountArgs {
     /// Seconds attributes are trusted.
     #[arg(long)]
     pub attr_timeout: Option<f64>,
+    /// Read path: direct, block-cache (default) or file-cache.
+    #[arg(long, value_enum)]
+    pub read_mode: Option<ReadMode>,
+    /// Preload this directory (relative to the mount; "all" or "/" for everything) in the
+    /// background after mounting: into the file cache in file-cache mode, metadata
+    /// otherwise. Repeatable.
+    #[arg(long, value_name = "DIR|all")]
+    pub preload: Vec<String>,
     /// Log level or filter.
     #[arg(long)]
     pub log_level: Option<String>,
@@ -118,7 +134,8 @@ pub struct MountArgs {
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
     /// Options in mount(8) style, comma separated (ro, allow_other, uid=N, gid=N,
-    /// file_mode=0644, dir_mode=0755, config=FILE, subdirectory=P, endpoint=URL, cache_dir=D).
+    /// file_mode=0644, dir_mode=0755, config=FILE, subdirectory=P, endpoint=URL, cache_dir=D,
+    /// read_mode=M, preload=DIR).
     #[arg(short = 'o', value_delimiter = ',')]
     pub options: Vec<String>,
     /// `-o rw`: overrides `read-only: true` from the file or environment.
@@ -167,6 +184,15 @@ impl MountArgs {
                 "subdirectory" => self.subdirectory = Some(need(v)?),
                 "endpoint" => self.endpoint = Some(need(v)?),
                 "cache_dir" => self.cache_dir = Some(need(v)?.into()),
+                "read_mode" => {
+                    let v = need(v)?;
+                    self.read_mode = Some(
+                        <ReadMode as clap::ValueEnum>::from_str(&v, false).map_err(|_| {
+                            format!("-o read_mode: expected direct, block-cache or file-cache, got {v:?}")
+                        })?,
+                    )
+                }
+                "preload" => self.preload.push(need(v)?),
                 // Accepted for fstab compatibility; the kernel or mount(8) handles them.
                 "defaults" | "auto" | "noauto" | "user" | "nouser" | "_netdev" | "nofail"
                 | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" => {}
@@ -214,6 +240,12 @@ impl MountArgs {
         }
         if let Some(t) = self.attr_timeout {
             cfg.mount.attr_timeout_secs = t;
+        }
+        if let Some(m) = self.read_mode {
+            cfg.read.mode = m;
+        }
+        if !self.preload.is_empty() {
+            cfg.read.preload = self.preload;
         }
         if let Some(l) = self.log_level {
             cfg.logging.level = l;
@@ -317,6 +349,19 @@ pub fn main() -> ExitCode {
                 mount::run(cfg)
             } else {
                 mount::daemonize(&daemon_args)
+            }
+        }
+        Cmd::Preload { dir, jobs } => {
+            if let Err(e) = crate::logging::init(&crate::config::LoggingConfig::default()) {
+                return fail(EXIT_CONFIG, e);
+            }
+            match crate::preload::through_mount(&dir, jobs) {
+                Ok(0) => ExitCode::SUCCESS,
+                Ok(n) => fail(
+                    EXIT_RUNTIME,
+                    format!("{n} files or directories could not be read"),
+                ),
+                Err(e) => fail(EXIT_RUNTIME, format!("preload {}: {e}", dir.display())),
             }
         }
         Cmd::Unmount { mountpoint, lazy } => match mount::unmount(&mountpoint, lazy) {

@@ -15,7 +15,7 @@ use serde_json::Value;
 /// Prefix of environment overrides: `BLOBMOUNT_STORE__ENDPOINT=...` sets `store.endpoint`
 /// (`__` separates levels, `_` stands for `-`).
 pub const ENV_PREFIX: &str = "BLOBMOUNT_";
-const SECTIONS: [&str; 4] = ["store", "mount", "cache", "logging"];
+const SECTIONS: [&str; 5] = ["store", "mount", "read", "cache", "logging"];
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -24,6 +24,8 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub mount: MountConfig,
+    #[serde(default)]
+    pub read: ReadConfig,
     #[serde(default)]
     pub cache: CacheConfig,
     #[serde(default)]
@@ -93,6 +95,56 @@ impl Default for MountConfig {
     }
 }
 
+/// Which read path open files use (see docs/configuration.md, "Read modes").
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadMode {
+    /// Ranged GETs with a prefetch window that doubles while reads stay sequential.
+    Direct,
+    /// Blocks prefetched in parallel into a shared memory pool bounded by
+    /// `cache.read-memory-mib`.
+    #[default]
+    BlockCache,
+    /// Whole objects downloaded to the cache directory on first open (LRU, size cap).
+    FileCache,
+}
+
+impl From<ReadMode> for blobmount_core::ReadMode {
+    fn from(m: ReadMode) -> Self {
+        match m {
+            ReadMode::Direct => blobmount_core::ReadMode::Direct,
+            ReadMode::BlockCache => blobmount_core::ReadMode::BlockCache,
+            ReadMode::FileCache => blobmount_core::ReadMode::FileCache,
+        }
+    }
+}
+
+/// How file contents are read.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ReadConfig {
+    /// `direct`, `block-cache` or `file-cache`.
+    pub mode: ReadMode,
+    /// Directories (relative to the mount, `""` or `"/"` for everything) whose files are
+    /// downloaded into the file cache (file-cache mode) or whose metadata is loaded
+    /// (other modes) in the background after mounting.
+    pub preload: Vec<String>,
+    /// Files preloaded at once.
+    pub preload_jobs: usize,
+}
+
+impl Default for ReadConfig {
+    fn default() -> Self {
+        ReadConfig {
+            mode: ReadMode::BlockCache,
+            preload: Vec::new(),
+            preload_jobs: 8,
+        }
+    }
+}
+
 /// Local cache settings.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -115,6 +167,12 @@ pub struct CacheConfig {
     pub list_ttl_secs: f64,
     /// Seconds a name found absent stays absent without asking the store. 0 disables.
     pub negative_ttl_secs: f64,
+    /// Most disk the file cache (`read.mode: file-cache`) uses for downloaded objects, in
+    /// MiB. Least recently used objects nobody has open are evicted; bigger objects are
+    /// read through the block cache.
+    pub file_cache_max_mib: u64,
+    /// Disk space the file cache leaves free on its file system, in MiB.
+    pub file_cache_min_free_mib: u64,
 }
 
 impl Default for CacheConfig {
@@ -127,6 +185,8 @@ impl Default for CacheConfig {
             list_page_size: 1000,
             list_ttl_secs: 1.0,
             negative_ttl_secs: 1.0,
+            file_cache_max_mib: 10 * 1024,
+            file_cache_min_free_mib: 1024,
         }
     }
 }
@@ -241,6 +301,11 @@ impl Config {
                 "cache.read-memory-mib: must be at least cache.read-block-mib ({})",
                 self.cache.read_block_mib
             )));
+        }
+        if self.read.preload_jobs == 0 || self.read.preload_jobs > 256 {
+            return Err(ConfigError(
+                "read.preload-jobs: must be between 1 and 256".into(),
+            ));
         }
         if self.mount.threads == 0 || self.mount.threads > 64 {
             return Err(ConfigError(

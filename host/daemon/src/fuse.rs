@@ -386,7 +386,14 @@ impl Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         self.spawn(debug_span!("open", ino = ino.0), async move {
             match fs.open(ino.0, flags.0).await {
-                Ok(h) => reply.opened(FileHandle(h.fh), FopenFlags::empty()),
+                Ok(h) => {
+                    let flags = if h.keep_cache {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(FileHandle(h.fh), flags)
+                }
                 Err(e) => reply.error(errno("open", &e)),
             }
         });

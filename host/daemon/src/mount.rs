@@ -290,6 +290,9 @@ pub fn run(mut cfg: Config) -> ExitCode {
         read_ahead_max: cfg.cache.read_ahead_max_mib * 1024 * 1024,
         read_block: cfg.cache.read_block_mib * 1024 * 1024,
         read_memory: cfg.cache.read_memory_mib * 1024 * 1024,
+        read_mode: cfg.read.mode.into(),
+        file_cache_max: cfg.cache.file_cache_max_mib * 1024 * 1024,
+        file_cache_min_free: cfg.cache.file_cache_min_free_mib * 1024 * 1024,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -360,6 +363,12 @@ pub fn run(mut cfg: Config) -> ExitCode {
     if cfg.mount.kernel_read_ahead_kib > 0 {
         set_kernel_read_ahead(&mp, cfg.mount.kernel_read_ahead_kib);
     }
+    crate::preload::spawn_for_mount(
+        rt.handle(),
+        fs.clone(),
+        cfg.read.preload.clone(),
+        cfg.read.preload_jobs,
+    );
     if background {
         let log = cfg.logging.file.as_deref().unwrap_or(Path::new("stderr"));
         signal_ready(&format!(

@@ -1,0 +1,118 @@
+//! Test doubles shared by the core's integration tests.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+
+use blobmount_backend::memory::MemoryBackend;
+use blobmount_backend::{Backend, Precondition, PutMeta};
+use bytes::Bytes;
+
+/// A backend that counts the requests the core makes (and can slow GETs down).
+#[derive(Debug, Default)]
+pub struct Counting {
+    pub inner: Arc<MemoryBackend>,
+    pub heads: AtomicUsize,
+    pub lists: AtomicUsize,
+    pub gets: AtomicUsize,
+    pub get_bytes: AtomicU64,
+    /// Milliseconds each GET waits before answering.
+    pub get_delay_ms: AtomicU64,
+}
+
+impl Counting {
+    pub fn new(inner: Arc<MemoryBackend>) -> Arc<Self> {
+        Arc::new(Counting {
+            inner,
+            ..Default::default()
+        })
+    }
+
+    /// `(HEADs, listings)` so far.
+    pub fn calls(&self) -> (usize, usize) {
+        (self.heads.load(SeqCst), self.lists.load(SeqCst))
+    }
+
+    /// `(GETs, bytes fetched)` so far.
+    pub fn gets(&self) -> (usize, u64) {
+        (self.gets.load(SeqCst), self.get_bytes.load(SeqCst))
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for Counting {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn capabilities(&self) -> blobmount_backend::Capabilities {
+        self.inner.capabilities()
+    }
+    async fn head(&self, key: &str) -> blobmount_backend::Result<blobmount_backend::ObjectInfo> {
+        self.heads.fetch_add(1, SeqCst);
+        self.inner.head(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        if_match: Option<&str>,
+    ) -> blobmount_backend::Result<Bytes> {
+        let delay = self.get_delay_ms.load(SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        self.gets.fetch_add(1, SeqCst);
+        let r = self.inner.get_range(key, range, if_match).await;
+        if let Ok(b) = &r {
+            self.get_bytes.fetch_add(b.len() as u64, SeqCst);
+        }
+        r
+    }
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.inner.put(key, data, meta, cond).await
+    }
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.inner.put_file(key, path, meta, cond).await
+    }
+    async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+        max: usize,
+    ) -> blobmount_backend::Result<blobmount_backend::ListPage> {
+        self.lists.fetch_add(1, SeqCst);
+        self.inner.list_page(prefix, token, max).await
+    }
+    async fn delete(&self, key: &str) -> blobmount_backend::Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn copy(
+        &self,
+        from: &str,
+        to: &str,
+        cond: &Precondition,
+    ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.inner.copy(from, to, cond).await
+    }
+    async fn set_metadata(
+        &self,
+        key: &str,
+        meta: &PutMeta,
+        if_match: Option<&str>,
+    ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.inner.set_metadata(key, meta, if_match).await
+    }
+}
