@@ -556,3 +556,14 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)], limit: Duration) -> CliRun {
         elapsed: start.elapsed(),
     }
 }
+
+/// Run each named test body (`fn name(kind: Kind)`) on Azurite, moto and fake-gcs-server,
+/// as `azurite::name`, `moto_s3::name` and `fake_gcs::name`.
+#[macro_export]
+macro_rules! per_backend {
+    ($($name:ident),* $(,)?) => {
+        mod azurite { $( #[test] fn $name() { super::$name($crate::Kind::Azure) } )* }
+        mod moto_s3 { $( #[test] fn $name() { super::$name($crate::Kind::S3) } )* }
+        mod fake_gcs { $( #[test] fn $name() { super::$name($crate::Kind::Gcs) } )* }
+    };
+}

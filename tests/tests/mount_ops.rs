@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use blobmount_tests::proxy::CountingProxy;
-use blobmount_tests::{Emulator, Kind, Mount, MountSpec, sh};
+use blobmount_tests::{Emulator, Kind, Mount, MountSpec, per_backend, sh};
 
 fn setup(kind: Kind) -> (Emulator, String, Mount) {
     let emu = Emulator::start(kind);
@@ -374,14 +374,6 @@ fn failed_upload_is_an_error(kind: Kind) {
         .collect();
     assert_eq!(kept.len(), 1, "{}", m.log_text());
     assert_eq!(std::fs::metadata(kept[0].path()).unwrap().len(), 100_000);
-}
-
-macro_rules! per_backend {
-    ($($name:ident),* $(,)?) => {
-        mod azurite { $( #[test] fn $name() { super::$name(super::Kind::Azure) } )* }
-        mod moto_s3 { $( #[test] fn $name() { super::$name(super::Kind::S3) } )* }
-        mod fake_gcs { $( #[test] fn $name() { super::$name(super::Kind::Gcs) } )* }
-    };
 }
 
 per_backend!(

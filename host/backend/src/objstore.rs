@@ -614,6 +614,13 @@ impl Backend for ObjectStoreBackend {
             .get_opts(&path, opts)
             .await
             .map_err(|e| map_err(key, e))?;
+        // Some stores (fake-gcs-server among them) ignore If-Match on GET; the ETag of what
+        // came back decides, so a replaced object is never served as the pinned version.
+        if let (Some(want), Some(got)) = (if_match, r.meta.e_tag.as_deref())
+            && want != got
+        {
+            return Err(BackendError::PreconditionFailed { key: key.into() });
+        }
         r.bytes().await.map_err(|e| map_err(key, e))
     }
 
