@@ -412,9 +412,9 @@ impl Mount {
         if let Some(e) = &spec.endpoint {
             cmd.arg("--endpoint").arg(e);
         }
-        cmd.args(&spec.args)
-            .envs(spec.env.iter().cloned())
-            .env("RUST_LOG", "info");
+        cmd.args(&spec.args).env("RUST_LOG", "info");
+        // The spec's environment comes last, so a test may set its own RUST_LOG.
+        cmd.envs(spec.env.iter().cloned());
         let logf = std::fs::File::create(&log).expect("log file");
         cmd.stdout(logf.try_clone().expect("dup")).stderr(logf);
         let mut child = cmd.spawn().map_err(|e| format!("spawn blobmount: {e}"))?;

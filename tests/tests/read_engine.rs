@@ -67,6 +67,7 @@ fn file_cache_serves_from_disk_under_its_cap(kind: Kind) {
             ("BLOBMOUNT_CACHE__FILE_CACHE_MAX_MIB", "3"),
             ("BLOBMOUNT_MOUNT__ATTR_TIMEOUT_SECS", "60"),
             ("BLOBMOUNT_CACHE__LIST_TTL_SECS", "60"),
+            ("RUST_LOG", "info,blobmount_core::filecache=debug"),
         ],
     );
     spec.args = vec!["--read-mode".into(), "file-cache".into()];
@@ -104,6 +105,13 @@ fn file_cache_serves_from_disk_under_its_cap(kind: Kind) {
         "an evicted file was not fetched"
     );
     assert!(cache_files(&m.cache).1 <= 3 * MIB as u64);
+    // Every download was checked against the MD5 the store reports.
+    let log = m.log_text();
+    assert_eq!(
+        log.matches("copy matches the store's MD5").count(),
+        6,
+        "{log}"
+    );
 }
 
 fn preload_fills_the_cache_and_reports_progress(kind: Kind) {

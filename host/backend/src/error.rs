@@ -23,6 +23,8 @@ pub enum BackendError {
     Unavailable(String),
     #[error("invalid store configuration: {0}")]
     Config(String),
+    #[error("downloaded bytes do not match the checksum the store reports: {key}")]
+    ChecksumMismatch { key: String },
     #[error("local I/O error: {0}")]
     LocalIo(String),
     #[error("store error: {0}")]

@@ -150,6 +150,12 @@ pub trait Backend: Send + Sync + Debug {
     /// Server-side copy, optionally replacing the user metadata.
     async fn copy(&self, from: &str, to: &str, cond: &Precondition) -> Result<PutOutcome>;
 
+    /// MD5 of the object's content as the store reports it (Azure `Content-MD5`, GCS
+    /// `x-goog-hash: md5=`, S3 ETags of single-part uploads without KMS or customer keys);
+    /// `None` when the store reports none. Fails with `PreconditionFailed` when the object
+    /// no longer has `etag`, so the answer always belongs to the version that was read.
+    async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>>;
+
     /// Replace user metadata (and content type) of an existing object, conditional on
     /// `if_match` when given.
     async fn set_metadata(

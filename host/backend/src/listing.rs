@@ -128,6 +128,43 @@ impl RawLister {
         }
         .map_err(|e| BackendError::Other(format!("{what}: malformed listing: {e}")))
     }
+
+    /// The MD5 the store reports for `key` (one signed HEAD), checked against `etag`.
+    pub async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
+        let path: Vec<String> = key.split('/').map(encode_segment).collect();
+        let url = format!("{}/{}", self.bucket_url, path.join("/"));
+        let r = self
+            .rest
+            .send("HEAD object", Method::HEAD, &url, &[], Bytes::new())
+            .await?;
+        if r.status().as_u16() == 404 {
+            return Err(BackendError::NotFound { key: key.into() });
+        }
+        if !r.status().is_success() {
+            return Err(status_error("HEAD object", false, r).await);
+        }
+        let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok());
+        if header("etag") != Some(etag) {
+            return Err(BackendError::PreconditionFailed { key: key.into() });
+        }
+        Ok(match self.dialect {
+            Dialect::Azure => header("content-md5").and_then(md5_from_base64),
+            Dialect::S3 => match header("x-goog-hash") {
+                // GCS: "crc32c=...,md5=..." (composite objects have no md5).
+                Some(h) => h
+                    .split(',')
+                    .find_map(|p| p.trim().strip_prefix("md5="))
+                    .and_then(md5_from_base64),
+                None if header("x-amz-server-side-encryption") == Some("aws:kms")
+                    || header("x-amz-server-side-encryption-customer-algorithm").is_some() =>
+                {
+                    None
+                }
+                // A single-part upload's ETag is the MD5 in hex; multipart ETags end in -N.
+                None => md5_from_hex(etag.trim_matches('"')),
+            },
+        })
+    }
 }
 
 /// One closed element: the path of element names from the root and its text.
@@ -469,4 +506,21 @@ mod tests {
             "http://h/b?prefix=a%20b%2F%2B&x="
         );
     }
+}
+
+fn md5_from_base64(s: &str) -> Option<[u8; 16]> {
+    use base64::Engine;
+    let v = base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()?;
+    v.try_into().ok()
+}
+
+fn md5_from_hex(s: &str) -> Option<[u8; 16]> {
+    if s.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }

@@ -811,6 +811,14 @@ impl Backend for ObjectStoreBackend {
         Ok(PutOutcome { etag: None })
     }
 
+    async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
+        match &self.lister {
+            Some(l) => l.content_md5(key, etag).await,
+            // A local directory keeps no checksum.
+            None => Ok(None),
+        }
+    }
+
     async fn set_metadata(
         &self,
         key: &str,

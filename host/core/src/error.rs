@@ -72,6 +72,7 @@ impl FsError {
                 BackendError::InvalidKey { .. } => libc::EINVAL,
                 BackendError::NotSupported(_) => libc::ENOTSUP,
                 BackendError::Unavailable(_)
+                | BackendError::ChecksumMismatch { .. }
                 | BackendError::Config(_)
                 | BackendError::LocalIo(_)
                 | BackendError::Other(_) => libc::EIO,

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use blobmount_backend::{Backend, BackendError};
 use bytes::Bytes;
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::readahead::{Source, Stream};
 use crate::readpath::ReadPath;
@@ -52,6 +52,8 @@ pub struct FileCacheStats {
     pub bypassed: AtomicU64,
     pub evictions: AtomicU64,
     pub downloaded_bytes: AtomicU64,
+    /// Downloads whose bytes matched the MD5 the store reports.
+    pub verified: AtomicU64,
     /// Downloads whose bytes did not match the checksum the store reported.
     pub checksum_failures: AtomicU64,
 }
@@ -71,6 +73,8 @@ struct Progress {
     /// Lowest chunk that may still be missing.
     cursor: usize,
     done: usize,
+    /// The checksum check after the last chunk has run (or there was nothing to check).
+    checked: bool,
     failed: Option<BackendError>,
 }
 
@@ -144,10 +148,15 @@ impl Cached {
         lock(&self.state).failed.is_some()
     }
 
-    /// True once every byte is on local disk (and verified where the store gave a checksum).
+    /// True once every byte is on local disk and verified where the store gave a checksum.
     pub fn complete(&self) -> bool {
         let p = lock(&self.state);
-        p.failed.is_none() && p.done == p.chunks.len()
+        p.failed.is_none() && p.checked
+    }
+
+    fn set_checked(&self) {
+        lock(&self.state).checked = true;
+        self.tx.send_modify(|v| *v += 1);
     }
 
     pub fn size(&self) -> u64 {
@@ -198,7 +207,7 @@ impl Cached {
                 if let Some(e) = &p.failed {
                     return Err(e.clone());
                 }
-                if p.done == p.chunks.len() {
+                if p.checked {
                     return Ok(());
                 }
             }
@@ -343,6 +352,7 @@ impl FileCache {
                 wanted: VecDeque::new(),
                 cursor: 0,
                 done: 0,
+                checked: false,
                 failed: None,
             }),
             tx: watch::channel(0).0,
@@ -353,6 +363,10 @@ impl FileCache {
         ix.used += size;
         drop(ix);
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        if n == 0 {
+            // Nothing to download or check.
+            c.set_checked();
+        }
         for _ in 0..self.cfg.parallel.clamp(1, n.max(1)) {
             let (cache, backend, c) = (self.clone(), backend.clone(), c.clone());
             tokio::spawn(async move { cache.download(backend, c).await });
@@ -374,7 +388,9 @@ impl FileCache {
                     self.stats
                         .downloaded_bytes
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
-                    c.finish(i, data.len() as u64);
+                    if c.finish(i, data.len() as u64) {
+                        self.verify(&backend, &c).await;
+                    }
                 }
                 Ok(_) => {
                     // Shorter than the size seen at open: the object changed.
@@ -388,6 +404,51 @@ impl FileCache {
                 }
             }
         }
+    }
+
+    /// After the last chunk: compare the MD5 of the local copy with the one the store
+    /// reports, if it reports one. A mismatch fails the entry (readers get EIO, the next
+    /// open downloads again) and is logged and counted.
+    async fn verify(&self, backend: &Arc<dyn Backend>, c: &Arc<Cached>) {
+        let want = match backend.content_md5(&c.key, &c.etag).await {
+            Ok(w) => w,
+            Err(e @ BackendError::PreconditionFailed { .. }) => {
+                c.fail(e);
+                return;
+            }
+            Err(e) => {
+                debug!(key = c.key, error = %e, "file cache: no checksum to verify against");
+                None
+            }
+        };
+        if want.is_none() {
+            debug!(key = c.key, "file cache: the store reports no MD5; copy not verified");
+        }
+        if let Some(want) = want {
+            let f = c.clone();
+            let got = tokio::task::spawn_blocking(move || md5_of(&f.file, f.size)).await;
+            match got {
+                Ok(Ok(got)) if got == want => {
+                    self.stats.verified.fetch_add(1, Ordering::Relaxed);
+                    debug!(key = c.key, "file cache: copy matches the store's MD5");
+                }
+                Ok(Ok(_)) => {
+                    self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+                    error!(key = c.key, "file cache: downloaded bytes do not match the MD5 the store reports; copy discarded");
+                    c.fail(BackendError::ChecksumMismatch { key: c.key.clone() });
+                    return;
+                }
+                Ok(Err(e)) => {
+                    c.fail(BackendError::LocalIo(format!("file cache: {e}")));
+                    return;
+                }
+                Err(e) => {
+                    c.fail(BackendError::Other(format!("file cache checksum task: {e}")));
+                    return;
+                }
+            }
+        }
+        c.set_checked();
     }
 
     /// Evict least recently used objects nobody is reading until `size` more bytes fit
@@ -430,6 +491,22 @@ impl FileCache {
             }
         }
     }
+}
+
+fn md5_of(f: &std::fs::File, size: u64) -> std::io::Result<[u8; 16]> {
+    use md5::Digest;
+    let mut h = md5::Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0;
+    while off < size {
+        let n = f.read_at(&mut buf, off)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    Ok(h.finalize().into())
 }
 
 /// Free bytes on the file system holding `dir`.

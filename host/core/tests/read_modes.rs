@@ -287,6 +287,52 @@ async fn preload_fills_the_file_cache_and_counts_progress() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_cache_checks_downloads_against_the_stores_md5() {
+    let t = setup(ReadMode::FileCache, |_| {});
+    let data = pattern(MIB + 3, 4);
+    put(&t.mem, "good", &data).await;
+    put(&t.mem, "bad", &data).await;
+    put(&t.mem, "empty", b"").await;
+    let fc = t.fs.file_cache.clone().unwrap();
+    let p = PreloadProgress::default();
+    t.fs.preload("", 2, &p).await.unwrap();
+    assert_eq!(fc.stats.verified.load(Ordering::Relaxed), 2, "good and bad");
+    assert_eq!(p.files_done.load(Ordering::Relaxed), 3);
+    // A copy that does not match what the store says it holds is never served again.
+    t.c.bad_md5.store(true, Ordering::SeqCst);
+    let ino = ino_of(&t.fs, "bad").await;
+    let h = t.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    // Still the verified copy from the preload.
+    assert_eq!(t.fs.read(h.fh, 0, 10).await.unwrap(), &data[..10]);
+    t.fs.release(h.fh).await.unwrap();
+    let ino2 = ino_of(&t.fs, "good").await;
+    // Force a fresh download of "good" under the wrong checksum by dropping its copy.
+    put(&t.mem, "good", &data).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let h = t.fs.open(ino2, libc::O_RDONLY).await.unwrap();
+    let mut failed = None;
+    for _ in 0..100 {
+        match t.fs.read(h.fh, MIB as u64, 3).await {
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        failed.map(|e| e.errno()),
+        Some(libc::EIO),
+        "a mismatched copy must fail reads"
+    );
+    assert_eq!(fc.stats.checksum_failures.load(Ordering::Relaxed), 1);
+    t.fs.release(h.fh).await.unwrap();
+    // With the store's checksum right again the next open downloads and serves it.
+    t.c.bad_md5.store(false, Ordering::SeqCst);
+    assert_eq!(read_seq(&t.fs, ino2, 65536).await.unwrap(), data);
+}
+
 #[test]
 fn file_cache_directory_is_emptied_at_start() {
     let dir = tempfile::tempdir().unwrap();

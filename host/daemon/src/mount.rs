@@ -187,6 +187,7 @@ fn classify(e: &BackendError) -> u8 {
         BackendError::AlreadyExists { .. }
         | BackendError::PreconditionFailed { .. }
         | BackendError::NotSupported(_)
+        | BackendError::ChecksumMismatch { .. }
         | BackendError::LocalIo(_)
         | BackendError::Other(_) => EXIT_RUNTIME,
     }

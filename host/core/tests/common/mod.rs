@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 
 use blobmount_backend::memory::MemoryBackend;
 use blobmount_backend::{Backend, Precondition, PutMeta};
@@ -19,6 +19,8 @@ pub struct Counting {
     pub get_bytes: AtomicU64,
     /// Milliseconds each GET waits before answering.
     pub get_delay_ms: AtomicU64,
+    /// Report a wrong MD5 for every object (a corrupted download, as seen by the reader).
+    pub bad_md5: AtomicBool,
 }
 
 impl Counting {
@@ -106,6 +108,16 @@ impl Backend for Counting {
         cond: &Precondition,
     ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
         self.inner.copy(from, to, cond).await
+    }
+    async fn content_md5(
+        &self,
+        key: &str,
+        etag: &str,
+    ) -> blobmount_backend::Result<Option<[u8; 16]>> {
+        if self.bad_md5.load(SeqCst) {
+            return Ok(Some([0xee; 16]));
+        }
+        self.inner.content_md5(key, etag).await
     }
     async fn set_metadata(
         &self,
