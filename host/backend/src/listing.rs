@@ -413,6 +413,25 @@ fn parse_azure(xml: &str) -> std::result::Result<ListPage, String> {
     }
 }
 
+fn md5_from_base64(s: &str) -> Option<[u8; 16]> {
+    use base64::Engine;
+    let v = base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .ok()?;
+    v.try_into().ok()
+}
+
+fn md5_from_hex(s: &str) -> Option<[u8; 16]> {
+    if s.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,21 +525,15 @@ mod tests {
             "http://h/b?prefix=a%20b%2F%2B&x="
         );
     }
-}
 
-fn md5_from_base64(s: &str) -> Option<[u8; 16]> {
-    use base64::Engine;
-    let v = base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()?;
-    v.try_into().ok()
-}
-
-fn md5_from_hex(s: &str) -> Option<[u8; 16]> {
-    if s.len() != 32 {
-        return None;
+    #[test]
+    fn md5_headers_parse() {
+        let hex = "9e107d9d372bb6826bd81d3542a419d6";
+        let want = md5_from_hex(hex).unwrap();
+        assert_eq!(want[0], 0x9e);
+        assert_eq!(md5_from_base64("nhB9nTcrtoJr2B01QqQZ1g=="), Some(want));
+        assert_eq!(md5_from_hex("abc-2"), None);
+        assert_eq!(md5_from_hex("9e107d9d372bb6826bd81d3542a419d6-3"), None);
+        assert_eq!(md5_from_base64("not base64!"), None);
     }
-    let mut out = [0u8; 16];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }

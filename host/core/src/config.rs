@@ -23,6 +23,9 @@ pub struct FsConfig {
     pub list_ttl: Duration,
     /// How long a name found absent stays absent without asking the store again.
     pub negative_ttl: Duration,
+    /// Most entries all cached directory listings hold together; the oldest listings are
+    /// dropped beyond it.
+    pub list_cache_max_entries: usize,
     /// Local cache directory (staging area, `conflicts/`).
     pub cache_dir: PathBuf,
     /// Largest directory (in objects) renamed by copy+delete; larger ones get EXDEV.
@@ -55,6 +58,7 @@ impl FsConfig {
             attr_ttl: Duration::from_secs(1),
             list_ttl: Duration::from_secs(1),
             negative_ttl: Duration::from_secs(1),
+            list_cache_max_entries: 100_000,
             cache_dir,
             rename_dir_limit: 1000,
             list_page_size: 1000,

@@ -189,10 +189,11 @@ impl Fs {
         let generation = lock(&self.table).get(ino).map(|n| n.dir.generation);
         let listed = self.list_dir(&key).await?;
         let mut t = lock(&self.table);
-        if let Some(n) = t.get_mut(ino)
-            && Some(n.dir.generation) == generation
-        {
-            n.dir.set_listing(listed.clone());
+        if t.get(ino).map(|n| n.dir.generation) == generation {
+            let dropped = t.cache_listing(ino, listed.clone(), self.cfg.list_cache_max_entries);
+            self.stats
+                .list_evictions
+                .fetch_add(dropped as u64, Ordering::Relaxed);
         }
         Ok(listed)
     }

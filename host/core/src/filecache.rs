@@ -422,7 +422,10 @@ impl FileCache {
             }
         };
         if want.is_none() {
-            debug!(key = c.key, "file cache: the store reports no MD5; copy not verified");
+            debug!(
+                key = c.key,
+                "file cache: the store reports no MD5; copy not verified"
+            );
         }
         if let Some(want) = want {
             let f = c.clone();
@@ -434,7 +437,10 @@ impl FileCache {
                 }
                 Ok(Ok(_)) => {
                     self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
-                    error!(key = c.key, "file cache: downloaded bytes do not match the MD5 the store reports; copy discarded");
+                    error!(
+                        key = c.key,
+                        "file cache: downloaded bytes do not match the MD5 the store reports; copy discarded"
+                    );
                     c.fail(BackendError::ChecksumMismatch { key: c.key.clone() });
                     return;
                 }
@@ -443,7 +449,9 @@ impl FileCache {
                     return;
                 }
                 Err(e) => {
-                    c.fail(BackendError::Other(format!("file cache checksum task: {e}")));
+                    c.fail(BackendError::Other(format!(
+                        "file cache checksum task: {e}"
+                    )));
                     return;
                 }
             }

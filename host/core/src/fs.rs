@@ -82,6 +82,8 @@ pub struct FsStats {
     pub negative_hits: AtomicU64,
     /// Lookups of listed files that needed one HEAD instead of a full probe (type cache).
     pub type_cache_hits: AtomicU64,
+    /// Cached listings dropped to stay under `list_cache_max_entries`.
+    pub list_evictions: AtomicU64,
 }
 
 /// What the store says is at a name.

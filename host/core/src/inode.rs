@@ -160,6 +160,9 @@ pub struct Table {
     /// Number of entries in `children` per parent (so `forget` need not scan).
     fanout: HashMap<u64, usize>,
     next: u64,
+    /// Upper bound of the entries in all cached listings (exact after a trim; listings
+    /// dropped by `DirCache::changed` are only subtracted at the next trim).
+    listed_bound: usize,
 }
 
 impl Table {
@@ -171,7 +174,47 @@ impl Table {
             children: HashMap::new(),
             fanout: HashMap::new(),
             next: ROOT_INO + 1,
+            listed_bound: 0,
         }
+    }
+
+    /// Cache the listing of directory `ino`, then drop the oldest listings of other
+    /// directories while all cached listings together hold more than `cap` entries.
+    /// Returns how many listings were dropped.
+    pub fn cache_listing(&mut self, ino: u64, entries: Vec<Entry>, cap: usize) -> usize {
+        let n = entries.len();
+        let Some(node) = self.nodes.get_mut(&ino) else {
+            return 0;
+        };
+        node.dir.set_listing(entries);
+        self.listed_bound += n;
+        if self.listed_bound <= cap {
+            return 0;
+        }
+        let mut held: Vec<(Instant, u64, usize)> = self
+            .nodes
+            .iter()
+            .filter_map(|(i, n)| Some((n.dir.listed_at?, *i, n.dir.listing.as_ref()?.len())))
+            .collect();
+        let mut total: usize = held.iter().map(|h| h.2).sum();
+        held.sort();
+        let mut dropped = 0;
+        for (_, i, len) in held {
+            if total <= cap {
+                break;
+            }
+            if i == ino {
+                continue;
+            }
+            if let Some(n) = self.nodes.get_mut(&i) {
+                n.dir.listing = None;
+                n.dir.listed_at = None;
+                total -= len;
+                dropped += 1;
+            }
+        }
+        self.listed_bound = total;
+        dropped
     }
 
     fn attach(&mut self, parent: u64, name: String, ino: u64) {

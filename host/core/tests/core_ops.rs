@@ -1,6 +1,7 @@
 //! The core driven directly (no kernel) against the in-memory backend.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use blobmount_backend::memory::MemoryBackend;
 use blobmount_backend::{Backend, Precondition, PutMeta};
@@ -495,4 +496,42 @@ async fn concurrent_readers_stay_within_the_memory_budget() {
     assert!(peak <= total, "peak {peak} over budget {total}");
     assert!(peak >= 1 << 20, "read-ahead was barely used: {peak}");
     assert_eq!(fs.budget.in_use(), 0, "blocks leaked after release");
+}
+
+/// Cached listings together stay under their entry cap: the least recently listed
+/// directory is dropped (and listed again when needed), the newest is kept.
+#[tokio::test]
+async fn cached_listings_stay_under_their_entry_cap() {
+    let mem = Arc::new(MemoryBackend::new());
+    let c = Counting::new(mem.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = FsConfig::for_tests(dir.path().to_path_buf());
+    cfg.list_ttl = std::time::Duration::from_secs(60);
+    cfg.attr_ttl = cfg.list_ttl;
+    cfg.list_cache_max_entries = 25;
+    let fs = Fs::new(c.clone(), cfg).unwrap();
+    for d in ["a", "b", "c"] {
+        for i in 0..10 {
+            put(&mem, &format!("{d}/f{i}"), b"x").await;
+        }
+    }
+    let ino = |n: &'static str| {
+        let fs = &fs;
+        async move { fs.lookup(ROOT_INO, n).await.unwrap().ino }
+    };
+    let (a, b, cc) = (ino("a").await, ino("b").await, ino("c").await);
+    assert_eq!(names(&fs, a).await.len(), 12);
+    assert_eq!(names(&fs, b).await.len(), 12);
+    let lists = c.calls().1;
+    names(&fs, b).await;
+    assert_eq!(c.calls().1, lists, "b's listing is cached");
+    // Listing c (10 more entries) goes over 25: a, the oldest, is dropped.
+    names(&fs, cc).await;
+    assert_eq!(fs.stats.list_evictions.load(Ordering::Relaxed), 1);
+    let lists = c.calls().1;
+    names(&fs, b).await;
+    names(&fs, cc).await;
+    assert_eq!(c.calls().1, lists, "b and c stay cached");
+    assert_eq!(names(&fs, a).await.len(), 12);
+    assert_eq!(c.calls().1, lists + 1, "a is listed again");
 }

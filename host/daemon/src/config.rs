@@ -167,6 +167,9 @@ pub struct CacheConfig {
     pub list_ttl_secs: f64,
     /// Seconds a name found absent stays absent without asking the store. 0 disables.
     pub negative_ttl_secs: f64,
+    /// Most directory entries all cached listings hold together (about 100-200 bytes
+    /// each); the least recently listed directories are dropped beyond it.
+    pub list_cache_max_entries: usize,
     /// Most disk the file cache (`read.mode: file-cache`) uses for downloaded objects, in
     /// MiB. Least recently used objects nobody has open are evicted; bigger objects are
     /// read through the block cache.
@@ -185,6 +188,7 @@ impl Default for CacheConfig {
             list_page_size: 1000,
             list_ttl_secs: 1.0,
             negative_ttl_secs: 1.0,
+            list_cache_max_entries: 1_000_000,
             file_cache_max_mib: 10 * 1024,
             file_cache_min_free_mib: 1024,
         }

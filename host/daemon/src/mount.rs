@@ -285,6 +285,7 @@ pub fn run(mut cfg: Config) -> ExitCode {
         attr_ttl: cfg.attr_timeout(),
         list_ttl: Duration::from_secs_f64(cfg.cache.list_ttl_secs.max(0.0)),
         negative_ttl: Duration::from_secs_f64(cfg.cache.negative_ttl_secs.max(0.0)),
+        list_cache_max_entries: cfg.cache.list_cache_max_entries,
         cache_dir,
         rename_dir_limit: cfg.mount.rename_dir_limit,
         list_page_size: cfg.cache.list_page_size,
