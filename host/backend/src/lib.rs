@@ -19,6 +19,7 @@ pub mod gcs;
 pub mod listing;
 pub mod localdir;
 pub mod memory;
+pub mod metered;
 pub mod objstore;
 pub mod rest;
 

@@ -53,6 +53,27 @@ pub enum Cmd {
         #[arg(long, short = 'j', default_value_t = 8)]
         jobs: usize,
     },
+    /// Show how running mounts are doing (all of them, or the one at MOUNTPOINT).
+    Status {
+        mountpoint: Option<PathBuf>,
+        /// Print the daemon's JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to wait for each daemon.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+    },
+    /// Exit 0 if the mount at MOUNTPOINT (or the only mount) is ready: FUSE answering and the
+    /// store reachable; 1 if not, 2 if no such mount is known. For exec probes.
+    Health {
+        mountpoint: Option<PathBuf>,
+        /// Only check that the daemon and its FUSE loop answer (liveness), not the store.
+        #[arg(long)]
+        live: bool,
+        /// Seconds before giving up (a hung FUSE call must not hang the probe).
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
@@ -119,6 +140,9 @@ pub struct MountArgs {
     /// Seconds attributes are trusted.
     #[arg(long)]
     pub attr_timeout: Option<f64>,
+    /// Address of the health/metrics endpoint ("" turns it off).
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<String>,
     /// Read path: direct, block-cache (default) or file-cache.
     #[arg(long, value_enum)]
     pub read_mode: Option<ReadMode>,
@@ -244,6 +268,9 @@ impl MountArgs {
         if let Some(m) = self.read_mode {
             cfg.read.mode = m;
         }
+        if let Some(h) = self.health_listen {
+            cfg.health.listen = h;
+        }
         if !self.preload.is_empty() {
             cfg.read.preload = self.preload;
         }
@@ -255,6 +282,10 @@ impl MountArgs {
         }
         Ok(())
     }
+}
+
+fn secs(s: f64) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(s.clamp(0.1, 3600.0))
 }
 
 fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
@@ -364,6 +395,16 @@ pub fn main() -> ExitCode {
                 Err(e) => fail(EXIT_RUNTIME, format!("preload {}: {e}", dir.display())),
             }
         }
+        Cmd::Status {
+            mountpoint,
+            json,
+            timeout,
+        } => crate::status::status(mountpoint.as_deref(), json, secs(timeout)),
+        Cmd::Health {
+            mountpoint,
+            live,
+            timeout,
+        } => crate::status::health(mountpoint.as_deref(), live, secs(timeout)),
         Cmd::Unmount { mountpoint, lazy } => match mount::unmount(&mountpoint, lazy) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(EXIT_RUNTIME, e),

@@ -15,7 +15,7 @@ use serde_json::Value;
 /// Prefix of environment overrides: `BLOBMOUNT_STORE__ENDPOINT=...` sets `store.endpoint`
 /// (`__` separates levels, `_` stands for `-`).
 pub const ENV_PREFIX: &str = "BLOBMOUNT_";
-const SECTIONS: [&str; 5] = ["store", "mount", "read", "cache", "logging"];
+const SECTIONS: [&str; 6] = ["store", "mount", "read", "cache", "health", "logging"];
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -29,7 +29,27 @@ pub struct Config {
     #[serde(default)]
     pub cache: CacheConfig,
     #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
     pub logging: LoggingConfig,
+}
+
+/// The health and metrics endpoint.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HealthConfig {
+    /// Address serving /healthz, /readyz, /metrics and /status. The default, port 0 on
+    /// loopback, picks a free port (`blobmount status` and `blobmount health` find it);
+    /// give a fixed address for HTTP probes and Prometheus; "" turns the endpoint off.
+    pub listen: String,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            listen: "127.0.0.1:0".into(),
+        }
+    }
 }
 
 /// How the directory is presented.

@@ -21,6 +21,8 @@ use fuser::{
 };
 use tracing::{Instrument, debug, debug_span, warn};
 
+use crate::metrics;
+
 pub struct FuseAdapter {
     fs: Arc<Fs>,
     rt: tokio::runtime::Handle,
@@ -33,17 +35,26 @@ impl FuseAdapter {
         FuseAdapter { fs, rt, ttl }
     }
 
-    fn spawn<F>(&self, span: tracing::Span, fut: F)
+    /// Run one operation on the runtime, timing it for `/metrics`.
+    fn spawn<F>(&self, op: &'static str, span: tracing::Span, fut: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.rt.spawn(fut.instrument(span));
+        let started = std::time::Instant::now();
+        self.rt.spawn(
+            async move {
+                fut.await;
+                metrics::FUSE.record(op, started.elapsed());
+            }
+            .instrument(span),
+        );
     }
 }
 
 /// Log a failed operation (quietly for the expected ones) and give its errno.
 fn errno(op: &str, e: &FsError) -> Errno {
     let code = e.errno();
+    metrics::FUSE.error(op);
     match e {
         FsError::NotFound
         | FsError::Exists
@@ -147,7 +158,7 @@ impl Filesystem for FuseAdapter {
         };
         let (fs, ttl) = (self.fs.clone(), self.ttl);
         let span = debug_span!("lookup", parent = parent.0, name = %name);
-        self.spawn(span, async move {
+        self.spawn("lookup", span, async move {
             match fs.lookup(parent.0, &name).await {
                 Ok(a) => reply.entry(&ttl, &to_fuse(&a), Generation(0)),
                 Err(e) => reply.error(errno("lookup", &e)),
@@ -161,7 +172,7 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let (fs, ttl) = (self.fs.clone(), self.ttl);
-        self.spawn(debug_span!("getattr", ino = ino.0), async move {
+        self.spawn("getattr", debug_span!("getattr", ino = ino.0), async move {
             match fs.getattr(ino.0).await {
                 Ok(a) => reply.attr(&ttl, &to_fuse(&a)),
                 Err(e) => reply.error(errno("getattr", &e)),
@@ -196,7 +207,7 @@ impl Filesystem for FuseAdapter {
             fh: fh.map(|f| f.0),
         };
         let (fs, ttl) = (self.fs.clone(), self.ttl);
-        self.spawn(debug_span!("setattr", ino = ino.0), async move {
+        self.spawn("setattr", debug_span!("setattr", ino = ino.0), async move {
             match fs.setattr(ino.0, req).await {
                 Ok(a) => reply.attr(&ttl, &to_fuse(&a)),
                 Err(e) => reply.error(errno("setattr", &e)),
@@ -206,12 +217,16 @@ impl Filesystem for FuseAdapter {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let fs = self.fs.clone();
-        self.spawn(debug_span!("readlink", ino = ino.0), async move {
-            match fs.readlink(ino.0).await {
-                Ok(t) => reply.data(t.as_bytes()),
-                Err(e) => reply.error(errno("readlink", &e)),
-            }
-        });
+        self.spawn(
+            "readlink",
+            debug_span!("readlink", ino = ino.0),
+            async move {
+                match fs.readlink(ino.0).await {
+                    Ok(t) => reply.data(t.as_bytes()),
+                    Err(e) => reply.error(errno("readlink", &e)),
+                }
+            },
+        );
     }
 
     /// No ioctls are supported. Programs probe files with them (`isatty` is TCGETS), so answer
@@ -246,6 +261,7 @@ impl Filesystem for FuseAdapter {
         let name = name_or_reply!(name, reply);
         let (fs, ttl, c) = (self.fs.clone(), self.ttl, caller(req));
         self.spawn(
+            "mknod",
             debug_span!("mknod", parent = parent.0, name = %name),
             async move {
                 let r = async {
@@ -281,6 +297,7 @@ impl Filesystem for FuseAdapter {
         let name = name_or_reply!(name, reply);
         let (fs, ttl, c) = (self.fs.clone(), self.ttl, caller(req));
         self.spawn(
+            "mkdir",
             debug_span!("mkdir", parent = parent.0, name = %name),
             async move {
                 match fs.mkdir(parent.0, &name, (mode & 0o7777) as u16, c).await {
@@ -295,6 +312,7 @@ impl Filesystem for FuseAdapter {
         let name = name_or_reply!(name, reply);
         let fs = self.fs.clone();
         self.spawn(
+            "unlink",
             debug_span!("unlink", parent = parent.0, name = %name),
             async move {
                 match fs.unlink(parent.0, &name).await {
@@ -309,6 +327,7 @@ impl Filesystem for FuseAdapter {
         let name = name_or_reply!(name, reply);
         let fs = self.fs.clone();
         self.spawn(
+            "rmdir",
             debug_span!("rmdir", parent = parent.0, name = %name),
             async move {
                 match fs.rmdir(parent.0, &name).await {
@@ -331,6 +350,7 @@ impl Filesystem for FuseAdapter {
         let target = name_or_reply!(target.as_os_str(), reply);
         let (fs, ttl, c) = (self.fs.clone(), self.ttl, caller(req));
         self.spawn(
+            "symlink",
             debug_span!("symlink", parent = parent.0, name = %name),
             async move {
                 match fs.symlink(parent.0, &name, &target, c).await {
@@ -360,7 +380,7 @@ impl Filesystem for FuseAdapter {
         let newname = name_or_reply!(newname, reply);
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let fs = self.fs.clone();
-        self.spawn(debug_span!("rename", parent = parent.0, name = %name, newparent = newparent.0, newname = %newname), async move {
+        self.spawn("rename", debug_span!("rename", parent = parent.0, name = %name, newparent = newparent.0, newname = %newname), async move {
             match fs.rename(parent.0, &name, newparent.0, &newname, no_replace).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("rename", &e)),
@@ -384,7 +404,7 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let fs = self.fs.clone();
-        self.spawn(debug_span!("open", ino = ino.0), async move {
+        self.spawn("open", debug_span!("open", ino = ino.0), async move {
             match fs.open(ino.0, flags.0).await {
                 Ok(h) => {
                     let flags = if h.keep_cache {
@@ -411,12 +431,19 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         let fs = self.fs.clone();
-        self.spawn(debug_span!("read", ino = ino.0, offset, size), async move {
-            match fs.read(fh.0, offset, size).await {
-                Ok(b) => reply.data(&b),
-                Err(e) => reply.error(errno("read", &e)),
-            }
-        });
+        self.spawn(
+            "read",
+            debug_span!("read", ino = ino.0, offset, size),
+            async move {
+                match fs.read(fh.0, offset, size).await {
+                    Ok(b) => {
+                        metrics::FUSE.bytes_read(b.len());
+                        reply.data(&b)
+                    }
+                    Err(e) => reply.error(errno("read", &e)),
+                }
+            },
+        );
     }
 
     fn write(
@@ -434,10 +461,14 @@ impl Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         let data = data.to_vec();
         self.spawn(
+            "write",
             debug_span!("write", ino = ino.0, offset, size = data.len()),
             async move {
                 match fs.write(fh.0, offset, &data).await {
-                    Ok(n) => reply.written(n),
+                    Ok(n) => {
+                        metrics::FUSE.bytes_written(n as usize);
+                        reply.written(n)
+                    }
                     Err(e) => reply.error(errno("write", &e)),
                 }
             },
@@ -453,7 +484,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.spawn(debug_span!("flush", ino = ino.0), async move {
+        self.spawn("flush", debug_span!("flush", ino = ino.0), async move {
             match fs.flush(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("flush", &e)),
@@ -472,7 +503,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.spawn(debug_span!("release", ino = ino.0), async move {
+        self.spawn("release", debug_span!("release", ino = ino.0), async move {
             match fs.release(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("release", &e)),
@@ -489,7 +520,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.spawn(debug_span!("fsync", ino = ino.0), async move {
+        self.spawn("fsync", debug_span!("fsync", ino = ino.0), async move {
             match fs.fsync(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("fsync", &e)),
@@ -499,7 +530,7 @@ impl Filesystem for FuseAdapter {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let fs = self.fs.clone();
-        self.spawn(debug_span!("opendir", ino = ino.0), async move {
+        self.spawn("opendir", debug_span!("opendir", ino = ino.0), async move {
             match fs.opendir(ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno("opendir", &e)),
@@ -544,7 +575,7 @@ impl Filesystem for FuseAdapter {
         };
         let (fs, ttl) = (self.fs.clone(), self.ttl);
         let span = debug_span!("readdirplus", ino = ino.0, offset);
-        self.spawn(span, async move {
+        self.spawn("readdirplus", span, async move {
             for batch in entries.chunks(LOOKUP_CONCURRENCY) {
                 let names: Vec<String> = batch
                     .iter()
@@ -650,6 +681,7 @@ impl Filesystem for FuseAdapter {
         let name = name_or_reply!(name, reply);
         let (fs, ttl, c) = (self.fs.clone(), self.ttl, caller(req));
         self.spawn(
+            "create",
             debug_span!("create", parent = parent.0, name = %name),
             async move {
                 match fs

@@ -7,6 +7,9 @@
 pub mod cli;
 pub mod config;
 pub mod fuse;
+pub mod health;
 pub mod logging;
+pub mod metrics;
 pub mod mount;
 pub mod preload;
+pub mod status;

@@ -12,13 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blobmount_backend::BackendError;
-use blobmount_core::{Fs, FsConfig};
+use blobmount_backend::metered::Metered;
+use blobmount_core::{Fs, FsConfig, PreloadProgress};
 use fuser::{MountOption, SessionACL};
 use tracing::{debug, error, info, warn};
 
 use crate::cli::{EXIT_AUTH, EXIT_CONFIG, EXIT_MOUNT, EXIT_RUNTIME, EXIT_UNREACHABLE, MountArgs};
 use crate::config::Config;
 use crate::fuse::FuseAdapter;
+use crate::health;
 
 /// Set in the environment of the background child; it reports readiness on stdout.
 pub const READY_ENV: &str = "BLOBMOUNT_DAEMON_CHILD";
@@ -308,10 +310,11 @@ pub fn run(mut cfg: Config) -> ExitCode {
         let backend = blobmount_backend::open(&cfg.store)
             .await
             .map_err(|e| (classify(&e), e.to_string()))?;
+        let (backend, backend_stats) = Metered::wrap(backend);
         let fs =
             Fs::new(backend, fs_cfg).map_err(|e| (EXIT_CONFIG, format!("cache directory: {e}")))?;
         match tokio::time::timeout(STARTUP_TIMEOUT, fs.check_store()).await {
-            Ok(Ok(())) => Ok(Arc::new(fs)),
+            Ok(Ok(())) => Ok((Arc::new(fs), backend_stats)),
             Ok(Err(e)) => Err((
                 classify(&e),
                 format!("cannot use store {}: {e}", fs.backend().describe()),
@@ -325,7 +328,7 @@ pub fn run(mut cfg: Config) -> ExitCode {
             )),
         }
     });
-    let fs = match fs {
+    let (fs, backend_stats) = match fs {
         Ok(f) => f,
         Err((code, msg)) => return fail(code, msg),
     };
@@ -333,6 +336,29 @@ pub fn run(mut cfg: Config) -> ExitCode {
         fs.backend().describe()
     } else {
         format!("{}/{prefix}", fs.backend().describe())
+    };
+    let preload = (!cfg.read.preload.is_empty()).then(|| Arc::new(PreloadProgress::default()));
+    // Bound before mounting, so a taken port is a clear error and not a half-started mount.
+    let health_addr = if cfg.health.listen.is_empty() {
+        None
+    } else {
+        let state = health::State::new(
+            fs.clone(),
+            backend_stats,
+            mp.clone(),
+            source.clone(),
+            blobmount_core::ReadMode::from(cfg.read.mode).name(),
+            preload.clone(),
+        );
+        match rt.block_on(health::serve(&cfg.health.listen, state)) {
+            Ok(a) => Some(a.to_string()),
+            Err(e) => {
+                return fail(
+                    EXIT_CONFIG,
+                    format!("health.listen {:?}: {e}", cfg.health.listen),
+                );
+            }
+        }
     };
     let mut options = vec![
         MountOption::FSName(format!("{FSNAME_PREFIX}{source}")),
@@ -365,12 +391,29 @@ pub fn run(mut cfg: Config) -> ExitCode {
     if cfg.mount.kernel_read_ahead_kib > 0 {
         set_kernel_read_ahead(&mp, cfg.mount.kernel_read_ahead_kib);
     }
-    crate::preload::spawn_for_mount(
-        rt.handle(),
-        fs.clone(),
-        cfg.read.preload.clone(),
-        cfg.read.preload_jobs,
-    );
+    if let Some(p) = &preload {
+        crate::preload::spawn_for_mount(
+            rt.handle(),
+            fs.clone(),
+            cfg.read.preload.clone(),
+            cfg.read.preload_jobs,
+            p.clone(),
+        );
+    }
+    let registered = health::register(&health::Registration {
+        mountpoint: mp.clone(),
+        pid: std::process::id(),
+        health: health_addr.clone(),
+        store: source.clone(),
+        cache_dir: fs.config().cache_dir.clone(),
+    });
+    match (&registered, &health_addr) {
+        (Ok(_), Some(a)) => {
+            info!(address = %a, "health endpoint: /healthz /readyz /metrics /status")
+        }
+        (Ok(_), None) => {}
+        (Err(e), _) => warn!(error = %e, "cannot record this mount for `blobmount status`"),
+    }
     if background {
         let log = cfg.logging.file.as_deref().unwrap_or(Path::new("stderr"));
         signal_ready(&format!(
@@ -428,6 +471,9 @@ pub fn run(mut cfg: Config) -> ExitCode {
             }
         }
     });
+    if let Ok(f) = registered {
+        let _ = std::fs::remove_file(f);
+    }
     if code == 0 {
         let _ = joiner.join();
         info!("exited cleanly");

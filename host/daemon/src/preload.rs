@@ -84,11 +84,16 @@ pub fn report(p: &PreloadProgress, tty: bool) {
 }
 
 /// Start the configured preloads of a mount in the background.
-pub fn spawn_for_mount(rt: &tokio::runtime::Handle, fs: Arc<Fs>, dirs: Vec<String>, jobs: usize) {
+pub fn spawn_for_mount(
+    rt: &tokio::runtime::Handle,
+    fs: Arc<Fs>,
+    dirs: Vec<String>,
+    jobs: usize,
+    p: Arc<PreloadProgress>,
+) {
     if dirs.is_empty() {
         return;
     }
-    let p = Arc::new(PreloadProgress::default());
     let tty = std::io::stderr().is_terminal();
     let shown = p.clone();
     let reporter = std::thread::spawn(move || report(&shown, tty));

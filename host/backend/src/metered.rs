@@ -1,0 +1,242 @@
+//! A [`Backend`] wrapper that counts calls, errors by kind and bytes fetched, for the
+//! daemon's `/metrics` and `/status`.
+//!
+//! Why a wrapper: every store goes through the same trait, so one place counts for all of
+//! them and no implementation has to remember to. Retries inside a call are not visible
+//! here (a call is counted once, its error after the last retry).
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::{
+    Backend, BackendError, Capabilities, ListPage, ObjectInfo, Precondition, PutMeta, PutOutcome,
+    Result,
+};
+
+const CALLS: [&str; 9] = [
+    "head",
+    "get",
+    "put",
+    "put_file",
+    "list",
+    "delete",
+    "copy",
+    "set_metadata",
+    "content_md5",
+];
+
+const ERRORS: [&str; 12] = [
+    "not_found",
+    "already_exists",
+    "precondition_failed",
+    "permission_denied",
+    "unauthenticated",
+    "invalid_key",
+    "not_supported",
+    "unavailable",
+    "config",
+    "checksum_mismatch",
+    "local_io",
+    "other",
+];
+
+fn error_kind(e: &BackendError) -> usize {
+    match e {
+        BackendError::NotFound { .. } => 0,
+        BackendError::AlreadyExists { .. } => 1,
+        BackendError::PreconditionFailed { .. } => 2,
+        BackendError::PermissionDenied(_) => 3,
+        BackendError::Unauthenticated(_) => 4,
+        BackendError::InvalidKey { .. } => 5,
+        BackendError::NotSupported(_) => 6,
+        BackendError::Unavailable(_) => 7,
+        BackendError::Config(_) => 8,
+        BackendError::ChecksumMismatch { .. } => 9,
+        BackendError::LocalIo(_) => 10,
+        BackendError::Other(_) => 11,
+    }
+}
+
+/// Counters of one store.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    calls: [AtomicU64; CALLS.len()],
+    errors: [AtomicU64; ERRORS.len()],
+    read_bytes: AtomicU64,
+}
+
+impl BackendStats {
+    /// `(call kind, count)` for every kind.
+    pub fn calls(&self) -> Vec<(&'static str, u64)> {
+        CALLS
+            .iter()
+            .zip(&self.calls)
+            .map(|(k, n)| (*k, n.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// `(error kind, count)` for every kind that happened.
+    pub fn errors(&self) -> Vec<(&'static str, u64)> {
+        ERRORS
+            .iter()
+            .zip(&self.errors)
+            .map(|(k, n)| (*k, n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    pub fn bytes_read(&self) -> u64 {
+        self.read_bytes.load(Ordering::Relaxed)
+    }
+
+    fn count<T>(&self, call: usize, r: Result<T>) -> Result<T> {
+        self.calls[call].fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = &r {
+            // A missing object is an answer, not a failure of the store.
+            if !e.is_not_found() {
+                self.errors[error_kind(e)].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+}
+
+/// The counting wrapper.
+#[derive(Debug)]
+pub struct Metered {
+    inner: Arc<dyn Backend>,
+    stats: Arc<BackendStats>,
+}
+
+impl Metered {
+    /// Wrap `inner`; returns the wrapped backend and its counters.
+    pub fn wrap(inner: Arc<dyn Backend>) -> (Arc<dyn Backend>, Arc<BackendStats>) {
+        let stats = Arc::new(BackendStats::default());
+        (
+            Arc::new(Metered {
+                inner,
+                stats: stats.clone(),
+            }),
+            stats,
+        )
+    }
+}
+
+#[async_trait]
+impl Backend for Metered {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectInfo> {
+        self.stats.count(0, self.inner.head(key).await)
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes> {
+        let r = self.inner.get_range(key, range, if_match).await;
+        if let Ok(b) = &r {
+            self.stats
+                .read_bytes
+                .fetch_add(b.len() as u64, Ordering::Relaxed);
+        }
+        self.stats.count(1, r)
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        self.stats
+            .count(2, self.inner.put(key, data, meta, cond).await)
+    }
+
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        self.stats
+            .count(3, self.inner.put_file(key, path, meta, cond).await)
+    }
+
+    async fn list_page(&self, prefix: &str, token: Option<String>, max: usize) -> Result<ListPage> {
+        self.stats
+            .count(4, self.inner.list_page(prefix, token, max).await)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.stats.count(5, self.inner.delete(key).await)
+    }
+
+    async fn copy(&self, from: &str, to: &str, cond: &Precondition) -> Result<PutOutcome> {
+        self.stats.count(6, self.inner.copy(from, to, cond).await)
+    }
+
+    async fn set_metadata(
+        &self,
+        key: &str,
+        meta: &PutMeta,
+        if_match: Option<&str>,
+    ) -> Result<PutOutcome> {
+        self.stats
+            .count(7, self.inner.set_metadata(key, meta, if_match).await)
+    }
+
+    async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
+        self.stats.count(8, self.inner.content_md5(key, etag).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryBackend;
+
+    #[tokio::test]
+    async fn counts_calls_errors_and_bytes() {
+        let (b, stats) = Metered::wrap(Arc::new(MemoryBackend::new()));
+        b.put(
+            "k",
+            Bytes::from_static(b"hello"),
+            &PutMeta::default(),
+            &Precondition::None,
+        )
+        .await
+        .unwrap();
+        b.get_range("k", 0..5, None).await.unwrap();
+        assert!(b.head("missing").await.is_err());
+        assert!(
+            b.put(
+                "k",
+                Bytes::new(),
+                &PutMeta::default(),
+                &Precondition::IfNotExists
+            )
+            .await
+            .is_err()
+        );
+        let calls: std::collections::HashMap<_, _> = stats.calls().into_iter().collect();
+        assert_eq!((calls["put"], calls["get"], calls["head"]), (2, 1, 1));
+        assert_eq!(stats.errors(), vec![("already_exists", 1)]);
+        assert_eq!(stats.bytes_read(), 5);
+    }
+}

@@ -1,0 +1,152 @@
+//! The health and metrics endpoint of a real mount, and the `status` / `health` commands
+//! that find it through the registry: probes turn unready when the store goes away, the
+//! metrics count what was done, a stopped daemon fails the probe within its timeout.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use blobmount_tests::{Emulator, Kind, Mount, MountSpec, free_port, run_cli};
+
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("answer");
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, body.to_string())
+}
+
+fn metric(page: &str, line_start: &str) -> f64 {
+    page.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in\n{page}"))
+}
+
+#[test]
+fn endpoints_commands_and_readiness_follow_the_store() {
+    let mut emu = Emulator::start(Kind::Gcs);
+    let bucket = emu.create_bucket();
+    emu.put_object(&bucket, "d/f.bin", &vec![5u8; 300_000]);
+    let port = free_port();
+    let mut spec = MountSpec::for_emulator(&emu, &bucket);
+    spec.args = vec!["--health-listen".into(), format!("127.0.0.1:{port}")];
+    spec.env
+        .push(("BLOBMOUNT_STORE__RETRY__MAX_RETRIES".into(), "0".into()));
+    let mut m = Mount::start(&spec);
+    let mp = m.path().to_str().unwrap().to_string();
+    assert_eq!(get(port, "/healthz").0, 200);
+    assert_eq!(get(port, "/readyz"), (200, "ok\n".to_string()));
+    assert_eq!(std::fs::read(m.p("d/f.bin")).unwrap().len(), 300_000);
+    let (code, page) = get(port, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metric(
+            &page,
+            "blobmount_fuse_op_duration_seconds_count{op=\"read\"}"
+        ) >= 1.0
+    );
+    assert_eq!(metric(&page, "blobmount_read_bytes_total"), 300_000.0);
+    assert!(metric(&page, "blobmount_backend_read_bytes_total") >= 300_000.0);
+    assert!(metric(&page, "blobmount_backend_requests_total{call=\"get\"}") >= 1.0);
+    let (code, status) = get(port, "/status");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["ready"], true, "{status}");
+    assert_eq!(v["read_bytes"], 300_000);
+
+    let r = run_cli(&["status", &mp], &[], Duration::from_secs(20));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("ready") && r.stdout.contains(&mp),
+        "{}",
+        r.stdout
+    );
+    let r = run_cli(&["health", &mp], &[], Duration::from_secs(20));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+
+    // The store goes away: still live, no longer ready.
+    emu.kill();
+    let t = Instant::now();
+    loop {
+        let (code, body) = get(port, "/readyz");
+        if code == 503 {
+            assert!(body.contains("store"), "{body}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "still ready without a store"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(get(port, "/healthz").0, 200);
+    let r = run_cli(&["health", &mp], &[], Duration::from_secs(30));
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("not ready"), "{}", r.stdout);
+    let r = run_cli(&["health", "--live", &mp], &[], Duration::from_secs(30));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let r = run_cli(&["status", &mp], &[], Duration::from_secs(30));
+    assert_eq!(r.code, Some(1));
+    assert!(r.stdout.contains("NOT READY"), "{}", r.stdout);
+
+    assert_eq!(m.stop(), Some(0));
+    let r = run_cli(&["health", &mp], &[], Duration::from_secs(20));
+    assert_eq!(
+        r.code,
+        Some(2),
+        "the registry entry must go with the daemon"
+    );
+}
+
+#[test]
+fn a_stopped_daemon_fails_the_probe_within_its_timeout() {
+    let emu = Emulator::start(Kind::Gcs);
+    let bucket = emu.create_bucket();
+    let port = free_port();
+    let mut spec = MountSpec::for_emulator(&emu, &bucket);
+    spec.args = vec!["--health-listen".into(), format!("127.0.0.1:{port}")];
+    let m = Mount::start(&spec);
+    let mp = m.path().to_str().unwrap().to_string();
+    let pid = m.pid().expect("daemon pid");
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let r = run_cli(
+        &["health", "--timeout", "2", &mp],
+        &[],
+        Duration::from_secs(20),
+    );
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert!(r.elapsed < Duration::from_secs(6), "took {:?}", r.elapsed);
+    assert_eq!(
+        run_cli(&["health", &mp], &[], Duration::from_secs(20)).code,
+        Some(0)
+    );
+}
+
+#[test]
+fn a_taken_health_port_is_a_clear_error_before_mounting() {
+    let emu = Emulator::start(Kind::Gcs);
+    let bucket = emu.create_bucket();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut spec = MountSpec::for_emulator(&emu, &bucket);
+    spec.args = vec!["--health-listen".into(), format!("127.0.0.1:{port}")];
+    let err = match Mount::try_start(&spec) {
+        Ok(_) => panic!("mounted although the health port is taken"),
+        Err(e) => e,
+    };
+    assert!(err.contains("exited (exit status: 2)"), "{err}");
+    assert!(
+        err.contains("health.listen") && err.contains("in use"),
+        "{err}"
+    );
+}
