@@ -252,6 +252,19 @@ impl Emulator {
         })
     }
 
+    /// The object's bytes, or `None` if it does not exist (yet).
+    pub fn get_object_opt(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let s = self.sdk(bucket);
+        let p = object_store::path::Path::parse(key).expect("sdk key");
+        block_on(async {
+            match s.get(&p).await {
+                Ok(r) => Some(r.bytes().await.expect("sdk body").to_vec()),
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => panic!("sdk get {key}: {e}"),
+            }
+        })
+    }
+
     /// An independent client to the same bucket (the "SDK" of the tests).
     pub fn sdk(&self, bucket: &str) -> Arc<dyn ObjectStore> {
         let _ = rustls::crypto::ring::default_provider().install_default();

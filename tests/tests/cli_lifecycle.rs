@@ -242,3 +242,34 @@ fn kernel_read_ahead_is_raised() {
     assert_eq!(run_cli(&["unmount", mp_s], &[], LIMIT).code, Some(0));
     assert_eq!(got.trim(), "2048", "{path}");
 }
+
+/// SIGTERM with a file still open and written: the data is uploaded before the mount goes
+/// away, and the daemon exits 0 once the file is closed.
+#[test]
+fn sigterm_uploads_pending_writes_before_unmounting() {
+    use blobmount_tests::{Emulator, Kind, Mount, MountSpec};
+    use std::io::Write;
+    let emu = Emulator::start(Kind::Gcs);
+    let bucket = emu.create_bucket();
+    let mut m = Mount::start(&MountSpec::for_emulator(&emu, &bucket));
+    let mut f = std::fs::File::create(m.p("pending.txt")).unwrap();
+    f.write_all(b"written but not closed").unwrap();
+    let stopper = std::thread::spawn(move || {
+        let code = m.stop();
+        (code, m)
+    });
+    wait_until("the open file's data in the store", || {
+        emu.get_object_opt(&bucket, "pending.txt").as_deref()
+            == Some(&b"written but not closed"[..])
+    });
+    drop(f);
+    let (code, m) = stopper.join().unwrap();
+    assert_eq!(code, Some(0), "{}", m.log_text());
+    assert!(!is_mounted(m.path()));
+    assert!(
+        m.log_text()
+            .contains("uploaded open files before unmounting"),
+        "{}",
+        m.log_text()
+    );
+}

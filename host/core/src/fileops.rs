@@ -514,6 +514,41 @@ impl Fs {
         self.upload_locked(ino, &entry, &mut st).await
     }
 
+    /// Before shutting down: upload every modified open file. Data that cannot be uploaded
+    /// is copied to `conflicts/` (a conflict already is). Returns `(uploaded, kept)`.
+    pub async fn flush_for_shutdown(&self) -> (usize, usize) {
+        let inos: Vec<u64> = lock(&self.open_files).keys().copied().collect();
+        let (mut uploaded, mut kept) = (0, 0);
+        for ino in inos {
+            let Some(entry) = self.entry(ino) else {
+                continue;
+            };
+            let mut st = entry.state.lock().await;
+            if !entry.dirty.load(Ordering::Acquire) || st.unlinked {
+                continue;
+            }
+            match self.upload_locked(ino, &entry, &mut st).await {
+                Ok(()) => uploaded += 1,
+                Err(FsError::Conflict { .. }) => kept += 1,
+                Err(e) => {
+                    kept += 1;
+                    let key = self.key_of(ino).unwrap_or_default();
+                    if let Some(t) = &st.staged {
+                        match self.save_conflict(&key, t.path()) {
+                            Ok(p) => {
+                                error!(key, saved_to = %p.display(), error = %e, "upload failed at shutdown; local data kept")
+                            }
+                            Err(e2) => {
+                                error!(key, error = %e, save_error = %e2, "upload failed at shutdown and the data could not be saved")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (uploaded, kept)
+    }
+
     /// Upload every modified open file below directory `dir` (before a directory rename).
     fn open_under(&self, dir: u64) -> Vec<u64> {
         let inos: Vec<u64> = lock(&self.open_files).keys().copied().collect();

@@ -90,6 +90,8 @@ pub struct MountConfig {
     /// after mounting when permitted). Larger kernel reads cut per-request overhead for
     /// sequential readers; 0 leaves the kernel default (128).
     pub kernel_read_ahead_kib: u32,
+    /// On SIGTERM/SIGINT, seconds to spend uploading modified open files before unmounting.
+    pub shutdown_grace_secs: f64,
     /// Stay in the foreground instead of detaching once mounted.
     #[serde(default)]
     pub foreground: bool,
@@ -110,6 +112,7 @@ impl Default for MountConfig {
             threads: 2,
             rename_dir_limit: 1000,
             kernel_read_ahead_kib: 1024,
+            shutdown_grace_secs: 30.0,
             foreground: false,
         }
     }
@@ -301,6 +304,11 @@ impl Config {
         if let Some(u) = &self.store.url {
             blobmount_backend::StoreUrl::parse(u)
                 .map_err(|e| ConfigError(format!("store.url: {e}")))?;
+        }
+        if !(0.0..=3600.0).contains(&self.mount.shutdown_grace_secs) {
+            return Err(ConfigError(
+                "mount.shutdown-grace-secs: must be between 0 and 3600".into(),
+            ));
         }
         if !(0.0..=86_400.0).contains(&self.mount.attr_timeout_secs) {
             return Err(ConfigError(

@@ -441,6 +441,7 @@ pub fn run(mut cfg: Config) -> ExitCode {
         }
         let _ = done_tx.send(());
     });
+    let (fs_for_signal, grace_secs) = (fs.clone(), cfg.mount.shutdown_grace_secs);
     let code = rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
@@ -452,6 +453,15 @@ pub fn run(mut cfg: Config) -> ExitCode {
             _ = &mut done_rx => { info!("unmounted externally"); return 0; }
             _ = term.recv() => info!("SIGTERM: unmounting"),
             _ = int.recv() => info!("SIGINT: unmounting"),
+        }
+        // Pending writes first: open files with changes are uploaded (or kept in
+        // conflicts/) before the mount goes away.
+        let grace = Duration::from_secs_f64(grace_secs.max(0.0));
+        match tokio::time::timeout(grace, fs_for_signal.flush_for_shutdown()).await {
+            Ok((0, 0)) => {}
+            Ok((up, 0)) => info!(files = up, "uploaded open files before unmounting"),
+            Ok((up, kept)) => error!(uploaded = up, kept_in_conflicts = kept, "some open files could not be uploaded before unmounting; their data is in the cache's conflicts/"),
+            Err(_) => error!(grace_secs, "uploads still running when the shutdown grace time ran out; unmounting anyway (open files upload when closed)"),
         }
         match umount(&mp, false) {
             Ok(()) => {}
