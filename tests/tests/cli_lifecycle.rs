@@ -273,3 +273,121 @@ fn sigterm_uploads_pending_writes_before_unmounting() {
         m.log_text()
     );
 }
+
+/// The unprivileged sidecar pattern: `blobmount fuse-mounter` (root) mounts and hands the
+/// FUSE descriptor over a socket to a daemon running as nobody with no capabilities, which
+/// serves it; stopping the daemon leaves the unmount to the mounter.
+#[test]
+fn unprivileged_daemon_serves_a_descriptor_from_the_mounter() {
+    use blobmount_tests::{Emulator, Kind, blobmount_bin};
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Child, Command, Stdio};
+
+    /// Stops the mounter (which detaches the mount) however the test ends.
+    struct Mounter(Child, std::path::PathBuf);
+    impl Drop for Mounter {
+        fn drop(&mut self) {
+            // SAFETY: a signal to our own child.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+            blobmount_tests::lazy_unmount(&self.1);
+        }
+    }
+
+    let emu = Emulator::start(Kind::Gcs);
+    let bucket = emu.create_bucket();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (mp, sock, cache) = (
+        dir.path().join("mnt"),
+        dir.path().join("fuse.sock"),
+        dir.path().join("cache"),
+    );
+    std::fs::create_dir(&mp).unwrap();
+    std::fs::create_dir(&cache).unwrap();
+    std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
+    let log = |n: &str| std::fs::File::create(dir.path().join(n)).unwrap();
+    let mut mounter = Mounter(
+        blobmount_cmd()
+            .args([
+                "fuse-mounter",
+                "--allow-other",
+                "--uid",
+                "65534",
+                "--gid",
+                "65534",
+            ])
+            .arg("--socket")
+            .arg(&sock)
+            .arg(&mp)
+            .stderr(log("mounter.log"))
+            .spawn()
+            .unwrap(),
+        mp.clone(),
+    );
+    let mut daemon = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .args(["--bounding-set=-all", "--no-new-privs"])
+        .arg(blobmount_bin())
+        .args([
+            "mount",
+            &emu.store_url(&bucket),
+            "--foreground",
+            "--allow-other",
+        ])
+        .args(["--endpoint", &emu.endpoint(), "--health-listen", ""])
+        .arg("--fuse-fd-socket")
+        .arg(&sock)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .envs(emu.env())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log("daemon.log"))
+        .stderr(log("daemon.err"))
+        .spawn()
+        .unwrap();
+    let logs = || {
+        ["mounter.log", "daemon.log", "daemon.err"]
+            .map(|n| std::fs::read_to_string(dir.path().join(n)).unwrap_or_default())
+            .join("\n")
+    };
+    // Touch the mount only once the daemon holds the descriptor and serves it: a FUSE
+    // mount nobody serves blocks every access.
+    let t = Instant::now();
+    while !logs().contains("mounted store=") {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "not served: {}",
+            logs()
+        );
+        if let Some(st) = daemon.try_wait().unwrap() {
+            panic!("daemon exited ({st}): {}", logs());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(mp.join("x.txt"), b"through an unprivileged daemon").unwrap();
+    assert_eq!(
+        emu.get_object(&bucket, "x.txt"),
+        b"through an unprivileged daemon"
+    );
+    assert_eq!(
+        std::fs::read(mp.join("x.txt")).unwrap(),
+        b"through an unprivileged daemon"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.id())).unwrap();
+    assert!(status.contains("\nUid:\t65534"), "{status}");
+    assert!(status.contains("\nCapEff:\t0000000000000000"), "{status}");
+    // SAFETY: signals to our own children.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let st = daemon.wait().unwrap();
+    assert_eq!(st.code(), Some(0), "{}", logs());
+    unsafe { libc::kill(mounter.0.id() as i32, libc::SIGTERM) };
+    assert!(mounter.0.wait().unwrap().success(), "{}", logs());
+    wait_until("the mounter detached the mount", || !is_mounted(&mp));
+}

@@ -74,6 +74,24 @@ pub enum Cmd {
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
     },
+    /// Privileged helper for unprivileged daemons: mount /dev/fuse on MOUNTPOINT, hand the
+    /// descriptor to the daemon started with `--fuse-fd-socket SOCKET`, detach on SIGTERM.
+    FuseMounter {
+        mountpoint: PathBuf,
+        /// Unix socket the daemon connects to.
+        #[arg(long)]
+        socket: PathBuf,
+        /// Owner the kernel checks permissions for without allow_other (default: 0).
+        #[arg(long, default_value_t = 0)]
+        uid: u32,
+        #[arg(long, default_value_t = 0)]
+        gid: u32,
+        /// Let every user access the mount (for an app container running as another user).
+        #[arg(long)]
+        allow_other: bool,
+        #[arg(long)]
+        read_only: bool,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
@@ -140,6 +158,10 @@ pub struct MountArgs {
     /// Seconds attributes are trusted.
     #[arg(long)]
     pub attr_timeout: Option<f64>,
+    /// Serve a FUSE descriptor received on this Unix socket from `blobmount fuse-mounter`
+    /// instead of mounting (MOUNTPOINT, if given, is only used for health probes).
+    #[arg(long, value_name = "SOCKET")]
+    pub fuse_fd_socket: Option<PathBuf>,
     /// Address of the health/metrics endpoint ("" turns it off).
     #[arg(long, value_name = "ADDR")]
     pub health_listen: Option<String>,
@@ -268,6 +290,9 @@ impl MountArgs {
         if let Some(m) = self.read_mode {
             cfg.read.mode = m;
         }
+        if self.fuse_fd_socket.is_some() {
+            cfg.mount.fuse_fd_socket = self.fuse_fd_socket;
+        }
         if let Some(h) = self.health_listen {
             cfg.health.listen = h;
         }
@@ -370,7 +395,7 @@ pub fn main() -> ExitCode {
                     "no store URL (give it as the first argument or store.url in the config)",
                 );
             }
-            if cfg.mount.mountpoint.is_none() {
+            if cfg.mount.mountpoint.is_none() && cfg.mount.fuse_fd_socket.is_none() {
                 return fail(
                     EXIT_CONFIG,
                     "no mount point (give it as the second argument or mount.mountpoint)",
@@ -405,6 +430,29 @@ pub fn main() -> ExitCode {
             live,
             timeout,
         } => crate::status::health(mountpoint.as_deref(), live, secs(timeout)),
+        Cmd::FuseMounter {
+            mountpoint,
+            socket,
+            uid,
+            gid,
+            allow_other,
+            read_only,
+        } => {
+            if let Err(e) = crate::logging::init(&crate::config::LoggingConfig::default()) {
+                return fail(EXIT_CONFIG, e);
+            }
+            match crate::fdpass::mounter(&crate::fdpass::MountRequest {
+                mountpoint: &mountpoint,
+                socket: &socket,
+                uid,
+                gid,
+                allow_other,
+                read_only,
+            }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(EXIT_MOUNT, e),
+            }
+        }
         Cmd::Unmount { mountpoint, lazy } => match mount::unmount(&mountpoint, lazy) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(EXIT_RUNTIME, e),

@@ -90,6 +90,9 @@ pub struct MountConfig {
     /// after mounting when permitted). Larger kernel reads cut per-request overhead for
     /// sequential readers; 0 leaves the kernel default (128).
     pub kernel_read_ahead_kib: u32,
+    /// Receive an already mounted FUSE descriptor from `blobmount fuse-mounter` (or a CSI
+    /// driver) on this Unix socket instead of mounting; the daemon then needs no privileges.
+    pub fuse_fd_socket: Option<PathBuf>,
     /// On SIGTERM/SIGINT, seconds to spend uploading modified open files before unmounting.
     pub shutdown_grace_secs: f64,
     /// Stay in the foreground instead of detaching once mounted.
@@ -112,6 +115,7 @@ impl Default for MountConfig {
             threads: 2,
             rename_dir_limit: 1000,
             kernel_read_ahead_kib: 1024,
+            fuse_fd_socket: None,
             shutdown_grace_secs: 30.0,
             foreground: false,
         }

@@ -11,7 +11,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,11 +33,24 @@ const STORE_PROBE_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a store check answers `/readyz` before the store is asked again.
 const READY_CACHE: Duration = Duration::from_secs(2);
 
+/// The mount being reported on.
+pub struct Target {
+    pub mountpoint: PathBuf,
+    /// The mount as seen from here, probed with `statfs` (none in fd mode without a path).
+    pub probe_dir: Option<PathBuf>,
+    /// Cleared when the FUSE session ends.
+    pub session_alive: Arc<AtomicBool>,
+}
+
 /// What the endpoint reports on.
 pub struct State {
     pub fs: Arc<Fs>,
     pub backend: Arc<BackendStats>,
     pub mountpoint: PathBuf,
+    /// The mount as seen from here (none when serving a descriptor whose mount is not
+    /// visible to this process).
+    pub probe_dir: Option<PathBuf>,
+    pub session_alive: Arc<AtomicBool>,
     pub store: String,
     pub read_mode: &'static str,
     pub started: Instant,
@@ -50,7 +63,7 @@ impl State {
     pub fn new(
         fs: Arc<Fs>,
         backend: Arc<BackendStats>,
-        mountpoint: PathBuf,
+        target: Target,
         store: String,
         read_mode: &'static str,
         preload: Option<Arc<PreloadProgress>>,
@@ -58,7 +71,9 @@ impl State {
         Arc::new(State {
             fs,
             backend,
-            mountpoint,
+            mountpoint: target.mountpoint,
+            probe_dir: target.probe_dir,
+            session_alive: target.session_alive,
             store,
             read_mode,
             started: Instant::now(),
@@ -72,12 +87,17 @@ impl State {
     /// at a time; a probe that hangs keeps the others out until the kernel answers it, so
     /// a stuck mount costs one thread, not one per request.
     async fn fuse_answers(&self) -> Result<(), String> {
+        if !self.session_alive.load(Ordering::Acquire) {
+            return Err("the FUSE session has ended".into());
+        }
+        let Some(mp) = self.probe_dir.clone() else {
+            return Ok(());
+        };
         let Ok(guard) =
             tokio::time::timeout(FUSE_PROBE_DEADLINE, self.probe.clone().lock_owned()).await
         else {
             return Err("an earlier FUSE probe is still waiting for an answer".into());
         };
-        let mp = self.mountpoint.clone();
         let probe = tokio::task::spawn_blocking(move || {
             let r = statfs_type(&mp);
             drop(guard);

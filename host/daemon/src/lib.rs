@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod fdpass;
 pub mod fuse;
 pub mod health;
 pub mod logging;

@@ -29,6 +29,8 @@ pub const READY_ENV: &str = "BLOBMOUNT_DAEMON_CHILD";
 const FSNAME_PREFIX: &str = "blobmount:";
 const READY_LINE: &str = "BLOBMOUNT-READY";
 /// How long the store may take to answer the first request at mount time.
+/// How long a daemon in fd mode waits for the mounter's descriptor.
+const FD_WAIT: Duration = Duration::from_secs(120);
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
@@ -197,9 +199,22 @@ fn classify(e: &BackendError) -> u8 {
 
 /// Mount and serve until unmounted or signalled.
 pub fn run(mut cfg: Config) -> ExitCode {
-    let Some(mp) = cfg.mount.mountpoint.clone() else {
-        return fail(EXIT_CONFIG, "no mount point");
+    // fd mode: serve a descriptor someone else mounted (`/dev/fd/N`, or one received on
+    // `mount.fuse-fd-socket`); the daemon then never mounts or unmounts.
+    let fd_number = cfg
+        .mount
+        .mountpoint
+        .as_deref()
+        .and_then(crate::fdpass::fd_number);
+    let fd_socket = cfg.mount.fuse_fd_socket.clone();
+    let fd_mode = fd_number.is_some() || fd_socket.is_some();
+    let mp = match (cfg.mount.mountpoint.clone(), &fd_socket) {
+        (Some(m), _) => m,
+        (None, Some(s)) => PathBuf::from(format!("fd-socket:{}", s.display())),
+        (None, None) => return fail(EXIT_CONFIG, "no mount point"),
     };
+    // Where the mount can be seen from here, for health probes.
+    let probe_dir = (fd_number.is_none() && cfg.mount.mountpoint.is_some()).then(|| mp.clone());
     let id = format!(
         "{:016x}",
         blobmount_core::names::fnv1a(
@@ -236,8 +251,10 @@ pub fn run(mut cfg: Config) -> ExitCode {
         return fail(EXIT_CONFIG, e);
     }
     blobmount_backend::install_crypto_provider();
-    clear_stale_mount(&mp);
-    if let Some(source) = existing_mount(&mp) {
+    if !fd_mode {
+        clear_stale_mount(&mp);
+    }
+    if !fd_mode && let Some(source) = existing_mount(&mp) {
         return fail(
             EXIT_MOUNT,
             format!(
@@ -248,6 +265,7 @@ pub fn run(mut cfg: Config) -> ExitCode {
         );
     }
     match std::fs::metadata(&mp) {
+        _ if fd_mode => {}
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
             return fail(
@@ -338,6 +356,7 @@ pub fn run(mut cfg: Config) -> ExitCode {
         format!("{}/{prefix}", fs.backend().describe())
     };
     let preload = (!cfg.read.preload.is_empty()).then(|| Arc::new(PreloadProgress::default()));
+    let session_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
     // Bound before mounting, so a taken port is a clear error and not a half-started mount.
     let health_addr = if cfg.health.listen.is_empty() {
         None
@@ -345,7 +364,11 @@ pub fn run(mut cfg: Config) -> ExitCode {
         let state = health::State::new(
             fs.clone(),
             backend_stats,
-            mp.clone(),
+            health::Target {
+                mountpoint: mp.clone(),
+                probe_dir: probe_dir.clone(),
+                session_alive: session_alive.clone(),
+            },
             source.clone(),
             blobmount_core::ReadMode::from(cfg.read.mode).name(),
             preload.clone(),
@@ -377,18 +400,37 @@ pub fn run(mut cfg: Config) -> ExitCode {
         SessionACL::Owner
     };
     fcfg.n_threads = Some(cfg.mount.threads);
-    fcfg.clone_fd = cfg.mount.threads > 1;
+    // Cloning the channel opens /dev/fuse again, which an unprivileged daemon serving a
+    // passed descriptor may not do.
+    fcfg.clone_fd = cfg.mount.threads > 1 && !fd_mode;
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
-    let session = match fuser::Session::new(adapter, &mp, &fcfg) {
-        Ok(s) => s,
-        Err(e) => return fail(EXIT_MOUNT, format!("mounting on {}: {e}", mp.display())),
+    let session = if fd_mode {
+        let fd = match (fd_number, &fd_socket) {
+            (Some(Ok(n)), _) => crate::fdpass::inherited(n),
+            (Some(Err(e)), _) => Err(e),
+            (None, Some(sock)) => crate::fdpass::receive(sock, FD_WAIT),
+            (None, None) => Err("no FUSE descriptor".into()),
+        };
+        let acl = fcfg.acl;
+        match fd.and_then(|fd| {
+            fuser::Session::from_fd(adapter, fd, acl, fcfg)
+                .map_err(|e| format!("FUSE handshake on the received descriptor: {e}"))
+        }) {
+            Ok(s) => s,
+            Err(e) => return fail(EXIT_MOUNT, e),
+        }
+    } else {
+        match fuser::Session::new(adapter, &mp, &fcfg) {
+            Ok(s) => s,
+            Err(e) => return fail(EXIT_MOUNT, format!("mounting on {}: {e}", mp.display())),
+        }
     };
     let bg = match session.spawn() {
         Ok(b) => b,
         Err(e) => return fail(EXIT_MOUNT, format!("starting FUSE session: {e}")),
     };
     info!(store = %source, mountpoint = %mp.display(), "mounted");
-    if cfg.mount.kernel_read_ahead_kib > 0 {
+    if cfg.mount.kernel_read_ahead_kib > 0 && !fd_mode {
         set_kernel_read_ahead(&mp, cfg.mount.kernel_read_ahead_kib);
     }
     if let Some(p) = &preload {
@@ -433,12 +475,14 @@ pub fn run(mut cfg: Config) -> ExitCode {
     // owner of the session thread's JoinHandle.
     let session_thread = unsafe { std::ptr::read(&bg.guard) };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let alive = session_alive.clone();
     let joiner = std::thread::spawn(move || {
         match session_thread.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(error = %e, "FUSE session ended with an error"),
             Err(_) => error!("FUSE session thread panicked"),
         }
+        alive.store(false, std::sync::atomic::Ordering::Release);
         let _ = done_tx.send(());
     });
     let (fs_for_signal, grace_secs) = (fs.clone(), cfg.mount.shutdown_grace_secs);
@@ -463,6 +507,11 @@ pub fn run(mut cfg: Config) -> ExitCode {
             Ok((up, kept)) => error!(uploaded = up, kept_in_conflicts = kept, "some open files could not be uploaded before unmounting; their data is in the cache's conflicts/"),
             Err(_) => error!(grace_secs, "uploads still running when the shutdown grace time ran out; unmounting anyway (open files upload when closed)"),
         }
+        if fd_mode {
+            // The mounter owns the mount; closing our descriptor at exit ends the session.
+            info!("fd mode: leaving the unmount to the mounter");
+            return 0;
+        }
         match umount(&mp, false) {
             Ok(()) => {}
             Err(e) => {
@@ -484,7 +533,8 @@ pub fn run(mut cfg: Config) -> ExitCode {
     if let Ok(f) = registered {
         let _ = std::fs::remove_file(f);
     }
-    if code == 0 {
+    // In fd mode the session lasts until the mounter detaches the mount; do not wait for it.
+    if code == 0 && !fd_mode {
         let _ = joiner.join();
         info!("exited cleanly");
     }
