@@ -49,7 +49,7 @@ dockerd_pid=""
 azurite_pid=""
 
 cleanup() {
-    local rc=$?
+    local rc=$1
     set +e
     step "cleanup"
     if [[ -n $dockerd_pid ]] && kill -0 "$dockerd_pid" 2>/dev/null; then
@@ -78,9 +78,14 @@ cleanup() {
     fi
     rm -rf --one-file-system "$W"
     echo "e2e: took $(($(date +%s) - t0)) s"
-    if [[ $rc != 0 && $fails == 0 ]]; then echo "e2e: aborted (exit $rc)"; fi
+    if [[ $rc != 0 ]]; then
+        local f=$fails
+        ((f > 0)) || f=1
+        echo "e2e: aborted (exit $rc)"
+        echo "e2e: $passes passed, $f failed"
+    fi
 }
-trap cleanup EXIT
+trap 'cleanup $?' EXIT
 
 # --- tools -----------------------------------------------------------------------------------
 step "tools"
@@ -256,5 +261,7 @@ check "the write made just before SIGTERM is in Azurite, complete" \
 step "docker compose down"
 check "compose down" timeout 120 docker compose down -v -t 10
 
+trap - EXIT
+cleanup 0
 echo "e2e: $passes passed, $fails failed"
 [[ $fails == 0 ]]
