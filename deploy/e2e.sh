@@ -247,6 +247,20 @@ check "app reads again without being restarted" \
 check "app container was not restarted" \
     [ "$(docker inspect -f '{{.State.StartedAt}} {{.RestartCount}}' "$app")" = "$app_started 0" ]
 
+step "crash of the daemon process itself (kill -KILL of its host PID): restart: on-failure"
+pid=$(docker inspect -f '{{.State.Pid}}' "$sidecar")
+kill -KILL "$pid"
+for _ in $(seq 1 60); do
+    [ "$(docker inspect -f '{{.RestartCount}}' "$sidecar")" -ge 1 ] && healthy && break
+    sleep 0.5
+done
+timeout 30 docker compose logs --no-color sidecar | grep -E 'ERROR|stale|mounted|exited' | tail -n 4 | sed 's/^/  /'
+check "Docker restarted the sidecar by itself (RestartCount $(docker inspect -f '{{.RestartCount}}' "$sidecar"))" \
+    [ "$(docker inspect -f '{{.RestartCount}}' "$sidecar")" -ge 1 ]
+check "app reads again after the automatic restart" \
+    bash -c "[[ \$(timeout 30 docker compose exec -T app cat /data/mnt/from-store.txt) == 'put into the store before the mount' ]]"
+check "still exactly one mount at the mount point" [ "$(grep -c " $SHARED/mnt " /proc/self/mounts)" = 1 ]
+
 # --- graceful stop ---------------------------------------------------------------------------
 step "SIGTERM right after a write: docker stop the sidecar"
 # The MD5 is taken from the bytes the app writes, not read back through the mount.
