@@ -221,6 +221,10 @@ check "the app's file is an object in Azurite" \
 # --- crash -------------------------------------------------------------------------------------
 step "crash: docker kill -s KILL the sidecar"
 timeout 30 docker kill -s KILL "$sidecar" >/dev/null
+for _ in $(seq 1 40); do
+    [ "$(docker inspect -f '{{.State.Running}}' "$sidecar")" = false ] && break
+    sleep 0.25
+done
 # restart: on-failure would bring it back by itself; docker kill counts as a manual stop,
 # so it stays down and the dead mount can be observed.
 out=$(in_app 'cat /data/mnt/from-store.txt 2>&1' || true)
