@@ -81,6 +81,20 @@ for k in 1.29.0 1.33.0 1.37.0; do
         "$V/bin/kubernetes-validate" --quiet --strict -k "$k" "$D"/k8s/*.yaml
 done
 check "k8s API-server and FUSE-sidecar rules (k8s-check.py)" "$V/bin/python" "$D/k8s-check.py" "$D"/k8s/*.yaml
+# The checker must still reject what it is for: the sidecar unprivileged, the app without propagation.
+sed -e 's/privileged: true /privileged: false /' -e 's/mountPropagation: HostToContainer/mountPropagation: None/' \
+    "$D/k8s/deployment.yaml" >"$tmp/broken-deployment.yaml"
+k8s_check_rejects() {
+    local out
+    if out=$("$V/bin/python" "$D/k8s-check.py" "$tmp/broken-deployment.yaml" "$D/k8s/configmap.yaml" "$D/k8s/secret.yaml"); then
+        echo "$out"
+        return 1
+    fi
+    echo "$out"
+    grep -q 'Bidirectional mount propagation is available only to privileged containers' <<<"$out" &&
+        grep -q 'needs mountPropagation: HostToContainer' <<<"$out"
+}
+check "k8s-check.py rejects an unprivileged Bidirectional sidecar and an app without propagation" k8s_check_rejects
 
 # --- YAML style ------------------------------------------------------------------------------
 check "yamllint" "$V/bin/yamllint" -s -d '{extends: default, rules: {line-length: {max: 130}, document-start: disable, comments: {min-spaces-from-content: 1}, truthy: {check-keys: false}}}' \
