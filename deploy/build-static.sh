@@ -6,7 +6,9 @@
 # Prefers musl (rustup target x86_64-unknown-linux-musl + Debian's musl-tools for ring's C code).
 # When the musl target cannot be installed (rustup's download host is not reachable everywhere),
 # falls back to a static glibc build (-C target-feature=+crt-static). BLOBMOUNT_STATIC_TARGET=gnu
-# forces the fallback. Everything but the last line (the path) goes to stderr.
+# forces the fallback. Ship the musl build: static glibc resolves host names through NSS modules
+# it loads at run time, which a FROM scratch image lacks (IP-address endpoints still work).
+# Everything but the last line (the path) goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
