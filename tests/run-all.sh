@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run every check of the project: formatting, lints, all unit tests and the FUSE integration
-# tests against Azurite, moto (S3) and fake-gcs-server. Installs what is missing first
-# (tests/scripts/install-deps.sh). Needs root (or FUSE rights) and /dev/fuse.
+# tests against Azurite, moto (S3) and fake-gcs-server, then the deployment checks
+# (deploy/lint.sh, and deploy/e2e.sh: a private Docker engine runs the image and the compose
+# sidecar). Installs what is missing first (tests/scripts/install-deps.sh). Needs root (or FUSE
+# rights) and /dev/fuse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,3 +22,9 @@ echo "== build"
 cargo build --workspace --all-targets --locked
 echo "== tests"
 cargo nextest run --workspace --locked --profile "$profile"
+# Deployment files (deploy/): offline lint, then the container image and the compose sidecar
+# under a private Docker engine against Azurite (docs/deploy.md). Both print PASS/FAIL lines.
+echo "== deploy: lint"
+bash deploy/lint.sh
+echo "== deploy: docker end-to-end"
+bash deploy/e2e.sh

@@ -1,0 +1,291 @@
+#!/usr/bin/env bash
+# End-to-end test of the blobmount container image and deploy/docker-compose.yml under a real
+# Docker engine, against Azurite on 127.0.0.1. Needs root and /dev/fuse.
+#
+#   bash deploy/e2e.sh
+#
+# It installs what is missing (deploy/install-tools.sh --e2e: Debian docker.io, busybox-static,
+# ...; Azurite through tests/scripts/install-deps.sh), starts a private dockerd (own data-root,
+# exec-root, pidfile and socket under a temp dir, no bridge, no iptables), builds the static
+# binary and the image (legacy builder), starts Azurite, runs the compose file with the CI
+# override and checks:
+#   - the app writes through the shared volume and the object lands in Azurite;
+#   - the app reads an object put into Azurite;
+#   - SIGKILL of the sidecar gives ENOTCONN in the app; `docker compose up -d sidecar` serves
+#     again without restarting the app;
+#   - SIGTERM (docker stop) right after a write: exit 0, no mount left, the write is in Azurite.
+# Everything it starts is stopped by PID or by name in the EXIT trap; every wait is bounded.
+# Prints PASS/FAIL per check and "e2e: N passed, M failed"; exits 1 on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+TOOLS=${BLOBMOUNT_TEST_TOOLS:-/opt/blobmount-test}
+V=$TOOLS/deploy-venv
+
+passes=0
+fails=0
+pass() { echo "PASS: $*"; passes=$((passes + 1)); }
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+check() {
+    local what=$1
+    shift
+    if "$@"; then pass "$what"; else fail "$what"; fi
+}
+step() { echo "== $* ($(date -u +%T))"; }
+t0=$(date +%s)
+
+[[ $(id -u) == 0 ]] || { echo "e2e: needs root" >&2; exit 1; }
+[[ -e /dev/fuse ]] || { echo "e2e: /dev/fuse is missing" >&2; exit 1; }
+
+W=$(mktemp -d /tmp/blobmount-e2e.XXXXXX)
+SHARED=$W/shared
+PROJECT=blobmount-e2e
+export DOCKER_HOST=unix://$W/docker.sock DOCKER_CONFIG=$TOOLS/docker-config DOCKER_BUILDKIT=0
+export COMPOSE_PROJECT_NAME=$PROJECT
+export COMPOSE_FILE=$REPO/deploy/docker-compose.yml:$REPO/deploy/docker-compose.ci.yml
+export BLOBMOUNT_SHARED=$SHARED BLOBMOUNT_CONFIG_FILE=$W/blobmount.yaml
+export BLOBMOUNT_IMAGE=blobmount:e2e APP_IMAGE=blobmount-e2e-app:dev
+dockerd_pid=""
+azurite_pid=""
+
+cleanup() {
+    local rc=$1
+    set +e
+    step "cleanup"
+    if [[ -n $dockerd_pid ]] && kill -0 "$dockerd_pid" 2>/dev/null; then
+        timeout 60 docker compose down -v -t 10 >/dev/null 2>&1
+    fi
+    # A SIGKILLed sidecar leaves a dead mount behind: detach whatever is left.
+    if mountpoint -q "$SHARED/mnt" 2>/dev/null || grep -q " $SHARED/mnt " /proc/self/mounts; then
+        umount -l "$SHARED/mnt"
+    fi
+    grep -q " $SHARED " /proc/self/mounts && umount -l "$SHARED"
+    if [[ -n $dockerd_pid ]]; then
+        kill -TERM "$dockerd_pid" 2>/dev/null
+        for _ in $(seq 1 60); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.5; done
+        kill -KILL "$dockerd_pid" 2>/dev/null
+    fi
+    # dockerd leaves its network namespace and overlay mounts under its own roots.
+    grep -o " $W/[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m"; done
+    if [[ -n $azurite_pid ]]; then
+        kill -TERM "$azurite_pid" 2>/dev/null
+        for _ in $(seq 1 20); do kill -0 "$azurite_pid" 2>/dev/null || break; sleep 0.25; done
+        kill -KILL "$azurite_pid" 2>/dev/null
+    fi
+    if [[ $rc != 0 || $fails != 0 ]]; then
+        echo "--- dockerd log (tail)"; tail -n 20 "$W/dockerd.log" 2>/dev/null
+        echo "--- azurite log (tail)"; tail -n 5 "$W/azurite.log" 2>/dev/null
+    fi
+    rm -rf --one-file-system "$W"
+    echo "e2e: took $(($(date +%s) - t0)) s"
+    if [[ $rc != 0 ]]; then
+        local f=$fails
+        ((f > 0)) || f=1
+        echo "e2e: aborted (exit $rc)"
+        echo "e2e: $passes passed, $f failed"
+    fi
+}
+trap 'cleanup $?' EXIT
+
+# --- tools -----------------------------------------------------------------------------------
+step "tools"
+bash deploy/install-tools.sh --e2e
+[[ -x $TOOLS/bin/azurite-blob ]] || bash tests/scripts/install-deps.sh
+
+# --- Azurite ---------------------------------------------------------------------------------
+step "Azurite on 127.0.0.1"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$W/azurite"
+"$TOOLS/bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$port" --loose --skipApiVersionCheck \
+    --disableTelemetry --location "$W/azurite" >"$W/azurite.log" 2>&1 </dev/null &
+azurite_pid=$!
+ACCOUNT=devstoreaccount1
+KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
+ENDPOINT=http://127.0.0.1:$port/$ACCOUNT
+CONTAINER=e2e-data
+export AZURITE_CONN="DefaultEndpointsProtocol=http;AccountName=$ACCOUNT;AccountKey=$KEY;BlobEndpoint=$ENDPOINT;"
+# az CMD ...: create | put NAME FILE | get NAME (to stdout) | wait NAME SECONDS
+cat >"$W/az.py" <<'PY'
+import os, sys, time
+from azure.storage.blob import BlobServiceClient
+svc = BlobServiceClient.from_connection_string(os.environ["AZURITE_CONN"])
+c = svc.get_container_client(os.environ["CONTAINER"])
+cmd = sys.argv[1]
+if cmd == "create":
+    deadline = time.time() + 30
+    while True:
+        try:
+            c.create_container(); break
+        except Exception as e:
+            if "ContainerAlreadyExists" in str(e): break
+            if time.time() > deadline: raise
+            time.sleep(0.3)
+elif cmd == "put":
+    c.upload_blob(sys.argv[2], open(sys.argv[3], "rb").read(), overwrite=True)
+elif cmd == "get":
+    sys.stdout.buffer.write(c.download_blob(sys.argv[2]).readall())
+elif cmd == "wait":
+    deadline = time.time() + float(sys.argv[3])
+    while not c.get_blob_client(sys.argv[2]).exists():
+        if time.time() > deadline: sys.exit(1)
+        time.sleep(0.2)
+PY
+printf '#!/bin/sh\nexec timeout 60 "%s" "%s" "$@"\n' "$V/bin/python" "$W/az.py" >"$W/az"
+chmod +x "$W/az"
+export CONTAINER
+az() { "$W/az" "$@"; }
+check "Azurite up, container $CONTAINER created (SharedKey)" az create
+
+# --- Docker engine ---------------------------------------------------------------------------
+step "private dockerd"
+setsid dockerd --data-root "$W/docker" --exec-root "$W/exec" --pidfile "$W/dockerd.pid" \
+    -H "$DOCKER_HOST" --bridge=none --iptables=false --ip6tables=false \
+    >"$W/dockerd.log" 2>&1 </dev/null &
+dockerd_pid=$!
+for _ in $(seq 1 120); do timeout 5 docker info >/dev/null 2>&1 && break; sleep 0.5; done
+check "docker engine up ($(timeout 5 docker version -f '{{.Server.Version}}' 2>/dev/null))" \
+    timeout 5 docker info -f '{{.ServerVersion}}'
+
+# --- images ----------------------------------------------------------------------------------
+step "static binary"
+tb=$(date +%s)
+bin=$(bash deploy/build-static.sh)
+echo "  $bin ($(($(date +%s) - tb)) s, $(stat -c %s "$bin") bytes): $(file -b "$bin")"
+check "binary is statically linked" bash -c "file -b '$bin' | grep -q static"
+step "images (legacy builder)"
+ti=$(date +%s)
+check "build $BLOBMOUNT_IMAGE (FROM scratch)" timeout 300 bash deploy/build-image.sh "$BLOBMOUNT_IMAGE" "$bin"
+echo "  image build: $(($(date +%s) - ti)) s"
+mkdir -p "$W/app-image"
+cp /bin/busybox "$W/app-image/busybox"
+cat >"$W/app-image/Dockerfile" <<'DF'
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+DF
+check "build $APP_IMAGE (busybox)" timeout 300 docker build -q -t "$APP_IMAGE" "$W/app-image"
+check "image runs: blobmount version" bash -c \
+    "timeout 30 docker run --rm --network none '$BLOBMOUNT_IMAGE' version | grep -q '^blobmount '"
+
+check "image's /fuse-probe fails on a directory that is not a FUSE mount" bash -c \
+    "! timeout 30 docker run --rm --network none --entrypoint /fuse-probe '$BLOBMOUNT_IMAGE' /etc"
+
+# --- shared volume and config ----------------------------------------------------------------
+step "shared volume, config"
+mkdir -p "$SHARED"
+mount --bind "$SHARED" "$SHARED"
+mount --make-shared "$SHARED"
+mkdir -p "$SHARED/mnt"
+cat >"$W/blobmount.yaml" <<YAML
+store:
+  url: az://$ACCOUNT/$CONTAINER
+  endpoint: $ENDPOINT
+mount:
+  mountpoint: /data/mnt
+  allow-other: true
+  foreground: true
+YAML
+export AZURE_STORAGE_ACCOUNT_KEY=$KEY
+echo "put into the store before the mount" >"$W/from-store.txt"
+check "object put into Azurite" az put from-store.txt "$W/from-store.txt"
+check "docker compose config" timeout 30 docker compose config -q
+
+# --- up ----------------------------------------------------------------------------------------
+step "docker compose up (the app waits for a healthy sidecar)"
+sidecar=$PROJECT-sidecar-1
+app=$PROJECT-app-1
+# `up` itself waits for the sidecar's healthcheck before it starts the app (depends_on);
+# `--wait` is not used because it also wants a healthcheck on the app.
+if timeout 180 docker compose up -d; then
+    pass "compose up: sidecar healthy, app started"
+else
+    fail "compose up"
+    docker compose ps -a
+    docker compose logs --no-color | tail -n 40
+    exit 1
+fi
+in_app() { timeout 30 docker compose exec -T app sh -c "$1"; }
+check "host sees the FUSE mount propagated from the sidecar" \
+    bash -c "findmnt -n -o FSTYPE,SOURCE '$SHARED/mnt' | grep -qE '^fuse(.blobmount)? +blobmount:'"
+app_started=$(docker inspect -f '{{.State.StartedAt}}' "$app")
+check "sidecar healthy (healthcheck: /fuse-probe /data/mnt)" \
+    [ "$(docker inspect -f '{{.State.Health.Status}}' "$sidecar")" = healthy ]
+
+step "write and read through the shared volume"
+check "app reads the object put into Azurite" \
+    bash -c "[[ \$(timeout 30 docker compose exec -T app cat /data/mnt/from-store.txt) == 'put into the store before the mount' ]]"
+check "app writes a file" in_app 'echo "written by the app" > /data/mnt/from-app.txt'
+check "the app's file is an object in Azurite" \
+    bash -c "'$W/az' wait from-app.txt 20 && [[ \$('$W/az' get from-app.txt) == 'written by the app' ]]"
+
+# --- crash -------------------------------------------------------------------------------------
+step "crash: docker kill -s KILL the sidecar"
+timeout 30 docker kill -s KILL "$sidecar" >/dev/null
+for _ in $(seq 1 40); do
+    [ "$(docker inspect -f '{{.State.Running}}' "$sidecar")" = false ] && break
+    sleep 0.25
+done
+# restart: on-failure would bring it back by itself; docker kill counts as a manual stop,
+# so it stays down and the dead mount can be observed.
+out=$(in_app 'cat /data/mnt/from-store.txt 2>&1' || true)
+echo "  app after SIGKILL: $out"
+check "app sees ENOTCONN after the sidecar died" grep -q 'Transport endpoint is not connected' <<<"$out"
+check "dead mount still on the host" grep -qE " $SHARED/mnt fuse(.blobmount)? " /proc/self/mounts
+step "docker compose up -d sidecar (the app keeps running)"
+healthy() { [ "$(docker inspect -f '{{.State.Health.Status}}' "$sidecar")" = healthy ]; }
+timeout 60 docker compose up -d sidecar
+for _ in $(seq 1 60); do healthy && break; sleep 0.5; done
+if healthy; then
+    pass "sidecar started again and is healthy"
+else
+    fail "sidecar restart"
+    docker compose logs --no-color sidecar | tail -n 30
+fi
+timeout 30 docker compose logs --no-color sidecar | grep -i 'stale' | tail -n 1 | sed 's/^/  /'
+check "the restarted daemon detached the dead mount (logged)" \
+    bash -c "timeout 30 docker compose logs --no-color sidecar | grep -q 'stale FUSE mount'"
+check "exactly one mount at the mount point (no stacking)" \
+    [ "$(grep -c " $SHARED/mnt " /proc/self/mounts)" = 1 ]
+check "app reads again without being restarted" \
+    bash -c "[[ \$(timeout 30 docker compose exec -T app cat /data/mnt/from-app.txt) == 'written by the app' ]]"
+check "app container was not restarted" \
+    [ "$(docker inspect -f '{{.State.StartedAt}} {{.RestartCount}}' "$app")" = "$app_started 0" ]
+
+step "crash of the daemon process itself (kill -KILL of its host PID): restart: on-failure"
+pid=$(docker inspect -f '{{.State.Pid}}' "$sidecar")
+kill -KILL "$pid"
+for _ in $(seq 1 60); do
+    [ "$(docker inspect -f '{{.RestartCount}}' "$sidecar")" -ge 1 ] && healthy && break
+    sleep 0.5
+done
+timeout 30 docker compose logs --no-color sidecar | grep -E 'ERROR|stale|mounted|exited' | tail -n 4 | sed 's/^/  /'
+check "Docker restarted the sidecar by itself (RestartCount $(docker inspect -f '{{.RestartCount}}' "$sidecar"))" \
+    [ "$(docker inspect -f '{{.RestartCount}}' "$sidecar")" -ge 1 ]
+check "app reads again after the automatic restart" \
+    bash -c "[[ \$(timeout 30 docker compose exec -T app cat /data/mnt/from-store.txt) == 'put into the store before the mount' ]]"
+check "still exactly one mount at the mount point" [ "$(grep -c " $SHARED/mnt " /proc/self/mounts)" = 1 ]
+
+# --- graceful stop ---------------------------------------------------------------------------
+step "SIGTERM right after a write: docker stop the sidecar"
+# The MD5 is taken from the bytes the app writes, not read back through the mount.
+sum=$(in_app 'set -o pipefail; dd if=/dev/urandom bs=1M count=16 2>/dev/null | tee /data/mnt/last.bin | md5sum | cut -d" " -f1' || true)
+check "app wrote 16 MiB (md5 $sum)" grep -qE '^[0-9a-f]{32}$' <<<"$sum"
+ts=$(date +%s.%N)
+timeout 60 docker stop -t 40 "$sidecar" >/dev/null
+echo "  docker stop took $(python3 -c "import time; print(round(time.time() - $ts, 2))") s"
+check "sidecar exited 0 on SIGTERM" [ "$(docker inspect -f '{{.State.ExitCode}}' "$sidecar")" = 0 ]
+check "sidecar logged the SIGTERM unmount" \
+    bash -c "timeout 30 docker logs '$sidecar' 2>&1 | grep -q 'SIGTERM: unmounting'"
+check "no mount left on the host" bash -c "! grep -q ' $SHARED/mnt ' /proc/self/mounts"
+out=$(in_app 'ls -A /data/mnt 2>&1; echo rc=$?' || true)
+check "app sees the plain empty directory, not ENOTCONN ($(tr '\n' ' ' <<<"$out"))" [ "$out" = "rc=0" ]
+check "the write made just before SIGTERM is in Azurite, complete" \
+    bash -c "[[ -n '$sum' && \$('$W/az' get last.bin | md5sum | cut -d' ' -f1) == '$sum' ]]"
+
+step "docker compose down"
+check "compose down" timeout 120 docker compose down -v -t 10
+
+trap - EXIT
+cleanup 0
+echo "e2e: $passes passed, $fails failed"
+[[ $fails == 0 ]]
