@@ -93,9 +93,11 @@ fn default_cache_dir(id: &str) -> PathBuf {
 }
 
 /// The kernel answers ENOTCONN on a mount whose daemon died: detach it so we can mount.
+/// `statfs` is asked, not `stat`: for up to the attribute timeout after a crash the kernel
+/// still answers `stat` of the mount point from its cache.
 fn clear_stale_mount(mp: &Path) {
-    if let Err(e) = std::fs::metadata(mp)
-        && e.raw_os_error() == Some(libc::ENOTCONN)
+    if let Err(e) = nix::sys::statfs::statfs(mp)
+        && e == nix::errno::Errno::ENOTCONN
     {
         warn!(mountpoint = %mp.display(), "stale FUSE mount (ENOTCONN) found; detaching it");
         if let Err(e) = umount(mp, true) {
