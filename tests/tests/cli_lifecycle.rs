@@ -391,3 +391,46 @@ fn unprivileged_daemon_serves_a_descriptor_from_the_mounter() {
     assert!(mounter.0.wait().unwrap().success(), "{}", logs());
     wait_until("the mounter detached the mount", || !is_mounted(&mp));
 }
+
+/// A daemon killed with SIGKILL leaves an ENOTCONN mount; the next daemon started right
+/// away on the same directory detaches it and serves (the sidecar restart case).
+#[test]
+fn a_restart_right_after_a_crash_replaces_the_dead_mount() {
+    use blobmount_tests::{Emulator, Kind, Mount, MountSpec};
+    let emu = Emulator::start(Kind::Gcs);
+    let bucket = emu.create_bucket();
+    emu.put_object(&bucket, "f.txt", b"still here");
+    let first = Mount::start(&MountSpec::for_emulator(&emu, &bucket));
+    // The kernel caches the root's attributes, as after any recent access.
+    assert_eq!(std::fs::read(first.p("f.txt")).unwrap(), b"still here");
+    let pid = first.pid().unwrap();
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_until("the dead mount answers ENOTCONN", || {
+        std::fs::read_dir(first.path())
+            .err()
+            .and_then(|e| e.raw_os_error())
+            == Some(libc::ENOTCONN)
+    });
+    let spec = MountSpec::for_emulator(&emu, &bucket);
+    let env: Vec<(&str, &str)> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mp = first.path().to_str().unwrap().to_string();
+    let endpoint = spec.endpoint.clone().unwrap();
+    let second = run_cli(
+        &["mount", &spec.url, &mp, "--endpoint", &endpoint],
+        &env,
+        Duration::from_secs(60),
+    );
+    assert_eq!(second.code, Some(0), "{}", second.stderr);
+    assert_eq!(std::fs::read(first.p("f.txt")).unwrap(), b"still here");
+    let r = run_cli(
+        &["unmount", first.path().to_str().unwrap()],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+}
