@@ -27,11 +27,13 @@ NSMALL=${BENCH_NSMALL:-$d_nsmall}         # 4 KiB files read with 8 threads
 NLIST=${BENCH_NLIST:-$d_nlist}            # objects in the directory listed with ls -l
 HUGE_MIB=${BENCH_HUGE_MIB:-$d_huge}       # the big-file RSS check (0 = skip)
 FIO_SECS=${BENCH_FIO_SECS:-$d_fio}
-REPS=${BENCH_REPS:-$d_reps}               # repetitions (median) of raw, seq, conc, small and ls
+REPS=${BENCH_REPS:-$d_reps}               # repetitions (median) of raw, seq, conc and small
+LS_REPS=${BENCH_LS_REPS:-1}               # repetitions of ls -l cold+warm (slow through a mount)
+LS_ALL=${BENCH_LS_ALL_MODES:-0}           # 1: ls -l in every blobmount read mode, not only the primary one
 BUDGET_MIB=${BENCH_BUDGET_MIB:-256}       # cache.read-memory-mib for the big-file RSS check
 MODES=${BENCH_MODES:-direct block-cache file-cache}
 MODE_ENV=${BENCH_MODE_ENV:-BLOBMOUNT_READ__MODE}
-HUGE_MODE=${BENCH_HUGE_MODE:-block-cache}
+PRIMARY_MODE=${BENCH_PRIMARY_MODE:-block-cache} # mode of the ls -l rows and of the big-file RSS check
 PEERS=${BENCH_PEERS-rclone-off rclone-full}
 SCENARIOS=${BENCH_SCENARIOS:-seq conc small ls fio}
 UPDATE_DOCS=${BENCH_UPDATE_DOCS:-1}
@@ -133,7 +135,8 @@ hwm_mib() { awk '/^VmHWM/{printf "%d", $2/1024}' "/proc/$1/status" 2>/dev/null |
     echo "# blobmount: $("$BM" version 2>&1 | head -1); bin=$BM; repo=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo +dirty)"
     echo "# rclone: $(rclone version 2>/dev/null | head -1); fio: $(fio --version); curl: $(curl --version | head -1 | cut -d' ' -f1-2)"
     echo "# azurite: $(grep -m1 '"version"' "$TOOLS/npm/node_modules/azurite/package.json" | tr -dc '0-9.'); azure-storage-blob: $("$PY" -c 'import azure.storage.blob as b; print(b.__version__)'); python: $("$PY" -V | cut -d' ' -f2)"
-    echo "# sizes: big_mib=$BIG_MIB conc_mib=$CONC_MIB nsmall=$NSMALL nlist=$NLIST huge_mib=$HUGE_MIB fio_secs=$FIO_SECS reps=$REPS budget_mib=$BUDGET_MIB"
+    [[ -n ${BENCH_BIN_SOURCE:-} ]] && echo "# blobmount binary built from: $BENCH_BIN_SOURCE"
+    echo "# sizes: big_mib=$BIG_MIB conc_mib=$CONC_MIB nsmall=$NSMALL nlist=$NLIST huge_mib=$HUGE_MIB fio_secs=$FIO_SECS reps=$REPS ls_reps=$LS_REPS budget_mib=$BUDGET_MIB"
     echo "tool,scenario,value,unit,runs,peak_rss_mib,load1,note"
 } > "$CSV"
 # record TOOL SCENARIO VALUE UNIT RUNS PEAK_RSS NOTE
@@ -352,7 +355,7 @@ sc_small() {
 sc_ls() {
     local cold=() warm=() r t0 n
     begin ls
-    for ((r = 1; r <= REPS; r++)); do
+    for ((r = 1; r <= LS_REPS; r++)); do
         mnt || return 1
         t0=$(now); n=$(timeout -k 10 "$TMO" ls -l "$MDIR/list" 2>> "$WORK/logs/$CUR_TOOL.log" | grep -c '^-' || true); cold+=("$(since "$t0")")
         ((n == NLIST)) || NOTE+="cold ls -l listed $n of $NLIST files; "
@@ -421,12 +424,16 @@ for m in $MODES; do
     fi
 done
 ((${#BM_TOOLS[@]})) || { log "no read mode accepted: measuring the binary's default read path"; BM_TOOLS=(blobmount-default); }
+# listing does not depend on the read mode: ls -l runs in the primary mode only (unless BENCH_LS_ALL_MODES=1)
+PRIMARY=blobmount-$PRIMARY_MODE
+[[ " ${BM_TOOLS[*]} " == *" $PRIMARY "* ]] || PRIMARY=${BM_TOOLS[0]}
 
 # ---------------------------------------------------------------- run
 for CUR_TOOL in "${BM_TOOLS[@]}" $PEERS; do
     log "== $CUR_TOOL"
     for s in $SCENARIOS; do
         CUR_SCEN=$s
+        [[ $s == ls && $CUR_TOOL == blobmount-* && $CUR_TOOL != "$PRIMARY" && $LS_ALL != 1 ]] && continue
         if ! "sc_$s"; then
             record "$CUR_TOOL" skipped NA - "" "" "mount failed in scenario $s: ${MOUNT_ERR:-?}"
             break
@@ -434,8 +441,7 @@ for CUR_TOOL in "${BM_TOOLS[@]}" $PEERS; do
     done
 done
 if ((HUGE_MIB > 0)); then
-    CUR_TOOL=blobmount-$HUGE_MODE
-    [[ " ${BM_TOOLS[*]} " == *" $CUR_TOOL "* ]] || CUR_TOOL=${BM_TOOLS[0]}
+    CUR_TOOL=$PRIMARY
     log "== $CUR_TOOL big-file RSS check"
     sc_huge || record "$CUR_TOOL" huge_rss NA MiB "" "" "mount failed: ${MOUNT_ERR:-?}"
 fi
