@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Azure Blob (Azurite) helper for bench/run.sh: fixtures and the raw-backend SDK measurements.
+
+usage: az.py ENDPOINT CONTAINER COMMAND [ARGS...]
+  ENDPOINT  e.g. http://127.0.0.1:PORT/devstoreaccount1 (Azurite, well-known dev account)
+
+commands (timings are printed as "key=value" words on one line):
+  create                          create the container
+  put-file KEY FILE               upload a local file (blocks of 8 MiB, 4 in parallel)
+  put-random KEY MIB [SEED]       upload MIB MiB of pseudo-random bytes (blocks of 64 MiB); no local copy
+  populate PREFIX N SIZE          create N objects PREFIX/fNNNNN of SIZE bytes with 16 threads
+  sas-url KEY                     print a read SAS URL for KEY (for curl)
+  list PREFIX REPS                SDK paged listing (walks every page) REPS times -> secs=median runs=...
+  get-small PREFIX N THREADS      GET PREFIX/f00000..N-1 with THREADS threads -> ops_per_s=...
+  head KEY                        print the size of KEY
+"""
+import datetime
+import os
+import statistics
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from azure.storage.blob import (
+    BlobBlock,
+    BlobSasPermissions,
+    BlobServiceClient,
+    generate_blob_sas,
+)
+
+ACCOUNT = "devstoreaccount1"
+# Azurite's well-known development key (public, documented by Microsoft; not a secret).
+KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+MIB = 1 << 20
+
+
+def service(endpoint):
+    conn = (
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
+        f"BlobEndpoint={endpoint};"
+    )
+    return BlobServiceClient.from_connection_string(conn, max_single_put_size=64 * MIB)
+
+
+def put_blocks(cc, key, blocks, threads=4):
+    """blocks: iterable of (index, bytes-producer). Stage in parallel, then commit in order."""
+    bc = cc.get_blob_client(key)
+    ids = []
+
+    def stage(item):
+        i, make = item
+        bid = f"{i:08d}-{uuid.uuid4().hex[:8]}"
+        bc.stage_block(bid, make())
+        return i, bid
+
+    with ThreadPoolExecutor(threads) as ex:
+        for i, bid in ex.map(stage, blocks):
+            ids.append((i, bid))
+    ids.sort()
+    bc.commit_block_list([BlobBlock(block_id=b) for _, b in ids])
+
+
+def main():
+    endpoint, container, cmd, *args = sys.argv[1:]
+    svc = service(endpoint)
+    cc = svc.get_container_client(container)
+    if cmd == "create":
+        cc.create_container()
+    elif cmd == "put-file":
+        key, path = args
+        size = os.path.getsize(path)
+        bs = 8 * MIB
+
+        def reader(off):
+            def make():
+                with open(path, "rb") as f:
+                    f.seek(off)
+                    return f.read(bs)
+            return make
+
+        t0 = time.perf_counter()
+        put_blocks(cc, key, ((i, reader(off)) for i, off in enumerate(range(0, size, bs))))
+        dt = time.perf_counter() - t0
+        print(f"bytes={size} secs={dt:.3f} mb_per_s={size / MIB / dt:.1f}")
+    elif cmd == "put-random":
+        key, mib = args[0], int(args[1])
+        seed = args[2] if len(args) > 2 else key
+        bs_mib = min(64, mib)
+        base = os.urandom(bs_mib * MIB)  # one random buffer; each block gets its own header
+
+        def maker(i, n):
+            def make():
+                hdr = f"{seed}:{i}:".encode().ljust(64, b".")
+                return hdr + base[len(hdr):n * MIB]
+            return make
+
+        blocks, i, left = [], 0, mib
+        while left > 0:
+            n = min(bs_mib, left)
+            blocks.append((i, maker(i, n)))
+            i, left = i + 1, left - n
+        t0 = time.perf_counter()
+        put_blocks(cc, key, blocks)
+        dt = time.perf_counter() - t0
+        print(f"bytes={mib * MIB} secs={dt:.3f} mb_per_s={mib / dt:.1f}")
+    elif cmd == "populate":
+        prefix, n, size = args[0], int(args[1]), int(args[2])
+        body = os.urandom(size)
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(16) as ex:
+            list(ex.map(lambda i: cc.upload_blob(f"{prefix}/f{i:05d}", body, overwrite=True), range(n)))
+        dt = time.perf_counter() - t0
+        print(f"n={n} secs={dt:.3f} ops_per_s={n / dt:.1f}")
+    elif cmd == "sas-url":
+        (key,) = args
+        sas = generate_blob_sas(
+            ACCOUNT, container, key, account_key=KEY,
+            permission=BlobSasPermissions(read=True),
+            expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1),
+        )
+        print(f"{endpoint}/{container}/{key}?{sas}")
+    elif cmd == "list":
+        prefix, reps = args[0], int(args[1])
+        runs, n = [], 0
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            n = sum(1 for _ in cc.list_blobs(name_starts_with=prefix))
+            runs.append(time.perf_counter() - t0)
+        print(f"n={n} secs={statistics.median(runs):.4f} runs={','.join(f'{x:.4f}' for x in runs)}")
+    elif cmd == "get-small":
+        prefix, n, threads = args[0], int(args[1]), int(args[2])
+        keys = [f"{prefix}/f{i:05d}" for i in range(n)]
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(threads) as ex:
+            total = sum(ex.map(lambda k: len(cc.download_blob(k).readall()), keys))
+        dt = time.perf_counter() - t0
+        print(f"n={n} bytes={total} secs={dt:.3f} ops_per_s={n / dt:.1f}")
+    elif cmd == "head":
+        (key,) = args
+        print(cc.get_blob_client(key).get_blob_properties().size)
+    else:
+        raise SystemExit(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main()
