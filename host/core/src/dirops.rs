@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use blobmount_backend::{BackendError, Precondition, PutMeta, UserMetadata};
+use blobmount_backend::{BackendError, ObjectInfo, Precondition, PutMeta, UserMetadata};
 use bytes::Bytes;
 use tracing::info;
 
@@ -21,7 +21,7 @@ impl Fs {
         let prefix = self.dir_prefix_of_key(dir_key);
         let mut dirs: BTreeMap<String, ()> = BTreeMap::new();
         // (name, size, metadata when the listing carries it)
-        let mut files: Vec<(String, u64, Option<UserMetadata>)> = Vec::new();
+        let mut files: Vec<(String, u64, Option<UserMetadata>, ObjectInfo)> = Vec::new();
         let caps = self.backend.capabilities();
         let mut token = None;
         loop {
@@ -51,7 +51,7 @@ impl Fs {
                 if folder {
                     dirs.insert(seg.to_string(), ());
                 } else {
-                    files.push((seg.to_string(), o.size, o.metadata.clone()));
+                    files.push((seg.to_string(), o.size, o.metadata.clone(), o.clone()));
                 }
             }
             token = page.next;
@@ -61,9 +61,19 @@ impl Fs {
         }
         let mut entries: Vec<Entry> = Vec::new();
         let mut taken: HashSet<String> = HashSet::new();
-        let mut push = |name: String, seg: String, kind: Kind, entries: &mut Vec<Entry>| {
+        let mut push = |name: String,
+                        seg: String,
+                        kind: Kind,
+                        info: Option<&ObjectInfo>,
+                        entries: &mut Vec<Entry>| {
             if taken.insert(name.clone()) {
-                entries.push(Entry { name, seg, kind });
+                let info = info.filter(|i| i.metadata.is_some()).cloned();
+                entries.push(Entry {
+                    name,
+                    seg,
+                    kind,
+                    info,
+                });
                 true
             } else {
                 false
@@ -71,9 +81,9 @@ impl Fs {
         };
         // Valid names first, so a stand-in can never take a real name.
         for seg in dirs.keys().filter(|s| names::is_valid(s)) {
-            push(seg.clone(), seg.clone(), Kind::Dir, &mut entries);
+            push(seg.clone(), seg.clone(), Kind::Dir, None, &mut entries);
         }
-        for (seg, size, meta) in files.iter().filter(|(s, _, _)| names::is_valid(s)) {
+        for (seg, size, meta, info) in files.iter().filter(|(s, _, _, _)| names::is_valid(s)) {
             if dirs.contains_key(seg) {
                 // Azure folder marker blob next to its own prefix: the same directory.
                 // Listings without metadata need a HEAD to tell.
@@ -90,9 +100,15 @@ impl Fs {
                 }
                 self.note_conflict(&self.child_key(dir_key, seg));
                 let name = format!("{seg}{FILE_SUFFIX}");
-                push(name, seg.clone(), Kind::File, &mut entries);
+                push(name, seg.clone(), Kind::File, Some(info), &mut entries);
             } else {
-                push(seg.clone(), seg.clone(), Kind::File, &mut entries);
+                push(
+                    seg.clone(),
+                    seg.clone(),
+                    Kind::File,
+                    Some(info),
+                    &mut entries,
+                );
             }
         }
         let invalid = dirs
@@ -102,13 +118,13 @@ impl Fs {
             .chain(
                 files
                     .iter()
-                    .filter(|(s, _, _)| !names::is_valid(s))
-                    .map(|(s, _, _)| (s.clone(), Kind::File)),
+                    .filter(|(s, _, _, _)| !names::is_valid(s))
+                    .map(|(s, _, _, _)| (s.clone(), Kind::File)),
             );
         for (seg, kind) in invalid.collect::<Vec<_>>() {
             let name = names::stand_in(&seg);
             let key = self.child_key(dir_key, &seg);
-            if push(name.clone(), seg.clone(), kind, &mut entries) {
+            if push(name.clone(), seg.clone(), kind, None, &mut entries) {
                 self.count_name_conflict();
                 info!(
                     key,
@@ -147,6 +163,7 @@ impl Fs {
                     seg: name.clone(),
                     name,
                     kind,
+                    info: None,
                 });
             }
         }

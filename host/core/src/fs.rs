@@ -82,6 +82,8 @@ pub struct FsStats {
     pub negative_hits: AtomicU64,
     /// Lookups of listed files that needed one HEAD instead of a full probe (type cache).
     pub type_cache_hits: AtomicU64,
+    /// Lookups answered from a listing that carried the attributes (no request at all).
+    pub listing_attr_hits: AtomicU64,
     /// Cached listings dropped to stay under `list_cache_max_entries`.
     pub list_evictions: AtomicU64,
 }
@@ -392,17 +394,45 @@ impl Fs {
 
     /// Resolve `name` in directory `parent` against the store.
     pub(crate) async fn resolve(&self, parent: u64, name: &str) -> FsResult<Option<Probe>> {
+        self.resolve_with(parent, name, false).await
+    }
+
+    /// [`Fs::resolve`]; with `listed`, the name comes from the listing the kernel is reading
+    /// right now (readdirplus), so that listing is trusted however old it has become.
+    pub(crate) async fn resolve_with(
+        &self,
+        parent: u64,
+        name: &str,
+        listed: bool,
+    ) -> FsResult<Option<Probe>> {
         let parent_key = self.key_of(parent)?;
         // Names shown in place of invalid or colliding key segments come from the last listing.
-        let (listed_seg, listing_fresh) = {
+        let (listed_seg, listing_fresh, listed_info) = {
             let t = lock(&self.table);
             let dir = t.get(parent).map(|p| &p.dir);
-            let seg = dir
-                .and_then(|d| d.listed(name))
-                .map(|e| (e.seg.clone(), e.kind));
-            let fresh = dir.is_some_and(|d| d.fresh_listing(self.cfg.list_ttl).is_some());
-            (seg, fresh)
+            let entry = dir.and_then(|d| d.listed(name));
+            let seg = entry.map(|e| (e.seg.clone(), e.kind));
+            let fresh = listed || dir.is_some_and(|d| d.fresh_listing(self.cfg.list_ttl).is_some());
+            (seg, fresh, entry.and_then(|e| e.info.clone()))
         };
+        if let (Some((seg, Kind::File)), true, Some(info)) =
+            (listed_seg.clone(), listing_fresh, listed_info)
+        {
+            // The listing carried size, ETag and user metadata (Azure): nothing to ask.
+            self.stats.listing_attr_hits.fetch_add(1, Ordering::Relaxed);
+            let m = attr::decode(info.metadata.as_ref().unwrap_or(&UserMetadata::new()));
+            let kind = if m.kind == Some(Kind::Symlink) {
+                Kind::Symlink
+            } else {
+                Kind::File
+            };
+            return Ok(Some(Probe {
+                kind,
+                seg,
+                info: Some(info),
+                marker: Marker::None,
+            }));
+        }
         if let Some((seg, kind)) = listed_seg.clone() {
             if kind != Kind::Dir && (seg != name || listing_fresh) {
                 // A file shown under a stand-in or conflict name, or a name a fresh listing
@@ -470,6 +500,10 @@ impl Fs {
 
     /// FUSE lookup: find `name` in `parent`, counting a kernel reference.
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        self.lookup_with(parent, name, false).await
+    }
+
+    async fn lookup_with(&self, parent: u64, name: &str, listed: bool) -> FsResult<Attr> {
         if self.node_kind(parent)? != Kind::Dir {
             return Err(FsError::NotDir);
         }
@@ -500,7 +534,7 @@ impl Fs {
             }
             t.get(parent).map(|p| p.dir.generation)
         };
-        let Some(probe) = self.resolve(parent, name).await? else {
+        let Some(probe) = self.resolve_with(parent, name, listed).await? else {
             let mut t = lock(&self.table);
             if let Some(p) = t.get_mut(parent)
                 && Some(p.dir.generation) == generation
@@ -528,7 +562,7 @@ impl Fs {
             std::pin::Pin<Box<dyn std::future::Future<Output = FsResult<Attr>> + Send + 'a>>;
         let futs: Vec<Lookup<'_>> = names
             .iter()
-            .map(|n| Box::pin(self.lookup(parent, n)) as Lookup<'_>)
+            .map(|n| Box::pin(self.lookup_with(parent, n, true)) as Lookup<'_>)
             .collect();
         futures::stream::iter(futs)
             .buffered(LOOKUP_CONCURRENCY)

@@ -30,6 +30,9 @@ pub struct Entry {
     pub name: String,
     pub seg: String,
     pub kind: Kind,
+    /// What the listing said about a file, when it carried user metadata too (Azure): then
+    /// a lookup needs no HEAD.
+    pub info: Option<blobmount_backend::ObjectInfo>,
 }
 
 #[derive(Clone, Debug)]
