@@ -417,6 +417,7 @@ impl Fs {
         };
         if let (Some((seg, Kind::File)), true, Some(info)) =
             (listed_seg.clone(), listing_fresh, listed_info)
+            && addressable(&info.key)
         {
             // The listing carried size, ETag and user metadata (Azure): nothing to ask.
             self.stats.listing_attr_hits.fetch_add(1, Ordering::Relaxed);
@@ -780,6 +781,13 @@ impl Fs {
 }
 
 /// Remove the metadata keys we own, keeping foreign ones to write back unchanged.
+/// Whether every segment of `key` is a plain name. Keys with empty, `.` or `..` segments are
+/// listed, but stat and open go through the store (which reports them as unaddressable).
+fn addressable(key: &str) -> bool {
+    !key.split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+}
+
 fn strip_owned(mut m: UserMetadata) -> UserMetadata {
     for k in [
         attr::META_MODE,

@@ -414,10 +414,17 @@ pub fn apply_env(
             .split("__")
             .map(|s| s.to_ascii_lowercase().replace('_', "-"))
             .collect();
-        // Only the config sections are overridable; other BLOBMOUNT_* variables (the config
-        // file path, test settings) are not config keys.
-        if path.len() < 2 || !SECTIONS.contains(&path[0].as_str()) {
+        // Variables without `__` (BLOBMOUNT_CONFIG) are not config keys. One with `__` names
+        // a key: a misspelt section must be an error, not a setting silently dropped.
+        if path.len() < 2 {
             continue;
+        }
+        if !SECTIONS.contains(&path[0].as_str()) {
+            return Err(ConfigError(format!(
+                "environment {k}: unknown section {:?} (sections: {})",
+                path[0],
+                SECTIONS.join(", ")
+            )));
         }
         // A key whose schema type is a string keeps the text as given (an access key id
         // "0123456789" must not become a number); others are read as JSON scalars.
@@ -539,6 +546,21 @@ mod tests {
         let c = from_tree(tree)?;
         c.validate()?;
         Ok(c)
+    }
+
+    #[test]
+    fn misspelt_env_sections_are_errors_and_plain_variables_are_ignored() {
+        let e = load_str("", &[("BLOBMOUNT_CAHCE__LIST_TTL_SECS", "5")]).unwrap_err();
+        assert!(e.0.contains("unknown section \"cahce\""), "{}", e.0);
+        let c = load_str(
+            "",
+            &[
+                ("BLOBMOUNT_CONFIG", "/etc/x.yaml"),
+                ("BLOBMOUNT_READ__MODE", "file-cache"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.read.mode, ReadMode::FileCache);
     }
 
     #[test]
