@@ -9,3 +9,4 @@ pub mod config;
 pub mod fuse;
 pub mod logging;
 pub mod mount;
+pub mod plugin_cli;
