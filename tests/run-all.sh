@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every check of the project: formatting, lints, all unit tests and the FUSE integration
 # tests against Azurite, moto (S3) and fake-gcs-server. Installs what is missing first
-# (tests/scripts/install-deps.sh). Needs root (or FUSE rights) and /dev/fuse.
+# (tests/scripts/install-deps.sh) and builds the WASM policy plugins the policy and CLI tests
+# load (plugins/build.sh). Needs root (or FUSE rights) and /dev/fuse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,8 +13,14 @@ unset AWS_CA_BUNDLE
 profile=default
 [[ ${CI:-} == true ]] && profile=ci
 
+echo "== plugins (WASM components for the policy tests)"
+# Tools for the Debian route are kept with the other test tools, so re-runs are incremental.
+BLOBMOUNT_PLUGIN_TOOLS=${BLOBMOUNT_PLUGIN_TOOLS:-${BLOBMOUNT_TEST_TOOLS:-/opt/blobmount-test}/wasm} \
+    bash plugins/build.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path plugins/Cargo.toml --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== build"
