@@ -1,4 +1,5 @@
-//! Command line: `mount`, `mount list`, `unmount`, `config validate|schema`, `version`.
+//! Command line: `mount`, `mount list`, `unmount`, `config validate|schema`, `plugin check|run`,
+//! `version`.
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration, 3 the store
 //! refused the credentials, 4 the store is unreachable, 5 the kernel mount failed.
@@ -96,6 +97,11 @@ pub enum Cmd {
     Config {
         #[command(subcommand)]
         sub: ConfigSub,
+    },
+    /// Try a WASM policy plugin without mounting (see docs/plugins.md).
+    Plugin {
+        #[command(subcommand)]
+        sub: crate::plugin_cli::PluginSub,
     },
     /// Print the version.
     Version,
@@ -453,6 +459,7 @@ pub fn main() -> ExitCode {
                 Err(e) => fail(EXIT_MOUNT, e),
             }
         }
+        Cmd::Plugin { sub } => crate::plugin_cli::main(sub),
         Cmd::Unmount { mountpoint, lazy } => match mount::unmount(&mountpoint, lazy) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(EXIT_RUNTIME, e),

@@ -12,5 +12,6 @@ pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod mount;
+pub mod plugin_cli;
 pub mod preload;
 pub mod status;

@@ -1,0 +1,200 @@
+//! The `plugins:` configuration: which component serves which hook, its parameters, its
+//! limits and what happens when it fails. Plain serde structs so the daemon can embed them in
+//! its YAML config (kebab-case keys, unknown keys rejected, JSON Schema derived).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The four hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hook {
+    Filter,
+    NameConflict,
+    Consistency,
+    Acl,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 4] = [
+        Hook::Filter,
+        Hook::NameConflict,
+        Hook::Consistency,
+        Hook::Acl,
+    ];
+
+    /// The hook's name as written in config, on the command line and in the WIT.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Filter => "filter",
+            Hook::NameConflict => "name-conflict",
+            Hook::Consistency => "consistency",
+            Hook::Acl => "acl",
+        }
+    }
+
+    /// The WIT world a component for this hook must implement.
+    pub fn world(self) -> &'static str {
+        match self {
+            Hook::Filter => "filter-plugin",
+            Hook::NameConflict => "name-conflict-plugin",
+            Hook::Consistency => "consistency-plugin",
+            Hook::Acl => "acl-plugin",
+        }
+    }
+
+    /// Parse a hook name (`filter`, `name-conflict`, `consistency`, `acl`).
+    pub fn parse(s: &str) -> Option<Hook> {
+        Hook::ALL.into_iter().find(|h| h.name() == s)
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a failed call (trap, out of fuel, deadline, memory cap, bad return) is answered with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureMode {
+    /// The most restrictive answer: hidden (filter), no access (acl), no caching
+    /// (consistency), hide the colliding entries (name-conflict).
+    #[default]
+    Deny,
+    /// The built-in policy's answer, as if no plugin were configured for the hook.
+    Allow,
+}
+
+/// One parameter value: a string, or a list of strings for a repeated key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ParamValue {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// One plugin for one hook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PluginConfig {
+    /// Path to the component (`.wasm`).
+    pub path: PathBuf,
+    /// Parameters passed to the plugin's `init`, e.g. `{include: ["*.csv"], max-size: "1000"}`.
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamValue>,
+    /// Answer used when a call fails.
+    #[serde(default)]
+    pub on_failure: FailureMode,
+    /// Fuel (roughly, wasm instructions) per call; a batch call gets this per object.
+    #[serde(default = "default_fuel")]
+    pub fuel: u64,
+    /// Wall-clock limit per call in milliseconds (a backstop behind fuel).
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// Linear-memory cap per instance, in MiB.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+    /// Instances created at load time (more are created on demand when calls overlap).
+    #[serde(default = "default_prewarm")]
+    pub prewarm: usize,
+    /// How many answers are cached (0 disables the cache). Only pure hooks are cached.
+    #[serde(default = "default_cache_entries")]
+    pub cache_entries: usize,
+    /// How long a cached answer is reused, in seconds (filter age rules are as accurate as
+    /// this).
+    #[serde(default = "default_cache_secs")]
+    pub cache_secs: u64,
+}
+
+fn default_fuel() -> u64 {
+    10_000_000
+}
+fn default_deadline_ms() -> u64 {
+    200
+}
+fn default_memory_mib() -> u64 {
+    16
+}
+fn default_prewarm() -> usize {
+    2
+}
+fn default_cache_entries() -> usize {
+    65_536
+}
+fn default_cache_secs() -> u64 {
+    10
+}
+
+impl PluginConfig {
+    /// A plugin at `path` with default limits and no parameters.
+    pub fn new(path: impl Into<PathBuf>) -> PluginConfig {
+        PluginConfig {
+            path: path.into(),
+            params: BTreeMap::new(),
+            on_failure: FailureMode::default(),
+            fuel: default_fuel(),
+            deadline_ms: default_deadline_ms(),
+            memory_mib: default_memory_mib(),
+            prewarm: default_prewarm(),
+            cache_entries: default_cache_entries(),
+            cache_secs: default_cache_secs(),
+        }
+    }
+
+    /// Add a parameter (repeated keys accumulate).
+    pub fn param(mut self, key: &str, value: &str) -> PluginConfig {
+        let v = match self.params.remove(key) {
+            None => ParamValue::One(value.into()),
+            Some(ParamValue::One(old)) => ParamValue::Many(vec![old, value.into()]),
+            Some(ParamValue::Many(mut vs)) => {
+                vs.push(value.into());
+                ParamValue::Many(vs)
+            }
+        };
+        self.params.insert(key.into(), v);
+        self
+    }
+
+    /// The parameters as the WIT `params` list (keys sorted, repeated values in order).
+    pub fn param_list(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (k, v) in &self.params {
+            match v {
+                ParamValue::One(s) => out.push((k.clone(), s.clone())),
+                ParamValue::Many(vs) => out.extend(vs.iter().map(|s| (k.clone(), s.clone()))),
+            }
+        }
+        out
+    }
+}
+
+/// The whole `plugins:` section: at most one plugin per hook.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PluginsConfig {
+    /// Where compiled plugins are cached (default: no on-disk cache; each start compiles,
+    /// which takes 10-50 ms for a Rust plugin and seconds for JS/Python ones).
+    pub cache_dir: Option<PathBuf>,
+    pub filter: Option<PluginConfig>,
+    pub name_conflict: Option<PluginConfig>,
+    pub consistency: Option<PluginConfig>,
+    pub acl: Option<PluginConfig>,
+}
+
+impl PluginsConfig {
+    /// The configured plugin for `hook`.
+    pub fn get(&self, hook: Hook) -> Option<&PluginConfig> {
+        match hook {
+            Hook::Filter => self.filter.as_ref(),
+            Hook::NameConflict => self.name_conflict.as_ref(),
+            Hook::Consistency => self.consistency.as_ref(),
+            Hook::Acl => self.acl.as_ref(),
+        }
+    }
+}

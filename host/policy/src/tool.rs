@@ -1,0 +1,282 @@
+//! What `blobmount plugin check` and `blobmount plugin run` do, kept here so the daemon's
+//! CLI stays a thin wrapper: load one plugin for one hook, and call it with JSON input,
+//! printing JSON output. Input shapes are documented in docs/plugins.md.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use blobmount_policy_api::{
+    AclDecision, Builtin, Caller, ConflictEntry, ConflictKind, Consistency, ObjectInfo, Resolution,
+    Ttl, Verdict,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::{Hook, PluginConfig, PluginsConfig};
+use crate::error::{CallError, LoadError};
+use crate::policy::WasmPolicy;
+
+/// Why `plugin run` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("bad input: {0}")]
+    Input(String),
+    #[error("the plugin call failed: {0} (a mount would answer with the failure mode)")]
+    Call(#[from] CallError),
+}
+
+/// Load `path` as the plugin for `hook` with `params`, exactly as a mount would.
+pub fn load(path: &Path, hook: Hook, params: &[(String, String)]) -> Result<WasmPolicy, LoadError> {
+    let mut pc = PluginConfig::new(path);
+    pc.prewarm = 1;
+    for (k, v) in params {
+        pc = pc.param(k, v);
+    }
+    let mut cfg = PluginsConfig::default();
+    match hook {
+        Hook::Filter => cfg.filter = Some(pc),
+        Hook::NameConflict => cfg.name_conflict = Some(pc),
+        Hook::Consistency => cfg.consistency = Some(pc),
+        Hook::Acl => cfg.acl = Some(pc),
+    }
+    WasmPolicy::load(&cfg, Builtin::default())
+}
+
+/// `plugin check`: load and initialise; the summary line on success.
+pub fn check(path: &Path, hook: Hook, params: &[(String, String)]) -> Result<String, LoadError> {
+    let p = load(path, hook, params)?;
+    let us = p.instantiate_time(hook).map(|d| d.as_micros()).unwrap_or(0);
+    Ok(format!(
+        "ok: {} implements blobmount:policy/{}@{} (hook {hook}); init accepted {} parameter(s); first instance ready in {us} us",
+        path.display(),
+        hook.world(),
+        crate::WIT_VERSION,
+        params.len()
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ObjIn {
+    key: String,
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    mtime_secs: i64,
+    is_dir: Option<bool>,
+    content_type: Option<String>,
+    #[serde(default)]
+    metadata: std::collections::BTreeMap<String, String>,
+}
+
+impl From<ObjIn> for ObjectInfo {
+    fn from(o: ObjIn) -> ObjectInfo {
+        ObjectInfo {
+            is_dir: o.is_dir.unwrap_or(o.key.ends_with('/')),
+            key: o.key,
+            size: o.size,
+            mtime_secs: o.mtime_secs,
+            content_type: o.content_type,
+            metadata: o.metadata.into_iter().collect(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FilterIn {
+    now_secs: Option<i64>,
+    objects: Vec<ObjIn>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ConsistencyIn {
+    key: String,
+    is_dir: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct AclIn {
+    object: ObjIn,
+    #[serde(default)]
+    uid: u32,
+    #[serde(default)]
+    gid: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct EntryIn {
+    name: String,
+    key: Option<String>,
+    #[serde(default)]
+    is_dir: bool,
+    #[serde(default)]
+    size: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ConflictIn {
+    #[serde(default)]
+    parent: String,
+    kind: String,
+    entries: Vec<EntryIn>,
+}
+
+/// Accept one item or a list of items.
+fn one_or_many<T: for<'de> Deserialize<'de>>(v: Value) -> Result<Vec<T>, ToolError> {
+    let r = if v.is_array() {
+        serde_json::from_value(v)
+    } else {
+        serde_json::from_value(v).map(|x| vec![x])
+    };
+    r.map_err(|e| ToolError::Input(e.to_string()))
+}
+
+fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Hidden => "hidden",
+        Verdict::Visible => "visible",
+        Verdict::VisibleReadOnly => "visible-read-only",
+    }
+}
+
+fn ttl_json(t: Ttl) -> Value {
+    match t {
+        Ttl::None => json!("none"),
+        Ttl::For(d) => json!({ "millis": d.as_millis() as u64 }),
+        Ttl::Forever => json!("forever"),
+    }
+}
+
+fn consistency_json(key: &str, c: Consistency) -> Value {
+    json!({
+        "key": key,
+        "stat-ttl": ttl_json(c.stat_ttl),
+        "list-ttl": ttl_json(c.list_ttl),
+        "data-ttl": ttl_json(c.data_ttl),
+        "revalidate-on-open": c.revalidate_on_open,
+        "cacheable": c.cacheable,
+    })
+}
+
+fn acl_json(key: &str, d: AclDecision) -> Value {
+    let mut allow = Vec::new();
+    if d.allow.read {
+        allow.push("read");
+    }
+    if d.allow.write {
+        allow.push("write");
+    }
+    if d.allow.execute {
+        allow.push("execute");
+    }
+    json!({ "key": key, "uid": d.uid, "gid": d.gid, "mode": format!("{:04o}", d.mode), "allow": allow })
+}
+
+/// `plugin run`: call the plugin with `input` (JSON text), return the JSON answer.
+pub fn run(policy: &WasmPolicy, hook: Hook, input: &str) -> Result<Value, ToolError> {
+    let v: Value =
+        serde_json::from_str(input).map_err(|e| ToolError::Input(format!("not JSON: {e}")))?;
+    match hook {
+        Hook::Filter => {
+            // `{"now-secs": N, "objects": [...]}`, one object, or a list of objects.
+            let (now, objs) = if v.get("objects").is_some() {
+                let f: FilterIn =
+                    serde_json::from_value(v).map_err(|e| ToolError::Input(e.to_string()))?;
+                (f.now_secs, f.objects)
+            } else {
+                (None, one_or_many::<ObjIn>(v)?)
+            };
+            let now = now.unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0)
+            });
+            let objs: Vec<ObjectInfo> = objs.into_iter().map(Into::into).collect();
+            let verdicts = if objs.len() == 1 {
+                vec![policy.try_filter(&objs[0], now)?]
+            } else {
+                policy.try_filter_batch(&objs, now)?
+            };
+            Ok(Value::Array(
+                objs.iter()
+                    .zip(verdicts)
+                    .map(|(o, v)| json!({ "key": o.key, "verdict": verdict_name(v) }))
+                    .collect(),
+            ))
+        }
+        Hook::Consistency => {
+            let mut out = Vec::new();
+            for c in one_or_many::<ConsistencyIn>(v)? {
+                let is_dir = c.is_dir.unwrap_or(c.key.ends_with('/'));
+                out.push(consistency_json(
+                    &c.key,
+                    policy.try_consistency(&c.key, is_dir)?,
+                ));
+            }
+            Ok(Value::Array(out))
+        }
+        Hook::Acl => {
+            let mut out = Vec::new();
+            for a in one_or_many::<AclIn>(v)? {
+                let obj: ObjectInfo = a.object.into();
+                let d = policy.try_acl(
+                    &obj,
+                    Caller {
+                        uid: a.uid,
+                        gid: a.gid,
+                    },
+                )?;
+                out.push(acl_json(&obj.key, d));
+            }
+            Ok(Value::Array(out))
+        }
+        Hook::NameConflict => {
+            let c: ConflictIn =
+                serde_json::from_value(v).map_err(|e| ToolError::Input(e.to_string()))?;
+            let kind = match c.kind.as_str() {
+                "file-and-directory" => ConflictKind::FileAndDirectory,
+                "invalid-name" => ConflictKind::InvalidName,
+                k => {
+                    return Err(ToolError::Input(format!(
+                        "kind {k:?}: expected file-and-directory or invalid-name"
+                    )));
+                }
+            };
+            let entries: Vec<ConflictEntry> = c
+                .entries
+                .into_iter()
+                .map(|e| ConflictEntry {
+                    key: e.key.unwrap_or_else(|| {
+                        format!("{}{}{}", c.parent, e.name, if e.is_dir { "/" } else { "" })
+                    }),
+                    name: e.name,
+                    is_dir: e.is_dir,
+                    size: e.size,
+                })
+                .collect();
+            let rs = policy.try_resolve_conflict(&c.parent, kind, &entries)?;
+            Ok(Value::Array(
+                entries
+                    .iter()
+                    .zip(rs)
+                    .map(|(e, r)| {
+                        let r = match r {
+                            Resolution::Keep => json!("keep"),
+                            Resolution::Hide => json!("hide"),
+                            Resolution::Rename(n) => json!({ "rename": n }),
+                        };
+                        json!({ "key": e.key, "resolution": r })
+                    })
+                    .collect(),
+            ))
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Misbehaving plugins (plugins/test-plugins/misbehave) are stopped within their limits and
+//! answered by the failure mode; the policy keeps serving; bad components are rejected at load
+//! with clear messages.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use blobmount_policy::{CallError, FailureMode, Hook, LoadError, PluginConfig};
+use blobmount_policy_api::{Policy, Verdict};
+use common::{component, obj, policy, try_policy};
+
+fn misbehave(mode: &str) -> PluginConfig {
+    let mut c = PluginConfig::new(component("misbehave")).param("mode", mode);
+    c.cache_entries = 0;
+    c
+}
+
+#[test]
+fn runaway_loop_is_stopped_by_fuel() {
+    let p = policy(Hook::Filter, misbehave("loop"));
+    let t = Instant::now();
+    assert_eq!(p.try_filter(&obj("a", 1, 0), 0), Err(CallError::OutOfFuel));
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    // The failure mode answers, repeatedly, and the policy keeps serving.
+    for _ in 0..3 {
+        assert_eq!(p.filter(&obj("a", 1, 0), 0), Verdict::Hidden);
+    }
+    let s = p.stats(Hook::Filter).unwrap();
+    assert_eq!(s.failures, 3);
+    assert!(s.instantiations >= 4, "{s:?}");
+}
+
+#[test]
+fn runaway_loop_is_stopped_by_the_deadline_when_fuel_is_plentiful() {
+    let mut c = misbehave("loop");
+    c.fuel = u64::MAX / 4;
+    c.deadline_ms = 50;
+    let p = policy(Hook::Filter, c);
+    let t = Instant::now();
+    assert_eq!(p.try_filter(&obj("a", 1, 0), 0), Err(CallError::Deadline));
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(45) && took < Duration::from_secs(2),
+        "took {took:?}"
+    );
+}
+
+#[test]
+fn unbounded_allocation_is_stopped_at_the_cap() {
+    let mut c = misbehave("alloc");
+    c.memory_mib = 8;
+    c.fuel = u64::MAX / 4;
+    c.deadline_ms = 10_000;
+    let p = policy(Hook::Filter, c);
+    assert_eq!(p.try_filter(&obj("a", 1, 0), 0), Err(CallError::Memory));
+    assert_eq!(p.filter(&obj("a", 1, 0), 0), Verdict::Hidden);
+}
+
+#[test]
+fn trap_falls_back_to_the_failure_mode() {
+    let p = policy(Hook::Filter, misbehave("trap"));
+    assert!(matches!(
+        p.try_filter(&obj("a", 1, 0), 0),
+        Err(CallError::Trap(_))
+    ));
+    assert_eq!(p.filter(&obj("a", 1, 0), 0), Verdict::Hidden);
+    let mut allow = misbehave("trap");
+    allow.on_failure = FailureMode::Allow;
+    let p = policy(Hook::Filter, allow);
+    assert_eq!(p.filter(&obj("a", 1, 0), 0), Verdict::Visible);
+}
+
+#[test]
+fn instance_is_replaced_after_a_trap() {
+    let p = policy(Hook::Filter, misbehave("trap-once"));
+    assert!(p.try_filter(&obj("boom", 1, 0), 0).is_err());
+    assert_eq!(p.try_filter(&obj("fine", 1, 0), 0), Ok(Verdict::Visible));
+    assert_eq!(
+        p.filter_batch(&[obj("x", 1, 0), obj("y", 1, 0)], 0),
+        vec![Verdict::Visible; 2]
+    );
+}
+
+#[test]
+fn garbage_return_is_rejected() {
+    let p = policy(Hook::Filter, misbehave("garbage"));
+    let objs = [obj("a", 1, 0), obj("b", 1, 0)];
+    assert!(matches!(
+        p.try_filter_batch(&objs, 0),
+        Err(CallError::BadReturn(_))
+    ));
+    assert_eq!(p.filter_batch(&objs, 0), vec![Verdict::Hidden; 2]);
+    assert_eq!(p.stats(Hook::Filter).unwrap().failures, 1);
+}
+
+#[test]
+fn host_files_are_not_readable() {
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), b"top secret").unwrap();
+    let c = misbehave("read-file").param("path", secret.path().to_str().unwrap());
+    let p = policy(Hook::Filter, c);
+    // Visible would mean the plugin read the file.
+    assert_eq!(p.try_filter(&obj("a", 1, 0), 0), Ok(Verdict::Hidden));
+}
+
+#[test]
+fn init_failure_is_a_load_error() {
+    let e = try_policy(Hook::Filter, misbehave("init-fail"))
+        .err()
+        .expect("must fail");
+    assert!(matches!(e, LoadError::InitRejected { .. }), "{e}");
+    assert!(
+        e.to_string().contains("refusing parameters as asked"),
+        "{e}"
+    );
+}
+
+#[test]
+fn malformed_wasm_is_rejected_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"definitely not wasm").unwrap();
+    let e = try_policy(Hook::Filter, PluginConfig::new(&junk))
+        .err()
+        .unwrap();
+    assert!(matches!(e, LoadError::NotAComponent { .. }), "{e}");
+    assert!(e.to_string().contains("not WebAssembly"), "{e}");
+
+    // A component header followed by garbage.
+    let bad = dir.path().join("bad.wasm");
+    std::fs::write(&bad, [0, b'a', b's', b'm', 0x0d, 0, 1, 0, 0xff, 0xff, 0x01]).unwrap();
+    let e = try_policy(Hook::Filter, PluginConfig::new(&bad))
+        .err()
+        .unwrap();
+    assert!(matches!(e, LoadError::Malformed { .. }), "{e}");
+
+    // A core module (what a plain `cargo build` without the component linker produces).
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, [0, b'a', b's', b'm', 1, 0, 0, 0]).unwrap();
+    let e = try_policy(Hook::Filter, PluginConfig::new(&core))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("core wasm module"), "{e}");
+
+    let missing = dir.path().join("absent.wasm");
+    let e = try_policy(Hook::Filter, PluginConfig::new(&missing))
+        .err()
+        .unwrap();
+    assert!(matches!(e, LoadError::Read { .. }), "{e}");
+}
+
+#[test]
+fn component_of_the_wrong_world_is_rejected_clearly() {
+    let e = try_policy(Hook::Acl, PluginConfig::new(component("glob-filter")))
+        .err()
+        .unwrap();
+    let msg = e.to_string();
+    assert!(matches!(e, LoadError::WrongWorld { .. }), "{msg}");
+    assert!(
+        msg.contains("acl-plugin") && msg.contains("blobmount:policy/acl@0.1.0"),
+        "{msg}"
+    );
+}
