@@ -21,6 +21,7 @@ use crate::inode::{Marker, Node, ROOT_INO, Table};
 use crate::names::{self, FILE_SUFFIX};
 use crate::readahead::{BlockPool, MemoryBudget};
 use crate::readpath::ReadMode;
+use crate::staging::CacheLock;
 
 /// Who is asking (from the FUSE request).
 #[derive(Clone, Copy, Debug, Default)]
@@ -86,6 +87,16 @@ pub struct FsStats {
     pub listing_attr_hits: AtomicU64,
     /// Cached listings dropped to stay under `list_cache_max_entries`.
     pub list_evictions: AtomicU64,
+    /// Bytes written into open files (by `write`).
+    pub bytes_written: AtomicU64,
+    /// Parts sent by streaming uploads.
+    pub parts_sent: AtomicU64,
+    /// Files committed by a streaming upload (the rest are uploaded whole).
+    pub streamed_uploads: AtomicU64,
+    /// Unfinished writes of a previous daemon uploaded at start.
+    pub recovered_uploaded: AtomicU64,
+    /// Unfinished writes of a previous daemon moved to `conflicts/` at start.
+    pub recovered_kept: AtomicU64,
 }
 
 /// What the store says is at a name.
@@ -114,6 +125,8 @@ pub struct Fs {
     pub(crate) opened_etags: Mutex<HashMap<u64, String>>,
     pub stats: FsStats,
     started: SystemTime,
+    /// Held for the life of the core: one daemon per cache directory.
+    _cache_lock: CacheLock,
 }
 
 impl std::fmt::Debug for Fs {
@@ -136,6 +149,7 @@ impl Fs {
             std::fs::create_dir_all(cfg.cache_dir.join(sub))?;
         }
         set_private(&cfg.cache_dir)?;
+        let cache_lock = CacheLock::take(&cfg.cache_dir)?;
         let now = SystemTime::now();
         let root = Node {
             parent: ROOT_INO,
@@ -182,6 +196,7 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             stats: FsStats::default(),
             started: now,
+            _cache_lock: cache_lock,
         })
     }
 
