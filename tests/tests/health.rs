@@ -150,3 +150,81 @@ fn a_taken_health_port_is_a_clear_error_before_mounting() {
         "{err}"
     );
 }
+
+/// 16 readers at once (four per file) through a real mount with a small memory budget: every
+/// reader gets the right bytes, and the read-ahead memory the daemon reports never went over
+/// `cache.read-memory-mib`; a streamed write meanwhile shares the same budget.
+fn sixteen_readers_stay_within_the_memory_budget(kind: Kind) {
+    const MIB: usize = 1024 * 1024;
+    let emu = Emulator::start(kind);
+    let bucket = emu.create_bucket();
+    let files: Vec<Vec<u8>> = (0..4u8)
+        .map(|s| {
+            (0..12 * MIB)
+                .map(|i| ((i * 31 + i / 4099) % 251) as u8 ^ s)
+                .collect()
+        })
+        .collect();
+    for (i, f) in files.iter().enumerate() {
+        emu.put_object(&bucket, &format!("r{i}.bin"), f);
+    }
+    let port = free_port();
+    let mut spec = MountSpec::for_emulator(&emu, &bucket);
+    spec.args = vec!["--health-listen".into(), format!("127.0.0.1:{port}")];
+    for (k, v) in [
+        ("BLOBMOUNT_CACHE__READ_MEMORY_MIB", "16"),
+        ("BLOBMOUNT_CACHE__READ_BLOCK_MIB", "1"),
+        ("BLOBMOUNT_CACHE__READ_AHEAD_MAX_MIB", "8"),
+        ("BLOBMOUNT_WRITE__PART_SIZE_MIB", "5"),
+    ] {
+        spec.env.push((k.into(), v.into()));
+    }
+    let m = Mount::start(&spec);
+    let files = std::sync::Arc::new(files);
+    let writer = {
+        let p = m.p("out.bin");
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::create(p).unwrap();
+            for i in 0..24u8 {
+                f.write_all(&vec![i; 1024 * 1024]).unwrap();
+            }
+            f.sync_all().unwrap();
+        })
+    };
+    let readers: Vec<_> = (0..16)
+        .map(|r| {
+            let (files, p) = (files.clone(), m.p(&format!("r{}.bin", r % 4)));
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                std::fs::File::open(p)
+                    .unwrap()
+                    .read_to_end(&mut got)
+                    .unwrap();
+                got == files[r % 4]
+            })
+        })
+        .collect();
+    for (i, r) in readers.into_iter().enumerate() {
+        assert!(r.join().unwrap(), "reader {i} got wrong bytes");
+    }
+    writer.join().unwrap();
+    let (_, page) = get(port, "/metrics");
+    let limit = metric(&page, "blobmount_read_memory_limit_bytes");
+    let peak = metric(&page, "blobmount_read_memory_peak_bytes");
+    assert_eq!(limit, 16.0 * MIB as f64);
+    assert!(
+        peak > 0.0 && peak <= limit,
+        "peak {peak} over limit {limit}"
+    );
+    assert!(metric(&page, "blobmount_backend_written_bytes_total") >= 24.0 * MIB as f64);
+}
+
+#[test]
+fn sixteen_readers_azurite() {
+    sixteen_readers_stay_within_the_memory_budget(Kind::Azure)
+}
+
+#[test]
+fn sixteen_readers_fake_gcs() {
+    sixteen_readers_stay_within_the_memory_budget(Kind::Gcs)
+}

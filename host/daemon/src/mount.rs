@@ -329,6 +329,22 @@ pub fn run(mut cfg: Config) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(EXIT_RUNTIME, format!("tokio runtime: {e}")),
     };
+    // Signal handlers before anything is mounted: a SIGTERM that arrives right after the
+    // mount appears (an orchestrator stopping a sidecar that just started) must unmount
+    // cleanly, not kill the process with the default action and leave a dead mount.
+    let (mut term, mut int) = {
+        let _rt = rt.enter();
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                return fail(EXIT_RUNTIME, format!("installing signal handlers: {e}"));
+            }
+        }
+    };
     let fs = rt.block_on(async {
         let backend = blobmount_backend::open(&cfg.store)
             .await
@@ -499,11 +515,6 @@ pub fn run(mut cfg: Config) -> ExitCode {
     });
     let (fs_for_signal, grace_secs) = (fs.clone(), cfg.mount.shutdown_grace_secs);
     let code = rt.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(t), Ok(i)) => (t, i),
-            _ => return EXIT_RUNTIME,
-        };
         let mut done_rx = done_rx;
         tokio::select! {
             _ = &mut done_rx => { info!("unmounted externally"); return 0; }
