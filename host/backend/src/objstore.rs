@@ -455,6 +455,25 @@ impl ObjectStoreBackend {
     }
 
     /// Check a precondition with a HEAD (for operations the store cannot make conditional).
+    /// Start a multipart (S3) / block (Azure) upload carrying `meta`.
+    async fn multipart(
+        &self,
+        key: &str,
+        meta: &PutMeta,
+    ) -> Result<Box<dyn object_store::MultipartUpload>> {
+        let path = key_to_path(key)?;
+        self.store
+            .put_multipart_opts(
+                &path,
+                PutMultipartOptions {
+                    attributes: attributes(meta),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| map_err(key, e))
+    }
+
     async fn check_precondition(&self, key: &str, cond: &Precondition) -> Result<()> {
         match cond {
             Precondition::None => Ok(()),
@@ -733,18 +752,7 @@ impl Backend for ObjectStoreBackend {
         if self.conditional_writes {
             self.check_precondition(key, cond).await?;
         }
-        let path = key_to_path(key)?;
-        let upload = self
-            .store
-            .put_multipart_opts(
-                &path,
-                PutMultipartOptions {
-                    attributes: attributes(meta),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| map_err(key, e))?;
+        let upload = self.multipart(key, meta).await?;
         let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let mut f = tokio::fs::File::open(file).await?;
         let mut buf = vec![0u8; PART_SIZE];
@@ -904,18 +912,7 @@ impl Backend for ObjectStoreBackend {
         if self.gcs.is_some() || self.kind == StoreKind::File {
             return Ok(None);
         }
-        let path = key_to_path(key)?;
-        let inner = self
-            .store
-            .put_multipart_opts(
-                &path,
-                PutMultipartOptions {
-                    attributes: attributes(meta),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| map_err(key, e))?;
+        let inner = self.multipart(key, meta).await?;
         Ok(Some(Box::new(ObjUpload {
             backend: self,
             key: key.to_string(),

@@ -38,6 +38,16 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a == b
 }
 
+/// The cache's `conflicts/` holds exactly one file, with `data`.
+fn assert_kept_once(cache: &std::path::Path, data: &[u8]) {
+    let kept: Vec<_> = std::fs::read_dir(cache.join("conflicts"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert!(same(&std::fs::read(kept[0].path()).unwrap(), data));
+}
+
 #[tokio::test]
 async fn a_file_written_in_order_goes_up_in_parts_and_appears_only_at_close() {
     let (mem, fs, _d) = setup(64 * 1024 * 1024);
@@ -114,12 +124,7 @@ async fn failed_parts_fall_back_and_a_failing_store_is_an_error_at_close() {
     assert_eq!(fs.flush(h.fh).await.unwrap_err().errno(), libc::EIO);
     assert!(fs.release(h.fh).await.is_err());
     assert!(stored(&mem, "doomed").await.is_none());
-    let kept: Vec<_> = std::fs::read_dir(d.path().join("conflicts"))
-        .unwrap()
-        .flatten()
-        .collect();
-    assert_eq!(kept.len(), 1);
-    assert!(same(&std::fs::read(kept[0].path()).unwrap(), &data));
+    assert_kept_once(d.path(), &data);
 }
 
 #[tokio::test]
@@ -142,12 +147,7 @@ async fn a_file_created_meanwhile_by_another_client_wins_and_ours_is_kept() {
     assert_eq!(fs.flush(h.fh).await.unwrap_err().errno(), libc::ESTALE);
     let _ = fs.release(h.fh).await;
     assert_eq!(&stored(&mem, "race").await.unwrap()[..], b"theirs");
-    let kept: Vec<_> = std::fs::read_dir(d.path().join("conflicts"))
-        .unwrap()
-        .flatten()
-        .collect();
-    assert_eq!(kept.len(), 1);
-    assert!(same(&std::fs::read(kept[0].path()).unwrap(), &data));
+    assert_kept_once(d.path(), &data);
 }
 
 #[tokio::test]
