@@ -318,6 +318,13 @@ pub fn run(mut cfg: Config) -> ExitCode {
         file_cache_max: cfg.cache.file_cache_max_mib * 1024 * 1024,
         file_cache_min_free: cfg.cache.file_cache_min_free_mib * 1024 * 1024,
     };
+    // Plugins are compiled and instantiated here, before anything is mounted: a bad plugin
+    // fails the mount with a message naming it, and no instantiation happens in the FUSE
+    // request path.
+    let policy = match crate::policy::load(&cfg, &fs_cfg) {
+        Ok(p) => p,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("blobmount-io")
@@ -331,8 +338,8 @@ pub fn run(mut cfg: Config) -> ExitCode {
             .await
             .map_err(|e| (classify(&e), e.to_string()))?;
         let (backend, backend_stats) = Metered::wrap(backend);
-        let fs =
-            Fs::new(backend, fs_cfg).map_err(|e| (EXIT_CONFIG, format!("cache directory: {e}")))?;
+        let fs = Fs::with_policy(backend, fs_cfg, policy)
+            .map_err(|e| (EXIT_CONFIG, format!("cache directory: {e}")))?;
         match tokio::time::timeout(STARTUP_TIMEOUT, fs.check_store()).await {
             Ok(Ok(())) => Ok((Arc::new(fs), backend_stats)),
             Ok(Err(e)) => Err((
