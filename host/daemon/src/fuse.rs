@@ -594,13 +594,16 @@ impl Filesystem for FuseAdapter {
     /// ([`LOOKUP_CONCURRENCY`] at a time) instead of one kernel LOOKUP after another.
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.fs.readdir(fh.0, offset) {
+        // The entries' attributes come from lookups in the directory: execute (search) on
+        // it, as for a plain lookup.
+        let allowed = self.fs.check_access(ino.0, caller(req), EXECUTE);
+        let entries = match allowed.and_then(|()| self.fs.readdir(fh.0, offset)) {
             Ok(e) => e,
             Err(e) => return reply.error(errno("readdirplus", &e)),
         };

@@ -412,11 +412,14 @@ pub fn set_policy(policy: Arc<WasmPolicy>) {
     let _ = POLICY.set(policy);
 }
 
+/// One exported plugin counter: name, help, and how to read it from a snapshot.
+type Series = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
+
 fn render_plugins(o: &mut Out) {
     let Some(p) = POLICY.get() else {
         return;
     };
-    let series: [(&str, &str, fn(&StatsSnapshot) -> u64); 4] = [
+    let series: [Series; 4] = [
         (
             "blobmount_plugin_calls_total",
             "Calls into a policy plugin, by hook (answers from its cache not counted).",
