@@ -22,6 +22,7 @@ pub mod memory;
 pub mod metered;
 pub mod objstore;
 pub mod rest;
+pub mod upload;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -35,6 +36,7 @@ use bytes::Bytes;
 
 pub use config::{StoreConfig, StoreKind, StoreUrl};
 pub use error::BackendError;
+pub use upload::PartUpload;
 
 /// Result type of every backend call.
 pub type Result<T> = std::result::Result<T, BackendError>;
@@ -165,6 +167,16 @@ pub trait Backend: Send + Sync + Debug {
         meta: &PutMeta,
         if_match: Option<&str>,
     ) -> Result<PutOutcome>;
+
+    /// Start an upload in parts of `key` (see [`upload`]); `None` when the store has no
+    /// such uploads, and the caller writes whole objects instead.
+    async fn start_upload(
+        self: Arc<Self>,
+        _key: &str,
+        _meta: &PutMeta,
+    ) -> Result<Option<Box<dyn PartUpload>>> {
+        Ok(None)
+    }
 }
 
 /// Build a backend from configuration.

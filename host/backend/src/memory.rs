@@ -8,16 +8,16 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::{
-    Backend, BackendError, Capabilities, ListPage, ObjectInfo, Precondition, PutMeta, PutOutcome,
-    Result,
+    Backend, BackendError, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
+    PutOutcome, Result,
 };
 
 #[derive(Clone, Debug)]
@@ -37,6 +37,10 @@ pub struct Counters {
     pub list: AtomicU64,
     pub delete: AtomicU64,
     pub copy: AtomicU64,
+    /// Parts of uploads in parts (`start_upload`), and uploads completed / aborted.
+    pub part: AtomicU64,
+    pub complete: AtomicU64,
+    pub abort: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +48,8 @@ pub struct MemoryBackend {
     objects: Mutex<BTreeMap<String, Obj>>,
     next_etag: AtomicU64,
     fail_writes: AtomicBool,
+    /// Fail part uploads after this many parts (fault injection); `u64::MAX`: never.
+    fail_parts_after: AtomicU64,
     pub counters: Counters,
 }
 
@@ -55,6 +61,15 @@ impl MemoryBackend {
     /// Make every following write fail with `Unavailable` (fault injection for tests).
     pub fn set_fail_writes(&self, fail: bool) {
         self.fail_writes.store(fail, Ordering::SeqCst);
+    }
+
+    /// Make part uploads fail once `n` parts have been accepted (fault injection for tests);
+    /// `None` turns it off.
+    pub fn set_fail_parts_after(&self, n: Option<u64>) {
+        self.fail_parts_after.store(
+            n.map_or(u64::MAX, |n| n.saturating_add(1)),
+            Ordering::SeqCst,
+        );
     }
 
     /// Keys currently stored, sorted.
@@ -121,6 +136,57 @@ impl MemoryBackend {
             },
         );
         Ok(PutOutcome { etag: Some(etag) })
+    }
+}
+
+/// An upload in parts into the in-memory store: parts are kept aside and stored as one
+/// object by `complete`.
+#[derive(Debug)]
+struct MemUpload {
+    backend: Arc<MemoryBackend>,
+    key: String,
+    meta: PutMeta,
+    parts: Arc<Mutex<Vec<Option<Bytes>>>>,
+}
+
+#[async_trait]
+impl PartUpload for MemUpload {
+    fn put_part(&mut self, data: Bytes) -> futures::future::BoxFuture<'static, Result<()>> {
+        let (backend, parts) = (self.backend.clone(), self.parts.clone());
+        let idx = {
+            let mut p = parts.lock().unwrap_or_else(|e| e.into_inner());
+            p.push(None);
+            p.len() - 1
+        };
+        Box::pin(async move {
+            let n = backend.counters.part.fetch_add(1, Ordering::SeqCst) + 1;
+            let limit = backend.fail_parts_after.load(Ordering::SeqCst);
+            if limit != 0 && n >= limit {
+                return Err(BackendError::Unavailable("injected part failure".into()));
+            }
+            parts.lock().unwrap_or_else(|e| e.into_inner())[idx] = Some(data);
+            Ok(())
+        })
+    }
+
+    async fn complete(self: Box<Self>, cond: &Precondition) -> Result<PutOutcome> {
+        self.backend
+            .counters
+            .complete
+            .fetch_add(1, Ordering::SeqCst);
+        let parts = std::mem::take(&mut *self.parts.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut data = Vec::new();
+        for p in parts {
+            let p = p.ok_or_else(|| BackendError::Other("a part was never uploaded".into()))?;
+            data.extend_from_slice(&p);
+        }
+        self.backend
+            .store(&self.key, Bytes::from(data), &self.meta, cond)
+    }
+
+    async fn abort(self: Box<Self>) -> Result<()> {
+        self.backend.counters.abort.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -282,6 +348,22 @@ impl Backend for MemoryBackend {
             None => Precondition::None,
         };
         self.store(key, data, meta, &cond)
+    }
+
+    async fn start_upload(
+        self: Arc<Self>,
+        key: &str,
+        meta: &PutMeta,
+    ) -> Result<Option<Box<dyn PartUpload>>> {
+        if self.fail_writes.load(Ordering::SeqCst) {
+            return Err(BackendError::Unavailable("injected write failure".into()));
+        }
+        Ok(Some(Box::new(MemUpload {
+            backend: self,
+            key: key.to_string(),
+            meta: meta.clone(),
+            parts: Arc::default(),
+        })))
     }
 }
 

@@ -14,11 +14,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::{
-    Backend, BackendError, Capabilities, ListPage, ObjectInfo, Precondition, PutMeta, PutOutcome,
-    Result,
+    Backend, BackendError, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
+    PutOutcome, Result,
 };
 
-const CALLS: [&str; 9] = [
+const CALLS: [&str; 13] = [
     "head",
     "get",
     "put",
@@ -28,6 +28,10 @@ const CALLS: [&str; 9] = [
     "copy",
     "set_metadata",
     "content_md5",
+    "start_upload",
+    "put_part",
+    "complete_upload",
+    "abort_upload",
 ];
 
 const ERRORS: [&str; 12] = [
@@ -68,6 +72,7 @@ pub struct BackendStats {
     calls: [AtomicU64; CALLS.len()],
     errors: [AtomicU64; ERRORS.len()],
     read_bytes: AtomicU64,
+    written_bytes: AtomicU64,
 }
 
 impl BackendStats {
@@ -92,6 +97,15 @@ impl BackendStats {
 
     pub fn bytes_read(&self) -> u64 {
         self.read_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the store accepted (whole objects and parts).
+    pub fn bytes_written(&self) -> u64 {
+        self.written_bytes.load(Ordering::Relaxed)
+    }
+
+    fn wrote(&self, n: u64) {
+        self.written_bytes.fetch_add(n, Ordering::Relaxed);
     }
 
     fn count<T>(&self, call: usize, r: Result<T>) -> Result<T> {
@@ -163,8 +177,14 @@ impl Backend for Metered {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
-        self.stats
-            .count(2, self.inner.put(key, data, meta, cond).await)
+        let n = data.len() as u64;
+        let r = self
+            .stats
+            .count(2, self.inner.put(key, data, meta, cond).await);
+        if r.is_ok() {
+            self.stats.wrote(n);
+        }
+        r
     }
 
     async fn put_file(
@@ -174,8 +194,15 @@ impl Backend for Metered {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
-        self.stats
-            .count(3, self.inner.put_file(key, path, meta, cond).await)
+        let r = self
+            .stats
+            .count(3, self.inner.put_file(key, path, meta, cond).await);
+        if r.is_ok()
+            && let Ok(m) = std::fs::metadata(path)
+        {
+            self.stats.wrote(m.len());
+        }
+        r
     }
 
     async fn list_page(&self, prefix: &str, token: Option<String>, max: usize) -> Result<ListPage> {
@@ -203,6 +230,51 @@ impl Backend for Metered {
 
     async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
         self.stats.count(8, self.inner.content_md5(key, etag).await)
+    }
+
+    async fn start_upload(
+        self: Arc<Self>,
+        key: &str,
+        meta: &PutMeta,
+    ) -> Result<Option<Box<dyn PartUpload>>> {
+        let r = self.inner.clone().start_upload(key, meta).await;
+        let stats = self.stats.clone();
+        Ok(stats
+            .count(9, r)?
+            .map(|inner| Box::new(MeteredUpload { inner, stats }) as Box<dyn PartUpload>))
+    }
+}
+
+/// Counts the parts, bytes and outcome of an upload in parts.
+#[derive(Debug)]
+struct MeteredUpload {
+    inner: Box<dyn PartUpload>,
+    stats: Arc<BackendStats>,
+}
+
+#[async_trait]
+impl PartUpload for MeteredUpload {
+    fn put_part(&mut self, data: Bytes) -> futures::future::BoxFuture<'static, Result<()>> {
+        let n = data.len() as u64;
+        let part = self.inner.put_part(data);
+        let stats = self.stats.clone();
+        Box::pin(async move {
+            let r = stats.count(10, part.await);
+            if r.is_ok() {
+                stats.wrote(n);
+            }
+            r
+        })
+    }
+
+    async fn complete(self: Box<Self>, cond: &Precondition) -> Result<PutOutcome> {
+        let stats = self.stats.clone();
+        stats.count(11, self.inner.complete(cond).await)
+    }
+
+    async fn abort(self: Box<Self>) -> Result<()> {
+        let stats = self.stats.clone();
+        stats.count(12, self.inner.abort().await)
     }
 }
 

@@ -38,8 +38,8 @@ use crate::listing::{Dialect, RawLister};
 use crate::localdir;
 use crate::rest::{Rest, Signer, percent_decode};
 use crate::{
-    Backend, BackendError, Capabilities, ListPage, ObjectInfo, Precondition, PutMeta, PutOutcome,
-    Result, UserMetadata,
+    Backend, BackendError, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
+    PutOutcome, Result, UserMetadata,
 };
 
 /// Objects at most this large are uploaded in one request; larger ones in parts.
@@ -475,6 +475,49 @@ impl ObjectStoreBackend {
     }
 }
 
+/// An S3 multipart upload or an Azure block upload through `object_store`.
+struct ObjUpload {
+    backend: Arc<ObjectStoreBackend>,
+    key: String,
+    inner: Box<dyn object_store::MultipartUpload>,
+}
+
+impl std::fmt::Debug for ObjUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjUpload").field("key", &self.key).finish()
+    }
+}
+
+#[async_trait]
+impl PartUpload for ObjUpload {
+    fn put_part(&mut self, data: Bytes) -> futures::future::BoxFuture<'static, Result<()>> {
+        let key = self.key.clone();
+        let part = self.inner.put_part(data.into());
+        Box::pin(async move { part.await.map_err(|e| map_err(&key, e)) })
+    }
+
+    async fn complete(mut self: Box<Self>, cond: &Precondition) -> Result<PutOutcome> {
+        // object_store cannot send If-Match / If-None-Match with the commit: check first
+        // (a race inside that window remains; see docs/semantics.md).
+        if self.backend.conditional_writes
+            && let Err(e) = self.backend.check_precondition(&self.key, cond).await
+        {
+            let _ = self.inner.abort().await;
+            return Err(e);
+        }
+        let r = self
+            .inner
+            .complete()
+            .await
+            .map_err(|e| map_err(&self.key, e))?;
+        Ok(PutOutcome { etag: r.e_tag })
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        self.inner.abort().await.map_err(|e| map_err(&self.key, e))
+    }
+}
+
 /// The well-known Azurite development account key (public, documented by Microsoft).
 pub const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
@@ -849,6 +892,35 @@ impl Backend for ObjectStoreBackend {
             None => Precondition::None,
         };
         self.put(key, data, meta, &cond).await
+    }
+
+    async fn start_upload(
+        self: Arc<Self>,
+        key: &str,
+        meta: &PutMeta,
+    ) -> Result<Option<Box<dyn PartUpload>>> {
+        // GCS writes go over the JSON API (the emulator has no XML multipart); a local
+        // directory gains nothing from parts.
+        if self.gcs.is_some() || self.kind == StoreKind::File {
+            return Ok(None);
+        }
+        let path = key_to_path(key)?;
+        let inner = self
+            .store
+            .put_multipart_opts(
+                &path,
+                PutMultipartOptions {
+                    attributes: attributes(meta),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| map_err(key, e))?;
+        Ok(Some(Box::new(ObjUpload {
+            backend: self,
+            key: key.to_string(),
+            inner,
+        })))
     }
 }
 

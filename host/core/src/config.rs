@@ -44,6 +44,12 @@ pub struct FsConfig {
     pub file_cache_max: u64,
     /// Free disk the file cache leaves (`file-cache` mode).
     pub file_cache_min_free: u64,
+    /// Upload new files written in order while they are written (see `writestream.rs`).
+    pub write_streaming: bool,
+    /// Size of one part of a streaming upload (S3 needs at least 5 MiB).
+    pub write_part_size: usize,
+    /// Parts of one file in flight at once.
+    pub write_parts_in_flight: usize,
 }
 
 impl FsConfig {
@@ -68,6 +74,9 @@ impl FsConfig {
             read_mode: ReadMode::BlockCache,
             file_cache_max: 1024 * 1024 * 1024,
             file_cache_min_free: 0,
+            write_streaming: true,
+            write_part_size: 64 * 1024,
+            write_parts_in_flight: 4,
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::attr::{self, Attr, Kind};
 use crate::error::{FsError, FsResult};
 use crate::fs::{Caller, DirEntry, Fs, Probe, lock};
 use crate::inode::{Entry, Marker, Node, ROOT_INO};
+use crate::journal::{RenameOutcome, RenamePlan};
 use crate::names;
 use crate::policy::Described;
 use blobmount_policy_api::Verdict;
@@ -601,22 +602,26 @@ impl Fs {
             }
             // Open files inside must be uploaded first so the copy carries their data.
             self.flush_all_under(ino).await?;
-            for k in &keys {
-                let dst = format!("{to}/{}", &k[from.len() + 1..]);
-                self.backend.copy(k, &dst, &Precondition::None).await?;
-            }
-            if node.marker == Marker::Folder {
-                self.backend.copy(&from, &to, &Precondition::None).await?;
-            } else if keys.is_empty() && node.marker == Marker::None {
-                // Nothing to copy (an empty implicit dir cannot exist); keep the name alive.
-            }
-            // Children before their parents' markers: a marker is gone only once its
-            // directory is.
-            for k in keys.iter().rev() {
-                ignore_missing(self.backend.delete(k).await)?;
-            }
-            if node.marker == Marker::Folder {
-                ignore_missing(self.backend.delete(&from).await)?;
+            let plan = RenamePlan {
+                from: from.clone(),
+                to: to.clone(),
+                keys,
+                folder_marker: node.marker == Marker::Folder,
+            };
+            // Journaled, so a crash or a failing store leaves it rolled back or finished.
+            let journal = self.journal_begin(&plan)?;
+            if let Err(e) = self.rename_steps(&plan).await {
+                match self.settle(&plan).await {
+                    Ok(RenameOutcome::Finished { .. }) => self.journal_done(&journal),
+                    Ok(RenameOutcome::RolledBack { .. }) => {
+                        self.journal_done(&journal);
+                        return Err(e);
+                    }
+                    // Left for the next mount to settle.
+                    Err(_) => return Err(e),
+                }
+            } else {
+                self.journal_done(&journal);
             }
         } else {
             if let Some(ino) = ino {

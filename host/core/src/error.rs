@@ -41,6 +41,10 @@ pub enum FsError {
     RenameTooLarge(usize),
     #[error("local cache I/O: {0}")]
     LocalIo(String),
+    #[error(
+        "cache directory {dir} is in use by another blobmount (pid {holder}); give each mount its own cache.dir"
+    )]
+    CacheInUse { dir: String, holder: String },
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -65,6 +69,7 @@ impl FsError {
             // EXDEV makes `mv` fall back to copy + delete, which is what we want.
             FsError::RenameTooLarge(_) => libc::EXDEV,
             FsError::LocalIo(_) => libc::EIO,
+            FsError::CacheInUse { .. } => libc::EBUSY,
             FsError::Backend(b) => match b {
                 BackendError::NotFound { .. } => libc::ENOENT,
                 BackendError::AlreadyExists { .. } => libc::EEXIST,

@@ -12,7 +12,6 @@ use std::time::{Instant, SystemTime};
 
 use blobmount_backend::{BackendError, Precondition, PutMeta};
 use bytes::Bytes;
-use tempfile::NamedTempFile;
 use tracing::{error, warn};
 
 use crate::attr::{self, Kind};
@@ -23,12 +22,14 @@ use crate::fs::{Caller, Fs, OpenReply, lock};
 use crate::names;
 use crate::readahead::{Source, Stream};
 use crate::readpath::{ReadMode, ReadPath};
+use crate::staging::{Manifest, Staged};
+use crate::writestream::StreamWrite;
 
 const DOWNLOAD_CHUNK: u64 = 8 * 1024 * 1024;
 
 pub(crate) struct OpenFile {
     handles: usize,
-    staged: Option<NamedTempFile>,
+    staged: Option<Staged>,
     /// ETag the next upload must match; `None` with `exists_remote` means unconditional.
     base_etag: Option<String>,
     exists_remote: bool,
@@ -36,6 +37,8 @@ pub(crate) struct OpenFile {
     read_etag: Option<String>,
     size: u64,
     unlinked: bool,
+    /// Upload in parts while a new file is written in order (see `writestream.rs`).
+    stream: StreamWrite,
 }
 
 pub(crate) struct OpenEntry {
@@ -62,6 +65,14 @@ impl Fs {
             .get(&ino)
             .map(|e| e.dirty.load(Ordering::Acquire))
             .unwrap_or(false)
+    }
+
+    /// Open files with changes the store does not have yet.
+    pub fn pending_uploads(&self) -> usize {
+        lock(&self.open_files)
+            .values()
+            .filter(|e| e.dirty.load(Ordering::Acquire))
+            .count()
     }
 
     fn entry(&self, ino: u64) -> Option<Arc<OpenEntry>> {
@@ -104,6 +115,7 @@ impl Fs {
                                 read_etag: node.etag.clone(),
                                 size: node.size,
                                 unlinked: false,
+                                stream: StreamWrite::default(),
                             }),
                             dirty: AtomicBool::new(false),
                             retired: AtomicBool::new(false),
@@ -267,7 +279,9 @@ impl Fs {
             let mut st = entry.state.lock().await;
             st.staged = Some(self.new_staging_file()?);
             st.size = 0;
+            st.stream = self.new_stream();
             entry.dirty.store(true, Ordering::Release);
+            self.record_staged(ino, &st, true)?;
         }
         let attr = lock(&self.table)
             .get(ino)
@@ -283,10 +297,53 @@ impl Fs {
         ))
     }
 
-    fn new_staging_file(&self) -> FsResult<NamedTempFile> {
-        Ok(tempfile::Builder::new()
-            .prefix("stage-")
-            .tempfile_in(self.cfg.cache_dir.join("staging"))?)
+    fn new_staging_file(&self) -> FsResult<Staged> {
+        Ok(Staged::create(&self.cfg.cache_dir.join("staging"))?)
+    }
+
+    /// The metadata an upload of `ino` carries.
+    pub(crate) fn put_meta(&self, ino: u64) -> FsResult<PutMeta> {
+        let t = lock(&self.table);
+        let node = t.get(ino).ok_or(FsError::NotFound)?;
+        Ok(PutMeta {
+            metadata: attr::encode(
+                &node.meta,
+                Kind::File,
+                node.perm,
+                node.uid,
+                node.gid,
+                node.mtime,
+            ),
+            content_type: None,
+        })
+    }
+
+    /// Write the staging file's manifest (what a crash-recovery needs to finish the write).
+    fn record_staged(&self, ino: u64, st: &OpenFile, dirty: bool) -> FsResult<()> {
+        let Some(staged) = &st.staged else {
+            return Ok(());
+        };
+        if st.unlinked {
+            return Ok(());
+        }
+        let m = Manifest {
+            key: self.key_of(ino)?,
+            base_etag: st.base_etag.clone(),
+            exists_remote: st.exists_remote,
+            dirty,
+            metadata: self.put_meta(ino)?.metadata,
+        };
+        Ok(staged.record(&m)?)
+    }
+
+    /// Before the first change of a clean file: stage it and record that it is dirty.
+    async fn begin_change(&self, ino: u64, entry: &OpenEntry, st: &mut OpenFile) -> FsResult<()> {
+        self.ensure_staged(ino, st).await?;
+        if !entry.dirty.load(Ordering::Acquire) {
+            self.record_staged(ino, st, true)?;
+            entry.dirty.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Make sure the file's content is in a local staging file (downloading it if needed).
@@ -348,15 +405,26 @@ impl Fs {
             return Err(FsError::BadHandle);
         }
         let entry = &h.entry;
-        let mut st = entry.state.lock().await;
-        self.ensure_staged(h.ino, &mut st).await?;
+        let mut guard = entry.state.lock().await;
+        self.begin_change(h.ino, entry, &mut guard).await?;
+        let st = &mut *guard;
         if let Some(tmp) = &st.staged {
             tmp.as_file().write_all_at(data, offset)?;
+            self.stats
+                .bytes_written
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.stream_after_write(
+                h.ino,
+                &mut st.stream,
+                tmp.as_file(),
+                offset,
+                data.len() as u64,
+            )
+            .await;
         }
         st.size = st.size.max(offset + data.len() as u64);
-        entry.dirty.store(true, Ordering::Release);
         let size = st.size;
-        drop(st);
+        drop(guard);
         if let Some(n) = lock(&self.table).get_mut(h.ino) {
             n.size = size;
             n.mtime = SystemTime::now();
@@ -374,14 +442,17 @@ impl Fs {
     ) -> FsResult<()> {
         if size == 0 && st.staged.is_none() {
             st.staged = Some(self.new_staging_file()?);
-        } else {
-            self.ensure_staged(ino, st).await?;
         }
+        self.begin_change(ino, entry, st).await?;
         if let Some(tmp) = &st.staged {
             tmp.as_file().set_len(size)?;
         }
+        self.stream_cancel(&mut st.stream, "truncated");
+        if size == 0 {
+            // Empty again: a rewrite from the start can stream.
+            st.stream = self.new_stream();
+        }
         st.size = size;
-        entry.dirty.store(true, Ordering::Release);
         if let Some(n) = lock(&self.table).get_mut(ino) {
             n.size = size;
             n.mtime = SystemTime::now();
@@ -416,22 +487,11 @@ impl Fs {
             return Ok(());
         }
         let key = self.key_of(ino)?;
-        let node = lock(&self.table)
+        let parent = lock(&self.table)
             .get(ino)
-            .cloned()
+            .map(|n| n.parent)
             .ok_or(FsError::NotFound)?;
-        let meta = attr::encode(
-            &node.meta,
-            Kind::File,
-            node.perm,
-            node.uid,
-            node.gid,
-            node.mtime,
-        );
-        let pm = PutMeta {
-            metadata: meta,
-            content_type: None,
-        };
+        let pm = self.put_meta(ino)?;
         let cond = match (&st.base_etag, st.exists_remote) {
             (_, false) => Precondition::IfNotExists,
             (Some(e), true) => Precondition::IfMatch(e.clone()),
@@ -441,7 +501,18 @@ impl Fs {
             Some(t) => t.path().to_path_buf(),
             None => return Ok(()),
         };
-        match self.backend.put_file(&key, &path, &pm, &cond).await {
+        let streamed = match &st.staged {
+            Some(t) if st.stream.is_active() => {
+                self.stream_commit(&mut st.stream, t.as_file(), st.size, &pm, &cond)
+                    .await
+            }
+            _ => None,
+        };
+        let put = match streamed {
+            Some(r) => r,
+            None => self.backend.put_file(&key, &path, &pm, &cond).await,
+        };
+        match put {
             Ok(out) => {
                 let etag = match out.etag {
                     Some(e) => Some(e),
@@ -458,8 +529,13 @@ impl Fs {
                     n.size = st.size;
                     n.fetched = Some(Instant::now());
                 }
-                if let Some(p) = t.get_mut(node.parent) {
+                if let Some(p) = t.get_mut(parent) {
                     p.dir.changed();
+                }
+                drop(t);
+                // The store has it now: a crash from here on leaves nothing to recover.
+                if let Err(e) = self.record_staged(ino, st, false) {
+                    warn!(key, error = %e, "could not mark the staging file clean");
                 }
                 Ok(())
             }
@@ -470,6 +546,9 @@ impl Fs {
                 warn!(key, saved_to = %saved.display(), "upload conflict: the object changed in the store since it was opened; local data kept");
                 // The kept copy is the user's data now; stop trying to upload this version.
                 entry.dirty.store(false, Ordering::Release);
+                if let Err(e) = self.record_staged(ino, st, false) {
+                    warn!(key, error = %e, "could not mark the staging file clean");
+                }
                 Err(FsError::Conflict {
                     saved_to: saved.display().to_string(),
                 })
@@ -484,20 +563,7 @@ impl Fs {
 
     /// Copy staged data into `<cache-dir>/conflicts/`.
     fn save_conflict(&self, key: &str, staged: &std::path::Path) -> FsResult<PathBuf> {
-        let stamp = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        let safe: String = key
-            .chars()
-            .map(|c| if c == '/' || c.is_control() { '_' } else { c })
-            .collect();
-        let safe: String = safe.chars().take(180).collect();
-        let dst = self.cfg.cache_dir.join("conflicts").join(format!(
-            "{}.{:09}-{}",
-            stamp.as_secs(),
-            stamp.subsec_nanos(),
-            safe
-        ));
+        let dst = self.conflict_path(key);
         std::fs::copy(staged, &dst)?;
         Ok(dst)
     }
@@ -594,7 +660,16 @@ impl Fs {
 
     pub(crate) async fn mark_unlinked(&self, ino: u64) {
         if let Some(entry) = self.entry(ino) {
-            entry.state.lock().await.unlinked = true;
+            let mut st = entry.state.lock().await;
+            // Mark the staged data clean (nothing to recover: the name is gone); open handles
+            // may still read it until they close.
+            if self.record_staged(ino, &st, false).is_err()
+                && let Some(s) = &st.staged
+            {
+                s.forget();
+            }
+            st.unlinked = true;
+            self.stream_cancel(&mut st.stream, "unlinked");
             entry.dirty.store(false, Ordering::Release);
         }
     }

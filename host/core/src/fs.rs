@@ -23,6 +23,7 @@ use crate::names::{self, FILE_SUFFIX};
 use crate::policy::{self as pol, NodePolicy};
 use crate::readahead::{BlockPool, MemoryBudget};
 use crate::readpath::ReadMode;
+use crate::staging::CacheLock;
 
 /// Who is asking (from the FUSE request).
 #[derive(Clone, Copy, Debug, Default)]
@@ -88,6 +89,16 @@ pub struct FsStats {
     pub listing_attr_hits: AtomicU64,
     /// Cached listings dropped to stay under `list_cache_max_entries`.
     pub list_evictions: AtomicU64,
+    /// Bytes written into open files (by `write`).
+    pub bytes_written: AtomicU64,
+    /// Parts sent by streaming uploads.
+    pub parts_sent: AtomicU64,
+    /// Files committed by a streaming upload (the rest are uploaded whole).
+    pub streamed_uploads: AtomicU64,
+    /// Unfinished writes of a previous daemon uploaded at start.
+    pub recovered_uploaded: AtomicU64,
+    /// Unfinished writes of a previous daemon moved to `conflicts/` at start.
+    pub recovered_kept: AtomicU64,
 }
 
 /// What the store says is at a name.
@@ -118,6 +129,8 @@ pub struct Fs {
     pub(crate) opened_etags: Mutex<HashMap<u64, String>>,
     pub stats: FsStats,
     started: SystemTime,
+    /// Held for the life of the core: one daemon per cache directory.
+    _cache_lock: CacheLock,
 }
 
 impl std::fmt::Debug for Fs {
@@ -151,6 +164,7 @@ impl Fs {
             std::fs::create_dir_all(cfg.cache_dir.join(sub))?;
         }
         set_private(&cfg.cache_dir)?;
+        let cache_lock = CacheLock::take(&cfg.cache_dir)?;
         let now = SystemTime::now();
         let root_policy = NodePolicy::new(false, policy.consistency("", true));
         let root = Node {
@@ -200,6 +214,7 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             stats: FsStats::default(),
             started: now,
+            _cache_lock: cache_lock,
         })
     }
 

@@ -17,8 +17,8 @@ use serde_json::Value;
 /// Prefix of environment overrides: `BLOBMOUNT_STORE__ENDPOINT=...` sets `store.endpoint`
 /// (`__` separates levels, `_` stands for `-`).
 pub const ENV_PREFIX: &str = "BLOBMOUNT_";
-const SECTIONS: [&str; 8] = [
-    "store", "mount", "read", "cache", "health", "logging", "policy", "plugins",
+const SECTIONS: [&str; 9] = [
+    "store", "mount", "read", "write", "cache", "health", "logging", "policy", "plugins",
 ];
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
@@ -30,6 +30,8 @@ pub struct Config {
     pub mount: MountConfig,
     #[serde(default)]
     pub read: ReadConfig,
+    #[serde(default)]
+    pub write: WriteConfig,
     #[serde(default)]
     pub cache: CacheConfig,
     #[serde(default)]
@@ -210,6 +212,58 @@ impl Default for ReadConfig {
     }
 }
 
+/// How file contents are written.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WriteConfig {
+    /// What a mount does at start with writes a previous daemon left unfinished in the
+    /// cache directory (it was killed): `upload` them (conditional on the version they were
+    /// based on; a conflict keeps them) or `keep` them in `conflicts/` for you to look at.
+    /// Either way each one is reported in the log.
+    pub recovery: Recovery,
+    /// Upload a new (or truncated) file written in order while it is being written, in
+    /// parts (S3 multipart, Azure blocks), so `close` only sends the rest and commits.
+    /// Nothing is visible before the commit. Files written out of order, and GCS, upload
+    /// at close.
+    pub streaming: bool,
+    /// Size of one streamed part, in MiB (5 to 512; S3 needs at least 5).
+    pub part_size_mib: usize,
+    /// Parts of one file uploaded at once. Their buffers count against
+    /// `cache.read-memory-mib`, shared with read-ahead.
+    pub parts_in_flight: usize,
+}
+
+impl Default for WriteConfig {
+    fn default() -> Self {
+        WriteConfig {
+            recovery: Recovery::Upload,
+            streaming: true,
+            part_size_mib: 8,
+            parts_in_flight: 4,
+        }
+    }
+}
+
+/// See [`WriteConfig::recovery`].
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Recovery {
+    #[default]
+    Upload,
+    Keep,
+}
+
+impl From<Recovery> for blobmount_core::Recovery {
+    fn from(r: Recovery) -> Self {
+        match r {
+            Recovery::Upload => blobmount_core::Recovery::Upload,
+            Recovery::Keep => blobmount_core::Recovery::Keep,
+        }
+    }
+}
+
 /// Local cache settings.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -375,6 +429,16 @@ impl Config {
                 "cache.read-memory-mib: must be at least cache.read-block-mib ({})",
                 self.cache.read_block_mib
             )));
+        }
+        if !(5..=512).contains(&self.write.part_size_mib) {
+            return Err(ConfigError(
+                "write.part-size-mib: must be between 5 and 512".into(),
+            ));
+        }
+        if !(1..=64).contains(&self.write.parts_in_flight) {
+            return Err(ConfigError(
+                "write.parts-in-flight: must be between 1 and 64".into(),
+            ));
         }
         if self.read.preload_jobs == 0 || self.read.preload_jobs > 256 {
             return Err(ConfigError(

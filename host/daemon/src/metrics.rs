@@ -221,6 +221,12 @@ pub fn render(fs: &Fs, backend: &BackendStats, preload: Option<&PreloadProgress>
         "Bytes fetched from the store.",
         backend.bytes_read(),
     );
+    o.one(
+        "blobmount_backend_written_bytes_total",
+        "counter",
+        "Bytes the store accepted (whole objects and parts).",
+        backend.bytes_written(),
+    );
 
     let st = &fs.stats;
     o.one(
@@ -265,6 +271,36 @@ pub fn render(fs: &Fs, backend: &BackendStats, preload: Option<&PreloadProgress>
         "Uploads that failed (data stays staged or is kept in conflicts/).",
         load(&st.upload_errors),
     );
+    o.one(
+        "blobmount_uploads_pending",
+        "gauge",
+        "Open files with changes not yet in the store (uploaded at flush/fsync/close).",
+        fs.pending_uploads() as u64,
+    );
+    o.one(
+        "blobmount_upload_parts_total",
+        "counter",
+        "Parts sent by streaming uploads (while files were being written).",
+        load(&st.parts_sent),
+    );
+    o.one(
+        "blobmount_streamed_uploads_total",
+        "counter",
+        "Files committed by a streaming upload (the others are uploaded whole at close).",
+        load(&st.streamed_uploads),
+    );
+    let r = "blobmount_recovered_writes_total";
+    o.head(
+        r,
+        "counter",
+        "Unfinished writes of a previous daemon found at start, by what was done with them.",
+    );
+    let _ = writeln!(
+        o.0,
+        "{r}{{outcome=\"uploaded\"}} {}",
+        load(&st.recovered_uploaded)
+    );
+    let _ = writeln!(o.0, "{r}{{outcome=\"kept\"}} {}", load(&st.recovered_kept));
     o.one(
         "blobmount_inodes",
         "gauge",

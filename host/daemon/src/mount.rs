@@ -317,6 +317,9 @@ pub fn run(mut cfg: Config) -> ExitCode {
         read_mode: cfg.read.mode.into(),
         file_cache_max: cfg.cache.file_cache_max_mib * 1024 * 1024,
         file_cache_min_free: cfg.cache.file_cache_min_free_mib * 1024 * 1024,
+        write_streaming: cfg.write.streaming,
+        write_part_size: cfg.write.part_size_mib * 1024 * 1024,
+        write_parts_in_flight: cfg.write.parts_in_flight,
     };
     // Plugins are compiled and instantiated here, before anything is mounted: a bad plugin
     // fails the mount with a message naming it, and no instantiation happens in the FUSE
@@ -341,7 +344,14 @@ pub fn run(mut cfg: Config) -> ExitCode {
         let fs = Fs::with_policy(backend, fs_cfg, policy)
             .map_err(|e| (EXIT_CONFIG, format!("cache directory: {e}")))?;
         match tokio::time::timeout(STARTUP_TIMEOUT, fs.check_store()).await {
-            Ok(Ok(())) => Ok((Arc::new(fs), backend_stats)),
+            Ok(Ok(())) => {
+                // Before serving: finish or keep what a killed daemon left staged.
+                let report = fs.recover(cfg.write.recovery.into()).await;
+                for key in &report.uploaded {
+                    info!(key, "unfinished write of a previous daemon uploaded");
+                }
+                Ok((Arc::new(fs), backend_stats))
+            }
             Ok(Err(e)) => Err((
                 classify(&e),
                 format!("cannot use store {}: {e}", fs.backend().describe()),

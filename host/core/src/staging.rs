@@ -1,0 +1,351 @@
+//! Staged writes that survive a crash of the daemon, and what the next mount does with them.
+//!
+//! Why: a file being written lives in `<cache>/staging/` until its upload lands. If the
+//! daemon is killed (SIGKILL, the OOM killer, a node drain without grace) the bytes are
+//! still in that file, but without a record of which object they belong to they would be
+//! garbage that nobody looks at: silent loss. So every staging file (`<id>.data`) has a small
+//! manifest beside it (`<id>.json`: the key, the ETag the upload is conditional on, whether
+//! the file holds changes the store does not have yet, the metadata to upload with). A
+//! handle that is done removes both; whatever a crash leaves is found by the next mount with
+//! the same cache directory, which uploads it with the recorded precondition (conflicts go to
+//! `conflicts/`) or, with `write.recovery: keep`, moves it to `conflicts/` untouched, and
+//! reports each file in the log and in the counters.
+//!
+//! A lock file (`<cache>/lock`, `flock`) keeps two daemons from sharing a cache directory:
+//! recovery would take the other daemon's live files, and the file cache is emptied at start.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use blobmount_backend::{BackendError, Precondition, PutMeta, UserMetadata};
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+use crate::error::{FsError, FsResult};
+use crate::fs::Fs;
+use crate::journal::RenameOutcome;
+
+/// What the next mount does with data a crash left staged (`write.recovery`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Recovery {
+    /// Upload it, conditional on the version it was based on; a conflict keeps it.
+    #[default]
+    Upload,
+    /// Move it to `conflicts/` and report it; the store is not touched.
+    Keep,
+}
+
+/// The record beside a staging file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Manifest {
+    pub key: String,
+    /// ETag the upload is conditional on (`None` with `exists_remote`: unconditional).
+    pub base_etag: Option<String>,
+    pub exists_remote: bool,
+    /// The file holds changes the store does not have.
+    pub dirty: bool,
+    /// User metadata to upload with (mode, owner, mtime and the object's own metadata).
+    pub metadata: UserMetadata,
+}
+
+/// One staging file and its manifest; dropping it removes both.
+#[derive(Debug)]
+pub(crate) struct Staged {
+    file: File,
+    data: PathBuf,
+    manifest: PathBuf,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+impl Staged {
+    pub fn create(dir: &Path) -> std::io::Result<Staged> {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let id = format!(
+            "{}-{}.{:09}-{}",
+            std::process::id(),
+            now.as_secs(),
+            now.subsec_nanos(),
+            NEXT_ID.fetch_add(1, Ordering::Relaxed)
+        );
+        let data = dir.join(format!("{id}.data"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&data)?;
+        Ok(Staged {
+            file,
+            manifest: dir.join(format!("{id}.json")),
+            data,
+        })
+    }
+
+    pub fn as_file(&self) -> &File {
+        &self.file
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.data
+    }
+
+    /// Replace the manifest atomically (write a temporary file, rename it over).
+    pub fn record(&self, m: &Manifest) -> std::io::Result<()> {
+        let tmp = self.manifest.with_extension("json.tmp");
+        let body = serde_json::to_vec(m).map_err(std::io::Error::other)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&body)?;
+        drop(f);
+        std::fs::rename(&tmp, &self.manifest)
+    }
+
+    /// The data must not be uploaded any more and no clean manifest could be written: drop
+    /// the manifest (a crash then leaves the data as an orphan, kept, never uploaded).
+    pub fn forget(&self) {
+        let _ = std::fs::remove_file(&self.manifest);
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.manifest);
+        let _ = std::fs::remove_file(&self.data);
+    }
+}
+
+/// Exclusive use of a cache directory for the life of the core.
+#[derive(Debug)]
+pub(crate) struct CacheLock {
+    _file: File,
+}
+
+impl CacheLock {
+    pub fn take(cache_dir: &Path) -> FsResult<CacheLock> {
+        let path = cache_dir.join("lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            return Err(FsError::CacheInUse {
+                dir: cache_dir.display().to_string(),
+                holder: holder.trim().to_string(),
+            });
+        }
+        file.set_len(0)?;
+        writeln!(file, "{}", std::process::id())?;
+        Ok(CacheLock { _file: file })
+    }
+}
+
+/// What recovery did, for the log and the counters.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Files uploaded to the store.
+    pub uploaded: Vec<String>,
+    /// Files moved to `conflicts/` (by choice, on conflict or on error), with where.
+    pub kept: Vec<(String, PathBuf)>,
+    /// Staging files that held nothing the store lacks (removed).
+    pub clean: usize,
+    /// Directory renames that had been interrupted, and how each ended.
+    pub renames: Vec<RenameOutcome>,
+}
+
+impl Fs {
+    /// Deal with what a previous daemon left unfinished: directory renames (rolled back or
+    /// finished, see `journal.rs`), then writes in `staging/` (see the module doc). Call
+    /// once, before serving. Never deletes data the store does not have.
+    pub async fn recover(&self, mode: Recovery) -> RecoveryReport {
+        let dir = self.cfg.cache_dir.join("staging");
+        let mut report = RecoveryReport {
+            renames: self.recover_renames().await,
+            ..Default::default()
+        };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return report;
+        };
+        let mut names: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        names.sort();
+        for path in &names {
+            let Some(ext) = path.extension().and_then(|e| e.to_str()) else {
+                self.keep_orphan(path, &mut report);
+                continue;
+            };
+            match ext {
+                "json" => {
+                    let data = path.with_extension("data");
+                    self.recover_one(path, &data, mode, &mut report).await;
+                }
+                "data" if !path.with_extension("json").exists() => {
+                    self.keep_orphan(path, &mut report)
+                }
+                "data" => {} // handled with its manifest
+                _ => self.keep_orphan(path, &mut report),
+            }
+        }
+        let up = report.uploaded.len() as u64;
+        let kept = report.kept.len() as u64;
+        self.stats
+            .recovered_uploaded
+            .fetch_add(up, Ordering::Relaxed);
+        self.stats.recovered_kept.fetch_add(kept, Ordering::Relaxed);
+        if up + kept > 0 {
+            warn!(
+                uploaded = up,
+                kept_in_conflicts = kept,
+                "found writes a previous daemon had not finished (it did not shut down cleanly)"
+            );
+        }
+        report
+    }
+
+    async fn recover_one(
+        &self,
+        manifest: &Path,
+        data: &Path,
+        mode: Recovery,
+        report: &mut RecoveryReport,
+    ) {
+        let m: Option<Manifest> = std::fs::read(manifest)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let Some(m) = m else {
+            // Unreadable manifest (cut short by the crash): keep the data, key unknown.
+            let _ = std::fs::remove_file(manifest);
+            if data.exists() {
+                self.keep_orphan(data, report);
+            }
+            return;
+        };
+        if !data.exists() {
+            let _ = std::fs::remove_file(manifest);
+            return;
+        }
+        if !m.dirty {
+            report.clean += 1;
+            let _ = std::fs::remove_file(data);
+            let _ = std::fs::remove_file(manifest);
+            return;
+        }
+        if mode == Recovery::Upload {
+            let cond = match (&m.base_etag, m.exists_remote) {
+                (_, false) => Precondition::IfNotExists,
+                (Some(e), true) => Precondition::IfMatch(e.clone()),
+                (None, true) => Precondition::None,
+            };
+            let meta = PutMeta {
+                metadata: m.metadata.clone(),
+                content_type: None,
+            };
+            match self.backend.put_file(&m.key, data, &meta, &cond).await {
+                Ok(_) => {
+                    info!(key = m.key, "recovered an unfinished write: uploaded");
+                    let _ = std::fs::remove_file(data);
+                    let _ = std::fs::remove_file(manifest);
+                    report.uploaded.push(m.key);
+                    return;
+                }
+                Err(
+                    e @ (BackendError::PreconditionFailed { .. }
+                    | BackendError::AlreadyExists { .. }),
+                ) => {
+                    warn!(key = m.key, error = %e, "recovered an unfinished write, but the object changed in the store since; keeping the local data");
+                }
+                Err(e) => {
+                    error!(key = m.key, error = %e, "recovered an unfinished write but could not upload it; keeping the local data");
+                }
+            }
+        }
+        match self.move_to_conflicts(&m.key, data) {
+            Ok(p) => {
+                warn!(key = m.key, saved_to = %p.display(), "unfinished write from a previous daemon kept in conflicts/");
+                let _ = std::fs::remove_file(manifest);
+                report.kept.push((m.key, p));
+            }
+            Err(e) => {
+                error!(key = m.key, error = %e, staging = %data.display(), "could not move an unfinished write to conflicts/; it stays in staging/");
+            }
+        }
+    }
+
+    /// A staging file without a usable manifest: keep it (if it holds anything) under a name
+    /// that says so.
+    fn keep_orphan(&self, path: &Path, report: &mut RecoveryReport) {
+        let empty = std::fs::metadata(path)
+            .map(|m| m.len() == 0)
+            .unwrap_or(true);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if empty || name.ends_with(".json.tmp") {
+            let _ = std::fs::remove_file(path);
+            return;
+        }
+        let label = format!("unknown-key-{name}");
+        match self.move_to_conflicts(&label, path) {
+            Ok(p) => {
+                warn!(staging = name, saved_to = %p.display(), "staged data without a record of its object kept in conflicts/");
+                report.kept.push((label, p));
+            }
+            Err(e) => {
+                error!(staging = name, error = %e, "could not move staged data to conflicts/")
+            }
+        }
+    }
+
+    /// Where a kept copy of `key` goes: `conflicts/<time>-<key with / as _>`.
+    pub(crate) fn conflict_path(&self, key: &str) -> PathBuf {
+        let stamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let safe: String = key
+            .chars()
+            .map(|c| if c == '/' || c.is_control() { '_' } else { c })
+            .take(180)
+            .collect();
+        self.cfg.cache_dir.join("conflicts").join(format!(
+            "{}.{:09}-{}",
+            stamp.as_secs(),
+            stamp.subsec_nanos(),
+            safe
+        ))
+    }
+
+    fn move_to_conflicts(&self, key: &str, data: &Path) -> std::io::Result<PathBuf> {
+        let dst = self.conflict_path(key);
+        std::fs::rename(data, &dst)?;
+        Ok(dst)
+    }
+}
+
+impl Fs {
+    /// Tests only: go away like a killed daemon would, leaving staged files and manifests
+    /// behind (the cache lock is released, as the kernel does for a dead process).
+    #[doc(hidden)]
+    pub fn abandon_like_a_crash(self) {
+        let entries: Vec<_> = crate::fs::lock(&self.open_files).drain().collect();
+        let handles: Vec<_> = crate::fs::lock(&self.handles).drain().collect();
+        std::mem::forget(entries);
+        std::mem::forget(handles);
+    }
+}
