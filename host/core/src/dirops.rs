@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use blobmount_backend::{BackendError, ObjectInfo, Precondition, PutMeta, UserMetadata};
 use bytes::Bytes;
@@ -13,7 +13,9 @@ use crate::error::{FsError, FsResult};
 use crate::fs::{Caller, DirEntry, Fs, Probe, lock};
 use crate::inode::{Entry, Marker, Node, ROOT_INO};
 use crate::journal::{RenameOutcome, RenamePlan};
-use crate::names::{self, FILE_SUFFIX};
+use crate::names;
+use crate::policy::Described;
+use blobmount_policy_api::Verdict;
 use std::sync::atomic::Ordering;
 
 impl Fs {
@@ -30,9 +32,11 @@ impl Fs {
                 .backend
                 .list_page(&prefix, token, self.cfg.list_page_size)
                 .await?;
+            // (segment, is a directory, what the listing said) for the filter's batch call.
+            let mut cands: Vec<(String, bool, Option<&ObjectInfo>)> = Vec::new();
             for p in &page.prefixes {
                 if let Some(seg) = p.strip_prefix(&prefix).and_then(|s| s.strip_suffix('/')) {
-                    dirs.insert(seg.to_string(), ());
+                    cands.push((seg.to_string(), true, None));
                 }
             }
             for o in &page.objects {
@@ -49,10 +53,33 @@ impl Fs {
                     && o.metadata
                         .as_ref()
                         .is_some_and(|m| attr::is_true(m, attr::META_FOLDER));
-                if folder {
-                    dirs.insert(seg.to_string(), ());
-                } else {
-                    files.push((seg.to_string(), o.size, o.metadata.clone(), o.clone()));
+                cands.push((seg.to_string(), folder, Some(o)));
+            }
+            let infos: Vec<_> = cands
+                .iter()
+                .map(|(seg, is_dir, o)| {
+                    Described {
+                        key: self.policy_key(&format!("{prefix}{seg}"), *is_dir),
+                        is_dir: *is_dir,
+                        size: o.map(|o| o.size).unwrap_or(0),
+                        mtime: o.map(|o| o.last_modified).unwrap_or(UNIX_EPOCH),
+                        content_type: o.and_then(|o| o.content_type.as_deref()),
+                        meta: o.and_then(|o| o.metadata.as_ref()),
+                    }
+                    .info()
+                })
+                .collect();
+            let shown = self.filter_page(&infos);
+            for ((seg, is_dir, o), shown) in cands.into_iter().zip(shown) {
+                match (shown, is_dir, o) {
+                    (false, _, _) => {}
+                    (true, true, _) => {
+                        dirs.insert(seg, ());
+                    }
+                    (true, false, Some(o)) => {
+                        files.push((seg, o.size, o.metadata.clone(), o.clone()));
+                    }
+                    (true, false, None) => {}
                 }
             }
             token = page.next;
@@ -100,8 +127,9 @@ impl Fs {
                     }
                 }
                 self.note_conflict(&self.child_key(dir_key, seg));
-                let name = format!("{seg}{FILE_SUFFIX}");
-                push(name, seg.clone(), Kind::File, Some(info), &mut entries);
+                if let Some(name) = self.file_name_beside_dir(dir_key, seg, *size) {
+                    push(name, seg.clone(), Kind::File, Some(info), &mut entries);
+                }
             } else {
                 push(
                     seg.clone(),
@@ -123,8 +151,15 @@ impl Fs {
                     .map(|(s, _, _, _)| (s.clone(), Kind::File)),
             );
         for (seg, kind) in invalid.collect::<Vec<_>>() {
-            let name = names::stand_in(&seg);
             let key = self.child_key(dir_key, &seg);
+            let Some(name) = self.stand_in_name(dir_key, &seg, kind == Kind::Dir) else {
+                self.count_name_conflict();
+                info!(
+                    key,
+                    "object name is not a valid Linux file name; hidden by the name-conflict policy"
+                );
+                continue;
+            };
             if push(name.clone(), seg.clone(), kind, None, &mut entries) {
                 self.count_name_conflict();
                 info!(
@@ -148,7 +183,7 @@ impl Fs {
         }
         let cached = lock(&self.table)
             .get(ino)
-            .and_then(|n| n.dir.fresh_listing(self.cfg.list_ttl).cloned());
+            .and_then(|n| n.dir.fresh_listing(n.policy.list_ttl).cloned());
         let mut listed = match cached {
             Some(l) => {
                 self.stats.list_cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -256,6 +291,7 @@ impl Fs {
         c: Caller,
     ) -> Node {
         let now = SystemTime::now();
+        let policy = self.new_node_policy(parent, name, kind);
         Node {
             parent,
             name: name.into(),
@@ -275,6 +311,7 @@ impl Fs {
             lookups: 0,
             local_only: false,
             dir: Default::default(),
+            policy,
         }
     }
 
@@ -290,7 +327,10 @@ impl Fs {
         if local {
             return Err(FsError::Exists);
         }
-        match self.resolve(parent, name).await? {
+        match self.resolve_unfiltered(parent, name).await? {
+            Some(p) if self.probe_verdict(parent, &p)? == Verdict::Hidden => Err(
+                FsError::AccessDenied("the name is taken by an object the filter hides"),
+            ),
             Some(_) => Err(FsError::Exists),
             None => Ok(()),
         }
@@ -302,6 +342,7 @@ impl Fs {
         if self.node_kind(parent)? != Kind::Dir {
             return Err(FsError::NotDir);
         }
+        self.check_create(parent, name, Kind::Dir, c)?;
         self.ensure_absent(parent, name).await?;
         let key = self.child_key(&self.key_of(parent)?, name);
         let mut node = self.new_node(parent, name, Kind::Dir, perm & 0o7777, c);
@@ -351,14 +392,17 @@ impl Fs {
             return Ok((Some(ino), n));
         }
         let p: Probe = self.resolve(parent, name).await?.ok_or(FsError::NotFound)?;
-        let node = self.node_from(parent, name, &p);
+        let node = self.node_from(parent, name, &p)?.ok_or(FsError::NotFound)?;
         let ino = lock(&self.table).child(parent, name);
         Ok((ino, node))
     }
 
     pub async fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
-        self.check_writable()?;
+        self.check_node_writable(parent)?;
         let (ino, node) = self.child_node(parent, name).await?;
+        if node.policy.read_only {
+            return Err(FsError::ReadOnly);
+        }
         if node.kind != Kind::Dir {
             return Err(FsError::NotDir);
         }
@@ -390,8 +434,11 @@ impl Fs {
     }
 
     pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
-        self.check_writable()?;
+        self.check_node_writable(parent)?;
         let (ino, node) = self.child_node(parent, name).await?;
+        if node.policy.read_only {
+            return Err(FsError::ReadOnly);
+        }
         if node.kind == Kind::Dir {
             return Err(FsError::IsDir);
         }
@@ -426,6 +473,7 @@ impl Fs {
         if self.node_kind(parent)? != Kind::Dir {
             return Err(FsError::NotDir);
         }
+        self.check_create(parent, name, Kind::Symlink, c)?;
         self.ensure_absent(parent, name).await?;
         let key = self.child_key(&self.key_of(parent)?, name);
         let mut node = self.new_node(parent, name, Kind::Symlink, 0o777, c);
@@ -499,18 +547,29 @@ impl Fs {
         new_name: &str,
         no_replace: bool,
     ) -> FsResult<()> {
-        self.check_writable()?;
+        self.check_node_writable(parent)?;
+        self.check_node_writable(new_parent)?;
         names::check_new(new_name)?;
         if self.node_kind(new_parent)? != Kind::Dir {
             return Err(FsError::NotDir);
         }
         let (ino, node) = self.child_node(parent, name).await?;
+        if node.policy.read_only {
+            return Err(FsError::ReadOnly);
+        }
         let target = match self.child_node(new_parent, new_name).await {
             Ok((tino, t)) => Some((tino, t)),
-            Err(FsError::NotFound) => None,
+            Err(FsError::NotFound) => {
+                self.check_not_hidden(new_parent, new_name).await?;
+                self.check_new_name(new_parent, new_name, node.kind)?;
+                None
+            }
             Err(e) => return Err(e),
         };
         if let Some((_, t)) = &target {
+            if t.policy.read_only {
+                return Err(FsError::ReadOnly);
+            }
             if no_replace {
                 return Err(FsError::Exists);
             }

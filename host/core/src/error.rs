@@ -21,6 +21,8 @@ pub enum FsError {
     NotEmpty,
     #[error("read-only mount")]
     ReadOnly,
+    #[error("permission denied: {0}")]
+    AccessDenied(&'static str),
     #[error("operation not permitted: {0}")]
     NotPermitted(&'static str),
     #[error("not implemented: {0}")]
@@ -57,6 +59,7 @@ impl FsError {
             FsError::IsDir => libc::EISDIR,
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::ReadOnly => libc::EROFS,
+            FsError::AccessDenied(_) => libc::EACCES,
             FsError::NotPermitted(_) => libc::EPERM,
             FsError::NoSys(_) => libc::ENOSYS,
             FsError::NameTooLong => libc::ENAMETOOLONG,

@@ -140,13 +140,15 @@ impl Fs {
             ino,
             entry: entry.clone(),
             writable,
-            read: tokio::sync::Mutex::new(self.new_read_path()),
+            read: tokio::sync::Mutex::new(self.new_read_path(node.policy.cacheable)),
         };
         lock(&self.handles).insert(fh, Arc::new(h));
         Ok((fh, entry))
     }
 
-    fn new_read_path(&self) -> Box<dyn ReadPath> {
+    /// The read path for a new handle; data the policy marks not cacheable bypasses the
+    /// file cache.
+    fn new_read_path(&self, cacheable: bool) -> Box<dyn ReadPath> {
         let stream = || {
             Stream::new(
                 self.cfg.read_block as u64,
@@ -155,7 +157,9 @@ impl Fs {
         };
         match (self.cfg.read_mode, &self.file_cache) {
             (ReadMode::Direct, _) => Box::new(Direct::new(self.cfg.read_ahead_max as u64)),
-            (ReadMode::FileCache, Some(fc)) => Box::new(FileCacheReader::new(fc.clone(), stream())),
+            (ReadMode::FileCache, Some(fc)) if cacheable => {
+                Box::new(FileCacheReader::new(fc.clone(), stream()))
+            }
             (ReadMode::BlockCache | ReadMode::FileCache, _) => Box::new(stream()),
         }
     }
@@ -178,9 +182,10 @@ impl Fs {
         let acc = flags & libc::O_ACCMODE;
         let writable = acc == libc::O_WRONLY || acc == libc::O_RDWR;
         if writable || flags & libc::O_TRUNC != 0 {
-            self.check_writable()?;
+            self.check_node_writable(ino)?;
         }
         if self.entry(ino).is_none() {
+            self.revalidate_if_policy_says(ino);
             self.getattr(ino).await?;
         }
         let (fh, entry) = self.attach_handle(ino, writable, false).await?;
@@ -196,7 +201,7 @@ impl Fs {
         }
         let (size, etag, staged) = (st.size, st.read_etag.clone(), st.staged.is_some());
         drop(st);
-        let keep_cache = self.keep_cache(ino, etag.as_deref(), staged);
+        let keep_cache = self.keep_cache(ino, etag.as_deref(), staged) && self.cacheable(ino);
         if !staged && !writable {
             let key = self.key_of(ino)?;
             let h = self.handle(fh)?;
@@ -245,6 +250,7 @@ impl Fs {
         if self.node_kind(parent)? != Kind::Dir {
             return Err(FsError::NotDir);
         }
+        self.check_create(parent, name, Kind::File, c)?;
         match self.ensure_absent(parent, name).await {
             Ok(()) => {}
             Err(FsError::Exists) if flags & libc::O_EXCL == 0 => {

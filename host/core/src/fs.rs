@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
 use blobmount_backend::{Backend, BackendError, ObjectInfo, PutMeta, UserMetadata};
+use blobmount_policy_api::{Policy, Verdict};
 use tracing::{info, warn};
 
 use crate::attr::{self, Attr, Kind};
@@ -19,6 +20,7 @@ use crate::fileops::{Handle, OpenEntry};
 use crate::inode::find_entry;
 use crate::inode::{Marker, Node, ROOT_INO, Table};
 use crate::names::{self, FILE_SUFFIX};
+use crate::policy::{self as pol, NodePolicy};
 use crate::readahead::{BlockPool, MemoryBudget};
 use crate::readpath::ReadMode;
 use crate::staging::CacheLock;
@@ -110,6 +112,8 @@ pub(crate) struct Probe {
 pub struct Fs {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) cfg: FsConfig,
+    /// Filter, name-conflict, consistency and ACL decisions (`policy.rs`).
+    pub(crate) policy: Arc<dyn Policy>,
     pub(crate) table: Mutex<Table>,
     pub(crate) open_files: Mutex<HashMap<u64, Arc<OpenEntry>>>,
     pub(crate) handles: Mutex<HashMap<u64, Arc<Handle>>>,
@@ -143,14 +147,26 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Fs {
-    /// Create the core over a backend. Prepares the cache directory (0700).
+    /// Create the core over a backend with the built-in policy equivalent to `cfg`
+    /// ([`pol::builtin_for`]). Prepares the cache directory (0700).
     pub fn new(backend: Arc<dyn Backend>, cfg: FsConfig) -> FsResult<Fs> {
+        let policy = Arc::new(pol::builtin_for(&cfg));
+        Fs::with_policy(backend, cfg, policy)
+    }
+
+    /// [`Fs::new`] with the given policy deciding visibility, names, TTLs and access.
+    pub fn with_policy(
+        backend: Arc<dyn Backend>,
+        cfg: FsConfig,
+        policy: Arc<dyn Policy>,
+    ) -> FsResult<Fs> {
         for sub in ["staging", "conflicts"] {
             std::fs::create_dir_all(cfg.cache_dir.join(sub))?;
         }
         set_private(&cfg.cache_dir)?;
         let cache_lock = CacheLock::take(&cfg.cache_dir)?;
         let now = SystemTime::now();
+        let root_policy = NodePolicy::new(false, policy.consistency("", true));
         let root = Node {
             parent: ROOT_INO,
             name: String::new(),
@@ -170,6 +186,7 @@ impl Fs {
             lookups: 1,
             local_only: false,
             dir: Default::default(),
+            policy: root_policy,
         };
         let budget = MemoryBudget::new(cfg.read_memory as u64);
         let file_cache = match cfg.read_mode {
@@ -189,6 +206,7 @@ impl Fs {
             file_cache,
             opened_etags: Mutex::new(HashMap::new()),
             cfg,
+            policy,
             table: Mutex::new(Table::new(root)),
             open_files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
@@ -256,12 +274,19 @@ impl Fs {
     pub(crate) fn fresh(&self, n: &Node) -> bool {
         n.local_only
             || n.fetched
-                .map(|t| t.elapsed() < self.cfg.attr_ttl)
+                .map(|t| t.elapsed() < n.policy.stat_ttl)
                 .unwrap_or(false)
     }
 
-    /// Build a node from what the store returned.
-    pub(crate) fn node_from(&self, parent: u64, name: &str, p: &Probe) -> Node {
+    /// Build a node from what the store returned, with the policy's decisions for it
+    /// (`None`: the filter hides it).
+    pub(crate) fn node_from(&self, parent: u64, name: &str, p: &Probe) -> FsResult<Option<Node>> {
+        let store_key = self.child_key(&self.key_of(parent)?, &p.seg);
+        let described = self.describe_probe(&store_key, p);
+        let Some(policy) = self.decide_node(&described) else {
+            return Ok(None);
+        };
+        let (uid, gid, perm) = self.default_owner(&described);
         let now = SystemTime::now();
         let meta = p
             .info
@@ -271,14 +296,14 @@ impl Fs {
         let m = attr::decode(&meta);
         let (default_perm, default_mtime) = match p.kind {
             Kind::Dir => (
-                self.cfg.dir_mode,
+                perm,
                 p.info
                     .as_ref()
                     .map(|i| i.last_modified)
                     .unwrap_or(self.started),
             ),
             Kind::File => (
-                self.cfg.file_mode,
+                perm,
                 p.info.as_ref().map(|i| i.last_modified).unwrap_or(now),
             ),
             Kind::Symlink => (
@@ -287,7 +312,7 @@ impl Fs {
             ),
         };
         let mtime = m.mtime.unwrap_or(default_mtime);
-        Node {
+        Ok(Some(Node {
             parent,
             name: name.to_string(),
             seg: p.seg.clone(),
@@ -298,8 +323,8 @@ impl Fs {
                 p.info.as_ref().map(|i| i.size).unwrap_or(0)
             },
             perm: m.perm.unwrap_or(default_perm),
-            uid: m.uid.unwrap_or(self.cfg.uid),
-            gid: m.gid.unwrap_or(self.cfg.gid),
+            uid: m.uid.unwrap_or(uid),
+            gid: m.gid.unwrap_or(gid),
             mtime,
             ctime: mtime,
             etag: p.info.as_ref().and_then(|i| i.etag.clone()),
@@ -310,7 +335,8 @@ impl Fs {
             lookups: 0,
             local_only: false,
             dir: Default::default(),
-        }
+            policy,
+        }))
     }
 
     /// Ask the store what `seg` under directory key `parent_key` is: HEAD of the object and a
@@ -403,11 +429,12 @@ impl Fs {
         self.count_name_conflict();
         info!(
             key,
-            "name conflict: a file and a directory share this name; the directory keeps it, the file is shown with suffix {FILE_SUFFIX}"
+            "name conflict: a file and a directory share this name; the directory keeps it, the file is shown as the name-conflict policy says (built in: suffix {FILE_SUFFIX})"
         );
     }
 
-    /// Resolve `name` in directory `parent` against the store.
+    /// Resolve `name` in directory `parent` against the store; objects the filter hides are
+    /// absent.
     pub(crate) async fn resolve(&self, parent: u64, name: &str) -> FsResult<Option<Probe>> {
         self.resolve_with(parent, name, false).await
     }
@@ -420,14 +447,35 @@ impl Fs {
         name: &str,
         listed: bool,
     ) -> FsResult<Option<Probe>> {
+        match self.resolve_unfiltered_with(parent, name, listed).await? {
+            Some(p) if self.probe_verdict(parent, &p)? == Verdict::Hidden => Ok(None),
+            found => Ok(found),
+        }
+    }
+
+    /// What is at `name` in the store, hidden or not.
+    pub(crate) async fn resolve_unfiltered(
+        &self,
+        parent: u64,
+        name: &str,
+    ) -> FsResult<Option<Probe>> {
+        self.resolve_unfiltered_with(parent, name, false).await
+    }
+
+    async fn resolve_unfiltered_with(
+        &self,
+        parent: u64,
+        name: &str,
+        listed: bool,
+    ) -> FsResult<Option<Probe>> {
         let parent_key = self.key_of(parent)?;
         // Names shown in place of invalid or colliding key segments come from the last listing.
         let (listed_seg, listing_fresh, listed_info) = {
             let t = lock(&self.table);
-            let dir = t.get(parent).map(|p| &p.dir);
-            let entry = dir.and_then(|d| d.listed(name));
+            let dir = t.get(parent).map(|p| (&p.dir, p.policy.list_ttl));
+            let entry = dir.and_then(|(d, _)| d.listed(name));
             let seg = entry.map(|e| (e.seg.clone(), e.kind));
-            let fresh = listed || dir.is_some_and(|d| d.fresh_listing(self.cfg.list_ttl).is_some());
+            let fresh = listed || dir.is_some_and(|(d, ttl)| d.fresh_listing(ttl).is_some());
             (seg, fresh, entry.and_then(|e| e.info.clone()))
         };
         if let (Some((seg, Kind::File)), true, Some(info)) =
@@ -487,7 +535,8 @@ impl Fs {
         if found.is_none()
             && let Some(base) = name.strip_suffix(FILE_SUFFIX)
         {
-            // `foo.~file`: the file hidden behind directory `foo`.
+            // `foo.~file`: the file hidden behind directory `foo`, when the name-conflict
+            // policy names it so (the built-in rule does).
             if let Some(Probe {
                 kind: Kind::Dir, ..
             }) = self.probe(&parent_key, base).await?
@@ -495,7 +544,8 @@ impl Fs {
                 let key = self.child_key(&parent_key, base);
                 if let Ok(h) = self.backend.head(&key).await {
                     let m = attr::decode(h.metadata.as_ref().unwrap_or(&UserMetadata::new()));
-                    if m.kind != Some(Kind::Dir) {
+                    let shown = self.file_name_beside_dir(&parent_key, base, h.size);
+                    if m.kind != Some(Kind::Dir) && shown.as_deref() == Some(name) {
                         let kind = if m.kind == Some(Kind::Symlink) {
                             Kind::Symlink
                         } else {
@@ -541,7 +591,7 @@ impl Fs {
                 // Negative cache, and a fresh listing without the name: absent, no request.
                 let absent = p.dir.is_known_absent(name, self.cfg.negative_ttl)
                     || p.dir
-                        .fresh_listing(self.cfg.list_ttl)
+                        .fresh_listing(p.policy.list_ttl)
                         .is_some_and(|l| find_entry(l, name).is_none());
                 if absent {
                     self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
@@ -550,7 +600,11 @@ impl Fs {
             }
             t.get(parent).map(|p| p.dir.generation)
         };
-        let Some(probe) = self.resolve_with(parent, name, listed).await? else {
+        let found = match self.resolve_with(parent, name, listed).await? {
+            Some(p) => self.node_from(parent, name, &p)?,
+            None => None,
+        };
+        let Some(node) = found else {
             let mut t = lock(&self.table);
             if let Some(p) = t.get_mut(parent)
                 && Some(p.dir.generation) == generation
@@ -560,7 +614,6 @@ impl Fs {
             }
             return Err(FsError::NotFound);
         };
-        let node = self.node_from(parent, name, &probe);
         let mut t = lock(&self.table);
         let ino = t.upsert(node);
         let n = t.get_mut(ino).ok_or(FsError::NotFound)?;
@@ -609,9 +662,12 @@ impl Fs {
             )
         };
         if !fresh {
-            match self.resolve(parent, &name).await? {
-                Some(p) => {
-                    let node = self.node_from(parent, &name, &p);
+            let found = match self.resolve(parent, &name).await? {
+                Some(p) => self.node_from(parent, &name, &p)?,
+                None => None,
+            };
+            match found {
+                Some(node) => {
                     let mut t = lock(&self.table);
                     if let Some(n) = t.get_mut(ino)
                         && n.kind == node.kind
@@ -640,7 +696,7 @@ impl Fs {
             // The mount root has no object of its own; accept and ignore (like `mkdir -p`).
             return self.getattr(ino).await;
         }
-        self.check_writable()?;
+        self.check_node_writable(ino)?;
         if let Some(size) = req.size {
             if self.node_kind(ino)? == Kind::Dir {
                 return Err(FsError::IsDir);

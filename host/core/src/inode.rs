@@ -61,6 +61,8 @@ pub struct Node {
     pub local_only: bool,
     /// Directories: what is cached about their contents.
     pub dir: DirCache,
+    /// The policy's decisions for this node (read-only verdict, TTLs).
+    pub policy: crate::policy::NodePolicy,
 }
 
 /// Cached knowledge about a directory's contents. Any local change in the directory resets

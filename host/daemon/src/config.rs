@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use blobmount_backend::StoreConfig;
+use blobmount_policy::PluginsConfig;
+use blobmount_policy_api::{ConflictRule, FilterConfig};
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -15,8 +17,8 @@ use serde_json::Value;
 /// Prefix of environment overrides: `BLOBMOUNT_STORE__ENDPOINT=...` sets `store.endpoint`
 /// (`__` separates levels, `_` stands for `-`).
 pub const ENV_PREFIX: &str = "BLOBMOUNT_";
-const SECTIONS: [&str; 7] = [
-    "store", "mount", "read", "write", "cache", "health", "logging",
+const SECTIONS: [&str; 9] = [
+    "store", "mount", "read", "write", "cache", "health", "logging", "policy", "plugins",
 ];
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
@@ -36,6 +38,40 @@ pub struct Config {
     pub health: HealthConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
+    /// The built-in policy (used for every hook without a plugin).
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// WASM policy plugins, one per hook (see docs/plugins.md).
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+}
+
+/// The built-in policy's settings beyond the global ones it also uses: owner and modes of
+/// objects without metadata are `mount.uid`/`gid`/`file-mode`/`dir-mode`, the stat and
+/// listing TTLs `mount.attr-timeout-secs` and `cache.list-ttl-secs`.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PolicyConfig {
+    /// Which objects are shown, and which are read-only (globs, size and age limits).
+    pub filter: FilterConfig,
+    /// What a file sharing its name with a directory is shown as: `directory-keeps-name`
+    /// (the file gets `.~file`), `hide-file`, or `gcsfuse-newline`.
+    pub name_conflict: ConflictRule,
+    /// Every open asks the store for the object's current version, whatever the stat TTL.
+    pub revalidate_on_open: bool,
+    /// Set to false to keep file data out of the kernel page cache and the file cache.
+    pub cacheable: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            filter: FilterConfig::default(),
+            name_conflict: ConflictRule::default(),
+            revalidate_on_open: false,
+            cacheable: true,
+        }
+    }
 }
 
 /// The health and metrics endpoint.

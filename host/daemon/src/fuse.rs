@@ -10,9 +10,10 @@ use std::ffi::OsStr;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use blobmount_core::{Attr, Caller, Fs, FsError, Kind, LOOKUP_CONCURRENCY, SetAttr};
+use blobmount_core::policy::{EXECUTE, READ, WRITE};
+use blobmount_core::{Attr, Caller, Fs, FsError, Kind, LOOKUP_CONCURRENCY, SetAttr, open_access};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -26,13 +27,11 @@ use crate::metrics;
 pub struct FuseAdapter {
     fs: Arc<Fs>,
     rt: tokio::runtime::Handle,
-    ttl: Duration,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<Fs>, rt: tokio::runtime::Handle) -> Self {
-        let ttl = fs.config().attr_ttl;
-        FuseAdapter { fs, rt, ttl }
+        FuseAdapter { fs, rt }
     }
 
     /// Run one operation on the runtime, timing it for `/metrics`.
@@ -151,16 +150,20 @@ impl Filesystem for FuseAdapter {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = match utf8(name) {
             Ok(n) => n,
             Err(_) => return reply.error(Errno::ENOENT),
         };
-        let (fs, ttl) = (self.fs.clone(), self.ttl);
+        let (fs, c) = (self.fs.clone(), caller(req));
         let span = debug_span!("lookup", parent = parent.0, name = %name);
         self.spawn("lookup", span, async move {
-            match fs.lookup(parent.0, &name).await {
-                Ok(a) => reply.entry(&ttl, &to_fuse(&a), Generation(0)),
+            let r = match fs.check_access(parent.0, c, EXECUTE) {
+                Ok(()) => fs.lookup(parent.0, &name).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(a) => reply.entry(&fs.kernel_ttl(a.ino), &to_fuse(&a), Generation(0)),
                 Err(e) => reply.error(errno("lookup", &e)),
             }
         });
@@ -171,10 +174,10 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let (fs, ttl) = (self.fs.clone(), self.ttl);
+        let fs = self.fs.clone();
         self.spawn("getattr", debug_span!("getattr", ino = ino.0), async move {
             match fs.getattr(ino.0).await {
-                Ok(a) => reply.attr(&ttl, &to_fuse(&a)),
+                Ok(a) => reply.attr(&fs.kernel_ttl(a.ino), &to_fuse(&a)),
                 Err(e) => reply.error(errno("getattr", &e)),
             }
         });
@@ -182,7 +185,7 @@ impl Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -198,6 +201,7 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let c = caller(req);
         let req = SetAttr {
             perm: mode.map(|m| (m & 0o7777) as u16),
             uid,
@@ -206,10 +210,14 @@ impl Filesystem for FuseAdapter {
             mtime: mtime.map(time),
             fh: fh.map(|f| f.0),
         };
-        let (fs, ttl) = (self.fs.clone(), self.ttl);
+        let fs = self.fs.clone();
         self.spawn("setattr", debug_span!("setattr", ino = ino.0), async move {
-            match fs.setattr(ino.0, req).await {
-                Ok(a) => reply.attr(&ttl, &to_fuse(&a)),
+            let r = match fs.check_access(ino.0, c, WRITE) {
+                Ok(()) => fs.setattr(ino.0, req).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(a) => reply.attr(&fs.kernel_ttl(a.ino), &to_fuse(&a)),
                 Err(e) => reply.error(errno("setattr", &e)),
             }
         });
@@ -259,7 +267,7 @@ impl Filesystem for FuseAdapter {
             return reply.error(Errno::ENOSYS);
         }
         let name = name_or_reply!(name, reply);
-        let (fs, ttl, c) = (self.fs.clone(), self.ttl, caller(req));
+        let (fs, c) = (self.fs.clone(), caller(req));
         self.spawn(
             "mknod",
             debug_span!("mknod", parent = parent.0, name = %name),
@@ -278,7 +286,7 @@ impl Filesystem for FuseAdapter {
                     Ok::<_, FsError>(a)
                 };
                 match r.await {
-                    Ok(a) => reply.entry(&ttl, &to_fuse(&a), Generation(0)),
+                    Ok(a) => reply.entry(&fs.kernel_ttl(a.ino), &to_fuse(&a), Generation(0)),
                     Err(e) => reply.error(errno("mknod", &e)),
                 }
             },
@@ -295,27 +303,31 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let name = name_or_reply!(name, reply);
-        let (fs, ttl, c) = (self.fs.clone(), self.ttl, caller(req));
+        let (fs, c) = (self.fs.clone(), caller(req));
         self.spawn(
             "mkdir",
             debug_span!("mkdir", parent = parent.0, name = %name),
             async move {
                 match fs.mkdir(parent.0, &name, (mode & 0o7777) as u16, c).await {
-                    Ok(a) => reply.entry(&ttl, &to_fuse(&a), Generation(0)),
+                    Ok(a) => reply.entry(&fs.kernel_ttl(a.ino), &to_fuse(&a), Generation(0)),
                     Err(e) => reply.error(errno("mkdir", &e)),
                 }
             },
         );
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_or_reply!(name, reply);
-        let fs = self.fs.clone();
+        let (fs, c) = (self.fs.clone(), caller(req));
         self.spawn(
             "unlink",
             debug_span!("unlink", parent = parent.0, name = %name),
             async move {
-                match fs.unlink(parent.0, &name).await {
+                let r = match fs.check_access(parent.0, c, WRITE) {
+                    Ok(()) => fs.unlink(parent.0, &name).await,
+                    Err(e) => Err(e),
+                };
+                match r {
                     Ok(()) => reply.ok(),
                     Err(e) => reply.error(errno("unlink", &e)),
                 }
@@ -323,14 +335,18 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_or_reply!(name, reply);
-        let fs = self.fs.clone();
+        let (fs, c) = (self.fs.clone(), caller(req));
         self.spawn(
             "rmdir",
             debug_span!("rmdir", parent = parent.0, name = %name),
             async move {
-                match fs.rmdir(parent.0, &name).await {
+                let r = match fs.check_access(parent.0, c, WRITE) {
+                    Ok(()) => fs.rmdir(parent.0, &name).await,
+                    Err(e) => Err(e),
+                };
+                match r {
                     Ok(()) => reply.ok(),
                     Err(e) => reply.error(errno("rmdir", &e)),
                 }
@@ -348,13 +364,13 @@ impl Filesystem for FuseAdapter {
     ) {
         let name = name_or_reply!(link_name, reply);
         let target = name_or_reply!(target.as_os_str(), reply);
-        let (fs, ttl, c) = (self.fs.clone(), self.ttl, caller(req));
+        let (fs, c) = (self.fs.clone(), caller(req));
         self.spawn(
             "symlink",
             debug_span!("symlink", parent = parent.0, name = %name),
             async move {
                 match fs.symlink(parent.0, &name, &target, c).await {
-                    Ok(a) => reply.entry(&ttl, &to_fuse(&a), Generation(0)),
+                    Ok(a) => reply.entry(&fs.kernel_ttl(a.ino), &to_fuse(&a), Generation(0)),
                     Err(e) => reply.error(errno("symlink", &e)),
                 }
             },
@@ -363,7 +379,7 @@ impl Filesystem for FuseAdapter {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -379,9 +395,16 @@ impl Filesystem for FuseAdapter {
         let name = name_or_reply!(name, reply);
         let newname = name_or_reply!(newname, reply);
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        let fs = self.fs.clone();
+        let (fs, c) = (self.fs.clone(), caller(req));
         self.spawn("rename", debug_span!("rename", parent = parent.0, name = %name, newparent = newparent.0, newname = %newname), async move {
-            match fs.rename(parent.0, &name, newparent.0, &newname, no_replace).await {
+            let allowed = fs
+                .check_access(parent.0, c, WRITE)
+                .and_then(|()| fs.check_access(newparent.0, c, WRITE));
+            let r = match allowed {
+                Ok(()) => fs.rename(parent.0, &name, newparent.0, &newname, no_replace).await,
+                Err(e) => Err(e),
+            };
+            match r {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("rename", &e)),
             }
@@ -402,10 +425,14 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let fs = self.fs.clone();
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let (fs, c) = (self.fs.clone(), caller(req));
         self.spawn("open", debug_span!("open", ino = ino.0), async move {
-            match fs.open(ino.0, flags.0).await {
+            let r = match fs.check_access(ino.0, c, open_access(flags.0)) {
+                Ok(()) => fs.open(ino.0, flags.0).await,
+                Err(e) => Err(e),
+            };
+            match r {
                 Ok(h) => {
                     let flags = if h.keep_cache {
                         FopenFlags::FOPEN_KEEP_CACHE
@@ -528,10 +555,14 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let fs = self.fs.clone();
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let (fs, c) = (self.fs.clone(), caller(req));
         self.spawn("opendir", debug_span!("opendir", ino = ino.0), async move {
-            match fs.opendir(ino.0).await {
+            let r = match fs.check_access(ino.0, c, READ) {
+                Ok(()) => fs.opendir(ino.0).await,
+                Err(e) => Err(e),
+            };
+            match r {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno("opendir", &e)),
             }
@@ -563,17 +594,20 @@ impl Filesystem for FuseAdapter {
     /// ([`LOOKUP_CONCURRENCY`] at a time) instead of one kernel LOOKUP after another.
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.fs.readdir(fh.0, offset) {
+        // The entries' attributes come from lookups in the directory: execute (search) on
+        // it, as for a plain lookup.
+        let allowed = self.fs.check_access(ino.0, caller(req), EXECUTE);
+        let entries = match allowed.and_then(|()| self.fs.readdir(fh.0, offset)) {
             Ok(e) => e,
             Err(e) => return reply.error(errno("readdirplus", &e)),
         };
-        let (fs, ttl) = (self.fs.clone(), self.ttl);
+        let fs = self.fs.clone();
         let span = debug_span!("readdirplus", ino = ino.0, offset);
         self.spawn("readdirplus", span, async move {
             for batch in entries.chunks(LOOKUP_CONCURRENCY) {
@@ -590,8 +624,14 @@ impl Filesystem for FuseAdapter {
                         // not used.
                         if !full {
                             let a = dot_attr(e.ino);
-                            full =
-                                reply.add(INodeNo(e.ino), *next, &e.name, &ttl, &a, Generation(0));
+                            full = reply.add(
+                                INodeNo(e.ino),
+                                *next,
+                                &e.name,
+                                &fs.kernel_ttl(e.ino),
+                                &a,
+                                Generation(0),
+                            );
                         }
                         continue;
                     }
@@ -604,7 +644,7 @@ impl Filesystem for FuseAdapter {
                             INodeNo(a.ino),
                             *next,
                             &e.name,
-                            &ttl,
+                            &fs.kernel_ttl(a.ino),
                             &to_fuse(&a),
                             Generation(0),
                         )
@@ -679,7 +719,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyCreate,
     ) {
         let name = name_or_reply!(name, reply);
-        let (fs, ttl, c) = (self.fs.clone(), self.ttl, caller(req));
+        let (fs, c) = (self.fs.clone(), caller(req));
         self.spawn(
             "create",
             debug_span!("create", parent = parent.0, name = %name),
@@ -689,7 +729,7 @@ impl Filesystem for FuseAdapter {
                     .await
                 {
                     Ok((a, h)) => reply.created(
-                        &ttl,
+                        &fs.kernel_ttl(a.ino),
                         &to_fuse(&a),
                         Generation(0),
                         FileHandle(h.fh),

@@ -13,5 +13,6 @@ pub mod logging;
 pub mod metrics;
 pub mod mount;
 pub mod plugin_cli;
+pub mod policy;
 pub mod preload;
 pub mod status;

@@ -8,7 +8,10 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use blobmount_policy::{Hook, StatsSnapshot, WasmPolicy};
 
 use blobmount_backend::metered::BackendStats;
 use blobmount_core::{Fs, PreloadProgress};
@@ -432,7 +435,56 @@ pub fn render(fs: &Fs, backend: &BackendStats, preload: Option<&PreloadProgress>
             u64::from(p.finished.load(Ordering::Acquire)),
         );
     }
+    render_plugins(&mut o);
     o.0
+}
+
+/// The mount's policy, once loaded (its plugins' counters are exported).
+static POLICY: OnceLock<Arc<WasmPolicy>> = OnceLock::new();
+
+/// Export the counters of `policy`'s plugins (called once, at mount).
+pub fn set_policy(policy: Arc<WasmPolicy>) {
+    // A second mount in the same process keeps the first one's counters; there is none.
+    let _ = POLICY.set(policy);
+}
+
+/// One exported plugin counter: name, help, and how to read it from a snapshot.
+type Series = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
+
+fn render_plugins(o: &mut Out) {
+    let Some(p) = POLICY.get() else {
+        return;
+    };
+    let series: [Series; 4] = [
+        (
+            "blobmount_plugin_calls_total",
+            "Calls into a policy plugin, by hook (answers from its cache not counted).",
+            |s| s.calls,
+        ),
+        (
+            "blobmount_plugin_cache_hits_total",
+            "Policy answers served from the plugin answer cache, by hook.",
+            |s| s.cache_hits,
+        ),
+        (
+            "blobmount_plugin_failures_total",
+            "Plugin calls that trapped, ran out of fuel or time, hit the memory cap or returned garbage (answered by the failure mode), by hook.",
+            |s| s.failures,
+        ),
+        (
+            "blobmount_plugin_instantiations_total",
+            "Plugin instances created (at load, on overlap, and to replace failed ones), by hook.",
+            |s| s.instantiations,
+        ),
+    ];
+    for (name, help, get) in series {
+        o.head(name, "counter", help);
+        for hook in Hook::ALL {
+            if let Some(s) = p.stats(hook) {
+                let _ = writeln!(o.0, "{name}{{hook=\"{}\"}} {}", hook.name(), get(&s));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

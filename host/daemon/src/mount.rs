@@ -321,6 +321,13 @@ pub fn run(mut cfg: Config) -> ExitCode {
         write_part_size: cfg.write.part_size_mib * 1024 * 1024,
         write_parts_in_flight: cfg.write.parts_in_flight,
     };
+    // Plugins are compiled and instantiated here, before anything is mounted: a bad plugin
+    // fails the mount with a message naming it, and no instantiation happens in the FUSE
+    // request path.
+    let policy = match crate::policy::load(&cfg, &fs_cfg) {
+        Ok(p) => p,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("blobmount-io")
@@ -350,8 +357,8 @@ pub fn run(mut cfg: Config) -> ExitCode {
             .await
             .map_err(|e| (classify(&e), e.to_string()))?;
         let (backend, backend_stats) = Metered::wrap(backend);
-        let fs =
-            Fs::new(backend, fs_cfg).map_err(|e| (EXIT_CONFIG, format!("cache directory: {e}")))?;
+        let fs = Fs::with_policy(backend, fs_cfg, policy)
+            .map_err(|e| (EXIT_CONFIG, format!("cache directory: {e}")))?;
         match tokio::time::timeout(STARTUP_TIMEOUT, fs.check_store()).await {
             Ok(Ok(())) => {
                 // Before serving: finish or keep what a killed daemon left staged.
