@@ -54,7 +54,7 @@ check "docker compose config: docker-compose.yml + docker-compose.ci.yml" \
     "${compose[@]}" --project-directory "$D" -f "$D/docker-compose.yml" -f "$D/docker-compose.ci.yml" config -q
 check "compose-spec JSON schema" \
     "$V/bin/check-jsonschema" --builtin-schema vendor.compose-spec "$D/docker-compose.yml" "$D/docker-compose.ci.yml"
-check "compose: sidecar is rshared with /dev/fuse and SYS_ADMIN, app rslave, gated on health" \
+check "compose: sidecar is rshared with /dev/fuse and SYS_ADMIN, probed by blobmount health, app rslave, gated on health" \
     "$V/bin/python" - "${compose[@]}" --project-directory "$D" -f "$D/docker-compose.yml" config --format json <<'PY'
 import json, subprocess, sys
 cfg = json.loads(subprocess.run(sys.argv[1:], check=True, capture_output=True, text=True).stdout)
@@ -68,7 +68,9 @@ if "SYS_ADMIN" not in side.get("cap_add", []): errs.append("sidecar lacks cap_ad
 if side.get("privileged"): errs.append("sidecar must not be privileged")
 if not any(d.get("source") == "/dev/fuse" for d in side.get("devices", [])): errs.append("sidecar lacks /dev/fuse")
 if "--foreground" not in side.get("command", []): errs.append("sidecar must run blobmount --foreground")
-if not side.get("healthcheck", {}).get("test"): errs.append("sidecar has no healthcheck")
+test = side.get("healthcheck", {}).get("test") or []
+if test[:3] != ["CMD", "/blobmount", "health"] or "--timeout" not in test:
+    errs.append(f"sidecar healthcheck must be [CMD, /blobmount, health, --timeout, ...] (exec, bounded), got {test}")
 if app.get("depends_on", {}).get("sidecar", {}).get("condition") != "service_healthy":
     errs.append("app must depend on sidecar: service_healthy")
 print("\n".join(errs)); sys.exit(1 if errs else 0)
@@ -77,10 +79,13 @@ PY
 # --- Kubernetes ------------------------------------------------------------------------------
 # Native sidecars (initContainers[].restartPolicy) are on by default from 1.29.
 for k in 1.29.0 1.33.0 1.37.0; do
-    check "kubernetes-validate --strict (k8s $k) deploy/k8s" \
-        "$V/bin/kubernetes-validate" --quiet --strict -k "$k" "$D"/k8s/*.yaml
+    check "kubernetes-validate --strict (k8s $k) deploy/k8s, deploy/k8s/fd-passing" \
+        "$V/bin/kubernetes-validate" --quiet --strict -k "$k" "$D"/k8s/*.yaml "$D"/k8s/fd-passing/*.yaml
 done
 check "k8s API-server and FUSE-sidecar rules (k8s-check.py)" "$V/bin/python" "$D/k8s-check.py" "$D"/k8s/*.yaml
+# The fd-passing variant uses the same Secret.
+check "k8s rules of the fd-passing variant (k8s-check.py)" \
+    "$V/bin/python" "$D/k8s-check.py" "$D"/k8s/fd-passing/*.yaml "$D/k8s/secret.yaml"
 # The checker must still reject what it is for: the sidecar unprivileged, the app without propagation.
 sed -e 's/privileged: true /privileged: false /' -e 's/mountPropagation: HostToContainer/mountPropagation: None/' \
     "$D/k8s/deployment.yaml" >"$tmp/broken-deployment.yaml"
@@ -95,10 +100,37 @@ k8s_check_rejects() {
         grep -q 'needs mountPropagation: HostToContainer' <<<"$out"
 }
 check "k8s-check.py rejects an unprivileged Bidirectional sidecar and an app without propagation" k8s_check_rejects
+# ... and a broken fd-passing pair: the daemon given a capability and another uid than the
+# socket's owner, no HostToContainer for its probes, the mounter without --allow-other.
+"$V/bin/python" - "$D/k8s/fd-passing/deployment.yaml" >"$tmp/broken-fd.yaml" <<'PY'
+import sys, yaml
+d = yaml.safe_load(open(sys.argv[1]))
+init = {c["name"]: c for c in d["spec"]["template"]["spec"]["initContainers"]}
+init["fuse-mounter"]["args"].remove("--allow-other")
+sc = init["blobmount"]["securityContext"]
+sc["runAsUser"] = 1001
+sc["capabilities"] = {"add": ["SYS_ADMIN"], "drop": ["ALL"]}
+for vm in init["blobmount"]["volumeMounts"]:
+    vm.pop("mountPropagation", None)
+yaml.safe_dump(d, sys.stdout)
+PY
+k8s_check_rejects_fd() {
+    local out
+    if out=$("$V/bin/python" "$D/k8s-check.py" "$tmp/broken-fd.yaml" "$D/k8s/fd-passing/configmap.yaml" "$D/k8s/secret.yaml"); then
+        echo "$out"
+        return 1
+    fi
+    echo "$out"
+    grep -q 'must not add capabilities' <<<"$out" &&
+        grep -q 'runs as uid 1001 but fuse-mounter gives the socket to --uid 65534' <<<"$out" &&
+        grep -q 'with mountPropagation: HostToContainer (the daemon' <<<"$out" &&
+        grep -q 'it needs --allow-other' <<<"$out"
+}
+check "k8s-check.py rejects a broken fd-passing pair" k8s_check_rejects_fd
 
 # --- YAML style ------------------------------------------------------------------------------
 check "yamllint" "$V/bin/yamllint" -s -d '{extends: default, rules: {line-length: {max: 130}, document-start: disable, comments: {min-spaces-from-content: 1}, truthy: {check-keys: false}}}' \
-    "$D"/*.yml "$D"/*.yaml "$D"/k8s/*.yaml
+    "$D"/*.yml "$D"/*.yaml "$D"/k8s/*.yaml "$D"/k8s/fd-passing/*.yaml
 
 # --- blobmount configs -----------------------------------------------------------------------
 bin=${BLOBMOUNT_BIN:-}
@@ -109,12 +141,14 @@ if [[ -z $bin ]]; then
 fi
 if [[ -n $bin ]]; then
     check "blobmount config validate deploy/blobmount.example.yaml" "$bin" config validate "$D/blobmount.example.yaml"
-    "$V/bin/python" - "$D/k8s/configmap.yaml" "$tmp" <<'PY'
+    "$V/bin/python" - "$tmp" "$D/k8s/configmap.yaml" "$D/k8s/fd-passing/configmap.yaml" <<'PY'
 import sys, yaml
-for doc in yaml.safe_load_all(open(sys.argv[1])):
-    for name, text in (doc or {}).get("data", {}).items():
-        if name.endswith(".yaml"):
-            open(f"{sys.argv[2]}/cm-{name}", "w").write(text)
+for f in sys.argv[2:]:
+    for doc in yaml.safe_load_all(open(f)):
+        for name, text in (doc or {}).get("data", {}).items():
+            if name.endswith(".yaml"):
+                cm = doc["metadata"]["name"]
+                open(f"{sys.argv[1]}/cm-{cm}-{name}", "w").write(text)
 PY
     for f in "$tmp"/cm-*.yaml; do
         check "blobmount config validate (ConfigMap ${f##*/cm-})" "$bin" config validate "$f"
