@@ -86,22 +86,28 @@ check "k8s API-server and FUSE-sidecar rules (k8s-check.py)" "$V/bin/python" "$D
 # The fd-passing variant uses the same Secret.
 check "k8s rules of the fd-passing variant (k8s-check.py)" \
     "$V/bin/python" "$D/k8s-check.py" "$D"/k8s/fd-passing/*.yaml "$D/k8s/secret.yaml"
-# The checker must still reject what it is for: the sidecar unprivileged, the app without propagation.
-sed -e 's/privileged: true /privileged: false /' -e 's/mountPropagation: HostToContainer/mountPropagation: None/' \
-    "$D/k8s/deployment.yaml" >"$tmp/broken-deployment.yaml"
+# The checker must still reject what it is for. k8s_check_rejects FILE... -- MESSAGE...: it
+# fails on the FILEs and reports every MESSAGE.
 k8s_check_rejects() {
-    local out
-    if out=$("$V/bin/python" "$D/k8s-check.py" "$tmp/broken-deployment.yaml" "$D/k8s/configmap.yaml" "$D/k8s/secret.yaml"); then
+    local files=() out m
+    while [[ $1 != -- ]]; do files+=("$1"); shift; done
+    shift
+    if out=$("$V/bin/python" "$D/k8s-check.py" "${files[@]}"); then
         echo "$out"
         return 1
     fi
     echo "$out"
-    grep -q 'Bidirectional mount propagation is available only to privileged containers' <<<"$out" &&
-        grep -q 'needs mountPropagation: HostToContainer' <<<"$out"
+    for m in "$@"; do grep -qF -- "$m" <<<"$out" || { echo "not reported: $m"; return 1; }; done
 }
-check "k8s-check.py rejects an unprivileged Bidirectional sidecar and an app without propagation" k8s_check_rejects
-# ... and a broken fd-passing pair: the daemon given a capability and another uid than the
-# socket's owner, no HostToContainer for its probes, the mounter without --allow-other.
+# The sidecar unprivileged, the app without propagation.
+sed -e 's/privileged: true /privileged: false /' -e 's/mountPropagation: HostToContainer/mountPropagation: None/' \
+    "$D/k8s/deployment.yaml" >"$tmp/broken-deployment.yaml"
+check "k8s-check.py rejects an unprivileged Bidirectional sidecar and an app without propagation" \
+    k8s_check_rejects "$tmp/broken-deployment.yaml" "$D/k8s/configmap.yaml" "$D/k8s/secret.yaml" -- \
+    'Bidirectional mount propagation is available only to privileged containers' \
+    'needs mountPropagation: HostToContainer'
+# A broken fd-passing pair: the daemon given a capability and another uid than the socket's
+# owner, no HostToContainer for its probes, the mounter without --allow-other.
 "$V/bin/python" - "$D/k8s/fd-passing/deployment.yaml" >"$tmp/broken-fd.yaml" <<'PY'
 import sys, yaml
 d = yaml.safe_load(open(sys.argv[1]))
@@ -114,19 +120,27 @@ for vm in init["blobmount"]["volumeMounts"]:
     vm.pop("mountPropagation", None)
 yaml.safe_dump(d, sys.stdout)
 PY
-k8s_check_rejects_fd() {
-    local out
-    if out=$("$V/bin/python" "$D/k8s-check.py" "$tmp/broken-fd.yaml" "$D/k8s/fd-passing/configmap.yaml" "$D/k8s/secret.yaml"); then
-        echo "$out"
-        return 1
-    fi
-    echo "$out"
-    grep -q 'must not add capabilities' <<<"$out" &&
-        grep -q 'runs as uid 1001 but fuse-mounter gives the socket to --uid 65534' <<<"$out" &&
-        grep -q 'with mountPropagation: HostToContainer (the daemon' <<<"$out" &&
-        grep -q 'it needs --allow-other' <<<"$out"
+check "k8s-check.py rejects a broken fd-passing pair" \
+    k8s_check_rejects "$tmp/broken-fd.yaml" "$D/k8s/fd-passing/configmap.yaml" "$D/k8s/secret.yaml" -- \
+    'must not add capabilities' \
+    'runs as uid 1001 but fuse-mounter gives the socket to --uid 65534' \
+    'with mountPropagation: HostToContainer (the daemon' \
+    'it needs --allow-other'
+
+# --- docs ------------------------------------------------------------------------------------
+# The Prometheus queries in docs/deploy.md must name metrics the daemon exports.
+promql_metrics_exist() {
+    "$V/bin/python" - docs/deploy.md host/daemon/src/metrics.rs <<'PY'
+import re, sys
+doc, code = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+blocks = re.findall(r"```promql\n(.*?)```", doc, re.S)
+names = {re.sub(r"_(bucket|count|sum)$", "", n) for b in blocks for n in re.findall(r"\bblobmount_[a-z_]+", b)}
+missing = sorted(n for n in names if f'"{n}' not in code)
+print(f"{len(blocks)} promql block(s), {len(names)} metric(s); missing: {missing}")
+sys.exit(1 if missing or not names else 0)
+PY
 }
-check "k8s-check.py rejects a broken fd-passing pair" k8s_check_rejects_fd
+check "docs/deploy.md: the Prometheus queries name exported metrics" promql_metrics_exist
 
 # --- YAML style ------------------------------------------------------------------------------
 check "yamllint" "$V/bin/yamllint" -s -d '{extends: default, rules: {line-length: {max: 130}, document-start: disable, comments: {min-spaces-from-content: 1}, truthy: {check-keys: false}}}' \
