@@ -2,7 +2,7 @@
 # Build the blobmount image with the legacy Docker builder (no BuildKit, no base image pull):
 #   bash deploy/build-image.sh [TAG] [BINARY]
 # TAG defaults to blobmount:dev; BINARY to the output of deploy/build-static.sh (built if needed).
-# Needs a reachable Docker engine (DOCKER_HOST), Debian's ca-certificates and musl-tools (or gcc).
+# Needs a reachable Docker engine (DOCKER_HOST) and Debian's ca-certificates.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 tag=${1:-blobmount:dev}
@@ -10,12 +10,10 @@ bin=${2:-}
 [[ -n $bin ]] || bin=$(bash "$here/build-static.sh")
 [[ -f /etc/ssl/certs/ca-certificates.crt ]] ||
     { echo "build-image: no /etc/ssl/certs/ca-certificates.crt (apt-get install ca-certificates)" >&2; exit 1; }
-cc=$(command -v musl-gcc || command -v gcc) || { echo "build-image: no C compiler (apt-get install musl-tools)" >&2; exit 1; }
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 cp "$bin" "$ctx/blobmount"
 cp /etc/ssl/certs/ca-certificates.crt "$ctx/ca-certificates.crt"
-"$cc" -static -Os -s -Wall -Wextra -Werror -o "$ctx/fuse-probe" "$here/fuse-probe.c"
 cp "$here/Dockerfile" "$ctx/Dockerfile"
 DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$ctx" >/dev/null
 echo "build-image: $tag $(docker image inspect -f '{{.Size}}' "$tag") bytes" >&2

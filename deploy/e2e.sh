@@ -11,6 +11,8 @@
 # override and checks:
 #   - the app writes through the shared volume and the object lands in Azurite;
 #   - the app reads an object put into Azurite;
+#   - the sidecar's healthcheck (`blobmount health`) passes; with Azurite stopped /readyz turns
+#     503 and the container unhealthy while /healthz stays 200, and both recover once it is back;
 #   - SIGKILL of the sidecar gives ENOTCONN in the app; `docker compose up -d sidecar` serves
 #     again without restarting the app;
 #   - SIGTERM (docker stop) right after a write: exit 0, no mount left, the write is in Azurite.
@@ -45,6 +47,8 @@ export COMPOSE_PROJECT_NAME=$PROJECT
 export COMPOSE_FILE=$REPO/deploy/docker-compose.yml:$REPO/deploy/docker-compose.ci.yml
 export BLOBMOUNT_SHARED=$SHARED BLOBMOUNT_CONFIG_FILE=$W/blobmount.yaml
 export BLOBMOUNT_IMAGE=blobmount:e2e APP_IMAGE=blobmount-e2e-app:dev
+# The sidecar's health endpoint (docker-compose.ci.yml: loopback, host network), set below.
+export BLOBMOUNT_HEALTH_PORT=
 dockerd_pid=""
 azurite_pid=""
 
@@ -67,11 +71,7 @@ cleanup() {
     fi
     # dockerd leaves its network namespace and overlay mounts under its own roots.
     grep -o " $W/[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m"; done
-    if [[ -n $azurite_pid ]]; then
-        kill -TERM "$azurite_pid" 2>/dev/null
-        for _ in $(seq 1 20); do kill -0 "$azurite_pid" 2>/dev/null || break; sleep 0.25; done
-        kill -KILL "$azurite_pid" 2>/dev/null
-    fi
+    [[ -n $azurite_pid ]] && stop_azurite
     if [[ $rc != 0 || $fails != 0 ]]; then
         echo "--- dockerd log (tail)"; tail -n 20 "$W/dockerd.log" 2>/dev/null
         echo "--- azurite log (tail)"; tail -n 5 "$W/azurite.log" 2>/dev/null
@@ -94,11 +94,23 @@ bash deploy/install-tools.sh --e2e
 
 # --- Azurite ---------------------------------------------------------------------------------
 step "Azurite on 127.0.0.1"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
 mkdir -p "$W/azurite"
-"$TOOLS/bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$port" --loose --skipApiVersionCheck \
-    --disableTelemetry --location "$W/azurite" >"$W/azurite.log" 2>&1 </dev/null &
-azurite_pid=$!
+# Started again on the same port and data directory after the outage test below.
+start_azurite() {
+    "$TOOLS/bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$port" --loose --skipApiVersionCheck \
+        --disableTelemetry --location "$W/azurite" >>"$W/azurite.log" 2>&1 </dev/null &
+    azurite_pid=$!
+}
+stop_azurite() {
+    kill -TERM "$azurite_pid" 2>/dev/null || return 0
+    for _ in $(seq 1 40); do kill -0 "$azurite_pid" 2>/dev/null || break; sleep 0.25; done
+    kill -KILL "$azurite_pid" 2>/dev/null
+    wait "$azurite_pid" 2>/dev/null
+    azurite_pid=""
+}
+start_azurite
 ACCOUNT=devstoreaccount1
 KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
 ENDPOINT=http://127.0.0.1:$port/$ACCOUNT
@@ -167,8 +179,8 @@ check "build $APP_IMAGE (busybox)" timeout 300 docker build -q -t "$APP_IMAGE" "
 check "image runs: blobmount version" bash -c \
     "timeout 30 docker run --rm --network none '$BLOBMOUNT_IMAGE' version | grep -q '^blobmount '"
 
-check "image's /fuse-probe fails on a directory that is not a FUSE mount" bash -c \
-    "! timeout 30 docker run --rm --network none --entrypoint /fuse-probe '$BLOBMOUNT_IMAGE' /etc"
+check "image's probe (blobmount health) fails when nothing is mounted" bash -c \
+    "! timeout 30 docker run --rm --network none '$BLOBMOUNT_IMAGE' health --timeout 2 /data/mnt"
 
 # --- shared volume and config ----------------------------------------------------------------
 step "shared volume, config"
@@ -186,6 +198,7 @@ mount:
   foreground: true
 YAML
 export AZURE_STORAGE_ACCOUNT_KEY=$KEY
+BLOBMOUNT_HEALTH_PORT=$(free_port)
 echo "put into the store before the mount" >"$W/from-store.txt"
 check "object put into Azurite" az put from-store.txt "$W/from-store.txt"
 check "docker compose config" timeout 30 docker compose config -q
@@ -208,8 +221,16 @@ in_app() { timeout 30 docker compose exec -T app sh -c "$1"; }
 check "host sees the FUSE mount propagated from the sidecar" \
     bash -c "findmnt -n -o FSTYPE,SOURCE '$SHARED/mnt' | grep -qE '^fuse(.blobmount)? +blobmount:'"
 app_started=$(docker inspect -f '{{.State.StartedAt}}' "$app")
-check "sidecar healthy (healthcheck: /fuse-probe /data/mnt)" \
+check "sidecar healthy (healthcheck: blobmount health /data/mnt)" \
     [ "$(docker inspect -f '{{.State.Health.Status}}' "$sidecar")" = healthy ]
+# The last healthcheck run: "EXITCODE OUTPUT".
+last_probe() {
+    docker inspect -f '{{json .State.Health.Log}}' "$sidecar" | python3 -c \
+        'import json, sys; e = (json.load(sys.stdin) or [{}])[-1]; print(e.get("ExitCode"), (e.get("Output") or "").strip())'
+}
+echo "  last healthcheck: $(last_probe)"
+probe_says_ready() { [[ $(last_probe) == '0 /data/mnt: ready' ]]; }
+check "the healthcheck ran blobmount health and it answered ready" probe_says_ready
 
 step "write and read through the shared volume"
 check "app reads the object put into Azurite" \
@@ -217,6 +238,42 @@ check "app reads the object put into Azurite" \
 check "app writes a file" in_app 'echo "written by the app" > /data/mnt/from-app.txt'
 check "the app's file is an object in Azurite" \
     bash -c "'$W/az' wait from-app.txt 20 && [[ \$('$W/az' get from-app.txt) == 'written by the app' ]]"
+
+# --- store outage ----------------------------------------------------------------------------
+step "store outage: stop Azurite, /readyz must turn unready, then ready again"
+H=http://127.0.0.1:$BLOBMOUNT_HEALTH_PORT
+code() { curl -s -o /dev/null -m 10 -w '%{http_code}' "$H$1"; }
+# wait_code PATH WANT SECONDS: poll until PATH answers WANT (or, with !WANT, anything else).
+wait_code() {
+    local t=$SECONDS c
+    while ((SECONDS - t < $3)); do
+        c=$(code "$1")
+        if [[ $2 == !* ]]; then [[ $c != "${2#!}" ]] && break; else [[ $c == "$2" ]] && break; fi
+        sleep 0.5
+    done
+    echo "  $1: $c after $((SECONDS - t)) s"
+    if [[ $2 == !* ]]; then [[ $c != "${2#!}" ]]; else [[ $c == "$2" ]]; fi
+}
+health_is() { [ "$(docker inspect -f '{{.State.Health.Status}}' "$sidecar")" = "$1" ]; }
+wait_health() { # STATUS SECONDS
+    local t=$SECONDS
+    until health_is "$1" || ((SECONDS - t >= $2)); do sleep 0.5; done
+    echo "  container health: $(docker inspect -f '{{.State.Health.Status}}' "$sidecar") after $((SECONDS - t)) s; last probe: $(last_probe)"
+    health_is "$1"
+}
+check "/readyz is 200 with the store up" [ "$(code /readyz)" = 200 ]
+check "/metrics answers in Prometheus text" \
+    bash -c "curl -sf -m 10 '$H/metrics' | grep -q '^blobmount_backend_requests_total{'"
+stop_azurite
+check "/readyz turns unready within 30 s of the store stopping" wait_code /readyz '!200' 30
+curl -s -m 10 "$H/readyz" | sed 's/^/  readyz: /'
+check "/healthz stays 200 (the mount itself is fine)" [ "$(code /healthz)" = 200 ]
+check "the container turns unhealthy (healthcheck = blobmount health)" wait_health unhealthy 30
+start_azurite
+check "/readyz is 200 again within 60 s of the store coming back" wait_code /readyz 200 60
+check "the container is healthy again" wait_health healthy 30
+check "data written before the outage is still served" \
+    bash -c "[[ \$(timeout 30 docker compose exec -T app cat /data/mnt/from-app.txt) == 'written by the app' ]]"
 
 # --- crash -------------------------------------------------------------------------------------
 step "crash: docker kill -s KILL the sidecar"

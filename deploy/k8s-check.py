@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Rules for blobmount's Kubernetes manifests that schema validation (kubernetes-validate) does not
-check: API-server cross-field rules, and what a FUSE sidecar needs to work at all.
+check: API-server cross-field rules, and what a FUSE sidecar needs to work at all, in both
+variants: the privileged daemon that mounts itself, and the unprivileged daemon that serves a
+descriptor handed over by a privileged `blobmount fuse-mounter` (fd passing).
 
 usage: k8s-check.py FILE.yaml...   (all files form one set: references are resolved across them)
 Prints one line per violation and exits 1 if there is any.
@@ -21,6 +23,91 @@ def pod_specs(doc):
         yield doc["spec"]["template"]["spec"]
     elif kind == "CronJob":
         yield doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def flag(args, name):
+    """The value of `--name VALUE` or `--name=VALUE` in args (None when absent)."""
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            return str(args[i + 1])
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def mount_dir_of(c, path):
+    """The volume and mountPath of container c that hold path (longest mountPath wins)."""
+    best = None
+    for vm in c.get("volumeMounts", []):
+        mp = vm["mountPath"].rstrip("/")
+        if path == mp or path.startswith(mp + "/"):
+            if best is None or len(mp) > len(best["mountPath"].rstrip("/")):
+                best = vm
+    return best
+
+
+def run_as(c, spec):
+    """The uid a container runs as, when the manifest says (container over pod)."""
+    for sc in (c.get("securityContext") or {}, spec.get("securityContext") or {}):
+        if "runAsUser" in sc:
+            return sc["runAsUser"]
+    return None
+
+
+def check_fd_pair(where, c, spec, mounters, errs):
+    """An unprivileged daemon (--fuse-fd-socket) and the fuse-mounter that feeds it."""
+    args = [str(a) for a in c.get("args", []) + c.get("command", [])]
+    sock = flag(args, "--fuse-fd-socket")
+    sc = c.get("securityContext") or {}
+    uid = run_as(c, spec)
+    if sc.get("privileged"):
+        errs.append(f"{where}: a daemon serving a passed descriptor (--fuse-fd-socket) must not be privileged")
+    if (sc.get("capabilities") or {}).get("add"):
+        errs.append(f"{where}: a daemon serving a passed descriptor must not add capabilities")
+    if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
+        errs.append(f"{where}: drop ALL capabilities (the fd-passing daemon needs none)")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        errs.append(f"{where}: set allowPrivilegeEscalation: false")
+    if uid in (None, 0):
+        errs.append(f"{where}: run the fd-passing daemon as a non-root runAsUser")
+    if any(vm.get("mountPropagation") == "Bidirectional" for vm in c.get("volumeMounts", [])):
+        errs.append(f"{where}: the fd-passing daemon does not mount: no Bidirectional propagation")
+    feeding = [(n, m) for n, m in mounters if flag(m["args"], "--socket") == sock]
+    if not feeding:
+        errs.append(f"{where}: no fuse-mounter container in the pod listens on --socket {sock}")
+        return
+    m = feeding[0][1]
+    name = m["c"]["name"]
+    vm_d, vm_m = mount_dir_of(c, sock), mount_dir_of(m["c"], sock)
+    if not vm_d or not vm_m or vm_d["name"] != vm_m["name"]:
+        errs.append(f"{where}: the socket {sock} must be on a volume mounted by both this container and {name}")
+    if m["index"] is not None and c["_index"] is not None and m["index"] > c["_index"]:
+        errs.append(f"{where}: {name} must come before the daemon in initContainers (it starts first and stops last)")
+    target = mount_dir_of(m["c"], m["args"][-1])
+    seen = [vm for vm in c.get("volumeMounts", []) if target and vm["name"] == target["name"]]
+    if not seen or seen[0].get("mountPropagation") != "HostToContainer":
+        errs.append(f"{where}: mount the volume {name} mounts on with mountPropagation: HostToContainer "
+                    "(the daemon's health probes statfs the mount through it)")
+    m_uid = flag(m["args"], "--uid") or "0"
+    if uid is not None and str(uid) != m_uid:
+        errs.append(f"{where}: runs as uid {uid} but {name} gives the socket to --uid {m_uid} (mode 0600): it cannot connect")
+    m["fed"] = True
+
+
+def check_mounter(where, c, sidecar, errs):
+    """`blobmount fuse-mounter`: the privileged half of fd passing."""
+    args = [str(a) for a in c.get("args", []) + c.get("command", [])]
+    target = args[-1] if args else ""
+    if not sidecar:
+        errs.append(f"{where}: fuse-mounter must run as a native sidecar (initContainer, restartPolicy: Always)")
+    if not (c.get("securityContext") or {}).get("privileged"):
+        errs.append(f"{where}: fuse-mounter mounts (/dev/fuse, mount(2)) and needs privileged: true")
+    if not flag(args, "--socket"):
+        errs.append(f"{where}: fuse-mounter needs --socket")
+    vm = mount_dir_of(c, target)
+    if not vm or vm.get("mountPropagation") != "Bidirectional":
+        errs.append(f"{where}: the mount on {target} reaches the other containers only through a "
+                    "volume mounted with mountPropagation: Bidirectional")
 
 
 def main(files):
@@ -44,8 +131,11 @@ def main(files):
                 if sec and sec not in secrets:
                     errs.append(f"{f}: volume {v['name']}: Secret {sec!r} is not defined in these files")
             fuse_mounters = 0
+            mounters = []   # (where, {"c", "args", "index", "fed"}) of fuse-mounter containers
+            daemons = []    # fd-passing daemons, checked once every mounter is known
             for kind in ("initContainers", "containers"):
-                for c in spec.get(kind, []):
+                for i, c in enumerate(spec.get(kind, [])):
+                    c["_index"] = i if kind == "initContainers" else None
                     where = f"{f}: {kind}/{c['name']}"
                     sc = c.get("securityContext") or {}
                     priv = sc.get("privileged") is True
@@ -67,12 +157,20 @@ def main(files):
                                 errs.append(f"{where}: Bidirectional mount propagation is available only to privileged containers")
                         if vm["name"] not in vols:
                             errs.append(f"{where}: volumeMount {vm['name']!r} has no volume")
-                    args = c.get("args", []) + c.get("command", [])
-                    if "mount" in args and any("blobmount" in str(x) for x in [c.get("image", "")] + args):
+                    args = [str(a) for a in c.get("args", []) + c.get("command", [])]
+                    blobmount = any("blobmount" in x for x in [c.get("image", "")] + args)
+                    if blobmount and "fuse-mounter" in args:
                         fuse_mounters += 1
+                        check_mounter(where, c, sidecar, errs)
+                        mounters.append((where, {"c": c, "args": args, "index": c["_index"], "fed": False}))
+                    elif blobmount and "mount" in args:
+                        fuse_mounters += 1
+                        fd_mode = flag(args, "--fuse-fd-socket") is not None
                         if not sidecar:
                             errs.append(f"{where}: the blobmount mount must run as a native sidecar (initContainer, restartPolicy: Always)")
-                        if not bidirectional:
+                        if fd_mode:
+                            daemons.append((where, c))
+                        elif not bidirectional:
                             errs.append(f"{where}: blobmount's mount reaches the app only with mountPropagation: Bidirectional")
                         if "--foreground" not in args and "-f" not in args:
                             errs.append(f"{where}: blobmount must run with --foreground in a container")
@@ -82,6 +180,16 @@ def main(files):
                                 errs.append(f"{where}: {p} missing (the app must wait for the mount)")
                             elif "timeoutSeconds" not in probe:
                                 errs.append(f"{where}: {p} needs timeoutSeconds: a FUSE call can block")
+            for where, c in daemons:
+                check_fd_pair(where, c, spec, mounters, errs)
+            for where, m in mounters:
+                if not m["fed"]:
+                    errs.append(f"{where}: no blobmount daemon in the pod serves its descriptor (--fuse-fd-socket)")
+                    continue
+                app_uids = {run_as(c, spec) for c in spec.get("containers", [])}
+                if "--allow-other" not in m["args"] and app_uids - {int(flag(m["args"], "--uid") or 0)}:
+                    errs.append(f"{where}: the app runs as another user ({sorted(map(str, app_uids))}) than --uid: "
+                                "it needs --allow-other")
             if fuse_mounters:
                 for c in spec.get("containers", []):
                     for vm in c.get("volumeMounts", []):

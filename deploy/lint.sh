@@ -54,7 +54,7 @@ check "docker compose config: docker-compose.yml + docker-compose.ci.yml" \
     "${compose[@]}" --project-directory "$D" -f "$D/docker-compose.yml" -f "$D/docker-compose.ci.yml" config -q
 check "compose-spec JSON schema" \
     "$V/bin/check-jsonschema" --builtin-schema vendor.compose-spec "$D/docker-compose.yml" "$D/docker-compose.ci.yml"
-check "compose: sidecar is rshared with /dev/fuse and SYS_ADMIN, app rslave, gated on health" \
+check "compose: sidecar is rshared with /dev/fuse and SYS_ADMIN, probed by blobmount health, app rslave, gated on health" \
     "$V/bin/python" - "${compose[@]}" --project-directory "$D" -f "$D/docker-compose.yml" config --format json <<'PY'
 import json, subprocess, sys
 cfg = json.loads(subprocess.run(sys.argv[1:], check=True, capture_output=True, text=True).stdout)
@@ -68,7 +68,9 @@ if "SYS_ADMIN" not in side.get("cap_add", []): errs.append("sidecar lacks cap_ad
 if side.get("privileged"): errs.append("sidecar must not be privileged")
 if not any(d.get("source") == "/dev/fuse" for d in side.get("devices", [])): errs.append("sidecar lacks /dev/fuse")
 if "--foreground" not in side.get("command", []): errs.append("sidecar must run blobmount --foreground")
-if not side.get("healthcheck", {}).get("test"): errs.append("sidecar has no healthcheck")
+test = side.get("healthcheck", {}).get("test") or []
+if test[:3] != ["CMD", "/blobmount", "health"] or "--timeout" not in test:
+    errs.append(f"sidecar healthcheck must be [CMD, /blobmount, health, --timeout, ...] (exec, bounded), got {test}")
 if app.get("depends_on", {}).get("sidecar", {}).get("condition") != "service_healthy":
     errs.append("app must depend on sidecar: service_healthy")
 print("\n".join(errs)); sys.exit(1 if errs else 0)
@@ -77,28 +79,72 @@ PY
 # --- Kubernetes ------------------------------------------------------------------------------
 # Native sidecars (initContainers[].restartPolicy) are on by default from 1.29.
 for k in 1.29.0 1.33.0 1.37.0; do
-    check "kubernetes-validate --strict (k8s $k) deploy/k8s" \
-        "$V/bin/kubernetes-validate" --quiet --strict -k "$k" "$D"/k8s/*.yaml
+    check "kubernetes-validate --strict (k8s $k) deploy/k8s, deploy/k8s/fd-passing" \
+        "$V/bin/kubernetes-validate" --quiet --strict -k "$k" "$D"/k8s/*.yaml "$D"/k8s/fd-passing/*.yaml
 done
 check "k8s API-server and FUSE-sidecar rules (k8s-check.py)" "$V/bin/python" "$D/k8s-check.py" "$D"/k8s/*.yaml
-# The checker must still reject what it is for: the sidecar unprivileged, the app without propagation.
-sed -e 's/privileged: true /privileged: false /' -e 's/mountPropagation: HostToContainer/mountPropagation: None/' \
-    "$D/k8s/deployment.yaml" >"$tmp/broken-deployment.yaml"
+# The fd-passing variant uses the same Secret.
+check "k8s rules of the fd-passing variant (k8s-check.py)" \
+    "$V/bin/python" "$D/k8s-check.py" "$D"/k8s/fd-passing/*.yaml "$D/k8s/secret.yaml"
+# The checker must still reject what it is for. k8s_check_rejects FILE... -- MESSAGE...: it
+# fails on the FILEs and reports every MESSAGE.
 k8s_check_rejects() {
-    local out
-    if out=$("$V/bin/python" "$D/k8s-check.py" "$tmp/broken-deployment.yaml" "$D/k8s/configmap.yaml" "$D/k8s/secret.yaml"); then
+    local files=() out m
+    while [[ $1 != -- ]]; do files+=("$1"); shift; done
+    shift
+    if out=$("$V/bin/python" "$D/k8s-check.py" "${files[@]}"); then
         echo "$out"
         return 1
     fi
     echo "$out"
-    grep -q 'Bidirectional mount propagation is available only to privileged containers' <<<"$out" &&
-        grep -q 'needs mountPropagation: HostToContainer' <<<"$out"
+    for m in "$@"; do grep -qF -- "$m" <<<"$out" || { echo "not reported: $m"; return 1; }; done
 }
-check "k8s-check.py rejects an unprivileged Bidirectional sidecar and an app without propagation" k8s_check_rejects
+# The sidecar unprivileged, the app without propagation.
+sed -e 's/privileged: true /privileged: false /' -e 's/mountPropagation: HostToContainer/mountPropagation: None/' \
+    "$D/k8s/deployment.yaml" >"$tmp/broken-deployment.yaml"
+check "k8s-check.py rejects an unprivileged Bidirectional sidecar and an app without propagation" \
+    k8s_check_rejects "$tmp/broken-deployment.yaml" "$D/k8s/configmap.yaml" "$D/k8s/secret.yaml" -- \
+    'Bidirectional mount propagation is available only to privileged containers' \
+    'needs mountPropagation: HostToContainer'
+# A broken fd-passing pair: the daemon given a capability and another uid than the socket's
+# owner, no HostToContainer for its probes, the mounter without --allow-other.
+"$V/bin/python" - "$D/k8s/fd-passing/deployment.yaml" >"$tmp/broken-fd.yaml" <<'PY'
+import sys, yaml
+d = yaml.safe_load(open(sys.argv[1]))
+init = {c["name"]: c for c in d["spec"]["template"]["spec"]["initContainers"]}
+init["fuse-mounter"]["args"].remove("--allow-other")
+sc = init["blobmount"]["securityContext"]
+sc["runAsUser"] = 1001
+sc["capabilities"] = {"add": ["SYS_ADMIN"], "drop": ["ALL"]}
+for vm in init["blobmount"]["volumeMounts"]:
+    vm.pop("mountPropagation", None)
+yaml.safe_dump(d, sys.stdout)
+PY
+check "k8s-check.py rejects a broken fd-passing pair" \
+    k8s_check_rejects "$tmp/broken-fd.yaml" "$D/k8s/fd-passing/configmap.yaml" "$D/k8s/secret.yaml" -- \
+    'must not add capabilities' \
+    'runs as uid 1001 but fuse-mounter gives the socket to --uid 65534' \
+    'with mountPropagation: HostToContainer (the daemon' \
+    'it needs --allow-other'
+
+# --- docs ------------------------------------------------------------------------------------
+# The Prometheus queries in docs/deploy.md must name metrics the daemon exports.
+promql_metrics_exist() {
+    "$V/bin/python" - docs/deploy.md host/daemon/src/metrics.rs <<'PY'
+import re, sys
+doc, code = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+blocks = re.findall(r"```promql\n(.*?)```", doc, re.S)
+names = {re.sub(r"_(bucket|count|sum)$", "", n) for b in blocks for n in re.findall(r"\bblobmount_[a-z_]+", b)}
+missing = sorted(n for n in names if f'"{n}' not in code)
+print(f"{len(blocks)} promql block(s), {len(names)} metric(s); missing: {missing}")
+sys.exit(1 if missing or not names else 0)
+PY
+}
+check "docs/deploy.md: the Prometheus queries name exported metrics" promql_metrics_exist
 
 # --- YAML style ------------------------------------------------------------------------------
 check "yamllint" "$V/bin/yamllint" -s -d '{extends: default, rules: {line-length: {max: 130}, document-start: disable, comments: {min-spaces-from-content: 1}, truthy: {check-keys: false}}}' \
-    "$D"/*.yml "$D"/*.yaml "$D"/k8s/*.yaml
+    "$D"/*.yml "$D"/*.yaml "$D"/k8s/*.yaml "$D"/k8s/fd-passing/*.yaml
 
 # --- blobmount configs -----------------------------------------------------------------------
 bin=${BLOBMOUNT_BIN:-}
@@ -109,12 +155,14 @@ if [[ -z $bin ]]; then
 fi
 if [[ -n $bin ]]; then
     check "blobmount config validate deploy/blobmount.example.yaml" "$bin" config validate "$D/blobmount.example.yaml"
-    "$V/bin/python" - "$D/k8s/configmap.yaml" "$tmp" <<'PY'
+    "$V/bin/python" - "$tmp" "$D/k8s/configmap.yaml" "$D/k8s/fd-passing/configmap.yaml" <<'PY'
 import sys, yaml
-for doc in yaml.safe_load_all(open(sys.argv[1])):
-    for name, text in (doc or {}).get("data", {}).items():
-        if name.endswith(".yaml"):
-            open(f"{sys.argv[2]}/cm-{name}", "w").write(text)
+for f in sys.argv[2:]:
+    for doc in yaml.safe_load_all(open(f)):
+        for name, text in (doc or {}).get("data", {}).items():
+            if name.endswith(".yaml"):
+                cm = doc["metadata"]["name"]
+                open(f"{sys.argv[1]}/cm-{cm}-{name}", "w").write(text)
 PY
     for f in "$tmp"/cm-*.yaml; do
         check "blobmount config validate (ConfigMap ${f##*/cm-})" "$bin" config validate "$f"

@@ -350,15 +350,33 @@ pub fn blobmount_bin() -> PathBuf {
 }
 
 pub fn is_mounted(mp: &Path) -> bool {
-    let text = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    !mount_ids(mp).is_empty()
+}
+
+/// IDs (/proc/self/mountinfo) of the mounts at `mp`, bottom first.
+pub fn mount_ids(mp: &Path) -> Vec<u64> {
+    mount_ids_in("self", mp)
+}
+
+/// IDs of the mounts at `mp` in the mount namespace of process `pid` ("self" for ours).
+pub fn mount_ids_in(pid: &str, mp: &Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
     let want = mp.display().to_string().replace(' ', "\\040");
     text.lines()
-        .any(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(4) == Some(&want.as_str()))
+                .then(|| f[0].parse().ok())
+                .flatten()
+        })
+        .collect()
 }
 
 /// A mounted blobmount daemon; unmounted (SIGTERM, then lazily) on drop.
 pub struct Mount {
-    pub dir: tempfile::TempDir,
+    mountpoint: PathBuf,
+    /// The temporary mount point, when the spec named none.
+    _dir: Option<tempfile::TempDir>,
     pub cache: PathBuf,
     child: Option<Child>,
     pub log: PathBuf,
@@ -370,6 +388,8 @@ pub struct MountSpec {
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
     pub cache: Option<PathBuf>,
+    /// Mount here (an existing directory) instead of on a new temporary directory.
+    pub mountpoint: Option<PathBuf>,
 }
 
 impl MountSpec {
@@ -380,6 +400,7 @@ impl MountSpec {
             env: e.env(),
             args: vec![],
             cache: None,
+            mountpoint: None,
         }
     }
 }
@@ -407,10 +428,16 @@ impl Mount {
     }
 
     pub fn try_start(spec: &MountSpec) -> Result<Mount, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("bm-mnt-")
-            .tempdir()
-            .expect("mount dir");
+        let (mountpoint, dir) = match &spec.mountpoint {
+            Some(p) => (p.clone(), None),
+            None => {
+                let d = tempfile::Builder::new()
+                    .prefix("bm-mnt-")
+                    .tempdir()
+                    .expect("mount dir");
+                (d.path().to_path_buf(), Some(d))
+            }
+        };
         let cache = spec.cache.clone().unwrap_or_else(|| {
             std::env::temp_dir().join(format!("bm-cache-{:08x}", rand::random::<u32>()))
         });
@@ -418,7 +445,7 @@ impl Mount {
         let mut cmd = blobmount_cmd();
         cmd.arg("mount")
             .arg(&spec.url)
-            .arg(dir.path())
+            .arg(&mountpoint)
             .arg("--foreground")
             .arg("--cache-dir")
             .arg(&cache);
@@ -430,9 +457,20 @@ impl Mount {
         cmd.envs(spec.env.iter().cloned());
         let logf = std::fs::File::create(&log).expect("log file");
         cmd.stdout(logf.try_clone().expect("dup")).stderr(logf);
+        // A dead mount left at a given mount point is listed too, and the new mount may get
+        // its ID once it is detached: then wait for the daemon to say it has mounted.
+        let stale = is_mounted(&mountpoint);
         let mut child = cmd.spawn().map_err(|e| format!("spawn blobmount: {e}"))?;
         let t = Instant::now();
-        while !is_mounted(dir.path()) {
+        let log_path = log.clone();
+        let mounted = || {
+            is_mounted(&mountpoint)
+                && (!stale
+                    || std::fs::read_to_string(&log_path)
+                        .unwrap_or_default()
+                        .contains("mounted store="))
+        };
+        while !mounted() {
             if let Ok(Some(st)) = child.try_wait() {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 return Err(format!("blobmount exited ({st}) before mounting:\n{text}"));
@@ -444,7 +482,8 @@ impl Mount {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(Mount {
-            dir,
+            mountpoint,
+            _dir: dir,
             cache,
             child: Some(child),
             log,
@@ -452,11 +491,11 @@ impl Mount {
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.mountpoint
     }
 
     pub fn p(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+        self.mountpoint.join(rel)
     }
 
     pub fn log_text(&self) -> String {
@@ -481,7 +520,7 @@ impl Mount {
             if t.elapsed() > Duration::from_secs(30) {
                 let _ = child.kill();
                 let _ = child.wait();
-                lazy_unmount(self.dir.path());
+                lazy_unmount(&self.mountpoint);
                 return None;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -498,8 +537,8 @@ pub fn lazy_unmount(p: &Path) {
 impl Drop for Mount {
     fn drop(&mut self) {
         self.stop();
-        if is_mounted(self.dir.path()) {
-            lazy_unmount(self.dir.path());
+        if is_mounted(&self.mountpoint) {
+            lazy_unmount(&self.mountpoint);
         }
         let _ = std::fs::remove_dir_all(&self.cache);
         let _ = std::fs::remove_file(&self.log);

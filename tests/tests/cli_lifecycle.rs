@@ -276,7 +276,9 @@ fn sigterm_uploads_pending_writes_before_unmounting() {
 
 /// The unprivileged sidecar pattern: `blobmount fuse-mounter` (root) mounts and hands the
 /// FUSE descriptor over a socket to a daemon running as nobody with no capabilities, which
-/// serves it; stopping the daemon leaves the unmount to the mounter.
+/// serves it. A SIGKILLed daemon leaves a dead mount (ENOTCONN, not hanging calls: the mounter
+/// keeps no copy of the descriptor); a restarted daemon gets a fresh mount from the same
+/// mounter. Stopping the daemon leaves the unmount to the mounter.
 #[test]
 fn unprivileged_daemon_serves_a_descriptor_from_the_mounter() {
     use blobmount_tests::{Emulator, Kind, blobmount_bin};
@@ -325,52 +327,68 @@ fn unprivileged_daemon_serves_a_descriptor_from_the_mounter() {
             .unwrap(),
         mp.clone(),
     );
-    let mut daemon = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .args(["--bounding-set=-all", "--no-new-privs"])
-        .arg(blobmount_bin())
-        .args([
-            "mount",
-            &emu.store_url(&bucket),
-            "--foreground",
-            "--allow-other",
-        ])
-        .args(["--endpoint", &emu.endpoint(), "--health-listen", ""])
-        .arg("--fuse-fd-socket")
-        .arg(&sock)
-        .arg("--cache-dir")
-        .arg(&cache)
-        .envs(emu.env())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log("daemon.log"))
-        .stderr(log("daemon.err"))
-        .spawn()
-        .unwrap();
+    let spawn_daemon = |n: u32| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .args(["--bounding-set=-all", "--no-new-privs"])
+            .arg(blobmount_bin())
+            .args([
+                "mount",
+                &emu.store_url(&bucket),
+                "--foreground",
+                "--allow-other",
+            ])
+            .args(["--endpoint", &emu.endpoint(), "--health-listen", ""])
+            .arg("--fuse-fd-socket")
+            .arg(&sock)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .envs(emu.env())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log(&format!("daemon{n}.log")))
+            .stderr(log(&format!("daemon{n}.err")))
+            .spawn()
+            .unwrap()
+    };
     let logs = || {
-        ["mounter.log", "daemon.log", "daemon.err"]
-            .map(|n| std::fs::read_to_string(dir.path().join(n)).unwrap_or_default())
-            .join("\n")
+        [
+            "mounter.log",
+            "daemon1.log",
+            "daemon1.err",
+            "daemon2.log",
+            "daemon2.err",
+        ]
+        .map(|n| std::fs::read_to_string(dir.path().join(n)).unwrap_or_default())
+        .join("\n")
     };
     // Touch the mount only once the daemon holds the descriptor and serves it: a FUSE
     // mount nobody serves blocks every access.
-    let t = Instant::now();
-    while !logs().contains("mounted store=") {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "not served: {}",
-            logs()
-        );
-        if let Some(st) = daemon.try_wait().unwrap() {
-            panic!("daemon exited ({st}): {}", logs());
+    let served = |daemon: &mut Child, n: u32| {
+        let t = Instant::now();
+        let log = dir.path().join(format!("daemon{n}.err"));
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("mounted store=")
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "not served: {}",
+                logs()
+            );
+            if let Some(st) = daemon.try_wait().unwrap() {
+                panic!("daemon exited ({st}): {}", logs());
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    };
+    let mut daemon = spawn_daemon(1);
+    served(&mut daemon, 1);
     std::fs::write(mp.join("x.txt"), b"through an unprivileged daemon").unwrap();
     assert_eq!(
         emu.get_object(&bucket, "x.txt"),
@@ -383,6 +401,27 @@ fn unprivileged_daemon_serves_a_descriptor_from_the_mounter() {
     let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.id())).unwrap();
     assert!(status.contains("\nUid:\t65534"), "{status}");
     assert!(status.contains("\nCapEff:\t0000000000000000"), "{status}");
+
+    // Crash: the mount answers ENOTCONN (statfs through `timeout`, in case it hangs).
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    wait_until("the dead mount answers ENOTCONN", || {
+        let out = Command::new("timeout")
+            .args(["5", "stat", "-f"])
+            .arg(&mp)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).contains("Transport endpoint is not connected")
+    });
+    // A restarted daemon connects to the same mounter and serves a fresh mount.
+    let mut daemon = spawn_daemon(2);
+    served(&mut daemon, 2);
+    assert!(logs().contains("again for it"), "{}", logs());
+    assert_eq!(
+        std::fs::read(mp.join("x.txt")).unwrap(),
+        b"through an unprivileged daemon"
+    );
+    assert_eq!(mounts_at(&mp), 1, "mounts stacked: {}", logs());
     // SAFETY: signals to our own children.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     let st = daemon.wait().unwrap();

@@ -112,12 +112,24 @@ fn a_stopped_daemon_fails_the_probe_within_its_timeout() {
     let bucket = emu.create_bucket();
     let port = free_port();
     let mut spec = MountSpec::for_emulator(&emu, &bucket);
-    spec.args = vec!["--health-listen".into(), format!("127.0.0.1:{port}")];
+    // Attributes expire at once: resolving the mount point would now ask the stopped daemon,
+    // so the probe must find the daemon without touching the mount itself.
+    spec.args = vec![
+        "--health-listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--attr-timeout".into(),
+        "0.1".into(),
+    ];
     let m = Mount::start(&spec);
     let mp = m.path().to_str().unwrap().to_string();
+    assert_eq!(
+        run_cli(&["health", &mp], &[], Duration::from_secs(20)).code,
+        Some(0)
+    );
     let pid = m.pid().expect("daemon pid");
     // SAFETY: signals to our own child.
     unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_millis(300));
     let r = run_cli(
         &["health", "--timeout", "2", &mp],
         &[],

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
-use tracing::info;
+use tracing::{info, warn};
 
 /// `/dev/fd/N` as a mount point: the descriptor number.
 pub fn fd_number(mp: &Path) -> Option<Result<RawFd, String>> {
@@ -100,15 +100,10 @@ pub struct MountRequest<'a> {
     pub read_only: bool,
 }
 
-/// `blobmount fuse-mounter`: open `/dev/fuse`, mount it, hand the descriptor to the first
-/// daemon that connects, then keep the mount until SIGTERM/SIGINT and detach it.
-pub fn mounter(r: &MountRequest<'_>) -> Result<(), String> {
+/// Open `/dev/fuse` and mount it on the mount point (detaching a dead mount first); the
+/// descriptor now serves that mount.
+fn mount_fuse(r: &OwnedRequest) -> Result<OwnedFd, String> {
     use nix::mount::{MsFlags, mount};
-    // Signals wait until the mount exists, so a stop never leaves it half made.
-    let mut set = nix::sys::signal::SigSet::empty();
-    set.add(nix::sys::signal::Signal::SIGTERM);
-    set.add(nix::sys::signal::Signal::SIGINT);
-    set.thread_block().map_err(|e| e.to_string())?;
     let fuse = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -128,28 +123,80 @@ pub fn mounter(r: &MountRequest<'_>) -> Result<(), String> {
     if r.read_only {
         flags |= MsFlags::MS_RDONLY;
     }
-    if let Err(e) = std::fs::metadata(r.mountpoint)
-        && e.raw_os_error() == Some(libc::ENOTCONN)
+    if let Err(e) = nix::sys::statfs::statfs(r.mountpoint.as_path())
+        && e == nix::errno::Errno::ENOTCONN
     {
         info!(mountpoint = %r.mountpoint.display(), "detaching a stale FUSE mount");
-        let _ = nix::mount::umount2(r.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+        detach(&r.mountpoint);
     }
     mount(
         Some("blobmount"),
-        r.mountpoint,
+        r.mountpoint.as_path(),
         Some("fuse.blobmount"),
         flags,
         Some(opts.as_str()),
     )
     .map_err(|e| format!("mounting {}: {e}", r.mountpoint.display()))?;
-    let detach = || {
-        let _ = nix::mount::umount2(r.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+    Ok(fd)
+}
+
+fn detach(mp: &Path) {
+    let _ = nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH);
+}
+
+/// The request, owned by the hand-over thread.
+struct OwnedRequest {
+    mountpoint: std::path::PathBuf,
+    uid: u32,
+    gid: u32,
+    allow_other: bool,
+    read_only: bool,
+}
+
+/// Hand `fd` to the daemon on `conn` and close our copy: the daemon then holds the only one,
+/// so when it dies the kernel ends the connection and the mount answers ENOTCONN instead of
+/// queueing requests nobody will read.
+fn hand_over(conn: &UnixStream, fd: OwnedFd) -> Result<(), String> {
+    let fds = [fd.as_raw_fd()];
+    let iov = [IoSlice::new(b"fuse")];
+    sendmsg::<()>(
+        conn.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| format!("sending the FUSE descriptor: {e}"))?;
+    drop(fd);
+    Ok(())
+}
+
+/// `blobmount fuse-mounter`: open `/dev/fuse`, mount it, hand the descriptor to the daemon
+/// that connects, then keep the mount until SIGTERM/SIGINT and detach it.
+///
+/// A daemon that connects later (a restarted sidecar container) cannot serve the first mount:
+/// the kernel's FUSE handshake happened with the daemon before it. It gets a fresh mount on
+/// the same mount point instead (the dead one is detached), which reaches the application the
+/// same way, through mount propagation.
+pub fn mounter(r: &MountRequest<'_>) -> Result<(), String> {
+    // Signals wait until the mount exists, so a stop never leaves it half made.
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGTERM);
+    set.add(nix::sys::signal::Signal::SIGINT);
+    set.thread_block().map_err(|e| e.to_string())?;
+    let req = OwnedRequest {
+        mountpoint: r.mountpoint.to_path_buf(),
+        uid: r.uid,
+        gid: r.gid,
+        allow_other: r.allow_other,
+        read_only: r.read_only,
     };
+    let fd = mount_fuse(&req)?;
     let _ = std::fs::remove_file(r.socket);
     let listener = match UnixListener::bind(r.socket) {
         Ok(l) => l,
         Err(e) => {
-            detach();
+            detach(r.mountpoint);
             return Err(format!("socket {}: {e}", r.socket.display()));
         }
     };
@@ -167,36 +214,56 @@ pub fn mounter(r: &MountRequest<'_>) -> Result<(), String> {
         r.mountpoint.display(),
         r.socket.display()
     );
-    // The hand-over runs beside the signal wait, so SIGTERM also works before a daemon came.
-    let raw = fd.as_raw_fd();
-    let socket = r.socket.to_path_buf();
+    // The hand-over runs beside the signal wait, so SIGTERM also works while it waits.
     let handover = std::thread::spawn(move || -> Result<(), String> {
-        let (conn, _) = listener
-            .accept()
-            .map_err(|e| format!("accept on {}: {e}", socket.display()))?;
-        let fds = [raw];
-        let iov = [IoSlice::new(b"fuse")];
-        sendmsg::<()>(
-            conn.as_raw_fd(),
-            &iov,
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::empty(),
-            None,
-        )
-        .map_err(|e| format!("sending the FUSE descriptor: {e}"))?;
-        let _ = std::fs::remove_file(&socket);
-        eprintln!("blobmount fuse-mounter: descriptor handed over; SIGTERM unmounts");
-        Ok(())
+        let mut first = Some(fd);
+        // Whether a mount of ours is on the mount point (only that one may be detached: the
+        // directory may sit on a volume that is itself a mount).
+        let mut mounted = true;
+        loop {
+            let (conn, _) = listener
+                .accept()
+                .map_err(|e| format!("accept on the descriptor socket: {e}"))?;
+            let fd = match first.take() {
+                Some(fd) => fd,
+                None => {
+                    eprintln!(
+                        "blobmount fuse-mounter: another daemon connected; mounting {} again for it",
+                        req.mountpoint.display()
+                    );
+                    if std::mem::take(&mut mounted) {
+                        detach(&req.mountpoint);
+                    }
+                    match mount_fuse(&req) {
+                        Ok(fd) => {
+                            mounted = true;
+                            fd
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "could not mount again for the new daemon");
+                            continue;
+                        }
+                    }
+                }
+            };
+            match hand_over(&conn, fd) {
+                Ok(()) => {
+                    eprintln!("blobmount fuse-mounter: descriptor handed over; SIGTERM unmounts")
+                }
+                Err(e) => {
+                    warn!(error = %e, "hand-over failed; the next daemon to connect gets a new mount")
+                }
+            }
+        }
     });
     let sig = set.wait().map_err(|e| e.to_string())?;
     eprintln!(
         "blobmount fuse-mounter: {sig:?}: detaching {}",
         r.mountpoint.display()
     );
-    detach();
+    detach(r.mountpoint);
     let _ = std::fs::remove_file(r.socket);
-    drop(fd);
-    // A hand-over that failed is reported; one still waiting for a daemon is abandoned.
+    // The hand-over thread only ends on an error of the socket itself.
     if handover.is_finished()
         && let Ok(Err(e)) = handover.join()
     {

@@ -381,9 +381,21 @@ pub fn registrations() -> Vec<Registration> {
     v
 }
 
-/// The registration for `mountpoint` (canonicalised when possible).
+/// `p` with its parent directory canonicalised. The last component is left alone: resolving
+/// it would ask the FUSE daemon for the attributes of the mount's root, and a probe must not
+/// hang before its deadline starts when the daemon does not answer.
+pub fn canonical_parent(p: &Path) -> Option<PathBuf> {
+    let name = p.file_name()?;
+    let parent = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Some(std::fs::canonicalize(parent).ok()?.join(name))
+}
+
+/// The registration for `mountpoint` (its parent canonicalised when possible).
 pub fn registration_for(mountpoint: &Path) -> Option<Registration> {
-    let want = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let want = canonical_parent(mountpoint).unwrap_or_else(|| mountpoint.to_path_buf());
     registrations()
         .into_iter()
         .find(|r| r.mountpoint == want || r.mountpoint == mountpoint)

@@ -478,7 +478,8 @@ pub fn run(mut cfg: Config) -> ExitCode {
         );
     }
     let registered = health::register(&health::Registration {
-        mountpoint: mp.clone(),
+        // As `blobmount health` and `status` look it up (a relative path works too).
+        mountpoint: health::canonical_parent(&mp).unwrap_or_else(|| mp.clone()),
         pid: std::process::id(),
         health: health_addr.clone(),
         store: source.clone(),
