@@ -13,6 +13,8 @@ commands (timings are printed as "key=value" words on one line):
   list PREFIX REPS                SDK paged listing (walks every page) REPS times -> secs=median runs=...
   get-small PREFIX N THREADS      GET PREFIX/f00000..N-1 with THREADS threads -> ops_per_s=...
   head KEY                        print the size of KEY
+  put-small PREFIX N SIZE THREADS PUT N objects PREFIX/fNNNNN of SIZE bytes with THREADS threads -> ops_per_s=...
+  count PREFIX                    objects under PREFIX with at least one byte -> n=... bytes=...
 """
 import datetime
 import os
@@ -61,6 +63,16 @@ def put_blocks(cc, key, blocks, threads=4):
     bc.commit_block_list([BlobBlock(block_id=b) for _, b in ids])
 
 
+def put_many(cc, prefix, n, size, threads):
+    """PUT N objects PREFIX/fNNNNN of SIZE random bytes with THREADS threads; print the rate."""
+    body = os.urandom(size)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as ex:
+        list(ex.map(lambda i: cc.upload_blob(f"{prefix}/f{i:05d}", body, overwrite=True), range(n)))
+    dt = time.perf_counter() - t0
+    print(f"n={n} secs={dt:.3f} ops_per_s={n / dt:.1f}")
+
+
 def main():
     endpoint, container, cmd, *args = sys.argv[1:]
     svc = service(endpoint)
@@ -106,12 +118,7 @@ def main():
         print(f"bytes={mib * MIB} secs={dt:.3f} mb_per_s={mib / dt:.1f}")
     elif cmd == "populate":
         prefix, n, size = args[0], int(args[1]), int(args[2])
-        body = os.urandom(size)
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(16) as ex:
-            list(ex.map(lambda i: cc.upload_blob(f"{prefix}/f{i:05d}", body, overwrite=True), range(n)))
-        dt = time.perf_counter() - t0
-        print(f"n={n} secs={dt:.3f} ops_per_s={n / dt:.1f}")
+        put_many(cc, prefix, n, size, 16)
     elif cmd == "sas-url":
         (key,) = args
         sas = generate_blob_sas(
@@ -136,6 +143,16 @@ def main():
             total = sum(ex.map(lambda k: len(cc.download_blob(k).readall()), keys))
         dt = time.perf_counter() - t0
         print(f"n={n} bytes={total} secs={dt:.3f} ops_per_s={n / dt:.1f}")
+    elif cmd == "put-small":
+        prefix, n, size, threads = args[0], int(args[1]), int(args[2]), int(args[3])
+        put_many(cc, prefix, n, size, threads)
+    elif cmd == "count":
+        (prefix,) = args
+        n = total = 0
+        for b in cc.list_blobs(name_starts_with=prefix):
+            if b.size > 0:
+                n, total = n + 1, total + b.size
+        print(f"n={n} bytes={total}")
     elif cmd == "head":
         (key,) = args
         print(cc.get_blob_client(key).get_blob_properties().size)
