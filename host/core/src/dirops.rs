@@ -273,7 +273,7 @@ impl Fs {
         let mut t = lock(&self.table);
         let ino = t.upsert(node);
         if let Some(p) = t.get_mut(parent) {
-            p.dir.changed();
+            p.dir.name_changed(name);
         }
         let n = t.get_mut(ino).map(|n| {
             n.lookups += 1;
@@ -428,7 +428,7 @@ impl Fs {
         let mut t = lock(&self.table);
         t.unlink(parent, name);
         if let Some(p) = t.get_mut(parent) {
-            p.dir.changed();
+            p.dir.name_changed(name);
         }
         Ok(())
     }
@@ -456,7 +456,7 @@ impl Fs {
             n.local_only = false;
         }
         if let Some(p) = t.get_mut(parent) {
-            p.dir.changed();
+            p.dir.name_changed(name);
         }
         Ok(())
     }
@@ -667,9 +667,9 @@ impl Fs {
         {
             n.fetched = None; // new key: revalidate (etag changed by the copy)
         }
-        for p in [parent, new_parent] {
-            if let Some(n) = t.get_mut(p) {
-                n.dir.changed();
+        for (p, n) in [(parent, name), (new_parent, new_name)] {
+            if let Some(d) = t.get_mut(p) {
+                d.dir.name_changed(n);
             }
         }
     }

@@ -270,7 +270,7 @@ impl Fs {
                 n.lookups += 1;
             }
             if let Some(p) = t.get_mut(parent) {
-                p.dir.changed();
+                p.dir.name_changed(name);
             }
             ino
         };
@@ -523,14 +523,16 @@ impl Fs {
                 st.exists_remote = true;
                 entry.dirty.store(false, Ordering::Release);
                 let mut t = lock(&self.table);
+                let mut name = String::new();
                 if let Some(n) = t.get_mut(ino) {
                     n.etag = etag;
                     n.local_only = false;
                     n.size = st.size;
                     n.fetched = Some(Instant::now());
+                    name.clone_from(&n.name);
                 }
                 if let Some(p) = t.get_mut(parent) {
-                    p.dir.changed();
+                    p.dir.name_changed(&name);
                 }
                 drop(t);
                 // The store has it now: a crash from here on leaves nothing to recover.

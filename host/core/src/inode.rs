@@ -101,6 +101,17 @@ impl DirCache {
         self.generation += 1;
     }
 
+    /// `name` changed locally (created, uploaded, removed, renamed): the listing is stale,
+    /// and `name` is no longer known absent. Other names found absent stay absent: a local
+    /// change of one name does not make another appear (so a directory being filled by
+    /// several writers keeps its negative entries).
+    pub fn name_changed(&mut self, name: &str) {
+        self.listing = None;
+        self.listed_at = None;
+        self.negatives.remove(name);
+        self.generation += 1;
+    }
+
     /// Cache a listing; `entries` must be sorted by name (as `list_dir` returns them), so
     /// lookups can binary-search it.
     pub fn set_listing(&mut self, entries: Vec<Entry>) {

@@ -436,6 +436,23 @@ async fn negative_entries_expire_and_local_changes_invalidate_them() {
     assert_eq!(fs.lookup(ROOT_INO, "d").await.unwrap().kind, Kind::Dir);
 }
 
+/// Filling a directory (untar, many writers): creating and uploading one file keeps the other
+/// names known absent, so each create costs no extra probes for its siblings.
+#[tokio::test]
+async fn a_local_create_keeps_the_other_negative_entries() {
+    let ttl = std::time::Duration::from_secs(30);
+    let (_mem, c, fs, _d) = counting(ttl);
+    for n in ["a", "b"] {
+        assert_eq!(fs.lookup(ROOT_INO, n).await, Err(FsError::NotFound));
+    }
+    write_file(&fs, ROOT_INO, "a", b"1").await;
+    let n = c.calls();
+    assert_eq!(fs.lookup(ROOT_INO, "b").await, Err(FsError::NotFound));
+    assert_eq!(c.calls(), n, "b is still known absent");
+    // The created name itself is no longer negative.
+    assert_eq!(fs.lookup(ROOT_INO, "a").await.unwrap().size, 1);
+}
+
 #[tokio::test]
 async fn zero_ttls_always_ask_the_store() {
     let (mem, c, fs, _d) = counting(std::time::Duration::ZERO);
