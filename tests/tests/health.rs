@@ -45,7 +45,17 @@ fn endpoints_commands_and_readiness_follow_the_store() {
     assert_eq!(get(port, "/healthz").0, 200);
     assert_eq!(get(port, "/readyz"), (200, "ok\n".to_string()));
     assert_eq!(std::fs::read(m.p("d/f.bin")).unwrap().len(), 300_000);
-    let (code, page) = get(port, "/metrics");
+    // An operation is counted just after its reply went to the kernel: give the last read a
+    // moment to be counted.
+    let t = Instant::now();
+    let (code, page) = loop {
+        let (code, page) = get(port, "/metrics");
+        let read = "blobmount_fuse_op_duration_seconds_count{op=\"read\"}";
+        if code != 200 || page.contains(read) || t.elapsed() > Duration::from_secs(5) {
+            break (code, page);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(code, 200);
     assert!(
         metric(
