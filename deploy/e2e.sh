@@ -103,11 +103,12 @@ start_azurite() {
         --disableTelemetry --location "$W/azurite" >>"$W/azurite.log" 2>&1 </dev/null &
     azurite_pid=$!
 }
-stop_azurite() {
-    kill -TERM "$azurite_pid" 2>/dev/null || return 0
+stop_azurite() { # by PID; under set -e, so every step that may fail says it may
+    [[ -n $azurite_pid ]] || return 0
+    kill -TERM "$azurite_pid" 2>/dev/null || { azurite_pid=""; return 0; }
     for _ in $(seq 1 40); do kill -0 "$azurite_pid" 2>/dev/null || break; sleep 0.25; done
-    kill -KILL "$azurite_pid" 2>/dev/null
-    wait "$azurite_pid" 2>/dev/null
+    kill -KILL "$azurite_pid" 2>/dev/null || true # already gone after TERM: fine
+    wait "$azurite_pid" 2>/dev/null || true       # its exit status is 143 after TERM
     azurite_pid=""
 }
 start_azurite
