@@ -67,16 +67,35 @@ impl RawLister {
         token: Option<String>,
         max: usize,
     ) -> Result<ListPage> {
+        self.list(prefix, token, max, true).await
+    }
+
+    /// The first page of the listing of every key under `prefix`, without delimiter.
+    pub async fn list_under(&self, prefix: &str, max: usize) -> Result<ListPage> {
+        let mut page = self.list(prefix, None, max, false).await?;
+        page.next = None;
+        Ok(page)
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+        max: usize,
+        delimited: bool,
+    ) -> Result<ListPage> {
         let max = max.clamp(1, 5000).to_string();
         let url = match self.dialect {
             Dialect::S3 => {
                 let mut q = vec![
                     ("list-type", "2"),
-                    ("delimiter", "/"),
                     ("encoding-type", "url"),
                     ("max-keys", max.as_str()),
                     ("prefix", prefix),
                 ];
+                if delimited {
+                    q.push(("delimiter", "/"));
+                }
                 let (name, value) = match token.as_deref() {
                     Some(t) if t.starts_with(TOKEN_START_AFTER) => {
                         ("start-after", &t[TOKEN_START_AFTER.len()..])
@@ -97,12 +116,14 @@ impl RawLister {
             Dialect::Azure => {
                 let mut q = vec![
                     ("comp", "list"),
-                    ("delimiter", "/"),
                     ("include", "metadata"),
                     ("maxresults", max.as_str()),
                     ("prefix", prefix),
                     ("restype", "container"),
                 ];
+                if delimited {
+                    q.push(("delimiter", "/"));
+                }
                 if let Some(t) = token.as_deref() {
                     q.push(("marker", t));
                 }

@@ -296,6 +296,21 @@ impl Backend for MemoryBackend {
         Ok(page)
     }
 
+    async fn list_under(&self, prefix: &str, max: usize) -> Result<ListPage> {
+        self.counters.list.fetch_add(1, Ordering::Relaxed);
+        let map = self.lock();
+        let objects = map
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(max.max(1))
+            .map(|(k, o)| Self::info(k, o, false))
+            .collect();
+        Ok(ListPage {
+            objects,
+            ..ListPage::default()
+        })
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         self.counters.delete.fetch_add(1, Ordering::Relaxed);
         if self.fail_writes.load(Ordering::SeqCst) {
@@ -401,6 +416,24 @@ mod tests {
         }
         names.sort();
         assert_eq!(names, ["a//", "a/1", "a/2", "a/d/", "a/e/"]);
+    }
+
+    #[tokio::test]
+    async fn listing_under_a_prefix_ignores_depth() {
+        let b = MemoryBackend::new();
+        for k in ["a/", "a/d/x", "a/d/y", "a/e/z", "ab", "b"] {
+            put(&b, k).await;
+        }
+        let keys = |p: ListPage| p.objects.into_iter().map(|o| o.key).collect::<Vec<_>>();
+        assert_eq!(keys(b.list_under("a/", 2).await.unwrap()), ["a/", "a/d/x"]);
+        assert_eq!(
+            keys(b.list_under("a/", 10).await.unwrap()),
+            ["a/", "a/d/x", "a/d/y", "a/e/z"]
+        );
+        assert!(keys(b.list_under("c/", 10).await.unwrap()).is_empty());
+        // The default (through a delimiter listing) gives the same answer for "anything under".
+        let p = crate::prefixes_as_objects(b.list_page("a/", None, 10).await.unwrap());
+        assert_eq!(keys(p), ["a/", "a/d/", "a/e/"]);
     }
 
     #[tokio::test]

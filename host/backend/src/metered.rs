@@ -210,6 +210,11 @@ impl Backend for Metered {
             .count(4, self.inner.list_page(prefix, token, max).await)
     }
 
+    async fn list_under(&self, prefix: &str, max: usize) -> Result<ListPage> {
+        self.stats
+            .count(4, self.inner.list_under(prefix, max).await)
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         self.stats.count(5, self.inner.delete(key).await)
     }

@@ -770,6 +770,16 @@ impl Backend for ObjectStoreBackend {
         Ok(PutOutcome { etag: r.e_tag })
     }
 
+    async fn list_under(&self, prefix: &str, max: usize) -> Result<ListPage> {
+        match &self.lister {
+            Some(l) => l.list_under(prefix, max).await,
+            // A local directory: one `readdir`, no faster way needed.
+            None => Ok(crate::prefixes_as_objects(
+                self.list_page(prefix, None, max).await?,
+            )),
+        }
+    }
+
     async fn list_page(&self, prefix: &str, token: Option<String>, max: usize) -> Result<ListPage> {
         if let Some(l) = &self.lister {
             return l.list_page(prefix, token, max).await;

@@ -271,10 +271,9 @@ impl Fs {
 
     fn insert_new(&self, parent: u64, name: &str, node: Node) -> Attr {
         let mut t = lock(&self.table);
+        let kind = node.kind;
         let ino = t.upsert(node);
-        if let Some(p) = t.get_mut(parent) {
-            p.dir.name_changed(name);
-        }
+        t.name_changed(parent, name, Some(kind));
         let n = t.get_mut(ino).map(|n| {
             n.lookups += 1;
             n.attr(ino)
@@ -408,7 +407,7 @@ impl Fs {
         }
         let key = self.child_key(&self.key_of(parent)?, &node.seg);
         let prefix = format!("{key}/");
-        let page = self.backend.list_page(&prefix, None, 3).await?;
+        let page = self.backend.list_under(&prefix, 3).await?;
         let local_children = ino
             .map(|i| !lock(&self.table).local_children(i).is_empty())
             .unwrap_or(false);
@@ -427,9 +426,7 @@ impl Fs {
         }
         let mut t = lock(&self.table);
         t.unlink(parent, name);
-        if let Some(p) = t.get_mut(parent) {
-            p.dir.name_changed(name);
-        }
+        t.name_changed(parent, name, None);
         Ok(())
     }
 
@@ -455,9 +452,7 @@ impl Fs {
         {
             n.local_only = false;
         }
-        if let Some(p) = t.get_mut(parent) {
-            p.dir.name_changed(name);
-        }
+        t.name_changed(parent, name, None);
         Ok(())
     }
 
@@ -589,7 +584,7 @@ impl Fs {
                 return Err(FsError::Invalid("cannot move a directory into itself"));
             }
             if let Some((_, _)) = &target {
-                let page = self.backend.list_page(&format!("{to}/"), None, 3).await?;
+                let page = self.backend.list_under(&format!("{to}/"), 3).await?;
                 if !page.prefixes.is_empty()
                     || page.objects.iter().any(|o| o.key != format!("{to}/"))
                 {
@@ -636,7 +631,13 @@ impl Fs {
             }
         }
         let dir_ino = ino.filter(|_| node.kind == Kind::Dir);
-        self.move_in_table(parent, name, new_parent, new_name, ino, target.is_some());
+        self.move_in_table(
+            (parent, name),
+            (new_parent, new_name),
+            node.kind,
+            ino,
+            target.is_some(),
+        );
         if let Some(d) = dir_ino {
             lock(&self.table).mark_stale_under(d);
         }
@@ -645,10 +646,9 @@ impl Fs {
 
     fn move_in_table(
         &self,
-        parent: u64,
-        name: &str,
-        new_parent: u64,
-        new_name: &str,
+        (parent, name): (u64, &str),
+        (new_parent, new_name): (u64, &str),
+        kind: Kind,
         ino: Option<u64>,
         replaced: bool,
     ) {
@@ -667,11 +667,8 @@ impl Fs {
         {
             n.fetched = None; // new key: revalidate (etag changed by the copy)
         }
-        for (p, n) in [(parent, name), (new_parent, new_name)] {
-            if let Some(d) = t.get_mut(p) {
-                d.dir.name_changed(n);
-            }
-        }
+        t.name_changed(parent, name, None);
+        t.name_changed(new_parent, new_name, Some(kind));
     }
 }
 

@@ -269,9 +269,7 @@ impl Fs {
             if let Some(n) = t.get_mut(ino) {
                 n.lookups += 1;
             }
-            if let Some(p) = t.get_mut(parent) {
-                p.dir.name_changed(name);
-            }
+            t.name_changed(parent, name, Some(Kind::File));
             ino
         };
         let (fh, entry) = self.attach_handle(ino, true, true).await?;
@@ -523,16 +521,16 @@ impl Fs {
                 st.exists_remote = true;
                 entry.dirty.store(false, Ordering::Release);
                 let mut t = lock(&self.table);
-                let mut name = String::new();
+                let mut name = None;
                 if let Some(n) = t.get_mut(ino) {
                     n.etag = etag;
                     n.local_only = false;
                     n.size = st.size;
                     n.fetched = Some(Instant::now());
-                    name.clone_from(&n.name);
+                    name = Some((n.name.clone(), n.kind));
                 }
-                if let Some(p) = t.get_mut(parent) {
-                    p.dir.name_changed(&name);
+                if let Some((name, kind)) = name {
+                    t.name_changed(parent, &name, Some(kind));
                 }
                 drop(t);
                 // The store has it now: a crash from here on leaves nothing to recover.

@@ -230,7 +230,7 @@ impl Fs {
     /// bad URL or key fails fast with a clear message).
     pub async fn check_store(&self) -> Result<(), BackendError> {
         let prefix = self.dir_prefix_of_key(&self.cfg.prefix);
-        self.backend.list_page(&prefix, None, 1).await.map(|_| ())
+        self.backend.list_under(&prefix, 1).await.map(|_| ())
     }
 
     pub(crate) fn key_of(&self, ino: u64) -> FsResult<String> {
@@ -345,10 +345,8 @@ impl Fs {
     pub(crate) async fn probe(&self, parent_key: &str, seg: &str) -> FsResult<Option<Probe>> {
         let key = self.child_key(parent_key, seg);
         let prefix = format!("{key}/");
-        let (head, list) = tokio::join!(
-            self.backend.head(&key),
-            self.backend.list_page(&prefix, None, 2)
-        );
+        let (head, list) =
+            tokio::join!(self.backend.head(&key), self.backend.list_under(&prefix, 2));
         // A key the backend cannot address may still be a directory (its children can be
         // listed); if it is not, the caller gets the addressing error, not ENOENT.
         let mut unaddressable = None;

@@ -105,11 +105,39 @@ impl DirCache {
     /// and `name` is no longer known absent. Other names found absent stay absent: a local
     /// change of one name does not make another appear (so a directory being filled by
     /// several writers keeps its negative entries).
-    pub fn name_changed(&mut self, name: &str) {
-        self.listing = None;
-        self.listed_at = None;
+    ///
+    /// `now` is what the name is after the change (`None`: removed). A cached listing is
+    /// patched rather than dropped, so the directory's other names are still answered from
+    /// it (a lookup of a new name in a directory being filled needs no request); the entry
+    /// carries no attributes, so a lookup of `name` itself asks the store (one HEAD).
+    /// Returns how many entries the listing grew by (-1, 0 or 1).
+    pub fn name_changed(&mut self, name: &str, now: Option<Kind>) -> isize {
         self.negatives.remove(name);
         self.generation += 1;
+        let Some(l) = self.listing.as_mut() else {
+            return 0;
+        };
+        let entry = |kind| Entry {
+            name: name.to_string(),
+            seg: name.to_string(),
+            kind,
+            info: None,
+        };
+        match (l.binary_search_by(|e| e.name.as_str().cmp(name)), now) {
+            (Ok(i), Some(kind)) => {
+                l[i] = entry(kind);
+                0
+            }
+            (Ok(i), None) => {
+                l.remove(i);
+                -1
+            }
+            (Err(i), Some(kind)) => {
+                l.insert(i, entry(kind));
+                1
+            }
+            (Err(_), None) => 0,
+        }
     }
 
     /// Cache a listing; `entries` must be sorted by name (as `list_dir` returns them), so
@@ -231,6 +259,14 @@ impl Table {
         }
         self.listed_bound = total;
         dropped
+    }
+
+    /// `name` in directory `parent` changed locally; see [`DirCache::name_changed`].
+    pub fn name_changed(&mut self, parent: u64, name: &str, now: Option<Kind>) {
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            let grew = p.dir.name_changed(name, now);
+            self.listed_bound = self.listed_bound.saturating_add_signed(grew);
+        }
     }
 
     fn attach(&mut self, parent: u64, name: String, ino: u64) {
@@ -405,5 +441,98 @@ impl Table {
 
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn listed(names: &[(&str, Kind)]) -> Vec<Entry> {
+        names
+            .iter()
+            .map(|(n, k)| Entry {
+                name: n.to_string(),
+                seg: n.to_string(),
+                kind: *k,
+                info: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_local_change_patches_the_cached_listing() {
+        let root = Node {
+            parent: ROOT_INO,
+            name: String::new(),
+            seg: String::new(),
+            kind: Kind::Dir,
+            size: 0,
+            perm: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: SystemTime::UNIX_EPOCH,
+            ctime: SystemTime::UNIX_EPOCH,
+            etag: None,
+            marker: Marker::None,
+            symlink: None,
+            meta: UserMetadata::new(),
+            fetched: None,
+            lookups: 0,
+            local_only: false,
+            dir: DirCache::default(),
+            policy: crate::policy::NodePolicy {
+                read_only: false,
+                stat_ttl: Duration::from_secs(60),
+                list_ttl: Duration::from_secs(60),
+                revalidate_on_open: false,
+                cacheable: true,
+            },
+        };
+        let mut t = Table::new(root);
+        let ino = ROOT_INO;
+        t.cache_listing(ino, listed(&[("b", Kind::File), ("d", Kind::Dir)]), 100);
+        let names = |t: &Table| -> Vec<(String, Kind)> {
+            let l = t
+                .get(ino)
+                .and_then(|n| n.dir.listing.clone())
+                .unwrap_or_default();
+            l.into_iter().map(|e| (e.name, e.kind)).collect()
+        };
+        t.name_changed(ino, "c", Some(Kind::File));
+        t.name_changed(ino, "a", Some(Kind::Dir));
+        t.name_changed(ino, "b", None);
+        t.name_changed(ino, "zz", None);
+        assert_eq!(
+            names(&t),
+            [
+                ("a".to_string(), Kind::Dir),
+                ("c".to_string(), Kind::File),
+                ("d".to_string(), Kind::Dir)
+            ]
+        );
+        // Still fresh: other names are answered from it, and it stays sorted for lookups.
+        let dir = &t.get(ino).map(|n| &n.dir).expect("root");
+        let l = dir.fresh_listing(Duration::from_secs(60)).expect("fresh");
+        assert!(find_entry(l, "c").is_some() && find_entry(l, "b").is_none());
+        assert_eq!(t.listed_bound, 3);
+    }
+
+    #[test]
+    fn a_change_forgets_that_the_name_was_absent_only() {
+        let mut d = DirCache::default();
+        let ttl = Duration::from_secs(60);
+        d.note_absent("x", ttl);
+        d.note_absent("y", ttl);
+        let g = d.generation;
+        assert_eq!(
+            d.name_changed("x", Some(Kind::File)),
+            0,
+            "no listing to patch"
+        );
+        assert!(!d.is_known_absent("x", ttl) && d.is_known_absent("y", ttl));
+        assert!(d.generation > g);
     }
 }

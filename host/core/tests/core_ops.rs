@@ -453,6 +453,43 @@ async fn a_local_create_keeps_the_other_negative_entries() {
     assert_eq!(fs.lookup(ROOT_INO, "a").await.unwrap().size, 1);
 }
 
+/// Filling a listed directory (tar x, checkpoints): each new name is answered "absent" by the
+/// patched listing, the listing is still served from the cache, and it shows the new files.
+#[tokio::test]
+async fn local_changes_patch_the_cached_listing() {
+    let ttl = std::time::Duration::from_secs(30);
+    let (mem, c, fs, _d) = counting(ttl);
+    put(&mem, "old", b"x").await;
+    put(&mem, "gone", b"x").await;
+    assert_eq!(names(&fs, ROOT_INO).await, [".", "..", "gone", "old"]);
+    for i in 0..5 {
+        let before = c.calls();
+        assert_eq!(
+            fs.lookup(ROOT_INO, &format!("new{i}")).await,
+            Err(FsError::NotFound)
+        );
+        assert_eq!(
+            c.calls(),
+            before,
+            "new{i}: absent from the listing, no request"
+        );
+        write_file(&fs, ROOT_INO, &format!("new{i}"), b"12").await;
+    }
+    fs.unlink(ROOT_INO, "gone").await.unwrap();
+    let fh = fs.mkdir(ROOT_INO, "sub", 0o755, ME).await.unwrap();
+    let before = c.calls();
+    assert_eq!(
+        names(&fs, ROOT_INO).await,
+        [
+            ".", "..", "new0", "new1", "new2", "new3", "new4", "old", "sub"
+        ]
+    );
+    assert_eq!(c.calls().1, before.1, "the listing came from the cache");
+    assert_eq!(fs.lookup(ROOT_INO, "new3").await.unwrap().size, 2);
+    assert_eq!(fs.lookup(ROOT_INO, "sub").await.unwrap().ino, fh.ino);
+    assert_eq!(fs.lookup(ROOT_INO, "gone").await, Err(FsError::NotFound));
+}
+
 #[tokio::test]
 async fn zero_ttls_always_ask_the_store() {
     let (mem, c, fs, _d) = counting(std::time::Duration::ZERO);
