@@ -19,9 +19,12 @@ use blobmount_policy_api::Verdict;
 use std::sync::atomic::Ordering;
 
 impl Fs {
-    /// Read the whole listing of directory key `dir_key` and turn it into entries.
-    async fn list_dir(&self, dir_key: &str) -> FsResult<Vec<Entry>> {
+    /// Read the whole listing of directory key `dir_key` and turn it into entries; the flag
+    /// says whether objects of the store were left out (hidden by the filter, or with no
+    /// name to show them under), so that a name missing from the entries may be taken.
+    async fn list_dir(&self, dir_key: &str) -> FsResult<(Vec<Entry>, bool)> {
         let prefix = self.dir_prefix_of_key(dir_key);
+        let mut hides = false;
         let mut dirs: BTreeMap<String, ()> = BTreeMap::new();
         // (name, size, metadata when the listing carries it)
         let mut files: Vec<(String, u64, Option<UserMetadata>, ObjectInfo)> = Vec::new();
@@ -72,7 +75,7 @@ impl Fs {
             let shown = self.filter_page(&infos);
             for ((seg, is_dir, o), shown) in cands.into_iter().zip(shown) {
                 match (shown, is_dir, o) {
-                    (false, _, _) => {}
+                    (false, _, _) => hides = true,
                     (true, true, _) => {
                         dirs.insert(seg, ());
                     }
@@ -127,11 +130,14 @@ impl Fs {
                     }
                 }
                 self.note_conflict(&self.child_key(dir_key, seg));
-                if let Some(name) = self.file_name_beside_dir(dir_key, seg, *size) {
-                    push(name, seg.clone(), Kind::File, Some(info), &mut entries);
+                match self.file_name_beside_dir(dir_key, seg, *size) {
+                    Some(name) => {
+                        hides |= !push(name, seg.clone(), Kind::File, Some(info), &mut entries)
+                    }
+                    None => hides = true,
                 }
             } else {
-                push(
+                hides |= !push(
                     seg.clone(),
                     seg.clone(),
                     Kind::File,
@@ -153,6 +159,7 @@ impl Fs {
         for (seg, kind) in invalid.collect::<Vec<_>>() {
             let key = self.child_key(dir_key, &seg);
             let Some(name) = self.stand_in_name(dir_key, &seg, kind == Kind::Dir) else {
+                hides = true;
                 self.count_name_conflict();
                 info!(
                     key,
@@ -168,11 +175,12 @@ impl Fs {
                     "object name is not a valid Linux file name; shown under a stand-in"
                 );
             } else {
+                hides = true;
                 self.warn_once("object hidden: its stand-in name is taken", &key);
             }
         }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(entries)
+        Ok((entries, hides))
     }
 
     /// FUSE opendir: snapshot the listing so readdir offsets are stable. A listing younger
@@ -240,10 +248,11 @@ impl Fs {
     async fn list_fresh(&self, ino: u64) -> FsResult<Vec<Entry>> {
         let key = self.key_of(ino)?;
         let generation = lock(&self.table).get(ino).map(|n| n.dir.generation);
-        let listed = self.list_dir(&key).await?;
+        let (listed, hides) = self.list_dir(&key).await?;
         let mut t = lock(&self.table);
         if t.get(ino).map(|n| n.dir.generation) == generation {
-            let dropped = t.cache_listing(ino, listed.clone(), self.cfg.list_cache_max_entries);
+            let dropped =
+                t.cache_listing(ino, listed.clone(), hides, self.cfg.list_cache_max_entries);
             self.stats
                 .list_evictions
                 .fetch_add(dropped as u64, Ordering::Relaxed);
@@ -274,6 +283,12 @@ impl Fs {
         let kind = node.kind;
         let ino = t.upsert(node);
         t.name_changed(parent, name, Some(kind));
+        if kind == Kind::Dir {
+            // Just made, after finding nothing under its prefix: it is empty, so the files
+            // about to be created in it need no probe each (within the list TTL, like any
+            // listing).
+            t.cache_listing(ino, Vec::new(), false, self.cfg.list_cache_max_entries);
+        }
         let n = t.get_mut(ino).map(|n| {
             n.lookups += 1;
             n.attr(ino)
@@ -325,6 +340,22 @@ impl Fs {
         };
         if local {
             return Err(FsError::Exists);
+        }
+        let free = {
+            let t = lock(&self.table);
+            t.child(parent, name).is_none()
+                && t.get(parent).is_some_and(|p| {
+                    p.dir
+                        .is_known_free(name, self.cfg.negative_ttl, p.policy.list_ttl)
+                })
+        };
+        if free {
+            // Found absent moments ago (the kernel looks a name up before creating it), or
+            // missing from a fresh listing that left nothing out. The upload or marker is
+            // conditional on absence anyway, so a creation racing another client's is
+            // caught there (ESTALE at close, data kept in conflicts/).
+            self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
         }
         match self.resolve_unfiltered(parent, name).await? {
             Some(p) if self.probe_verdict(parent, &p)? == Verdict::Hidden => Err(

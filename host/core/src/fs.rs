@@ -18,7 +18,7 @@ use crate::error::{FsError, FsResult};
 use crate::filecache::{FileCache, FileCacheConfig};
 use crate::fileops::{Handle, OpenEntry};
 use crate::inode::find_entry;
-use crate::inode::{Marker, Node, ROOT_INO, Table};
+use crate::inode::{Hidden, Marker, Node, ROOT_INO, Table};
 use crate::names::{self, FILE_SUFFIX};
 use crate::policy::{self as pol, NodePolicy};
 use crate::readahead::{BlockPool, MemoryBudget};
@@ -598,9 +598,13 @@ impl Fs {
             }
             t.get(parent).map(|p| p.dir.generation)
         };
-        let found = match self.resolve_with(parent, name, listed).await? {
-            Some(p) => self.node_from(parent, name, &p)?,
-            None => None,
+        let (found, hidden) = match self.resolve_unfiltered_with(parent, name, listed).await? {
+            // `node_from` gives nothing for what the filter hides.
+            Some(p) => match self.node_from(parent, name, &p)? {
+                Some(n) => (Some(n), Hidden::No),
+                None => (None, Hidden::Yes),
+            },
+            None => (None, Hidden::No),
         };
         let Some(node) = found else {
             let mut t = lock(&self.table);
@@ -608,7 +612,7 @@ impl Fs {
                 && Some(p.dir.generation) == generation
                 && !self.cfg.negative_ttl.is_zero()
             {
-                p.dir.note_absent(name, self.cfg.negative_ttl);
+                p.dir.note_absent(name, self.cfg.negative_ttl, hidden);
             }
             return Err(FsError::NotFound);
         };

@@ -74,11 +74,22 @@ pub struct DirCache {
     pub listing: Option<Vec<Entry>>,
     /// When `listing` was read from the store.
     pub listed_at: Option<Instant>,
-    /// Names recently found absent (negative cache), with when.
-    pub negatives: HashMap<String, Instant>,
+    /// Names recently found absent (negative cache): when, and whether the store does hold
+    /// an object there that the filter hides (then the name is not free to create).
+    pub negatives: HashMap<String, (Instant, Hidden)>,
+    /// The cached listing left out objects the store holds (hidden by the filter, or names
+    /// with no stand-in): a name missing from it may still be taken.
+    pub listing_hides: bool,
     /// Bumped by every local change, so a listing that was in flight during one is not
     /// cached.
     pub generation: u64,
+}
+
+/// Whether a name not shown is held by an object the filter hides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hidden {
+    No,
+    Yes,
 }
 
 /// The entry named `name` in a listing sorted by name.
@@ -142,10 +153,11 @@ impl DirCache {
 
     /// Cache a listing; `entries` must be sorted by name (as `list_dir` returns them), so
     /// lookups can binary-search it.
-    pub fn set_listing(&mut self, entries: Vec<Entry>) {
+    pub fn set_listing(&mut self, entries: Vec<Entry>, hides: bool) {
         debug_assert!(entries.windows(2).all(|w| w[0].name <= w[1].name));
         self.listing = Some(entries);
         self.listed_at = Some(Instant::now());
+        self.listing_hides = hides;
     }
 
     /// The listing, if it is younger than `ttl`.
@@ -161,23 +173,45 @@ impl DirCache {
         find_entry(self.listing.as_deref()?, name)
     }
 
+    /// `name` is not shown (absent or hidden), as found within `ttl`.
     pub fn is_known_absent(&self, name: &str, ttl: std::time::Duration) -> bool {
         self.negatives
             .get(name)
-            .is_some_and(|at| at.elapsed() < ttl)
+            .is_some_and(|(at, _)| at.elapsed() < ttl)
     }
 
-    pub fn note_absent(&mut self, name: &str, ttl: std::time::Duration) {
+    /// Nothing in the store has `name`, as far as a negative entry younger than `neg_ttl`
+    /// or a listing younger than `list_ttl` that left nothing out can tell: creating it
+    /// needs no request first (the upload itself is conditional on absence).
+    pub fn is_known_free(
+        &self,
+        name: &str,
+        neg_ttl: std::time::Duration,
+        list_ttl: std::time::Duration,
+    ) -> bool {
+        let negative = self
+            .negatives
+            .get(name)
+            .is_some_and(|(at, h)| *h == Hidden::No && at.elapsed() < neg_ttl);
+        negative
+            || (!self.listing_hides
+                && self
+                    .fresh_listing(list_ttl)
+                    .is_some_and(|l| find_entry(l, name).is_none()))
+    }
+
+    pub fn note_absent(&mut self, name: &str, ttl: std::time::Duration, hidden: Hidden) {
         if self.negatives.len() >= NEGATIVES_PER_DIR {
-            self.negatives.retain(|_, at| at.elapsed() < ttl);
+            self.negatives.retain(|_, (at, _)| at.elapsed() < ttl);
             if self.negatives.len() >= NEGATIVES_PER_DIR {
-                let mut ages: Vec<Instant> = self.negatives.values().copied().collect();
+                let mut ages: Vec<Instant> = self.negatives.values().map(|(at, _)| *at).collect();
                 ages.sort();
                 let cut = ages[ages.len() / 2];
-                self.negatives.retain(|_, at| *at > cut);
+                self.negatives.retain(|_, (at, _)| *at > cut);
             }
         }
-        self.negatives.insert(name.to_string(), Instant::now());
+        self.negatives
+            .insert(name.to_string(), (Instant::now(), hidden));
     }
 }
 
@@ -225,12 +259,18 @@ impl Table {
     /// Cache the listing of directory `ino`, then drop the oldest listings of other
     /// directories while all cached listings together hold more than `cap` entries.
     /// Returns how many listings were dropped.
-    pub fn cache_listing(&mut self, ino: u64, entries: Vec<Entry>, cap: usize) -> usize {
+    pub fn cache_listing(
+        &mut self,
+        ino: u64,
+        entries: Vec<Entry>,
+        hides: bool,
+        cap: usize,
+    ) -> usize {
         let n = entries.len();
         let Some(node) = self.nodes.get_mut(&ino) else {
             return 0;
         };
-        node.dir.set_listing(entries);
+        node.dir.set_listing(entries, hides);
         self.listed_bound += n;
         if self.listed_bound <= cap {
             return 0;
@@ -493,7 +533,12 @@ mod tests {
         };
         let mut t = Table::new(root);
         let ino = ROOT_INO;
-        t.cache_listing(ino, listed(&[("b", Kind::File), ("d", Kind::Dir)]), 100);
+        t.cache_listing(
+            ino,
+            listed(&[("b", Kind::File), ("d", Kind::Dir)]),
+            false,
+            100,
+        );
         let names = |t: &Table| -> Vec<(String, Kind)> {
             let l = t
                 .get(ino)
@@ -524,8 +569,8 @@ mod tests {
     fn a_change_forgets_that_the_name_was_absent_only() {
         let mut d = DirCache::default();
         let ttl = Duration::from_secs(60);
-        d.note_absent("x", ttl);
-        d.note_absent("y", ttl);
+        d.note_absent("x", ttl, Hidden::No);
+        d.note_absent("y", ttl, Hidden::Yes);
         let g = d.generation;
         assert_eq!(
             d.name_changed("x", Some(Kind::File)),
@@ -533,6 +578,16 @@ mod tests {
             "no listing to patch"
         );
         assert!(!d.is_known_absent("x", ttl) && d.is_known_absent("y", ttl));
+        assert!(!d.is_known_free("y", ttl, ttl), "hidden: taken");
+        d.note_absent("x", ttl, Hidden::No);
+        assert!(d.is_known_free("x", ttl, ttl));
+        d.set_listing(Vec::new(), true);
+        assert!(
+            !d.is_known_free("z", ttl, ttl),
+            "the listing left something out"
+        );
+        d.set_listing(Vec::new(), false);
+        assert!(d.is_known_free("z", ttl, ttl));
         assert!(d.generation > g);
     }
 }

@@ -453,6 +453,39 @@ async fn a_local_create_keeps_the_other_negative_entries() {
     assert_eq!(fs.lookup(ROOT_INO, "a").await.unwrap().size, 1);
 }
 
+/// The kernel looks a name up before creating it: the create then asks the store nothing
+/// more (the upload is conditional on absence).
+#[tokio::test]
+async fn a_create_right_after_a_negative_lookup_asks_nothing_more() {
+    let ttl = std::time::Duration::from_secs(30);
+    let (mem, c, fs, _d) = counting(ttl);
+    assert_eq!(fs.lookup(ROOT_INO, "new").await, Err(FsError::NotFound));
+    let before = c.calls();
+    let (a, h) = fs
+        .create(ROOT_INO, "new", 0o644, libc::O_WRONLY, ME)
+        .await
+        .unwrap();
+    assert_eq!(c.calls(), before, "no HEAD or LIST for the create");
+    fs.write(h.fh, 0, b"abc").await.unwrap();
+    fs.release(h.fh).await.unwrap();
+    assert_eq!(read_all(&fs, a.ino).await, b"abc");
+    // Another client created a name we believe absent: the conditional upload catches it
+    // and the data is kept, not lost.
+    assert_eq!(fs.lookup(ROOT_INO, "raced").await, Err(FsError::NotFound));
+    put(&mem, "raced", b"theirs").await;
+    let (_, h) = fs
+        .create(ROOT_INO, "raced", 0o644, libc::O_WRONLY, ME)
+        .await
+        .unwrap();
+    fs.write(h.fh, 0, b"mine").await.unwrap();
+    assert_eq!(fs.flush(h.fh).await.unwrap_err().errno(), libc::ESTALE);
+    let _ = fs.release(h.fh).await;
+    assert_eq!(
+        mem.get_range("raced", 0..6, None).await.unwrap(),
+        &b"theirs"[..]
+    );
+}
+
 /// Filling a listed directory (tar x, checkpoints): each new name is answered "absent" by the
 /// patched listing, the listing is still served from the cache, and it shows the new files.
 #[tokio::test]
@@ -488,6 +521,11 @@ async fn local_changes_patch_the_cached_listing() {
     assert_eq!(fs.lookup(ROOT_INO, "new3").await.unwrap().size, 2);
     assert_eq!(fs.lookup(ROOT_INO, "sub").await.unwrap().ino, fh.ino);
     assert_eq!(fs.lookup(ROOT_INO, "gone").await, Err(FsError::NotFound));
+    // A directory made here starts out listed (empty).
+    let before = c.calls();
+    assert_eq!(fs.lookup(fh.ino, "f").await, Err(FsError::NotFound));
+    assert_eq!(names(&fs, fh.ino).await, [".", ".."]);
+    assert_eq!(c.calls(), before, "nothing asked about the new directory");
 }
 
 #[tokio::test]

@@ -149,6 +149,12 @@ async fn hidden_objects_are_absent_and_cannot_be_created_over() {
     put(&t.mem, "b.tmp", b"b").await;
     put(&t.mem, "tmp/x", b"x").await;
     assert_eq!(names(&t.fs, ROOT_INO).await, ["a.txt"]);
+    // The cached listing does not show it, yet the name is taken.
+    let e =
+        t.fs.create(ROOT_INO, "b.tmp", 0o644, libc::O_WRONLY, ALICE)
+            .await
+            .unwrap_err();
+    assert_eq!(e.errno(), libc::EACCES);
     // A fresh mount (no listing cached) must hide it on lookup too.
     let t2 = {
         let dir = tempfile::tempdir().unwrap();
