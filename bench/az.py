@@ -15,6 +15,9 @@ commands (timings are printed as "key=value" words on one line):
   head KEY                        print the size of KEY
   put-small PREFIX N SIZE THREADS PUT N objects PREFIX/fNNNNN of SIZE bytes with THREADS threads -> ops_per_s=...
   count PREFIX                    objects under PREFIX with at least one byte -> n=... bytes=...
+  wait PREFIX N BYTES POLL TIMEOUT  list PREFIX every POLL s until it holds N objects with BYTES bytes
+                                  (one process, so the check costs one listing, not a Python start)
+                                  -> n=... bytes=... (exit 1 after TIMEOUT s)
 """
 import datetime
 import os
@@ -71,6 +74,15 @@ def put_many(cc, prefix, n, size, threads):
         list(ex.map(lambda i: cc.upload_blob(f"{prefix}/f{i:05d}", body, overwrite=True), range(n)))
     dt = time.perf_counter() - t0
     print(f"n={n} secs={dt:.3f} ops_per_s={n / dt:.1f}")
+
+
+def count(cc, prefix):
+    """Objects under PREFIX with at least one byte, and their bytes."""
+    n = total = 0
+    for b in cc.list_blobs(name_starts_with=prefix):
+        if b.size > 0:
+            n, total = n + 1, total + b.size
+    return n, total
 
 
 def main():
@@ -148,11 +160,21 @@ def main():
         put_many(cc, prefix, n, size, threads)
     elif cmd == "count":
         (prefix,) = args
-        n = total = 0
-        for b in cc.list_blobs(name_starts_with=prefix):
-            if b.size > 0:
-                n, total = n + 1, total + b.size
+        n, total = count(cc, prefix)
         print(f"n={n} bytes={total}")
+    elif cmd == "wait":
+        prefix, want_n, want_bytes = args[0], int(args[1]), int(args[2])
+        poll, timeout = float(args[3]), float(args[4])
+        t0 = time.monotonic()
+        while True:
+            n, total = count(cc, prefix)
+            if (n, total) == (want_n, want_bytes):
+                print(f"n={n} bytes={total}")
+                break
+            if time.monotonic() - t0 > timeout:
+                print(f"n={n} bytes={total}")
+                raise SystemExit(1)
+            time.sleep(poll)
     elif cmd == "head":
         (key,) = args
         print(cc.get_blob_client(key).get_blob_properties().size)

@@ -24,6 +24,8 @@ TOOLS=${BLOBMOUNT_TEST_TOOLS:-/opt/blobmount-test}
 PY=${BENCH_VENV:-$TOOLS/bench-venv}/bin/python
 WORK=${BENCH_WORK:-/var/tmp/blobmount-write-bench.$$}
 DURABLE_TIMEOUT=${BENCH_DURABLE_TIMEOUT:-900}
+# Seconds between two checks of the store: each is a full listing, which loads Azurite too.
+POLL=${BENCH_POLL:-0.5}
 CONTAINER=writebench
 KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
 TS=$(date -u +%Y%m%dT%H%M%SZ)
@@ -63,6 +65,8 @@ cleanup() {
     stop_pid "$MPID"
     mountpoint -q "$WORK/mnt" 2>/dev/null && fusermount3 -u -z "$WORK/mnt"
     stop_pid "$AZ_PID"
+    # Logs and the daemon's counters are kept (not committed: results/logs-*/ is ignored).
+    [[ -d $WORK/logs ]] && mkdir -p "$HERE/results/logs-write-$TS" && cp -r "$WORK/logs/." "$HERE/results/logs-write-$TS/"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -70,18 +74,24 @@ trap 'exit 130' INT TERM
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 EP=http://127.0.0.1:$PORT/devstoreaccount1
-log "starting Azurite on 127.0.0.1:$PORT (disk storage)"
-(cd "$WORK/azurite" && exec "$TOOLS/bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$PORT" \
-    --location "$WORK/azurite" --loose --skipApiVersionCheck --disableTelemetry --silent) \
-    > "$WORK/logs/azurite.log" 2>&1 &
-AZ_PID=$!
-for ((i = 0; i < 600; i++)); do
-    curl -s -o /dev/null -m 2 "http://127.0.0.1:$PORT/" && break
-    kill -0 "$AZ_PID" 2>/dev/null || die "Azurite exited"
-    sleep 0.1
-done
 AZ() { "$PY" "$HERE/az.py" "$EP" "$CONTAINER" "$@"; }
-AZ create
+# start_azurite: a fresh, empty Azurite for each tool. Azurite scans its whole blob table for
+# every listing, so a tool measured after others would pay for their objects.
+start_azurite() {
+    stop_pid "$AZ_PID"
+    rm -rf "$WORK/azurite"; mkdir -p "$WORK/azurite"
+    (cd "$WORK/azurite" && exec "$TOOLS/bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$PORT" \
+        --location "$WORK/azurite" --loose --skipApiVersionCheck --disableTelemetry --silent) \
+        >> "$WORK/logs/azurite.log" 2>&1 &
+    AZ_PID=$!
+    for ((i = 0; i < 600; i++)); do
+        curl -s -o /dev/null -m 2 "http://127.0.0.1:$PORT/" && break
+        kill -0 "$AZ_PID" 2>/dev/null || die "Azurite exited"
+        sleep 0.1
+    done
+    AZ create
+}
+log "Azurite on 127.0.0.1:$PORT (disk storage), restarted empty for every tool"
 
 log "source data: ${BIG_MIB} MiB file, tar of $NTAR files"
 head -c "${BIG_MIB}M" /dev/urandom > "$WORK/src.bin"
@@ -136,23 +146,21 @@ mount_tool() { # TOOL: mount on $WORK/mnt, wait until it serves
     done
     die "$tool did not mount"
 }
-umount_tool() { # -> prints the daemon's peak RSS in MiB
-    local hwm
+umount_tool() { # TOOL -> prints the daemon's peak RSS in MiB
+    local hwm addr
     hwm=$(awk '/^VmHWM/{printf "%d", $2/1024}' "/proc/$MPID/status" 2>/dev/null || echo NA)
+    # blobmount: keep its request counters next to the logs (what each scenario cost).
+    addr=$(grep -o 'address=[0-9.:]*' "$WORK/logs/$1.log" 2>/dev/null | tail -1 | cut -d= -f2)
+    [[ -n $addr ]] && curl -s -m 5 "http://$addr/metrics" > "$WORK/logs/$1-$r.metrics" || true
     fusermount3 -u "$WORK/mnt" 2>/dev/null || fusermount3 -u -z "$WORK/mnt" || true
     stop_pid "$MPID"; MPID=
     echo "$hwm"
 }
 # wait_durable PREFIX FILES BYTES: until the store lists FILES objects (with data) holding BYTES.
 wait_durable() {
-    local t0 out
-    t0=$(date +%s)
-    while :; do
-        out=$(AZ count "$1")
-        [[ $(field n <<< "$out") == "$2" && $(field bytes <<< "$out") == "$3" ]] && return 0
-        (($(date +%s) - t0 > DURABLE_TIMEOUT)) && die "$1: not durable after ${DURABLE_TIMEOUT}s ($out, want n=$2 bytes=$3)"
-        sleep 0.05
-    done
+    local out
+    out=$(AZ wait "$1" "$2" "$3" "$POLL" "$DURABLE_TIMEOUT") ||
+        die "$1: not durable after ${DURABLE_TIMEOUT}s ($out, want n=$2 bytes=$3)"
 }
 
 declare -A RES RSS
@@ -160,6 +168,7 @@ put() { RES[$1,$2]+="$3 "; }
 for ((r = 1; r <= REPS; r++)); do
     for tool in $TOOLS_TO_RUN; do
         log "run $r: $tool"
+        start_azurite
         if [[ $tool == raw ]]; then
             s=$(AZ put-file "seq-raw-$r" "$WORK/src.bin" | field secs)
             put seq raw "$(awk -v b="$BIG_BYTES" -v s="$s" 'BEGIN{printf "%.1f", b/1e6/s}')"
@@ -195,7 +204,7 @@ EOF
         tar -xf "$WORK/tree.tar" -C "$d"
         wait_durable "$tool-$r/src/" "$NTAR" "$TAR_BYTES"
         put tar "$tool" "$(awk -v n="$NTAR" -v s="$(since "$t0")" 'BEGIN{printf "%.1f", n/s}')"
-        h=$(umount_tool)
+        h=$(umount_tool "$tool")
         [[ $h != NA ]] && { [[ -z ${RSS[$tool]:-} ]] || ((h > RSS[$tool])); } && RSS[$tool]=$h
     done
 done

@@ -72,6 +72,41 @@ fn background_mount_of_a_local_store_round_trip() {
     assert!(!text.contains("WARN") && !text.contains("ERROR"), "{text}");
 }
 
+/// `blobmount mount ... 2>&1 | cat` (or `$(blobmount mount ...)`) returns once mounted: the
+/// background daemon does not keep the caller's stdout or stderr open.
+#[test]
+fn background_mount_lets_go_of_the_callers_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, mp, cache) = (
+        tmp.path().join("store"),
+        tmp.path().join("mnt"),
+        tmp.path().join("cache"),
+    );
+    std::fs::create_dir(&mp).unwrap();
+    let bin = blobmount_cmd().get_program().to_owned();
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#""$0" mount "file://$1" "$2" --cache-dir "$3" 2>&1 | cat"#)
+        .arg(&bin)
+        .args([&store, &mp, &cache])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        let _ = tx.send(s);
+    });
+    let got = rx.recv_timeout(Duration::from_secs(30));
+    let mounted = is_mounted(&mp);
+    let _ = run_cli(&["unmount", mp.to_str().unwrap()], &[], LIMIT);
+    let _ = child.wait();
+    let text = got.expect("the output pipe was still open 30 s after mounting");
+    assert!(mounted && text.contains("blobmount: mounted"), "{text}");
+}
+
 /// Mount count of `mp` in /proc/self/mounts (stacked mounts count several times).
 fn mounts_at(mp: &std::path::Path) -> usize {
     let want = mp.display().to_string();

@@ -494,11 +494,14 @@ pub fn run(mut cfg: Config) -> ExitCode {
     }
     if background {
         let log = cfg.logging.file.as_deref().unwrap_or(Path::new("stderr"));
-        signal_ready(&format!(
-            "mounted {source} on {} (log: {})",
-            mp.display(),
-            log.display()
-        ));
+        signal_ready(
+            &format!(
+                "mounted {source} on {} (log: {})",
+                mp.display(),
+                log.display()
+            ),
+            cfg.logging.file.as_deref(),
+        );
     }
     // fuser 0.18 unmounts the mount point again when its session is dropped, and its
     // "already unmounted?" check is inverted (it treats POLLERR on /dev/fuse as mounted), so
@@ -588,14 +591,22 @@ fn set_kernel_read_ahead(mp: &Path, kib: u32) {
     }
 }
 
-/// Tell the foreground parent we are mounted (and what to print), then stop using the pipe.
-fn signal_ready(message: &str) {
+/// Tell the foreground parent we are mounted (and what to print), then stop using the pipe,
+/// and the stderr inherited from whoever started us: a caller reading our output to its end
+/// (`blobmount mount ... 2>&1 | tail`, `$(...)`) would otherwise wait as long as the mount
+/// lives. What still reaches stderr (a panic message) goes to the log file.
+fn signal_ready(message: &str, log: Option<&Path>) {
+    use std::os::fd::AsRawFd;
     let mut out = std::io::stdout();
     let _ = writeln!(out, "{READY_LINE} {message}");
     let _ = out.flush();
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        use std::os::fd::AsRawFd;
+    let open = |p: &Path| std::fs::OpenOptions::new().append(true).open(p);
+    if let Ok(null) = open(Path::new("/dev/null")) {
         // SAFETY: both descriptors are valid; replacing stdout with /dev/null.
         unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
+    if let Ok(f) = log.map_or_else(|| open(Path::new("/dev/null")), open) {
+        // SAFETY: both descriptors are valid; replacing stderr.
+        unsafe { libc::dup2(f.as_raw_fd(), 2) };
     }
 }
