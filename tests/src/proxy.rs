@@ -111,6 +111,13 @@ fn serve(
     });
     let mut r = BufReader::new(client);
     while !stop.load(Ordering::Relaxed) {
+        // Decide a request's fate when it arrives, not when the previous one on this
+        // connection ended: an idle keep-alive connection would otherwise hold on to a fault
+        // meant for the next request, whichever connection that comes on.
+        match r.fill_buf() {
+            Ok(b) if !b.is_empty() => {}
+            _ => break,
+        }
         // A fault replaces forwarding: the request is read (into a sink) and answered here.
         let fault = if take(&faults.drops) {
             Some("DROP")

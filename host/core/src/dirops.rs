@@ -245,7 +245,7 @@ impl Fs {
 
     /// List directory `ino` from the store and cache the listing, unless the directory
     /// changed locally while the listing was in flight (then it may already be outdated).
-    async fn list_fresh(&self, ino: u64) -> FsResult<Vec<Entry>> {
+    pub(crate) async fn list_fresh(&self, ino: u64) -> FsResult<Vec<Entry>> {
         let key = self.key_of(ino)?;
         let generation = lock(&self.table).get(ino).map(|n| n.dir.generation);
         let (listed, hides) = self.list_dir(&key).await?;

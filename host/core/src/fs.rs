@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 
 use blobmount_backend::{Backend, BackendError, ObjectInfo, PutMeta, UserMetadata};
 use blobmount_policy_api::{Policy, Verdict};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::attr::{self, Attr, Kind};
 use crate::config::FsConfig;
@@ -83,6 +83,8 @@ pub struct FsStats {
     pub list_cache_hits: AtomicU64,
     /// Lookups answered "absent" from the negative cache or a fresh listing.
     pub negative_hits: AtomicU64,
+    /// Expired one-page listings fetched again by a lookup instead of probing the name.
+    pub relists: AtomicU64,
     /// Lookups of listed files that needed one HEAD instead of a full probe (type cache).
     pub type_cache_hits: AtomicU64,
     /// Lookups answered from a listing that carried the attributes (no request at all).
@@ -574,6 +576,7 @@ impl Fs {
         if name.len() > names::NAME_MAX {
             return Err(FsError::NameTooLong);
         }
+        self.relist_small(parent, name).await;
         let generation = {
             let mut t = lock(&self.table);
             if let Some(ino) = t.child(parent, name) {
@@ -621,6 +624,49 @@ impl Fs {
         let n = t.get_mut(ino).ok_or(FsError::NotFound)?;
         n.lookups += 1;
         Ok(n.attr(ino))
+    }
+
+    /// A lookup of a name we know nothing about, in a directory whose cached listing has
+    /// expired but fit in one page: list the directory again (one request) rather than
+    /// probe the name (a HEAD and a LIST), so the next names looked up there (a directory
+    /// being filled: tar x, 1000 new files) are answered from the listing. One lookup per
+    /// directory does this at a time; the others probe as before.
+    async fn relist_small(&self, parent: u64, name: &str) {
+        let go = {
+            let mut t = lock(&self.table);
+            let known = t.child(parent, name).is_some();
+            let page = self.cfg.list_page_size;
+            let negative_ttl = self.cfg.negative_ttl;
+            match t.get_mut(parent) {
+                Some(p) if !known && !p.policy.list_ttl.is_zero() => {
+                    let d = &mut p.dir;
+                    let stale_small = d.listing.as_ref().is_some_and(|l| l.len() < page)
+                        && d.fresh_listing(p.policy.list_ttl).is_none()
+                        && !d.is_known_absent(name, negative_ttl);
+                    if stale_small && !d.relisting {
+                        d.relisting = true;
+                        true
+                    } else {
+                        false
+                    }
+                }
+                _ => false,
+            }
+        };
+        if !go {
+            return;
+        }
+        let r = self.list_fresh(parent).await;
+        if let Some(p) = lock(&self.table).get_mut(parent) {
+            p.dir.relisting = false;
+        }
+        match r {
+            Ok(_) => {
+                self.stats.relists.fetch_add(1, Ordering::Relaxed);
+            }
+            // The probe that follows reports what is wrong, if anything still is.
+            Err(e) => debug!(parent, error = %e, "re-listing a small directory failed"),
+        }
     }
 
     /// Look up several names of one directory concurrently (readdirplus), in order. Each

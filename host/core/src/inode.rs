@@ -83,6 +83,8 @@ pub struct DirCache {
     /// Bumped by every local change, so a listing that was in flight during one is not
     /// cached.
     pub generation: u64,
+    /// A lookup is re-listing this directory (see `Fs::relist_small`): others probe meanwhile.
+    pub relisting: bool,
 }
 
 /// Whether a name not shown is held by an object the filter hides.

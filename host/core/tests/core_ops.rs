@@ -486,6 +486,33 @@ async fn a_create_right_after_a_negative_lookup_asks_nothing_more() {
     );
 }
 
+/// A lookup in a small directory whose listing expired lists it again (one request) instead
+/// of probing (HEAD + LIST); the names looked up next are answered from that listing.
+#[tokio::test]
+async fn an_expired_small_listing_is_fetched_again_instead_of_probing() {
+    let ttl = std::time::Duration::from_millis(300);
+    let (mem, c, fs, _d) = counting(ttl);
+    put(&mem, "old", b"x").await;
+    names(&fs, ROOT_INO).await;
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(50)).await;
+    put(&mem, "theirs", b"y").await;
+    let before = c.calls();
+    assert_eq!(fs.lookup(ROOT_INO, "a").await, Err(FsError::NotFound));
+    assert_eq!(c.calls(), (before.0, before.1 + 1), "one LIST, no HEAD");
+    assert_eq!(fs.lookup(ROOT_INO, "b").await, Err(FsError::NotFound));
+    assert_eq!(
+        c.calls(),
+        (before.0, before.1 + 1),
+        "b: from the new listing"
+    );
+    // The new listing shows what another client added meanwhile.
+    assert_eq!(fs.lookup(ROOT_INO, "theirs").await.unwrap().size, 1);
+    assert_eq!(
+        fs.stats.relists.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
 /// Filling a listed directory (tar x, checkpoints): each new name is answered "absent" by the
 /// patched listing, the listing is still served from the cache, and it shows the new files.
 #[tokio::test]

@@ -248,6 +248,12 @@ pub fn render(fs: &Fs, backend: &BackendStats, preload: Option<&PreloadProgress>
         load(&st.negative_hits),
     );
     o.one(
+        "blobmount_small_dir_relists_total",
+        "counter",
+        "Expired one-page listings fetched again by a lookup instead of probing the name.",
+        load(&st.relists),
+    );
+    o.one(
         "blobmount_type_cache_hits_total",
         "counter",
         "Lookups that needed one HEAD thanks to a cached listing.",
