@@ -3,7 +3,7 @@
 # built-in filter vs the same filter as a WASM plugin (plugins/dist/glob-filter.wasm), and the
 # median warm filter call (cargo bench -p blobmount-policy --bench filter_call).
 #
-#   bash bench/policy.sh                      # N=10000, 3 repetitions of cold + warm per filter
+#   bash bench/policy.sh                      # N=10000, 7 repetitions of cold + warm per filter
 #   BENCH_NLIST=1000 BENCH_REPS=1 bash bench/policy.sh
 #
 # Needs root (FUSE), the test tools (tests/scripts/install-deps.sh: Azurite, the bench venv) and
@@ -15,7 +15,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 NLIST=${BENCH_NLIST:-10000}
-REPS=${BENCH_REPS:-3}
+REPS=${BENCH_REPS:-7}
 TOOLS=${BLOBMOUNT_TEST_TOOLS:-/opt/blobmount-test}
 PY=${BENCH_VENV:-$TOOLS/bench-venv}/bin/python
 PLUGIN=${BENCH_PLUGIN:-${BLOBMOUNT_PLUGIN_DIR:-$REPO/plugins/dist}/glob-filter.wasm}
