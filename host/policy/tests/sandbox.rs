@@ -163,3 +163,29 @@ fn component_of_the_wrong_world_is_rejected_clearly() {
         "{msg}"
     );
 }
+
+/// A component that asks for sockets (or files, clocks, env: any WASI interface) is refused
+/// at load: the host links nothing but `blobmount:policy/host`, so no plugin can open a
+/// socket or read a host file, whatever language it was written in.
+#[test]
+fn a_component_importing_sockets_is_rejected_at_load() {
+    let name = b"wasi:sockets/tcp@0.2.0";
+    let mut wasm = vec![0, b'a', b's', b'm', 0x0d, 0, 1, 0];
+    // Type section: one empty instance type.
+    wasm.extend([7, 3, 1, 0x42, 0]);
+    // Import section: that instance, under the WASI sockets name.
+    let mut import = vec![1, 0, name.len() as u8];
+    import.extend_from_slice(name);
+    import.extend([5, 0]);
+    wasm.extend([10, import.len() as u8]);
+    wasm.extend(import);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sockets.wasm");
+    std::fs::write(&path, &wasm).unwrap();
+    let e = try_policy(Hook::Filter, PluginConfig::new(&path))
+        .err()
+        .unwrap();
+    let msg = e.to_string();
+    assert!(matches!(e, LoadError::ForbiddenImports { .. }), "{msg}");
+    assert!(msg.contains("wasi:sockets/tcp@0.2.0"), "{msg}");
+}
