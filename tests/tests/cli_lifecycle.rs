@@ -2,14 +2,16 @@
 //! returns once the mount is live, keeps the terminal clean (its log goes to the cache
 //! directory), shows up in `mount list`, and `blobmount unmount` stops it cleanly.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use blobmount_tests::{blobmount_cmd, is_mounted, run_cli, sh};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-#[test]
-fn background_mount_of_a_local_store_round_trip() {
+/// A scratch directory with a `file://` store path, a mount point (created) and a cache
+/// directory path; the directory lives as long as the returned guard.
+fn local_store() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let (store, mp, cache) = (
         tmp.path().join("store"),
@@ -17,6 +19,12 @@ fn background_mount_of_a_local_store_round_trip() {
         tmp.path().join("cache"),
     );
     std::fs::create_dir(&mp).unwrap();
+    (tmp, store, mp, cache)
+}
+
+#[test]
+fn background_mount_of_a_local_store_round_trip() {
+    let (_tmp, store, mp, cache) = local_store();
     let url = format!("file://{}", store.display());
     let mp_s = mp.to_str().unwrap();
     let r = run_cli(
@@ -76,13 +84,7 @@ fn background_mount_of_a_local_store_round_trip() {
 /// background daemon does not keep the caller's stdout or stderr open.
 #[test]
 fn background_mount_lets_go_of_the_callers_output() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (store, mp, cache) = (
-        tmp.path().join("store"),
-        tmp.path().join("mnt"),
-        tmp.path().join("cache"),
-    );
-    std::fs::create_dir(&mp).unwrap();
+    let (_tmp, store, mp, cache) = local_store();
     let bin = blobmount_cmd().get_program().to_owned();
     let mut child = std::process::Command::new("sh")
         .arg("-c")

@@ -57,6 +57,20 @@ pub struct ObjectInfo {
     pub content_type: Option<String>,
 }
 
+impl ObjectInfo {
+    /// An object known only by its key: empty, no ETag, no metadata, epoch mtime.
+    pub fn named(key: String) -> ObjectInfo {
+        ObjectInfo {
+            key,
+            size: 0,
+            etag: None,
+            last_modified: SystemTime::UNIX_EPOCH,
+            metadata: None,
+            content_type: None,
+        }
+    }
+}
+
 /// One page of a delimiter listing.
 #[derive(Clone, Debug, Default)]
 pub struct ListPage {
@@ -196,14 +210,7 @@ pub trait Backend: Send + Sync + Debug {
 /// keyed by the prefix, and there is no next page.
 pub fn prefixes_as_objects(mut page: ListPage) -> ListPage {
     for p in std::mem::take(&mut page.prefixes) {
-        page.objects.push(ObjectInfo {
-            key: p,
-            size: 0,
-            etag: None,
-            last_modified: std::time::SystemTime::UNIX_EPOCH,
-            metadata: None,
-            content_type: None,
-        });
+        page.objects.push(ObjectInfo::named(p));
     }
     page.next = None;
     page

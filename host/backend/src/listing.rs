@@ -280,17 +280,6 @@ fn quoted(etag: String) -> Option<String> {
     }
 }
 
-fn blank_object() -> ObjectInfo {
-    ObjectInfo {
-        key: String::new(),
-        size: 0,
-        etag: None,
-        last_modified: SystemTime::UNIX_EPOCH,
-        metadata: None,
-        content_type: None,
-    }
-}
-
 fn parse_time(s: &str) -> std::result::Result<SystemTime, String> {
     let t = s.trim();
     let dt = chrono::DateTime::parse_from_rfc3339(t)
@@ -302,7 +291,7 @@ fn parse_time(s: &str) -> std::result::Result<SystemTime, String> {
 /// Parse an S3 `ListBucketResult` (v2, or v1 from stores that ignore `list-type`).
 fn parse_s3(xml: &str) -> std::result::Result<ListPage, String> {
     let mut page = ListPage::default();
-    let mut cur = blank_object();
+    let mut cur = ObjectInfo::named(String::new());
     let mut url_encoded = false;
     let mut truncated = false;
     let mut continuation = None;
@@ -325,8 +314,10 @@ fn parse_s3(xml: &str) -> std::result::Result<ListPage, String> {
                 [_, "Contents", "ETag"] => cur.etag = quoted(c.text.clone()),
                 [_, "Contents", "LastModified"] => cur.last_modified = parse_time(&c.text)?,
                 [_, "Contents"] => {
-                    page.objects
-                        .push(std::mem::replace(&mut cur, blank_object()));
+                    page.objects.push(std::mem::replace(
+                        &mut cur,
+                        ObjectInfo::named(String::new()),
+                    ));
                 }
                 [_, "CommonPrefixes", "Prefix"] => {
                     page.prefixes.push(c.text.clone());
@@ -381,7 +372,7 @@ fn decode_s3(key: &str, url_encoded: bool) -> String {
 /// Parse an Azure `EnumerationResults`.
 fn parse_azure(xml: &str) -> std::result::Result<ListPage, String> {
     let mut page = ListPage::default();
-    let mut cur = blank_object();
+    let mut cur = ObjectInfo::named(String::new());
     let mut meta = UserMetadata::new();
     let mut problem = None;
     walk(xml, |c| {
@@ -415,7 +406,7 @@ fn parse_azure(xml: &str) -> std::result::Result<ListPage, String> {
                     meta.insert(key.to_ascii_lowercase(), c.text.clone());
                 }
                 [_, "Blobs", "Blob"] => {
-                    let mut o = std::mem::replace(&mut cur, blank_object());
+                    let mut o = std::mem::replace(&mut cur, ObjectInfo::named(String::new()));
                     o.metadata = Some(std::mem::take(&mut meta));
                     page.objects.push(o);
                 }

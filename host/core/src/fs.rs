@@ -169,27 +169,7 @@ impl Fs {
         let cache_lock = CacheLock::take(&cfg.cache_dir)?;
         let now = SystemTime::now();
         let root_policy = NodePolicy::new(false, policy.consistency("", true));
-        let root = Node {
-            parent: ROOT_INO,
-            name: String::new(),
-            seg: String::new(),
-            kind: Kind::Dir,
-            size: 0,
-            perm: cfg.dir_mode,
-            uid: cfg.uid,
-            gid: cfg.gid,
-            mtime: now,
-            ctime: now,
-            etag: None,
-            marker: Marker::None,
-            symlink: None,
-            meta: UserMetadata::new(),
-            fetched: None,
-            lookups: 1,
-            local_only: false,
-            dir: Default::default(),
-            policy: root_policy,
-        };
+        let root = Node::root(cfg.dir_mode, cfg.uid, cfg.gid, now, root_policy);
         let budget = MemoryBudget::new(cfg.read_memory as u64);
         let file_cache = match cfg.read_mode {
             ReadMode::FileCache => Some(FileCache::new(FileCacheConfig {

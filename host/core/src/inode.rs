@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime};
 use blobmount_backend::UserMetadata;
 
 use crate::attr::{Attr, Kind};
+use crate::policy::NodePolicy;
 
 pub const ROOT_INO: u64 = 1;
 
@@ -218,6 +219,31 @@ impl DirCache {
 }
 
 impl Node {
+    /// The mount's root directory, referenced once by the kernel from the start.
+    pub fn root(perm: u16, uid: u32, gid: u32, now: SystemTime, policy: NodePolicy) -> Node {
+        Node {
+            parent: ROOT_INO,
+            name: String::new(),
+            seg: String::new(),
+            kind: Kind::Dir,
+            size: 0,
+            perm,
+            uid,
+            gid,
+            mtime: now,
+            ctime: now,
+            etag: None,
+            marker: Marker::None,
+            symlink: None,
+            meta: UserMetadata::new(),
+            fetched: None,
+            lookups: 1,
+            local_only: false,
+            dir: DirCache::default(),
+            policy,
+        }
+    }
+
     pub fn attr(&self, ino: u64) -> Attr {
         Attr {
             ino,
@@ -506,33 +532,14 @@ mod tests {
 
     #[test]
     fn a_local_change_patches_the_cached_listing() {
-        let root = Node {
-            parent: ROOT_INO,
-            name: String::new(),
-            seg: String::new(),
-            kind: Kind::Dir,
-            size: 0,
-            perm: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime: SystemTime::UNIX_EPOCH,
-            ctime: SystemTime::UNIX_EPOCH,
-            etag: None,
-            marker: Marker::None,
-            symlink: None,
-            meta: UserMetadata::new(),
-            fetched: None,
-            lookups: 0,
-            local_only: false,
-            dir: DirCache::default(),
-            policy: crate::policy::NodePolicy {
-                read_only: false,
-                stat_ttl: Duration::from_secs(60),
-                list_ttl: Duration::from_secs(60),
-                revalidate_on_open: false,
-                cacheable: true,
-            },
+        let policy = crate::policy::NodePolicy {
+            read_only: false,
+            stat_ttl: Duration::from_secs(60),
+            list_ttl: Duration::from_secs(60),
+            revalidate_on_open: false,
+            cacheable: true,
         };
+        let root = Node::root(0o755, 0, 0, SystemTime::UNIX_EPOCH, policy);
         let mut t = Table::new(root);
         let ino = ROOT_INO;
         t.cache_listing(
