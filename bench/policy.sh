@@ -13,6 +13,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$HERE/lib.sh"
 REPO=$(cd "$HERE/.." && pwd)
 NLIST=${BENCH_NLIST:-10000}
 REPS=${BENCH_REPS:-7}
@@ -46,13 +47,6 @@ fi
 
 mkdir -p "$WORK"/{mnt,azurite,logs} "$HERE/results"
 AZ_PID= MPID=
-stop_pid() { # PID: TERM, wait up to 20 s, KILL - only this PID
-    local p=$1 i
-    [[ -n $p ]] && kill -0 "$p" 2>/dev/null || return 0
-    kill "$p" 2>/dev/null || true
-    for ((i = 0; i < 200; i++)); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-}
 cleanup() {
     set +e
     stop_pid "$MPID"
@@ -63,18 +57,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 EP=http://127.0.0.1:$PORT/devstoreaccount1
 log "starting Azurite on 127.0.0.1:$PORT"
-(cd "$WORK/azurite" && exec "$TOOLS/bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$PORT" \
-    --location "$WORK/azurite" --loose --skipApiVersionCheck --disableTelemetry --silent) \
-    > "$WORK/logs/azurite.log" 2>&1 &
-AZ_PID=$!
-for ((i = 0; i < 600; i++)); do
-    curl -s -o /dev/null -m 2 "http://127.0.0.1:$PORT/" && break
-    kill -0 "$AZ_PID" 2>/dev/null || die "Azurite exited"
-    sleep 0.1
-done
+start_azurite "$PORT" "$WORK/azurite" "$WORK/logs/azurite.log"
 AZ() { "$PY" "$HERE/az.py" "$EP" "$CONTAINER" "$@"; }
 AZ create
 log "populate list/ with $NLIST objects: $(AZ populate list "$NLIST" 16)"

@@ -12,6 +12,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$HERE/lib.sh"
 REPO=$(cd "$HERE/.." && pwd)
 
 # ---------------------------------------------------------------- settings
@@ -100,13 +101,6 @@ fi
 # ---------------------------------------------------------------- state and cleanup
 mkdir -p "$WORK"/{mnt,cache,logs,azurite} "$RESULTS"
 AZ_PID= MPID= MTOOL= MDIR=
-stop_pid() { # PID [SECONDS]: TERM, wait, KILL - only this PID
-    local p=$1 t=${2:-20} i
-    [[ -n $p ]] && kill -0 "$p" 2>/dev/null || return 0
-    kill "$p" 2>/dev/null || true
-    for ((i = 0; i < t * 10; i++)); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-}
 cleanup() {
     set +e
     [[ -n $MPID ]] && unmount_tool
@@ -148,18 +142,10 @@ record() {
 }
 
 # ---------------------------------------------------------------- Azurite and data
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 EP=http://127.0.0.1:$PORT/devstoreaccount1
 log "starting Azurite (disk, $WORK/azurite) on 127.0.0.1:$PORT"
-(cd "$WORK/azurite" && exec "$TOOLS/bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$PORT" \
-    --location "$WORK/azurite" --loose --skipApiVersionCheck --disableTelemetry --silent) \
-    > "$WORK/logs/azurite.log" 2>&1 &
-AZ_PID=$!
-for ((i = 0; i < 600; i++)); do
-    curl -s -o /dev/null -m 2 "http://127.0.0.1:$PORT/" && break
-    kill -0 "$AZ_PID" 2>/dev/null || die "Azurite exited: $(tail -5 "$WORK/logs/azurite.log")"
-    sleep 0.1
-done
+start_azurite "$PORT" "$WORK/azurite" "$WORK/logs/azurite.log"
 AZ() { "$PY" "$HERE/az.py" "$EP" "$CONTAINER" "$@"; }
 
 SRC=$WORK/src.bin

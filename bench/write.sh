@@ -13,6 +13,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$HERE/lib.sh"
 REPO=$(cd "$HERE/.." && pwd)
 if [[ ${BENCH_SMALL:-0} == 1 ]]; then d_big=128 d_small=200 d_tar=500 d_reps=1; else d_big=1024 d_small=1000 d_tar=5000 d_reps=3; fi
 BIG_MIB=${BENCH_BIG_MIB:-$d_big}     # the sequential file
@@ -53,18 +54,11 @@ fi
 
 mkdir -p "$WORK"/{mnt,azurite,logs,cache} "$HERE/results"
 AZ_PID= MPID=
-stop_pid() { # PID: TERM, wait up to 30 s, KILL - only this PID
-    local p=$1 i
-    [[ -n $p ]] && kill -0 "$p" 2>/dev/null || return 0
-    kill "$p" 2>/dev/null || true
-    for ((i = 0; i < 300; i++)); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-}
 cleanup() {
     set +e
-    stop_pid "$MPID"
+    stop_pid "$MPID" 30
     mountpoint -q "$WORK/mnt" 2>/dev/null && fusermount3 -u -z "$WORK/mnt"
-    stop_pid "$AZ_PID"
+    stop_pid "$AZ_PID" 30
     # Logs and the daemon's counters are kept (not committed: results/logs-*/ is ignored).
     [[ -d $WORK/logs ]] && mkdir -p "$HERE/results/logs-write-$TS" && cp -r "$WORK/logs/." "$HERE/results/logs-write-$TS/"
     rm -rf "$WORK"
@@ -72,23 +66,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 EP=http://127.0.0.1:$PORT/devstoreaccount1
 AZ() { "$PY" "$HERE/az.py" "$EP" "$CONTAINER" "$@"; }
-# start_azurite: a fresh, empty Azurite for each tool. Azurite scans its whole blob table for
+# fresh_azurite: a fresh, empty Azurite for each tool. Azurite scans its whole blob table for
 # every listing, so a tool measured after others would pay for their objects.
-start_azurite() {
-    stop_pid "$AZ_PID"
+fresh_azurite() {
+    stop_pid "$AZ_PID" 30
     rm -rf "$WORK/azurite"; mkdir -p "$WORK/azurite"
-    (cd "$WORK/azurite" && exec "$TOOLS/bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$PORT" \
-        --location "$WORK/azurite" --loose --skipApiVersionCheck --disableTelemetry --silent) \
-        >> "$WORK/logs/azurite.log" 2>&1 &
-    AZ_PID=$!
-    for ((i = 0; i < 600; i++)); do
-        curl -s -o /dev/null -m 2 "http://127.0.0.1:$PORT/" && break
-        kill -0 "$AZ_PID" 2>/dev/null || die "Azurite exited"
-        sleep 0.1
-    done
+    start_azurite "$PORT" "$WORK/azurite" "$WORK/logs/azurite.log"
     AZ create
 }
 log "Azurite on 127.0.0.1:$PORT (disk storage), restarted empty for every tool"
@@ -153,7 +139,7 @@ umount_tool() { # TOOL -> prints the daemon's peak RSS in MiB
     addr=$(grep -o 'address=[0-9.:]*' "$WORK/logs/$1.log" 2>/dev/null | tail -1 | cut -d= -f2)
     [[ -n $addr ]] && curl -s -m 5 "http://$addr/metrics" > "$WORK/logs/$1-$r.metrics" || true
     fusermount3 -u "$WORK/mnt" 2>/dev/null || fusermount3 -u -z "$WORK/mnt" || true
-    stop_pid "$MPID"; MPID=
+    stop_pid "$MPID" 30; MPID=
     echo "$hwm"
 }
 # wait_durable PREFIX FILES BYTES: until the store lists FILES objects (with data) holding BYTES.
@@ -168,7 +154,7 @@ put() { RES[$1,$2]+="$3 "; }
 for ((r = 1; r <= REPS; r++)); do
     for tool in $TOOLS_TO_RUN; do
         log "run $r: $tool"
-        start_azurite
+        fresh_azurite
         if [[ $tool == raw ]]; then
             s=$(AZ put-file "seq-raw-$r" "$WORK/src.bin" | field secs)
             put seq raw "$(awk -v b="$BIG_BYTES" -v s="$s" 'BEGIN{printf "%.1f", b/1e6/s}')"

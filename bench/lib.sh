@@ -1,0 +1,32 @@
+# Shared by the bench scripts (run.sh, write.sh, policy.sh), which source it and define `die`.
+# Everything a script starts is stopped by PID: never by name, so parallel runs and the
+# tests' emulators are left alone.
+
+# stop_pid PID [SECONDS]: TERM, wait up to SECONDS (default 20), then KILL - only this PID.
+stop_pid() {
+    local p=$1 t=${2:-20} i
+    [[ -n $p ]] && kill -0 "$p" 2>/dev/null || return 0
+    kill "$p" 2>/dev/null || true
+    for ((i = 0; i < t * 10; i++)); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+}
+
+# free_port: print a TCP port free on 127.0.0.1 now.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_azurite PORT DIR LOG: Azurite ($TOOLS/bin/azurite-blob) on 127.0.0.1:PORT with disk
+# storage in DIR, its output appended to LOG; sets AZ_PID and returns once it answers.
+start_azurite() {
+    local port=$1 dir=$2 logf=$3 i
+    (cd "$dir" && exec "$TOOLS/bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$port" \
+        --location "$dir" --loose --skipApiVersionCheck --disableTelemetry --silent) \
+        >> "$logf" 2>&1 &
+    AZ_PID=$!
+    for ((i = 0; i < 600; i++)); do
+        curl -s -o /dev/null -m 2 "http://127.0.0.1:$port/" && return 0
+        kill -0 "$AZ_PID" 2>/dev/null || die "Azurite exited: $(tail -5 "$logf")"
+        sleep 0.1
+    done
+}
