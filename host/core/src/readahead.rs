@@ -230,13 +230,66 @@ impl BlockPool {
     }
 }
 
+/// Which bytes of a stream have been read, when reads arrive out of order: everything below
+/// `done`, plus the ranges in `beyond`. Blocks below `done` are let go; those above may still
+/// be wanted by a read the kernel sent earlier but that reaches us later.
+#[derive(Default)]
+struct Progress {
+    done: u64,
+    beyond: BTreeMap<u64, u64>,
+}
+
+/// Most ranges remembered past a gap (a reader that skips bytes for good would otherwise
+/// grow the map; the gap is then given up on).
+const MAX_BEYOND: usize = 64;
+
+impl Progress {
+    fn reset(&mut self, at: u64) {
+        self.done = at;
+        self.beyond.clear();
+    }
+
+    fn record(&mut self, range: Range<u64>) {
+        if range.start > self.done {
+            let e = self.beyond.entry(range.start).or_insert(range.end);
+            *e = (*e).max(range.end);
+            if self.beyond.len() > MAX_BEYOND
+                && let Some((&s, _)) = self.beyond.first_key_value()
+            {
+                self.done = s;
+            }
+        } else {
+            self.done = self.done.max(range.end);
+        }
+        self.absorb();
+    }
+
+    /// Give up on bytes below `at` (they were skipped, or are too far behind to wait for).
+    fn at_least(&mut self, at: u64) {
+        self.done = self.done.max(at);
+        self.absorb();
+    }
+
+    fn absorb(&mut self) {
+        while let Some((&s, &e)) = self.beyond.first_key_value() {
+            if s > self.done {
+                break;
+            }
+            self.beyond.remove(&s);
+            self.done = self.done.max(e);
+        }
+    }
+}
+
 /// The read state of one open handle.
 pub struct Stream {
     block: u64,
     max_ahead: usize,
     blocks: BTreeMap<u64, Arc<Shared>>,
-    /// Where the next sequential read starts.
+    /// The furthest point read: where the next sequential read starts.
     next: u64,
+    /// What has been read below `next`.
+    progress: Progress,
     /// Consecutive sequential reads (ramps the prefetch depth up).
     streak: usize,
     /// The version the held blocks belong to.
@@ -250,6 +303,7 @@ impl Stream {
             max_ahead,
             blocks: BTreeMap::new(),
             next: 0,
+            progress: Progress::default(),
             streak: 0,
             etag: None,
         }
@@ -317,33 +371,57 @@ impl Stream {
         let first = offset / self.block;
         let last = (end - 1) / self.block;
         let held = (first..=last).all(|i| self.blocks.contains_key(&i));
-        let sequential = offset == self.next || (self.streak > 0 && held);
+        // The kernel's read-ahead sends several reads of a handle at once (up to
+        // `kernel-read-ahead-kib`), and they reach us in any order: a read a little behind
+        // the furthest point read, or a little past it, is still the same stream. Treating
+        // it as a seek dropped every prefetched block and restarted the ramp.
+        let window = (self.max_ahead as u64 + 2) * self.block;
+        let in_stream =
+            self.streak > 0 && offset + window >= self.next && offset <= self.next + window;
+        let sequential = offset == self.next || in_stream;
         if !sequential && !held {
             // Random access: forget the stream, fetch just what is asked.
             self.drop_blocks(|_| false);
             self.streak = 0;
             self.next = end;
+            self.progress.reset(end);
+            return src.get(offset..end).await;
+        }
+        self.progress.record(offset..end);
+        if offset < self.next && !held {
+            // A late read whose blocks are already let go: serve it as asked and leave the
+            // stream (its blocks, depth and position) alone.
             return src.get(offset..end).await;
         }
         self.streak = if sequential { self.streak + 1 } else { 1 };
-        // Blocks behind the reader are done with.
-        self.drop_blocks(|i| i >= first);
+        // Blocks between the furthest read so far and this one (a read that overtook
+        // others) are started too, so the ones it overtook find theirs.
+        let gap_from = (self.next / self.block).min(first);
+        let front = self.next.max(end);
+        let front_block = (front - 1) / self.block;
+        // Blocks wholly read are done with; those with bytes still unread (by reads this one
+        // overtook) stay, up to a window behind the front.
+        self.progress
+            .at_least(front.saturating_sub(window).min(offset));
+        let keep_from = (self.progress.done / self.block).min(gap_from).min(first);
+        self.drop_blocks(|i| i >= keep_from);
         let mut have_all = true;
         for i in first..=last {
             have_all &= self.start(src, i);
         }
         if !have_all {
             // No budget for the blocks themselves: fetch exactly the bytes asked for.
-            self.next = end;
+            self.next = front;
             return src.get(offset..end).await;
         }
         // Ramp up: one more block ahead per sequential read, up to the maximum.
         let ahead = self.streak.saturating_sub(1).min(self.max_ahead) as u64;
-        for i in last + 1..=last + ahead {
+        for i in gap_from..=front_block + ahead {
             if !self.start(src, i) {
                 break;
             }
         }
+        self.next = front;
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for i in first..=last {
             let data = self.bytes_of(src, i).await?;
@@ -357,12 +435,10 @@ impl Stream {
                 });
             }
             if first == last {
-                self.next = end;
                 return Ok(data.slice(s as usize..e as usize));
             }
             out.extend_from_slice(&data[s as usize..e as usize]);
         }
-        self.next = end;
         Ok(out.freeze())
     }
 }
@@ -438,6 +514,111 @@ mod tests {
         assert!(budget.peak() > 64 * KIB, "prefetch never ran");
         drop(s);
         assert_eq!(budget.in_use(), 0);
+    }
+
+    /// The kernel's read-ahead delivers reads of one handle out of order: a read a little
+    /// behind the furthest one must not reset the stream into small serial GETs.
+    #[tokio::test]
+    async fn reads_delivered_out_of_order_keep_the_stream() {
+        let mem = Arc::new(MemoryBackend::new());
+        let data: Vec<u8> = (0..4_000_000).map(|i| (i % 251) as u8).collect();
+        let etag = mem
+            .put(
+                "o",
+                Bytes::from(data.clone()),
+                &PutMeta::default(),
+                &Precondition::None,
+            )
+            .await
+            .unwrap()
+            .etag;
+        let backend: Arc<dyn Backend> = mem.clone();
+        let pool = BlockPool::new(MemoryBudget::new(64 * 1024 * KIB));
+        let src = Source {
+            backend: &backend,
+            key: "o",
+            etag: etag.as_deref(),
+            size: data.len() as u64,
+            pool: &pool,
+        };
+        let block = 256 * KIB;
+        let mut s = Stream::new(block, 4);
+        let chunk = 128 * KIB;
+        let n = (data.len() as u64).div_ceil(chunk);
+        // In order at first, then every pair swapped across a block boundary:
+        // 0 1 2 4 3 6 5 8 7 ... (two chunks per block: 3 ends block 1, 4 starts block 2).
+        let mut order: Vec<u64> = vec![0, 1, 2];
+        let mut k = 3;
+        while k < n {
+            if k + 1 < n {
+                order.push(k + 1);
+            }
+            order.push(k);
+            k += 2;
+        }
+        for i in order {
+            let off = i * chunk;
+            let b = s.read_at(&src, off, chunk).await.unwrap();
+            let e = (off + chunk).min(data.len() as u64) as usize;
+            assert!(b[..] == data[off as usize..e], "bytes at {off}");
+        }
+        let gets = mem.counters.get.load(Ordering::SeqCst);
+        let blocks = (data.len() as u64).div_ceil(block);
+        assert!(
+            gets <= blocks + 3,
+            "{gets} GETs for {blocks} blocks: the stream was reset by late reads"
+        );
+    }
+
+    /// With a deep kernel read-ahead, several reads of one handle are in flight and a later
+    /// one often arrives first: reads that overtake others stay in the stream too.
+    #[tokio::test]
+    async fn reads_that_overtake_others_keep_the_stream() {
+        let mem = Arc::new(MemoryBackend::new());
+        let data: Vec<u8> = (0..6_000_000).map(|i| (i % 251) as u8).collect();
+        let etag = mem
+            .put(
+                "o",
+                Bytes::from(data.clone()),
+                &PutMeta::default(),
+                &Precondition::None,
+            )
+            .await
+            .unwrap()
+            .etag;
+        let backend: Arc<dyn Backend> = mem.clone();
+        let pool = BlockPool::new(MemoryBudget::new(64 * 1024 * KIB));
+        let src = Source {
+            backend: &backend,
+            key: "o",
+            etag: etag.as_deref(),
+            size: data.len() as u64,
+            pool: &pool,
+        };
+        let block = 512 * KIB;
+        let mut s = Stream::new(block, 4);
+        let chunk = 128 * KIB;
+        let n = (data.len() as u64).div_ceil(chunk);
+        // Two in order, then groups of eight chunks (two blocks) delivered backwards.
+        let mut order: Vec<u64> = vec![0, 1];
+        let mut k = 2;
+        while k < n {
+            let g = (k + 8).min(n);
+            order.extend((k..g).rev());
+            k = g;
+        }
+        for i in order {
+            let off = i * chunk;
+            let b = s.read_at(&src, off, chunk).await.unwrap();
+            let e = (off + chunk).min(data.len() as u64) as usize;
+            assert!(b[..] == data[off as usize..e], "bytes at {off}");
+        }
+        let gets = mem.counters.get.load(Ordering::SeqCst);
+        let blocks = (data.len() as u64).div_ceil(block);
+        assert!(
+            gets <= blocks + 2,
+            "{gets} GETs for {blocks} blocks: overtaking reads reset the stream"
+        );
     }
 
     #[tokio::test]

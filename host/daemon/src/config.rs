@@ -301,8 +301,8 @@ impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
             dir: None,
-            read_ahead_max_mib: 32,
-            read_block_mib: 4,
+            read_ahead_max_mib: 64,
+            read_block_mib: 8,
             read_memory_mib: 512,
             list_page_size: 1000,
             list_ttl_secs: 1.0,
