@@ -192,6 +192,30 @@ impl Emulator {
             .collect()
     }
 
+    /// blobmount's own backend for `bucket` (what the daemon would open), for tests of the
+    /// storage seam against the real emulator.
+    pub fn backend(&self, bucket: &str) -> Arc<dyn blobmount_backend::Backend> {
+        blobmount_backend::install_crypto_provider();
+        let mut cfg = serde_json::json!({
+            "url": self.store_url(bucket),
+            "endpoint": self.endpoint(),
+        });
+        match self.kind {
+            Kind::Azure => cfg["azure"] = serde_json::json!({ "account-key": AZURITE_KEY }),
+            Kind::S3 => {
+                cfg["s3"] = serde_json::json!({
+                    "access-key-id": "testing",
+                    "secret-access-key": "testing",
+                    "region": "us-east-1",
+                })
+            }
+            Kind::Gcs => cfg["gcs"] = serde_json::json!({ "anonymous": true }),
+        }
+        let cfg: blobmount_backend::config::StoreConfig =
+            serde_json::from_value(cfg).expect("a valid store config");
+        block_on(blobmount_backend::open(&cfg)).expect("open the backend")
+    }
+
     /// Write an object from outside the mount: the SDK on Azure/S3; the JSON API on GCS
     /// (fake-gcs-server has no XML-API upload, which is what the SDK would use).
     pub fn put_object(&self, bucket: &str, key: &str, data: &[u8]) {

@@ -13,6 +13,7 @@
 //!
 //! This crate must not know about inodes, FUSE or caches.
 
+pub mod azblocks;
 pub mod config;
 pub mod error;
 pub mod gcs;

@@ -31,6 +31,7 @@ use object_store::{
 };
 use tokio::io::AsyncReadExt;
 
+use crate::azblocks::AzureBlocks;
 use crate::config::{Secret, StoreConfig, StoreKind, StoreUrl};
 use crate::error::{names_auth_failure, names_missing_container, redact};
 use crate::gcs::{GcsJson, GenCond, encode_segment};
@@ -60,6 +61,8 @@ pub struct ObjectStoreBackend {
     lister: Option<RawLister>,
     /// `file://` only: its root; directory markers are real directories there.
     local_root: Option<PathBuf>,
+    /// Azure only: block uploads whose commit carries the precondition.
+    azure_blocks: Option<Arc<AzureBlocks>>,
 }
 
 /// The local root if `key` is a directory marker on a `file://` store.
@@ -148,6 +151,7 @@ impl ObjectStoreBackend {
         let mut gcs = None;
         let mut lister = None;
         let mut local_root = None;
+        let mut azure_blocks = None;
         let (store, description): (Arc<dyn ObjectStore>, String) = match url.kind {
             StoreKind::Azure => {
                 let az = &cfg.azure;
@@ -220,9 +224,20 @@ impl ObjectStoreBackend {
                     creds: s.credentials().clone(),
                     account: account.clone(),
                 };
+                let container_url = format!("{account_url}/{}", encode_segment(&url.bucket));
+                azure_blocks = Some(AzureBlocks::new(
+                    Rest::new(
+                        cfg.retry.clone(),
+                        Signer::Azure {
+                            creds: s.credentials().clone(),
+                            account: account.clone(),
+                        },
+                    )?,
+                    &container_url,
+                ));
                 lister = Some(RawLister::new(
                     Rest::new(cfg.retry.clone(), signer)?,
-                    &format!("{account_url}/{}", encode_segment(&url.bucket)),
+                    &container_url,
                     Dialect::Azure,
                 ));
                 let d = format!("az://{account}/{}", url.bucket);
@@ -365,6 +380,7 @@ impl ObjectStoreBackend {
             gcs,
             lister,
             local_root,
+            azure_blocks,
         })
     }
 
@@ -535,6 +551,59 @@ impl PartUpload for ObjUpload {
     async fn abort(mut self: Box<Self>) -> Result<()> {
         self.inner.abort().await.map_err(|e| map_err(&self.key, e))
     }
+}
+
+/// Upload `file` through `up` in `PART_SIZE` parts, `PARTS_IN_FLIGHT` at a time, and commit
+/// it conditional on `cond`; a failed part discards the upload.
+async fn upload_in_parts(
+    mut up: Box<dyn PartUpload>,
+    key: &str,
+    file: &FsPath,
+    cond: &Precondition,
+) -> Result<PutOutcome> {
+    use futures::StreamExt;
+    let mut f = tokio::fs::File::open(file).await?;
+    let mut inflight = futures::stream::FuturesUnordered::new();
+    let mut failed = None;
+    loop {
+        let mut buf = vec![0u8; PART_SIZE];
+        let mut filled = 0;
+        while filled < PART_SIZE {
+            let n = f.read(&mut buf[filled..]).await?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        while inflight.len() >= PARTS_IN_FLIGHT && failed.is_none() {
+            if let Some(Err(e)) = inflight.next().await {
+                failed = Some(e);
+            }
+        }
+        if failed.is_some() {
+            break;
+        }
+        inflight.push(up.put_part(Bytes::from(buf)));
+        if filled < PART_SIZE {
+            break;
+        }
+    }
+    while let Some(r) = inflight.next().await {
+        if let (Err(e), None) = (r, &failed) {
+            failed = Some(e);
+        }
+    }
+    if let Some(e) = failed {
+        if let Err(a) = up.abort().await {
+            tracing::warn!(key, error = %a, "could not discard a failed upload's parts");
+        }
+        return Err(e);
+    }
+    up.complete(cond).await
 }
 
 /// The well-known Azurite development account key (public, documented by Microsoft).
@@ -746,6 +815,9 @@ impl Backend for ObjectStoreBackend {
             let generation = g.upload_file(key, file, meta, &gc).await?;
             return self.gcs_outcome(key, &generation).await;
         }
+        if let Some(az) = &self.azure_blocks {
+            return upload_in_parts(az.start(key, meta), key, file, cond).await;
+        }
         // Multipart uploads cannot carry If-Match / If-None-Match through this crate: check
         // first, upload, and only then commit (a race inside the upload window remains; the
         // write engine narrows it).
@@ -921,6 +993,9 @@ impl Backend for ObjectStoreBackend {
         // directory gains nothing from parts.
         if self.gcs.is_some() || self.kind == StoreKind::File {
             return Ok(None);
+        }
+        if let Some(az) = &self.azure_blocks {
+            return Ok(Some(az.start(key, meta)));
         }
         let inner = self.multipart(key, meta).await?;
         Ok(Some(Box::new(ObjUpload {
