@@ -648,3 +648,33 @@ macro_rules! per_backend {
         mod fake_gcs { $( #[test] fn $name() { super::$name($crate::Kind::Gcs) } )* }
     };
 }
+
+/// `GET path` from the daemon's health server on 127.0.0.1:`port`: status code and body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the health server");
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("answer");
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    (code, body.to_string())
+}
+
+/// The value of the first metric line of `page` starting with `line_start`.
+pub fn metric(page: &str, line_start: &str) -> f64 {
+    page.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in\n{page}"))
+}

@@ -5,30 +5,7 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use blobmount_tests::{Emulator, Kind, Mount, MountSpec, free_port, run_cli};
-
-fn get(port: u16, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("answer");
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, body.to_string())
-}
-
-fn metric(page: &str, line_start: &str) -> f64 {
-    page.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {line_start} in\n{page}"))
-}
+use blobmount_tests::{Emulator, Kind, Mount, MountSpec, free_port, http_get, metric, run_cli};
 
 #[test]
 fn endpoints_commands_and_readiness_follow_the_store() {
@@ -42,14 +19,14 @@ fn endpoints_commands_and_readiness_follow_the_store() {
         .push(("BLOBMOUNT_STORE__RETRY__MAX_RETRIES".into(), "0".into()));
     let mut m = Mount::start(&spec);
     let mp = m.path().to_str().unwrap().to_string();
-    assert_eq!(get(port, "/healthz").0, 200);
-    assert_eq!(get(port, "/readyz"), (200, "ok\n".to_string()));
+    assert_eq!(http_get(port, "/healthz").0, 200);
+    assert_eq!(http_get(port, "/readyz"), (200, "ok\n".to_string()));
     assert_eq!(std::fs::read(m.p("d/f.bin")).unwrap().len(), 300_000);
     // An operation is counted just after its reply went to the kernel: give the last read a
     // moment to be counted.
     let t = Instant::now();
     let (code, page) = loop {
-        let (code, page) = get(port, "/metrics");
+        let (code, page) = http_get(port, "/metrics");
         let read = "blobmount_fuse_op_duration_seconds_count{op=\"read\"}";
         if code != 200 || page.contains(read) || t.elapsed() > Duration::from_secs(5) {
             break (code, page);
@@ -66,7 +43,7 @@ fn endpoints_commands_and_readiness_follow_the_store() {
     assert_eq!(metric(&page, "blobmount_read_bytes_total"), 300_000.0);
     assert!(metric(&page, "blobmount_backend_read_bytes_total") >= 300_000.0);
     assert!(metric(&page, "blobmount_backend_requests_total{call=\"get\"}") >= 1.0);
-    let (code, status) = get(port, "/status");
+    let (code, status) = http_get(port, "/status");
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(v["ready"], true, "{status}");
@@ -86,7 +63,7 @@ fn endpoints_commands_and_readiness_follow_the_store() {
     emu.kill();
     let t = Instant::now();
     loop {
-        let (code, body) = get(port, "/readyz");
+        let (code, body) = http_get(port, "/readyz");
         if code == 503 {
             assert!(body.contains("store"), "{body}");
             break;
@@ -97,7 +74,7 @@ fn endpoints_commands_and_readiness_follow_the_store() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    assert_eq!(get(port, "/healthz").0, 200);
+    assert_eq!(http_get(port, "/healthz").0, 200);
     let r = run_cli(&["health", &mp], &[], Duration::from_secs(30));
     assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("not ready"), "{}", r.stdout);
@@ -230,7 +207,7 @@ fn sixteen_readers_stay_within_the_memory_budget(kind: Kind) {
         assert!(r.join().unwrap(), "reader {i} got wrong bytes");
     }
     writer.join().unwrap();
-    let (_, page) = get(port, "/metrics");
+    let (_, page) = http_get(port, "/metrics");
     let limit = metric(&page, "blobmount_read_memory_limit_bytes");
     let peak = metric(&page, "blobmount_read_memory_peak_bytes");
     assert_eq!(limit, 16.0 * MIB as f64);

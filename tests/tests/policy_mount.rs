@@ -6,12 +6,13 @@
 //! The policy is backend-independent, so most bodies run on Azurite only; the filter runs
 //! on all three emulators through `per_backend!`.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use blobmount_tests::{Emulator, Kind, Mount, MountSpec, free_port, is_mounted, per_backend, sh};
+use blobmount_tests::{
+    Emulator, Kind, Mount, MountSpec, free_port, http_get, is_mounted, metric, per_backend, sh,
+};
 
 fn component(name: &str) -> String {
     let dir = std::env::var_os("BLOBMOUNT_PLUGIN_DIR")
@@ -50,26 +51,7 @@ fn mount_with(emu: &Emulator, bucket: &str, cfg: &str, extra: &[&str]) -> (Mount
 }
 
 fn metrics(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("answer");
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
-fn metric(page: &str, line_start: &str) -> f64 {
-    page.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {line_start} in\n{page}"))
+    http_get(port, "/metrics").1
 }
 
 /// The errno of `std::fs` result `r` (panics if it succeeded).

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use blobmount_tests::proxy::CountingProxy;
-use blobmount_tests::{Emulator, Kind, Mount, MountSpec, per_backend, run_cli};
+use blobmount_tests::{
+    Emulator, Kind, Mount, MountSpec, free_port, http_get, metric, per_backend, run_cli,
+};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -119,6 +121,59 @@ fn file_cache_serves_from_disk_under_its_cap(kind: Kind) {
         6,
         "{log}"
     );
+}
+
+/// With `cache.file-cache-range-reads: false`, a reader that starts in the middle of a file
+/// gets its bytes without the object being downloaded; a reader from the start downloads it.
+fn range_reads_skip_the_download_when_configured(kind: Kind) {
+    use std::io::{Seek, SeekFrom};
+    let emu = Emulator::start(kind);
+    let bucket = emu.create_bucket();
+    const MIB: usize = 1 << 20;
+    let data = pattern(6 * MIB + 7, 3);
+    emu.put_object(&bucket, "table.parquet", &data);
+    let proxy = CountingProxy::start(emu.port());
+    let mut spec = spec_via(
+        &emu,
+        &bucket,
+        &proxy,
+        &[("BLOBMOUNT_CACHE__FILE_CACHE_RANGE_READS", "false")],
+    );
+    let port = free_port();
+    spec.args = vec![
+        "--read-mode".into(),
+        "file-cache".into(),
+        "--health-listen".into(),
+        format!("127.0.0.1:{port}"),
+    ];
+    let m = Mount::start(&spec);
+    drop_page_cache();
+    proxy.take();
+    let mut f = std::fs::File::open(m.p("table.parquet")).unwrap();
+    let tail = data.len() - 8192;
+    f.seek(SeekFrom::Start(tail as u64)).unwrap();
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).unwrap();
+    assert!(buf[..] == data[tail..], "footer bytes differ");
+    drop(f);
+    assert_eq!(
+        cache_files(&m.cache).0,
+        0,
+        "a range read downloaded the object"
+    );
+    let reqs = proxy.take();
+    assert!(
+        data_gets(&reqs) <= 2,
+        "a footer read made more than its ranged GETs: {reqs:?}"
+    );
+    // A reader from the start downloads it.
+    assert!(
+        std::fs::read(m.p("table.parquet")).unwrap() == data,
+        "file differs"
+    );
+    assert_eq!(cache_files(&m.cache), (1, data.len() as u64));
+    let page = http_get(port, "/metrics").1;
+    assert_eq!(metric(&page, "blobmount_file_cache_range_reads_total"), 1.0);
 }
 
 fn preload_fills_the_cache_and_reports_progress(kind: Kind) {
@@ -267,6 +322,7 @@ fn remote_change_is_seen_and_midread_is_estale(kind: Kind) {
 
 per_backend!(
     file_cache_serves_from_disk_under_its_cap,
+    range_reads_skip_the_download_when_configured,
     preload_fills_the_cache_and_reports_progress,
     remote_change_is_seen_and_midread_is_estale,
 );

@@ -44,6 +44,9 @@ pub struct FsConfig {
     pub file_cache_max: u64,
     /// Free disk the file cache leaves (`file-cache` mode).
     pub file_cache_min_free: u64,
+    /// Whether a handle whose first read is not at offset 0 downloads the whole object
+    /// into the file cache (in the background) or reads just its ranges.
+    pub file_cache_range_reads: bool,
     /// Upload new files written in order while they are written (see `writestream.rs`).
     pub write_streaming: bool,
     /// Size of one part of a streaming upload (S3 needs at least 5 MiB).
@@ -74,6 +77,7 @@ impl FsConfig {
             read_mode: ReadMode::BlockCache,
             file_cache_max: 1024 * 1024 * 1024,
             file_cache_min_free: 0,
+            file_cache_range_reads: true,
             write_streaming: true,
             write_part_size: 64 * 1024,
             write_parts_in_flight: 4,

@@ -39,6 +39,10 @@ pub struct FileCacheConfig {
     pub chunk: u64,
     /// Ranged GETs in flight per object being downloaded.
     pub parallel: usize,
+    /// A handle whose first read is not at offset 0 (a range read: a footer, an index, a
+    /// sample) starts the whole download too; when false it reads just its ranges through
+    /// the block cache and only a read from the start downloads.
+    pub range_reads: bool,
 }
 
 /// Counters for metrics and tests.
@@ -50,6 +54,9 @@ pub struct FileCacheStats {
     pub misses: AtomicU64,
     /// Opens of objects that could not be admitted (read through the block cache).
     pub bypassed: AtomicU64,
+    /// Handles that read ranges of an uncached object without downloading it
+    /// (`range_reads: false` and a first read not at offset 0).
+    pub range_reads: AtomicU64,
     pub evictions: AtomicU64,
     pub downloaded_bytes: AtomicU64,
     /// Downloads whose bytes matched the MD5 the store reports.
@@ -287,6 +294,21 @@ impl FileCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The cached (or downloading) copy of this version of the object, if there is one.
+    pub fn cached(&self, key: &str, etag: Option<&str>) -> Option<Arc<Cached>> {
+        let etag = etag?;
+        let mut ix = lock(&self.index);
+        ix.clock += 1;
+        let now = ix.clock;
+        let c = ix.objects.get(key)?;
+        if c.etag != etag || c.failed() {
+            return None;
+        }
+        c.last_used.store(now, Ordering::Relaxed);
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        Some(c.clone())
     }
 
     /// The cached copy of this version of the object, starting its download if it is not
@@ -545,13 +567,34 @@ impl FileCacheReader {
         }
     }
 
-    fn attach(&mut self, src: &Source<'_>) {
+    /// Find or start the cached copy of the version `src` reads. `first_read` is the offset
+    /// of the read asking (`None` at open): with `range_reads` off, an uncached object is
+    /// downloaded only for a read from the start, and a handle that starts elsewhere reads
+    /// its ranges through the block cache.
+    fn attach(&mut self, src: &Source<'_>, first_read: Option<u64>) {
         let current = match (&self.entry, src.etag) {
             (Some(c), Some(e)) => c.etag == e,
             _ => false,
         };
         if current || (src.etag.is_some() && self.bypass.as_deref() == src.etag) {
             return;
+        }
+        if !self.cache.cfg.range_reads {
+            if let Some(c) = self.cache.cached(src.key, src.etag) {
+                self.entry = Some(c);
+                self.bypass = None;
+                return;
+            }
+            match first_read {
+                None => return,
+                Some(0) => {}
+                Some(_) => {
+                    self.entry = None;
+                    self.bypass = src.etag.map(str::to_string);
+                    self.cache.stats.range_reads.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
         }
         self.entry = self.cache.get(src.backend, src.key, src.etag, src.size);
         self.bypass = match self.entry {
@@ -564,7 +607,7 @@ impl FileCacheReader {
 #[async_trait]
 impl ReadPath for FileCacheReader {
     async fn opened(&mut self, src: &Source<'_>) {
-        self.attach(src);
+        self.attach(src, None);
     }
 
     async fn read(
@@ -573,7 +616,7 @@ impl ReadPath for FileCacheReader {
         offset: u64,
         len: u64,
     ) -> Result<Bytes, BackendError> {
-        self.attach(src);
+        self.attach(src, Some(offset));
         match &self.entry {
             Some(c) => {
                 let r = c.read(offset, len).await;

@@ -178,6 +178,7 @@ impl Fs {
                 min_free_bytes: cfg.file_cache_min_free,
                 chunk: cfg.read_block as u64,
                 parallel: (cfg.read_ahead_max / cfg.read_block.max(1)).clamp(2, 16),
+                range_reads: cfg.file_cache_range_reads,
             })?),
             ReadMode::Direct | ReadMode::BlockCache => None,
         };

@@ -197,6 +197,56 @@ async fn file_cache_serves_later_opens_from_disk_until_the_object_changes() {
     assert_eq!(fc.used_bytes(), new.len() as u64);
 }
 
+/// A handle that starts reading in the middle (a footer, an index) downloads the whole
+/// object by default; with `file_cache_range_reads` off it reads just its ranges, and the
+/// first read from the start downloads it for everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_reads_download_only_when_configured() {
+    for range_reads in [true, false] {
+        let t = setup(ReadMode::FileCache, |c| {
+            c.file_cache_range_reads = range_reads
+        });
+        let data = pattern(4 * MIB + 3, 5);
+        put(&t.mem, "f", &data).await;
+        let ino = ino_of(&t.fs, "f").await;
+        let fc = t.fs.file_cache.clone().unwrap();
+        let h = t.fs.open(ino, libc::O_RDONLY).await.unwrap();
+        let tail = (data.len() - 1000) as u64;
+        let b = t.fs.read(h.fh, tail, 1000).await.unwrap();
+        assert!(b[..] == data[tail as usize..], "tail bytes ({range_reads})");
+        let b = t.fs.read(h.fh, 100, 10).await.unwrap();
+        assert!(b[..] == data[100..110], "head bytes ({range_reads})");
+        t.fs.release(h.fh).await.unwrap();
+        if range_reads {
+            assert_eq!(fc.len(), 1, "a range read starts the download");
+            assert_eq!(fc.stats.range_reads.load(Ordering::Relaxed), 0);
+            continue;
+        }
+        assert_eq!(fc.len(), 0, "range reads must not download");
+        assert_eq!(fc.stats.misses.load(Ordering::Relaxed), 0);
+        assert_eq!(fc.stats.range_reads.load(Ordering::Relaxed), 1);
+        let (gets, bytes) = t.c.gets();
+        assert!(
+            gets <= 3 && bytes < 64 * 1024,
+            "{gets} GETs of {bytes} bytes for two small ranges"
+        );
+        // A sequential reader from the start downloads it; a later range reader uses the copy.
+        assert_eq!(read_seq(&t.fs, ino, 128 * 1024).await.unwrap(), data);
+        assert_eq!(fc.len(), 1);
+        assert_eq!(fc.stats.misses.load(Ordering::Relaxed), 1);
+        let gets = t.c.gets();
+        let h = t.fs.open(ino, libc::O_RDONLY).await.unwrap();
+        let b = t.fs.read(h.fh, tail, 1000).await.unwrap();
+        assert!(b[..] == data[tail as usize..]);
+        t.fs.release(h.fh).await.unwrap();
+        assert_eq!(
+            t.c.gets(),
+            gets,
+            "the cached copy must serve the range read"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_cache_evicts_least_recently_used_to_stay_under_its_cap() {
     let t = setup(ReadMode::FileCache, |c| c.file_cache_max = 3 * MIB as u64);

@@ -295,6 +295,11 @@ pub struct CacheConfig {
     pub file_cache_max_mib: u64,
     /// Disk space the file cache leaves free on its file system, in MiB.
     pub file_cache_min_free_mib: u64,
+    /// Whether an open file whose first read is not at offset 0 (a range read) downloads
+    /// the whole object into the file cache in the background. With `false` such a handle
+    /// reads just its ranges through the block cache, and only a read from the start of
+    /// the file downloads it.
+    pub file_cache_range_reads: bool,
 }
 
 impl Default for CacheConfig {
@@ -310,6 +315,7 @@ impl Default for CacheConfig {
             list_cache_max_entries: 1_000_000,
             file_cache_max_mib: 10 * 1024,
             file_cache_min_free_mib: 1024,
+            file_cache_range_reads: true,
         }
     }
 }

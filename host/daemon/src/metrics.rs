@@ -378,6 +378,12 @@ pub fn render(fs: &Fs, backend: &BackendStats, preload: Option<&PreloadProgress>
             load(&s.bypassed),
         );
         o.one(
+            "blobmount_file_cache_range_reads_total",
+            "counter",
+            "Handles that read ranges of an uncached object without downloading it (cache.file-cache-range-reads: false).",
+            load(&s.range_reads),
+        );
+        o.one(
             "blobmount_file_cache_evictions_total",
             "counter",
             "Objects evicted from the file cache.",

@@ -317,6 +317,7 @@ pub fn run(mut cfg: Config) -> ExitCode {
         read_mode: cfg.read.mode.into(),
         file_cache_max: cfg.cache.file_cache_max_mib * 1024 * 1024,
         file_cache_min_free: cfg.cache.file_cache_min_free_mib * 1024 * 1024,
+        file_cache_range_reads: cfg.cache.file_cache_range_reads,
         write_streaming: cfg.write.streaming,
         write_part_size: cfg.write.part_size_mib * 1024 * 1024,
         write_parts_in_flight: cfg.write.parts_in_flight,
