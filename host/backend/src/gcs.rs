@@ -205,6 +205,97 @@ impl GcsJson {
         Self::generation_of(key, &v)
     }
 
+    /// Open a resumable upload session for `key` whose object is created conditional on
+    /// `cond` when the session is finalized; `total` when the size is known already.
+    /// Returns the session URL.
+    pub async fn start_session(
+        &self,
+        key: &str,
+        meta: &PutMeta,
+        cond: &GenCond,
+        total: Option<u64>,
+    ) -> Result<String> {
+        let mut query = vec![("uploadType", "resumable".to_string())];
+        query.extend(cond.query());
+        let qurl = with_query(&self.upload_url(), &query);
+        let resource = Bytes::from(Self::resource(key, meta).to_string());
+        let ct = meta
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let mut headers = vec![
+            (
+                "Content-Type",
+                "application/json; charset=UTF-8".to_string(),
+            ),
+            ("X-Upload-Content-Type", ct),
+        ];
+        if let Some(t) = total {
+            headers.push(("X-Upload-Content-Length", t.to_string()));
+        }
+        let r = self
+            .rest
+            .send(key, Method::POST, &qurl, &headers, resource)
+            .await?;
+        if !r.status().is_success() {
+            return Err(Self::fail(key, cond, r).await);
+        }
+        r.headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| BackendError::Other(format!("GCS {key}: no upload session URL")))
+    }
+
+    /// Send `data` at `offset` of a session; with `total` this finalizes the object (an
+    /// empty `data` then only finalizes). Returns the new generation once finalized. A chunk
+    /// that is not the last must be a multiple of 256 KiB.
+    pub async fn send_chunk(
+        &self,
+        key: &str,
+        session: &str,
+        cond: &GenCond,
+        offset: u64,
+        data: Bytes,
+        total: Option<u64>,
+    ) -> Result<Option<String>> {
+        let end = offset + data.len() as u64;
+        let range = match total {
+            Some(t) if data.is_empty() => format!("bytes */{t}"),
+            Some(t) => format!("bytes {offset}-{}/{t}", end - 1),
+            None if data.is_empty() => return Ok(None),
+            None => format!("bytes {offset}-{}/*", end - 1),
+        };
+        let r = self
+            .rest
+            .send(key, Method::PUT, session, &[("Content-Range", range)], data)
+            .await?;
+        match r.status().as_u16() {
+            308 if total.is_none() => match acknowledged(&r) {
+                Some(a) if a == end => Ok(None),
+                a => Err(BackendError::Unavailable(format!(
+                    "GCS {key}: the upload session holds {a:?} bytes, {end} were sent"
+                ))),
+            },
+            200 | 201 => {
+                let v = Self::json_ok(key, cond, r).await?;
+                Self::generation_of(key, &v).map(Some)
+            }
+            _ => Err(Self::fail(key, cond, r).await),
+        }
+    }
+
+    /// Cancel a resumable session (best effort: an abandoned session expires in a week).
+    pub async fn cancel_session(&self, key: &str, session: &str) {
+        if let Err(e) = self
+            .rest
+            .send_once(Method::DELETE, session, &[], Bytes::new())
+            .await
+        {
+            tracing::debug!(key, error = ?e, "cancelling a GCS upload session failed");
+        }
+    }
+
     /// Upload a local file with a resumable upload session, `chunk` bytes per request,
     /// resuming from what the server acknowledged after a transient failure.
     pub async fn upload_file(
@@ -215,35 +306,7 @@ impl GcsJson {
         cond: &GenCond,
     ) -> Result<String> {
         let total = tokio::fs::metadata(path).await?.len();
-        let mut query = vec![("uploadType", "resumable".to_string())];
-        query.extend(cond.query());
-        let qurl = with_query(&self.upload_url(), &query);
-        let resource = Bytes::from(Self::resource(key, meta).to_string());
-        let ct = meta
-            .content_type
-            .clone()
-            .unwrap_or_else(|| "application/octet-stream".into());
-        let headers = [
-            (
-                "Content-Type",
-                "application/json; charset=UTF-8".to_string(),
-            ),
-            ("X-Upload-Content-Type", ct),
-            ("X-Upload-Content-Length", total.to_string()),
-        ];
-        let r = self
-            .rest
-            .send(key, Method::POST, &qurl, &headers, resource)
-            .await?;
-        if !r.status().is_success() {
-            return Err(Self::fail(key, cond, r).await);
-        }
-        let session = r
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .ok_or_else(|| BackendError::Other(format!("GCS {key}: no upload session URL")))?;
+        let session = self.start_session(key, meta, cond, Some(total)).await?;
         let mut file = tokio::fs::File::open(path).await?;
         let mut offset = 0u64;
         let mut buf = vec![0u8; self.chunk];

@@ -197,11 +197,14 @@ pub trait Backend: Send + Sync + Debug {
     ) -> Result<PutOutcome>;
 
     /// Start an upload in parts of `key` (see [`upload`]); `None` when the store has no
-    /// such uploads, and the caller writes whole objects instead.
+    /// such uploads, and the caller writes whole objects instead. `cond` is the condition
+    /// the commit will carry (stores that fix it when the upload starts, GCS, need it here;
+    /// [`PartUpload::complete`] must then be given the same).
     async fn start_upload(
         self: Arc<Self>,
         _key: &str,
         _meta: &PutMeta,
+        _cond: &Precondition,
     ) -> Result<Option<Box<dyn PartUpload>>> {
         Ok(None)
     }

@@ -369,6 +369,7 @@ impl Backend for MemoryBackend {
         self: Arc<Self>,
         key: &str,
         meta: &PutMeta,
+        _cond: &Precondition,
     ) -> Result<Option<Box<dyn PartUpload>>> {
         if self.fail_writes.load(Ordering::SeqCst) {
             return Err(BackendError::Unavailable("injected write failure".into()));

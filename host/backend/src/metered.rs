@@ -241,8 +241,9 @@ impl Backend for Metered {
         self: Arc<Self>,
         key: &str,
         meta: &PutMeta,
+        cond: &Precondition,
     ) -> Result<Option<Box<dyn PartUpload>>> {
-        let r = self.inner.clone().start_upload(key, meta).await;
+        let r = self.inner.clone().start_upload(key, meta, cond).await;
         let stats = self.stats.clone();
         Ok(stats
             .count(9, r)?

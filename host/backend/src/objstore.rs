@@ -553,6 +553,172 @@ impl PartUpload for ObjUpload {
     }
 }
 
+/// Where a GCS session's parts have got to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sent {
+    /// Every byte before this offset is in the session.
+    Upto(u64),
+    /// A part failed; later parts are not sent.
+    Failed,
+}
+
+/// A GCS resumable upload fed part by part. A session takes its bytes strictly in order, so
+/// each part waits for the one before it to land (parts may be started concurrently); the
+/// object appears only when the session is finalized, with the condition it was opened with.
+struct GcsUpload {
+    backend: Arc<ObjectStoreBackend>,
+    gcs: Arc<GcsJson>,
+    key: String,
+    session: String,
+    cond: Precondition,
+    gcond: GenCond,
+    /// Offset of the next part.
+    next: u64,
+    state: Arc<tokio::sync::watch::Sender<Sent>>,
+    /// The generation, once a short (hence last) part finalized the session.
+    generation: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for GcsUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GcsUpload")
+            .field("key", &self.key)
+            .field("next", &self.next)
+            .finish()
+    }
+}
+
+/// GCS resumable chunks other than the last are multiples of this.
+const GCS_QUANTUM: u64 = 256 * 1024;
+
+impl GcsUpload {
+    /// Check the session's condition against the object as it is now, just before the
+    /// request that finalizes the object. GCS itself enforces the condition given when the
+    /// session opened; fake-gcs-server ignores it, and one HEAD per upload is cheap insurance
+    /// against overwriting another client's write.
+    async fn precheck(backend: &ObjectStoreBackend, key: &str, gcond: &GenCond) -> Result<()> {
+        let now = match backend.head_versioned(key).await {
+            Ok((_, g)) => Some(g),
+            Err(BackendError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        match (gcond, now) {
+            (GenCond::None, _) | (GenCond::Absent, None) => Ok(()),
+            (GenCond::Absent, Some(_)) => Err(BackendError::AlreadyExists { key: key.into() }),
+            (GenCond::Generation(want), Some(Some(g))) if *want == g => Ok(()),
+            (GenCond::Generation(_), _) => {
+                Err(BackendError::PreconditionFailed { key: key.into() })
+            }
+        }
+    }
+
+    /// Wait until every part before `offset` is in the session.
+    async fn wait_for(state: &tokio::sync::watch::Sender<Sent>, offset: u64) -> Result<()> {
+        let mut rx = state.subscribe();
+        let r = rx
+            .wait_for(|s| match s {
+                Sent::Upto(n) => *n >= offset,
+                Sent::Failed => true,
+            })
+            .await
+            .map(|s| *s);
+        match r {
+            Ok(Sent::Upto(_)) => Ok(()),
+            Ok(Sent::Failed) | Err(_) => Err(BackendError::Other(
+                "an earlier part of this upload failed".into(),
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl PartUpload for GcsUpload {
+    fn put_part(&mut self, data: Bytes) -> futures::future::BoxFuture<'static, Result<()>> {
+        let offset = self.next;
+        let len = data.len() as u64;
+        self.next += len;
+        // Parts other than the last are whole multiples of the part size; a short one is
+        // the last and finalizes the object.
+        let total = (!len.is_multiple_of(GCS_QUANTUM)).then_some(self.next);
+        let (gcs, key, session, gcond) = (
+            self.gcs.clone(),
+            self.key.clone(),
+            self.session.clone(),
+            self.gcond.clone(),
+        );
+        let (state, generation) = (self.state.clone(), self.generation.clone());
+        let backend = self.backend.clone();
+        Box::pin(async move {
+            Self::wait_for(&state, offset).await?;
+            let checked = match total {
+                Some(_) => Self::precheck(&backend, &key, &gcond).await,
+                None => Ok(()),
+            };
+            if let Err(e) = checked {
+                state.send_replace(Sent::Failed);
+                return Err(e);
+            }
+            match gcs
+                .send_chunk(&key, &session, &gcond, offset, data, total)
+                .await
+            {
+                Ok(g) => {
+                    if let Some(g) = g {
+                        *generation.lock().unwrap_or_else(|p| p.into_inner()) = Some(g);
+                    }
+                    state.send_replace(Sent::Upto(offset + len));
+                    Ok(())
+                }
+                Err(e) => {
+                    state.send_replace(Sent::Failed);
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    async fn complete(self: Box<Self>, cond: &Precondition) -> Result<PutOutcome> {
+        if *cond != self.cond {
+            self.gcs.cancel_session(&self.key, &self.session).await;
+            return Err(BackendError::Other(format!(
+                "GCS {}: the upload was opened under another condition",
+                self.key
+            )));
+        }
+        Self::wait_for(&self.state, self.next).await?;
+        let done = self
+            .generation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let generation = match done {
+            Some(g) => g,
+            None => {
+                Self::precheck(&self.backend, &self.key, &self.gcond).await?;
+                self.gcs
+                    .send_chunk(
+                        &self.key,
+                        &self.session,
+                        &self.gcond,
+                        self.next,
+                        Bytes::new(),
+                        Some(self.next),
+                    )
+                    .await?
+                    .ok_or_else(|| {
+                        BackendError::Other(format!("GCS {}: session not finalized", self.key))
+                    })?
+            }
+        };
+        self.backend.gcs_outcome(&self.key, &generation).await
+    }
+
+    async fn abort(self: Box<Self>) -> Result<()> {
+        self.gcs.cancel_session(&self.key, &self.session).await;
+        Ok(())
+    }
+}
+
 /// Upload `file` through `up` in `PART_SIZE` parts, `PARTS_IN_FLIGHT` at a time, and commit
 /// it conditional on `cond`; a failed part discards the upload.
 async fn upload_in_parts(
@@ -988,11 +1154,28 @@ impl Backend for ObjectStoreBackend {
         self: Arc<Self>,
         key: &str,
         meta: &PutMeta,
+        cond: &Precondition,
     ) -> Result<Option<Box<dyn PartUpload>>> {
-        // GCS writes go over the JSON API (the emulator has no XML multipart); a local
-        // directory gains nothing from parts.
-        if self.gcs.is_some() || self.kind == StoreKind::File {
+        // A local directory gains nothing from parts.
+        if self.kind == StoreKind::File {
             return Ok(None);
+        }
+        if let Some(g) = self.gcs.clone() {
+            // A resumable session: the JSON API fixes the condition when it opens.
+            let gcond = self.gcs_cond(key, cond).await?;
+            let session = g.start_session(key, meta, &gcond, None).await?;
+            let (state, _) = tokio::sync::watch::channel(Sent::Upto(0));
+            return Ok(Some(Box::new(GcsUpload {
+                backend: self.clone(),
+                gcs: g,
+                key: key.to_string(),
+                session,
+                cond: cond.clone(),
+                gcond,
+                next: 0,
+                state: Arc::new(state),
+                generation: Arc::default(),
+            })));
         }
         if let Some(az) = &self.azure_blocks {
             return Ok(Some(az.start(key, meta)));

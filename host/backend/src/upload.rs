@@ -4,8 +4,8 @@
 //! Why a separate seam from `put_file`: a file written sequentially (a checkpoint) can be
 //! uploaded while it is still being written, so that `close` only sends the last part and
 //! commits. The core decides what to send and when; the store only has to accept parts in
-//! order and commit them conditionally. Stores without such uploads (GCS here, whose
-//! emulator lacks XML multipart; local directories) return `None` from
+//! order and commit them conditionally. GCS uses a resumable session (its emulator lacks XML
+//! multipart), which takes the condition when it opens. Local directories return `None` from
 //! [`crate::Backend::start_upload`] and the core uploads the whole file at close instead.
 
 use std::fmt::Debug;

@@ -411,12 +411,13 @@ impl Fs {
             self.stats
                 .bytes_written
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
+            let cond = upload_cond(st);
             self.stream_after_write(
                 h.ino,
                 &mut st.stream,
                 tmp.as_file(),
-                offset,
-                data.len() as u64,
+                (offset, data.len() as u64),
+                &cond,
             )
             .await;
         }
@@ -490,11 +491,7 @@ impl Fs {
             .map(|n| n.parent)
             .ok_or(FsError::NotFound)?;
         let pm = self.put_meta(ino)?;
-        let cond = match (&st.base_etag, st.exists_remote) {
-            (_, false) => Precondition::IfNotExists,
-            (Some(e), true) => Precondition::IfMatch(e.clone()),
-            (None, true) => Precondition::None,
-        };
+        let cond = upload_cond(st);
         let path = match &st.staged {
             Some(t) => t.path().to_path_buf(),
             None => return Ok(()),
@@ -720,6 +717,16 @@ impl Fs {
             t.unlink(p, &name);
         }
         result
+    }
+}
+
+/// The condition an upload of this open file carries: absence for a new file, else the
+/// version it was read from.
+fn upload_cond(st: &OpenFile) -> Precondition {
+    match (&st.base_etag, st.exists_remote) {
+        (_, false) => Precondition::IfNotExists,
+        (Some(e), true) => Precondition::IfMatch(e.clone()),
+        (None, true) => Precondition::None,
     }
 }
 

@@ -40,6 +40,8 @@ pub(crate) struct StreamWrite {
     upload: Option<Box<dyn PartUpload>>,
     /// Metadata the upload was started with (it cannot change before the commit).
     meta: Option<PutMeta>,
+    /// Condition the upload was started with (GCS fixes it then; it cannot change either).
+    cond: Option<Precondition>,
     in_flight: VecDeque<JoinHandle<Result<(), BackendError>>>,
 }
 
@@ -112,14 +114,15 @@ impl Fs {
 
     /// After `len` bytes were written at `offset` into the staging file `file` (the open
     /// file's lock is held): keep streaming if the write was in order, and send every full
-    /// part. Never fails the write: any problem falls back to uploading at close.
+    /// part. `cond` is what the upload would be conditional on now. Never fails the write:
+    /// any problem falls back to uploading at close.
     pub(crate) async fn stream_after_write(
         &self,
         ino: u64,
         sw: &mut StreamWrite,
         file: &std::fs::File,
-        offset: u64,
-        len: u64,
+        (offset, len): (u64, u64),
+        cond: &Precondition,
     ) {
         if !sw.eligible {
             return;
@@ -141,10 +144,11 @@ impl Fs {
                     return;
                 };
                 let meta = stream_meta(&pm);
-                match self.backend.clone().start_upload(&key, &meta).await {
+                match self.backend.clone().start_upload(&key, &meta, cond).await {
                     Ok(Some(up)) => {
                         sw.upload = Some(up);
                         sw.meta = Some(meta);
+                        sw.cond = Some(cond.clone());
                     }
                     Ok(None) => {
                         sw.eligible = false; // the store has no uploads in parts
@@ -225,7 +229,11 @@ impl Fs {
         cond: &Precondition,
     ) -> Option<Result<PutOutcome, BackendError>> {
         sw.upload.as_ref()?;
-        if !sw.eligible || sw.seq_end != size || sw.meta.as_ref() != Some(&stream_meta(pm)) {
+        if !sw.eligible
+            || sw.seq_end != size
+            || sw.meta.as_ref() != Some(&stream_meta(pm))
+            || sw.cond.as_ref() != Some(cond)
+        {
             self.stream_cancel(sw, "changed since the upload started");
             return None;
         }
@@ -258,6 +266,7 @@ impl Fs {
         let up = sw.upload.take()?;
         sw.eligible = false; // committed (or failed): later changes upload the file whole
         sw.meta = None;
+        sw.cond = None;
         let r = up.complete(cond).await;
         if r.is_ok() {
             self.stats
