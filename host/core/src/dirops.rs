@@ -22,7 +22,12 @@ impl Fs {
     /// Read the whole listing of directory key `dir_key` and turn it into entries; the flag
     /// says whether objects of the store were left out (hidden by the filter, or with no
     /// name to show them under), so that a name missing from the entries may be taken.
-    async fn list_dir(&self, dir_key: &str) -> FsResult<(Vec<Entry>, bool)> {
+    /// With `one_page`, a directory that needs more than one listing page gives `None`.
+    async fn list_dir(
+        &self,
+        dir_key: &str,
+        one_page: bool,
+    ) -> FsResult<Option<(Vec<Entry>, bool)>> {
         let prefix = self.dir_prefix_of_key(dir_key);
         let mut hides = false;
         let mut dirs: BTreeMap<String, ()> = BTreeMap::new();
@@ -35,6 +40,9 @@ impl Fs {
                 .backend
                 .list_page(&prefix, token, self.cfg.list_page_size)
                 .await?;
+            if one_page && page.next.is_some() {
+                return Ok(None);
+            }
             // (segment, is a directory, what the listing said) for the filter's batch call.
             let mut cands: Vec<(String, bool, Option<&ObjectInfo>)> = Vec::new();
             for p in &page.prefixes {
@@ -180,7 +188,7 @@ impl Fs {
             }
         }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok((entries, hides))
+        Ok(Some((entries, hides)))
     }
 
     /// FUSE opendir: snapshot the listing so readdir offsets are stable. A listing younger
@@ -246,9 +254,21 @@ impl Fs {
     /// List directory `ino` from the store and cache the listing, unless the directory
     /// changed locally while the listing was in flight (then it may already be outdated).
     pub(crate) async fn list_fresh(&self, ino: u64) -> FsResult<Vec<Entry>> {
+        Ok(self.list_fresh_if(ino, false).await?.unwrap_or_default())
+    }
+
+    /// [`Fs::list_fresh`]; with `one_page` only if the directory fits in one listing page
+    /// (`None`, and nothing cached, when it does not).
+    pub(crate) async fn list_fresh_if(
+        &self,
+        ino: u64,
+        one_page: bool,
+    ) -> FsResult<Option<Vec<Entry>>> {
         let key = self.key_of(ino)?;
         let generation = lock(&self.table).get(ino).map(|n| n.dir.generation);
-        let (listed, hides) = self.list_dir(&key).await?;
+        let Some((listed, hides)) = self.list_dir(&key, one_page).await? else {
+            return Ok(None);
+        };
         let mut t = lock(&self.table);
         if t.get(ino).map(|n| n.dir.generation) == generation {
             let dropped =
@@ -257,7 +277,7 @@ impl Fs {
                 .list_evictions
                 .fetch_add(dropped as u64, Ordering::Relaxed);
         }
-        Ok(listed)
+        Ok(Some(listed))
     }
 
     /// FUSE readdir: entries from `offset` on (offset = index of the next entry).

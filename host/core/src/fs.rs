@@ -73,6 +73,10 @@ pub struct StatFs {
 /// Lookups in flight for one readdirplus batch.
 pub const LOOKUP_CONCURRENCY: usize = 16;
 
+/// How long a directory found to need more than one listing page is not listed again by a
+/// lookup (its names are probed one by one meanwhile).
+pub const LARGE_DIR_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Counters for the metrics endpoint and tests.
 #[derive(Debug, Default)]
 pub struct FsStats {
@@ -608,10 +612,12 @@ impl Fs {
     }
 
     /// A lookup of a name we know nothing about, in a directory whose cached listing has
-    /// expired but fit in one page: list the directory again (one request) rather than
-    /// probe the name (a HEAD and a LIST), so the next names looked up there (a directory
-    /// being filled: tar x, 1000 new files) are answered from the listing. One lookup per
-    /// directory does this at a time; the others probe as before.
+    /// expired but fit in one page, or that was never listed: list the directory (one
+    /// request) rather than probe the name (a HEAD and a LIST), so the next names looked up
+    /// there (a directory being filled: tar x; a training job opening its files by name) are
+    /// answered from the listing. A directory that turns out to need more than one page is
+    /// not cached and is not tried again for a while ([`LARGE_DIR_RETRY`]): its names are
+    /// probed. One lookup per directory does this at a time; the others probe meanwhile.
     async fn relist_small(&self, parent: u64, name: &str) {
         let go = {
             let mut t = lock(&self.table);
@@ -621,10 +627,11 @@ impl Fs {
             match t.get_mut(parent) {
                 Some(p) if !known && !p.policy.list_ttl.is_zero() => {
                     let d = &mut p.dir;
-                    let stale_small = d.listing.as_ref().is_some_and(|l| l.len() < page)
-                        && d.fresh_listing(p.policy.list_ttl).is_none()
-                        && !d.is_known_absent(name, negative_ttl);
-                    if stale_small && !d.relisting {
+                    let worth = match &d.listing {
+                        Some(l) => l.len() <= page && d.fresh_listing(p.policy.list_ttl).is_none(),
+                        None => d.large_at.is_none_or(|at| at.elapsed() >= LARGE_DIR_RETRY),
+                    };
+                    if worth && !d.is_known_absent(name, negative_ttl) && !d.relisting {
                         d.relisting = true;
                         true
                     } else {
@@ -637,14 +644,21 @@ impl Fs {
         if !go {
             return;
         }
-        let r = self.list_fresh(parent).await;
+        let r = self.list_fresh_if(parent, true).await;
         if let Some(p) = lock(&self.table).get_mut(parent) {
             p.dir.relisting = false;
+            if matches!(r, Ok(None)) {
+                p.dir.large_at = Some(Instant::now());
+            }
         }
         match r {
-            Ok(_) => {
+            Ok(Some(_)) => {
                 self.stats.relists.fetch_add(1, Ordering::Relaxed);
             }
+            Ok(None) => debug!(
+                parent,
+                "directory needs more than one listing page: probing names"
+            ),
             // The probe that follows reports what is wrong, if anything still is.
             Err(e) => debug!(parent, error = %e, "re-listing a small directory failed"),
         }

@@ -86,6 +86,9 @@ pub struct DirCache {
     pub generation: u64,
     /// A lookup is re-listing this directory (see `Fs::relist_small`): others probe meanwhile.
     pub relisting: bool,
+    /// When a lookup last found that this directory does not fit in one listing page (so
+    /// lookups probe names instead of listing it).
+    pub large_at: Option<Instant>,
 }
 
 /// Whether a name not shown is held by an object the filter hides.

@@ -513,6 +513,56 @@ async fn an_expired_small_listing_is_fetched_again_instead_of_probing() {
     );
 }
 
+/// Opening files by name in a directory nobody listed (a training job reading its shards):
+/// the first lookup lists the directory when it fits in one page, and the other names come
+/// from that listing instead of a probe (HEAD + LIST) each. A directory bigger than a page is not cached that
+/// way and its names are probed, without listing it again for each lookup.
+#[tokio::test]
+async fn lookups_list_an_unlisted_directory_once_when_it_fits_one_page() {
+    let mem = Arc::new(MemoryBackend::new());
+    let c = Counting::new(mem.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = FsConfig::for_tests(dir.path().to_path_buf());
+    cfg.attr_ttl = std::time::Duration::from_secs(30);
+    cfg.list_ttl = cfg.attr_ttl;
+    cfg.negative_ttl = cfg.attr_ttl;
+    cfg.list_page_size = 4;
+    let fs = Fs::new(c.clone(), cfg).unwrap();
+    for i in 0..4 {
+        put(&mem, &format!("small/f{i}"), b"x").await;
+    }
+    for i in 0..6 {
+        put(&mem, &format!("big/g{i}"), b"yy").await;
+    }
+    let small = fs.lookup(ROOT_INO, "small").await.unwrap().ino;
+    let before = c.calls();
+    for i in 0..4 {
+        assert_eq!(fs.lookup(small, &format!("f{i}")).await.unwrap().size, 1);
+    }
+    assert_eq!(fs.lookup(small, "nope").await, Err(FsError::NotFound));
+    // One LIST and no probes. (This backend's listings carry no user metadata, so each file
+    // still has one HEAD for its mode and owner; Azure's listings carry it, and there that
+    // HEAD goes too.)
+    assert_eq!(c.calls(), (before.0 + 4, before.1 + 1), "one LIST, no probe");
+    let big = fs.lookup(ROOT_INO, "big").await.unwrap().ino;
+    assert_eq!(fs.lookup(big, "g0").await.unwrap().size, 2);
+    let after_first = c.calls();
+    for i in 1..4 {
+        assert_eq!(fs.lookup(big, &format!("g{i}")).await.unwrap().size, 2);
+    }
+    let (heads, lists) = (c.calls().0 - after_first.0, c.calls().1 - after_first.1);
+    assert_eq!(heads, 3, "each name in the big directory is probed");
+    assert!(
+        lists <= 3,
+        "the big directory was listed again: {lists} LISTs for 3 lookups"
+    );
+    assert_eq!(
+        fs.stats.relists.load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "the root and small/ were listed by lookups, big/ was not kept"
+    );
+}
+
 /// Filling a listed directory (tar x, checkpoints): each new name is answered "absent" by the
 /// patched listing, the listing is still served from the cache, and it shows the new files.
 #[tokio::test]
@@ -644,9 +694,10 @@ async fn cached_listings_stay_under_their_entry_cap() {
     let lists = c.calls().1;
     names(&fs, b).await;
     assert_eq!(c.calls().1, lists, "b's listing is cached");
-    // Listing c (10 more entries) goes over 25: a, the oldest, is dropped.
+    // Listing c (10 more entries) goes over 25: the oldest are dropped, the root's (listed
+    // by the first lookup, 3 entries) and a's.
     names(&fs, cc).await;
-    assert_eq!(fs.stats.list_evictions.load(Ordering::Relaxed), 1);
+    assert_eq!(fs.stats.list_evictions.load(Ordering::Relaxed), 2);
     let lists = c.calls().1;
     names(&fs, b).await;
     names(&fs, cc).await;
