@@ -201,9 +201,9 @@ def targets(val, bm, rc, sizes):
             f"blobmount-file-cache {fmt(fc)} IOPS, rclone-full {fmt(rf)} IOPS → {fc / rf:.2f}x")
     else:
         best = max(((val.get((t, "fio_warm")) or 0, t) for t in bm), default=(None, None))
+        missing = "no rclone-full result in this run" if fc is not None else "no file-cache result in this run"
         row("random 4 KiB, warm file cache >= rclone full-cache IOPS", None,
-            "no file-cache mode in this binary" + (f"; best blobmount warm: {best[1]} {fmt(best[0])} IOPS"
-                                                    if best[1] else "")
+            missing + (f"; best blobmount warm: {best[1]} {fmt(best[0])} IOPS" if best[1] else "")
             + (f"; rclone-full {fmt(rf)} IOPS" if rf is not None else ""))
     return lines
 
