@@ -543,7 +543,11 @@ async fn lookups_list_an_unlisted_directory_once_when_it_fits_one_page() {
     // One LIST and no probes. (This backend's listings carry no user metadata, so each file
     // still has one HEAD for its mode and owner; Azure's listings carry it, and there that
     // HEAD goes too.)
-    assert_eq!(c.calls(), (before.0 + 4, before.1 + 1), "one LIST, no probe");
+    assert_eq!(
+        c.calls(),
+        (before.0 + 4, before.1 + 1),
+        "one LIST, no probe"
+    );
     let big = fs.lookup(ROOT_INO, "big").await.unwrap().ino;
     assert_eq!(fs.lookup(big, "g0").await.unwrap().size, 2);
     let after_first = c.calls();
