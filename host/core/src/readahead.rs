@@ -516,12 +516,12 @@ mod tests {
         assert_eq!(budget.in_use(), 0);
     }
 
-    /// The kernel's read-ahead delivers reads of one handle out of order: a read a little
-    /// behind the furthest one must not reset the stream into small serial GETs.
-    #[tokio::test]
-    async fn reads_delivered_out_of_order_keep_the_stream() {
+    /// Read a `len`-byte object through a stream of `block`-byte blocks in 128 KiB chunks, in
+    /// the chunk order `order` gives for the chunk count; checks every read's bytes and
+    /// returns (GETs made, blocks in the object).
+    async fn gets_for_chunks_in(len: usize, block: u64, order: fn(u64) -> Vec<u64>) -> (u64, u64) {
         let mem = Arc::new(MemoryBackend::new());
-        let data: Vec<u8> = (0..4_000_000).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         let etag = mem
             .put(
                 "o",
@@ -541,29 +541,37 @@ mod tests {
             size: data.len() as u64,
             pool: &pool,
         };
-        let block = 256 * KIB;
         let mut s = Stream::new(block, 4);
         let chunk = 128 * KIB;
-        let n = (data.len() as u64).div_ceil(chunk);
-        // In order at first, then every pair swapped across a block boundary:
-        // 0 1 2 4 3 6 5 8 7 ... (two chunks per block: 3 ends block 1, 4 starts block 2).
-        let mut order: Vec<u64> = vec![0, 1, 2];
-        let mut k = 3;
-        while k < n {
-            if k + 1 < n {
-                order.push(k + 1);
-            }
-            order.push(k);
-            k += 2;
-        }
-        for i in order {
+        for i in order((data.len() as u64).div_ceil(chunk)) {
             let off = i * chunk;
             let b = s.read_at(&src, off, chunk).await.unwrap();
             let e = (off + chunk).min(data.len() as u64) as usize;
             assert!(b[..] == data[off as usize..e], "bytes at {off}");
         }
         let gets = mem.counters.get.load(Ordering::SeqCst);
-        let blocks = (data.len() as u64).div_ceil(block);
+        (gets, (data.len() as u64).div_ceil(block))
+    }
+
+    /// The kernel's read-ahead delivers reads of one handle out of order: a read a little
+    /// behind the furthest one must not reset the stream into small serial GETs.
+    #[tokio::test]
+    async fn reads_delivered_out_of_order_keep_the_stream() {
+        // In order at first, then every pair swapped across a block boundary:
+        // 0 1 2 4 3 6 5 8 7 ... (two chunks per block: 3 ends block 1, 4 starts block 2).
+        let (gets, blocks) = gets_for_chunks_in(4_000_000, 256 * KIB, |n| {
+            let mut order: Vec<u64> = vec![0, 1, 2];
+            let mut k = 3;
+            while k < n {
+                if k + 1 < n {
+                    order.push(k + 1);
+                }
+                order.push(k);
+                k += 2;
+            }
+            order
+        })
+        .await;
         assert!(
             gets <= blocks + 3,
             "{gets} GETs for {blocks} blocks: the stream was reset by late reads"
@@ -574,47 +582,18 @@ mod tests {
     /// one often arrives first: reads that overtake others stay in the stream too.
     #[tokio::test]
     async fn reads_that_overtake_others_keep_the_stream() {
-        let mem = Arc::new(MemoryBackend::new());
-        let data: Vec<u8> = (0..6_000_000).map(|i| (i % 251) as u8).collect();
-        let etag = mem
-            .put(
-                "o",
-                Bytes::from(data.clone()),
-                &PutMeta::default(),
-                &Precondition::None,
-            )
-            .await
-            .unwrap()
-            .etag;
-        let backend: Arc<dyn Backend> = mem.clone();
-        let pool = BlockPool::new(MemoryBudget::new(64 * 1024 * KIB));
-        let src = Source {
-            backend: &backend,
-            key: "o",
-            etag: etag.as_deref(),
-            size: data.len() as u64,
-            pool: &pool,
-        };
-        let block = 512 * KIB;
-        let mut s = Stream::new(block, 4);
-        let chunk = 128 * KIB;
-        let n = (data.len() as u64).div_ceil(chunk);
         // Two in order, then groups of eight chunks (two blocks) delivered backwards.
-        let mut order: Vec<u64> = vec![0, 1];
-        let mut k = 2;
-        while k < n {
-            let g = (k + 8).min(n);
-            order.extend((k..g).rev());
-            k = g;
-        }
-        for i in order {
-            let off = i * chunk;
-            let b = s.read_at(&src, off, chunk).await.unwrap();
-            let e = (off + chunk).min(data.len() as u64) as usize;
-            assert!(b[..] == data[off as usize..e], "bytes at {off}");
-        }
-        let gets = mem.counters.get.load(Ordering::SeqCst);
-        let blocks = (data.len() as u64).div_ceil(block);
+        let (gets, blocks) = gets_for_chunks_in(6_000_000, 512 * KIB, |n| {
+            let mut order: Vec<u64> = vec![0, 1];
+            let mut k = 2;
+            while k < n {
+                let g = (k + 8).min(n);
+                order.extend((k..g).rev());
+                k = g;
+            }
+            order
+        })
+        .await;
         assert!(
             gets <= blocks + 2,
             "{gets} GETs for {blocks} blocks: overtaking reads reset the stream"
