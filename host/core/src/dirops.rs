@@ -324,28 +324,13 @@ impl Fs {
         perm: u16,
         c: Caller,
     ) -> Node {
-        let now = SystemTime::now();
         let policy = self.new_node_policy(parent, name, kind);
         Node {
-            parent,
-            name: name.into(),
-            seg: name.into(),
-            kind,
-            size: 0,
             perm,
             uid: c.uid,
             gid: c.gid,
-            mtime: now,
-            ctime: now,
-            etag: None,
-            marker: Marker::None,
-            symlink: None,
-            meta: UserMetadata::new(),
             fetched: Some(Instant::now()),
-            lookups: 0,
-            local_only: false,
-            dir: Default::default(),
-            policy,
+            ..Node::blank(parent, name, kind, SystemTime::now(), policy)
         }
     }
 

@@ -222,17 +222,18 @@ impl DirCache {
 }
 
 impl Node {
-    /// The mount's root directory, referenced once by the kernel from the start.
-    pub fn root(perm: u16, uid: u32, gid: u32, now: SystemTime, policy: NodePolicy) -> Node {
+    /// A node the store holds nothing for yet (no size, ETag, metadata or cached contents),
+    /// owned by root with no permissions and not referenced by the kernel.
+    pub fn blank(parent: u64, name: &str, kind: Kind, now: SystemTime, policy: NodePolicy) -> Node {
         Node {
-            parent: ROOT_INO,
-            name: String::new(),
-            seg: String::new(),
-            kind: Kind::Dir,
+            parent,
+            name: name.into(),
+            seg: name.into(),
+            kind,
             size: 0,
-            perm,
-            uid,
-            gid,
+            perm: 0,
+            uid: 0,
+            gid: 0,
             mtime: now,
             ctime: now,
             etag: None,
@@ -240,10 +241,21 @@ impl Node {
             symlink: None,
             meta: UserMetadata::new(),
             fetched: None,
-            lookups: 1,
+            lookups: 0,
             local_only: false,
             dir: DirCache::default(),
             policy,
+        }
+    }
+
+    /// The mount's root directory, referenced once by the kernel from the start.
+    pub fn root(perm: u16, uid: u32, gid: u32, now: SystemTime, policy: NodePolicy) -> Node {
+        Node {
+            perm,
+            uid,
+            gid,
+            lookups: 1,
+            ..Node::blank(ROOT_INO, "", Kind::Dir, now, policy)
         }
     }
 
