@@ -368,6 +368,14 @@ async fn open_racing_with_last_release_gets_a_working_handle() {
 fn counting(
     ttl: std::time::Duration,
 ) -> (Arc<MemoryBackend>, Arc<Counting>, Fs, tempfile::TempDir) {
+    counting_with(ttl, |_| {})
+}
+
+/// [`counting`] with further configuration.
+fn counting_with(
+    ttl: std::time::Duration,
+    tweak: impl FnOnce(&mut FsConfig),
+) -> (Arc<MemoryBackend>, Arc<Counting>, Fs, tempfile::TempDir) {
     let mem = Arc::new(MemoryBackend::new());
     let c = Counting::new(mem.clone());
     let dir = tempfile::tempdir().unwrap();
@@ -375,6 +383,7 @@ fn counting(
     cfg.attr_ttl = ttl;
     cfg.list_ttl = ttl;
     cfg.negative_ttl = ttl;
+    tweak(&mut cfg);
     let fs = Fs::new(c.clone(), cfg).unwrap();
     (mem, c, fs, dir)
 }
@@ -515,19 +524,13 @@ async fn an_expired_small_listing_is_fetched_again_instead_of_probing() {
 
 /// Opening files by name in a directory nobody listed (a training job reading its shards):
 /// the first lookup lists the directory when it fits in one page, and the other names come
-/// from that listing instead of a probe (HEAD + LIST) each. A directory bigger than a page is not cached that
-/// way and its names are probed, without listing it again for each lookup.
+/// from that listing instead of a probe (HEAD + LIST) each. A directory bigger than a page
+/// is not cached that way and its names are probed, without listing it again for each
+/// lookup.
 #[tokio::test]
 async fn lookups_list_an_unlisted_directory_once_when_it_fits_one_page() {
-    let mem = Arc::new(MemoryBackend::new());
-    let c = Counting::new(mem.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = FsConfig::for_tests(dir.path().to_path_buf());
-    cfg.attr_ttl = std::time::Duration::from_secs(30);
-    cfg.list_ttl = cfg.attr_ttl;
-    cfg.negative_ttl = cfg.attr_ttl;
-    cfg.list_page_size = 4;
-    let fs = Fs::new(c.clone(), cfg).unwrap();
+    let (mem, c, fs, _dir) =
+        counting_with(std::time::Duration::from_secs(30), |c| c.list_page_size = 4);
     for i in 0..4 {
         put(&mem, &format!("small/f{i}"), b"x").await;
     }
