@@ -298,15 +298,18 @@ impl FileCache {
 
     /// The cached (or downloading) copy of this version of the object, if there is one.
     pub fn cached(&self, key: &str, etag: Option<&str>) -> Option<Arc<Cached>> {
-        let etag = etag?;
-        let mut ix = lock(&self.index);
+        self.hit(&mut lock(&self.index), key, etag?)
+    }
+
+    /// Advance the LRU clock; the entry of `key` if it holds version `etag` (marked used
+    /// now and counted as a hit).
+    fn hit(&self, ix: &mut Index, key: &str, etag: &str) -> Option<Arc<Cached>> {
         ix.clock += 1;
-        let now = ix.clock;
         let c = ix.objects.get(key)?;
         if c.etag != etag || c.failed() {
             return None;
         }
-        c.last_used.store(now, Ordering::Relaxed);
+        c.last_used.store(ix.clock, Ordering::Relaxed);
         self.stats.hits.fetch_add(1, Ordering::Relaxed);
         Some(c.clone())
     }
@@ -323,14 +326,11 @@ impl FileCache {
     ) -> Option<Arc<Cached>> {
         let etag = etag?;
         let mut ix = lock(&self.index);
-        ix.clock += 1;
+        if let Some(c) = self.hit(&mut ix, key, etag) {
+            return Some(c);
+        }
         let now = ix.clock;
-        if let Some(c) = ix.objects.get(key) {
-            if c.etag == etag && !c.failed() {
-                c.last_used.store(now, Ordering::Relaxed);
-                self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                return Some(c.clone());
-            }
+        if ix.objects.contains_key(key) {
             // Another version (or a failed download): its copy is useless now.
             self.remove(&mut ix, key);
         }
