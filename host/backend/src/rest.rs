@@ -22,6 +22,7 @@ use crate::error::{names_auth_failure, names_missing_container, redact};
 use crate::{BackendError, Result};
 
 /// How requests are authenticated.
+#[derive(Clone)]
 pub enum Signer {
     /// No credentials (emulators, public buckets).
     Anonymous,
@@ -39,6 +40,8 @@ pub enum Signer {
     },
 }
 
+/// A clone shares the connection pool and the credential cache.
+#[derive(Clone)]
 pub struct Rest {
     http: reqwest::Client,
     retry: RetryConfig,

@@ -1,0 +1,316 @@
+//! Uploads in parts for [`ObjectStoreBackend`]: S3 multipart through `object_store`, GCS
+//! resumable sessions fed part by part, and the loop that sends a local file through any
+//! [`PartUpload`] (large `put_file`s).
+//!
+//! Why a module of its own: these are the write-side state machines (ordering, conditions,
+//! finalization), separate from the adapter's per-call mapping in the parent module.
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+
+use super::{ObjectStoreBackend, PART_SIZE, PARTS_IN_FLIGHT, map_err};
+use crate::gcs::{GcsJson, GenCond};
+use crate::{BackendError, PartUpload, Precondition, PutOutcome, Result};
+
+/// An S3 multipart upload through `object_store` (Azure uses [`crate::azblocks`]).
+pub(super) struct ObjUpload {
+    backend: Arc<ObjectStoreBackend>,
+    key: String,
+    inner: Box<dyn object_store::MultipartUpload>,
+}
+
+impl ObjUpload {
+    pub(super) fn new(
+        backend: Arc<ObjectStoreBackend>,
+        key: &str,
+        inner: Box<dyn object_store::MultipartUpload>,
+    ) -> Self {
+        ObjUpload {
+            backend,
+            key: key.to_string(),
+            inner,
+        }
+    }
+}
+
+impl std::fmt::Debug for ObjUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjUpload").field("key", &self.key).finish()
+    }
+}
+
+#[async_trait]
+impl PartUpload for ObjUpload {
+    fn put_part(&mut self, data: Bytes) -> futures::future::BoxFuture<'static, Result<()>> {
+        let key = self.key.clone();
+        let part = self.inner.put_part(data.into());
+        Box::pin(async move { part.await.map_err(|e| map_err(&key, e)) })
+    }
+
+    async fn complete(mut self: Box<Self>, cond: &Precondition) -> Result<PutOutcome> {
+        // object_store cannot send If-Match / If-None-Match with the commit: check first
+        // (a race inside that window remains; see docs/semantics.md).
+        if self.backend.conditional_writes
+            && let Err(e) = self.backend.check_precondition(&self.key, cond).await
+        {
+            let _ = self.inner.abort().await;
+            return Err(e);
+        }
+        let r = self
+            .inner
+            .complete()
+            .await
+            .map_err(|e| map_err(&self.key, e))?;
+        Ok(PutOutcome { etag: r.e_tag })
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        self.inner.abort().await.map_err(|e| map_err(&self.key, e))
+    }
+}
+
+/// Where a GCS session's parts have got to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sent {
+    /// Every byte before this offset is in the session.
+    Upto(u64),
+    /// A part failed; later parts are not sent.
+    Failed,
+}
+
+/// A GCS resumable upload fed part by part. A session takes its bytes strictly in order, so
+/// each part waits for the one before it to land (parts may be started concurrently); the
+/// object appears only when the session is finalized, with the condition it was opened with.
+pub(super) struct GcsUpload {
+    backend: Arc<ObjectStoreBackend>,
+    gcs: Arc<GcsJson>,
+    key: String,
+    session: String,
+    cond: Precondition,
+    gcond: GenCond,
+    /// Offset of the next part.
+    next: u64,
+    state: Arc<tokio::sync::watch::Sender<Sent>>,
+    /// The generation, once a short (hence last) part finalized the session.
+    generation: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for GcsUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GcsUpload")
+            .field("key", &self.key)
+            .field("next", &self.next)
+            .finish()
+    }
+}
+
+/// GCS resumable chunks other than the last are multiples of this.
+const GCS_QUANTUM: u64 = 256 * 1024;
+
+impl GcsUpload {
+    /// Parts of `key` into the open resumable `session`, which was opened under `cond`
+    /// (`gcond` in GCS terms).
+    pub(super) fn new(
+        backend: Arc<ObjectStoreBackend>,
+        gcs: Arc<GcsJson>,
+        key: &str,
+        session: String,
+        (cond, gcond): (&Precondition, GenCond),
+    ) -> Self {
+        let (state, _) = tokio::sync::watch::channel(Sent::Upto(0));
+        GcsUpload {
+            backend,
+            gcs,
+            key: key.to_string(),
+            session,
+            cond: cond.clone(),
+            gcond,
+            next: 0,
+            state: Arc::new(state),
+            generation: Arc::default(),
+        }
+    }
+
+    /// Check the session's condition against the object as it is now, just before the
+    /// request that finalizes the object. GCS itself enforces the condition given when the
+    /// session opened; fake-gcs-server ignores it, and one HEAD per upload is cheap insurance
+    /// against overwriting another client's write.
+    async fn precheck(backend: &ObjectStoreBackend, key: &str, gcond: &GenCond) -> Result<()> {
+        let now = match backend.head_versioned(key).await {
+            Ok((_, g)) => Some(g),
+            Err(BackendError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        match (gcond, now) {
+            (GenCond::None, _) | (GenCond::Absent, None) => Ok(()),
+            (GenCond::Absent, Some(_)) => Err(BackendError::AlreadyExists { key: key.into() }),
+            (GenCond::Generation(want), Some(Some(g))) if *want == g => Ok(()),
+            (GenCond::Generation(_), _) => {
+                Err(BackendError::PreconditionFailed { key: key.into() })
+            }
+        }
+    }
+
+    /// Wait until every part before `offset` is in the session.
+    async fn wait_for(state: &tokio::sync::watch::Sender<Sent>, offset: u64) -> Result<()> {
+        let mut rx = state.subscribe();
+        let r = rx
+            .wait_for(|s| match s {
+                Sent::Upto(n) => *n >= offset,
+                Sent::Failed => true,
+            })
+            .await
+            .map(|s| *s);
+        match r {
+            Ok(Sent::Upto(_)) => Ok(()),
+            Ok(Sent::Failed) | Err(_) => Err(BackendError::Other(
+                "an earlier part of this upload failed".into(),
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl PartUpload for GcsUpload {
+    fn put_part(&mut self, data: Bytes) -> futures::future::BoxFuture<'static, Result<()>> {
+        let offset = self.next;
+        let len = data.len() as u64;
+        self.next += len;
+        // Parts other than the last are whole multiples of the part size; a short one is
+        // the last and finalizes the object.
+        let total = (!len.is_multiple_of(GCS_QUANTUM)).then_some(self.next);
+        let (gcs, key, session, gcond) = (
+            self.gcs.clone(),
+            self.key.clone(),
+            self.session.clone(),
+            self.gcond.clone(),
+        );
+        let (state, generation) = (self.state.clone(), self.generation.clone());
+        let backend = self.backend.clone();
+        Box::pin(async move {
+            Self::wait_for(&state, offset).await?;
+            let checked = match total {
+                Some(_) => Self::precheck(&backend, &key, &gcond).await,
+                None => Ok(()),
+            };
+            if let Err(e) = checked {
+                state.send_replace(Sent::Failed);
+                return Err(e);
+            }
+            match gcs
+                .send_chunk(&key, &session, &gcond, offset, data, total)
+                .await
+            {
+                Ok(g) => {
+                    if let Some(g) = g {
+                        *generation.lock().unwrap_or_else(|p| p.into_inner()) = Some(g);
+                    }
+                    state.send_replace(Sent::Upto(offset + len));
+                    Ok(())
+                }
+                Err(e) => {
+                    state.send_replace(Sent::Failed);
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    async fn complete(self: Box<Self>, cond: &Precondition) -> Result<PutOutcome> {
+        if *cond != self.cond {
+            self.gcs.cancel_session(&self.key, &self.session).await;
+            return Err(BackendError::Other(format!(
+                "GCS {}: the upload was opened under another condition",
+                self.key
+            )));
+        }
+        Self::wait_for(&self.state, self.next).await?;
+        let done = self
+            .generation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let generation = match done {
+            Some(g) => g,
+            None => {
+                Self::precheck(&self.backend, &self.key, &self.gcond).await?;
+                self.gcs
+                    .send_chunk(
+                        &self.key,
+                        &self.session,
+                        &self.gcond,
+                        self.next,
+                        Bytes::new(),
+                        Some(self.next),
+                    )
+                    .await?
+                    .ok_or_else(|| {
+                        BackendError::Other(format!("GCS {}: session not finalized", self.key))
+                    })?
+            }
+        };
+        self.backend.gcs_outcome(&self.key, &generation).await
+    }
+
+    async fn abort(self: Box<Self>) -> Result<()> {
+        self.gcs.cancel_session(&self.key, &self.session).await;
+        Ok(())
+    }
+}
+
+/// Upload `file` through `up` in `PART_SIZE` parts, `PARTS_IN_FLIGHT` at a time, and commit
+/// it conditional on `cond`; a failed part discards the upload.
+pub(super) async fn upload_in_parts(
+    mut up: Box<dyn PartUpload>,
+    key: &str,
+    file: &FsPath,
+    cond: &Precondition,
+) -> Result<PutOutcome> {
+    use futures::StreamExt;
+    let mut f = tokio::fs::File::open(file).await?;
+    let mut inflight = futures::stream::FuturesUnordered::new();
+    let mut failed = None;
+    loop {
+        let mut buf = vec![0u8; PART_SIZE];
+        let mut filled = 0;
+        while filled < PART_SIZE {
+            let n = f.read(&mut buf[filled..]).await?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        while inflight.len() >= PARTS_IN_FLIGHT && failed.is_none() {
+            if let Some(Err(e)) = inflight.next().await {
+                failed = Some(e);
+            }
+        }
+        if failed.is_some() {
+            break;
+        }
+        inflight.push(up.put_part(Bytes::from(buf)));
+        if filled < PART_SIZE {
+            break;
+        }
+    }
+    while let Some(r) = inflight.next().await {
+        if let (Err(e), None) = (r, &failed) {
+            failed = Some(e);
+        }
+    }
+    if let Some(e) = failed {
+        if let Err(a) = up.abort().await {
+            tracing::warn!(key, error = %a, "could not discard a failed upload's parts");
+        }
+        return Err(e);
+    }
+    up.complete(cond).await
+}
