@@ -1,7 +1,8 @@
 //! The write engine through real mounts, on each emulator: a daemon killed in the middle of
 //! a streaming write leaves no partial object and the next mount recovers every acknowledged
 //! byte; two mounts writing one file give one winner and ESTALE (data kept) to the other; a
-//! store that fails while parts are going up is an error at close, with the data kept.
+//! store that fails while parts are going up is an error at close, with the data kept; an
+//! append leaves the old bytes in the store where it can.
 
 use std::io::Write;
 use std::os::fd::IntoRawFd;
@@ -209,7 +210,54 @@ fn part_upload_commit_is_conditional(kind: Kind) {
     assert_eq!(out.etag, rt.block_on(b.head("obj")).unwrap().etag);
 }
 
+fn append_to(path: &std::path::Path, data: &[u8]) {
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(data).unwrap();
+    f.sync_all().unwrap();
+}
+
+fn appends_leave_the_old_bytes_in_the_store(kind: Kind) {
+    let emu = Emulator::start(kind);
+    let bucket = emu.create_bucket();
+    emu.put_object(&bucket, "small.txt", b"written by one PUT\n");
+    let mut spec = MountSpec::for_emulator(&emu, &bucket);
+    let port = free_port();
+    spec.args = vec!["--health-listen".into(), format!("127.0.0.1:{port}")];
+    let m = Mount::start(&spec);
+    // 20 MiB written through the mount: streamed in parts (committed blocks on Azure).
+    let mut big: Vec<u8> = (0..20).flat_map(chunk).collect();
+    std::fs::write(m.p("big.bin"), &big).unwrap();
+    let page = http_get(port, "/metrics").1;
+    let read_before = metric(&page, "blobmount_backend_read_bytes_total");
+    for line in [&b"appended 1\n"[..], b"appended 2, a little longer\n"] {
+        append_to(&m.p("big.bin"), line);
+        big.extend_from_slice(line);
+        assert!(same(&emu.get_object(&bucket, "big.bin"), &big));
+    }
+    let page = http_get(port, "/metrics").1;
+    let read = metric(&page, "blobmount_backend_read_bytes_total") - read_before;
+    let appends = metric(&page, "blobmount_append_uploads_total");
+    if kind == Kind::Azure {
+        // Only the new bytes went up, and the old 20 MiB were not downloaded.
+        assert_eq!(appends, 2.0);
+        assert!(read < MIB as f64, "{read} bytes read to append");
+    } else {
+        // No append path on this store: the old bytes were staged and sent again.
+        assert_eq!(appends, 0.0);
+    }
+    // An object one PUT wrote (no blocks on Azure) takes appends too.
+    let mut small = b"written by one PUT\n".to_vec();
+    for line in [&b"two\n"[..], b"three\n"] {
+        append_to(&m.p("small.txt"), line);
+        small.extend_from_slice(line);
+        assert_eq!(emu.get_object(&bucket, "small.txt"), small);
+    }
+    assert_eq!(std::fs::read(m.p("small.txt")).unwrap(), small);
+    assert!(same(&std::fs::read(m.p("big.bin")).unwrap(), &big));
+}
+
 per_backend!(
+    appends_leave_the_old_bytes_in_the_store,
     part_upload_commit_is_conditional,
     sigkill_mid_stream_then_remount_recovers,
     two_mounts_one_file_one_winner,

@@ -10,6 +10,8 @@
 //! ids. Blocks that are never committed are discarded by Azure after a week; nothing becomes
 //! visible before the commit.
 
+use std::ops::Range;
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -22,7 +24,7 @@ use reqwest::Method;
 use crate::gcs::encode_segment;
 use crate::rest::{Rest, status_error};
 use crate::upload::PartUpload;
-use crate::{Precondition, PutMeta, PutOutcome, Result};
+use crate::{AppendBase, Precondition, PutMeta, PutOutcome, Result};
 
 /// The REST client and container URL the block uploads of one mount use.
 pub struct AzureBlocks {
@@ -53,14 +55,250 @@ impl AzureBlocks {
 
     /// Start a block upload of `key`; nothing is sent until the first part.
     pub fn start(self: &Arc<Self>, key: &str, meta: &PutMeta) -> Box<dyn PartUpload> {
-        Box::new(BlockUpload {
+        Box::new(self.upload(key, meta, Vec::new(), ID_BYTES))
+    }
+
+    fn upload(
+        self: &Arc<Self>,
+        key: &str,
+        meta: &PutMeta,
+        ids: Vec<String>,
+        id_bytes: usize,
+    ) -> BlockUpload {
+        BlockUpload {
             az: self.clone(),
             key: key.to_string(),
             url: self.blob_url(key),
             meta: meta.clone(),
-            ids: Vec::new(),
-        })
+            ids,
+            id_bytes,
+        }
     }
+
+    /// The committed blocks of `key` (id and size, in order) and the blob's ETag.
+    async fn committed_blocks(&self, key: &str) -> Result<(Vec<(String, u64)>, Option<String>)> {
+        let url = format!(
+            "{}?comp=blocklist&blocklisttype=committed",
+            self.blob_url(key)
+        );
+        let r = self
+            .rest
+            .send("Get Block List", Method::GET, &url, &[], Bytes::new())
+            .await?;
+        if !r.status().is_success() {
+            return Err(keyed(status_error("Get Block List", false, r).await, key));
+        }
+        let etag = header(&r, "etag");
+        let body = r.text().await.map_err(|e| {
+            crate::BackendError::Unavailable(format!("Get Block List: reading the reply: {e}"))
+        })?;
+        Ok((parse_committed(&body)?, etag))
+    }
+
+    /// Bytes `range` of `key`, only while it has `etag`.
+    async fn get_range(&self, key: &str, range: Range<u64>, etag: &str) -> Result<Bytes> {
+        let headers = [
+            (
+                "x-ms-range",
+                format!("bytes={}-{}", range.start, range.end - 1),
+            ),
+            ("if-match", etag.to_string()),
+        ];
+        let r = self
+            .rest
+            .send(
+                "Get Blob",
+                Method::GET,
+                &self.blob_url(key),
+                &headers,
+                Bytes::new(),
+            )
+            .await?;
+        if !r.status().is_success() {
+            return Err(keyed(status_error("Get Blob", false, r).await, key));
+        }
+        let data = r.bytes().await.map_err(|e| {
+            crate::BackendError::Unavailable(format!("Get Blob: reading the reply: {e}"))
+        })?;
+        if data.len() as u64 != range.end - range.start {
+            return Err(crate::BackendError::Unavailable(format!(
+                "Get Blob: {} bytes for a range of {}",
+                data.len(),
+                range.end - range.start
+            )));
+        }
+        Ok(data)
+    }
+
+    /// Append by block-list reuse: commit the blob's committed blocks followed by new blocks
+    /// holding `file` from `base.len` on. A last committed block under [`MERGE_BELOW`] is
+    /// sent again together with the new bytes, so that small appends do not pile up small
+    /// blocks towards Azure's limit. A blob without committed blocks (written by one Put
+    /// Blob) is rebuilt from blocks once: its bytes are copied from the store part by part
+    /// (never staged whole), and later appends to it send only what is new. `None` when the
+    /// blocks do not match `base`, their ids cannot be imitated, or the blob would exceed
+    /// Azure's block count; the caller then uploads the whole content.
+    pub async fn append(
+        self: &Arc<Self>,
+        key: &str,
+        base: &AppendBase,
+        file: &Path,
+        meta: &PutMeta,
+        cond: &Precondition,
+        (part, in_flight): (usize, usize),
+    ) -> Result<Option<PutOutcome>> {
+        let part = part.max(1);
+        let file_len = tokio::fs::metadata(file).await?.len();
+        if file_len < base.len {
+            return Ok(None);
+        }
+        let (mut blocks, etag) = self.committed_blocks(key).await?;
+        if etag.as_deref().is_some_and(|e| e != base.etag) {
+            return Err(crate::BackendError::PreconditionFailed { key: key.into() });
+        }
+        let id_bytes = match blocks.first() {
+            None => ID_BYTES,
+            Some((first, _)) => {
+                // Every block id of a blob must have the same length: new ids copy the old.
+                let Ok(raw) = BASE64.decode(first) else {
+                    return Ok(None);
+                };
+                if raw.len() < MIN_ID_BYTES || blocks.iter().any(|(id, _)| id.len() != first.len())
+                {
+                    return Ok(None);
+                }
+                raw.len()
+            }
+        };
+        if !blocks.is_empty() && blocks.iter().map(|b| b.1).sum::<u64>() != base.len {
+            return Ok(None);
+        }
+        let mut resend_from = if blocks.is_empty() { 0 } else { base.len };
+        if let Some(&(_, last)) = blocks.last()
+            && last < MERGE_BELOW
+        {
+            blocks.pop();
+            resend_from -= last;
+        }
+        let new_blocks = (file_len - resend_from).div_ceil(part as u64);
+        if blocks.len() as u64 + new_blocks > MAX_BLOCKS {
+            return Ok(None);
+        }
+        let ids = blocks.into_iter().map(|(id, _)| id).collect();
+        let mut up: Box<dyn PartUpload> = Box::new(self.upload(key, meta, ids, id_bytes));
+        // Old bytes that go into new blocks: whole parts copied from the store as they come,
+        // the rest (under one part) leads the new bytes.
+        let mut sent = futures::stream::FuturesUnordered::new();
+        let mut off = resend_from;
+        let copied = async {
+            use futures::StreamExt;
+            while base.len - off >= part as u64 {
+                while sent.len() >= in_flight.max(1) {
+                    if let Some(r) = sent.next().await {
+                        r?;
+                    }
+                }
+                let data = self
+                    .get_range(key, off..off + part as u64, &base.etag)
+                    .await?;
+                sent.push(up.put_part(data));
+                off += part as u64;
+            }
+            while let Some(r) = sent.next().await {
+                r?;
+            }
+            Ok::<_, crate::BackendError>(())
+        }
+        .await;
+        if let Err(e) = copied {
+            let _ = up.abort().await;
+            return Err(e);
+        }
+        let head = if off < base.len {
+            match self.get_range(key, off..base.len, &base.etag).await {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = up.abort().await;
+                    return Err(e);
+                }
+            }
+        } else {
+            Bytes::new()
+        };
+        crate::upload::send_file_in_parts(up, key, (file, base.len, head), (part, in_flight), cond)
+            .await
+            .map(Some)
+    }
+}
+
+/// A last committed block smaller than this is sent again with the appended bytes.
+const MERGE_BELOW: u64 = 1024 * 1024;
+/// Bytes of the block ids this crate makes (random: see the module doc).
+const ID_BYTES: usize = 16;
+/// Shortest id of another writer's blocks this crate will imitate (random ids shorter than
+/// this could collide).
+const MIN_ID_BYTES: usize = 8;
+/// Azure's limit of committed blocks per blob.
+const MAX_BLOCKS: u64 = 50_000;
+
+fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// `status_error` names the call; callers want the key.
+fn keyed(e: crate::BackendError, key: &str) -> crate::BackendError {
+    use crate::BackendError as E;
+    match e {
+        E::PreconditionFailed { .. } => E::PreconditionFailed { key: key.into() },
+        E::AlreadyExists { .. } => E::AlreadyExists { key: key.into() },
+        E::NotFound { .. } => E::NotFound { key: key.into() },
+        e => e,
+    }
+}
+
+/// The committed blocks (`<CommittedBlocks><Block><Name>id</Name><Size>n</Size>`) of a Get
+/// Block List reply, in order.
+fn parse_committed(xml: &str) -> Result<Vec<(String, u64)>> {
+    use quick_xml::events::Event;
+    let bad = |what: &str| crate::BackendError::Other(format!("Get Block List reply: {what}"));
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let (mut in_committed, mut field) = (false, None::<&'static str>);
+    let (mut name, mut size) = (None::<String>, None::<u64>);
+    let mut out = Vec::new();
+    loop {
+        match reader.read_event().map_err(|e| bad(&e.to_string()))? {
+            Event::Start(e) => match e.name().as_ref() {
+                b"CommittedBlocks" => in_committed = true,
+                b"Name" if in_committed => field = Some("name"),
+                b"Size" if in_committed => field = Some("size"),
+                _ => {}
+            },
+            Event::Text(t) => {
+                let t = t.decode().map_err(|e| bad(&e.to_string()))?;
+                match field {
+                    Some("name") => name = Some(t.trim().to_string()),
+                    Some("size") => size = Some(t.trim().parse().map_err(|_| bad("size"))?),
+                    _ => {}
+                }
+            }
+            Event::End(e) => match e.name().as_ref() {
+                b"CommittedBlocks" => in_committed = false,
+                b"Block" if in_committed => {
+                    let (Some(n), Some(s)) = (name.take(), size.take()) else {
+                        return Err(bad("a block without name or size"));
+                    };
+                    out.push((n, s));
+                }
+                _ => field = None,
+            },
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// One block upload in progress.
@@ -69,8 +307,10 @@ struct BlockUpload {
     key: String,
     url: String,
     meta: PutMeta,
-    /// Block ids in the order of the parts.
+    /// Block ids in the order of the parts (after the reused ones of an append).
     ids: Vec<String>,
+    /// Bytes of each new block id (all ids of a blob have the same length).
+    id_bytes: usize,
 }
 
 impl std::fmt::Debug for BlockUpload {
@@ -115,7 +355,8 @@ fn commit_headers(meta: &PutMeta, cond: &Precondition, len: usize) -> Vec<(Strin
 #[async_trait]
 impl PartUpload for BlockUpload {
     fn put_part(&mut self, data: Bytes) -> BoxFuture<'static, Result<()>> {
-        let id = BASE64.encode(rand::random::<u128>().to_be_bytes());
+        let raw: Vec<u8> = (0..self.id_bytes).map(|_| rand::random::<u8>()).collect();
+        let id = BASE64.encode(raw);
         let url = format!("{}?comp=block&blockid={}", self.url, encode_segment(&id));
         self.ids.push(id);
         let az = self.az.clone();
@@ -154,23 +395,14 @@ impl PartUpload for BlockUpload {
             .await?;
         if !r.status().is_success() {
             let create = matches!(cond, Precondition::IfNotExists);
-            return Err(match status_error("Put Block List", create, r).await {
-                // status_error names the call; the caller wants the key.
-                crate::BackendError::PreconditionFailed { .. } => {
-                    crate::BackendError::PreconditionFailed { key: self.key }
-                }
-                crate::BackendError::AlreadyExists { .. } => {
-                    crate::BackendError::AlreadyExists { key: self.key }
-                }
-                e => e,
-            });
+            return Err(keyed(
+                status_error("Put Block List", create, r).await,
+                &self.key,
+            ));
         }
-        let etag = r
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        Ok(PutOutcome { etag })
+        Ok(PutOutcome {
+            etag: header(&r, "etag"),
+        })
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {
@@ -191,6 +423,19 @@ mod tests {
             block_list_xml(&ids),
             r#"<?xml version="1.0" encoding="utf-8"?><BlockList><Latest>QQ==</Latest><Latest>Qg==</Latest></BlockList>"#
         );
+    }
+
+    #[test]
+    fn committed_blocks_are_read_in_order() {
+        let xml = r#"<?xml version="1.0" encoding="utf-8"?><BlockList><CommittedBlocks><Block><Name>QUFB</Name><Size>8388608</Size></Block><Block><Name>QkJC</Name><Size>12</Size></Block></CommittedBlocks><UncommittedBlocks><Block><Name>Q0ND</Name><Size>5</Size></Block></UncommittedBlocks></BlockList>"#;
+        assert_eq!(
+            parse_committed(xml).unwrap(),
+            vec![("QUFB".to_string(), 8388608), ("QkJC".to_string(), 12)]
+        );
+        let empty =
+            r#"<?xml version="1.0" encoding="utf-8"?><BlockList><CommittedBlocks /></BlockList>"#;
+        assert!(parse_committed(empty).unwrap().is_empty());
+        assert!(parse_committed("<BlockList><CommittedBlocks><Block><Name>x</Name></Block></CommittedBlocks></BlockList>").is_err());
     }
 
     #[test]

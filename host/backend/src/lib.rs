@@ -117,6 +117,17 @@ pub struct Capabilities {
     pub native_metadata_update: bool,
     /// Writes honour `Precondition::IfMatch` / `IfNotExists` atomically.
     pub conditional_writes: bool,
+    /// [`Backend::put_appended`] can send only the new bytes of an appended object (it may
+    /// still decline a particular object).
+    pub append_uploads: bool,
+}
+
+/// The version of an object an append starts from: the object had `etag` and its first
+/// `len` bytes are unchanged in the new content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendBase {
+    pub etag: String,
+    pub len: u64,
 }
 
 /// The storage seam. Keys are full object keys (`prefix/dir/file`); the backend never
@@ -195,6 +206,23 @@ pub trait Backend: Send + Sync + Debug {
         meta: &PutMeta,
         if_match: Option<&str>,
     ) -> Result<PutOutcome>;
+
+    /// Replace `key` with the first `base.len` bytes of its version `base.etag` followed by
+    /// the bytes of the local `file` from offset `base.len` to its end, sending only what is
+    /// new where the store can reuse the old bytes in place (Azure committed blocks). Bytes
+    /// `[0, base.len)` of `file` are never read (they may be a hole). Conditional on `cond`
+    /// like any write. `Ok(None)`: not possible for this store or this object (its layout,
+    /// its size); nothing was changed and the caller uploads the whole content instead.
+    async fn put_appended(
+        &self,
+        _key: &str,
+        _base: &AppendBase,
+        _file: &Path,
+        _meta: &PutMeta,
+        _cond: &Precondition,
+    ) -> Result<Option<PutOutcome>> {
+        Ok(None)
+    }
 
     /// Start an upload in parts of `key` (see [`upload`]); `None` when the store has no
     /// such uploads, and the caller writes whole objects instead. `cond` is the condition

@@ -14,11 +14,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::{
-    Backend, BackendError, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
-    PutOutcome, Result,
+    AppendBase, Backend, BackendError, Capabilities, ListPage, ObjectInfo, PartUpload,
+    Precondition, PutMeta, PutOutcome, Result,
 };
 
-const CALLS: [&str; 13] = [
+const CALLS: [&str; 14] = [
     "head",
     "get",
     "put",
@@ -32,6 +32,7 @@ const CALLS: [&str; 13] = [
     "put_part",
     "complete_upload",
     "abort_upload",
+    "put_appended",
 ];
 
 const ERRORS: [&str; 12] = [
@@ -235,6 +236,26 @@ impl Backend for Metered {
 
     async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
         self.stats.count(8, self.inner.content_md5(key, etag).await)
+    }
+
+    async fn put_appended(
+        &self,
+        key: &str,
+        base: &AppendBase,
+        path: &Path,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<Option<PutOutcome>> {
+        let r = self.stats.count(
+            13,
+            self.inner.put_appended(key, base, path, meta, cond).await,
+        );
+        if let Ok(Some(_)) = &r
+            && let Ok(m) = std::fs::metadata(path)
+        {
+            self.stats.wrote(m.len().saturating_sub(base.len));
+        }
+        r
     }
 
     async fn start_upload(

@@ -41,8 +41,8 @@ use crate::listing::{Dialect, RawLister};
 use crate::localdir;
 use crate::rest::{Rest, Signer, percent_decode};
 use crate::{
-    Backend, BackendError, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
-    PutOutcome, Result, UserMetadata,
+    AppendBase, Backend, BackendError, Capabilities, ListPage, ObjectInfo, PartUpload,
+    Precondition, PutMeta, PutOutcome, Result, UserMetadata,
 };
 
 mod open;
@@ -316,6 +316,7 @@ impl Backend for ObjectStoreBackend {
             dir_markers: matches!(self.kind, StoreKind::S3 | StoreKind::Gcs | StoreKind::File),
             native_metadata_update: self.gcs.is_some(),
             conditional_writes: self.conditional_writes && self.kind != StoreKind::File,
+            append_uploads: self.azure_blocks.is_some(),
         }
     }
 
@@ -587,6 +588,23 @@ impl Backend for ObjectStoreBackend {
             None => Precondition::None,
         };
         self.put(key, data, meta, &cond).await
+    }
+
+    async fn put_appended(
+        &self,
+        key: &str,
+        base: &AppendBase,
+        file: &FsPath,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<Option<PutOutcome>> {
+        match &self.azure_blocks {
+            Some(az) => {
+                az.append(key, base, file, meta, cond, (PART_SIZE, PARTS_IN_FLIGHT))
+                    .await
+            }
+            None => Ok(None),
+        }
     }
 
     async fn start_upload(

@@ -31,3 +31,66 @@ pub trait PartUpload: Send + Debug {
     /// Discard the parts; nothing becomes visible.
     async fn abort(self: Box<Self>) -> Result<()>;
 }
+
+/// Send `head` and then the bytes of `file` from offset `from` to its end through `up`, in
+/// parts of `part` bytes with up to `in_flight` parts in flight, and commit them under
+/// `cond`. A failed part discards the upload (nothing becomes visible). Bytes of `file`
+/// before `from` are never read.
+pub(crate) async fn send_file_in_parts(
+    mut up: Box<dyn PartUpload>,
+    key: &str,
+    (file, from, head): (&std::path::Path, u64, Bytes),
+    (part, in_flight): (usize, usize),
+    cond: &Precondition,
+) -> Result<PutOutcome> {
+    use futures::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let part = part.max(1);
+    let mut f = tokio::fs::File::open(file).await?;
+    f.seek(std::io::SeekFrom::Start(from)).await?;
+    let mut head = head;
+    let mut inflight = futures::stream::FuturesUnordered::new();
+    let mut failed = None;
+    loop {
+        let mut buf = Vec::with_capacity(part);
+        let take = head.len().min(part);
+        buf.extend_from_slice(&head.split_to(take));
+        let mut filled = buf.len();
+        buf.resize(part, 0);
+        while filled < part {
+            let n = f.read(&mut buf[filled..]).await?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        while inflight.len() >= in_flight.max(1) && failed.is_none() {
+            if let Some(Err(e)) = inflight.next().await {
+                failed = Some(e);
+            }
+        }
+        if failed.is_some() {
+            break;
+        }
+        inflight.push(up.put_part(Bytes::from(buf)));
+        if filled < part {
+            break;
+        }
+    }
+    while let Some(r) = inflight.next().await {
+        if let (Err(e), None) = (r, &failed) {
+            failed = Some(e);
+        }
+    }
+    if let Some(e) = failed {
+        if let Err(a) = up.abort().await {
+            tracing::warn!(key, error = %a, "could not discard a failed upload's parts");
+        }
+        return Err(e);
+    }
+    up.complete(cond).await
+}

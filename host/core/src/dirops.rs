@@ -677,7 +677,10 @@ impl Fs {
         if let Some(d) = dir_ino {
             lock(&self.table).mark_stale_under(d);
         }
-        self.repin_open_under(dir_ino).await
+        match ino {
+            Some(i) if node.kind == Kind::File => self.repin_open(i).await,
+            _ => self.repin_open_under(dir_ino).await,
+        }
     }
 
     fn move_in_table(

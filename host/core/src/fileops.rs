@@ -5,7 +5,6 @@
 //! writer's data; per-handle state ([`Handle`]) holds the read-ahead buffer.
 
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
@@ -25,28 +24,33 @@ use crate::readpath::{ReadMode, ReadPath};
 use crate::staging::{Manifest, Staged};
 use crate::writestream::StreamWrite;
 
-const DOWNLOAD_CHUNK: u64 = 8 * 1024 * 1024;
-
 pub(crate) struct OpenFile {
-    handles: usize,
-    staged: Option<Staged>,
+    pub(crate) handles: usize,
+    pub(crate) staged: Option<Staged>,
     /// ETag the next upload must match; `None` with `exists_remote` means unconditional.
-    base_etag: Option<String>,
-    exists_remote: bool,
+    pub(crate) base_etag: Option<String>,
+    pub(crate) exists_remote: bool,
     /// ETag reads are pinned to.
-    read_etag: Option<String>,
-    size: u64,
-    unlinked: bool,
+    pub(crate) read_etag: Option<String>,
+    pub(crate) size: u64,
+    /// The staging file's first `missing` bytes were never downloaded (a hole): they are the
+    /// object's at `base_etag`. Only while `append_from` is set. An append to an existing
+    /// object stages nothing of the old content.
+    pub(crate) missing: u64,
+    /// The object at `base_etag` holds this file's first this many bytes unchanged: an upload
+    /// may send only the rest (`Backend::put_appended`).
+    pub(crate) append_from: Option<u64>,
+    pub(crate) unlinked: bool,
     /// Upload in parts while a new file is written in order (see `writestream.rs`).
-    stream: StreamWrite,
+    pub(crate) stream: StreamWrite,
 }
 
 pub(crate) struct OpenEntry {
-    state: tokio::sync::Mutex<OpenFile>,
-    dirty: AtomicBool,
+    pub(crate) state: tokio::sync::Mutex<OpenFile>,
+    pub(crate) dirty: AtomicBool,
     /// Set (under `state`) by the last release once it is done with the entry; an open that
     /// raced with that release must not attach to it and creates a fresh one instead.
-    retired: AtomicBool,
+    pub(crate) retired: AtomicBool,
 }
 
 pub(crate) struct Handle {
@@ -114,6 +118,8 @@ impl Fs {
                                 exists_remote: !new_file,
                                 read_etag: node.etag.clone(),
                                 size: node.size,
+                                missing: 0,
+                                append_from: None,
                                 unlinked: false,
                                 stream: StreamWrite::default(),
                             }),
@@ -295,7 +301,7 @@ impl Fs {
         ))
     }
 
-    fn new_staging_file(&self) -> FsResult<Staged> {
+    pub(crate) fn new_staging_file(&self) -> FsResult<Staged> {
         Ok(Staged::create(&self.cfg.cache_dir.join("staging"))?)
     }
 
@@ -317,7 +323,7 @@ impl Fs {
     }
 
     /// Write the staging file's manifest (what a crash-recovery needs to finish the write).
-    fn record_staged(&self, ino: u64, st: &OpenFile, dirty: bool) -> FsResult<()> {
+    pub(crate) fn record_staged(&self, ino: u64, st: &OpenFile, dirty: bool) -> FsResult<()> {
         let Some(staged) = &st.staged else {
             return Ok(());
         };
@@ -330,58 +336,19 @@ impl Fs {
             exists_remote: st.exists_remote,
             dirty,
             metadata: self.put_meta(ino)?.metadata,
+            missing: st.missing,
+            append_from: st.append_from,
         };
         Ok(staged.record(&m)?)
-    }
-
-    /// Before the first change of a clean file: stage it and record that it is dirty.
-    async fn begin_change(&self, ino: u64, entry: &OpenEntry, st: &mut OpenFile) -> FsResult<()> {
-        self.ensure_staged(ino, st).await?;
-        if !entry.dirty.load(Ordering::Acquire) {
-            self.record_staged(ino, st, true)?;
-            entry.dirty.store(true, Ordering::Release);
-        }
-        Ok(())
-    }
-
-    /// Make sure the file's content is in a local staging file (downloading it if needed).
-    async fn ensure_staged(&self, ino: u64, st: &mut OpenFile) -> FsResult<()> {
-        if st.staged.is_some() {
-            return Ok(());
-        }
-        let tmp = self.new_staging_file()?;
-        if st.exists_remote && st.size > 0 {
-            let key = self.key_of(ino)?;
-            let mut off = 0;
-            while off < st.size {
-                let end = (off + DOWNLOAD_CHUNK).min(st.size);
-                let data = self
-                    .backend
-                    .get_range(&key, off..end, st.base_etag.as_deref())
-                    .await
-                    .map_err(stale)?;
-                if data.is_empty() {
-                    return Err(FsError::Stale);
-                }
-                tmp.as_file().write_all_at(&data, off)?;
-                off += data.len() as u64;
-            }
-        }
-        st.staged = Some(tmp);
-        Ok(())
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let h = self.handle(fh)?;
         let entry = &h.entry;
         let (file_size, etag) = {
-            let st = entry.state.lock().await;
-            if let Some(tmp) = &st.staged {
-                let len = (size as u64).min(st.size.saturating_sub(offset)) as usize;
-                let mut buf = vec![0u8; len];
-                let n = read_full_at(tmp.as_file(), &mut buf, offset)?;
-                buf.truncate(n);
-                return Ok(Bytes::from(buf));
+            let mut st = entry.state.lock().await;
+            if st.staged.is_some() {
+                return self.read_staged(h.ino, &mut st, offset, size).await;
             }
             (st.size, st.read_etag.clone())
         };
@@ -404,7 +371,7 @@ impl Fs {
         }
         let entry = &h.entry;
         let mut guard = entry.state.lock().await;
-        self.begin_change(h.ino, entry, &mut guard).await?;
+        self.begin_change(h.ino, entry, &mut guard, offset).await?;
         let st = &mut *guard;
         if let Some(tmp) = &st.staged {
             tmp.as_file().write_all_at(data, offset)?;
@@ -439,10 +406,15 @@ impl Fs {
         st: &mut OpenFile,
         size: u64,
     ) -> FsResult<()> {
-        if size == 0 && st.staged.is_none() {
-            st.staged = Some(self.new_staging_file()?);
+        if size == 0 {
+            if st.staged.is_none() {
+                st.staged = Some(self.new_staging_file()?);
+            }
+            // Nothing old is left to download or to keep in the store.
+            st.missing = 0;
+            st.append_from = None;
         }
-        self.begin_change(ino, entry, st).await?;
+        self.begin_change(ino, entry, st, size.min(st.size)).await?;
         if let Some(tmp) = &st.staged {
             tmp.as_file().set_len(size)?;
         }
@@ -505,7 +477,7 @@ impl Fs {
         };
         let put = match streamed {
             Some(r) => r,
-            None => self.backend.put_file(&key, &path, &pm, &cond).await,
+            None => self.upload_staged(&key, st, &path, &pm, &cond).await,
         };
         match put {
             Ok(out) => {
@@ -516,6 +488,9 @@ impl Fs {
                 st.base_etag = etag.clone();
                 st.read_etag = etag.clone();
                 st.exists_remote = true;
+                // The store holds exactly the staged bytes now: a later append sends only what
+                // follows them.
+                st.append_from = Some(st.size);
                 entry.dirty.store(false, Ordering::Release);
                 let mut t = lock(&self.table);
                 let mut name = None;
@@ -539,7 +514,7 @@ impl Fs {
             Err(BackendError::PreconditionFailed { .. })
             | Err(BackendError::AlreadyExists { .. }) => {
                 self.stats.upload_conflicts.fetch_add(1, Ordering::Relaxed);
-                let saved = self.save_conflict(&key, &path)?;
+                let saved = self.keep_local(&key, &path, st.missing, false)?;
                 warn!(key, saved_to = %saved.display(), "upload conflict: the object changed in the store since it was opened; local data kept");
                 // The kept copy is the user's data now; stop trying to upload this version.
                 entry.dirty.store(false, Ordering::Release);
@@ -556,13 +531,6 @@ impl Fs {
                 Err(e.into())
             }
         }
-    }
-
-    /// Copy staged data into `<cache-dir>/conflicts/`.
-    fn save_conflict(&self, key: &str, staged: &std::path::Path) -> FsResult<PathBuf> {
-        let dst = self.conflict_path(key);
-        std::fs::copy(staged, &dst)?;
-        Ok(dst)
     }
 
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
@@ -603,7 +571,7 @@ impl Fs {
                     kept += 1;
                     let key = self.key_of(ino).unwrap_or_default();
                     if let Some(t) = &st.staged {
-                        match self.save_conflict(&key, t.path()) {
+                        match self.keep_local(&key, t.path(), st.missing, false) {
                             Ok(p) => {
                                 error!(key, saved_to = %p.display(), error = %e, "upload failed at shutdown; local data kept")
                             }
@@ -638,19 +606,27 @@ impl Fs {
     pub(crate) async fn repin_open_under(&self, dir: Option<u64>) -> FsResult<()> {
         let Some(dir) = dir else { return Ok(()) };
         for ino in self.open_under(dir) {
-            let (Some(entry), Ok(key)) = (self.entry(ino), self.key_of(ino)) else {
-                continue;
-            };
-            let mut st = entry.state.lock().await;
-            if !st.exists_remote {
-                continue;
-            }
-            let etag = self.backend.head(&key).await?.etag;
-            st.base_etag = etag.clone();
-            st.read_etag = etag.clone();
-            if let Some(n) = lock(&self.table).get_mut(ino) {
-                n.etag = etag;
-            }
+            self.repin_open(ino).await?;
+        }
+        Ok(())
+    }
+
+    /// After an open file's object was copied to a new name (a rename; its changes were
+    /// flushed first): pin it to the copy, so its next upload and any old bytes it still
+    /// reads from the store refer to the object under its new name.
+    pub(crate) async fn repin_open(&self, ino: u64) -> FsResult<()> {
+        let (Some(entry), Ok(key)) = (self.entry(ino), self.key_of(ino)) else {
+            return Ok(());
+        };
+        let mut st = entry.state.lock().await;
+        if !st.exists_remote {
+            return Ok(());
+        }
+        let etag = self.backend.head(&key).await?.etag;
+        st.base_etag = etag.clone();
+        st.read_etag = etag.clone();
+        if let Some(n) = lock(&self.table).get_mut(ino) {
+            n.etag = etag;
         }
         Ok(())
     }
@@ -692,7 +668,7 @@ impl Fs {
             if !matches!(e, FsError::Conflict { .. }) {
                 let key = self.key_of(h.ino).unwrap_or_default();
                 if let Some(t) = &st.staged {
-                    match self.save_conflict(&key, t.path()) {
+                    match self.keep_local(&key, t.path(), st.missing, false) {
                         Ok(p) => {
                             error!(key, saved_to = %p.display(), error = %e, "upload failed at close; local data kept")
                         }
@@ -730,22 +706,9 @@ fn upload_cond(st: &OpenFile) -> Precondition {
     }
 }
 
-fn stale(e: BackendError) -> FsError {
+pub(crate) fn stale(e: BackendError) -> FsError {
     match e {
         BackendError::PreconditionFailed { .. } => FsError::Stale,
         e => e.into(),
     }
-}
-
-fn read_full_at(f: &std::fs::File, buf: &mut [u8], mut off: u64) -> std::io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        let n = f.read_at(&mut buf[done..], off)?;
-        if n == 0 {
-            break;
-        }
-        done += n;
-        off += n as u64;
-    }
-    Ok(done)
 }

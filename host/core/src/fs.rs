@@ -101,6 +101,8 @@ pub struct FsStats {
     pub parts_sent: AtomicU64,
     /// Files committed by a streaming upload (the rest are uploaded whole).
     pub streamed_uploads: AtomicU64,
+    /// Uploads that sent only the bytes appended to an object (the store kept the rest).
+    pub append_uploads: AtomicU64,
     /// Unfinished writes of a previous daemon uploaded at start.
     pub recovered_uploaded: AtomicU64,
     /// Unfinished writes of a previous daemon moved to `conflicts/` at start.

@@ -17,12 +17,14 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use blobmount_backend::{BackendError, Precondition, PutMeta, UserMetadata};
+use blobmount_backend::{
+    AppendBase, BackendError, Precondition, PutMeta, PutOutcome, UserMetadata,
+};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
@@ -51,6 +53,14 @@ pub(crate) struct Manifest {
     pub dirty: bool,
     /// User metadata to upload with (mode, owner, mtime and the object's own metadata).
     pub metadata: UserMetadata,
+    /// Bytes at the start of the file that were never downloaded (a hole in the data file):
+    /// they are the object's at `base_etag`. Only with `append_from`.
+    #[serde(default)]
+    pub missing: u64,
+    /// The object at `base_etag` holds the file's first this many bytes unchanged, so an
+    /// upload may send only what follows (see `Backend::put_appended`).
+    #[serde(default)]
+    pub append_from: Option<u64>,
 }
 
 /// One staging file and its manifest; dropping it removes both.
@@ -256,7 +266,7 @@ impl Fs {
                 metadata: m.metadata.clone(),
                 content_type: None,
             };
-            match self.backend.put_file(&m.key, data, &meta, &cond).await {
+            match self.recover_upload(&m, data, &meta, &cond).await {
                 Ok(_) => {
                     info!(key = m.key, "recovered an unfinished write: uploaded");
                     let _ = std::fs::remove_file(data);
@@ -275,7 +285,7 @@ impl Fs {
                 }
             }
         }
-        match self.move_to_conflicts(&m.key, data) {
+        match self.keep_local(&m.key, data, m.missing, true) {
             Ok(p) => {
                 warn!(key = m.key, saved_to = %p.display(), "unfinished write from a previous daemon kept in conflicts/");
                 let _ = std::fs::remove_file(manifest);
@@ -285,6 +295,96 @@ impl Fs {
                 error!(key = m.key, error = %e, staging = %data.display(), "could not move an unfinished write to conflicts/; it stays in staging/");
             }
         }
+    }
+
+    /// Upload a recovered staging file: only its new bytes when it was an append the store
+    /// can take as one, else all of it (first downloading the bytes that were never staged).
+    async fn recover_upload(
+        &self,
+        m: &Manifest,
+        data: &Path,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome, BackendError> {
+        if let (Some(len), Some(etag)) = (m.append_from, &m.base_etag) {
+            let base = AppendBase {
+                etag: etag.clone(),
+                len,
+            };
+            if let Some(out) = self
+                .backend
+                .put_appended(&m.key, &base, data, meta, cond)
+                .await?
+            {
+                return Ok(out);
+            }
+        }
+        if m.missing > 0 {
+            let f = OpenOptions::new().write(true).open(data)?;
+            self.download_into(&f, &m.key, m.missing, m.base_etag.as_deref())
+                .await?;
+        }
+        self.backend.put_file(&m.key, data, meta, cond).await
+    }
+
+    /// Download the first `len` bytes of `key` (only while it has `etag`, when given) into
+    /// the same offsets of `file`.
+    pub(crate) async fn download_into(
+        &self,
+        file: &File,
+        key: &str,
+        len: u64,
+        etag: Option<&str>,
+    ) -> Result<(), BackendError> {
+        const CHUNK: u64 = 8 * 1024 * 1024;
+        let mut off = 0;
+        while off < len {
+            let end = (off + CHUNK).min(len);
+            let data = self.backend.get_range(key, off..end, etag).await?;
+            if data.is_empty() {
+                // The object is shorter than it was: it changed.
+                return Err(BackendError::PreconditionFailed { key: key.into() });
+            }
+            file.write_all_at(&data, off)?;
+            off += data.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Keep local data of `key` in `conflicts/` (moved when `mv`, else copied). When its
+    /// first `missing` bytes were never downloaded, only the bytes after them are kept, in a
+    /// file whose name ends `.appended-at-<missing>` (the rest is the store's).
+    pub(crate) fn keep_local(
+        &self,
+        key: &str,
+        data: &Path,
+        missing: u64,
+        mv: bool,
+    ) -> std::io::Result<PathBuf> {
+        let mut dst = self.conflict_path(key);
+        if missing == 0 {
+            if mv {
+                std::fs::rename(data, &dst)?;
+            } else {
+                std::fs::copy(data, &dst)?;
+            }
+            return Ok(dst);
+        }
+        dst.as_mut_os_string()
+            .push(format!(".appended-at-{missing}"));
+        let mut src = File::open(data)?;
+        std::io::Seek::seek(&mut src, std::io::SeekFrom::Start(missing))?;
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&dst)?;
+        std::io::copy(&mut src, &mut out)?;
+        out.sync_all()?;
+        if mv {
+            std::fs::remove_file(data)?;
+        }
+        Ok(dst)
     }
 
     /// A staging file without a usable manifest: keep it (if it holds anything) under a name
@@ -302,7 +402,7 @@ impl Fs {
             return;
         }
         let label = format!("unknown-key-{name}");
-        match self.move_to_conflicts(&label, path) {
+        match self.keep_local(&label, path, 0, true) {
             Ok(p) => {
                 warn!(staging = name, saved_to = %p.display(), "staged data without a record of its object kept in conflicts/");
                 report.kept.push((label, p));
@@ -329,12 +429,6 @@ impl Fs {
             stamp.subsec_nanos(),
             safe
         ))
-    }
-
-    fn move_to_conflicts(&self, key: &str, data: &Path) -> std::io::Result<PathBuf> {
-        let dst = self.conflict_path(key);
-        std::fs::rename(data, &dst)?;
-        Ok(dst)
     }
 }
 

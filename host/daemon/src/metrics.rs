@@ -295,6 +295,12 @@ pub fn render(fs: &Fs, backend: &BackendStats, preload: Option<&PreloadProgress>
         "Files committed by a streaming upload (the others are uploaded whole at close).",
         load(&st.streamed_uploads),
     );
+    o.one(
+        "blobmount_append_uploads_total",
+        "counter",
+        "Uploads that sent only the bytes appended to an existing object (the store kept the old ones).",
+        load(&st.append_uploads),
+    );
     let r = "blobmount_recovered_writes_total";
     o.head(
         r,

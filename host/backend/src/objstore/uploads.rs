@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::io::AsyncReadExt;
 
 use super::{ObjectStoreBackend, PART_SIZE, PARTS_IN_FLIGHT, map_err};
 use crate::gcs::{GcsJson, GenCond};
@@ -265,52 +264,17 @@ impl PartUpload for GcsUpload {
 /// Upload `file` through `up` in `PART_SIZE` parts, `PARTS_IN_FLIGHT` at a time, and commit
 /// it conditional on `cond`; a failed part discards the upload.
 pub(super) async fn upload_in_parts(
-    mut up: Box<dyn PartUpload>,
+    up: Box<dyn PartUpload>,
     key: &str,
     file: &FsPath,
     cond: &Precondition,
 ) -> Result<PutOutcome> {
-    use futures::StreamExt;
-    let mut f = tokio::fs::File::open(file).await?;
-    let mut inflight = futures::stream::FuturesUnordered::new();
-    let mut failed = None;
-    loop {
-        let mut buf = vec![0u8; PART_SIZE];
-        let mut filled = 0;
-        while filled < PART_SIZE {
-            let n = f.read(&mut buf[filled..]).await?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        if filled == 0 {
-            break;
-        }
-        buf.truncate(filled);
-        while inflight.len() >= PARTS_IN_FLIGHT && failed.is_none() {
-            if let Some(Err(e)) = inflight.next().await {
-                failed = Some(e);
-            }
-        }
-        if failed.is_some() {
-            break;
-        }
-        inflight.push(up.put_part(Bytes::from(buf)));
-        if filled < PART_SIZE {
-            break;
-        }
-    }
-    while let Some(r) = inflight.next().await {
-        if let (Err(e), None) = (r, &failed) {
-            failed = Some(e);
-        }
-    }
-    if let Some(e) = failed {
-        if let Err(a) = up.abort().await {
-            tracing::warn!(key, error = %a, "could not discard a failed upload's parts");
-        }
-        return Err(e);
-    }
-    up.complete(cond).await
+    crate::upload::send_file_in_parts(
+        up,
+        key,
+        (file, 0, Bytes::new()),
+        (PART_SIZE, PARTS_IN_FLIGHT),
+        cond,
+    )
+    .await
 }

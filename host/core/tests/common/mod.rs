@@ -89,6 +89,16 @@ impl Backend for Counting {
     ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
         self.inner.put_file(key, path, meta, cond).await
     }
+    async fn put_appended(
+        &self,
+        key: &str,
+        base: &blobmount_backend::AppendBase,
+        path: &std::path::Path,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> blobmount_backend::Result<Option<blobmount_backend::PutOutcome>> {
+        self.inner.put_appended(key, base, path, meta, cond).await
+    }
     async fn list_page(
         &self,
         prefix: &str,

@@ -1,0 +1,175 @@
+//! The staging file of an open file: what it holds of the object's old content and how
+//! that content reaches the store again.
+//!
+//! Why its own module: a change to an existing object is staged before it is uploaded, and
+//! for an append to a large object staging the old bytes would be most of the cost (a
+//! download at the first write, an upload of everything at close). So the staging file may
+//! hold only the new bytes, with the old ones left as a hole (`missing`) that is filled only
+//! when something needs them: a read of them, a write among them, a store that cannot take
+//! an append. Everything that reads the staging file goes through here so no path sees the
+//! hole as zeros.
+
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
+
+use blobmount_backend::{AppendBase, BackendError, Precondition, PutMeta, PutOutcome};
+use bytes::Bytes;
+
+use crate::error::{FsError, FsResult};
+use crate::fileops::{OpenEntry, OpenFile, stale};
+use crate::fs::Fs;
+
+impl Fs {
+    /// Before a change of the file that leaves its bytes before `keep` as they are: stage it
+    /// and record that it is dirty. A change below the part the store could keep (see
+    /// `append_from`) stages the old bytes and gives that up.
+    pub(crate) async fn begin_change(
+        &self,
+        ino: u64,
+        entry: &OpenEntry,
+        st: &mut OpenFile,
+        keep: u64,
+    ) -> FsResult<()> {
+        self.ensure_staged(ino, st, keep).await?;
+        let below_base = st.append_from.is_some_and(|b| keep < b);
+        if below_base {
+            self.fill_missing(ino, st).await?;
+            st.append_from = None;
+        }
+        if !entry.dirty.load(Ordering::Acquire) || below_base {
+            self.record_staged(ino, st, true)?;
+            entry.dirty.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Make sure the file has a local staging file. The old content is downloaded into it,
+    /// except for a change that keeps all of it (an append) on a store that can take only the
+    /// new bytes: then the old bytes stay a hole (`missing`) until something needs them.
+    async fn ensure_staged(&self, ino: u64, st: &mut OpenFile, keep: u64) -> FsResult<()> {
+        if st.staged.is_some() {
+            return Ok(());
+        }
+        let tmp = self.new_staging_file()?;
+        let lazy =
+            keep >= st.size && st.base_etag.is_some() && self.backend.capabilities().append_uploads;
+        if st.exists_remote && st.size > 0 {
+            if lazy {
+                tmp.as_file().set_len(st.size)?;
+                st.missing = st.size;
+                st.append_from = Some(st.size);
+            } else {
+                let key = self.key_of(ino)?;
+                self.download_into(tmp.as_file(), &key, st.size, st.base_etag.as_deref())
+                    .await
+                    .map_err(stale)?;
+            }
+        }
+        st.staged = Some(tmp);
+        Ok(())
+    }
+
+    /// Download the old bytes an append left out of the staging file.
+    async fn fill_missing(&self, ino: u64, st: &mut OpenFile) -> FsResult<()> {
+        if st.missing == 0 {
+            return Ok(());
+        }
+        let Some(tmp) = &st.staged else {
+            return Ok(());
+        };
+        let key = self.key_of(ino)?;
+        self.download_into(tmp.as_file(), &key, st.missing, st.base_etag.as_deref())
+            .await
+            .map_err(stale)?;
+        st.missing = 0;
+        Ok(())
+    }
+
+    /// Read from the staging file; bytes an append never staged come from the store. (`st`
+    /// is `&mut` only so that the future is `Send`: `OpenFile` is not `Sync`.)
+    pub(crate) async fn read_staged(
+        &self,
+        ino: u64,
+        st: &mut OpenFile,
+        offset: u64,
+        size: u32,
+    ) -> FsResult<Bytes> {
+        let Some(tmp) = &st.staged else {
+            return Err(FsError::BadHandle);
+        };
+        let len = (size as u64).min(st.size.saturating_sub(offset)) as usize;
+        let mut buf = vec![0u8; len];
+        let from_store = st.missing.saturating_sub(offset).min(len as u64) as usize;
+        if from_store > 0 {
+            let key = self.key_of(ino)?;
+            let end = offset + from_store as u64;
+            let old = self
+                .backend
+                .get_range(&key, offset..end, st.base_etag.as_deref())
+                .await
+                .map_err(stale)?;
+            if old.len() != from_store {
+                return Err(FsError::Stale);
+            }
+            buf[..from_store].copy_from_slice(&old);
+        }
+        let n = read_full_at(
+            tmp.as_file(),
+            &mut buf[from_store..],
+            offset + from_store as u64,
+        )?;
+        buf.truncate(from_store + n);
+        Ok(Bytes::from(buf))
+    }
+
+    /// Upload the staged file: only the appended bytes when the store can keep the old ones,
+    /// else all of it (downloading first whatever an append left out).
+    pub(crate) async fn upload_staged(
+        &self,
+        key: &str,
+        st: &mut OpenFile,
+        path: &std::path::Path,
+        pm: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome, BackendError> {
+        if let (Some(len), Some(etag), Precondition::IfMatch(_)) =
+            (st.append_from, &st.base_etag, cond)
+            && len > 0
+            && len < st.size
+        {
+            let base = AppendBase {
+                etag: etag.clone(),
+                len,
+            };
+            if let Some(out) = self
+                .backend
+                .put_appended(key, &base, path, pm, cond)
+                .await?
+            {
+                self.stats.append_uploads.fetch_add(1, Ordering::Relaxed);
+                return Ok(out);
+            }
+        }
+        if st.missing > 0
+            && let Some(tmp) = &st.staged
+        {
+            self.download_into(tmp.as_file(), key, st.missing, st.base_etag.as_deref())
+                .await?;
+            st.missing = 0;
+        }
+        self.backend.put_file(key, path, pm, cond).await
+    }
+}
+
+fn read_full_at(f: &std::fs::File, buf: &mut [u8], mut off: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = f.read_at(&mut buf[done..], off)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+        off += n as u64;
+    }
+    Ok(done)
+}
