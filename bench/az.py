@@ -7,6 +7,13 @@ usage: az.py ENDPOINT CONTAINER COMMAND [ARGS...]
 commands (timings are printed as "key=value" words on one line):
   create                          create the container
   put-file KEY FILE               upload a local file (blocks of 8 MiB, 4 in parallel)
+  append KEY FILE                 append FILE to KEY as the SDK can: stage it as new blocks (8 MiB,
+                                  4 in parallel) and commit the blob's committed blocks plus them
+                                  -> bytes=... secs=...
+  append-via PATH KEY N FILE POLL TIMEOUT
+                                  append FILE to PATH (a file in a mount) N times, each with fsync
+                                  and then until the store's KEY holds it (polled every POLL s)
+                                  -> appends_per_s=... secs=...
   put-random KEY MIB [SEED]       upload MIB MiB of pseudo-random bytes (blocks of 64 MiB); no local copy
   populate PREFIX N SIZE          create N objects PREFIX/fNNNNN of SIZE bytes with 16 threads
   sas-url KEY                     print a read SAS URL for KEY (for curl)
@@ -107,6 +114,46 @@ def main():
         put_blocks(cc, key, ((i, reader(off)) for i, off in enumerate(range(0, size, bs))))
         dt = time.perf_counter() - t0
         print(f"bytes={size} secs={dt:.3f} mb_per_s={size / MIB / dt:.1f}")
+    elif cmd == "append":
+        key, path = args
+        size = os.path.getsize(path)
+        bs = 8 * MIB
+        bc = cc.get_blob_client(key)
+        t0 = time.perf_counter()
+        committed, _ = bc.get_block_list("committed")
+        data = open(path, "rb").read()
+
+        def stage(off):
+            bid = uuid.uuid4().hex
+            bc.stage_block(bid, data[off:off + bs])
+            return off, bid
+
+        with ThreadPoolExecutor(4) as ex:
+            new = sorted(ex.map(stage, range(0, size, bs)))
+        bc.commit_block_list([BlobBlock(block_id=b.id) for b in committed]
+                             + [BlobBlock(block_id=b) for _, b in new])
+        dt = time.perf_counter() - t0
+        print(f"bytes={size} secs={dt:.3f}")
+    elif cmd == "append-via":
+        path, key, n, src = args[0], args[1], int(args[2]), args[3]
+        poll, timeout = float(args[4]), float(args[5])
+        data = open(src, "rb").read()
+        bc = cc.get_blob_client(key)
+        size = bc.get_blob_properties().size
+        t0 = time.perf_counter()
+        for _ in range(n):
+            with open(path, "ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            size += len(data)
+            t1 = time.monotonic()
+            while bc.get_blob_properties().size != size:
+                if time.monotonic() - t1 > timeout:
+                    raise SystemExit(f"{key}: not {size} bytes after {timeout} s")
+                time.sleep(poll)
+        dt = time.perf_counter() - t0
+        print(f"appends_per_s={n / dt:.2f} secs={dt:.3f}")
     elif cmd == "put-random":
         key, mib = args[0], int(args[1])
         seed = args[2] if len(args) > 2 else key

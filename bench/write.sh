@@ -5,6 +5,7 @@
 #
 #   bash bench/write.sh                  # 1 GiB file, 1000 x 4 KiB creates, tar x of 5000 files, 3 runs
 #   BENCH_SMALL=1 bash bench/write.sh    # 128 MiB, 200 creates, 500 files, 1 run
+#   BENCH_WRITE_SCENARIOS="seq append" BENCH_WRITE_TOOLS="raw blobmount rclone" bash bench/write.sh
 #
 # Needs root (FUSE), the test tools (tests/scripts/install-deps.sh: Azurite) and the bench venv
 # (bench/run.sh creates it), rclone (Debian). Builds blobmount in release unless $BLOBMOUNT_BIN is
@@ -21,6 +22,9 @@ NSMALL=${BENCH_NSMALL:-$d_small}     # 4 KiB files created with 8 threads
 NTAR=${BENCH_NTAR:-$d_tar}           # files in the tar archive extracted
 REPS=${BENCH_REPS:-$d_reps}
 TOOLS_TO_RUN=${BENCH_WRITE_TOOLS:-raw blobmount blobmount-staged rclone}
+# seq: the big file; append: NAPPEND appends of 1 MiB to it (needs seq); small; tar.
+SCENARIOS=${BENCH_WRITE_SCENARIOS:-seq append small tar}
+NAPPEND=${BENCH_NAPPEND:-5}
 TOOLS=${BLOBMOUNT_TEST_TOOLS:-/opt/blobmount-test}
 PY=${BENCH_VENV:-$TOOLS/bench-venv}/bin/python
 WORK=${BENCH_WORK:-/var/tmp/blobmount-write-bench.$$}
@@ -81,6 +85,7 @@ log "Azurite on 127.0.0.1:$PORT (disk storage), restarted empty for every tool"
 
 log "source data: ${BIG_MIB} MiB file, tar of $NTAR files"
 head -c "${BIG_MIB}M" /dev/urandom > "$WORK/src.bin"
+head -c 1M /dev/urandom > "$WORK/app.bin"
 BIG_BYTES=$((BIG_MIB * 1048576))
 "$PY" - "$WORK/tree.tar" "$NTAR" << 'EOF'
 import io, os, random, sys, tarfile
@@ -149,6 +154,7 @@ wait_durable() {
         die "$1: not durable after ${DURABLE_TIMEOUT}s ($out, want n=$2 bytes=$3)"
 }
 
+want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 declare -A RES RSS
 put() { RES[$1,$2]+="$3 "; }
 for ((r = 1; r <= REPS; r++)); do
@@ -158,7 +164,15 @@ for ((r = 1; r <= REPS; r++)); do
         if [[ $tool == raw ]]; then
             s=$(AZ put-file "seq-raw-$r" "$WORK/src.bin" | field secs)
             put seq raw "$(awk -v b="$BIG_BYTES" -v s="$s" 'BEGIN{printf "%.1f", b/1e6/s}')"
-            put small raw "$(AZ put-small "small-raw-$r" "$NSMALL" 4096 8 | field ops_per_s)"
+            if want append; then
+                total=0
+                for ((k = 1; k <= NAPPEND; k++)); do
+                    s=$(AZ append "seq-raw-$r" "$WORK/app.bin" | field secs)
+                    total=$(awk -v a="$total" -v b="$s" 'BEGIN{print a+b}')
+                done
+                put append raw "$(awk -v n="$NAPPEND" -v s="$total" 'BEGIN{printf "%.2f", n/s}')"
+            fi
+            want small && put small raw "$(AZ put-small "small-raw-$r" "$NSMALL" 4096 8 | field ops_per_s)"
             continue
         fi
         mount_tool "$tool"
@@ -169,10 +183,17 @@ for ((r = 1; r <= REPS; r++)); do
         dd if="$WORK/src.bin" of="$d/seq.bin" bs=1M conv=fsync status=none
         wait_durable "$tool-$r/seq.bin" 1 "$BIG_BYTES"
         put seq "$tool" "$(awk -v b="$BIG_BYTES" -v s="$(since "$t0")" 'BEGIN{printf "%.1f", b/1e6/s}')"
+        # 1b. Appends of 1 MiB to it (a log, a growing dataset shard), each until durable.
+        if want append; then
+            # One process appends and checks the store (a HEAD), so no process start is timed.
+            put append "$tool" "$(AZ append-via "$d/seq.bin" "$tool-$r/seq.bin" "$NAPPEND" \
+                "$WORK/app.bin" 0.05 "$DURABLE_TIMEOUT" | field appends_per_s)"
+        fi
         # 2. Many small files created by 8 threads.
-        mkdir -p "$d/small"
-        t0=$(now)
-        "$PY" - "$d/small" "$NSMALL" << 'EOF'
+        if want small; then
+            mkdir -p "$d/small"
+            t0=$(now)
+            "$PY" - "$d/small" "$NSMALL" << 'EOF'
 import os, sys
 from concurrent.futures import ThreadPoolExecutor
 d, n = sys.argv[1], int(sys.argv[2])
@@ -183,13 +204,16 @@ def one(i):
 with ThreadPoolExecutor(8) as ex:
     list(ex.map(one, range(n)))
 EOF
-        wait_durable "$tool-$r/small/" "$NSMALL" $((NSMALL * 4096))
-        put small "$tool" "$(awk -v n="$NSMALL" -v s="$(since "$t0")" 'BEGIN{printf "%.1f", n/s}')"
+            wait_durable "$tool-$r/small/" "$NSMALL" $((NSMALL * 4096))
+            put small "$tool" "$(awk -v n="$NSMALL" -v s="$(since "$t0")" 'BEGIN{printf "%.1f", n/s}')"
+        fi
         # 3. tar x of a source tree.
-        t0=$(now)
-        tar -xf "$WORK/tree.tar" -C "$d"
-        wait_durable "$tool-$r/src/" "$NTAR" "$TAR_BYTES"
-        put tar "$tool" "$(awk -v n="$NTAR" -v s="$(since "$t0")" 'BEGIN{printf "%.1f", n/s}')"
+        if want tar; then
+            t0=$(now)
+            tar -xf "$WORK/tree.tar" -C "$d"
+            wait_durable "$tool-$r/src/" "$NTAR" "$TAR_BYTES"
+            put tar "$tool" "$(awk -v n="$NTAR" -v s="$(since "$t0")" 'BEGIN{printf "%.1f", n/s}')"
+        fi
         h=$(umount_tool "$tool")
         [[ $h != NA ]] && { [[ -z ${RSS[$tool]:-} ]] || ((h > RSS[$tool])); } && RSS[$tool]=$h
     done
@@ -202,8 +226,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (a == "NA" || b == "NA" || b == 0) p
     echo "# blobmount: $BM; repo $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD || echo +dirty); $(rclone version 2>/dev/null | head -1)"
     echo "# every value is measured until the store lists all objects with all their bytes"
     printf '| scenario | tool | value | unit | vs raw | vs rclone | peak RSS (MiB) | runs |\n|---|---|---|---|---|---|---|---|\n'
-    for sc in seq small tar; do
-        unit=files/s; [[ $sc == seq ]] && unit=MB/s
+    for sc in $SCENARIOS; do
+        unit=files/s; [[ $sc == seq ]] && unit=MB/s; [[ $sc == append ]] && unit=appends/s
         for tool in $TOOLS_TO_RUN; do
             [[ $tool == raw && $sc == tar ]] && continue
             v=$(m "$sc" "$tool")
@@ -214,6 +238,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (a == "NA" || b == "NA" || b == 0) p
     done
     echo
     echo "seq: dd bs=1M conv=fsync of a ${BIG_MIB} MiB new file (raw: SDK Put Block x4 in parallel + Put Block List);"
+    want append && echo "append: $NAPPEND appends (open O_APPEND, write, fsync, close) of 1 MiB to that file, each until a HEAD shows it in the store (raw: SDK Get Block List, Put Block, Put Block List of the old and new blocks)."
     echo "small: $NSMALL x 4 KiB files created by 8 threads (raw: 8 threads of SDK PUTs); tar: tar x of $NTAR files ($TAR_BYTES bytes)."
 } | tee "$OUT"
 log "written $OUT"
