@@ -23,6 +23,7 @@ pub mod memory;
 pub mod metered;
 pub mod objstore;
 pub mod rest;
+pub mod s3parts;
 pub mod upload;
 
 use std::collections::BTreeMap;

@@ -28,10 +28,9 @@ use object_store::local::LocalFileSystem;
 use object_store::path::{Path, PathPart};
 use object_store::{
     Attribute, AttributeValue, Attributes, BackoffConfig, ClientOptions, CopyMode, CopyOptions,
-    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions,
-    RetryConfig, UpdateVersion, WriteMultipart,
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, RetryConfig,
+    UpdateVersion,
 };
-use tokio::io::AsyncReadExt;
 
 use crate::azblocks::AzureBlocks;
 use crate::config::{Secret, StoreConfig, StoreKind, StoreUrl};
@@ -40,6 +39,7 @@ use crate::gcs::{GcsJson, GenCond, encode_segment};
 use crate::listing::{Dialect, RawLister};
 use crate::localdir;
 use crate::rest::{Rest, Signer, percent_decode};
+use crate::s3parts::S3Parts;
 use crate::{
     AppendBase, Backend, BackendError, Capabilities, ListPage, ObjectInfo, PartUpload,
     Precondition, PutMeta, PutOutcome, Result, UserMetadata,
@@ -47,7 +47,7 @@ use crate::{
 
 mod open;
 mod uploads;
-use uploads::{GcsUpload, ObjUpload, upload_in_parts};
+use uploads::{GcsUpload, upload_in_parts};
 
 /// Objects at most this large are uploaded in one request; larger ones in parts.
 const SINGLE_PUT_MAX: u64 = 32 * 1024 * 1024;
@@ -69,6 +69,8 @@ pub struct ObjectStoreBackend {
     local_root: Option<PathBuf>,
     /// Azure only: block uploads whose commit carries the precondition.
     azure_blocks: Option<Arc<AzureBlocks>>,
+    /// S3 only: multipart uploads whose commit carries the precondition, with part copy.
+    s3_parts: Option<Arc<S3Parts>>,
 }
 
 /// The local root if `key` is a directory marker on a `file://` store.
@@ -172,25 +174,6 @@ impl ObjectStoreBackend {
     }
 
     /// Check a precondition with a HEAD (for operations the store cannot make conditional).
-    /// Start a multipart (S3) / block (Azure) upload carrying `meta`.
-    async fn multipart(
-        &self,
-        key: &str,
-        meta: &PutMeta,
-    ) -> Result<Box<dyn object_store::MultipartUpload>> {
-        let path = key_to_path(key)?;
-        self.store
-            .put_multipart_opts(
-                &path,
-                PutMultipartOptions {
-                    attributes: attributes(meta),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| map_err(key, e))
-    }
-
     async fn check_precondition(&self, key: &str, cond: &Precondition) -> Result<()> {
         match cond {
             Precondition::None => Ok(()),
@@ -316,7 +299,7 @@ impl Backend for ObjectStoreBackend {
             dir_markers: matches!(self.kind, StoreKind::S3 | StoreKind::Gcs | StoreKind::File),
             native_metadata_update: self.gcs.is_some(),
             conditional_writes: self.conditional_writes && self.kind != StoreKind::File,
-            append_uploads: self.azure_blocks.is_some(),
+            append_uploads: self.azure_blocks.is_some() || self.s3_parts.is_some(),
         }
     }
 
@@ -424,28 +407,13 @@ impl Backend for ObjectStoreBackend {
         if let Some(az) = &self.azure_blocks {
             return upload_in_parts(az.start(key, meta), key, file, cond).await;
         }
-        // Multipart uploads cannot carry If-Match / If-None-Match through this crate: check
-        // first, upload, and only then commit (a race inside the upload window remains; the
-        // write engine narrows it).
-        if self.conditional_writes {
-            self.check_precondition(key, cond).await?;
+        match &self.s3_parts {
+            Some(s3) => upload_in_parts(s3.start(key, meta).await?, key, file, cond).await,
+            None => Err(BackendError::NotSupported(format!(
+                "uploads in parts to {}",
+                self.description
+            ))),
         }
-        let upload = self.multipart(key, meta).await?;
-        let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let mut f = tokio::fs::File::open(file).await?;
-        let mut buf = vec![0u8; PART_SIZE];
-        loop {
-            let n = f.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                return Err(map_err(key, e));
-            }
-            w.write(&buf[..n]);
-        }
-        let r = w.finish().await.map_err(|e| map_err(key, e))?;
-        Ok(PutOutcome { etag: r.e_tag })
     }
 
     async fn list_under(&self, prefix: &str, max: usize) -> Result<ListPage> {
@@ -598,11 +566,12 @@ impl Backend for ObjectStoreBackend {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> Result<Option<PutOutcome>> {
-        match &self.azure_blocks {
-            Some(az) => {
-                az.append(key, base, file, meta, cond, (PART_SIZE, PARTS_IN_FLIGHT))
-                    .await
-            }
+        let sizes = (PART_SIZE, PARTS_IN_FLIGHT);
+        if let Some(az) = &self.azure_blocks {
+            return az.append(key, base, file, meta, cond, sizes).await;
+        }
+        match &self.s3_parts {
+            Some(s3) => s3.append(key, base, file, meta, cond, sizes).await,
             None => Ok(None),
         }
     }
@@ -632,8 +601,10 @@ impl Backend for ObjectStoreBackend {
         if let Some(az) = &self.azure_blocks {
             return Ok(Some(az.start(key, meta)));
         }
-        let inner = self.multipart(key, meta).await?;
-        Ok(Some(Box::new(ObjUpload::new(self, key, inner))))
+        match &self.s3_parts {
+            Some(s3) => Ok(Some(s3.start(key, meta).await?)),
+            None => Ok(None),
+        }
     }
 }
 

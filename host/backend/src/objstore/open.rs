@@ -82,6 +82,7 @@ impl ObjectStoreBackend {
         let mut lister = None;
         let mut local_root = None;
         let mut azure_blocks = None;
+        let mut s3_parts = None;
         let (store, description): (Arc<dyn ObjectStore>, String) = match url.kind {
             StoreKind::Azure => {
                 let az = &cfg.azure;
@@ -206,11 +207,14 @@ impl ObjectStoreBackend {
                     creds: s.credentials().clone(),
                     region,
                 };
-                lister = Some(RawLister::new(
-                    Rest::new(cfg.retry.clone(), signer)?,
+                let rest = Rest::new(cfg.retry.clone(), signer)?;
+                s3_parts = Some(S3Parts::new(
+                    rest.clone(),
                     &bucket_url,
-                    Dialect::S3,
+                    bucket,
+                    s3.conditional_writes,
                 ));
+                lister = Some(RawLister::new(rest, &bucket_url, Dialect::S3));
                 let d = format!("s3://{}", url.bucket);
                 (s, d)
             }
@@ -298,6 +302,7 @@ impl ObjectStoreBackend {
             lister,
             local_root,
             azure_blocks,
+            s3_parts,
         })
     }
 }

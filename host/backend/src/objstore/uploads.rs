@@ -1,6 +1,6 @@
-//! Uploads in parts for [`ObjectStoreBackend`]: S3 multipart through `object_store`, GCS
-//! resumable sessions fed part by part, and the loop that sends a local file through any
-//! [`PartUpload`] (large `put_file`s).
+//! Uploads in parts for [`ObjectStoreBackend`]: GCS resumable sessions fed part by part, and
+//! the loop that sends a local file through any [`PartUpload`] (large `put_file`s). S3 and
+//! Azure have their own REST modules ([`crate::s3parts`], [`crate::azblocks`]).
 //!
 //! Why a module of its own: these are the write-side state machines (ordering, conditions,
 //! finalization), separate from the adapter's per-call mapping in the parent module.
@@ -11,66 +11,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ObjectStoreBackend, PART_SIZE, PARTS_IN_FLIGHT, map_err};
+use super::{ObjectStoreBackend, PART_SIZE, PARTS_IN_FLIGHT};
 use crate::gcs::{GcsJson, GenCond};
 use crate::{BackendError, PartUpload, Precondition, PutOutcome, Result};
-
-/// An S3 multipart upload through `object_store` (Azure uses [`crate::azblocks`]).
-pub(super) struct ObjUpload {
-    backend: Arc<ObjectStoreBackend>,
-    key: String,
-    inner: Box<dyn object_store::MultipartUpload>,
-}
-
-impl ObjUpload {
-    pub(super) fn new(
-        backend: Arc<ObjectStoreBackend>,
-        key: &str,
-        inner: Box<dyn object_store::MultipartUpload>,
-    ) -> Self {
-        ObjUpload {
-            backend,
-            key: key.to_string(),
-            inner,
-        }
-    }
-}
-
-impl std::fmt::Debug for ObjUpload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjUpload").field("key", &self.key).finish()
-    }
-}
-
-#[async_trait]
-impl PartUpload for ObjUpload {
-    fn put_part(&mut self, data: Bytes) -> futures::future::BoxFuture<'static, Result<()>> {
-        let key = self.key.clone();
-        let part = self.inner.put_part(data.into());
-        Box::pin(async move { part.await.map_err(|e| map_err(&key, e)) })
-    }
-
-    async fn complete(mut self: Box<Self>, cond: &Precondition) -> Result<PutOutcome> {
-        // object_store cannot send If-Match / If-None-Match with the commit: check first
-        // (a race inside that window remains; see docs/semantics.md).
-        if self.backend.conditional_writes
-            && let Err(e) = self.backend.check_precondition(&self.key, cond).await
-        {
-            let _ = self.inner.abort().await;
-            return Err(e);
-        }
-        let r = self
-            .inner
-            .complete()
-            .await
-            .map_err(|e| map_err(&self.key, e))?;
-        Ok(PutOutcome { etag: r.e_tag })
-    }
-
-    async fn abort(mut self: Box<Self>) -> Result<()> {
-        self.inner.abort().await.map_err(|e| map_err(&self.key, e))
-    }
-}
 
 /// Where a GCS session's parts have got to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
