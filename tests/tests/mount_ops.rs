@@ -9,7 +9,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use blobmount_tests::proxy::CountingProxy;
-use blobmount_tests::{Emulator, Kind, Mount, MountSpec, per_backend, sh};
+use blobmount_tests::{
+    Emulator, Kind, Mount, MountSpec, free_port, http_get, metric, per_backend, sh,
+};
 
 fn setup(kind: Kind) -> (Emulator, String, Mount) {
     let emu = Emulator::start(kind);
@@ -337,7 +339,16 @@ fn transient_faults_are_retried(kind: Kind) {
     ] {
         spec.env.push((k.into(), v.into()));
     }
+    let port = free_port();
+    spec.args = vec!["--health-listen".into(), format!("127.0.0.1:{port}")];
     let m = Mount::start(&spec);
+    let retries = || {
+        metric(
+            &http_get(port, "/metrics").1,
+            "blobmount_backend_retries_total",
+        )
+    };
+    let before = retries();
     proxy.fail_next(2);
     assert_eq!(std::fs::read_to_string(m.p("d/in.txt")).unwrap(), "hello");
     proxy.drop_next(1);
@@ -350,6 +361,8 @@ fn transient_faults_are_retried(kind: Kind) {
             && log.iter().any(|l| l.starts_with("DROP ")),
         "faults not all injected: {log:?}"
     );
+    // Every failed attempt was sent again, and counted.
+    assert_eq!(retries() - before, 4.0, "{log:?}");
 }
 
 fn failed_upload_is_an_error(kind: Kind) {

@@ -349,6 +349,7 @@ impl GcsJson {
                             Err(e) => Err(BackendError::Unavailable(format!("GCS {key}: {e:?}"))),
                         };
                     }
+                    crate::rest::count_retry();
                     tokio::time::sleep(self.rest.backoff(stalls)).await;
                     offset = self.query_session(key, &session, total).await?;
                 }

@@ -54,6 +54,20 @@ impl std::fmt::Debug for Rest {
     }
 }
 
+/// Requests sent again after a transient failure, by any store client of the process.
+static RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Count one request sent again (our REST loops call it; the daemon also calls it for each
+/// retry `object_store`'s own client reports).
+pub fn count_retry() {
+    RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Requests sent again so far (see [`count_retry`]).
+pub fn retries() -> u64 {
+    RETRIES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Statuses after which the same request may be sent again.
 pub fn transient_status(s: StatusCode) -> bool {
     matches!(s.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
@@ -174,6 +188,7 @@ impl Rest {
             }
             let delay = self.backoff(attempt);
             tracing::debug!(what, attempt, ?delay, "retrying request");
+            count_retry();
             tokio::time::sleep(delay).await;
             attempt += 1;
         }

@@ -32,29 +32,59 @@ pub fn filter(cfg: &LoggingConfig) -> Result<EnvFilter, String> {
 }
 
 pub fn init(cfg: &LoggingConfig) -> Result<(), String> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = filter(cfg)?;
     SINK.store(if cfg.file.is_some() { 2 } else { 1 }, Ordering::Relaxed);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_target(false);
-    let result = match (&cfg.file, cfg.format) {
+    let fmt = match (&cfg.file, cfg.format) {
         (Some(path), fmt) => {
             let f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
                 .map_err(|e| format!("logging.file {}: {e}", path.display()))?;
-            let b = builder.with_writer(Mutex::new(f)).with_ansi(false);
+            let l = layer.with_writer(Mutex::new(f)).with_ansi(false);
             match fmt {
-                LogFormat::Json => b.json().try_init(),
-                LogFormat::Text => b.try_init(),
+                LogFormat::Json => l.json().boxed(),
+                LogFormat::Text => l.boxed(),
             }
         }
-        (None, LogFormat::Json) => builder.with_writer(std::io::stderr).json().try_init(),
-        (None, LogFormat::Text) => builder.with_writer(std::io::stderr).try_init(),
+        (None, LogFormat::Json) => layer.with_writer(std::io::stderr).json().boxed(),
+        (None, LogFormat::Text) => layer.with_writer(std::io::stderr).boxed(),
     };
+    let result = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(RetryCounter.with_filter(retry_events()))
+        .try_init();
     // A second init (tests) is harmless.
     let _ = result;
     Ok(())
+}
+
+/// The events `object_store`'s HTTP client logs when it sends a request again: one per
+/// retry, whatever the log level (see [`RetryCounter`]).
+fn retry_events() -> tracing_subscriber::filter::Targets {
+    tracing_subscriber::filter::Targets::new()
+        .with_target("object_store::client::retry", tracing::Level::INFO)
+}
+
+/// Counts `object_store`'s retries into `blobmount_backend::rest::retries` (our own REST
+/// client counts its retries there directly), for `blobmount_backend_retries_total`.
+/// object_store offers no other hook; its retry loop logs each retry at INFO.
+struct RetryCounter;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RetryCounter {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if *event.metadata().level() == tracing::Level::INFO {
+            blobmount_backend::rest::count_retry();
+        }
+    }
 }

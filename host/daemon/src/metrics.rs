@@ -216,6 +216,12 @@ pub fn render(fs: &Fs, backend: &BackendStats, preload: Option<&PreloadProgress>
         let _ = writeln!(o.0, "{r}{{error=\"{kind}\"}} {n}");
     }
     o.one(
+        "blobmount_backend_retries_total",
+        "counter",
+        "Store requests sent again after a transient failure (5xx, throttling, a dropped connection).",
+        blobmount_backend::rest::retries(),
+    );
+    o.one(
         "blobmount_backend_read_bytes_total",
         "counter",
         "Bytes fetched from the store.",
