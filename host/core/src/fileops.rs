@@ -379,14 +379,8 @@ impl Fs {
                 .bytes_written
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
             let cond = upload_cond(st);
-            self.stream_after_write(
-                h.ino,
-                &mut st.stream,
-                tmp.as_file(),
-                (offset, data.len() as u64),
-                &cond,
-            )
-            .await;
+            self.stream_after_write(h.ino, &mut st.stream, tmp.as_file(), (offset, data), &cond)
+                .await;
         }
         st.size = st.size.max(offset + data.len() as u64);
         let size = st.size;

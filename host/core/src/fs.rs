@@ -99,6 +99,9 @@ pub struct FsStats {
     pub bytes_written: AtomicU64,
     /// Parts sent by streaming uploads.
     pub parts_sent: AtomicU64,
+    /// Of those, parts read back from the staging file (no memory was free to keep them as
+    /// they were written).
+    pub parts_read_back: AtomicU64,
     /// Files committed by a streaming upload (the rest are uploaded whole).
     pub streamed_uploads: AtomicU64,
     /// Uploads that sent only the bytes appended to an object (the store kept the rest).

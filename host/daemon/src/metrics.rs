@@ -296,6 +296,12 @@ pub fn render(fs: &Fs, backend: &BackendStats, preload: Option<&PreloadProgress>
         load(&st.parts_sent),
     );
     o.one(
+        "blobmount_upload_parts_read_back_total",
+        "counter",
+        "Streamed parts read back from the staging file because no memory was free to keep them as they were written.",
+        load(&st.parts_read_back),
+    );
+    o.one(
         "blobmount_streamed_uploads_total",
         "counter",
         "Files committed by a streaming upload (the others are uploaded whole at close).",
