@@ -22,9 +22,12 @@ commands (timings are printed as "key=value" words on one line):
   head KEY                        print the size of KEY
   put-small PREFIX N SIZE THREADS PUT N objects PREFIX/fNNNNN of SIZE bytes with THREADS threads -> ops_per_s=...
   count PREFIX                    objects under PREFIX with at least one byte -> n=... bytes=...
-  wait PREFIX N BYTES POLL TIMEOUT  list PREFIX every POLL s until it holds N objects with BYTES bytes
-                                  (one process, so the check costs one listing, not a Python start)
-                                  -> n=... bytes=... (exit 1 after TIMEOUT s)
+  wait PREFIX N BYTES POLL TIMEOUT [GO]
+                                  list PREFIX every POLL s until it holds N objects with BYTES bytes
+                                  (one process, so the check costs one listing, not a Python start);
+                                  with GO, start listing only once the file GO exists, so the process
+                                  can be started before the operation it times without loading the
+                                  store during it -> n=... bytes=... (exit 1 after TIMEOUT s)
 """
 import datetime
 import os
@@ -212,6 +215,9 @@ def main():
     elif cmd == "wait":
         prefix, want_n, want_bytes = args[0], int(args[1]), int(args[2])
         poll, timeout = float(args[3]), float(args[4])
+        if len(args) > 5:
+            while not os.path.exists(args[5]):
+                time.sleep(0.005)
         t0 = time.monotonic()
         while True:
             n, total = count(cc, prefix)

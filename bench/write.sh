@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # blobmount write benchmark (issue 4): the raw SDK vs blobmount (streaming uploads, and staged
-# only) vs rclone mount (--vfs-cache-mode writes), on Azurite, every write measured until it is
+# only) vs rclone mount (--vfs-cache-mode writes), on Azurite (storage on tmpfs, BENCH_AZURITE_DIR),
+# every write measured until it is
 # durable in the store (the clock stops when a listing shows every object with all its bytes).
 #
 #   bash bench/write.sh                  # 1 GiB file, 1000 x 4 KiB creates, tar x of 5000 files, 3 runs
@@ -28,6 +29,11 @@ NAPPEND=${BENCH_NAPPEND:-5}
 TOOLS=${BLOBMOUNT_TEST_TOOLS:-/opt/blobmount-test}
 PY=${BENCH_VENV:-$TOOLS/bench-venv}/bin/python
 WORK=${BENCH_WORK:-/var/tmp/blobmount-write-bench.$$}
+# Azurite's storage: tmpfs by default, so the emulated store does not share the disk (and its
+# journal) with the mount's cache directory, as a remote store would not. With Azurite on the
+# same disk, its writeback of a 1 GiB blob slowed the cache directory's file creations that
+# followed (1000 creates: 141 files/s on a fresh disk, 83-98 right after a 1 GiB write).
+AZ_DIR=${BENCH_AZURITE_DIR:-/dev/shm/blobmount-write-bench.$$}
 DURABLE_TIMEOUT=${BENCH_DURABLE_TIMEOUT:-900}
 # Seconds between two checks of the store: each is a full listing, which loads Azurite too.
 POLL=${BENCH_POLL:-0.5}
@@ -65,7 +71,7 @@ cleanup() {
     stop_pid "$AZ_PID" 30
     # Logs and the daemon's counters are kept (not committed: results/logs-*/ is ignored).
     [[ -d $WORK/logs ]] && mkdir -p "$HERE/results/logs-write-$TS" && cp -r "$WORK/logs/." "$HERE/results/logs-write-$TS/"
-    rm -rf "$WORK"
+    rm -rf "$WORK" "$AZ_DIR"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -77,8 +83,8 @@ AZ() { "$PY" "$HERE/az.py" "$EP" "$CONTAINER" "$@"; }
 # every listing, so a tool measured after others would pay for their objects.
 fresh_azurite() {
     stop_pid "$AZ_PID" 30
-    rm -rf "$WORK/azurite"; mkdir -p "$WORK/azurite"
-    start_azurite "$PORT" "$WORK/azurite" "$WORK/logs/azurite.log"
+    rm -rf "$AZ_DIR"; mkdir -p "$AZ_DIR"
+    start_azurite "$PORT" "$AZ_DIR" "$WORK/logs/azurite.log"
     AZ create
 }
 log "Azurite on 127.0.0.1:$PORT (disk storage), restarted empty for every tool"
@@ -147,14 +153,18 @@ umount_tool() { # TOOL -> prints the daemon's peak RSS in MiB
     stop_pid "$MPID" 30; MPID=
     echo "$hwm"
 }
-# start_waiter PREFIX FILES BYTES POLL: start polling the store (every POLL s) until it lists
-# FILES objects (with data) holding BYTES, *before* the operation it times, so the poller's own
-# Python start overlaps the operation instead of being counted; finish_waiter waits for it.
+# start_waiter PREFIX FILES BYTES POLL: start the store poller (every POLL s, until the store
+# lists FILES objects with data holding BYTES) *before* the operation it times, idle until
+# finish_waiter tells it the operation returned: its Python start is not timed (the raw side's
+# own process start is not either) and it does not load the store during the operation.
 start_waiter() {
-    AZ wait "$1" "$2" "$3" "$4" "$DURABLE_TIMEOUT" > "$WORK/waiter.out" 2>&1 &
+    WAITER_GO=$WORK/waiter.go.$RANDOM
+    rm -f "$WAITER_GO"
+    AZ wait "$1" "$2" "$3" "$4" "$DURABLE_TIMEOUT" "$WAITER_GO" > "$WORK/waiter.out" 2>&1 &
     WAITER=$! WAITER_WHAT="$1 (want n=$2 bytes=$3)"
 }
 finish_waiter() {
+    touch "$WAITER_GO"
     wait "$WAITER" || die "$WAITER_WHAT: not durable after ${DURABLE_TIMEOUT}s ($(cat "$WORK/waiter.out"))"
 }
 
@@ -184,8 +194,8 @@ for ((r = 1; r <= REPS; r++)); do
         mkdir -p "$d"
         # 1. One big new file written sequentially, until the store has all of it.
         t0=$(now)
-        # One object: a listing is cheap, so poll more often (not so often as to load Azurite).
-        start_waiter "$tool-$r/seq.bin" 1 "$BIG_BYTES" 0.2
+        # One object: a listing is cheap, so poll more often.
+        start_waiter "$tool-$r/seq.bin" 1 "$BIG_BYTES" 0.1
         dd if="$WORK/src.bin" of="$d/seq.bin" bs=1M conv=fsync status=none
         finish_waiter
         put seq "$tool" "$(awk -v b="$BIG_BYTES" -v s="$(since "$t0")" 'BEGIN{printf "%.1f", b/1e6/s}')"
@@ -230,7 +240,7 @@ done
 m() { [[ -n ${RES[$1,$2]:-} ]] && median ${RES[$1,$2]} || echo NA; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (a == "NA" || b == "NA" || b == 0) print "-"; else printf "%.2fx", a/b}'; }
 {
-    echo "# write benchmark $TS on Azurite (disk), median of $REPS; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "# write benchmark $TS on Azurite (storage in $AZ_DIR), median of $REPS; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "# blobmount: $BM; repo $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD || echo +dirty); $(rclone version 2>/dev/null | head -1)"
     echo "# every value is measured until the store lists all objects with all their bytes"
     printf '| scenario | tool | value | unit | vs raw | vs rclone | peak RSS (MiB) | runs |\n|---|---|---|---|---|---|---|---|\n'

@@ -198,7 +198,7 @@ async fn parts_stay_within_the_memory_budget() {
 }
 
 #[tokio::test]
-async fn fsync_commits_and_later_writes_upload_the_whole_file() {
+async fn fsync_commits_and_later_writes_go_up_as_an_append() {
     let (mem, fs, _d) = setup(64 * 1024 * 1024);
     let mut data = pattern(3 * PART + 7);
     let (_, h) = fs
@@ -214,6 +214,12 @@ async fn fsync_commits_and_later_writes_upload_the_whole_file() {
     fs.release(h.fh).await.unwrap();
     assert!(same(&stored(&mem, "log").await.unwrap(), &data));
     assert_eq!(mem.counters.complete.load(Ordering::SeqCst), 1);
+    // The store kept what the fsync committed: only the bytes after it went up again.
+    assert_eq!(mem.counters.append.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        mem.counters.append_bytes.load(Ordering::SeqCst),
+        PART as u64
+    );
 }
 
 #[tokio::test]
