@@ -22,7 +22,7 @@ use futures::future::BoxFuture;
 use reqwest::Method;
 
 use crate::gcs::encode_segment;
-use crate::rest::{Rest, status_error};
+use crate::rest::{Rest, header, keyed, status_error};
 use crate::upload::PartUpload;
 use crate::{AppendBase, Precondition, PutMeta, PutOutcome, Result};
 
@@ -240,24 +240,6 @@ const ID_BYTES: usize = 16;
 const MIN_ID_BYTES: usize = 8;
 /// Azure's limit of committed blocks per blob.
 const MAX_BLOCKS: u64 = 50_000;
-
-fn header(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
-/// `status_error` names the call; callers want the key.
-fn keyed(e: crate::BackendError, key: &str) -> crate::BackendError {
-    use crate::BackendError as E;
-    match e {
-        E::PreconditionFailed { .. } => E::PreconditionFailed { key: key.into() },
-        E::AlreadyExists { .. } => E::AlreadyExists { key: key.into() },
-        E::NotFound { .. } => E::NotFound { key: key.into() },
-        e => e,
-    }
-}
 
 /// The committed blocks (`<CommittedBlocks><Block><Name>id</Name><Size>n</Size>`) of a Get
 /// Block List reply, in order.

@@ -236,6 +236,27 @@ pub async fn status_error(what: &str, create: bool, r: reqwest::Response) -> Bac
     }
 }
 
+/// A header of a reply as text.
+pub(crate) fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// [`status_error`] names the call in `NotFound` / `PreconditionFailed` / `AlreadyExists`;
+/// callers that know the key want it there instead.
+pub(crate) fn keyed(e: BackendError, key: &str) -> BackendError {
+    match e {
+        BackendError::PreconditionFailed { .. } => {
+            BackendError::PreconditionFailed { key: key.into() }
+        }
+        BackendError::AlreadyExists { .. } => BackendError::AlreadyExists { key: key.into() },
+        BackendError::NotFound { .. } => BackendError::NotFound { key: key.into() },
+        e => e,
+    }
+}
+
 /// Decode `%XX` escapes (SAS values, S3 `encoding-type=url`, Azure `Encoded="true"`). S3
 /// listings also encode spaces as `+`. Malformed escapes are kept as they are.
 pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> String {

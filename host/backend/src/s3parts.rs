@@ -19,7 +19,7 @@ use futures::future::BoxFuture;
 use reqwest::Method;
 
 use crate::gcs::encode_segment;
-use crate::rest::{Rest, status_error};
+use crate::rest::{Rest, header, keyed, status_error};
 use crate::upload::PartUpload;
 use crate::{AppendBase, BackendError, Precondition, PutMeta, PutOutcome, Result};
 
@@ -51,25 +51,6 @@ fn encoded_key(key: &str) -> String {
         .map(encode_segment)
         .collect::<Vec<_>>()
         .join("/")
-}
-
-fn header(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
-/// `status_error` names the call; callers want the key.
-fn keyed(e: BackendError, key: &str) -> BackendError {
-    match e {
-        BackendError::PreconditionFailed { .. } => {
-            BackendError::PreconditionFailed { key: key.into() }
-        }
-        BackendError::AlreadyExists { .. } => BackendError::AlreadyExists { key: key.into() },
-        BackendError::NotFound { .. } => BackendError::NotFound { key: key.into() },
-        e => e,
-    }
 }
 
 /// The text of the first `<tag>` element of an S3 XML reply.

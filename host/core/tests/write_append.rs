@@ -36,31 +36,72 @@ async fn old_object(mem: &MemoryBackend, key: &str) -> Vec<u8> {
     data
 }
 
+/// A core over a store holding `key` (see [`old_object`]), with `key` open with `flags`.
+struct Opened {
+    mem: Arc<MemoryBackend>,
+    dir: tempfile::TempDir,
+    fs: Fs,
+    /// The object's content before the test.
+    old: Vec<u8>,
+    size: u64,
+    ino: u64,
+    fh: u64,
+}
+
+async fn opened(key: &str, flags: i32) -> Opened {
+    let mem = Arc::new(MemoryBackend::new());
+    let dir = tempfile::tempdir().unwrap();
+    let old = old_object(&mem, key).await;
+    let fs = core(&mem, dir.path());
+    let a = fs.lookup(ROOT_INO, key).await.unwrap();
+    let fh = fs.open(a.ino, flags).await.unwrap().fh;
+    Opened {
+        mem,
+        dir,
+        fs,
+        old,
+        size: a.size,
+        ino: a.ino,
+        fh,
+    }
+}
+
+/// Another client replaces `key`.
+async fn replace(mem: &MemoryBackend, key: &str, data: &'static [u8]) {
+    mem.put(
+        key,
+        Bytes::from_static(data),
+        &PutMeta::default(),
+        &Precondition::None,
+    )
+    .await
+    .unwrap();
+}
+
 fn gets(mem: &MemoryBackend) -> u64 {
     mem.counters.get.load(Relaxed)
 }
 
 #[tokio::test]
 async fn an_append_sends_only_the_new_bytes_and_downloads_nothing() {
-    let mem = Arc::new(MemoryBackend::new());
-    let dir = tempfile::tempdir().unwrap();
-    let mut want = old_object(&mem, "log").await;
-    let fs = core(&mem, dir.path());
-    let a = fs.lookup(ROOT_INO, "log").await.unwrap();
-    let h = fs
-        .open(a.ino, libc::O_WRONLY | libc::O_APPEND)
-        .await
-        .unwrap();
+    let Opened {
+        mem,
+        dir: _dir,
+        fs,
+        old,
+        size,
+        ino,
+        fh,
+    } = opened("log", libc::O_WRONLY | libc::O_APPEND).await;
+    let mut want = old;
     let before = gets(&mem);
-    fs.write(h.fh, a.size, b"line 1\n").await.unwrap();
-    fs.fsync(h.fh).await.unwrap();
+    fs.write(fh, size, b"line 1\n").await.unwrap();
+    fs.fsync(fh).await.unwrap();
     want.extend_from_slice(b"line 1\n");
     assert_eq!(get(&mem, "log").await, want);
     // A second append after the fsync sends only what came after it.
-    fs.write(h.fh, want.len() as u64, b"line 2\n")
-        .await
-        .unwrap();
-    fs.release(h.fh).await.unwrap();
+    fs.write(fh, want.len() as u64, b"line 2\n").await.unwrap();
+    fs.release(fh).await.unwrap();
     want.extend_from_slice(b"line 2\n");
     assert_eq!(get(&mem, "log").await, want);
     assert_eq!(
@@ -71,25 +112,29 @@ async fn an_append_sends_only_the_new_bytes_and_downloads_nothing() {
     assert_eq!(mem.counters.append.load(Relaxed), 2);
     assert_eq!(mem.counters.append_bytes.load(Relaxed), 14);
     assert_eq!(fs.stats.append_uploads.load(Relaxed), 2);
-    assert_eq!(fs.getattr(a.ino).await.unwrap().size, want.len() as u64);
+    assert_eq!(fs.getattr(ino).await.unwrap().size, want.len() as u64);
 }
 
 #[tokio::test]
 async fn reads_and_writes_below_the_old_end_see_the_old_bytes() {
-    let mem = Arc::new(MemoryBackend::new());
-    let dir = tempfile::tempdir().unwrap();
-    let mut want = old_object(&mem, "f").await;
-    let fs = core(&mem, dir.path());
-    let a = fs.lookup(ROOT_INO, "f").await.unwrap();
-    let h = fs.open(a.ino, libc::O_RDWR).await.unwrap();
-    fs.write(h.fh, a.size, b"tail").await.unwrap();
+    let Opened {
+        mem,
+        dir: _dir,
+        fs,
+        old,
+        size,
+        fh,
+        ..
+    } = opened("f", libc::O_RDWR).await;
+    let mut want = old;
+    fs.write(fh, size, b"tail").await.unwrap();
     // A read across the old end: old bytes from the store, new ones from the staging file.
-    let r = fs.read(h.fh, a.size - 3, 7).await.unwrap();
+    let r = fs.read(fh, size - 3, 7).await.unwrap();
     assert_eq!(&r[..3], &want[want.len() - 3..]);
     assert_eq!(&r[3..], b"tail");
     // A write inside the old content stages the old bytes and uploads the whole file.
-    fs.write(h.fh, 10, b"XY").await.unwrap();
-    fs.release(h.fh).await.unwrap();
+    fs.write(fh, 10, b"XY").await.unwrap();
+    fs.release(fh).await.unwrap();
     want.extend_from_slice(b"tail");
     want[10..12].copy_from_slice(b"XY");
     assert_eq!(get(&mem, "f").await, want);
@@ -98,45 +143,44 @@ async fn reads_and_writes_below_the_old_end_see_the_old_bytes() {
 
 #[tokio::test]
 async fn truncating_below_the_old_end_uploads_the_kept_bytes() {
-    let mem = Arc::new(MemoryBackend::new());
-    let dir = tempfile::tempdir().unwrap();
-    let want = old_object(&mem, "f").await;
-    let fs = core(&mem, dir.path());
-    let a = fs.lookup(ROOT_INO, "f").await.unwrap();
-    let h = fs.open(a.ino, libc::O_RDWR).await.unwrap();
-    fs.write(h.fh, a.size, b"more").await.unwrap();
+    let Opened {
+        mem,
+        dir: _dir,
+        fs,
+        old,
+        size,
+        ino,
+        fh,
+    } = opened("f", libc::O_RDWR).await;
+    let want = old;
+    fs.write(fh, size, b"more").await.unwrap();
     let req = SetAttr {
         size: Some(1000),
         ..Default::default()
     };
-    fs.setattr(a.ino, req).await.unwrap();
-    fs.release(h.fh).await.unwrap();
+    fs.setattr(ino, req).await.unwrap();
+    fs.release(fh).await.unwrap();
     assert_eq!(get(&mem, "f").await, want[..1000].to_vec());
 }
 
 #[tokio::test]
 async fn an_append_that_conflicts_keeps_the_new_bytes_and_leaves_the_object() {
-    let mem = Arc::new(MemoryBackend::new());
-    let dir = tempfile::tempdir().unwrap();
-    old_object(&mem, "f").await;
-    let fs = core(&mem, dir.path());
-    let a = fs.lookup(ROOT_INO, "f").await.unwrap();
-    let h = fs.open(a.ino, libc::O_WRONLY).await.unwrap();
-    fs.write(h.fh, a.size, b"mine").await.unwrap();
-    mem.put(
-        "f",
-        Bytes::from_static(b"theirs"),
-        &PutMeta::default(),
-        &Precondition::None,
-    )
-    .await
-    .unwrap();
-    let err = fs.release(h.fh).await.unwrap_err();
+    let Opened {
+        mem,
+        dir: _dir,
+        fs,
+        size,
+        fh,
+        ..
+    } = opened("f", libc::O_WRONLY).await;
+    fs.write(fh, size, b"mine").await.unwrap();
+    replace(&mem, "f", b"theirs").await;
+    let err = fs.release(fh).await.unwrap_err();
     let FsError::Conflict { saved_to } = err else {
         panic!("expected a conflict, got {err:?}");
     };
     assert!(
-        saved_to.ends_with(&format!(".appended-at-{}", a.size)),
+        saved_to.ends_with(&format!(".appended-at-{}", size)),
         "{saved_to}"
     );
     assert_eq!(std::fs::read(&saved_to).unwrap(), b"mine");
@@ -145,13 +189,17 @@ async fn an_append_that_conflicts_keeps_the_new_bytes_and_leaves_the_object() {
 
 #[tokio::test]
 async fn an_append_cut_short_by_a_crash_is_finished_by_the_next_mount() {
-    let mem = Arc::new(MemoryBackend::new());
-    let dir = tempfile::tempdir().unwrap();
-    let mut want = old_object(&mem, "f").await;
-    let fs = core(&mem, dir.path());
-    let a = fs.lookup(ROOT_INO, "f").await.unwrap();
-    let h = fs.open(a.ino, libc::O_WRONLY).await.unwrap();
-    fs.write(h.fh, a.size, b"after the crash").await.unwrap();
+    let Opened {
+        mem,
+        dir,
+        fs,
+        old,
+        size,
+        fh,
+        ..
+    } = opened("f", libc::O_WRONLY).await;
+    let mut want = old;
+    fs.write(fh, size, b"after the crash").await.unwrap();
     fs.abandon_like_a_crash();
 
     let fs = core(&mem, dir.path());
@@ -164,13 +212,15 @@ async fn an_append_cut_short_by_a_crash_is_finished_by_the_next_mount() {
 
 #[tokio::test]
 async fn a_crashed_append_kept_by_recovery_holds_only_the_new_bytes() {
-    let mem = Arc::new(MemoryBackend::new());
-    let dir = tempfile::tempdir().unwrap();
-    old_object(&mem, "f").await;
-    let fs = core(&mem, dir.path());
-    let a = fs.lookup(ROOT_INO, "f").await.unwrap();
-    let h = fs.open(a.ino, libc::O_WRONLY).await.unwrap();
-    fs.write(h.fh, a.size, b"new").await.unwrap();
+    let Opened {
+        mem,
+        dir,
+        fs,
+        size,
+        fh,
+        ..
+    } = opened("f", libc::O_WRONLY).await;
+    fs.write(fh, size, b"new").await.unwrap();
     fs.abandon_like_a_crash();
 
     let fs = core(&mem, dir.path());
@@ -179,7 +229,7 @@ async fn a_crashed_append_kept_by_recovery_holds_only_the_new_bytes() {
     let kept = &r.kept[0].1;
     assert!(
         kept.to_string_lossy()
-            .ends_with(&format!(".appended-at-{}", a.size))
+            .ends_with(&format!(".appended-at-{}", size))
     );
     assert_eq!(std::fs::read(kept).unwrap(), b"new");
 }
@@ -187,18 +237,22 @@ async fn a_crashed_append_kept_by_recovery_holds_only_the_new_bytes() {
 #[tokio::test]
 async fn a_file_renamed_while_open_keeps_appending_under_its_new_name() {
     // Log rotation: the writer keeps its descriptor while the file is renamed.
-    let mem = Arc::new(MemoryBackend::new());
-    let dir = tempfile::tempdir().unwrap();
-    let mut want = old_object(&mem, "app.log").await;
-    let fs = core(&mem, dir.path());
-    let a = fs.lookup(ROOT_INO, "app.log").await.unwrap();
-    let h = fs.open(a.ino, libc::O_WRONLY).await.unwrap();
-    fs.write(h.fh, a.size, b"before\n").await.unwrap();
+    let Opened {
+        mem,
+        dir: _dir,
+        fs,
+        old,
+        size,
+        fh,
+        ..
+    } = opened("app.log", libc::O_WRONLY).await;
+    let mut want = old;
+    fs.write(fh, size, b"before\n").await.unwrap();
     fs.rename(ROOT_INO, "app.log", ROOT_INO, "app.log.1", false)
         .await
         .unwrap();
-    fs.write(h.fh, a.size + 7, b"after\n").await.unwrap();
-    fs.release(h.fh).await.unwrap();
+    fs.write(fh, size + 7, b"after\n").await.unwrap();
+    fs.release(fh).await.unwrap();
     want.extend_from_slice(b"before\nafter\n");
     assert_eq!(get(&mem, "app.log.1").await, want);
     assert!(mem.get_range("app.log", 0..1, None).await.is_err());
