@@ -12,7 +12,7 @@
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 
-use blobmount_backend::{AppendBase, BackendError, Precondition, PutMeta, PutOutcome};
+use blobmount_backend::{BackendError, Precondition, PutMeta, PutOutcome};
 use bytes::Bytes;
 
 use crate::error::{FsError, FsResult};
@@ -74,14 +74,20 @@ impl Fs {
         if st.missing == 0 {
             return Ok(());
         }
+        let key = self.key_of(ino)?;
+        self.fill_missing_of(&key, st).await.map_err(stale)
+    }
+
+    /// [`Fs::fill_missing`] for a caller that has the key and wants the store's error.
+    async fn fill_missing_of(&self, key: &str, st: &mut OpenFile) -> Result<(), BackendError> {
         let Some(tmp) = &st.staged else {
             return Ok(());
         };
-        let key = self.key_of(ino)?;
-        self.download_into(tmp.as_file(), &key, st.missing, st.base_etag.as_deref())
-            .await
-            .map_err(stale)?;
-        st.missing = 0;
+        if st.missing > 0 {
+            self.download_into(tmp.as_file(), key, st.missing, st.base_etag.as_deref())
+                .await?;
+            st.missing = 0;
+        }
         Ok(())
     }
 
@@ -132,31 +138,12 @@ impl Fs {
         pm: &PutMeta,
         cond: &Precondition,
     ) -> Result<PutOutcome, BackendError> {
-        if let (Some(len), Some(etag), Precondition::IfMatch(_)) =
-            (st.append_from, &st.base_etag, cond)
-            && len > 0
-            && len < st.size
-        {
-            let base = AppendBase {
-                etag: etag.clone(),
-                len,
-            };
-            if let Some(out) = self
-                .backend
-                .put_appended(key, &base, path, pm, cond)
-                .await?
-            {
-                self.stats.append_uploads.fetch_add(1, Ordering::Relaxed);
-                return Ok(out);
-            }
+        let base = (st.append_from, st.base_etag.as_deref(), st.size);
+        if let Some(out) = self.try_append(key, path, base, pm, cond).await? {
+            self.stats.append_uploads.fetch_add(1, Ordering::Relaxed);
+            return Ok(out);
         }
-        if st.missing > 0
-            && let Some(tmp) = &st.staged
-        {
-            self.download_into(tmp.as_file(), key, st.missing, st.base_etag.as_deref())
-                .await?;
-            st.missing = 0;
-        }
+        self.fill_missing_of(key, st).await?;
         self.backend.put_file(key, path, pm, cond).await
     }
 }

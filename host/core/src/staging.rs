@@ -306,18 +306,10 @@ impl Fs {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> Result<PutOutcome, BackendError> {
-        if let (Some(len), Some(etag)) = (m.append_from, &m.base_etag) {
-            let base = AppendBase {
-                etag: etag.clone(),
-                len,
-            };
-            if let Some(out) = self
-                .backend
-                .put_appended(&m.key, &base, data, meta, cond)
-                .await?
-            {
-                return Ok(out);
-            }
+        let size = std::fs::metadata(data)?.len();
+        let base = (m.append_from, m.base_etag.as_deref(), size);
+        if let Some(out) = self.try_append(&m.key, data, base, meta, cond).await? {
+            return Ok(out);
         }
         if m.missing > 0 {
             let f = OpenOptions::new().write(true).open(data)?;
@@ -325,6 +317,34 @@ impl Fs {
                 .await?;
         }
         self.backend.put_file(&m.key, data, meta, cond).await
+    }
+
+    /// Upload the staged `data` of `key` as an append, sending only what follows its first
+    /// `append_from` bytes (which the object at `base_etag` holds unchanged), when there is
+    /// something appended, the upload replaces that version and the store can take it.
+    /// `Ok(None)`: not so; nothing was sent and the caller uploads the whole content.
+    pub(crate) async fn try_append(
+        &self,
+        key: &str,
+        data: &Path,
+        (append_from, base_etag, size): (Option<u64>, Option<&str>, u64),
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<Option<PutOutcome>, BackendError> {
+        let (Some(len), Some(etag), Precondition::IfMatch(_)) = (append_from, base_etag, cond)
+        else {
+            return Ok(None);
+        };
+        if len == 0 || len >= size {
+            return Ok(None);
+        }
+        let base = AppendBase {
+            etag: etag.to_string(),
+            len,
+        };
+        self.backend
+            .put_appended(key, &base, data, meta, cond)
+            .await
     }
 
     /// Download the first `len` bytes of `key` (only while it has `etag`, when given) into
