@@ -95,41 +95,6 @@ impl AzureBlocks {
         Ok((parse_committed(&body)?, etag))
     }
 
-    /// Bytes `range` of `key`, only while it has `etag`.
-    async fn get_range(&self, key: &str, range: Range<u64>, etag: &str) -> Result<Bytes> {
-        let headers = [
-            (
-                "x-ms-range",
-                format!("bytes={}-{}", range.start, range.end - 1),
-            ),
-            ("if-match", etag.to_string()),
-        ];
-        let r = self
-            .rest
-            .send(
-                "Get Blob",
-                Method::GET,
-                &self.blob_url(key),
-                &headers,
-                Bytes::new(),
-            )
-            .await?;
-        if !r.status().is_success() {
-            return Err(keyed(status_error("Get Blob", false, r).await, key));
-        }
-        let data = r.bytes().await.map_err(|e| {
-            crate::BackendError::Unavailable(format!("Get Blob: reading the reply: {e}"))
-        })?;
-        if data.len() as u64 != range.end - range.start {
-            return Err(crate::BackendError::Unavailable(format!(
-                "Get Blob: {} bytes for a range of {}",
-                data.len(),
-                range.end - range.start
-            )));
-        }
-        Ok(data)
-    }
-
     /// Append by block-list reuse: commit the blob's committed blocks followed by new blocks
     /// holding `file` from `base.len` on. A last committed block under [`MERGE_BELOW`] is
     /// sent again together with the new bytes, so that small appends do not pile up small
@@ -137,8 +102,10 @@ impl AzureBlocks {
     /// Blob) is rebuilt from blocks once: its bytes are copied from the store part by part
     /// (never staged whole), and later appends to it send only what is new. `None` when the
     /// blocks do not match `base`, their ids cannot be imitated, or the blob would exceed
-    /// Azure's block count; the caller then uploads the whole content.
-    pub async fn append(
+    /// Azure's block count; the caller then uploads the whole content. `read_old` reads a
+    /// range of the base version (the backend's own pinned ranged GET).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn append<F, Fut>(
         self: &Arc<Self>,
         key: &str,
         base: &AppendBase,
@@ -146,7 +113,27 @@ impl AzureBlocks {
         meta: &PutMeta,
         cond: &Precondition,
         (part, in_flight): (usize, usize),
-    ) -> Result<Option<PutOutcome>> {
+        read_old: F,
+    ) -> Result<Option<PutOutcome>>
+    where
+        F: Fn(Range<u64>) -> Fut,
+        Fut: std::future::Future<Output = Result<Bytes>>,
+    {
+        // Old bytes must come whole: the base version holds all of them.
+        let fetch = |range: Range<u64>| {
+            let want = range.end - range.start;
+            let got = read_old(range);
+            async move {
+                let data = got.await?;
+                if data.len() as u64 != want {
+                    return Err(crate::BackendError::Unavailable(format!(
+                        "Get Blob: {} bytes for a range of {want}",
+                        data.len()
+                    )));
+                }
+                Ok(data)
+            }
+        };
         let part = part.max(1);
         let file_len = tokio::fs::metadata(file).await?.len();
         if file_len < base.len {
@@ -198,9 +185,7 @@ impl AzureBlocks {
                         r?;
                     }
                 }
-                let data = self
-                    .get_range(key, off..off + part as u64, &base.etag)
-                    .await?;
+                let data = fetch(off..off + part as u64).await?;
                 sent.push(up.put_part(data));
                 off += part as u64;
             }
@@ -215,7 +200,7 @@ impl AzureBlocks {
             return Err(e);
         }
         let head = if off < base.len {
-            match self.get_range(key, off..base.len, &base.etag).await {
+            match fetch(off..base.len).await {
                 Ok(b) => b,
                 Err(e) => {
                     let _ = up.abort().await;

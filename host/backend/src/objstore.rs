@@ -568,7 +568,10 @@ impl Backend for ObjectStoreBackend {
     ) -> Result<Option<PutOutcome>> {
         let sizes = (PART_SIZE, PARTS_IN_FLIGHT);
         if let Some(az) = &self.azure_blocks {
-            return az.append(key, base, file, meta, cond, sizes).await;
+            let read_old = |range| self.get_range(key, range, Some(&base.etag));
+            return az
+                .append(key, base, file, meta, cond, sizes, read_old)
+                .await;
         }
         match &self.s3_parts {
             Some(s3) => s3.append(key, base, file, meta, cond, sizes).await,

@@ -120,6 +120,10 @@ impl S3Parts {
 
     /// Start a multipart upload of `key` (created now, so the first part can go at once).
     pub async fn start(self: &Arc<Self>, key: &str, meta: &PutMeta) -> Result<Box<dyn PartUpload>> {
+        Ok(self.new_upload(key, meta).await?)
+    }
+
+    async fn new_upload(self: &Arc<Self>, key: &str, meta: &PutMeta) -> Result<Box<S3Upload>> {
         let upload_id = self.create(key, meta).await?;
         Ok(Box::new(S3Upload {
             s3: self.clone(),
@@ -128,6 +132,15 @@ impl S3Parts {
             next: 1,
             etags: Arc::default(),
         }))
+    }
+
+    /// The URL of part `n` of upload `upload_id` of `key`.
+    fn part_url(&self, key: &str, upload_id: &str, n: u32) -> String {
+        format!(
+            "{}?partNumber={n}&uploadId={}",
+            self.object_url(key),
+            encode_segment(upload_id)
+        )
     }
 
     fn object_url(&self, key: &str) -> String {
@@ -203,14 +216,7 @@ impl S3Parts {
         if base.len < MIN_PART {
             return Ok(None);
         }
-        let upload_id = self.create(key, meta).await?;
-        let mut up = Box::new(S3Upload {
-            s3: self.clone(),
-            key: key.to_string(),
-            upload_id,
-            next: 1,
-            etags: Arc::default(),
-        });
+        let mut up = self.new_upload(key, meta).await?;
         for range in copy_ranges(base.len) {
             let n = up.next;
             match self
@@ -245,11 +251,7 @@ impl S3Parts {
         range: std::ops::Range<u64>,
         etag: &str,
     ) -> Result<String> {
-        let url = format!(
-            "{}?partNumber={n}&uploadId={}",
-            self.object_url(key),
-            encode_segment(upload_id)
-        );
+        let url = self.part_url(key, upload_id, n);
         let headers = [
             (
                 "x-amz-copy-source",
@@ -318,11 +320,7 @@ impl PartUpload for S3Upload {
     fn put_part(&mut self, data: Bytes) -> BoxFuture<'static, Result<()>> {
         let n = self.next;
         self.next += 1;
-        let url = format!(
-            "{}?partNumber={n}&uploadId={}",
-            self.s3.object_url(&self.key),
-            encode_segment(&self.upload_id)
-        );
+        let url = self.s3.part_url(&self.key, &self.upload_id, n);
         let (s3, key, etags) = (self.s3.clone(), self.key.clone(), self.etags.clone());
         Box::pin(async move {
             let headers = [("content-length", data.len().to_string())];
