@@ -27,6 +27,10 @@ pub enum BackendError {
     ChecksumMismatch { key: String },
     #[error("local I/O error: {0}")]
     LocalIo(String),
+    #[error("no space left on the local disk: {0}")]
+    LocalNoSpace(String),
+    #[error("object too large for this store: {key} ({size} bytes; the limit is {limit})")]
+    TooLarge { key: String, size: u64, limit: u64 },
     #[error("store error: {0}")]
     Other(String),
 }
@@ -105,8 +109,19 @@ pub fn redact(msg: &str) -> String {
 
 impl From<std::io::Error> for BackendError {
     fn from(e: std::io::Error) -> Self {
-        BackendError::LocalIo(e.to_string())
+        if is_no_space(&e) {
+            BackendError::LocalNoSpace(e.to_string())
+        } else {
+            BackendError::LocalIo(e.to_string())
+        }
     }
+}
+
+/// A local write failed because the disk (or the user's quota) is full: programs expect
+/// ENOSPC for that, not EIO.
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || e.kind() == std::io::ErrorKind::StorageFull
 }
 
 #[cfg(test)]

@@ -121,6 +121,10 @@ pub struct Capabilities {
     /// [`Backend::put_appended`] can send only the new bytes of an appended object (it may
     /// still decline a particular object).
     pub append_uploads: bool,
+    /// Largest object this backend can write (the store's limit, or what its uploads in
+    /// parts reach); `None`: no limit worth checking. A write past it fails at once (EFBIG)
+    /// instead of at the upload.
+    pub max_object_size: Option<u64>,
 }
 
 /// The version of an object an append starts from: the object had `etag` and its first

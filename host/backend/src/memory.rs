@@ -20,6 +20,9 @@ use crate::{
     Precondition, PutMeta, PutOutcome, Result,
 };
 
+/// Largest object the in-memory store holds: every byte of it is in the daemon's memory.
+pub const MAX_OBJECT: u64 = 4 << 30;
+
 #[derive(Clone, Debug)]
 struct Obj {
     data: Bytes,
@@ -205,6 +208,7 @@ impl Backend for MemoryBackend {
             native_metadata_update: true,
             conditional_writes: true,
             append_uploads: true,
+            max_object_size: Some(MAX_OBJECT),
         }
     }
 
@@ -255,6 +259,16 @@ impl Backend for MemoryBackend {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
+        let size = tokio::fs::metadata(path).await?.len();
+        if size > MAX_OBJECT {
+            return Err(BackendError::TooLarge {
+                key: key.into(),
+                size,
+                limit: MAX_OBJECT,
+            });
+        }
+        // A write that would be refused is refused before the file is read.
+        Self::check(&self.lock(), key, cond)?;
         let data = tokio::fs::read(path).await?;
         self.store(key, Bytes::from(data), meta, cond)
     }

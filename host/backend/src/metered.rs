@@ -35,7 +35,7 @@ const CALLS: [&str; 14] = [
     "put_appended",
 ];
 
-const ERRORS: [&str; 12] = [
+const ERRORS: [&str; 14] = [
     "not_found",
     "already_exists",
     "precondition_failed",
@@ -48,6 +48,8 @@ const ERRORS: [&str; 12] = [
     "checksum_mismatch",
     "local_io",
     "other",
+    "local_no_space",
+    "too_large",
 ];
 
 fn error_kind(e: &BackendError) -> usize {
@@ -64,6 +66,8 @@ fn error_kind(e: &BackendError) -> usize {
         BackendError::ChecksumMismatch { .. } => 9,
         BackendError::LocalIo(_) => 10,
         BackendError::Other(_) => 11,
+        BackendError::LocalNoSpace(_) => 12,
+        BackendError::TooLarge { .. } => 13,
     }
 }
 

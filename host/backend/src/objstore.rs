@@ -67,6 +67,8 @@ pub struct ObjectStoreBackend {
     lister: Option<RawLister>,
     /// `file://` only: its root; directory markers are real directories there.
     local_root: Option<PathBuf>,
+    /// `file://` only: the store, for where a key lives on disk (uploads copy files there).
+    local_fs: Option<Arc<LocalFileSystem>>,
     /// Azure only: block uploads whose commit carries the precondition.
     azure_blocks: Option<Arc<AzureBlocks>>,
     /// S3 only: multipart uploads whose commit carries the precondition, with part copy.
@@ -300,6 +302,13 @@ impl Backend for ObjectStoreBackend {
             native_metadata_update: self.gcs.is_some(),
             conditional_writes: self.conditional_writes && self.kind != StoreKind::File,
             append_uploads: self.azure_blocks.is_some() || self.s3_parts.is_some(),
+            max_object_size: match self.kind {
+                // What our uploads in parts reach: 50,000 blocks, 10,000 parts; GCS's limit.
+                StoreKind::Azure => Some(50_000 * PART_SIZE as u64),
+                StoreKind::S3 => Some(10_000 * PART_SIZE as u64),
+                StoreKind::Gcs => Some(5 << 40),
+                StoreKind::File | StoreKind::Memory => None,
+            },
         }
     }
 
@@ -395,7 +404,19 @@ impl Backend for ObjectStoreBackend {
         cond: &Precondition,
     ) -> Result<PutOutcome> {
         let len = tokio::fs::metadata(file).await?.len();
-        if len <= SINGLE_PUT_MAX || self.kind == StoreKind::File {
+        if let Some(local) = &self.local_fs {
+            // A local directory: copy the file there (holes stay holes, memory stays small).
+            self.check_precondition(key, cond).await?;
+            let dst = local
+                .path_to_filesystem(&key_to_path(key)?)
+                .map_err(|e| map_err(key, e))?;
+            let src = file.to_path_buf();
+            tokio::task::spawn_blocking(move || localdir::install_copy(&src, &dst))
+                .await
+                .map_err(|e| BackendError::Other(format!("local copy task: {e}")))??;
+            return Ok(PutOutcome { etag: None });
+        }
+        if len <= SINGLE_PUT_MAX {
             let data = tokio::fs::read(file).await?;
             return self.put(key, Bytes::from(data), meta, cond).await;
         }

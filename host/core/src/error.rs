@@ -41,6 +41,10 @@ pub enum FsError {
     RenameTooLarge(usize),
     #[error("local cache I/O: {0}")]
     LocalIo(String),
+    #[error("no space left in the cache directory: {0}")]
+    NoSpace(String),
+    #[error("file too large for this store (the limit is {0} bytes)")]
+    TooLarge(u64),
     #[error(
         "cache directory {dir} is in use by another blobmount (pid {holder}); give each mount its own cache.dir"
     )]
@@ -69,6 +73,8 @@ impl FsError {
             // EXDEV makes `mv` fall back to copy + delete, which is what we want.
             FsError::RenameTooLarge(_) => libc::EXDEV,
             FsError::LocalIo(_) => libc::EIO,
+            FsError::NoSpace(_) => libc::ENOSPC,
+            FsError::TooLarge(_) => libc::EFBIG,
             FsError::CacheInUse { .. } => libc::EBUSY,
             FsError::Backend(b) => match b {
                 BackendError::NotFound { .. } => libc::ENOENT,
@@ -79,6 +85,8 @@ impl FsError {
                 }
                 BackendError::InvalidKey { .. } => libc::EINVAL,
                 BackendError::NotSupported(_) => libc::ENOTSUP,
+                BackendError::LocalNoSpace(_) => libc::ENOSPC,
+                BackendError::TooLarge { .. } => libc::EFBIG,
                 BackendError::Unavailable(_)
                 | BackendError::ChecksumMismatch { .. }
                 | BackendError::Config(_)
@@ -91,7 +99,11 @@ impl FsError {
 
 impl From<std::io::Error> for FsError {
     fn from(e: std::io::Error) -> Self {
-        FsError::LocalIo(e.to_string())
+        if blobmount_backend::error::is_no_space(&e) {
+            FsError::NoSpace(e.to_string())
+        } else {
+            FsError::LocalIo(e.to_string())
+        }
     }
 }
 
@@ -108,5 +120,20 @@ mod tests {
         let e: FsError = BackendError::NotFound { key: "k".into() }.into();
         assert_eq!(e.errno(), libc::ENOENT);
         assert_eq!(FsError::RenameTooLarge(5).errno(), libc::EXDEV);
+    }
+
+    #[test]
+    fn a_full_disk_is_enospc_not_eio() {
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(FsError::from(full).errno(), libc::ENOSPC);
+        let quota = std::io::Error::from_raw_os_error(libc::EDQUOT);
+        assert_eq!(FsError::from(quota).errno(), libc::ENOSPC);
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(
+            FsError::from(BackendError::from(full)).errno(),
+            libc::ENOSPC
+        );
+        let other = std::io::Error::from_raw_os_error(libc::EIO);
+        assert_eq!(FsError::from(other).errno(), libc::EIO);
     }
 }

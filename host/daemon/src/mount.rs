@@ -195,6 +195,8 @@ fn classify(e: &BackendError) -> u8 {
         | BackendError::NotSupported(_)
         | BackendError::ChecksumMismatch { .. }
         | BackendError::LocalIo(_)
+        | BackendError::LocalNoSpace(_)
+        | BackendError::TooLarge { .. }
         | BackendError::Other(_) => EXIT_RUNTIME,
     }
 }

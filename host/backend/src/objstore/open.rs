@@ -81,6 +81,7 @@ impl ObjectStoreBackend {
         let mut gcs = None;
         let mut lister = None;
         let mut local_root = None;
+        let mut local_fs = None;
         let mut azure_blocks = None;
         let mut s3_parts = None;
         let (store, description): (Arc<dyn ObjectStore>, String) = match url.kind {
@@ -279,9 +280,10 @@ impl ObjectStoreBackend {
                 std::fs::create_dir_all(&root).map_err(|e| {
                     BackendError::Config(format!("file store {}: {e}", root.display()))
                 })?;
-                let s = LocalFileSystem::new_with_prefix(&root).map_err(build_err)?;
+                let s = Arc::new(LocalFileSystem::new_with_prefix(&root).map_err(build_err)?);
                 local_root = Some(root);
-                (Arc::new(s), format!("file://{}", url.bucket))
+                local_fs = Some(s.clone());
+                (s, format!("file://{}", url.bucket))
             }
             StoreKind::Memory => {
                 return Err(BackendError::Config(
@@ -301,6 +303,7 @@ impl ObjectStoreBackend {
             gcs,
             lister,
             local_root,
+            local_fs,
             azure_blocks,
             s3_parts,
         })
