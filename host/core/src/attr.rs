@@ -16,6 +16,9 @@ pub const META_GID: &str = "gid";
 pub const META_MTIME: &str = "mtime";
 pub const META_SYMLINK: &str = "is_symlink";
 pub const META_FOLDER: &str = "hdi_isfolder";
+/// Id of the upload that wrote the object (random, per set of changes): lets an upload whose
+/// reply was lost recognise its own object instead of reporting a conflict.
+pub const META_UPLOAD: &str = "blobmount_upload";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {

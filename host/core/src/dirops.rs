@@ -615,11 +615,21 @@ impl Fs {
         if from == to {
             return Ok(());
         }
-        if node.kind == Kind::Dir {
-            if to.starts_with(&format!("{from}/")) {
-                return Err(FsError::Invalid("cannot move a directory into itself"));
+        if node.kind == Kind::Dir && to.starts_with(&format!("{from}/")) {
+            return Err(FsError::Invalid("cannot move a directory into itself"));
+        }
+        // Every open file being moved is held still from its flush to its re-pin, and no
+        // new handle attaches meanwhile (see `renamegate.rs`).
+        let (moving, open) = match ino {
+            Some(i) => {
+                let (m, open) = self.begin_move(i);
+                (Some(m), open)
             }
-            if let Some((_, _)) = &target {
+            None => (None, Vec::new()),
+        };
+        let mut held = self.hold(&open).await;
+        if node.kind == Kind::Dir {
+            if target.is_some() {
                 let page = self.backend.list_under(&format!("{to}/"), 3).await?;
                 if !page.prefixes.is_empty()
                     || page.objects.iter().any(|o| o.key != format!("{to}/"))
@@ -632,7 +642,7 @@ impl Fs {
                 return Err(FsError::RenameTooLarge(keys.len()));
             }
             // Open files inside must be uploaded first so the copy carries their data.
-            self.flush_all_under(ino).await?;
+            self.flush_held(&mut held).await?;
             let plan = RenamePlan {
                 from: from.clone(),
                 to: to.clone(),
@@ -655,9 +665,7 @@ impl Fs {
                 self.journal_done(&journal);
             }
         } else {
-            if let Some(ino) = ino {
-                self.flush_inode(ino).await?;
-            }
+            self.flush_held(&mut held).await?;
             let local_only = ino
                 .and_then(|i| lock(&self.table).get(i).map(|n| n.local_only))
                 .unwrap_or(false);
@@ -677,10 +685,10 @@ impl Fs {
         if let Some(d) = dir_ino {
             lock(&self.table).mark_stale_under(d);
         }
-        match ino {
-            Some(i) if node.kind == Kind::File => self.repin_open(i).await,
-            _ => self.repin_open_under(dir_ino).await,
-        }
+        let repinned = self.repin_held(&mut held).await;
+        drop(held);
+        drop(moving);
+        repinned
     }
 
     fn move_in_table(

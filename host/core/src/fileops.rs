@@ -5,11 +5,12 @@
 //! writer's data; per-handle state ([`Handle`]) holds the read-ahead buffer.
 
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
-use blobmount_backend::{BackendError, Precondition, PutMeta};
+use blobmount_backend::{BackendError, Precondition, PutMeta, PutOutcome};
 use bytes::Bytes;
 use tracing::{error, warn};
 
@@ -43,6 +44,20 @@ pub(crate) struct OpenFile {
     pub(crate) unlinked: bool,
     /// Upload in parts while a new file is written in order (see `writestream.rs`).
     pub(crate) stream: StreamWrite,
+    /// Mode, owner or times were changed while the file had changes not uploaded yet: a
+    /// streaming upload (whose metadata was fixed when it started) is followed by a
+    /// metadata update.
+    pub(crate) attrs_changed: bool,
+    /// Carried in the metadata of every upload of the current changes (see
+    /// [`attr::META_UPLOAD`]), so an upload that landed although its reply was lost (a
+    /// commit retried after a timeout, a crash before the clean manifest) is recognised as
+    /// ours and not taken for a conflict. A new one after each upload.
+    pub(crate) upload_id: String,
+}
+
+/// A new [`OpenFile::upload_id`].
+pub(crate) fn new_upload_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 pub(crate) struct OpenEntry {
@@ -79,7 +94,7 @@ impl Fs {
             .count()
     }
 
-    fn entry(&self, ino: u64) -> Option<Arc<OpenEntry>> {
+    pub(crate) fn entry(&self, ino: u64) -> Option<Arc<OpenEntry>> {
         lock(&self.open_files)
             .get(&ino)
             .filter(|e| !e.retired.load(Ordering::Acquire))
@@ -101,13 +116,20 @@ impl Fs {
         writable: bool,
         new_file: bool,
     ) -> FsResult<(u64, Arc<OpenEntry>)> {
-        let node = lock(&self.table)
-            .get(ino)
-            .cloned()
-            .ok_or(FsError::NotFound)?;
-        let entry = loop {
+        let lineage = self.lineage(ino);
+        let (entry, node) = loop {
+            // A rename moving this file waits for no handle that arrives after it started:
+            // this one attaches once the file is at its new key (see `renamegate.rs`).
+            self.wait_for_renames(&lineage).await;
+            let node = lock(&self.table)
+                .get(ino)
+                .cloned()
+                .ok_or(FsError::NotFound)?;
             let entry = {
                 let mut of = lock(&self.open_files);
+                if self.moving_over(&lineage) {
+                    continue;
+                }
                 of.entry(ino)
                     .or_insert_with(|| {
                         Arc::new(OpenEntry {
@@ -122,6 +144,8 @@ impl Fs {
                                 append_from: None,
                                 unlinked: false,
                                 stream: StreamWrite::default(),
+                                attrs_changed: false,
+                                upload_id: new_upload_id(),
                             }),
                             dirty: AtomicBool::new(false),
                             retired: AtomicBool::new(false),
@@ -139,7 +163,7 @@ impl Fs {
             }
             st.handles += 1;
             drop(st);
-            break entry;
+            break (entry, node);
         };
         let fh = self.new_fh();
         let h = Handle {
@@ -305,19 +329,21 @@ impl Fs {
         Ok(Staged::create(&self.cfg.cache_dir.join("staging"))?)
     }
 
-    /// The metadata an upload of `ino` carries.
-    pub(crate) fn put_meta(&self, ino: u64) -> FsResult<PutMeta> {
+    /// The metadata an upload of `ino` carries, marked with the upload's id.
+    pub(crate) fn put_meta(&self, ino: u64, upload_id: &str) -> FsResult<PutMeta> {
         let t = lock(&self.table);
         let node = t.get(ino).ok_or(FsError::NotFound)?;
+        let mut metadata = attr::encode(
+            &node.meta,
+            Kind::File,
+            node.perm,
+            node.uid,
+            node.gid,
+            node.mtime,
+        );
+        metadata.insert(attr::META_UPLOAD.into(), upload_id.into());
         Ok(PutMeta {
-            metadata: attr::encode(
-                &node.meta,
-                Kind::File,
-                node.perm,
-                node.uid,
-                node.gid,
-                node.mtime,
-            ),
+            metadata,
             content_type: None,
         })
     }
@@ -330,16 +356,48 @@ impl Fs {
         if st.unlinked {
             return Ok(());
         }
-        let m = Manifest {
-            key: self.key_of(ino)?,
+        let m = self.manifest(&self.key_of(ino)?, ino, st, dirty)?;
+        Ok(staged.record(&m)?)
+    }
+
+    /// The manifest of `ino`'s staging file as things stand.
+    fn manifest(&self, key: &str, ino: u64, st: &OpenFile, dirty: bool) -> FsResult<Manifest> {
+        Ok(Manifest {
+            key: key.to_string(),
             base_etag: st.base_etag.clone(),
             exists_remote: st.exists_remote,
             dirty,
-            metadata: self.put_meta(ino)?.metadata,
+            metadata: self.put_meta(ino, &st.upload_id)?.metadata,
             missing: st.missing,
             append_from: st.append_from,
+        })
+    }
+
+    /// Put the staged bytes of an upload that cannot land where they outlive this open
+    /// file: linked into `conflicts/`, or, when even that fails (a full disk, a name the
+    /// cache's file system refuses), left in `staging/` with a dirty manifest, synced, for
+    /// the next mount to offer again. Never loses them. Returns where they are.
+    pub(crate) fn keep_failed(&self, ino: u64, key: &str, st: &mut OpenFile) -> PathBuf {
+        let missing = st.missing;
+        let manifest = self.manifest(key, ino, st, true);
+        let Some(staged) = st.staged.as_mut() else {
+            return PathBuf::new();
         };
-        Ok(staged.record(&m)?)
+        match self.keep_local(key, staged.path(), missing, false) {
+            Ok(p) => p,
+            Err(e) => {
+                let kept = manifest.and_then(|m| Ok(staged.preserve(&m)?));
+                match kept {
+                    Ok(()) => {
+                        error!(key, error = %e, staging = %staged.path().display(), "could not keep the data in conflicts/; it stays staged and the next mount offers it again")
+                    }
+                    Err(e2) => {
+                        error!(key, error = %e, sync_error = %e2, staging = %staged.path().display(), "could not keep the data in conflicts/ nor record it for the next mount; the staging file is left in place")
+                    }
+                }
+                staged.path().to_path_buf()
+            }
+        }
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
@@ -369,6 +427,8 @@ impl Fs {
         if !h.writable {
             return Err(FsError::BadHandle);
         }
+        let end = offset.saturating_add(data.len() as u64);
+        self.check_size(end)?;
         let entry = &h.entry;
         let mut guard = entry.state.lock().await;
         self.begin_change(h.ino, entry, &mut guard, offset).await?;
@@ -379,7 +439,8 @@ impl Fs {
                 .bytes_written
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
             let cond = upload_cond(st);
-            self.stream_after_write(h.ino, &mut st.stream, tmp.as_file(), (offset, data), &cond)
+            let upload = (&cond, st.upload_id.as_str());
+            self.stream_after_write(h.ino, &mut st.stream, tmp.as_file(), (offset, data), upload)
                 .await;
         }
         st.size = st.size.max(offset + data.len() as u64);
@@ -400,6 +461,7 @@ impl Fs {
         st: &mut OpenFile,
         size: u64,
     ) -> FsResult<()> {
+        self.check_size(size)?;
         if size == 0 {
             if st.staged.is_none() {
                 st.staged = Some(self.new_staging_file()?);
@@ -446,8 +508,21 @@ impl Fs {
         result
     }
 
+    /// A file may not grow past what the store can hold (EFBIG at the write, not at close).
+    fn check_size(&self, size: u64) -> FsResult<()> {
+        match self.backend.capabilities().max_object_size {
+            Some(max) if size > max => Err(FsError::TooLarge(max)),
+            _ => Ok(()),
+        }
+    }
+
     /// Upload if modified. Called with the open-file lock held.
-    async fn upload_locked(&self, ino: u64, entry: &OpenEntry, st: &mut OpenFile) -> FsResult<()> {
+    pub(crate) async fn upload_locked(
+        &self,
+        ino: u64,
+        entry: &OpenEntry,
+        st: &mut OpenFile,
+    ) -> FsResult<()> {
         if !entry.dirty.load(Ordering::Acquire) || st.unlinked {
             return Ok(());
         }
@@ -456,7 +531,7 @@ impl Fs {
             .get(ino)
             .map(|n| n.parent)
             .ok_or(FsError::NotFound)?;
-        let pm = self.put_meta(ino)?;
+        let pm = self.put_meta(ino, &st.upload_id)?;
         let cond = upload_cond(st);
         let path = match &st.staged {
             Some(t) => t.path().to_path_buf(),
@@ -464,24 +539,49 @@ impl Fs {
         };
         let streamed = match &st.staged {
             Some(t) if st.stream.is_active() => {
-                self.stream_commit(&mut st.stream, t.as_file(), st.size, &pm, &cond)
+                self.stream_commit(&mut st.stream, t.as_file(), st.size, &cond)
                     .await
             }
             _ => None,
         };
+        let was_streamed = streamed.is_some();
         let put = match streamed {
             Some(r) => r,
             None => self.upload_staged(&key, st, &path, &pm, &cond).await,
         };
+        let put = match put {
+            // Refused by its own earlier attempt, or no reply: the upload may have landed.
+            Err(
+                e @ (BackendError::PreconditionFailed { .. }
+                | BackendError::AlreadyExists { .. }
+                | BackendError::Unavailable(_)
+                | BackendError::Other(_)),
+            ) => {
+                let ours = (st.size, st.upload_id.clone());
+                self.landed_anyway(&key, ours).await.ok_or(e)
+            }
+            other => other,
+        };
         match put {
             Ok(out) => {
-                let etag = match out.etag {
+                let mut etag = match out.etag {
                     Some(e) => Some(e),
                     None => self.backend.head(&key).await.ok().and_then(|i| i.etag),
                 };
+                let mut attrs_failed = None;
+                if was_streamed && st.attrs_changed {
+                    // The upload's metadata was fixed when it started; mode, owner or
+                    // times changed since follow it (on the version it just made).
+                    match self.backend.set_metadata(&key, &pm, etag.as_deref()).await {
+                        Ok(o) => etag = o.etag.or(etag),
+                        Err(e) => attrs_failed = Some(e),
+                    }
+                }
                 st.base_etag = etag.clone();
                 st.read_etag = etag.clone();
                 st.exists_remote = true;
+                st.attrs_changed = false;
+                st.upload_id = new_upload_id();
                 // The store holds exactly the staged bytes now: a later append sends only what
                 // follows them.
                 st.append_from = Some(st.size);
@@ -503,16 +603,21 @@ impl Fs {
                 if let Err(e) = self.record_staged(ino, st, false) {
                     warn!(key, error = %e, "could not mark the staging file clean");
                 }
+                if let Some(e) = attrs_failed {
+                    warn!(key, error = %e, "the data was uploaded but its mode, owner or times could not be set");
+                    return Err(e.into());
+                }
                 Ok(())
             }
             Err(BackendError::PreconditionFailed { .. })
             | Err(BackendError::AlreadyExists { .. }) => {
                 self.stats.upload_conflicts.fetch_add(1, Ordering::Relaxed);
-                let saved = self.keep_local(&key, &path, st.missing, false)?;
+                let saved = self.keep_failed(ino, &key, st);
                 warn!(key, saved_to = %saved.display(), "upload conflict: the object changed in the store since it was opened; local data kept");
                 // The kept copy is the user's data now; stop trying to upload this version.
                 entry.dirty.store(false, Ordering::Release);
-                if let Err(e) = self.record_staged(ino, st, false) {
+                let preserved = st.staged.as_ref().is_some_and(|s| s.is_preserved());
+                if !preserved && let Err(e) = self.record_staged(ino, st, false) {
                     warn!(key, error = %e, "could not mark the staging file clean");
                 }
                 Err(FsError::Conflict {
@@ -527,6 +632,26 @@ impl Fs {
         }
     }
 
+    /// After an upload was refused as a conflict: whether the object in the store is this
+    /// very upload after all (it carries the upload's id and size), landed by an earlier
+    /// attempt whose reply was lost. Then its ETag is the upload's outcome.
+    async fn landed_anyway(&self, key: &str, (size, id): (u64, String)) -> Option<PutOutcome> {
+        let info = self.backend.head(key).await.ok()?;
+        let ours = info.size == size
+            && info
+                .metadata
+                .as_ref()
+                .and_then(|m| m.get(attr::META_UPLOAD))
+                .is_some_and(|got| *got == id);
+        if ours {
+            warn!(
+                key,
+                "a retried upload was refused, but the first attempt had landed: not a conflict"
+            );
+        }
+        ours.then_some(PutOutcome { etag: info.etag })
+    }
+
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
         let h = self.handle(fh)?;
         let mut st = h.entry.state.lock().await;
@@ -535,14 +660,6 @@ impl Fs {
 
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
         self.flush(fh).await
-    }
-
-    pub(crate) async fn flush_inode(&self, ino: u64) -> FsResult<()> {
-        let Some(entry) = self.entry(ino) else {
-            return Ok(());
-        };
-        let mut st = entry.state.lock().await;
-        self.upload_locked(ino, &entry, &mut st).await
     }
 
     /// Before shutting down: upload every modified open file. Data that cannot be uploaded
@@ -560,69 +677,17 @@ impl Fs {
             }
             match self.upload_locked(ino, &entry, &mut st).await {
                 Ok(()) => uploaded += 1,
-                Err(FsError::Conflict { .. }) => kept += 1,
+                Err(_) if !entry.dirty.load(Ordering::Acquire) => kept += 1,
                 Err(e) => {
                     kept += 1;
                     let key = self.key_of(ino).unwrap_or_default();
-                    if let Some(t) = &st.staged {
-                        match self.keep_local(&key, t.path(), st.missing, false) {
-                            Ok(p) => {
-                                error!(key, saved_to = %p.display(), error = %e, "upload failed at shutdown; local data kept")
-                            }
-                            Err(e2) => {
-                                error!(key, error = %e, save_error = %e2, "upload failed at shutdown and the data could not be saved")
-                            }
-                        }
-                    }
+                    let p = self.keep_failed(ino, &key, &mut st);
+                    entry.dirty.store(false, Ordering::Release);
+                    error!(key, saved_to = %p.display(), error = %e, "upload failed at shutdown; local data kept");
                 }
             }
         }
         (uploaded, kept)
-    }
-
-    /// Upload every modified open file below directory `dir` (before a directory rename).
-    fn open_under(&self, dir: u64) -> Vec<u64> {
-        let inos: Vec<u64> = lock(&self.open_files).keys().copied().collect();
-        let t = lock(&self.table);
-        inos.into_iter().filter(|&i| t.is_under(i, dir)).collect()
-    }
-
-    pub(crate) async fn flush_all_under(&self, dir: Option<u64>) -> FsResult<()> {
-        let Some(dir) = dir else { return Ok(()) };
-        for ino in self.open_under(dir) {
-            self.flush_inode(ino).await?;
-        }
-        Ok(())
-    }
-
-    /// After a directory moved, open files below it are pinned to ETags of objects that
-    /// no longer exist; re-pin them to the copies (which hold the same, flushed bytes).
-    pub(crate) async fn repin_open_under(&self, dir: Option<u64>) -> FsResult<()> {
-        let Some(dir) = dir else { return Ok(()) };
-        for ino in self.open_under(dir) {
-            self.repin_open(ino).await?;
-        }
-        Ok(())
-    }
-
-    /// After an open file's object was copied to a new name (a rename; its changes were
-    /// flushed first): pin it to the copy, so its next upload and any old bytes it still
-    /// reads from the store refer to the object under its new name.
-    pub(crate) async fn repin_open(&self, ino: u64) -> FsResult<()> {
-        let (Some(entry), Ok(key)) = (self.entry(ino), self.key_of(ino)) else {
-            return Ok(());
-        };
-        let mut st = entry.state.lock().await;
-        if !st.exists_remote {
-            return Ok(());
-        }
-        let etag = self.backend.head(&key).await?.etag;
-        st.base_etag = etag.clone();
-        st.read_etag = etag.clone();
-        if let Some(n) = lock(&self.table).get_mut(ino) {
-            n.etag = etag;
-        }
-        Ok(())
     }
 
     pub(crate) async fn mark_unlinked(&self, ino: u64) {
@@ -659,18 +724,13 @@ impl Fs {
             && !st.unlinked
             && let Err(e) = self.upload_locked(h.ino, &entry, &mut st).await
         {
-            if !matches!(e, FsError::Conflict { .. }) {
+            // Still dirty: the upload failed and nothing kept the data yet (a conflict keeps
+            // it; a failed metadata update follows a landed upload).
+            if entry.dirty.load(Ordering::Acquire) {
                 let key = self.key_of(h.ino).unwrap_or_default();
-                if let Some(t) = &st.staged {
-                    match self.keep_local(&key, t.path(), st.missing, false) {
-                        Ok(p) => {
-                            error!(key, saved_to = %p.display(), error = %e, "upload failed at close; local data kept")
-                        }
-                        Err(e2) => {
-                            error!(key, error = %e, save_error = %e2, "upload failed at close and the data could not be saved")
-                        }
-                    }
-                }
+                let p = self.keep_failed(h.ino, &key, &mut st);
+                entry.dirty.store(false, Ordering::Release);
+                error!(key, saved_to = %p.display(), error = %e, "upload failed at close; local data kept");
             }
             result = Err(e);
         }

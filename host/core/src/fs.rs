@@ -23,6 +23,7 @@ use crate::names::{self, FILE_SUFFIX};
 use crate::policy::{self as pol, NodePolicy};
 use crate::readahead::{BlockPool, MemoryBudget};
 use crate::readpath::ReadMode;
+use crate::renamegate::RenameGate;
 use crate::staging::CacheLock;
 
 /// Who is asking (from the FUSE request).
@@ -130,6 +131,8 @@ pub struct Fs {
     pub(crate) handles: Mutex<HashMap<u64, Arc<Handle>>>,
     pub(crate) dir_handles: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     pub(crate) next_fh: AtomicU64,
+    /// What renames are moving; new handles below it wait (`renamegate.rs`).
+    pub(crate) gate: RenameGate,
     /// Bytes of read-ahead blocks held or in flight, for all readers together.
     pub budget: Arc<MemoryBudget>,
     /// Read-ahead blocks shared between handles of the same object version.
@@ -204,6 +207,7 @@ impl Fs {
             handles: Mutex::new(HashMap::new()),
             dir_handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            gate: RenameGate::default(),
             stats: FsStats::default(),
             started: now,
             _cache_lock: cache_lock,
@@ -754,6 +758,16 @@ impl Fs {
         let changes_meta =
             req.perm.is_some() || req.uid.is_some() || req.gid.is_some() || req.mtime.is_some();
         if changes_meta {
+            // Under the open file's lock (when open), so an upload cannot start or end
+            // between deciding where the change goes and making it.
+            let open = self.entry(ino);
+            let mut st = match &open {
+                Some(e) => Some(e.state.lock().await),
+                None => None,
+            };
+            let dirty = open
+                .as_ref()
+                .is_some_and(|e| e.dirty.load(std::sync::atomic::Ordering::Acquire));
             {
                 let mut t = lock(&self.table);
                 let n = t.get_mut(ino).ok_or(FsError::NotFound)?;
@@ -771,10 +785,25 @@ impl Fs {
                 }
                 n.ctime = SystemTime::now();
             }
-            // Open and modified: the metadata goes up with the data at flush.
-            if !self.is_open_dirty(ino) {
+            if dirty {
+                // Open and modified: the metadata goes up with the data at flush.
+                if let Some(g) = st.as_mut() {
+                    g.attrs_changed = true;
+                }
+            } else {
                 self.persist_attrs(ino).await?;
+                // The store's version changed: an open (clean) file's next upload must be
+                // conditional on the new one, not on its own old ETag.
+                if let Some(g) = st.as_mut()
+                    && g.exists_remote
+                    && g.base_etag.is_some()
+                {
+                    let etag = lock(&self.table).get(ino).and_then(|n| n.etag.clone());
+                    g.base_etag = etag.clone();
+                    g.read_etag = etag;
+                }
             }
+            drop(st);
         }
         self.getattr(ino).await
     }
@@ -914,6 +943,7 @@ fn strip_owned(mut m: UserMetadata) -> UserMetadata {
         attr::META_GID,
         attr::META_MTIME,
         attr::META_SYMLINK,
+        attr::META_UPLOAD,
     ] {
         m.remove(k);
     }

@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 use crate::dirops::ignore_missing;
 use crate::error::FsResult;
 use crate::fs::Fs;
+use crate::staging::sync_dir_of;
 
 /// The plan of one directory rename.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,11 +80,15 @@ impl Fs {
             f.sync_all()?;
         }
         std::fs::rename(&tmp, &path)?;
+        // The plan must outlive a power loss as well as a crash: the copies that follow are
+        // in the store for good.
+        sync_dir_of(&path)?;
         Ok(path)
     }
 
     pub(crate) fn journal_done(&self, path: &Path) {
-        if let Err(e) = std::fs::remove_file(path) {
+        let removed = std::fs::remove_file(path).and_then(|()| sync_dir_of(path));
+        if let Err(e) = removed {
             warn!(journal = %path.display(), error = %e, "could not remove a finished rename's journal");
         }
     }

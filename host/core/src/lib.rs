@@ -21,6 +21,7 @@ pub mod policy;
 pub mod preload;
 pub mod readahead;
 pub mod readpath;
+mod renamegate;
 mod stagedfile;
 mod staging;
 mod writestream;

@@ -63,12 +63,15 @@ pub(crate) struct Manifest {
     pub append_from: Option<u64>,
 }
 
-/// One staging file and its manifest; dropping it removes both.
+/// One staging file and its manifest; dropping it removes both, unless it was
+/// [`Staged::preserve`]d because its bytes are nowhere else.
 #[derive(Debug)]
 pub(crate) struct Staged {
     file: File,
     data: PathBuf,
     manifest: PathBuf,
+    /// Left in place when dropped: the next mount's recovery offers it again.
+    preserved: bool,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -96,6 +99,7 @@ impl Staged {
             file,
             manifest: dir.join(format!("{id}.json")),
             data,
+            preserved: false,
         })
     }
 
@@ -107,8 +111,14 @@ impl Staged {
         &self.data
     }
 
-    /// Replace the manifest atomically (write a temporary file, rename it over).
+    /// Replace the manifest atomically (write a temporary file, rename it over). Not synced:
+    /// until an upload has failed, the staged bytes are only what a program wrote and did not
+    /// fsync yet, which a power loss may take on any file system (see [`Staged::preserve`]).
     pub fn record(&self, m: &Manifest) -> std::io::Result<()> {
+        self.write_manifest(m, false)
+    }
+
+    fn write_manifest(&self, m: &Manifest, durable: bool) -> std::io::Result<()> {
         let tmp = self.manifest.with_extension("json.tmp");
         let body = serde_json::to_vec(m).map_err(std::io::Error::other)?;
         let mut f = OpenOptions::new()
@@ -118,8 +128,28 @@ impl Staged {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(&body)?;
+        if durable {
+            f.sync_all()?;
+        }
         drop(f);
-        std::fs::rename(&tmp, &self.manifest)
+        std::fs::rename(&tmp, &self.manifest)?;
+        if durable {
+            sync_dir_of(&self.manifest)?;
+        }
+        Ok(())
+    }
+
+    /// The bytes could be put neither in the store nor in `conflicts/`: keep the staging file
+    /// and its manifest `m` (which must say dirty) where they are, synced, past the end of
+    /// this open file, so the next mount's recovery offers them again.
+    pub fn preserve(&mut self, m: &Manifest) -> std::io::Result<()> {
+        self.preserved = true;
+        self.file.sync_all()?;
+        self.write_manifest(m, true)
+    }
+
+    pub fn is_preserved(&self) -> bool {
+        self.preserved
     }
 
     /// The data must not be uploaded any more and no clean manifest could be written: drop
@@ -131,6 +161,9 @@ impl Staged {
 
 impl Drop for Staged {
     fn drop(&mut self) {
+        if self.preserved {
+            return;
+        }
         let _ = std::fs::remove_file(&self.manifest);
         let _ = std::fs::remove_file(&self.data);
     }
@@ -266,7 +299,17 @@ impl Fs {
                 metadata: m.metadata.clone(),
                 content_type: None,
             };
-            match self.recover_upload(&m, data, &meta, &cond).await {
+            let put = match self.recover_upload(&m, data, &meta, &cond).await {
+                Err(
+                    e @ (BackendError::PreconditionFailed { .. }
+                    | BackendError::AlreadyExists { .. }),
+                ) if self.recovered_landed(&m, data).await => {
+                    info!(key = m.key, error = %e, "the unfinished write had reached the store before the crash");
+                    Ok(PutOutcome { etag: None })
+                }
+                other => other,
+            };
+            match put {
                 Ok(_) => {
                     info!(key = m.key, "recovered an unfinished write: uploaded");
                     let _ = std::fs::remove_file(data);
@@ -294,6 +337,28 @@ impl Fs {
             Err(e) => {
                 error!(key = m.key, error = %e, staging = %data.display(), "could not move an unfinished write to conflicts/; it stays in staging/");
             }
+        }
+    }
+
+    /// Whether the object at the manifest's key is this write's own upload, landed before
+    /// the crash left the manifest dirty: it carries the write's upload id and size.
+    async fn recovered_landed(&self, m: &Manifest, data: &Path) -> bool {
+        let (Some(id), Ok(local)) = (
+            m.metadata.get(crate::attr::META_UPLOAD),
+            std::fs::metadata(data),
+        ) else {
+            return false;
+        };
+        match self.backend.head(&m.key).await {
+            Ok(info) => {
+                info.size == local.len()
+                    && info
+                        .metadata
+                        .as_ref()
+                        .and_then(|md| md.get(crate::attr::META_UPLOAD))
+                        == Some(id)
+            }
+            Err(_) => false,
         }
     }
 
@@ -371,9 +436,14 @@ impl Fs {
         Ok(())
     }
 
-    /// Keep local data of `key` in `conflicts/` (moved when `mv`, else copied). When its
-    /// first `missing` bytes were never downloaded, only the bytes after them are kept, in a
-    /// file whose name ends `.appended-at-<missing>` (the rest is the store's).
+    /// Keep local data of `key` in `conflicts/`: moved there when `mv`, else linked (a second
+    /// name for the same file: no copy, so neither a full disk nor a sparse file can leave a
+    /// half-written copy that looks saved). When its first `missing` bytes were never
+    /// downloaded, only the bytes after them are kept, in a file whose name ends
+    /// `.appended-at-<missing>` (the rest is the store's); that copy is written under a
+    /// temporary name and renamed into place only when complete. The kept file and the
+    /// directory entry are synced before this returns: the caller may then drop the staging
+    /// file. On error nothing is left in `conflicts/` and `data` is untouched.
     pub(crate) fn keep_local(
         &self,
         key: &str,
@@ -385,22 +455,18 @@ impl Fs {
         if missing == 0 {
             if mv {
                 std::fs::rename(data, &dst)?;
-            } else {
-                std::fs::copy(data, &dst)?;
+            } else if let Err(e) = std::fs::hard_link(data, &dst) {
+                // A cache file system without links: copy, holes and all.
+                warn!(error = %e, "could not link the kept data into conflicts/; copying it");
+                copy_tail(data, &dst, 0)?;
             }
+            sync_kept(&dst)?;
             return Ok(dst);
         }
         dst.as_mut_os_string()
             .push(format!(".appended-at-{missing}"));
-        let mut src = File::open(data)?;
-        std::io::Seek::seek(&mut src, std::io::SeekFrom::Start(missing))?;
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&dst)?;
-        std::io::copy(&mut src, &mut out)?;
-        out.sync_all()?;
+        copy_tail(data, &dst, missing)?;
+        sync_kept(&dst)?;
         if mv {
             std::fs::remove_file(data)?;
         }
@@ -433,22 +499,71 @@ impl Fs {
         }
     }
 
-    /// Where a kept copy of `key` goes: `conflicts/<time>-<key with / as _>`.
+    /// Where a kept copy of `key` goes: `conflicts/<time>-<key with / as _>`, the key cut
+    /// to [`KEPT_NAME_BYTES`] bytes (at a character boundary) so the name fits any Linux
+    /// file system whatever the key's script.
     pub(crate) fn conflict_path(&self, key: &str) -> PathBuf {
         let stamp = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
-        let safe: String = key
-            .chars()
-            .map(|c| if c == '/' || c.is_control() { '_' } else { c })
-            .take(180)
-            .collect();
+        let mut safe = String::new();
+        for c in key.chars() {
+            let c = if c == '/' || c.is_control() { '_' } else { c };
+            if safe.len() + c.len_utf8() > KEPT_NAME_BYTES {
+                break;
+            }
+            safe.push(c);
+        }
         self.cfg.cache_dir.join("conflicts").join(format!(
             "{}.{:09}-{}",
             stamp.as_secs(),
             stamp.subsec_nanos(),
             safe
         ))
+    }
+}
+
+/// Bytes of the key kept in a `conflicts/` file name: with the time stamp in front and a
+/// `.appended-at-<offset>` behind, the name stays under Linux's 255 bytes.
+pub(crate) const KEPT_NAME_BYTES: usize = 180;
+
+/// Copy `src` from offset `from` to its end into the new file `dst`, holes left as holes
+/// (only the data regions are read, in bounded chunks). Written to a temporary name and
+/// renamed into place when complete and synced; on error the temporary file is removed.
+fn copy_tail(src: &Path, dst: &Path, from: u64) -> std::io::Result<()> {
+    let tmp = {
+        let mut t = dst.as_os_str().to_owned();
+        t.push(".partial");
+        PathBuf::from(t)
+    };
+    let result = (|| {
+        let src = File::open(src)?;
+        let out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        blobmount_backend::localdir::copy_sparse(&src, from, &out, 0)?;
+        out.sync_all()?;
+        std::fs::rename(&tmp, dst)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Make a kept file and its name durable (the file's data, then its directory).
+fn sync_kept(path: &Path) -> std::io::Result<()> {
+    File::open(path)?.sync_all()?;
+    sync_dir_of(path)
+}
+
+/// Sync the directory holding `path`, so a rename or creation in it survives a power loss.
+pub(crate) fn sync_dir_of(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
 }
 

@@ -4,7 +4,7 @@
 //! Why: the checkpoint case. Staging the whole file and uploading it at `close` makes the
 //! writer wait for the full upload after it has written everything; streaming overlaps the
 //! two. The staging file stays the source of truth (every byte is written there first), so
-//! an out-of-order write, a truncate, a metadata change or a failed part simply abandons the
+//! an out-of-order write, a truncate or a failed part simply abandons the
 //! upload (aborted in the background; nothing was committed) and `close` uploads the staged
 //! file as before: falling back never loses data. Parts are read back from the staging file
 //! (hot in the page cache) into buffers charged to the same memory budget as read-ahead
@@ -44,8 +44,6 @@ pub(crate) struct StreamWrite {
     sent: u64,
     parts: u64,
     upload: Option<Box<dyn PartUpload>>,
-    /// Metadata the upload was started with (it cannot change before the commit).
-    meta: Option<PutMeta>,
     /// Condition the upload was started with (GCS fixes it then; it cannot change either).
     cond: Option<Precondition>,
     in_flight: VecDeque<JoinHandle<Result<(), BackendError>>>,
@@ -142,7 +140,7 @@ impl Fs {
         sw: &mut StreamWrite,
         file: &std::fs::File,
         (offset, data): (u64, &[u8]),
-        cond: &Precondition,
+        upload: (&Precondition, &str),
     ) {
         if !sw.eligible {
             return;
@@ -167,7 +165,7 @@ impl Fs {
             sw.seq_end += n as u64;
             rest = &rest[n..];
             if !blocked {
-                match self.send_full_parts(ino, sw, file, cond).await {
+                match self.send_full_parts(ino, sw, file, upload).await {
                     Sent::All => {}
                     // No memory now: later parts are sent at a later write or at close.
                     Sent::Blocked => blocked = true,
@@ -183,7 +181,7 @@ impl Fs {
         ino: u64,
         sw: &mut StreamWrite,
         file: &std::fs::File,
-        cond: &Precondition,
+        (cond, upload_id): (&Precondition, &str),
     ) -> Sent {
         let part = self.cfg.write_part_size as u64;
         while sw.seq_end - sw.sent >= part {
@@ -192,7 +190,7 @@ impl Fs {
                 return Sent::GaveUp;
             }
             if sw.upload.is_none() {
-                let (Ok(key), Ok(pm)) = (self.key_of(ino), self.put_meta(ino)) else {
+                let (Ok(key), Ok(pm)) = (self.key_of(ino), self.put_meta(ino, upload_id)) else {
                     self.stream_cancel(sw, "file vanished");
                     return Sent::GaveUp;
                 };
@@ -200,7 +198,6 @@ impl Fs {
                 match self.backend.clone().start_upload(&key, &meta, cond).await {
                     Ok(Some(up)) => {
                         sw.upload = Some(up);
-                        sw.meta = Some(meta);
                         sw.cond = Some(cond.clone());
                     }
                     Ok(None) => {
@@ -333,21 +330,18 @@ impl Fs {
 
     /// At flush (lock held): if the file is being streamed, send the tail, wait for every
     /// part and commit under `cond`. `None` when the file is not streamed (or streaming had to
-    /// be given up) and the caller uploads the staged file whole.
+    /// be given up) and the caller uploads the staged file whole. The upload carries the
+    /// metadata it was started with; attributes changed since are the caller's to set after
+    /// it (`chmod` on an open file, as `tar -p` does, must not abandon the upload).
     pub(crate) async fn stream_commit(
         &self,
         sw: &mut StreamWrite,
         file: &std::fs::File,
         size: u64,
-        pm: &PutMeta,
         cond: &Precondition,
     ) -> Option<Result<PutOutcome, BackendError>> {
         sw.upload.as_ref()?;
-        if !sw.eligible
-            || sw.seq_end != size
-            || sw.meta.as_ref() != Some(&stream_meta(pm))
-            || sw.cond.as_ref() != Some(cond)
-        {
+        if !sw.eligible || sw.seq_end != size || sw.cond.as_ref() != Some(cond) {
             self.stream_cancel(sw, "changed since the upload started");
             return None;
         }
@@ -376,7 +370,6 @@ impl Fs {
         }
         let up = sw.upload.take()?;
         sw.eligible = false; // committed (or failed): later changes upload the file whole
-        sw.meta = None;
         sw.cond = None;
         let r = up.complete(cond).await;
         if r.is_ok() {

@@ -138,3 +138,4 @@ impl Backend for Counting {
         self.inner.set_metadata(key, meta, if_match).await
     }
 }
+pub mod hooked;

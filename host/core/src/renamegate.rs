@@ -1,0 +1,146 @@
+//! The rename gate: a rename waits for, and holds still, every open file it moves.
+//!
+//! Why: an object store renames by copy and delete. An open file below a directory being
+//! renamed (or the file itself) could otherwise upload to its old key between the copy and
+//! the delete — `write` and `close` succeed, then the delete takes the new bytes away — or
+//! fail with ENOENT once the old key is gone. So a rename, before its first request:
+//! 1. registers the inode it moves in [`RenameGate`]; from then on no new handle attaches to
+//!    an inode at or below it until the rename is over ([`Fs::wait_for_renames`]);
+//! 2. takes the lock of every open file at or below it (in inode order, so two renames
+//!    cannot deadlock), and uploads their changes under those locks;
+//! 3. copies and deletes, moves the inodes in the table, re-pins each open file to its
+//!    object under the new key, and only then lets the files go.
+//!
+//! A write, flush or close on a moved file meanwhile waits for its lock and then goes to the
+//! new key: an open file follows its inode.
+//!
+//! Lock order: `RenameGate::moving` may be taken while holding `open_files` (never the other
+//! way round), and never together with `table`; an open file's `state` is taken with none of
+//! those held.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::MutexGuard;
+
+use crate::error::FsResult;
+use crate::fileops::{OpenEntry, OpenFile};
+use crate::fs::{Fs, lock};
+
+/// Inodes being renamed, and a wake-up for handles waiting to attach below them.
+#[derive(Debug, Default)]
+pub(crate) struct RenameGate {
+    /// Guarded by its own lock; see the lock order in the module doc.
+    moving: Mutex<Vec<u64>>,
+    done: tokio::sync::Notify,
+}
+
+/// A registration in the gate; dropping it lets waiting handles attach again.
+pub(crate) struct Moving<'a> {
+    fs: &'a Fs,
+    ino: u64,
+}
+
+impl Drop for Moving<'_> {
+    fn drop(&mut self) {
+        let mut m = lock(&self.fs.gate.moving);
+        if let Some(i) = m.iter().position(|&x| x == self.ino) {
+            m.swap_remove(i);
+        }
+        drop(m);
+        self.fs.gate.done.notify_waiters();
+    }
+}
+
+/// The open files a rename holds still: each one's inode, entry and locked state.
+pub(crate) type Held<'a> = Vec<(u64, &'a OpenEntry, MutexGuard<'a, OpenFile>)>;
+
+impl Fs {
+    /// Register `ino` as being renamed and return the open files at or below it (sorted by
+    /// inode). Registration and collection happen under the open-file map's lock, the same
+    /// lock a new handle registers under, so every handle is either returned here or waits.
+    pub(crate) fn begin_move(&self, ino: u64) -> (Moving<'_>, Vec<(u64, Arc<OpenEntry>)>) {
+        let open: Vec<(u64, Arc<OpenEntry>)> = {
+            let of = lock(&self.open_files);
+            lock(&self.gate.moving).push(ino);
+            of.iter().map(|(i, e)| (*i, e.clone())).collect()
+        };
+        let mut inside: Vec<(u64, Arc<OpenEntry>)> = {
+            let t = lock(&self.table);
+            open.into_iter()
+                .filter(|(i, _)| *i == ino || t.is_under(*i, ino))
+                .collect()
+        };
+        inside.sort_by_key(|(i, _)| *i);
+        (Moving { fs: self, ino }, inside)
+    }
+
+    /// Lock every open file `begin_move` returned, in its (inode) order.
+    pub(crate) async fn hold<'a>(&self, open: &'a [(u64, Arc<OpenEntry>)]) -> Held<'a> {
+        let mut held = Vec::with_capacity(open.len());
+        for (ino, e) in open {
+            held.push((*ino, &**e, e.state.lock().await));
+        }
+        held
+    }
+
+    /// Upload the changes of every held file (before its object is copied).
+    pub(crate) async fn flush_held(&self, held: &mut Held<'_>) -> FsResult<()> {
+        for (ino, entry, st) in held.iter_mut() {
+            self.upload_locked(*ino, entry, st).await?;
+        }
+        Ok(())
+    }
+
+    /// After the move: pin each held file to its object under the new key (the copy holds
+    /// the same, flushed bytes), so its next upload and the old bytes it still reads from the
+    /// store refer to it.
+    pub(crate) async fn repin_held(&self, held: &mut Held<'_>) -> FsResult<()> {
+        for (ino, _, st) in held.iter_mut() {
+            if !st.exists_remote || st.unlinked {
+                continue;
+            }
+            let key = self.key_of(*ino)?;
+            let etag = self.backend.head(&key).await?.etag;
+            st.base_etag = etag.clone();
+            st.read_etag = etag.clone();
+            if let Some(n) = lock(&self.table).get_mut(*ino) {
+                n.etag = etag;
+            }
+        }
+        Ok(())
+    }
+
+    /// The inodes at and above `ino` (its ancestors), for [`Fs::moving_over`].
+    pub(crate) fn lineage(&self, ino: u64) -> Vec<u64> {
+        let t = lock(&self.table);
+        let mut out = vec![ino];
+        let mut cur = ino;
+        while let Some(n) = t.get(cur) {
+            if n.parent == cur || out.len() > 4096 {
+                break;
+            }
+            cur = n.parent;
+            out.push(cur);
+        }
+        out
+    }
+
+    /// Whether a rename is moving any of `lineage`. Call with `open_files` locked.
+    pub(crate) fn moving_over(&self, lineage: &[u64]) -> bool {
+        let m = lock(&self.gate.moving);
+        !m.is_empty() && lineage.iter().any(|i| m.contains(i))
+    }
+
+    /// Wait until no rename moves `ino` or a directory above it.
+    pub(crate) async fn wait_for_renames(&self, lineage: &[u64]) {
+        loop {
+            let done = self.gate.done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if !self.moving_over(lineage) {
+                return;
+            }
+            done.await;
+        }
+    }
+}

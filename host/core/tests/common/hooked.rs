@@ -1,0 +1,165 @@
+//! A memory store with hooks for the reliability tests: a DELETE that waits to be let go (to
+//! act inside a rename's copy-then-delete window) and uploads whose reply is lost after they
+//! landed (a commit retried after a timeout).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::SeqCst;
+
+use blobmount_backend::memory::MemoryBackend;
+use blobmount_backend::{
+    AppendBase, Backend, BackendError, Capabilities, ListPage, ObjectInfo, PartUpload,
+    Precondition, PutMeta, PutOutcome, Result,
+};
+use bytes::Bytes;
+use tokio::sync::{Notify, Semaphore};
+
+/// What a lost reply looks like to the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lost {
+    /// The retry was refused by its own condition (412 / 409).
+    Conflict,
+    /// No reply at all (a timeout).
+    Timeout,
+}
+
+#[derive(Debug)]
+pub struct Hooked {
+    pub inner: Arc<MemoryBackend>,
+    /// DELETEs of keys containing this wait for a permit of `release` (after `entered`).
+    pause_delete: std::sync::Mutex<Option<String>>,
+    pub entered: Notify,
+    pub release: Semaphore,
+    /// The next this many whole-object uploads land, then report `lost`.
+    lose_replies: AtomicUsize,
+    lost: std::sync::Mutex<Lost>,
+}
+
+impl Hooked {
+    pub fn new(inner: Arc<MemoryBackend>) -> Arc<Self> {
+        Arc::new(Hooked {
+            inner,
+            pause_delete: Default::default(),
+            entered: Notify::new(),
+            release: Semaphore::new(0),
+            lose_replies: AtomicUsize::new(0),
+            lost: std::sync::Mutex::new(Lost::Conflict),
+        })
+    }
+
+    /// Make DELETEs of keys containing `pat` wait for [`Hooked::release`] permits.
+    pub fn pause_deletes_of(&self, pat: &str) {
+        *self.pause_delete.lock().unwrap() = Some(pat.to_string());
+    }
+
+    /// The next `n` uploads land but their reply is lost as `how`.
+    pub fn lose_replies(&self, n: usize, how: Lost) {
+        *self.lost.lock().unwrap() = how;
+        self.lose_replies.store(n, SeqCst);
+    }
+
+    fn reply(&self, key: &str, r: Result<PutOutcome>) -> Result<PutOutcome> {
+        if r.is_ok()
+            && self
+                .lose_replies
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(match *self.lost.lock().unwrap() {
+                Lost::Conflict => BackendError::PreconditionFailed { key: key.into() },
+                Lost::Timeout => BackendError::Unavailable("reply lost (test)".into()),
+            });
+        }
+        r
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for Hooked {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn head(&self, key: &str) -> Result<ObjectInfo> {
+        self.inner.head(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes> {
+        self.inner.get_range(key, range, if_match).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        let r = self.inner.put(key, data, meta, cond).await;
+        self.reply(key, r)
+    }
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        let r = self.inner.put_file(key, path, meta, cond).await;
+        self.reply(key, r)
+    }
+    async fn put_appended(
+        &self,
+        key: &str,
+        base: &AppendBase,
+        path: &std::path::Path,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<Option<PutOutcome>> {
+        self.inner.put_appended(key, base, path, meta, cond).await
+    }
+    async fn list_page(&self, prefix: &str, token: Option<String>, max: usize) -> Result<ListPage> {
+        self.inner.list_page(prefix, token, max).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        let pause = self
+            .pause_delete
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|p| key.contains(p.as_str()));
+        if pause {
+            self.entered.notify_one();
+            let permit = self.release.acquire().await.expect("semaphore");
+            permit.forget();
+        }
+        self.inner.delete(key).await
+    }
+    async fn copy(&self, from: &str, to: &str, cond: &Precondition) -> Result<PutOutcome> {
+        self.inner.copy(from, to, cond).await
+    }
+    async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
+        self.inner.content_md5(key, etag).await
+    }
+    async fn set_metadata(
+        &self,
+        key: &str,
+        meta: &PutMeta,
+        if_match: Option<&str>,
+    ) -> Result<PutOutcome> {
+        self.inner.set_metadata(key, meta, if_match).await
+    }
+    async fn start_upload(
+        self: Arc<Self>,
+        key: &str,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<Option<Box<dyn PartUpload>>> {
+        self.inner.clone().start_upload(key, meta, cond).await
+    }
+}

@@ -1,0 +1,478 @@
+//! Regression tests of the ways blobmount once lost or refused data (issue "no lost byte"):
+//! each test names its case and failed on the code before the fix.
+//!
+//! 1. An attribute change on an open, streaming file made its own upload a conflict.
+//! 2. Writes racing a rename went to the old key between the copy and the delete.
+//! 3. A failed save to `conflicts/` deleted the data.
+//! 4. Memory and disk followed a file's logical size (sparse files).
+//! 5. A full cache disk reported EIO.
+//! 6. An upload whose reply was lost (and whose retry was refused) was called a conflict.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use blobmount_backend::memory::MemoryBackend;
+use blobmount_backend::{Backend, Precondition, PutMeta, StoreConfig};
+use blobmount_core::{Caller, Fs, FsConfig, ROOT_INO, Recovery, SetAttr};
+use bytes::Bytes;
+use common::hooked::{Hooked, Lost};
+
+const ME: Caller = Caller {
+    uid: 1000,
+    gid: 1000,
+};
+const PART: usize = 64 * 1024;
+
+fn config(dir: &Path) -> FsConfig {
+    let mut cfg = FsConfig::for_tests(dir.to_path_buf());
+    cfg.write_part_size = PART;
+    cfg
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i * 31 % 251) as u8 ^ seed)
+        .collect::<Vec<_>>()
+}
+
+async fn stored(b: &dyn Backend, key: &str) -> Option<Vec<u8>> {
+    b.get_range(key, 0..u64::MAX, None)
+        .await
+        .ok()
+        .map(|b| b.to_vec())
+}
+
+fn kept(cache: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(cache.join("conflicts"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn chmod(perm: u16, fh: u64) -> SetAttr {
+    SetAttr {
+        perm: Some(perm),
+        fh: Some(fh),
+        ..Default::default()
+    }
+}
+
+/// Case 1 (`tar -xpf` of a file over one part): create, write past a part, `fchmod`,
+/// close. The streaming upload is committed, not abandoned, and the mode follows it.
+#[tokio::test]
+async fn chmod_of_an_open_streaming_file_joins_its_upload() {
+    let mem = Arc::new(MemoryBackend::new());
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    let data = pattern(3 * PART + 100, 0);
+    let (a, h) = fs
+        .create(
+            ROOT_INO,
+            "big.bin",
+            0o600,
+            libc::O_WRONLY | libc::O_EXCL,
+            ME,
+        )
+        .await
+        .unwrap();
+    fs.write(h.fh, 0, &data).await.unwrap();
+    assert!(
+        fs.stats.parts_sent.load(Ordering::Relaxed) >= 1,
+        "streaming"
+    );
+    fs.setattr(a.ino, chmod(0o640, h.fh)).await.unwrap();
+    fs.flush(h.fh).await.unwrap();
+    fs.release(h.fh).await.unwrap();
+    assert_eq!(stored(&*mem, "big.bin").await.unwrap(), data);
+    assert_eq!(mem.counters.complete.load(Ordering::SeqCst), 1);
+    assert_eq!(mem.counters.abort.load(Ordering::SeqCst), 0);
+    assert_eq!(fs.stats.streamed_uploads.load(Ordering::Relaxed), 1);
+    let meta = mem.head("big.bin").await.unwrap().metadata.unwrap();
+    assert_eq!(meta.get("mode").map(String::as_str), Some("33184")); // 0o100640
+    assert!(kept(dir.path()).is_empty());
+    assert_eq!(fs.getattr(a.ino).await.unwrap().perm, 0o640);
+}
+
+/// Case 1, the other half: `chmod` of an open file with nothing pending changes the
+/// object's version; the file's next upload must not conflict with it.
+#[tokio::test]
+async fn chmod_of_an_open_clean_file_does_not_conflict_with_its_next_upload() {
+    let mem = Arc::new(MemoryBackend::new());
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    let (a, h) = fs
+        .create(ROOT_INO, "f", 0o644, libc::O_RDWR, ME)
+        .await
+        .unwrap();
+    fs.write(h.fh, 0, b"one").await.unwrap();
+    fs.fsync(h.fh).await.unwrap();
+    fs.setattr(a.ino, chmod(0o600, h.fh)).await.unwrap();
+    fs.write(h.fh, 3, b" two").await.unwrap();
+    fs.release(h.fh).await.unwrap();
+    assert_eq!(stored(&*mem, "f").await.unwrap(), b"one two");
+    let meta = mem.head("f").await.unwrap().metadata.unwrap();
+    assert_eq!(meta.get("mode").map(String::as_str), Some("33152")); // 0o100600
+    assert!(kept(dir.path()).is_empty());
+}
+
+/// Set up `dirA/f` (old bytes in the store), open for writing, and a rename of `what`
+/// (`dirA` or `dirA/f`) stopped between its copy and its delete.
+async fn rename_paused(what: &str) -> (Arc<Hooked>, Arc<Fs>, tempfile::TempDir, u64, u64) {
+    let mem = Arc::new(MemoryBackend::new());
+    mem.put(
+        "dirA/",
+        Bytes::new(),
+        &PutMeta::default(),
+        &Precondition::None,
+    )
+    .await
+    .unwrap();
+    mem.put(
+        "dirA/f",
+        Bytes::from_static(b"old"),
+        &PutMeta::default(),
+        &Precondition::None,
+    )
+    .await
+    .unwrap();
+    for i in 0..20 {
+        mem.put(
+            &format!("dirA/other-{i}"),
+            Bytes::from_static(b"x"),
+            &PutMeta::default(),
+            &Precondition::None,
+        )
+        .await
+        .unwrap();
+    }
+    let hooked = Hooked::new(mem);
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Arc::new(Fs::new(hooked.clone(), config(dir.path())).unwrap());
+    let d = fs.lookup(ROOT_INO, "dirA").await.unwrap();
+    let f = fs.lookup(d.ino, "f").await.unwrap();
+    let h = fs.open(f.ino, libc::O_RDWR).await.unwrap();
+    hooked.pause_deletes_of(if what == "dirA" { "dirA/" } else { "dirA/f" });
+    (hooked, fs, dir, d.ino, h.fh)
+}
+
+/// Case 2: `mv dirA dirB` while `dirA/f` is open; the program writes and closes while the
+/// rename is between its copies and its deletes. Before the fix the upload went to
+/// `dirA/f`, the rename's delete took it away, and write and close both succeeded.
+#[tokio::test]
+async fn writes_during_a_directory_rename_follow_the_file() {
+    let (hooked, fs, _d, dino, fh) = rename_paused("dirA").await;
+    let mv = {
+        let fs = fs.clone();
+        tokio::spawn(async move { fs.rename(ROOT_INO, "dirA", ROOT_INO, "dirB", false).await })
+    };
+    hooked.entered.notified().await; // copies done, deletes about to start
+    let w = {
+        let fs = fs.clone();
+        tokio::spawn(async move {
+            fs.write(fh, 0, b"NEW!").await?;
+            fs.flush(fh).await?;
+            fs.release(fh).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    hooked.release.add_permits(1000);
+    mv.await.unwrap().unwrap();
+    w.await.unwrap().unwrap();
+    assert_eq!(stored(&*hooked, "dirB/f").await.unwrap(), b"NEW!");
+    assert_eq!(stored(&*hooked, "dirA/f").await, None);
+    let _ = dino;
+}
+
+/// Case 2 for a single file: `mv dirA/f dirA/g` with `f` open and written meanwhile.
+#[tokio::test]
+async fn writes_during_a_file_rename_follow_the_file() {
+    let (hooked, fs, _d, dino, fh) = rename_paused("dirA/f").await;
+    let mv = {
+        let fs = fs.clone();
+        tokio::spawn(async move { fs.rename(dino, "f", dino, "g", false).await })
+    };
+    hooked.entered.notified().await;
+    let w = {
+        let fs = fs.clone();
+        tokio::spawn(async move {
+            fs.write(fh, 3, b"+more").await?;
+            fs.release(fh).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    hooked.release.add_permits(1000);
+    mv.await.unwrap().unwrap();
+    w.await.unwrap().unwrap();
+    assert_eq!(stored(&*hooked, "dirA/g").await.unwrap(), b"old+more");
+    assert_eq!(stored(&*hooked, "dirA/f").await, None);
+}
+
+/// Open `name`, write `data` into it, and let another client replace the object meanwhile,
+/// so the upload at close conflicts.
+async fn conflicting_close(fs: &Fs, mem: &MemoryBackend, name: &str, data: &[u8]) -> i32 {
+    let (_, h) = fs
+        .create(ROOT_INO, name, 0o644, libc::O_WRONLY, ME)
+        .await
+        .unwrap();
+    fs.write(h.fh, 0, data).await.unwrap();
+    mem.put(
+        name,
+        Bytes::from_static(b"theirs"),
+        &PutMeta::default(),
+        &Precondition::None,
+    )
+    .await
+    .unwrap();
+    fs.release(h.fh).await.unwrap_err().errno()
+}
+
+/// Case 3, first trigger: a name of 80 CJK characters (240 bytes, a valid Linux name) made
+/// the kept copy's name too long; the data was then deleted.
+#[tokio::test]
+async fn a_conflict_on_a_long_multibyte_name_is_kept() {
+    let mem = Arc::new(MemoryBackend::new());
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    let name: String = std::iter::repeat_n('漢', 80).collect();
+    assert_eq!(name.len(), 240);
+    let errno = conflicting_close(&fs, &mem, &name, b"mine").await;
+    assert_eq!(errno, libc::ESTALE);
+    let k = kept(dir.path());
+    assert_eq!(k.len(), 1);
+    assert!(k[0].file_name().unwrap().len() <= 255);
+    assert_eq!(std::fs::read(&k[0]).unwrap(), b"mine");
+}
+
+/// Case 3, the rule: when the data can go neither to the store nor to `conflicts/`, it stays
+/// staged, and the next mount offers it again.
+#[tokio::test]
+async fn data_that_cannot_be_kept_in_conflicts_stays_staged_for_the_next_mount() {
+    let mem = Arc::new(MemoryBackend::new());
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    // `conflicts` is a file now: nothing can be saved in it.
+    let conflicts = dir.path().join("conflicts");
+    std::fs::remove_dir(&conflicts).unwrap();
+    std::fs::write(&conflicts, b"").unwrap();
+    let errno = conflicting_close(&fs, &mem, "f", b"precious").await;
+    assert_eq!(errno, libc::ESTALE);
+    drop(fs);
+    let staged: Vec<_> = std::fs::read_dir(dir.path().join("staging"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(staged.len(), 2, "data and manifest stay: {staged:?}");
+
+    std::fs::remove_file(&conflicts).unwrap();
+    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    let r = fs.recover(Recovery::Upload).await;
+    assert_eq!(r.kept.len(), 1, "{r:?}");
+    assert_eq!(std::fs::read(&r.kept[0].1).unwrap(), b"precious");
+    assert_eq!(stored(&*mem, "f").await.unwrap(), b"theirs");
+}
+
+/// Case 3 and 4 together: keeping a conflicting sparse file costs no disk (a link, not a
+/// copy full of zeros).
+#[tokio::test]
+async fn a_kept_sparse_file_stays_sparse() {
+    use std::os::unix::fs::MetadataExt;
+    let mem = Arc::new(MemoryBackend::new());
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    let (_, h) = fs
+        .create(ROOT_INO, "sparse", 0o644, libc::O_WRONLY, ME)
+        .await
+        .unwrap();
+    fs.write(h.fh, 3 << 30, b"tail").await.unwrap();
+    mem.put(
+        "sparse",
+        Bytes::from_static(b"theirs"),
+        &PutMeta::default(),
+        &Precondition::None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(fs.release(h.fh).await.unwrap_err().errno(), libc::ESTALE);
+    let k = kept(dir.path());
+    assert_eq!(k.len(), 1);
+    let m = std::fs::metadata(&k[0]).unwrap();
+    assert_eq!(m.len(), (3 << 30) + 4);
+    assert!(m.blocks() * 512 < 1 << 20, "kept copy is not sparse");
+}
+
+/// Case 4: a write far past the end on a store that cannot hold it fails at once with
+/// EFBIG (it used to be accepted and to fail at close with "out of memory").
+#[tokio::test]
+async fn a_write_past_the_stores_limit_is_efbig_at_once() {
+    let mem = Arc::new(MemoryBackend::new());
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    let (a, h) = fs
+        .create(ROOT_INO, "huge", 0o644, libc::O_WRONLY, ME)
+        .await
+        .unwrap();
+    let e = fs.write(h.fh, 1 << 40, b"0123456789").await.unwrap_err();
+    assert_eq!(e.errno(), libc::EFBIG);
+    let trunc = SetAttr {
+        size: Some(1 << 40),
+        fh: Some(h.fh),
+        ..Default::default()
+    };
+    assert_eq!(
+        fs.setattr(a.ino, trunc).await.unwrap_err().errno(),
+        libc::EFBIG
+    );
+    fs.write(h.fh, 0, b"fine").await.unwrap();
+    fs.release(h.fh).await.unwrap();
+    assert_eq!(stored(&*mem, "huge").await.unwrap(), b"fine");
+}
+
+/// Case 4 on a `file://` store: 10 bytes at 1 TiB upload as a sparse file, read in bounded
+/// chunks (it used to read the whole logical size into memory and fail at close).
+#[tokio::test]
+async fn a_sparse_file_uploads_to_a_local_store_without_reading_its_holes() {
+    use std::os::unix::fs::MetadataExt;
+    let store = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        url: Some(format!("file://{}", store.path().display())),
+        ..Default::default()
+    };
+    let backend = blobmount_backend::open(&cfg).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Fs::new(backend.clone(), config(dir.path())).unwrap();
+    let (_, h) = fs
+        .create(ROOT_INO, "sparse", 0o644, libc::O_WRONLY, ME)
+        .await
+        .unwrap();
+    fs.write(h.fh, 1 << 40, b"0123456789").await.unwrap();
+    fs.release(h.fh).await.unwrap();
+    let m = std::fs::metadata(store.path().join("sparse")).unwrap();
+    assert_eq!(m.len(), (1 << 40) + 10);
+    assert!(m.blocks() * 512 < 1 << 20, "stored copy is not sparse");
+    let tail = backend
+        .get_range("sparse", (1 << 40)..(1 << 40) + 10, None)
+        .await
+        .unwrap();
+    assert_eq!(&tail[..], b"0123456789");
+}
+
+/// Case 5: a full cache disk is ENOSPC to the writer, not EIO. (A 1 MiB tmpfs as the cache
+/// directory; needs root, as the rest of the suite does.)
+#[tokio::test]
+async fn a_full_cache_disk_is_enospc() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&cache)
+        .status()
+        .expect("run mount");
+    assert!(ok.success(), "mounting a tmpfs needs root");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _u = Unmount(cache.clone());
+    let mem = Arc::new(MemoryBackend::new());
+    let fs = Fs::new(mem.clone(), config(&cache)).unwrap();
+    let (_, h) = fs
+        .create(ROOT_INO, "f", 0o644, libc::O_WRONLY, ME)
+        .await
+        .unwrap();
+    let chunk = vec![7u8; 256 * 1024];
+    let mut err = None;
+    for i in 0..8u64 {
+        if let Err(e) = fs.write(h.fh, i * chunk.len() as u64, &chunk).await {
+            err = Some(e);
+            break;
+        }
+    }
+    assert_eq!(err.expect("the disk filled up").errno(), libc::ENOSPC);
+    let _ = fs.release(h.fh).await;
+}
+
+/// Case 6: an upload that landed although its client saw a refusal (a commit retried after
+/// a timeout finds its own first attempt) is a success, not a conflict.
+#[tokio::test]
+async fn an_upload_whose_retry_was_refused_by_its_own_first_attempt_succeeds() {
+    for how in [Lost::Conflict, Lost::Timeout] {
+        let mem = Arc::new(MemoryBackend::new());
+        let hooked = Hooked::new(mem.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let fs = Fs::new(hooked.clone(), config(dir.path())).unwrap();
+        let (_, h) = fs
+            .create(ROOT_INO, "f", 0o644, libc::O_WRONLY, ME)
+            .await
+            .unwrap();
+        fs.write(h.fh, 0, b"data").await.unwrap();
+        hooked.lose_replies(1, how);
+        fs.release(h.fh).await.unwrap();
+        assert_eq!(stored(&*mem, "f").await.unwrap(), b"data");
+        assert!(kept(dir.path()).is_empty(), "{how:?}");
+        // The next change is a new upload, conditional on this version.
+        let a = fs.lookup(ROOT_INO, "f").await.unwrap();
+        let h = fs.open(a.ino, libc::O_WRONLY).await.unwrap();
+        fs.write(h.fh, 4, b"+").await.unwrap();
+        fs.release(h.fh).await.unwrap();
+        assert_eq!(stored(&*mem, "f").await.unwrap(), b"data+");
+    }
+}
+
+/// Case 6 after a crash: the upload landed, the daemon died before it could mark the
+/// staging file clean. The next mount recognises its own upload instead of keeping a copy.
+#[tokio::test]
+async fn recovery_recognises_an_upload_that_landed_before_the_crash() {
+    let mem = Arc::new(MemoryBackend::new());
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    let (_, h) = fs
+        .create(ROOT_INO, "f", 0o644, libc::O_WRONLY, ME)
+        .await
+        .unwrap();
+    fs.write(h.fh, 0, b"landed").await.unwrap();
+    fs.abandon_like_a_crash();
+    // The upload the dead daemon was making: the staged bytes with the manifest's metadata.
+    let manifest = std::fs::read_dir(dir.path().join("staging"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let metadata = m["metadata"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    let pm = PutMeta {
+        metadata,
+        content_type: None,
+    };
+    mem.put(
+        "f",
+        Bytes::from_static(b"landed"),
+        &pm,
+        &Precondition::IfNotExists,
+    )
+    .await
+    .unwrap();
+
+    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    let r = fs.recover(Recovery::Upload).await;
+    assert_eq!(r.uploaded, vec!["f".to_string()], "{r:?}");
+    assert!(r.kept.is_empty());
+    assert_eq!(stored(&*mem, "f").await.unwrap(), b"landed");
+}
