@@ -418,7 +418,25 @@ impl Backend for ObjectStoreBackend {
         }
         if len <= SINGLE_PUT_MAX {
             let data = tokio::fs::read(file).await?;
-            return self.put(key, Bytes::from(data), meta, cond).await;
+            let r = self.put(key, Bytes::from(data), meta, cond).await;
+            return match (&self.azure_blocks, r) {
+                // Azure: a blob nobody can read but that holds uncommitted blocks (a
+                // streaming upload of it was abandoned) refuses a Put Blob on absence; a
+                // block list commit on absence is accepted.
+                (
+                    Some(az),
+                    Err(
+                        e @ (BackendError::AlreadyExists { .. }
+                        | BackendError::PreconditionFailed { .. }),
+                    ),
+                ) if *cond == Precondition::IfNotExists => match self.head(key).await {
+                    Err(BackendError::NotFound { .. }) => {
+                        upload_in_parts(az.start(key, meta), key, file, cond).await
+                    }
+                    _ => Err(e),
+                },
+                (_, r) => r,
+            };
         }
         if let Some(g) = &self.gcs {
             let gc = self.gcs_cond(key, cond).await?;
