@@ -588,6 +588,12 @@ impl Fs {
         if node.policy.read_only {
             return Err(FsError::ReadOnly);
         }
+        let from = self.child_key(&self.key_of(parent)?, &node.seg);
+        let to = self.child_key(&self.key_of(new_parent)?, new_name);
+        if node.kind == Kind::Dir && to.starts_with(&format!("{from}/")) {
+            // Before any check of the target, as the kernel orders them.
+            return Err(FsError::Invalid("cannot move a directory into itself"));
+        }
         let target = match self.child_node(new_parent, new_name).await {
             Ok((tino, t)) => Some((tino, t)),
             Err(FsError::NotFound) => {
@@ -610,39 +616,36 @@ impl Fs {
                 _ => {}
             }
         }
-        let from = self.child_key(&self.key_of(parent)?, &node.seg);
-        let to = self.child_key(&self.key_of(new_parent)?, new_name);
         if from == to {
             return Ok(());
         }
-        if node.kind == Kind::Dir && to.starts_with(&format!("{from}/")) {
-            return Err(FsError::Invalid("cannot move a directory into itself"));
-        }
         // Every open file being moved is held still from its flush to its re-pin, and no
         // new handle attaches meanwhile (see `renamegate.rs`).
-        let (moving, open) = match ino {
-            Some(i) => {
-                let (m, open) = self.begin_move(i);
-                (Some(m), open)
-            }
-            None => (None, Vec::new()),
-        };
+        let replaced = target
+            .as_ref()
+            .and_then(|(t, _)| *t)
+            .filter(|t| Some(*t) != ino);
+        let (moving, open) = self.begin_move(ino, replaced);
         let mut held = self.hold(&open).await;
         if node.kind == Kind::Dir {
-            if target.is_some() {
+            if let Some((tino, _)) = &target {
+                // Files created there and not uploaded yet count, as for rmdir.
+                let local = tino.is_some_and(|t| !lock(&self.table).local_children(t).is_empty());
                 let page = self.backend.list_under(&format!("{to}/"), 3).await?;
-                if !page.prefixes.is_empty()
+                if local
+                    || !page.prefixes.is_empty()
                     || page.objects.iter().any(|o| o.key != format!("{to}/"))
                 {
                     return Err(FsError::NotEmpty);
                 }
             }
+            // Open files inside are uploaded first, so the listing below has them and the
+            // copy carries their data.
+            self.flush_held(&mut held, replaced).await?;
             let keys = self.collect_tree(&from, self.cfg.rename_dir_limit).await?;
             if keys.len() > self.cfg.rename_dir_limit {
                 return Err(FsError::RenameTooLarge(keys.len()));
             }
-            // Open files inside must be uploaded first so the copy carries their data.
-            self.flush_held(&mut held).await?;
             let plan = RenamePlan {
                 from: from.clone(),
                 to: to.clone(),
@@ -665,7 +668,7 @@ impl Fs {
                 self.journal_done(&journal);
             }
         } else {
-            self.flush_held(&mut held).await?;
+            self.flush_held(&mut held, replaced).await?;
             let local_only = ino
                 .and_then(|i| lock(&self.table).get(i).map(|n| n.local_only))
                 .unwrap_or(false);
@@ -673,6 +676,9 @@ impl Fs {
                 self.backend.copy(&from, &to, &Precondition::None).await?;
                 ignore_missing(self.backend.delete(&from).await)?;
             }
+        }
+        if let Some(r) = replaced {
+            self.unlink_held(&mut held, r);
         }
         let dir_ino = ino.filter(|_| node.kind == Kind::Dir);
         self.move_in_table(

@@ -474,6 +474,11 @@ impl Fs {
         if let Some(tmp) = &st.staged {
             tmp.as_file().set_len(size)?;
         }
+        if size == 0 {
+            // The manifest must not keep an append base the file no longer has: recovery
+            // would put the old bytes back in front of the new ones.
+            self.record_staged(ino, st, true)?;
+        }
         self.stream_cancel(&mut st.stream, "truncated");
         if size == 0 {
             // Empty again: a rewrite from the start can stream.
@@ -693,16 +698,36 @@ impl Fs {
     pub(crate) async fn mark_unlinked(&self, ino: u64) {
         if let Some(entry) = self.entry(ino) {
             let mut st = entry.state.lock().await;
-            // Mark the staged data clean (nothing to recover: the name is gone); open handles
-            // may still read it until they close.
-            if self.record_staged(ino, &st, false).is_err()
-                && let Some(s) = &st.staged
-            {
-                s.forget();
-            }
-            st.unlinked = true;
-            self.stream_cancel(&mut st.stream, "unlinked");
-            entry.dirty.store(false, Ordering::Release);
+            self.keep_for_handles(ino, &mut st).await;
+            self.mark_unlinked_locked(ino, &entry, &mut st);
+        }
+    }
+
+    /// Before an open file's object goes away under it (unlink, replaced by a rename): stage
+    /// its bytes, so its handles go on reading and writing it as POSIX promises.
+    pub(crate) async fn keep_for_handles(&self, ino: u64, st: &mut OpenFile) {
+        if st.handles == 0 || st.unlinked {
+            return;
+        }
+        if let Err(e) = self.stage_all(ino, st).await {
+            warn!(ino, error = %e, "could not stage an open file whose name is going away; its handles will fail");
+        }
+    }
+
+    /// [`Fs::mark_unlinked`] with the open file's lock held.
+    pub(crate) fn mark_unlinked_locked(&self, ino: u64, entry: &OpenEntry, st: &mut OpenFile) {
+        // Mark the staged data clean (nothing to recover: the name is gone); open handles
+        // may still read it until they close.
+        if self.record_staged(ino, st, false).is_err()
+            && let Some(s) = &st.staged
+        {
+            s.forget();
+        }
+        st.unlinked = true;
+        self.stream_cancel(&mut st.stream, "unlinked");
+        entry.dirty.store(false, Ordering::Release);
+        if let Some(n) = lock(&self.table).get_mut(ino) {
+            n.local_only = false; // nothing of it is to be uploaded any more
         }
     }
 
@@ -744,7 +769,10 @@ impl Fs {
         {
             n.local_only = false;
             let (p, name) = (n.parent, n.name.clone());
-            t.unlink(p, &name);
+            // Only if the name is still this file's (a rename may have given it to another).
+            if t.child(p, &name) == Some(h.ino) {
+                t.unlink(p, &name);
+            }
         }
         result
     }

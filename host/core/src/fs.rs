@@ -789,6 +789,8 @@ impl Fs {
                 // Open and modified: the metadata goes up with the data at flush.
                 if let Some(g) = st.as_mut() {
                     g.attrs_changed = true;
+                    // A crash before the upload recovers the new attributes too.
+                    self.record_staged(ino, g, true)?;
                 }
             } else {
                 self.persist_attrs(ino).await?;

@@ -58,20 +58,33 @@ impl Fs {
     /// Register `ino` as being renamed and return the open files at or below it (sorted by
     /// inode). Registration and collection happen under the open-file map's lock, the same
     /// lock a new handle registers under, so every handle is either returned here or waits.
-    pub(crate) fn begin_move(&self, ino: u64) -> (Moving<'_>, Vec<(u64, Arc<OpenEntry>)>) {
+    /// `replaced` is the inode a rename replaces, if any: its open file is held too, so that
+    /// it can be unlinked (`unlink_held`) before any of its handles uploads over the target.
+    /// `ino` is `None` when the moved entry has no inode here (never looked up: nothing of
+    /// it can be open).
+    pub(crate) fn begin_move(
+        &self,
+        ino: Option<u64>,
+        replaced: Option<u64>,
+    ) -> (Option<Moving<'_>>, Vec<(u64, Arc<OpenEntry>)>) {
         let open: Vec<(u64, Arc<OpenEntry>)> = {
             let of = lock(&self.open_files);
-            lock(&self.gate.moving).push(ino);
+            if let Some(i) = ino {
+                lock(&self.gate.moving).push(i);
+            }
             of.iter().map(|(i, e)| (*i, e.clone())).collect()
         };
         let mut inside: Vec<(u64, Arc<OpenEntry>)> = {
             let t = lock(&self.table);
             open.into_iter()
-                .filter(|(i, _)| *i == ino || t.is_under(*i, ino))
+                .filter(|(i, _)| {
+                    Some(*i) == replaced
+                        || ino.is_some_and(|moved| *i == moved || t.is_under(*i, moved))
+                })
                 .collect()
         };
         inside.sort_by_key(|(i, _)| *i);
-        (Moving { fs: self, ino }, inside)
+        (ino.map(|ino| Moving { fs: self, ino }), inside)
     }
 
     /// Lock every open file `begin_move` returned, in its (inode) order.
@@ -83,12 +96,32 @@ impl Fs {
         held
     }
 
-    /// Upload the changes of every held file (before its object is copied).
-    pub(crate) async fn flush_held(&self, held: &mut Held<'_>) -> FsResult<()> {
+    /// Upload the changes of every held file (before its object is copied). The file the
+    /// rename replaces (`replaced`) is staged whole instead, for its handles: its object is
+    /// about to be overwritten, and its changes go with its name.
+    pub(crate) async fn flush_held(
+        &self,
+        held: &mut Held<'_>,
+        replaced: Option<u64>,
+    ) -> FsResult<()> {
         for (ino, entry, st) in held.iter_mut() {
-            self.upload_locked(*ino, entry, st).await?;
+            if Some(*ino) == replaced {
+                self.keep_for_handles(*ino, st).await;
+            } else {
+                self.upload_locked(*ino, entry, st).await?;
+            }
         }
         Ok(())
+    }
+
+    /// The rename replaced `ino`: its handles keep reading it, and nothing of it is
+    /// uploaded again (its key belongs to the file moved there).
+    pub(crate) fn unlink_held(&self, held: &mut Held<'_>, ino: u64) {
+        for (i, entry, st) in held.iter_mut() {
+            if *i == ino {
+                self.mark_unlinked_locked(ino, entry, st);
+            }
+        }
     }
 
     /// After the move: pin each held file to its object under the new key (the copy holds

@@ -69,6 +69,16 @@ impl Fs {
         Ok(())
     }
 
+    /// Stage every byte of the file (downloading what is not local yet): its name is about
+    /// to go (unlink, or replaced by a rename) while handles are open, and they must keep
+    /// reading and writing it after its object is gone.
+    pub(crate) async fn stage_all(&self, ino: u64, st: &mut OpenFile) -> FsResult<()> {
+        self.ensure_staged(ino, st, 0).await?;
+        self.fill_missing(ino, st).await?;
+        st.append_from = None;
+        Ok(())
+    }
+
     /// Download the old bytes an append left out of the staging file.
     async fn fill_missing(&self, ino: u64, st: &mut OpenFile) -> FsResult<()> {
         if st.missing == 0 {
