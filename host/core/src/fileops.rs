@@ -788,9 +788,11 @@ fn upload_cond(st: &OpenFile) -> Precondition {
     }
 }
 
+/// The error of a read pinned to the version a file was opened at: that version replaced
+/// or deleted by someone else is ESTALE (the handle's file is gone), not ENOENT.
 pub(crate) fn stale(e: BackendError) -> FsError {
     match e {
-        BackendError::PreconditionFailed { .. } => FsError::Stale,
+        BackendError::PreconditionFailed { .. } | BackendError::NotFound { .. } => FsError::Stale,
         e => e.into(),
     }
 }

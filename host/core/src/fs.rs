@@ -793,12 +793,16 @@ impl Fs {
                     self.record_staged(ino, g, true)?;
                 }
             } else {
+                let before = lock(&self.table).get(ino).and_then(|n| n.etag.clone());
                 self.persist_attrs(ino).await?;
-                // The store's version changed: an open (clean) file's next upload must be
-                // conditional on the new one, not on its own old ETag.
+                // The store's version changed by our metadata update only: an open (clean)
+                // file based on the version it updated must make its next upload
+                // conditional on the new one. (One based on an older version, replaced by
+                // another client since, stays conflicting.)
                 if let Some(g) = st.as_mut()
                     && g.exists_remote
                     && g.base_etag.is_some()
+                    && g.base_etag == before
                 {
                     let etag = lock(&self.table).get(ino).and_then(|n| n.etag.clone());
                     g.base_etag = etag.clone();

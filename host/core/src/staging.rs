@@ -300,11 +300,15 @@ impl Fs {
                 content_type: None,
             };
             let put = match self.recover_upload(&m, data, &meta, &cond).await {
+                // Refused by its own earlier attempt (or by the one the dead daemon made), or
+                // no reply: the upload may have landed.
                 Err(
                     e @ (BackendError::PreconditionFailed { .. }
-                    | BackendError::AlreadyExists { .. }),
+                    | BackendError::AlreadyExists { .. }
+                    | BackendError::Unavailable(_)
+                    | BackendError::Other(_)),
                 ) if self.recovered_landed(&m, data).await => {
-                    info!(key = m.key, error = %e, "the unfinished write had reached the store before the crash");
+                    info!(key = m.key, error = %e, "the unfinished write is in the store (it landed before the crash, or its reply was lost)");
                     Ok(PutOutcome { etag: None })
                 }
                 other => other,

@@ -18,10 +18,17 @@
 //!   the old ones; an unlinked file leaves nothing, even when it was open;
 //! - after a crash (the daemon killed with handles open) the next mount's recovery uploads
 //!   every file that had changes and was still linked;
+//! - another client's change is seen at the next open of a closed file; a file open while
+//!   its object is replaced keeps reading what it read (or gets ESTALE), and its next
+//!   upload is ESTALE with its bytes kept in `conflicts/` (never lost, never uploaded over
+//!   the other client's);
+//! - an upload whose reply is lost after it landed is a success;
 //! - errors: EEXIST, ENOENT, ENOTEMPTY, EISDIR, ENOTDIR, EINVAL as POSIX gives them.
 //!
 //! Case count: `PROPTEST_CASES` (default 48 here, a few seconds); a long local run is
 //! `PROPTEST_CASES=5000 cargo test -p blobmount-core --test model`.
+
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -30,6 +37,7 @@ use std::sync::Arc;
 use blobmount_backend::Backend;
 use blobmount_backend::memory::MemoryBackend;
 use blobmount_core::{Caller, Fs, FsConfig, Kind, ROOT_INO, Recovery, SetAttr};
+use common::hooked::{Hooked, Lost};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 
@@ -96,6 +104,17 @@ enum Op {
     },
     /// The daemon is killed (handles gone, nothing flushed) and a new one recovers.
     Crash,
+    /// Another client replaces the file-th file's object.
+    Remote {
+        file: usize,
+        len: u32,
+        seed: u8,
+    },
+    /// The next upload of a file lands but its reply is lost (a timeout, or a retry refused
+    /// by the first attempt's own result).
+    LoseReply {
+        timeout: bool,
+    },
     /// Compare every directory listing and every closed file's object with the model.
     Check,
 }
@@ -117,6 +136,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (i(), 0..NAMES.len()).prop_map(|(dir, name)| Op::Mkdir { dir, name }),
         1 => i().prop_map(|dir| Op::Rmdir { dir }),
         1 => Just(Op::Crash),
+        2 => (i(), 0u32..100_000, any::<u8>()).prop_map(|(file, len, seed)| Op::Remote { file, len, seed }),
+        1 => any::<bool>().prop_map(|timeout| Op::LoseReply { timeout }),
         1 => Just(Op::Check),
     ]
 }
@@ -134,6 +155,13 @@ struct MFile {
     linked: bool,
     /// Changed since the store last got its bytes.
     dirty: bool,
+    /// Another client replaced the object while the file was open: the store must keep
+    /// these bytes, the file's next upload is a conflict (ESTALE, its bytes kept in
+    /// `conflicts/`), and once its last handle is closed the file is these bytes.
+    remote: Option<Vec<u8>>,
+    /// The mode the other client's object has (it carries none; a chmod of the file while
+    /// it has no changes of its own applies to that object).
+    remote_mode: u16,
 }
 
 #[derive(Debug)]
@@ -200,6 +228,8 @@ impl Model {
         {
             f.linked = false;
             f.dirty = false;
+            // A file whose version another client replaced cannot be staged for its handles
+            // any more: they may get ESTALE (`remote` stays set for `stale_ok`).
         }
     }
 }
@@ -224,10 +254,13 @@ fn bytes(len: usize, seed: u8) -> Vec<u8> {
 
 struct Harness {
     mem: Arc<MemoryBackend>,
+    hooked: Arc<Hooked>,
     cache: tempfile::TempDir,
     fs: Option<Fs>,
     model: Model,
     log: Vec<String>,
+    /// Files in `conflicts/` already accounted for.
+    kept: BTreeSet<std::path::PathBuf>,
 }
 
 fn config(dir: &Path) -> FsConfig {
@@ -246,14 +279,17 @@ type Res<T> = Result<T, String>;
 impl Harness {
     fn new() -> Harness {
         let mem = Arc::new(MemoryBackend::new());
+        let hooked = Hooked::new(mem.clone());
         let cache = tempfile::tempdir().unwrap();
-        let fs = Fs::new(mem.clone(), config(cache.path())).unwrap();
+        let fs = Fs::new(hooked.clone(), config(cache.path())).unwrap();
         Harness {
             mem,
+            hooked,
             cache,
             fs: Some(fs),
             model: Model::default(),
             log: Vec::new(),
+            kept: BTreeSet::new(),
         }
     }
 
@@ -290,12 +326,13 @@ impl Harness {
         }
         let path = self.model.path_of(id).expect("linked file has a path");
         let got = self.stored(&path).await;
-        if got.as_deref() != Some(&f.content[..]) {
+        let want = f.remote.as_ref().unwrap_or(&f.content);
+        if got.as_deref() != Some(&want[..]) {
             return Err(format!(
                 "after {what}: store at {path:?} holds {:?} bytes, model {} bytes{}",
                 got.as_ref().map(Vec::len),
-                f.content.len(),
-                first_diff(got.as_deref(), &f.content)
+                want.len(),
+                first_diff(got.as_deref(), want)
             ));
         }
         Ok(())
@@ -350,7 +387,8 @@ impl Harness {
                     .await
                     .map_err(|e| format!("open {path}: {e}"))?;
                 let f = self.model.files.get_mut(&id).unwrap();
-                if trunc && !f.content.is_empty() {
+                if trunc {
+                    // A change even of an empty file (it is uploaded, conditionally).
                     f.content.clear();
                     f.dirty = true;
                 }
@@ -364,11 +402,12 @@ impl Harness {
                 let (off, len) = (off as usize, len as usize);
                 self.log.push(format!("write h{fh} {off}+{len}"));
                 let data = bytes(len, seed);
-                let n = self
-                    .fs()
-                    .write(fh, off as u64, &data)
-                    .await
-                    .map_err(|e| format!("write h{fh}: {e}"))?;
+                let r = self.fs().write(fh, off as u64, &data).await;
+                let n = match r {
+                    // Nothing was staged yet and the object is another client's now.
+                    Err(e) if self.stale_ok(id, e.errno()) => return Ok(()),
+                    r => r.map_err(|e| format!("write h{fh}: {e}"))?,
+                };
                 if n as usize != len {
                     return Err(format!("short write {n} of {len}"));
                 }
@@ -385,11 +424,10 @@ impl Harness {
                     return Ok(());
                 };
                 self.log.push(format!("read h{fh} {off}+{len}"));
-                let got = self
-                    .fs()
-                    .read(fh, off as u64, len)
-                    .await
-                    .map_err(|e| format!("read h{fh}: {e}"))?;
+                let got = match self.fs().read(fh, off as u64, len).await {
+                    Err(e) if self.stale_ok(id, e.errno()) => return Ok(()),
+                    r => r.map_err(|e| format!("read h{fh}: {e}"))?,
+                };
                 let c = &self.model.files[&id].content;
                 let (s, e) = (
                     (off as usize).min(c.len()),
@@ -419,10 +457,10 @@ impl Harness {
                     fh: Some(fh),
                     ..Default::default()
                 };
-                self.fs()
-                    .setattr(ino, req)
-                    .await
-                    .map_err(|e| format!("ftruncate h{fh}: {e}"))?;
+                match self.fs().setattr(ino, req).await {
+                    Err(e) if self.stale_ok(id, e.errno()) => return Ok(()),
+                    r => r.map_err(|e| format!("ftruncate h{fh}: {e}"))?,
+                };
                 let f = self.model.files.get_mut(&id).unwrap();
                 f.content.resize(size as usize, 0);
                 f.dirty = f.linked;
@@ -433,11 +471,8 @@ impl Harness {
                     return Ok(());
                 };
                 self.log.push(format!("fsync h{fh}"));
-                self.fs()
-                    .fsync(fh)
-                    .await
-                    .map_err(|e| format!("fsync h{fh}: {e}"))?;
-                self.model.files.get_mut(&id).unwrap().dirty = false;
+                let r = self.fs().fsync(fh).await;
+                self.after_upload(id, r.map_err(|e| e.errno()), &format!("fsync h{fh}"))?;
                 self.check_durable(id, "fsync").await
             }
             Op::Close { h } => {
@@ -446,13 +481,16 @@ impl Harness {
                 };
                 self.log.push(format!("close h{fh}"));
                 self.model.handles.retain(|x| x.fh != fh);
-                self.fs()
-                    .release(fh)
-                    .await
-                    .map_err(|e| format!("close h{fh}: {e}"))?;
-                if self.model.open_count(id) == 0 {
-                    self.model.files.get_mut(&id).unwrap().dirty = false;
-                    self.check_durable(id, "the last close").await?;
+                let r = self.fs().release(fh).await;
+                if self.model.open_count(id) > 0 {
+                    return r.map_err(|e| format!("close h{fh} (not the last): {e}"));
+                }
+                self.after_upload(id, r.map_err(|e| e.errno()), &format!("close h{fh}"))?;
+                self.check_durable(id, "the last close").await?;
+                // Closed: the next open sees the other client's version.
+                let f = self.model.files.get_mut(&id).unwrap();
+                if let Some(r) = f.remote.take() {
+                    f.content = r;
                 }
                 Ok(())
             }
@@ -471,15 +509,19 @@ impl Harness {
                     perm: Some(mode),
                     ..Default::default()
                 };
-                let a = self
-                    .fs()
-                    .setattr(ino, req)
-                    .await
-                    .map_err(|e| format!("chmod {path}: {e}"))?;
-                if a.perm != mode {
+                let a = match self.fs().setattr(ino, req).await {
+                    // The metadata update of a clean file is conditional on its version.
+                    Err(e) if self.stale_ok(id, e.errno()) => return Ok(()),
+                    r => r.map_err(|e| format!("chmod {path}: {e}"))?,
+                };
+                if a.perm != mode && self.model.files[&id].remote.is_none() {
                     return Err(format!("chmod {path}: perm {:o}", a.perm));
                 }
-                self.model.files.get_mut(&id).unwrap().mode = mode;
+                let f = self.model.files.get_mut(&id).unwrap();
+                f.mode = mode;
+                if f.remote.is_some() && !f.dirty {
+                    f.remote_mode = mode;
+                }
                 Ok(())
             }
             Op::Rename { entry, dir, name } => self.rename(entry, dir, name).await,
@@ -539,8 +581,127 @@ impl Harness {
                 }
             }
             Op::Crash => self.crash().await,
+            Op::Remote { file, len, seed } => {
+                let files = self.model.file_paths();
+                if files.is_empty() {
+                    return Ok(());
+                }
+                let (path, id) = files[file % files.len()].clone();
+                if self.stored(&path).await.is_none() {
+                    // Only replacements: another client creating a name we are creating is a
+                    // plain conflict at close, tested on its own (tests/reliability.rs), and
+                    // unlinking our never-uploaded file then leaves theirs, which the model
+                    // does not follow.
+                    return Ok(());
+                }
+                self.log
+                    .push(format!("remote overwrite {path} ({len} bytes)"));
+                let data = bytes(len as usize, seed ^ 0x5a);
+                self.mem
+                    .put(
+                        &path,
+                        bytes::Bytes::from(data.clone()),
+                        &Default::default(),
+                        &blobmount_backend::Precondition::None,
+                    )
+                    .await
+                    .map_err(|e| format!("remote put: {e}"))?;
+                let open = self.model.open_count(id) > 0;
+                let f = self.model.files.get_mut(&id).unwrap();
+                // The other client's object carries no mode: the default until a chmod.
+                f.mode = 0o644;
+                f.remote_mode = 0o644;
+                if open {
+                    f.remote = Some(data);
+                } else {
+                    f.content = data;
+                }
+                Ok(())
+            }
+            Op::LoseReply { timeout } => {
+                self.log
+                    .push(format!("lose the next reply (timeout: {timeout})"));
+                let how = if timeout {
+                    Lost::Timeout
+                } else {
+                    Lost::Conflict
+                };
+                self.hooked.lose_replies(1, how);
+                Ok(())
+            }
             Op::Check => self.check_all().await,
         }
+    }
+
+    /// An ESTALE is a right answer for file `id` only while another client's version
+    /// replaced the one it has open.
+    fn stale_ok(&self, id: u64, errno: i32) -> bool {
+        errno == libc::ESTALE && self.model.files[&id].remote.is_some()
+    }
+
+    /// The result of an upload of file `id` (fsync, last close): a success when the file
+    /// had no other client's change, ESTALE with its bytes kept in `conflicts/` when it had
+    /// changes of its own and another client's came first.
+    fn after_upload(&mut self, id: u64, r: Result<(), i32>, what: &str) -> Res<()> {
+        let f = self.model.files.get_mut(&id).unwrap();
+        let conflict = f.dirty && f.remote.is_some();
+        f.dirty = false;
+        match (conflict, r) {
+            (false, Ok(())) => Ok(()),
+            (true, Err(libc::ESTALE)) => {
+                // The file's own mode change went with its changes, into conflicts/.
+                f.mode = f.remote_mode;
+                let content = f.content.clone();
+                self.check_kept(&content, what)
+            }
+            (c, r) => Err(format!("{what}: {r:?}, expected a conflict: {c}")),
+        }
+    }
+
+    /// A file kept in `conflicts/` since the last check holds `content` (or, for an append
+    /// whose old bytes were never staged, its tail).
+    fn check_kept(&mut self, content: &[u8], what: &str) -> Res<()> {
+        self.check_kept_all(&[content.to_vec()], what)
+    }
+
+    /// The files kept in `conflicts/` since the last check hold exactly `contents` (in any
+    /// order; an append whose old bytes were never staged is kept as its tail).
+    fn check_kept_all(&mut self, contents: &[Vec<u8>], what: &str) -> Res<()> {
+        let mut all: Vec<std::path::PathBuf> =
+            std::fs::read_dir(self.cache.path().join("conflicts"))
+                .map(|rd| rd.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+        all.sort();
+        let new: Vec<_> = all
+            .iter()
+            .filter(|p| !self.kept.contains(*p))
+            .cloned()
+            .collect();
+        if new.len() != contents.len() {
+            return Err(format!(
+                "{what}: {} new files in conflicts/, expected {}",
+                new.len(),
+                contents.len()
+            ));
+        }
+        self.kept.extend(new.iter().cloned());
+        let mut left: Vec<&Vec<u8>> = contents.iter().collect();
+        for path in &new {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let from = name
+                .rsplit_once(".appended-at-")
+                .and_then(|(_, n)| n.parse::<usize>().ok())
+                .unwrap_or(0);
+            let got = std::fs::read(path).map_err(|e| format!("{what}: read kept file: {e}"))?;
+            let Some(i) = left.iter().position(|c| got[..] == c[from.min(c.len())..]) else {
+                return Err(format!(
+                    "{what}: kept copy {name} ({} bytes) is none of the files kept",
+                    got.len()
+                ));
+            };
+            left.swap_remove(i);
+        }
+        Ok(())
     }
 
     /// The h-th open handle (and its file), if any is open.
@@ -568,6 +729,16 @@ impl Harness {
         let to = join(&d, NAMES[name]);
         self.log.push(format!("rename {from} -> {to}"));
         let src_is_dir = matches!(self.model.tree[&from], Entry::Dir);
+        // A rename uploads the moved files first; one that conflicts with another client's
+        // change fails the rename part way through its uploads, which the model does not
+        // follow: such renames are not generated.
+        let touches_remote = self.model.file_paths().iter().any(|(p, id)| {
+            (*p == from || p.starts_with(&format!("{from}/")) || *p == to)
+                && self.model.files[id].remote.is_some()
+        });
+        if touches_remote {
+            return Ok(());
+        }
         if src_is_dir && to.split('/').count() + depth_below(&self.model, &from) > 3 {
             return Ok(()); // keep the tree shallow
         }
@@ -645,22 +816,37 @@ impl Harness {
         if let Some(fs) = self.fs.take() {
             fs.abandon_like_a_crash();
         }
-        let fs = Fs::new(self.mem.clone(), config(self.cache.path()))
+        let fs = Fs::new(self.hooked.clone(), config(self.cache.path()))
             .map_err(|e| format!("restart: {e}"))?;
         let report = fs.recover(Recovery::Upload).await;
         self.fs = Some(fs);
-        if !report.kept.is_empty() {
-            return Err(format!(
-                "recovery kept data instead of uploading it: {report:?}"
-            ));
-        }
-        // Every file that had changes and a name is uploaded by the recovery.
+        // Every file that had changes and a name is uploaded by the recovery, unless another
+        // client's change came first: then it is kept in conflicts/.
         let open: BTreeSet<u64> = self.model.handles.iter().map(|h| h.file).collect();
         self.model.handles.clear();
+        let mut kept = Vec::new();
         for id in open {
-            self.model.files.get_mut(&id).unwrap().dirty = false;
+            let f = self.model.files.get_mut(&id).unwrap();
+            if f.dirty && f.remote.is_some() {
+                f.mode = f.remote_mode;
+                kept.push(f.content.clone());
+            }
+            let f = self.model.files.get_mut(&id).unwrap();
+            f.dirty = false;
             self.check_durable(id, "crash and recovery").await?;
+            let f = self.model.files.get_mut(&id).unwrap();
+            if let Some(r) = f.remote.take() {
+                f.content = r;
+            }
         }
+        if report.kept.len() != kept.len() {
+            return Err(format!(
+                "recovery kept {} files, expected {}: {report:?}",
+                report.kept.len(),
+                kept.len()
+            ));
+        }
+        self.check_kept_all(&kept, "recovery of conflicting files")?;
         Ok(())
     }
 
@@ -699,6 +885,9 @@ impl Harness {
                 .await
                 .map_err(|e| format!("stat {path}: {e}"))?;
             let f = &self.model.files[&id];
+            if f.remote.is_some() {
+                continue; // its handles see their version, a stat may see the other one
+            }
             if a.kind != Kind::File || a.size != f.content.len() as u64 || a.perm != f.mode {
                 return Err(format!(
                     "stat {path}: {:?} size {} mode {:o}; model size {} mode {:o}",

@@ -625,3 +625,43 @@ async fn a_directory_holding_only_a_new_file_is_not_empty_for_rename() {
     fs.release(h.fh).await.unwrap();
     assert!(mem.keys().contains(&"t/new".to_string()));
 }
+
+/// Found by the model test in a first version of the chmod fix above: a chmod of an open,
+/// clean file after another client replaced its object (the chmod applies to their
+/// version) must not re-base the open file on their version, or its next write would
+/// silently replace their bytes.
+#[tokio::test]
+async fn chmod_after_a_remote_replace_does_not_rebase_the_open_file() {
+    let mem = Arc::new(MemoryBackend::new());
+    mem.put(
+        "f",
+        Bytes::from_static(b"ours"),
+        &PutMeta::default(),
+        &Precondition::None,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.attr_ttl = Duration::ZERO;
+    let fs = Fs::new(mem.clone(), cfg).unwrap();
+    let a = fs.lookup(ROOT_INO, "f").await.unwrap();
+    let h = fs.open(a.ino, libc::O_RDWR).await.unwrap();
+    mem.put(
+        "f",
+        Bytes::from_static(b"theirs"),
+        &PutMeta::default(),
+        &Precondition::None,
+    )
+    .await
+    .unwrap();
+    let a = fs.lookup(ROOT_INO, "f").await.unwrap(); // revalidates: their version
+    fs.setattr(a.ino, chmod(0o600, h.fh)).await.unwrap();
+    let w = fs.write(h.fh, 0, b"O").await;
+    let closed = fs.release(h.fh).await;
+    assert!(
+        w.is_err() || closed.is_err(),
+        "the write must not succeed silently over their version"
+    );
+    assert_eq!(stored(&*mem, "f").await.unwrap(), b"theirs");
+}

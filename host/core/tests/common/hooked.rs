@@ -30,7 +30,7 @@ pub struct Hooked {
     pause_delete: std::sync::Mutex<Option<String>>,
     pub entered: Notify,
     pub release: Semaphore,
-    /// The next this many whole-object uploads land, then report `lost`.
+    /// The next this many uploads of files (`put_file`) land, then report `lost`.
     lose_replies: AtomicUsize,
     lost: std::sync::Mutex<Lost>,
 }
@@ -100,8 +100,8 @@ impl Backend for Hooked {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
-        let r = self.inner.put(key, data, meta, cond).await;
-        self.reply(key, r)
+        // Only uploads of files lose replies (a marker's or symlink's PUT does not).
+        self.inner.put(key, data, meta, cond).await
     }
     async fn put_file(
         &self,
