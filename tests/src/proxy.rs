@@ -1,6 +1,10 @@
 //! An HTTP/1.1 proxy between the daemon and an emulator that records every request
 //! (method and path), so tests can count what the mount asks the store, and injects faults
-//! on demand (503 answers, dropped connections).
+//! on demand: 503 and 429 (with `Retry-After`) answers, dropped connections, latency on
+//! every request, stalls (a request held back longer than the client waits, then sent
+//! anyway), truncated response bodies, and lost responses (the store carried the request
+//! out, the client never hears so: "commit landed, response lost"). A fault can be limited
+//! to requests whose `METHOD target` line contains a given text.
 //!
 //! It parses only the client side (request head, then a `Content-Length` or chunked body),
 //! rewrites `Host` to the emulator's address, and copies responses through untouched; clients do not pipeline, so request boundaries
@@ -8,7 +12,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,13 +23,50 @@ pub struct CountingProxy {
     faults: Arc<Faults>,
 }
 
-/// Faults to inject instead of forwarding the next requests.
+/// What happens to a request a fault rule picks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer `503 Service Unavailable` (not forwarded).
+    Unavailable,
+    /// Answer `429 Too Many Requests` with `Retry-After: 1` (not forwarded).
+    Throttle,
+    /// Close the connection without an answer (not forwarded).
+    Drop,
+    /// Hold the request this long, then forward it (the client has usually given up and
+    /// retried by then: the store may see it twice).
+    Stall(Duration),
+    /// Forward it, and give the client the response head and half its body, then close.
+    Truncate,
+    /// Forward it and wait for the store's answer, then close the client's connection
+    /// without it.
+    LoseResponse,
+}
+
+struct Rule {
+    fault: Fault,
+    /// Only requests whose `METHOD target` contains this.
+    matching: Option<String>,
+    left: usize,
+}
+
+/// Faults to inject, and latency.
 #[derive(Default)]
 pub struct Faults {
-    /// Answer this many requests with 503 Service Unavailable.
-    unavailable: AtomicUsize,
-    /// Drop the connection on this many requests without answering.
-    drops: AtomicUsize,
+    rules: Mutex<Vec<Rule>>,
+    /// Added before forwarding each request, in milliseconds.
+    latency_ms: AtomicU64,
+}
+
+impl Faults {
+    /// The fault for a request, if a rule with some left matches it (first rule first).
+    fn take(&self, line: &str) -> Option<Fault> {
+        let mut rules = self.rules.lock().expect("fault rules");
+        let rule = rules
+            .iter_mut()
+            .find(|r| r.left > 0 && r.matching.as_deref().is_none_or(|m| line.contains(m)))?;
+        rule.left -= 1;
+        Some(rule.fault)
+    }
 }
 
 impl CountingProxy {
@@ -58,12 +99,41 @@ impl CountingProxy {
 
     /// Answer the next `n` requests with `503 Service Unavailable` (logged as `503 ...`).
     pub fn fail_next(&self, n: usize) {
-        self.faults.unavailable.store(n, Ordering::SeqCst);
+        self.inject(Fault::Unavailable, None, n);
     }
 
     /// Drop the connection instead of answering the next `n` requests (logged as `DROP ...`).
     pub fn drop_next(&self, n: usize) {
-        self.faults.drops.store(n, Ordering::SeqCst);
+        self.inject(Fault::Drop, None, n);
+    }
+
+    /// Apply `fault` to the next `n` requests whose `METHOD target` contains `matching` (any
+    /// request with `None`). Logged as `503`, `429`, `DROP`, `STALL`, `TRUNC` or `LOST`
+    /// before the request line.
+    pub fn inject(&self, fault: Fault, matching: Option<&str>, n: usize) {
+        self.faults.rules.lock().expect("fault rules").push(Rule {
+            fault,
+            matching: matching.map(str::to_string),
+            left: n,
+        });
+    }
+
+    /// Requests a rule of `fault` is still waiting for.
+    pub fn pending(&self, fault: Fault) -> usize {
+        self.faults
+            .rules
+            .lock()
+            .expect("fault rules")
+            .iter()
+            .filter(|r| r.fault == fault)
+            .map(|r| r.left)
+            .sum()
+    }
+
+    /// Delay every request by `ms` milliseconds before forwarding it (a store farther away
+    /// than loopback).
+    pub fn set_latency_ms(&self, ms: u64) {
+        self.faults.latency_ms.store(ms, Ordering::SeqCst);
     }
 
     pub fn port(&self) -> u16 {
@@ -80,12 +150,6 @@ impl Drop for CountingProxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-/// Take one unit of fault `f` if any is left.
-fn take(f: &AtomicUsize) -> bool {
-    f.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
 }
 
 fn serve(
@@ -110,43 +174,144 @@ fn serve(
         let _ = client_w.shutdown(Shutdown::Write);
     });
     let mut r = BufReader::new(client);
+    let note = |what: &str, line: &str| {
+        let entry = if what.is_empty() {
+            line.to_string()
+        } else {
+            format!("{what} {line}")
+        };
+        log.lock().expect("proxy log").push(entry);
+    };
     while !stop.load(Ordering::Relaxed) {
-        // Decide a request's fate when it arrives, not when the previous one on this
-        // connection ended: an idle keep-alive connection would otherwise hold on to a fault
-        // meant for the next request, whichever connection that comes on.
         match r.fill_buf() {
             Ok(b) if !b.is_empty() => {}
             _ => break,
         }
-        // A fault replaces forwarding: the request is read (into a sink) and answered here.
-        let fault = if take(&faults.drops) {
-            Some("DROP")
-        } else if take(&faults.unavailable) {
-            Some("503")
-        } else {
-            None
+        // The whole request, then its fate (decided as it arrives: an idle keep-alive
+        // connection must not hold on to a fault meant for whichever request comes next).
+        let mut raw = Vec::new();
+        let line = match forward_request(&mut r, &mut raw, upstream) {
+            Ok(Some(line)) => line,
+            Ok(None) | Err(_) => break,
         };
-        let result = match fault {
-            None => forward_request(&mut r, &mut server_w, upstream),
-            Some(_) => forward_request(&mut r, &mut std::io::sink(), upstream),
-        };
-        match (result, fault) {
-            (Ok(Some(line)), None) => log.lock().expect("proxy log").push(line),
-            (Ok(Some(line)), Some("DROP")) => {
-                log.lock().expect("proxy log").push(format!("DROP {line}"));
+        let latency = faults.latency_ms.load(Ordering::SeqCst);
+        if latency > 0 {
+            std::thread::sleep(Duration::from_millis(latency));
+        }
+        match faults.take(&line) {
+            None => {
+                note("", &line);
+                if server_w.write_all(&raw).is_err() {
+                    break;
+                }
+            }
+            Some(Fault::Drop) => {
+                note("DROP", &line);
                 let _ = client_fault.shutdown(Shutdown::Both);
                 break;
             }
-            (Ok(Some(line)), Some(_)) => {
-                log.lock().expect("proxy log").push(format!("503 {line}"));
+            Some(Fault::Unavailable) => {
+                note("503", &line);
                 let _ = client_fault.write_all(
                     b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 0\r\n\r\n",
                 );
             }
-            (Ok(None) | Err(_), _) => break,
+            Some(Fault::Throttle) => {
+                note("429", &line);
+                let _ = client_fault.write_all(
+                    b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n",
+                );
+            }
+            Some(Fault::Stall(d)) => {
+                note("STALL", &line);
+                std::thread::sleep(d);
+                if server_w.write_all(&raw).is_err() {
+                    break;
+                }
+            }
+            Some(f @ (Fault::Truncate | Fault::LoseResponse)) => {
+                // On a connection of its own, so the answer can be read here.
+                let answer = TcpStream::connect(("127.0.0.1", upstream)).and_then(|mut up| {
+                    up.write_all(&raw)?;
+                    read_response(&mut BufReader::new(up), line.starts_with("HEAD "))
+                });
+                if f == Fault::Truncate
+                    && let Ok((head, body)) = &answer
+                {
+                    note("TRUNC", &line);
+                    let _ = client_fault.write_all(head);
+                    let _ = client_fault.write_all(&body[..body.len() / 2]);
+                } else {
+                    note("LOST", &line);
+                }
+                let _ = client_fault.shutdown(Shutdown::Both);
+                break;
+            }
         }
     }
     let _ = server_w.shutdown(Shutdown::Write);
+}
+
+/// Read one response: its head (status line and headers, as received) and its body
+/// (de-chunked if it was chunked; then the head still says chunked, which only a
+/// truncated answer, cut anyway, is given).
+fn read_response(
+    r: &mut BufReader<TcpStream>,
+    head_request: bool,
+) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    let mut head = Vec::new();
+    let mut line = String::new();
+    let mut content_length = 0u64;
+    let mut chunked = false;
+    let mut status = 0u16;
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.extend_from_slice(line.as_bytes());
+        let t = line.trim_end();
+        if status == 0 {
+            status = t
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            continue;
+        }
+        if t.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = t.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+            if k == "content-length" {
+                content_length = v.parse().unwrap_or(0);
+            } else if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
+                chunked = true;
+            }
+        }
+    }
+    let mut body = Vec::new();
+    if head_request || status == 204 || status == 304 {
+        return Ok((head, body));
+    }
+    if chunked {
+        loop {
+            line.clear();
+            r.read_line(&mut line)?;
+            let size =
+                u64::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+            if size == 0 {
+                break;
+            }
+            r.by_ref().take(size).read_to_end(&mut body)?;
+            line.clear();
+            r.read_line(&mut line)?;
+        }
+    } else {
+        r.by_ref().take(content_length).read_to_end(&mut body)?;
+    }
+    Ok((head, body))
 }
 
 /// Copy one request; returns its `METHOD target`, or `None` at end of stream.

@@ -55,6 +55,9 @@ pub(crate) struct OpenFile {
     pub(crate) upload_id: String,
 }
 
+/// Times an upload is sent while the store does not answer (see `Fs::upload_attempts`).
+const UPLOAD_ATTEMPTS: u32 = 3;
+
 /// A new [`OpenFile::upload_id`].
 pub(crate) fn new_upload_id() -> String {
     format!("{:032x}", rand::random::<u128>())
@@ -542,31 +545,7 @@ impl Fs {
             Some(t) => t.path().to_path_buf(),
             None => return Ok(()),
         };
-        let streamed = match &st.staged {
-            Some(t) if st.stream.is_active() => {
-                self.stream_commit(&mut st.stream, t.as_file(), st.size, &cond)
-                    .await
-            }
-            _ => None,
-        };
-        let was_streamed = streamed.is_some();
-        let put = match streamed {
-            Some(r) => r,
-            None => self.upload_staged(&key, st, &path, &pm, &cond).await,
-        };
-        let put = match put {
-            // Refused by its own earlier attempt, or no reply: the upload may have landed.
-            Err(
-                e @ (BackendError::PreconditionFailed { .. }
-                | BackendError::AlreadyExists { .. }
-                | BackendError::Unavailable(_)
-                | BackendError::Other(_)),
-            ) => {
-                let ours = (st.size, st.upload_id.clone());
-                self.landed_anyway(&key, ours).await.ok_or(e)
-            }
-            other => other,
-        };
+        let (put, was_streamed) = self.upload_attempts(&key, st, &path, (&pm, &cond)).await;
         match put {
             Ok(out) => {
                 let mut etag = match out.etag {
@@ -633,6 +612,57 @@ impl Fs {
                 self.stats.upload_errors.fetch_add(1, Ordering::Relaxed);
                 warn!(key, error = %e, "upload failed; data stays staged and is retried at the next flush/fsync/close");
                 Err(e.into())
+            }
+        }
+    }
+
+    /// Upload the staged file (committing its streaming upload if one is going), up to
+    /// [`UPLOAD_ATTEMPTS`] times while the store does not answer. The store clients do not
+    /// repeat a conditional write that timed out (it might have landed); here it is safe to:
+    /// a refusal of the repeat by its own first attempt is recognised by the upload id
+    /// ([`Fs::landed_anyway`]), and a first attempt landing late is refused by the store, its
+    /// condition being spent. Returns the outcome and whether it was a streamed commit.
+    async fn upload_attempts(
+        &self,
+        key: &str,
+        st: &mut OpenFile,
+        path: &std::path::Path,
+        (pm, cond): (&PutMeta, &Precondition),
+    ) -> (Result<PutOutcome, BackendError>, bool) {
+        let mut attempt = 1;
+        loop {
+            let streamed = match &st.staged {
+                Some(t) if st.stream.is_active() => {
+                    self.stream_commit(&mut st.stream, t.as_file(), st.size, cond)
+                        .await
+                }
+                _ => None,
+            };
+            let was_streamed = streamed.is_some();
+            let put = match streamed {
+                Some(r) => r,
+                None => self.upload_staged(key, st, path, pm, cond).await,
+            };
+            let put = match put {
+                // Refused by its own earlier attempt, or no reply: it may have landed.
+                Err(
+                    e @ (BackendError::PreconditionFailed { .. }
+                    | BackendError::AlreadyExists { .. }
+                    | BackendError::Unavailable(_)
+                    | BackendError::Other(_)),
+                ) => {
+                    let ours = (st.size, st.upload_id.clone());
+                    self.landed_anyway(key, ours).await.ok_or(e)
+                }
+                other => other,
+            };
+            match put {
+                Err(BackendError::Unavailable(e)) if attempt < UPLOAD_ATTEMPTS => {
+                    warn!(key, attempt, error = %e, "upload got no answer; sending it again");
+                    tokio::time::sleep(std::time::Duration::from_millis(250 << attempt)).await;
+                    attempt += 1;
+                }
+                put => return (put, was_streamed),
             }
         }
     }
