@@ -402,6 +402,8 @@ pub struct Mount {
     /// The temporary mount point, when the spec named none.
     _dir: Option<tempfile::TempDir>,
     pub cache: PathBuf,
+    /// The cache directory was made for this mount (removed with it).
+    own_cache: bool,
     child: Option<Child>,
     pub log: PathBuf,
 }
@@ -509,6 +511,7 @@ impl Mount {
             mountpoint,
             _dir: dir,
             cache,
+            own_cache: spec.cache.is_none(),
             child: Some(child),
             log,
         })
@@ -564,7 +567,10 @@ impl Drop for Mount {
         if is_mounted(&self.mountpoint) {
             lazy_unmount(&self.mountpoint);
         }
-        let _ = std::fs::remove_dir_all(&self.cache);
+        // A cache directory the spec named is the test's (a later mount may reuse it).
+        if self.own_cache {
+            let _ = std::fs::remove_dir_all(&self.cache);
+        }
         let _ = std::fs::remove_file(&self.log);
     }
 }

@@ -35,6 +35,9 @@ pub enum Fault {
     /// Hold the request this long, then forward it (the client has usually given up and
     /// retried by then: the store may see it twice).
     Stall(Duration),
+    /// Hold the request this long, then close the connection without forwarding it (the
+    /// store never sees it): a daemon killed meanwhile died with the request in flight.
+    Hold(Duration),
     /// Forward it, and give the client the response head and half its body, then close.
     Truncate,
     /// Forward it and wait for the store's answer, then close the client's connection
@@ -46,6 +49,8 @@ struct Rule {
     fault: Fault,
     /// Only requests whose `METHOD target` contains this.
     matching: Option<String>,
+    /// Matching requests to let through before the fault applies.
+    skip: usize,
     left: usize,
 }
 
@@ -64,6 +69,10 @@ impl Faults {
         let rule = rules
             .iter_mut()
             .find(|r| r.left > 0 && r.matching.as_deref().is_none_or(|m| line.contains(m)))?;
+        if rule.skip > 0 {
+            rule.skip -= 1;
+            return None;
+        }
         rule.left -= 1;
         Some(rule.fault)
     }
@@ -108,12 +117,18 @@ impl CountingProxy {
     }
 
     /// Apply `fault` to the next `n` requests whose `METHOD target` contains `matching` (any
-    /// request with `None`). Logged as `503`, `429`, `DROP`, `STALL`, `TRUNC` or `LOST`
+    /// request with `None`). Logged as `503`, `429`, `DROP`, `HOLD`, `STALL`, `TRUNC` or `LOST`
     /// before the request line.
     pub fn inject(&self, fault: Fault, matching: Option<&str>, n: usize) {
+        self.inject_after(fault, matching, 0, n);
+    }
+
+    /// [`CountingProxy::inject`], letting the first `skip` matching requests through.
+    pub fn inject_after(&self, fault: Fault, matching: Option<&str>, skip: usize, n: usize) {
         self.faults.rules.lock().expect("fault rules").push(Rule {
             fault,
             matching: matching.map(str::to_string),
+            skip,
             left: n,
         });
     }
@@ -138,6 +153,25 @@ impl CountingProxy {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Wait until the log holds an entry starting with `prefix` (for instance `HOLD `: a
+    /// request is being held); false after `limit`.
+    pub fn wait_for(&self, prefix: &str, limit: Duration) -> bool {
+        let t = std::time::Instant::now();
+        while t.elapsed() < limit {
+            if self
+                .log
+                .lock()
+                .expect("proxy log")
+                .iter()
+                .any(|l| l.starts_with(prefix))
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// Requests seen since the last call, as `METHOD path?query`.
@@ -221,6 +255,12 @@ fn serve(
                 let _ = client_fault.write_all(
                     b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n",
                 );
+            }
+            Some(Fault::Hold(d)) => {
+                note("HOLD", &line);
+                std::thread::sleep(d);
+                let _ = client_fault.shutdown(Shutdown::Both);
+                break;
             }
             Some(Fault::Stall(d)) => {
                 note("STALL", &line);
