@@ -575,6 +575,21 @@ impl Drop for Mount {
     }
 }
 
+/// The files in `<cache>/conflicts/`, waiting up to `limit` for at least one: a failed
+/// upload is kept there by the release that follows `close`, after it tried once more.
+pub fn kept_within(cache: &Path, limit: Duration) -> Vec<PathBuf> {
+    let t = Instant::now();
+    loop {
+        let kept: Vec<PathBuf> = std::fs::read_dir(cache.join("conflicts"))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if !kept.is_empty() || t.elapsed() > limit {
+            return kept;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Run a shell command in `dir`, panicking with its output on failure.
 pub fn sh(dir: &Path, script: &str) -> String {
     let out = Command::new("bash")

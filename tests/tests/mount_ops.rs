@@ -389,13 +389,9 @@ fn failed_upload_is_an_error(kind: Kind) {
     let rc = unsafe { libc::close(fd) };
     assert_eq!(rc, -1, "close must report the failed upload");
     // The data was not dropped: it is kept in the cache's conflicts directory.
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let kept: Vec<_> = std::fs::read_dir(m.cache.join("conflicts"))
-        .unwrap()
-        .flatten()
-        .collect();
+    let kept = blobmount_tests::kept_within(&m.cache, std::time::Duration::from_secs(30));
     assert_eq!(kept.len(), 1, "{}", m.log_text());
-    assert_eq!(std::fs::metadata(kept[0].path()).unwrap().len(), 100_000);
+    assert_eq!(std::fs::metadata(&kept[0]).unwrap().len(), 100_000);
 }
 
 per_backend!(
