@@ -14,6 +14,10 @@ pub const META_MODE: &str = "mode";
 pub const META_UID: &str = "uid";
 pub const META_GID: &str = "gid";
 pub const META_MTIME: &str = "mtime";
+/// Status change time and access time, in the format of `mtime` (s3fs writes the same keys).
+/// `atime` is written only when a program sets it (`utimensat`); the mount is `noatime`.
+pub const META_CTIME: &str = "ctime";
+pub const META_ATIME: &str = "atime";
 pub const META_SYMLINK: &str = "is_symlink";
 pub const META_FOLDER: &str = "hdi_isfolder";
 /// Id of the upload that wrote the object (random, per set of changes): lets an upload whose
@@ -49,6 +53,7 @@ pub struct Attr {
     pub gid: u32,
     pub mtime: SystemTime,
     pub ctime: SystemTime,
+    pub atime: SystemTime,
     pub nlink: u32,
 }
 
@@ -66,6 +71,8 @@ pub struct MetaAttrs {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub mtime: Option<SystemTime>,
+    pub ctime: Option<SystemTime>,
+    pub atime: Option<SystemTime>,
 }
 
 fn kind_of(mode: u32) -> Option<Kind> {
@@ -139,7 +146,17 @@ pub fn decode(meta: &UserMetadata) -> MetaAttrs {
     a.uid = meta.get(META_UID).and_then(|v| v.trim().parse().ok());
     a.gid = meta.get(META_GID).and_then(|v| v.trim().parse().ok());
     a.mtime = meta.get(META_MTIME).and_then(|v| parse_mtime(v));
+    a.ctime = meta.get(META_CTIME).and_then(|v| parse_mtime(v));
+    a.atime = meta.get(META_ATIME).and_then(|v| parse_mtime(v));
     a
+}
+
+/// Add the status change time, and the access time when one was set, to `m`.
+pub fn encode_times(m: &mut UserMetadata, ctime: SystemTime, atime: Option<SystemTime>) {
+    m.insert(META_CTIME.into(), format_mtime(ctime));
+    if let Some(a) = atime {
+        m.insert(META_ATIME.into(), format_mtime(a));
+    }
 }
 
 /// Encode attributes into user metadata (merged over `base`, which keeps foreign keys).
@@ -193,7 +210,9 @@ mod tests {
                 perm: Some(0o777),
                 uid: Some(10),
                 gid: Some(20),
-                mtime: Some(t)
+                mtime: Some(t),
+                ctime: None,
+                atime: None,
             }
         );
         assert_eq!(

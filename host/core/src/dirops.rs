@@ -303,6 +303,7 @@ impl Fs {
         let kind = node.kind;
         let ino = t.upsert(node);
         t.name_changed(parent, name, Some(kind));
+        t.entries_changed(parent);
         if kind == Kind::Dir {
             // Just made, after finding nothing under its prefix: it is empty, so the files
             // about to be created in it need no probe each (within the list TTL, like any
@@ -463,6 +464,7 @@ impl Fs {
         let mut t = lock(&self.table);
         t.unlink(parent, name);
         t.name_changed(parent, name, None);
+        t.entries_changed(parent);
         Ok(())
     }
 
@@ -489,6 +491,7 @@ impl Fs {
             n.local_only = false;
         }
         t.name_changed(parent, name, None);
+        t.entries_changed(parent);
         Ok(())
     }
 
@@ -722,6 +725,8 @@ impl Fs {
         }
         t.name_changed(parent, name, None);
         t.name_changed(new_parent, new_name, Some(kind));
+        t.entries_changed(parent);
+        t.entries_changed(new_parent);
     }
 }
 
@@ -744,6 +749,7 @@ fn panic_free_attr(ino: u64, _name: &str) -> Attr {
         gid: 0,
         mtime: SystemTime::UNIX_EPOCH,
         ctime: SystemTime::UNIX_EPOCH,
+        atime: SystemTime::UNIX_EPOCH,
         nlink: 1,
     }
 }

@@ -303,6 +303,7 @@ impl Fs {
                 n.lookups += 1;
             }
             t.name_changed(parent, name, Some(Kind::File));
+            t.entries_changed(parent);
             ino
         };
         let (fh, entry) = self.attach_handle(ino, true, true).await?;
@@ -344,6 +345,7 @@ impl Fs {
             node.gid,
             node.mtime,
         );
+        attr::encode_times(&mut metadata, node.ctime, node.atime);
         metadata.insert(attr::META_UPLOAD.into(), upload_id.into());
         Ok(PutMeta {
             metadata,

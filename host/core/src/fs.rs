@@ -58,6 +58,7 @@ pub struct SetAttr {
     pub gid: Option<u32>,
     pub size: Option<u64>,
     pub mtime: Option<SystemTime>,
+    pub atime: Option<SystemTime>,
     pub fh: Option<u64>,
 }
 
@@ -322,7 +323,9 @@ impl Fs {
             uid: m.uid.unwrap_or(uid),
             gid: m.gid.unwrap_or(gid),
             mtime,
-            ctime: mtime,
+            ctime: m.ctime.unwrap_or(mtime),
+            atime: m.atime,
+            detached: false,
             etag: p.info.as_ref().and_then(|i| i.etag.clone()),
             marker: p.marker,
             symlink: None,
@@ -710,7 +713,8 @@ impl Fs {
             (
                 n.parent,
                 n.name.clone(),
-                ino == ROOT_INO || self.fresh(n) || self.is_open_dirty(ino),
+                // A node without a name (unlinked while open) has nothing to revalidate.
+                ino == ROOT_INO || n.detached || self.fresh(n) || self.is_open_dirty(ino),
             )
         };
         if !fresh {
@@ -755,8 +759,11 @@ impl Fs {
             }
             self.truncate(ino, size).await?;
         }
-        let changes_meta =
-            req.perm.is_some() || req.uid.is_some() || req.gid.is_some() || req.mtime.is_some();
+        let changes_meta = req.perm.is_some()
+            || req.uid.is_some()
+            || req.gid.is_some()
+            || req.mtime.is_some()
+            || req.atime.is_some();
         if changes_meta {
             // Under the open file's lock (when open), so an upload cannot start or end
             // between deciding where the change goes and making it.
@@ -782,6 +789,9 @@ impl Fs {
                 }
                 if let Some(m) = req.mtime {
                     n.mtime = m;
+                }
+                if let Some(a) = req.atime {
+                    n.atime = Some(a);
                 }
                 n.ctime = SystemTime::now();
             }
@@ -824,6 +834,7 @@ impl Fs {
         let mut meta = attr::encode(
             &node.meta, node.kind, node.perm, node.uid, node.gid, node.mtime,
         );
+        attr::encode_times(&mut meta, node.ctime, node.atime);
         let put = match node.kind {
             Kind::Dir => {
                 let marker_key = match node.marker {
@@ -950,6 +961,8 @@ fn strip_owned(mut m: UserMetadata) -> UserMetadata {
         attr::META_MTIME,
         attr::META_SYMLINK,
         attr::META_UPLOAD,
+        attr::META_CTIME,
+        attr::META_ATIME,
     ] {
         m.remove(k);
     }

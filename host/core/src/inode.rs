@@ -49,6 +49,10 @@ pub struct Node {
     pub gid: u32,
     pub mtime: SystemTime,
     pub ctime: SystemTime,
+    /// Set by a program (`utimensat`); otherwise reported as `mtime` (`noatime`).
+    pub atime: Option<SystemTime>,
+    /// No name refers to it any more (unlinked or replaced while open): `st_nlink` is 0.
+    pub detached: bool,
     pub etag: Option<String>,
     pub marker: Marker,
     pub symlink: Option<String>,
@@ -236,6 +240,8 @@ impl Node {
             gid: 0,
             mtime: now,
             ctime: now,
+            atime: None,
+            detached: false,
             etag: None,
             marker: Marker::None,
             symlink: None,
@@ -269,7 +275,12 @@ impl Node {
             gid: self.gid,
             mtime: self.mtime,
             ctime: self.ctime,
-            nlink: if self.kind == Kind::Dir { 2 } else { 1 },
+            atime: self.atime.unwrap_or(self.mtime),
+            nlink: match (self.kind, self.detached) {
+                (_, true) => 0,
+                (Kind::Dir, false) => 2,
+                (Kind::File | Kind::Symlink, false) => 1,
+            },
         }
     }
 }
@@ -352,7 +363,20 @@ impl Table {
         }
     }
 
+    /// An entry of directory `parent` was created, removed or renamed here: its mtime and
+    /// ctime are now (kept in memory: a directory's own object is not rewritten for it).
+    pub fn entries_changed(&mut self, parent: u64) {
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            let now = SystemTime::now();
+            p.mtime = now;
+            p.ctime = now;
+        }
+    }
+
     fn attach(&mut self, parent: u64, name: String, ino: u64) {
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.detached = false;
+        }
         if self.children.insert((parent, name), ino).is_none() {
             *self.fanout.entry(parent).or_default() += 1;
         }
@@ -360,6 +384,9 @@ impl Table {
 
     fn detach(&mut self, parent: u64, name: &str) -> Option<u64> {
         let r = self.children.remove(&(parent, name.to_string()));
+        if let Some(n) = r.and_then(|ino| self.nodes.get_mut(&ino)) {
+            n.detached = true;
+        }
         if r.is_some()
             && let Some(c) = self.fanout.get_mut(&parent)
         {

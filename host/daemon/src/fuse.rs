@@ -86,6 +86,7 @@ fn dot_attr(ino: u64) -> FileAttr {
         gid: 0,
         mtime: std::time::UNIX_EPOCH,
         ctime: std::time::UNIX_EPOCH,
+        atime: std::time::UNIX_EPOCH,
         nlink: 2,
     })
 }
@@ -95,7 +96,7 @@ fn to_fuse(a: &Attr) -> FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.blocks(),
-        atime: a.mtime,
+        atime: a.atime,
         mtime: a.mtime,
         ctime: a.ctime,
         crtime: a.mtime,
@@ -191,7 +192,7 @@ impl Filesystem for FuseAdapter {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
@@ -208,6 +209,7 @@ impl Filesystem for FuseAdapter {
             gid,
             size,
             mtime: mtime.map(time),
+            atime: atime.map(time),
             fh: fh.map(|f| f.0),
         };
         let fs = self.fs.clone();
