@@ -1,20 +1,20 @@
 //! Open files: reads pinned to the ETag seen at open, staged writes, uploads on
 //! flush/fsync/close with preconditions, and keeping local data when an upload cannot land.
 //!
-//! State per inode ([`OpenFile`]) is shared by all handles of that inode so a reader sees a
+//! Committing changes to the store lives in `commit.rs`. State per inode ([`OpenFile`]) is shared by all handles of that inode so a reader sees a
 //! writer's data; per-handle state ([`Handle`]) holds the read-ahead buffer.
 
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
-use blobmount_backend::{BackendError, Precondition, PutMeta, PutOutcome};
+use blobmount_backend::BackendError;
 use bytes::Bytes;
 use tracing::{error, warn};
 
-use crate::attr::{self, Kind};
+use crate::attr::Kind;
+use crate::commit::{new_upload_id, upload_cond};
 use crate::direct::Direct;
 use crate::error::{FsError, FsResult};
 use crate::filecache::FileCacheReader;
@@ -22,7 +22,7 @@ use crate::fs::{Caller, Fs, OpenReply, lock};
 use crate::names;
 use crate::readahead::{Source, Stream};
 use crate::readpath::{ReadMode, ReadPath};
-use crate::staging::{Manifest, Staged};
+use crate::staging::Staged;
 use crate::writestream::StreamWrite;
 
 pub(crate) struct OpenFile {
@@ -53,14 +53,6 @@ pub(crate) struct OpenFile {
     /// commit retried after a timeout, a crash before the clean manifest) is recognised as
     /// ours and not taken for a conflict. A new one after each upload.
     pub(crate) upload_id: String,
-}
-
-/// Times an upload is sent while the store does not answer (see `Fs::upload_attempts`).
-const UPLOAD_ATTEMPTS: u32 = 3;
-
-/// A new [`OpenFile::upload_id`].
-pub(crate) fn new_upload_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
 }
 
 pub(crate) struct OpenEntry {
@@ -333,78 +325,6 @@ impl Fs {
         Ok(Staged::create(&self.cfg.cache_dir.join("staging"))?)
     }
 
-    /// The metadata an upload of `ino` carries, marked with the upload's id.
-    pub(crate) fn put_meta(&self, ino: u64, upload_id: &str) -> FsResult<PutMeta> {
-        let t = lock(&self.table);
-        let node = t.get(ino).ok_or(FsError::NotFound)?;
-        let mut metadata = attr::encode(
-            &node.meta,
-            Kind::File,
-            node.perm,
-            node.uid,
-            node.gid,
-            node.mtime,
-        );
-        attr::encode_times(&mut metadata, node.ctime, node.atime);
-        metadata.insert(attr::META_UPLOAD.into(), upload_id.into());
-        Ok(PutMeta {
-            metadata,
-            content_type: None,
-        })
-    }
-
-    /// Write the staging file's manifest (what a crash-recovery needs to finish the write).
-    pub(crate) fn record_staged(&self, ino: u64, st: &OpenFile, dirty: bool) -> FsResult<()> {
-        let Some(staged) = &st.staged else {
-            return Ok(());
-        };
-        if st.unlinked {
-            return Ok(());
-        }
-        let m = self.manifest(&self.key_of(ino)?, ino, st, dirty)?;
-        Ok(staged.record(&m)?)
-    }
-
-    /// The manifest of `ino`'s staging file as things stand.
-    fn manifest(&self, key: &str, ino: u64, st: &OpenFile, dirty: bool) -> FsResult<Manifest> {
-        Ok(Manifest {
-            key: key.to_string(),
-            base_etag: st.base_etag.clone(),
-            exists_remote: st.exists_remote,
-            dirty,
-            metadata: self.put_meta(ino, &st.upload_id)?.metadata,
-            missing: st.missing,
-            append_from: st.append_from,
-        })
-    }
-
-    /// Put the staged bytes of an upload that cannot land where they outlive this open
-    /// file: linked into `conflicts/`, or, when even that fails (a full disk, a name the
-    /// cache's file system refuses), left in `staging/` with a dirty manifest, synced, for
-    /// the next mount to offer again. Never loses them. Returns where they are.
-    pub(crate) fn keep_failed(&self, ino: u64, key: &str, st: &mut OpenFile) -> PathBuf {
-        let missing = st.missing;
-        let manifest = self.manifest(key, ino, st, true);
-        let Some(staged) = st.staged.as_mut() else {
-            return PathBuf::new();
-        };
-        match self.keep_local(key, staged.path(), missing, false) {
-            Ok(p) => p,
-            Err(e) => {
-                let kept = manifest.and_then(|m| Ok(staged.preserve(&m)?));
-                match kept {
-                    Ok(()) => {
-                        error!(key, error = %e, staging = %staged.path().display(), "could not keep the data in conflicts/; it stays staged and the next mount offers it again")
-                    }
-                    Err(e2) => {
-                        error!(key, error = %e, sync_error = %e2, staging = %staged.path().display(), "could not keep the data in conflicts/ nor record it for the next mount; the staging file is left in place")
-                    }
-                }
-                staged.path().to_path_buf()
-            }
-        }
-    }
-
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let h = self.handle(fh)?;
         let entry = &h.entry;
@@ -516,177 +436,6 @@ impl Fs {
         };
         self.release(fh).await?;
         result
-    }
-
-    /// A file may not grow past what the store can hold (EFBIG at the write, not at close).
-    fn check_size(&self, size: u64) -> FsResult<()> {
-        match self.backend.capabilities().max_object_size {
-            Some(max) if size > max => Err(FsError::TooLarge(max)),
-            _ => Ok(()),
-        }
-    }
-
-    /// Upload if modified. Called with the open-file lock held.
-    pub(crate) async fn upload_locked(
-        &self,
-        ino: u64,
-        entry: &OpenEntry,
-        st: &mut OpenFile,
-    ) -> FsResult<()> {
-        if !entry.dirty.load(Ordering::Acquire) || st.unlinked {
-            return Ok(());
-        }
-        let key = self.key_of(ino)?;
-        let parent = lock(&self.table)
-            .get(ino)
-            .map(|n| n.parent)
-            .ok_or(FsError::NotFound)?;
-        let pm = self.put_meta(ino, &st.upload_id)?;
-        let cond = upload_cond(st);
-        let path = match &st.staged {
-            Some(t) => t.path().to_path_buf(),
-            None => return Ok(()),
-        };
-        let (put, was_streamed) = self.upload_attempts(&key, st, &path, (&pm, &cond)).await;
-        match put {
-            Ok(out) => {
-                let mut etag = match out.etag {
-                    Some(e) => Some(e),
-                    None => self.backend.head(&key).await.ok().and_then(|i| i.etag),
-                };
-                let mut attrs_failed = None;
-                if was_streamed && st.attrs_changed {
-                    // The upload's metadata was fixed when it started; mode, owner or
-                    // times changed since follow it (on the version it just made).
-                    match self.backend.set_metadata(&key, &pm, etag.as_deref()).await {
-                        Ok(o) => etag = o.etag.or(etag),
-                        Err(e) => attrs_failed = Some(e),
-                    }
-                }
-                st.base_etag = etag.clone();
-                st.read_etag = etag.clone();
-                st.exists_remote = true;
-                st.attrs_changed = false;
-                st.upload_id = new_upload_id();
-                // The store holds exactly the staged bytes now: a later append sends only what
-                // follows them.
-                st.append_from = Some(st.size);
-                entry.dirty.store(false, Ordering::Release);
-                let mut t = lock(&self.table);
-                let mut name = None;
-                if let Some(n) = t.get_mut(ino) {
-                    n.etag = etag;
-                    n.local_only = false;
-                    n.size = st.size;
-                    n.fetched = Some(Instant::now());
-                    name = Some((n.name.clone(), n.kind));
-                }
-                if let Some((name, kind)) = name {
-                    t.name_changed(parent, &name, Some(kind));
-                }
-                drop(t);
-                // The store has it now: a crash from here on leaves nothing to recover.
-                if let Err(e) = self.record_staged(ino, st, false) {
-                    warn!(key, error = %e, "could not mark the staging file clean");
-                }
-                if let Some(e) = attrs_failed {
-                    warn!(key, error = %e, "the data was uploaded but its mode, owner or times could not be set");
-                    return Err(e.into());
-                }
-                Ok(())
-            }
-            Err(BackendError::PreconditionFailed { .. })
-            | Err(BackendError::AlreadyExists { .. }) => {
-                self.stats.upload_conflicts.fetch_add(1, Ordering::Relaxed);
-                let saved = self.keep_failed(ino, &key, st);
-                warn!(key, saved_to = %saved.display(), "upload conflict: the object changed in the store since it was opened; local data kept");
-                // The kept copy is the user's data now; stop trying to upload this version.
-                entry.dirty.store(false, Ordering::Release);
-                let preserved = st.staged.as_ref().is_some_and(|s| s.is_preserved());
-                if !preserved && let Err(e) = self.record_staged(ino, st, false) {
-                    warn!(key, error = %e, "could not mark the staging file clean");
-                }
-                Err(FsError::Conflict {
-                    saved_to: saved.display().to_string(),
-                })
-            }
-            Err(e) => {
-                self.stats.upload_errors.fetch_add(1, Ordering::Relaxed);
-                warn!(key, error = %e, "upload failed; data stays staged and is retried at the next flush/fsync/close");
-                Err(e.into())
-            }
-        }
-    }
-
-    /// Upload the staged file (committing its streaming upload if one is going), up to
-    /// [`UPLOAD_ATTEMPTS`] times while the store does not answer. The store clients do not
-    /// repeat a conditional write that timed out (it might have landed); here it is safe to:
-    /// a refusal of the repeat by its own first attempt is recognised by the upload id
-    /// ([`Fs::landed_anyway`]), and a first attempt landing late is refused by the store, its
-    /// condition being spent. Returns the outcome and whether it was a streamed commit.
-    async fn upload_attempts(
-        &self,
-        key: &str,
-        st: &mut OpenFile,
-        path: &std::path::Path,
-        (pm, cond): (&PutMeta, &Precondition),
-    ) -> (Result<PutOutcome, BackendError>, bool) {
-        let mut attempt = 1;
-        loop {
-            let streamed = match &st.staged {
-                Some(t) if st.stream.is_active() => {
-                    self.stream_commit(&mut st.stream, t.as_file(), st.size, cond)
-                        .await
-                }
-                _ => None,
-            };
-            let was_streamed = streamed.is_some();
-            let put = match streamed {
-                Some(r) => r,
-                None => self.upload_staged(key, st, path, pm, cond).await,
-            };
-            let put = match put {
-                // Refused by its own earlier attempt, or no reply: it may have landed.
-                Err(
-                    e @ (BackendError::PreconditionFailed { .. }
-                    | BackendError::AlreadyExists { .. }
-                    | BackendError::Unavailable(_)
-                    | BackendError::Other(_)),
-                ) => {
-                    let ours = (st.size, st.upload_id.clone());
-                    self.landed_anyway(key, ours).await.ok_or(e)
-                }
-                other => other,
-            };
-            match put {
-                Err(BackendError::Unavailable(e)) if attempt < UPLOAD_ATTEMPTS => {
-                    warn!(key, attempt, error = %e, "upload got no answer; sending it again");
-                    tokio::time::sleep(std::time::Duration::from_millis(250 << attempt)).await;
-                    attempt += 1;
-                }
-                put => return (put, was_streamed),
-            }
-        }
-    }
-
-    /// After an upload was refused as a conflict: whether the object in the store is this
-    /// very upload after all (it carries the upload's id and size), landed by an earlier
-    /// attempt whose reply was lost. Then its ETag is the upload's outcome.
-    async fn landed_anyway(&self, key: &str, (size, id): (u64, String)) -> Option<PutOutcome> {
-        let info = self.backend.head(key).await.ok()?;
-        let ours = info.size == size
-            && info
-                .metadata
-                .as_ref()
-                .and_then(|m| m.get(attr::META_UPLOAD))
-                .is_some_and(|got| *got == id);
-        if ours {
-            warn!(
-                key,
-                "a retried upload was refused, but the first attempt had landed: not a conflict"
-            );
-        }
-        ours.then_some(PutOutcome { etag: info.etag })
     }
 
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
@@ -807,16 +556,6 @@ impl Fs {
             }
         }
         result
-    }
-}
-
-/// The condition an upload of this open file carries: absence for a new file, else the
-/// version it was read from.
-fn upload_cond(st: &OpenFile) -> Precondition {
-    match (&st.base_etag, st.exists_remote) {
-        (_, false) => Precondition::IfNotExists,
-        (Some(e), true) => Precondition::IfMatch(e.clone()),
-        (None, true) => Precondition::None,
     }
 }
 

@@ -7,6 +7,7 @@
 //! storage only through `blobmount_backend::Backend`.
 
 pub mod attr;
+mod commit;
 pub mod config;
 mod direct;
 mod dirops;
