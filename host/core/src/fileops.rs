@@ -1,8 +1,9 @@
 //! Open files: reads pinned to the ETag seen at open, staged writes, uploads on
 //! flush/fsync/close with preconditions, and keeping local data when an upload cannot land.
 //!
-//! Committing changes to the store lives in `commit.rs`. State per inode ([`OpenFile`]) is shared by all handles of that inode so a reader sees a
-//! writer's data; per-handle state ([`Handle`]) holds the read-ahead buffer.
+//! Committing changes to the store lives in `commit.rs`. State per inode ([`OpenFile`]) is
+//! shared by all handles of that inode so a reader sees a writer's data; per-handle state
+//! ([`Handle`]) holds the read-ahead buffer.
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
