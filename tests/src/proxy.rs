@@ -322,14 +322,7 @@ fn read_response(
         if t.is_empty() {
             break;
         }
-        if let Some((k, v)) = t.split_once(':') {
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-            if k == "content-length" {
-                content_length = v.parse().unwrap_or(0);
-            } else if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
-                chunked = true;
-            }
-        }
+        note_framing(t, &mut content_length, &mut chunked);
     }
     let mut body = Vec::new();
     if head_request || status == 204 || status == 304 {
@@ -352,6 +345,18 @@ fn read_response(
         r.by_ref().take(content_length).read_to_end(&mut body)?;
     }
     Ok((head, body))
+}
+
+/// What a header line says about how the body that follows is framed.
+fn note_framing(line: &str, content_length: &mut u64, chunked: &mut bool) {
+    if let Some((k, v)) = line.split_once(':') {
+        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+        if k == "content-length" {
+            *content_length = v.parse().unwrap_or(0);
+        } else if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
+            *chunked = true;
+        }
+    }
 }
 
 /// Copy one request; returns its `METHOD target`, or `None` at end of stream.
@@ -385,14 +390,7 @@ fn forward_request(
         if t.is_empty() {
             break;
         }
-        if let Some((k, v)) = t.split_once(':') {
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-            if k == "content-length" {
-                content_length = v.parse().unwrap_or(0);
-            } else if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
-                chunked = true;
-            }
-        }
+        note_framing(t, &mut content_length, &mut chunked);
     }
     w.write_all(&head)?;
     if chunked {

@@ -33,6 +33,25 @@ fn config(dir: &Path) -> FsConfig {
     cfg
 }
 
+fn setup() -> (Arc<MemoryBackend>, Fs, tempfile::TempDir) {
+    let mem = Arc::new(MemoryBackend::new());
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    (mem, fs, dir)
+}
+
+/// Another client writes `data` at `key`.
+async fn put(mem: &MemoryBackend, key: &str, data: &'static [u8]) {
+    mem.put(
+        key,
+        Bytes::from_static(data),
+        &PutMeta::default(),
+        &Precondition::None,
+    )
+    .await
+    .unwrap();
+}
+
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i * 31 % 251) as u8 ^ seed)
@@ -66,9 +85,7 @@ fn chmod(perm: u16, fh: u64) -> SetAttr {
 /// close. The streaming upload is committed, not abandoned, and the mode follows it.
 #[tokio::test]
 async fn chmod_of_an_open_streaming_file_joins_its_upload() {
-    let mem = Arc::new(MemoryBackend::new());
-    let dir = tempfile::tempdir().unwrap();
-    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    let (mem, fs, dir) = setup();
     let data = pattern(3 * PART + 100, 0);
     let (a, h) = fs
         .create(
@@ -102,9 +119,7 @@ async fn chmod_of_an_open_streaming_file_joins_its_upload() {
 /// object's version; the file's next upload must not conflict with it.
 #[tokio::test]
 async fn chmod_of_an_open_clean_file_does_not_conflict_with_its_next_upload() {
-    let mem = Arc::new(MemoryBackend::new());
-    let dir = tempfile::tempdir().unwrap();
-    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    let (mem, fs, dir) = setup();
     let (a, h) = fs
         .create(ROOT_INO, "f", 0o644, libc::O_RDWR, ME)
         .await
@@ -132,14 +147,7 @@ async fn rename_paused(what: &str) -> (Arc<Hooked>, Arc<Fs>, tempfile::TempDir, 
     )
     .await
     .unwrap();
-    mem.put(
-        "dirA/f",
-        Bytes::from_static(b"old"),
-        &PutMeta::default(),
-        &Precondition::None,
-    )
-    .await
-    .unwrap();
+    put(&mem, "dirA/f", b"old").await;
     for i in 0..20 {
         mem.put(
             &format!("dirA/other-{i}"),
@@ -220,14 +228,7 @@ async fn conflicting_close(fs: &Fs, mem: &MemoryBackend, name: &str, data: &[u8]
         .await
         .unwrap();
     fs.write(h.fh, 0, data).await.unwrap();
-    mem.put(
-        name,
-        Bytes::from_static(b"theirs"),
-        &PutMeta::default(),
-        &Precondition::None,
-    )
-    .await
-    .unwrap();
+    put(mem, name, b"theirs").await;
     fs.release(h.fh).await.unwrap_err().errno()
 }
 
@@ -235,9 +236,7 @@ async fn conflicting_close(fs: &Fs, mem: &MemoryBackend, name: &str, data: &[u8]
 /// the kept copy's name too long; the data was then deleted.
 #[tokio::test]
 async fn a_conflict_on_a_long_multibyte_name_is_kept() {
-    let mem = Arc::new(MemoryBackend::new());
-    let dir = tempfile::tempdir().unwrap();
-    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    let (mem, fs, dir) = setup();
     let name: String = std::iter::repeat_n('漢', 80).collect();
     assert_eq!(name.len(), 240);
     let errno = conflicting_close(&fs, &mem, &name, b"mine").await;
@@ -252,9 +251,7 @@ async fn a_conflict_on_a_long_multibyte_name_is_kept() {
 /// staged, and the next mount offers it again.
 #[tokio::test]
 async fn data_that_cannot_be_kept_in_conflicts_stays_staged_for_the_next_mount() {
-    let mem = Arc::new(MemoryBackend::new());
-    let dir = tempfile::tempdir().unwrap();
-    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    let (mem, fs, dir) = setup();
     // `conflicts` is a file now: nothing can be saved in it.
     let conflicts = dir.path().join("conflicts");
     std::fs::remove_dir(&conflicts).unwrap();
@@ -282,22 +279,13 @@ async fn data_that_cannot_be_kept_in_conflicts_stays_staged_for_the_next_mount()
 #[tokio::test]
 async fn a_kept_sparse_file_stays_sparse() {
     use std::os::unix::fs::MetadataExt;
-    let mem = Arc::new(MemoryBackend::new());
-    let dir = tempfile::tempdir().unwrap();
-    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    let (mem, fs, dir) = setup();
     let (_, h) = fs
         .create(ROOT_INO, "sparse", 0o644, libc::O_WRONLY, ME)
         .await
         .unwrap();
     fs.write(h.fh, 3 << 30, b"tail").await.unwrap();
-    mem.put(
-        "sparse",
-        Bytes::from_static(b"theirs"),
-        &PutMeta::default(),
-        &Precondition::None,
-    )
-    .await
-    .unwrap();
+    put(&mem, "sparse", b"theirs").await;
     assert_eq!(fs.release(h.fh).await.unwrap_err().errno(), libc::ESTALE);
     let k = kept(dir.path());
     assert_eq!(k.len(), 1);
@@ -310,9 +298,7 @@ async fn a_kept_sparse_file_stays_sparse() {
 /// EFBIG (it used to be accepted and to fail at close with "out of memory").
 #[tokio::test]
 async fn a_write_past_the_stores_limit_is_efbig_at_once() {
-    let mem = Arc::new(MemoryBackend::new());
-    let dir = tempfile::tempdir().unwrap();
-    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    let (mem, fs, _dir) = setup();
     let (a, h) = fs
         .create(ROOT_INO, "huge", 0o644, libc::O_WRONLY, ME)
         .await
@@ -434,9 +420,7 @@ async fn an_upload_whose_retry_was_refused_by_its_own_first_attempt_succeeds() {
 /// staging file clean. The next mount recognises its own upload instead of keeping a copy.
 #[tokio::test]
 async fn recovery_recognises_an_upload_that_landed_before_the_crash() {
-    let mem = Arc::new(MemoryBackend::new());
-    let dir = tempfile::tempdir().unwrap();
-    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    let (mem, fs, dir) = setup();
     let (_, h) = fs
         .create(ROOT_INO, "f", 0o644, libc::O_WRONLY, ME)
         .await
@@ -482,9 +466,7 @@ async fn recovery_recognises_an_upload_that_landed_before_the_crash() {
 /// so the file stayed under the old name in the store and the rename failed with ENOENT.
 #[tokio::test]
 async fn a_directory_holding_a_new_open_file_renames_with_it() {
-    let mem = Arc::new(MemoryBackend::new());
-    let dir = tempfile::tempdir().unwrap();
-    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    let (mem, fs, _dir) = setup();
     let d = fs.mkdir(ROOT_INO, "b", 0o755, ME).await.unwrap();
     let (a, h0) = fs
         .create(d.ino, "a", 0o644, libc::O_RDWR | libc::O_EXCL, ME)
@@ -508,9 +490,7 @@ async fn a_directory_holding_a_new_open_file_renames_with_it() {
 /// manifest had when the file was created.
 #[tokio::test]
 async fn a_crash_after_chmod_of_a_dirty_open_file_recovers_the_new_mode() {
-    let mem = Arc::new(MemoryBackend::new());
-    let dir = tempfile::tempdir().unwrap();
-    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    let (mem, fs, dir) = setup();
     let (a, h) = fs
         .create(ROOT_INO, "a", 0o644, libc::O_RDWR, ME)
         .await
@@ -529,9 +509,7 @@ async fn a_crash_after_chmod_of_a_dirty_open_file_recovers_the_new_mode() {
 /// and `c`'s later changes reach `b`.
 #[tokio::test]
 async fn a_file_replaced_by_rename_while_open_stays_out_of_the_store() {
-    let mem = Arc::new(MemoryBackend::new());
-    let dir = tempfile::tempdir().unwrap();
-    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    let (mem, fs, dir) = setup();
     let flags = libc::O_RDWR | libc::O_EXCL;
     let (_, hb) = fs.create(ROOT_INO, "b", 0o644, flags, ME).await.unwrap();
     let (_, hc) = fs.create(ROOT_INO, "c", 0o644, flags, ME).await.unwrap();
@@ -557,14 +535,7 @@ async fn a_file_replaced_by_rename_while_open_stays_out_of_the_store() {
 #[tokio::test]
 async fn an_unlinked_open_file_stays_readable_and_writable() {
     let mem = Arc::new(MemoryBackend::new());
-    mem.put(
-        "f",
-        Bytes::from_static(b"content"),
-        &PutMeta::default(),
-        &Precondition::None,
-    )
-    .await
-    .unwrap();
+    put(&mem, "f", b"content").await;
     let dir = tempfile::tempdir().unwrap();
     let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
     let a = fs.lookup(ROOT_INO, "f").await.unwrap();
@@ -582,14 +553,7 @@ async fn an_unlinked_open_file_stays_readable_and_writable() {
 #[tokio::test]
 async fn a_crash_after_truncating_an_appended_file_recovers_only_the_new_bytes() {
     let mem = Arc::new(MemoryBackend::new());
-    mem.put(
-        "f",
-        Bytes::from_static(b"old"),
-        &PutMeta::default(),
-        &Precondition::None,
-    )
-    .await
-    .unwrap();
+    put(&mem, "f", b"old").await;
     let dir = tempfile::tempdir().unwrap();
     let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
     let a = fs.lookup(ROOT_INO, "f").await.unwrap();
@@ -608,9 +572,7 @@ async fn a_crash_after_truncating_an_appended_file_recovers_only_the_new_bytes()
 /// (not in the store yet) is ENOTEMPTY; it used to replace it.
 #[tokio::test]
 async fn a_directory_holding_only_a_new_file_is_not_empty_for_rename() {
-    let mem = Arc::new(MemoryBackend::new());
-    let dir = tempfile::tempdir().unwrap();
-    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
+    let (mem, fs, _dir) = setup();
     fs.mkdir(ROOT_INO, "a", 0o755, ME).await.unwrap();
     let t = fs.mkdir(ROOT_INO, "t", 0o755, ME).await.unwrap();
     let (_, h) = fs
@@ -633,28 +595,14 @@ async fn a_directory_holding_only_a_new_file_is_not_empty_for_rename() {
 #[tokio::test]
 async fn chmod_after_a_remote_replace_does_not_rebase_the_open_file() {
     let mem = Arc::new(MemoryBackend::new());
-    mem.put(
-        "f",
-        Bytes::from_static(b"ours"),
-        &PutMeta::default(),
-        &Precondition::None,
-    )
-    .await
-    .unwrap();
+    put(&mem, "f", b"ours").await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.attr_ttl = Duration::ZERO;
     let fs = Fs::new(mem.clone(), cfg).unwrap();
     let a = fs.lookup(ROOT_INO, "f").await.unwrap();
     let h = fs.open(a.ino, libc::O_RDWR).await.unwrap();
-    mem.put(
-        "f",
-        Bytes::from_static(b"theirs"),
-        &PutMeta::default(),
-        &Precondition::None,
-    )
-    .await
-    .unwrap();
+    put(&mem, "f", b"theirs").await;
     let a = fs.lookup(ROOT_INO, "f").await.unwrap(); // revalidates: their version
     fs.setattr(a.ino, chmod(0o600, h.fh)).await.unwrap();
     let w = fs.write(h.fh, 0, b"O").await;
