@@ -56,7 +56,10 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install --locked cargo-nextest
 fi
 
-for t in azurite-blob moto_server fake-gcs-server; do
+# pjdfstest (POSIX conformance runner, Rust port from crates.io) for tests/tests/posix_conformance.rs
+bash "$(dirname "$0")/pjdfstest.sh" install
+
+for t in azurite-blob moto_server fake-gcs-server pjdfstest; do
     [[ -x $BIN/$t ]] || { echo "install-deps: $BIN/$t is not executable" >&2; exit 1; }
 done
 echo "install-deps: ready in $TOOLS"

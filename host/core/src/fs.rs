@@ -731,6 +731,8 @@ impl Fs {
                         let (lookups, dir, symlink) =
                             (n.lookups, std::mem::take(&mut n.dir), n.symlink.take());
                         let same_version = n.etag == node.etag;
+                        let mut node = node;
+                        node.keep_local_dir_times(n);
                         *n = node;
                         n.lookups = lookups;
                         n.dir = dir;

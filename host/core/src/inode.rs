@@ -265,6 +265,15 @@ impl Node {
         }
     }
 
+    /// A directory re-read from the store keeps the times its entries' changes here gave
+    /// it (they are not written to the store), when they are newer than the stored ones.
+    pub fn keep_local_dir_times(&mut self, old: &Node) {
+        if self.kind == Kind::Dir && old.kind == Kind::Dir && old.mtime > self.mtime {
+            self.mtime = old.mtime;
+            self.ctime = self.ctime.max(old.ctime);
+        }
+    }
+
     pub fn attr(&self, ino: u64) -> Attr {
         Attr {
             ino,
@@ -278,7 +287,16 @@ impl Node {
             atime: self.atime.unwrap_or(self.mtime),
             nlink: match (self.kind, self.detached) {
                 (_, true) => 0,
-                (Kind::Dir, false) => 2,
+                // `.`, the entry in the parent, and each subdirectory's `..`, counted from
+                // the cached listing when there is one (a directory never listed says 2).
+                (Kind::Dir, false) => {
+                    let subdirs = self
+                        .dir
+                        .listing
+                        .as_ref()
+                        .map_or(0, |l| l.iter().filter(|e| e.kind == Kind::Dir).count());
+                    2 + subdirs.min(u32::MAX as usize - 2) as u32
+                }
                 (Kind::File | Kind::Symlink, false) => 1,
             },
         }
@@ -439,6 +457,8 @@ impl Table {
             {
                 let lookups = old.lookups;
                 let dir = std::mem::take(&mut old.dir);
+                let mut node = node;
+                node.keep_local_dir_times(old);
                 *old = node;
                 old.lookups = lookups;
                 old.dir = dir;

@@ -88,3 +88,30 @@ async fn an_open_file_without_a_name_has_no_links() {
     assert_eq!(fs.getattr(a.ino).await.unwrap().nlink, 0);
     fs.release(h.fh).await.unwrap();
 }
+
+#[tokio::test]
+async fn directory_times_survive_a_re_read_from_the_store() {
+    let (_m, fs, _d) = core(Duration::ZERO);
+    let d = fs.mkdir(ROOT_INO, "d", 0o755, ME).await.unwrap();
+    let before = fs.getattr(d.ino).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    fs.mkdir(d.ino, "sub", 0o755, ME).await.unwrap();
+    // No TTL: both ask the store again.
+    let again = fs.getattr(d.ino).await.unwrap();
+    let looked_up = fs.lookup(ROOT_INO, "d").await.unwrap();
+    assert!(again.mtime > before.mtime && again.ctime > before.ctime);
+    assert_eq!(looked_up.mtime, again.mtime);
+}
+
+#[tokio::test]
+async fn a_directory_counts_its_subdirectories_in_its_links() {
+    let (_m, fs, _d) = core(Duration::from_secs(60));
+    let p = fs.mkdir(ROOT_INO, "p", 0o755, ME).await.unwrap();
+    let q = fs.mkdir(ROOT_INO, "q", 0o755, ME).await.unwrap();
+    fs.mkdir(p.ino, "s", 0o755, ME).await.unwrap();
+    assert_eq!(fs.getattr(p.ino).await.unwrap().nlink, 3);
+    assert_eq!(fs.getattr(q.ino).await.unwrap().nlink, 2);
+    fs.rename(p.ino, "s", q.ino, "d", false).await.unwrap();
+    assert_eq!(fs.getattr(p.ino).await.unwrap().nlink, 2);
+    assert_eq!(fs.getattr(q.ino).await.unwrap().nlink, 3);
+}
