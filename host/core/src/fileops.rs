@@ -406,8 +406,9 @@ impl Fs {
             self.record_staged(ino, st, true)?;
         }
         self.stream_cancel(&mut st.stream, "truncated");
-        if size == 0 {
-            // Empty again: a rewrite from the start can stream.
+        if size == 0 && !st.unlinked {
+            // Empty again: a rewrite from the start can stream (not for a file without a
+            // name: nothing of it is uploaded).
             st.stream = self.new_stream();
         }
         st.size = size;

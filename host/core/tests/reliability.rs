@@ -613,3 +613,31 @@ async fn chmod_after_a_remote_replace_does_not_rebase_the_open_file() {
     );
     assert_eq!(stored(&*mem, "f").await.unwrap(), b"theirs");
 }
+
+/// Found by the exerciser: an unlinked open file truncated to 0 and rewritten in order
+/// started a streaming upload under its deleted name (aborted at close, but its parts were
+/// sent, and on GCS the refused start logged a misleading warning).
+#[tokio::test]
+async fn a_file_without_a_name_does_not_stream() {
+    let (mem, fs, _dir) = setup();
+    let (a, h) = fs
+        .create(ROOT_INO, "gone", 0o644, libc::O_RDWR, ME)
+        .await
+        .unwrap();
+    fs.write(h.fh, 0, b"x").await.unwrap();
+    fs.fsync(h.fh).await.unwrap();
+    fs.unlink(ROOT_INO, "gone").await.unwrap();
+    let trunc = SetAttr {
+        size: Some(0),
+        fh: Some(h.fh),
+        ..Default::default()
+    };
+    fs.setattr(a.ino, trunc).await.unwrap();
+    let data = pattern(4 * PART + 10, 9);
+    fs.write(h.fh, 0, &data).await.unwrap();
+    assert_eq!(&fs.read(h.fh, 0, 16).await.unwrap()[..], &data[..16]);
+    fs.release(h.fh).await.unwrap();
+    assert_eq!(fs.stats.parts_sent.load(Ordering::Relaxed), 0);
+    assert_eq!(mem.counters.part.load(Ordering::SeqCst), 0);
+    assert!(mem.keys().is_empty());
+}
