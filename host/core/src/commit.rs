@@ -220,7 +220,7 @@ impl Fs {
     /// [`UPLOAD_ATTEMPTS`] times while the store does not answer. The store clients do not
     /// repeat a conditional write that timed out (it might have landed); here it is safe to:
     /// a refusal of the repeat by its own first attempt is recognised by the upload id
-    /// ([`Fs::landed_anyway`]), and a first attempt landing late is refused by the store, its
+    /// ([`Fs::or_landed`]), and a first attempt landing late is refused by the store, its
     /// condition being spent. Returns the outcome and whether it was a streamed commit.
     async fn upload_attempts(
         &self,
@@ -243,19 +243,7 @@ impl Fs {
                 Some(r) => r,
                 None => self.upload_staged(key, st, path, pm, cond).await,
             };
-            let put = match put {
-                // Refused by its own earlier attempt, or no reply: it may have landed.
-                Err(
-                    e @ (BackendError::PreconditionFailed { .. }
-                    | BackendError::AlreadyExists { .. }
-                    | BackendError::Unavailable(_)
-                    | BackendError::Other(_)),
-                ) => {
-                    let ours = (st.size, st.upload_id.clone());
-                    self.landed_anyway(key, ours).await.ok_or(e)
-                }
-                other => other,
-            };
+            let put = self.or_landed(key, put, st.size, &st.upload_id).await;
             match put {
                 Err(BackendError::Unavailable(e)) if attempt < UPLOAD_ATTEMPTS => {
                     warn!(key, attempt, error = %e, "upload got no answer; sending it again");
@@ -270,20 +258,39 @@ impl Fs {
     /// After an upload was refused as a conflict: whether the object in the store is this
     /// very upload after all (it carries the upload's id and size), landed by an earlier
     /// attempt whose reply was lost. Then its ETag is the upload's outcome.
-    async fn landed_anyway(&self, key: &str, (size, id): (u64, String)) -> Option<PutOutcome> {
-        let info = self.backend.head(key).await.ok()?;
+    /// `put` as the store answered it, unless it failed in a way that can hide a landed
+    /// upload (refused by its own earlier attempt, or no reply) and the object at `key` is
+    /// this upload after all: `size` bytes carrying upload id `id`. Then its ETag is the
+    /// outcome. Used by open files and by recovery alike.
+    pub(crate) async fn or_landed(
+        &self,
+        key: &str,
+        put: Result<PutOutcome, BackendError>,
+        size: u64,
+        id: &str,
+    ) -> Result<PutOutcome, BackendError> {
+        let e = match put {
+            Err(
+                e @ (BackendError::PreconditionFailed { .. }
+                | BackendError::AlreadyExists { .. }
+                | BackendError::Unavailable(_)
+                | BackendError::Other(_)),
+            ) => e,
+            other => return other,
+        };
+        let Ok(info) = self.backend.head(key).await else {
+            return Err(e);
+        };
         let ours = info.size == size
             && info
                 .metadata
                 .as_ref()
                 .and_then(|m| m.get(attr::META_UPLOAD))
-                .is_some_and(|got| *got == id);
-        if ours {
-            warn!(
-                key,
-                "a retried upload was refused, but the first attempt had landed: not a conflict"
-            );
+                .is_some_and(|got| got == id);
+        if !ours {
+            return Err(e);
         }
-        ours.then_some(PutOutcome { etag: info.etag })
+        warn!(key, error = %e, "an upload was refused or unanswered, but it is in the store (an earlier attempt landed): not a conflict");
+        Ok(PutOutcome { etag: info.etag })
     }
 }

@@ -299,19 +299,15 @@ impl Fs {
                 metadata: m.metadata.clone(),
                 content_type: None,
             };
-            let put = match self.recover_upload(&m, data, &meta, &cond).await {
-                // Refused by its own earlier attempt (or by the one the dead daemon made), or
-                // no reply: the upload may have landed.
-                Err(
-                    e @ (BackendError::PreconditionFailed { .. }
-                    | BackendError::AlreadyExists { .. }
-                    | BackendError::Unavailable(_)
-                    | BackendError::Other(_)),
-                ) if self.recovered_landed(&m, data).await => {
-                    info!(key = m.key, error = %e, "the unfinished write is in the store (it landed before the crash, or its reply was lost)");
-                    Ok(PutOutcome { etag: None })
-                }
-                other => other,
+            let put = self.recover_upload(&m, data, &meta, &cond).await;
+            // The dead daemon's own upload may have landed before the crash (or this one's
+            // reply may be lost): recognised by the write's upload id and size.
+            let put = match (
+                m.metadata.get(crate::attr::META_UPLOAD),
+                std::fs::metadata(data),
+            ) {
+                (Some(id), Ok(local)) => self.or_landed(&m.key, put, local.len(), id).await,
+                _ => put,
             };
             match put {
                 Ok(_) => {
@@ -341,28 +337,6 @@ impl Fs {
             Err(e) => {
                 error!(key = m.key, error = %e, staging = %data.display(), "could not move an unfinished write to conflicts/; it stays in staging/");
             }
-        }
-    }
-
-    /// Whether the object at the manifest's key is this write's own upload, landed before
-    /// the crash left the manifest dirty: it carries the write's upload id and size.
-    async fn recovered_landed(&self, m: &Manifest, data: &Path) -> bool {
-        let (Some(id), Ok(local)) = (
-            m.metadata.get(crate::attr::META_UPLOAD),
-            std::fs::metadata(data),
-        ) else {
-            return false;
-        };
-        match self.backend.head(&m.key).await {
-            Ok(info) => {
-                info.size == local.len()
-                    && info
-                        .metadata
-                        .as_ref()
-                        .and_then(|md| md.get(crate::attr::META_UPLOAD))
-                        == Some(id)
-            }
-            Err(_) => false,
         }
     }
 
