@@ -18,7 +18,7 @@ use crate::error::{FsError, FsResult};
 use crate::filecache::{FileCache, FileCacheConfig};
 use crate::fileops::{Handle, OpenEntry};
 use crate::inode::find_entry;
-use crate::inode::{Hidden, Marker, Node, ROOT_INO, Table};
+use crate::inode::{Hidden, Marker, Node, ROOT_INO, Stamp, Table};
 use crate::names::{self, FILE_SUFFIX};
 use crate::policy::{self as pol, NodePolicy};
 use crate::readahead::{BlockPool, MemoryBudget};
@@ -574,8 +574,11 @@ impl Fs {
             return Err(FsError::NameTooLong);
         }
         self.relist_small(parent, name).await;
-        let generation = {
+        let (generation, known) = {
             let mut t = lock(&self.table);
+            let known = t
+                .child(parent, name)
+                .and_then(|ino| Some((ino, t.get(ino)?.stamp())));
             if let Some(ino) = t.child(parent, name) {
                 let fresh = t
                     .get(ino)
@@ -596,7 +599,7 @@ impl Fs {
                     return Err(FsError::NotFound);
                 }
             }
-            t.get(parent).map(|p| p.dir.generation)
+            (t.get(parent).map(|p| p.dir.generation), known)
         };
         let (found, hidden) = match self.resolve_unfiltered_with(parent, name, listed).await? {
             // `node_from` gives nothing for what the filter hides.
@@ -606,8 +609,21 @@ impl Fs {
             },
             None => (None, Hidden::No),
         };
+        let mut t = lock(&self.table);
+        // A file written, changed or created here while the store was asked: ours is newer.
+        if let Some(ino) = t.child(parent, name) {
+            let before = known.as_ref().filter(|(i, _)| *i == ino).map(|(_, s)| s);
+            let newer = match before {
+                Some(s) => self.local_is_newer(&t, ino, Some(s)),
+                // Not known before the request: it came to be here meanwhile.
+                None => t.get(ino).is_some(),
+            };
+            if newer && let Some(n) = t.get_mut(ino) {
+                n.lookups += 1;
+                return Ok(n.attr(ino));
+            }
+        }
         let Some(node) = found else {
-            let mut t = lock(&self.table);
             if let Some(p) = t.get_mut(parent)
                 && Some(p.dir.generation) == generation
                 && !self.cfg.negative_ttl.is_zero()
@@ -616,7 +632,6 @@ impl Fs {
             }
             return Err(FsError::NotFound);
         };
-        let mut t = lock(&self.table);
         let ino = t.upsert(node);
         let n = t.get_mut(ino).ok_or(FsError::NotFound)?;
         n.lookups += 1;
@@ -707,7 +722,7 @@ impl Fs {
 
     /// FUSE getattr; revalidates against the store when the cached attributes are stale.
     pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
-        let (parent, name, fresh) = {
+        let (parent, name, fresh, stamp) = {
             let t = lock(&self.table);
             let n = t.get(ino).ok_or(FsError::NotFound)?;
             (
@@ -715,6 +730,7 @@ impl Fs {
                 n.name.clone(),
                 // A node without a name (unlinked while open) has nothing to revalidate.
                 ino == ROOT_INO || n.detached || self.fresh(n) || self.is_open_dirty(ino),
+                n.stamp(),
             )
         };
         if !fresh {
@@ -722,30 +738,47 @@ impl Fs {
                 Some(p) => self.node_from(parent, &name, &p)?,
                 None => None,
             };
-            match found {
-                Some(node) => {
-                    let mut t = lock(&self.table);
-                    if let Some(n) = t.get_mut(ino)
-                        && n.kind == node.kind
-                    {
-                        let (lookups, dir, symlink) =
-                            (n.lookups, std::mem::take(&mut n.dir), n.symlink.take());
-                        let same_version = n.etag == node.etag;
-                        let mut node = node;
-                        node.keep_local_dir_times(n);
-                        *n = node;
-                        n.lookups = lookups;
-                        n.dir = dir;
-                        if same_version {
-                            n.symlink = symlink;
+            let mut t = lock(&self.table);
+            if self.local_is_newer(&t, ino, Some(&stamp)) {
+                // Changed here while the store was asked: what we hold is newer.
+            } else {
+                match found {
+                    Some(node) => {
+                        if let Some(n) = t.get_mut(ino)
+                            && n.kind == node.kind
+                        {
+                            let (lookups, dir, symlink) =
+                                (n.lookups, std::mem::take(&mut n.dir), n.symlink.take());
+                            let same_version = n.etag == node.etag;
+                            let mut node = node;
+                            node.keep_local_dir_times(n);
+                            *n = node;
+                            n.lookups = lookups;
+                            n.dir = dir;
+                            if same_version {
+                                n.symlink = symlink;
+                            }
                         }
                     }
+                    None => return Err(FsError::NotFound),
                 }
-                None => return Err(FsError::NotFound),
             }
+            return t.get(ino).map(|n| n.attr(ino)).ok_or(FsError::NotFound);
         }
         let t = lock(&self.table);
         t.get(ino).map(|n| n.attr(ino)).ok_or(FsError::NotFound)
+    }
+
+    /// Whether node `ino` holds news that a store answer asked for when it had `before`
+    /// lacks: an open file with changes the store does not have yet, or a change made here
+    /// (write, truncate, chmod, upload) while the answer was on its way. Such an answer
+    /// must not overwrite the node (a chmod during a `stat`'s HEAD would be undone, and go
+    /// up with the file's next upload undone).
+    pub(crate) fn local_is_newer(&self, t: &Table, ino: u64, before: Option<&Stamp>) -> bool {
+        let Some(n) = t.get(ino) else {
+            return false;
+        };
+        self.is_open_dirty(ino) || before.is_some_and(|s| *s != n.stamp())
     }
 
     /// FUSE setattr: truncate, chmod, chown, utimens. Persisted in object metadata.

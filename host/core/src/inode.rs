@@ -225,7 +225,37 @@ impl DirCache {
     }
 }
 
+/// Where a node is and the attributes a local change moves (a rename, a write, a
+/// truncate, chmod/chown/utimens, an upload). Taken before a request to the store and compared when its answer arrives: an
+/// answer that left before a local change must not overwrite it (see `Fs::local_is_newer`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    parent: u64,
+    seg: String,
+    etag: Option<String>,
+    size: u64,
+    perm: u16,
+    uid: u32,
+    gid: u32,
+    mtime: SystemTime,
+    ctime: SystemTime,
+}
+
 impl Node {
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            parent: self.parent,
+            seg: self.seg.clone(),
+            etag: self.etag.clone(),
+            size: self.size,
+            perm: self.perm,
+            uid: self.uid,
+            gid: self.gid,
+            mtime: self.mtime,
+            ctime: self.ctime,
+        }
+    }
+
     /// A node the store holds nothing for yet (no size, ETag, metadata or cached contents),
     /// owned by root with no permissions and not referenced by the kernel.
     pub fn blank(parent: u64, name: &str, kind: Kind, now: SystemTime, policy: NodePolicy) -> Node {

@@ -7,6 +7,9 @@
 //! 4. Memory and disk followed a file's logical size (sparse files).
 //! 5. A full cache disk reported EIO.
 //! 6. An upload whose reply was lost (and whose retry was refused) was called a conflict.
+//!
+//! Found later by the seeded interleavings of `interleave.rs`: a `stat` whose answer arrived
+//! after a local change (a chmod, a rename) put the store's older state back over it.
 
 mod common;
 
@@ -640,4 +643,91 @@ async fn a_file_without_a_name_does_not_stream() {
     assert_eq!(fs.stats.parts_sent.load(Ordering::Relaxed), 0);
     assert_eq!(mem.counters.part.load(Ordering::SeqCst), 0);
     assert!(mem.keys().is_empty());
+}
+
+/// A `Fs` on a store whose HEADs can be held back, with `dir/f0` written and uploaded, open
+/// and clean; no attribute caching, so every `stat` asks the store.
+async fn stat_paused() -> (Arc<Hooked>, Arc<Fs>, tempfile::TempDir, u64, u64, u64) {
+    let hooked = Hooked::new(Arc::new(MemoryBackend::new()));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.attr_ttl = Duration::ZERO;
+    let fs = Arc::new(Fs::new(hooked.clone(), cfg).unwrap());
+    let d = fs.mkdir(ROOT_INO, "dir", 0o755, ME).await.unwrap();
+    let (a, h) = fs
+        .create(d.ino, "f0", 0o644, libc::O_RDWR, ME)
+        .await
+        .unwrap();
+    fs.write(h.fh, 0, b"first").await.unwrap();
+    fs.fsync(h.fh).await.unwrap();
+    hooked.pause_heads_of("dir/f0", 1);
+    (hooked, fs, dir, d.ino, a.ino, h.fh)
+}
+
+/// A `stat` of an open, clean file asks the store; meanwhile the program writes and
+/// `chmod`s. Before the fix the late answer put the old mode back on the inode, and the
+/// next upload carried it: the chmod was lost, silently.
+#[tokio::test]
+async fn a_late_stat_answer_does_not_undo_a_chmod() {
+    let (hooked, fs, dir, _dino, ino, fh) = stat_paused().await;
+    let stat = {
+        let fs = fs.clone();
+        tokio::spawn(async move { fs.getattr(ino).await })
+    };
+    hooked.entered.notified().await;
+    fs.write(fh, 5, b" second").await.unwrap();
+    fs.setattr(ino, chmod(0o600, fh)).await.unwrap();
+    hooked.release.add_permits(1);
+    stat.await.unwrap().unwrap();
+    assert_eq!(fs.getattr(ino).await.unwrap().perm, 0o600);
+    fs.release(fh).await.unwrap();
+    let fresh = Fs::new(hooked.inner.clone(), config(&dir.path().join("again"))).unwrap();
+    let d = fresh.lookup(ROOT_INO, "dir").await.unwrap();
+    let f = fresh.lookup(d.ino, "f0").await.unwrap();
+    assert_eq!((f.perm, f.size), (0o600, 12));
+}
+
+/// A `stat` of an open file asks the store; meanwhile the file is renamed. Before the fix
+/// the late answer put the old name back on the inode: the next upload went to the old key
+/// (ENOENT from its condition, or the old name back in the store).
+#[tokio::test]
+async fn a_late_stat_answer_does_not_undo_a_rename() {
+    let (hooked, fs, _dir, dino, ino, fh) = stat_paused().await;
+    let stat = {
+        let fs = fs.clone();
+        tokio::spawn(async move { fs.getattr(ino).await })
+    };
+    hooked.entered.notified().await;
+    fs.rename(dino, "f0", dino, "f1", false).await.unwrap();
+    hooked.release.add_permits(1);
+    let _ = stat.await.unwrap();
+    fs.write(fh, 5, b" second").await.unwrap();
+    fs.fsync(fh).await.unwrap();
+    fs.release(fh).await.unwrap();
+    assert_eq!(
+        stored(&*hooked, "dir/f1").await.as_deref(),
+        Some(&b"first second"[..])
+    );
+    assert_eq!(stored(&*hooked, "dir/f0").await, None);
+}
+
+/// The same through a lookup (`ls -l` of the directory) whose answer arrives after a chmod.
+#[tokio::test]
+async fn a_late_lookup_answer_does_not_undo_a_chmod() {
+    let (hooked, fs, dir, dino, ino, fh) = stat_paused().await;
+    let look = {
+        let fs = fs.clone();
+        tokio::spawn(async move { fs.lookup(dino, "f0").await })
+    };
+    hooked.entered.notified().await;
+    fs.write(fh, 5, b" second").await.unwrap();
+    fs.setattr(ino, chmod(0o600, fh)).await.unwrap();
+    hooked.release.add_permits(1);
+    assert_eq!(look.await.unwrap().unwrap().perm, 0o600);
+    fs.release(fh).await.unwrap();
+    let info = hooked.inner.head("dir/f0").await.unwrap();
+    assert_eq!(info.size, 12);
+    let again = Fs::new(hooked.inner.clone(), config(&dir.path().join("again"))).unwrap();
+    let d = again.lookup(ROOT_INO, "dir").await.unwrap();
+    assert_eq!(again.lookup(d.ino, "f0").await.unwrap().perm, 0o600);
 }

@@ -28,6 +28,8 @@ pub struct Hooked {
     pub inner: Arc<MemoryBackend>,
     /// DELETEs of keys containing this wait for a permit of `release` (after `entered`).
     pause_delete: std::sync::Mutex<Option<String>>,
+    /// The next HEADs of keys containing this (as many as the count) wait likewise.
+    pause_head: std::sync::Mutex<Option<(String, usize)>>,
     pub entered: Notify,
     pub release: Semaphore,
     /// The next this many uploads of files (`put_file`) land, then report `lost`.
@@ -40,6 +42,7 @@ impl Hooked {
         Arc::new(Hooked {
             inner,
             pause_delete: Default::default(),
+            pause_head: Default::default(),
             entered: Notify::new(),
             release: Semaphore::new(0),
             lose_replies: AtomicUsize::new(0),
@@ -50,6 +53,18 @@ impl Hooked {
     /// Make DELETEs of keys containing `pat` wait for [`Hooked::release`] permits.
     pub fn pause_deletes_of(&self, pat: &str) {
         *self.pause_delete.lock().unwrap() = Some(pat.to_string());
+    }
+
+    /// Make the answers to the next `n` HEADs of keys containing `pat` wait for
+    /// [`Hooked::release`] permits (after `entered`): a `stat` whose answer arrives late.
+    pub fn pause_heads_of(&self, pat: &str, n: usize) {
+        *self.pause_head.lock().unwrap() = Some((pat.to_string(), n));
+    }
+
+    async fn wait_if_paused(&self) {
+        self.entered.notify_one();
+        let permit = self.release.acquire().await.expect("semaphore");
+        permit.forget();
     }
 
     /// The next `n` uploads land but their reply is lost as `how`.
@@ -83,7 +98,22 @@ impl Backend for Hooked {
         self.inner.capabilities()
     }
     async fn head(&self, key: &str) -> Result<ObjectInfo> {
-        self.inner.head(key).await
+        let pause = {
+            let mut p = self.pause_head.lock().unwrap();
+            match p.as_mut() {
+                Some((pat, n)) if *n > 0 && key.contains(pat.as_str()) => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            }
+        };
+        // The store answers at once; the answer arrives late.
+        let answer = self.inner.head(key).await;
+        if pause {
+            self.wait_if_paused().await;
+        }
+        answer
     }
     async fn get_range(
         &self,
@@ -134,9 +164,7 @@ impl Backend for Hooked {
             .as_ref()
             .is_some_and(|p| key.contains(p.as_str()));
         if pause {
-            self.entered.notify_one();
-            let permit = self.release.acquire().await.expect("semaphore");
-            permit.forget();
+            self.wait_if_paused().await;
         }
         self.inner.delete(key).await
     }
