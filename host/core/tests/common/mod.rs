@@ -139,3 +139,4 @@ impl Backend for Counting {
     }
 }
 pub mod hooked;
+pub mod sched;
