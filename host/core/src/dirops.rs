@@ -379,6 +379,7 @@ impl Fs {
             return Err(FsError::NotDir);
         }
         self.check_create(parent, name, Kind::Dir, c)?;
+        let _scope = self.enter_gate(&[parent]).await;
         self.ensure_absent(parent, name).await?;
         let key = self.child_key(&self.key_of(parent)?, name);
         let mut node = self.new_node(parent, name, Kind::Dir, perm & 0o7777, c);
@@ -435,6 +436,7 @@ impl Fs {
 
     pub async fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
         self.check_node_writable(parent)?;
+        let _scope = self.enter_gate(&[parent]).await;
         let (ino, node) = self.child_node(parent, name).await?;
         if node.policy.read_only {
             return Err(FsError::ReadOnly);
@@ -470,6 +472,7 @@ impl Fs {
 
     pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
         self.check_node_writable(parent)?;
+        let _scope = self.enter_gate(&[parent]).await;
         let (ino, node) = self.child_node(parent, name).await?;
         if node.policy.read_only {
             return Err(FsError::ReadOnly);
@@ -508,6 +511,7 @@ impl Fs {
             return Err(FsError::NotDir);
         }
         self.check_create(parent, name, Kind::Symlink, c)?;
+        let _scope = self.enter_gate(&[parent]).await;
         self.ensure_absent(parent, name).await?;
         let key = self.child_key(&self.key_of(parent)?, name);
         let mut node = self.new_node(parent, name, Kind::Symlink, 0o777, c);
@@ -587,6 +591,38 @@ impl Fs {
         if self.node_kind(new_parent)? != Kind::Dir {
             return Err(FsError::NotDir);
         }
+        // No rename moves the two directories meanwhile, and this one starts moving only
+        // when nothing works inside what it moves (see `renamegate.rs`); until then, the
+        // names are resolved again each time the gate changes.
+        let _cross = match parent == new_parent {
+            true => None,
+            false => Some(self.cross_directory_rename().await),
+        };
+        let scope = self.enter_gate(&[parent, new_parent]).await;
+        let ends = ((parent, name), (new_parent, new_name));
+        loop {
+            let epoch = self.gate_epoch();
+            let Some(job) = self.rename_plan(ends, no_replace).await? else {
+                return Ok(());
+            };
+            match self.begin_move(job.ino, job.replaced, &scope) {
+                Some((moving, open)) => {
+                    let r = self.rename_run(ends, job, &open).await;
+                    drop(moving);
+                    return r;
+                }
+                None => self.wait_gate_past(epoch).await,
+            }
+        }
+    }
+
+    /// Resolve both ends of a rename and check it is allowed. `None`: nothing to do (the
+    /// same key).
+    async fn rename_plan(
+        &self,
+        ((parent, name), (new_parent, new_name)): RenameEnds<'_>,
+        no_replace: bool,
+    ) -> FsResult<Option<RenameJob>> {
         let (ino, node) = self.child_node(parent, name).await?;
         if node.policy.read_only {
             return Err(FsError::ReadOnly);
@@ -620,18 +656,41 @@ impl Fs {
             }
         }
         if from == to {
-            return Ok(());
+            return Ok(None);
         }
-        // Every open file being moved is held still from its flush to its re-pin, and no
-        // new handle attaches meanwhile (see `renamegate.rs`).
         let replaced = target
             .as_ref()
             .and_then(|(t, _)| *t)
             .filter(|t| Some(*t) != ino);
-        let (moving, open) = self.begin_move(ino, replaced);
-        let mut held = self.hold(&open).await;
+        Ok(Some(RenameJob {
+            ino,
+            node,
+            from,
+            to,
+            target: target.map(|(t, _)| t),
+            replaced,
+        }))
+    }
+
+    /// Carry out a planned rename, with the open files it moves (`open`) held still from
+    /// their flush to their re-pin.
+    async fn rename_run(
+        &self,
+        ((parent, name), (new_parent, new_name)): RenameEnds<'_>,
+        job: RenameJob,
+        open: &[(u64, std::sync::Arc<crate::fileops::OpenEntry>)],
+    ) -> FsResult<()> {
+        let RenameJob {
+            ino,
+            node,
+            from,
+            to,
+            target,
+            replaced,
+        } = job;
+        let mut held = self.hold(open).await;
         if node.kind == Kind::Dir {
-            if let Some((tino, _)) = &target {
+            if let Some(tino) = &target {
                 // Files created there and not uploaded yet count, as for rmdir.
                 let local = tino.is_some_and(|t| !lock(&self.table).local_children(t).is_empty());
                 let page = self.backend.list_under(&format!("{to}/"), 3).await?;
@@ -696,7 +755,6 @@ impl Fs {
         }
         let repinned = self.repin_held(&mut held).await;
         drop(held);
-        drop(moving);
         repinned
     }
 
@@ -728,6 +786,22 @@ impl Fs {
         t.entries_changed(parent);
         t.entries_changed(new_parent);
     }
+}
+
+/// The two ends of a rename: `(parent, name)` and `(new parent, new name)`.
+type RenameEnds<'a> = ((u64, &'a str), (u64, &'a str));
+
+/// A rename resolved and checked, ready to run.
+struct RenameJob {
+    /// The moved entry's inode (`None`: never looked up, so nothing of it is open).
+    ino: Option<u64>,
+    node: Node,
+    from: String,
+    to: String,
+    /// The entry replaced at the new name, if any (its inode, when it has one).
+    target: Option<Option<u64>>,
+    /// The replaced entry's inode when it is not the moved one.
+    replaced: Option<u64>,
 }
 
 pub(crate) fn ignore_missing(r: Result<(), BackendError>) -> FsResult<()> {

@@ -800,6 +800,8 @@ impl Fs {
             || req.mtime.is_some()
             || req.atime.is_some();
         if changes_meta {
+            // No rename moves the file meanwhile (the metadata update goes to its key).
+            let _scope = self.enter_gate(&[ino]).await;
             // Under the open file's lock (when open), so an upload cannot start or end
             // between deciding where the change goes and making it.
             let open = self.entry(ino);

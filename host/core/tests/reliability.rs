@@ -731,3 +731,40 @@ async fn a_late_lookup_answer_does_not_undo_a_chmod() {
     let d = again.lookup(ROOT_INO, "dir").await.unwrap();
     assert_eq!(again.lookup(d.ino, "f0").await.unwrap().perm, 0o600);
 }
+
+/// Found by the seeded interleavings: operations inside a directory while it is renamed
+/// (the kernel lets `mv dirA dirB` and `mv dirA/f dirA/g` or `mkdir dirA/sub` run at the
+/// same time). Before the fix they worked on the old keys: the file rename failed with
+/// ENOENT or left `dirA/g` behind under the old name, and the new directory's marker stayed
+/// at `dirA/sub/`. Now they wait for the directory's rename and work at its new place.
+#[tokio::test]
+async fn operations_inside_a_directory_being_renamed_follow_it() {
+    let mem = Arc::new(MemoryBackend::new());
+    put(&mem, "dirA/", b"").await;
+    put(&mem, "dirA/f", b"data").await;
+    put(&mem, "dirA/other", b"x").await;
+    let hooked = Hooked::new(mem.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Arc::new(Fs::new(hooked.clone(), config(dir.path())).unwrap());
+    let d = fs.lookup(ROOT_INO, "dirA").await.unwrap();
+    fs.lookup(d.ino, "f").await.unwrap();
+    hooked.pause_deletes_of("dirA/");
+    let mv = {
+        let fs = fs.clone();
+        tokio::spawn(async move { fs.rename(ROOT_INO, "dirA", ROOT_INO, "dirB", false).await })
+    };
+    hooked.entered.notified().await; // copies done, deletes about to start
+    let inner = {
+        let fs = fs.clone();
+        tokio::spawn(async move {
+            fs.rename(d.ino, "f", d.ino, "g", false).await?;
+            fs.mkdir(d.ino, "sub", 0o755, ME).await.map(|_| ())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    hooked.release.add_permits(1000);
+    mv.await.unwrap().unwrap();
+    inner.await.unwrap().unwrap();
+    assert_eq!(mem.keys(), ["dirB/", "dirB/g", "dirB/other", "dirB/sub/"]);
+    assert_eq!(stored(&*mem, "dirB/g").await.unwrap(), b"data");
+}
