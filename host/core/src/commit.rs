@@ -40,7 +40,7 @@ pub(crate) fn upload_cond(st: &OpenFile) -> Precondition {
 impl Fs {
     /// The metadata an upload of `ino` carries, marked with the upload's id.
     pub(crate) fn put_meta(&self, ino: u64, upload_id: &str) -> FsResult<PutMeta> {
-        let t = lock(&self.table);
+        let t = lock(&self.ns.table);
         let node = t.get(ino).ok_or(FsError::NotFound)?;
         let mut metadata = attr::encode(
             &node.meta,
@@ -66,7 +66,7 @@ impl Fs {
         if st.unlinked {
             return Ok(());
         }
-        let m = self.manifest(&self.key_of(ino)?, ino, st, dirty)?;
+        let m = self.manifest(&self.ns.key_of(ino)?, ino, st, dirty)?;
         Ok(staged.record(&m)?)
     }
 
@@ -134,8 +134,8 @@ impl Fs {
         if !entry.dirty.load(Ordering::Acquire) || st.unlinked {
             return Ok(());
         }
-        let key = self.key_of(ino)?;
-        let parent = lock(&self.table)
+        let key = self.ns.key_of(ino)?;
+        let parent = lock(&self.ns.table)
             .get(ino)
             .map(|n| n.parent)
             .ok_or(FsError::NotFound)?;
@@ -170,7 +170,7 @@ impl Fs {
                 // follows them.
                 st.append_from = Some(st.size);
                 entry.dirty.store(false, Ordering::Release);
-                let mut t = lock(&self.table);
+                let mut t = lock(&self.ns.table);
                 let mut name = None;
                 if let Some(n) = t.get_mut(ino) {
                     n.etag = etag;

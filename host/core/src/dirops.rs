@@ -10,10 +10,11 @@ use tracing::info;
 
 use crate::attr::{self, Attr, Kind};
 use crate::error::{FsError, FsResult};
-use crate::fs::{Caller, DirEntry, Fs, Probe, lock};
+use crate::fs::{Caller, DirEntry, Fs, lock};
 use crate::inode::{Entry, Marker, Node, ROOT_INO};
 use crate::journal::{RenameOutcome, RenamePlan};
 use crate::names;
+use crate::namespace::Probe;
 use crate::policy::Described;
 use blobmount_policy_api::Verdict;
 use std::sync::atomic::Ordering;
@@ -28,7 +29,7 @@ impl Fs {
         dir_key: &str,
         one_page: bool,
     ) -> FsResult<Option<(Vec<Entry>, bool)>> {
-        let prefix = self.dir_prefix_of_key(dir_key);
+        let prefix = self.ns.dir_prefix_of_key(dir_key);
         let mut hides = false;
         let mut dirs: BTreeMap<String, ()> = BTreeMap::new();
         // (name, size, metadata when the listing carries it)
@@ -70,7 +71,7 @@ impl Fs {
                 .iter()
                 .map(|(seg, is_dir, o)| {
                     Described {
-                        key: self.policy_key(&format!("{prefix}{seg}"), *is_dir),
+                        key: self.ns.policy_key(&format!("{prefix}{seg}"), *is_dir),
                         is_dir: *is_dir,
                         size: o.map(|o| o.size).unwrap_or(0),
                         mtime: o.map(|o| o.last_modified).unwrap_or(UNIX_EPOCH),
@@ -80,7 +81,7 @@ impl Fs {
                     .info()
                 })
                 .collect();
-            let shown = self.filter_page(&infos);
+            let shown = self.ns.filter_page(&infos);
             for ((seg, is_dir, o), shown) in cands.into_iter().zip(shown) {
                 match (shown, is_dir, o) {
                     (false, _, _) => hides = true,
@@ -127,7 +128,7 @@ impl Fs {
                 // Azure folder marker blob next to its own prefix: the same directory.
                 // Listings without metadata need a HEAD to tell.
                 if !caps.dir_markers && *size == 0 && meta.is_none() {
-                    let key = self.child_key(dir_key, seg);
+                    let key = self.ns.child_key(dir_key, seg);
                     if let Ok(h) = self.backend.head(&key).await
                         && attr::is_true(
                             h.metadata.as_ref().unwrap_or(&UserMetadata::new()),
@@ -137,8 +138,8 @@ impl Fs {
                         continue;
                     }
                 }
-                self.note_conflict(&self.child_key(dir_key, seg));
-                match self.file_name_beside_dir(dir_key, seg, *size) {
+                self.ns.note_conflict(&self.ns.child_key(dir_key, seg));
+                match self.ns.file_name_beside_dir(dir_key, seg, *size) {
                     Some(name) => {
                         hides |= !push(name, seg.clone(), Kind::File, Some(info), &mut entries)
                     }
@@ -165,10 +166,10 @@ impl Fs {
                     .map(|(s, _, _, _)| (s.clone(), Kind::File)),
             );
         for (seg, kind) in invalid.collect::<Vec<_>>() {
-            let key = self.child_key(dir_key, &seg);
-            let Some(name) = self.stand_in_name(dir_key, &seg, kind == Kind::Dir) else {
+            let key = self.ns.child_key(dir_key, &seg);
+            let Some(name) = self.ns.stand_in_name(dir_key, &seg, kind == Kind::Dir) else {
                 hides = true;
-                self.count_name_conflict();
+                self.ns.count_name_conflict();
                 info!(
                     key,
                     "object name is not a valid Linux file name; hidden by the name-conflict policy"
@@ -176,7 +177,7 @@ impl Fs {
                 continue;
             };
             if push(name.clone(), seg.clone(), kind, None, &mut entries) {
-                self.count_name_conflict();
+                self.ns.count_name_conflict();
                 info!(
                     key,
                     shown_as = name,
@@ -184,7 +185,8 @@ impl Fs {
                 );
             } else {
                 hides = true;
-                self.warn_once("object hidden: its stand-in name is taken", &key);
+                self.ns
+                    .warn_once("object hidden: its stand-in name is taken", &key);
             }
         }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -194,10 +196,10 @@ impl Fs {
     /// FUSE opendir: snapshot the listing so readdir offsets are stable. A listing younger
     /// than the list TTL is reused (list cache).
     pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
-        if self.node_kind(ino)? != Kind::Dir {
+        if self.ns.node_kind(ino)? != Kind::Dir {
             return Err(FsError::NotDir);
         }
-        let cached = lock(&self.table)
+        let cached = lock(&self.ns.table)
             .get(ino)
             .and_then(|n| n.dir.fresh_listing(n.policy.list_ttl).cloned());
         let mut listed = match cached {
@@ -208,7 +210,7 @@ impl Fs {
             None => self.list_fresh(ino).await?,
         };
         // Files created here and not uploaded yet are not in any listing.
-        let local = lock(&self.table).local_children(ino);
+        let local = lock(&self.ns.table).local_children(ino);
         for (name, kind) in local {
             if !listed.iter().any(|e| e.name == name) {
                 listed.push(Entry {
@@ -221,7 +223,7 @@ impl Fs {
         }
         listed.sort_by(|a, b| a.name.cmp(&b.name));
         let entries: Vec<DirEntry> = {
-            let t = lock(&self.table);
+            let t = lock(&self.ns.table);
             let parent = t.get(ino).map(|n| n.parent).unwrap_or(ROOT_INO);
             std::iter::once(DirEntry {
                 ino,
@@ -264,12 +266,12 @@ impl Fs {
         ino: u64,
         one_page: bool,
     ) -> FsResult<Option<Vec<Entry>>> {
-        let key = self.key_of(ino)?;
-        let generation = lock(&self.table).get(ino).map(|n| n.dir.generation);
+        let key = self.ns.key_of(ino)?;
+        let generation = lock(&self.ns.table).get(ino).map(|n| n.dir.generation);
         let Some((listed, hides)) = self.list_dir(&key, one_page).await? else {
             return Ok(None);
         };
-        let mut t = lock(&self.table);
+        let mut t = lock(&self.ns.table);
         if t.get(ino).map(|n| n.dir.generation) == generation {
             let dropped =
                 t.cache_listing(ino, listed.clone(), hides, self.cfg.list_cache_max_entries);
@@ -299,7 +301,7 @@ impl Fs {
     }
 
     fn insert_new(&self, parent: u64, name: &str, node: Node) -> Attr {
-        let mut t = lock(&self.table);
+        let mut t = lock(&self.ns.table);
         let kind = node.kind;
         let ino = t.upsert(node);
         t.name_changed(parent, name, Some(kind));
@@ -325,7 +327,7 @@ impl Fs {
         perm: u16,
         c: Caller,
     ) -> Node {
-        let policy = self.new_node_policy(parent, name, kind);
+        let policy = self.ns.new_node_policy(parent, name, kind);
         Node {
             perm,
             uid: c.uid,
@@ -338,7 +340,7 @@ impl Fs {
     /// Fail with EEXIST if `name` exists in `parent` (locally or in the store).
     pub(crate) async fn ensure_absent(&self, parent: u64, name: &str) -> FsResult<()> {
         let local = {
-            let t = lock(&self.table);
+            let t = lock(&self.ns.table);
             t.child(parent, name)
                 .and_then(|ino| t.get(ino))
                 .map(|n| n.local_only)
@@ -348,7 +350,7 @@ impl Fs {
             return Err(FsError::Exists);
         }
         let free = {
-            let t = lock(&self.table);
+            let t = lock(&self.ns.table);
             t.child(parent, name).is_none()
                 && t.get(parent).is_some_and(|p| {
                     p.dir
@@ -363,8 +365,8 @@ impl Fs {
             self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        match self.resolve_unfiltered(parent, name).await? {
-            Some(p) if self.probe_verdict(parent, &p)? == Verdict::Hidden => Err(
+        match self.ns.resolve_unfiltered(parent, name).await? {
+            Some(p) if self.ns.probe_verdict(parent, &p)? == Verdict::Hidden => Err(
                 FsError::AccessDenied("the name is taken by an object the filter hides"),
             ),
             Some(_) => Err(FsError::Exists),
@@ -373,15 +375,15 @@ impl Fs {
     }
 
     pub async fn mkdir(&self, parent: u64, name: &str, perm: u16, c: Caller) -> FsResult<Attr> {
-        self.check_writable()?;
+        self.ns.check_writable()?;
         names::check_new(name)?;
-        if self.node_kind(parent)? != Kind::Dir {
+        if self.ns.node_kind(parent)? != Kind::Dir {
             return Err(FsError::NotDir);
         }
-        self.check_create(parent, name, Kind::Dir, c)?;
+        self.ns.check_create(parent, name, Kind::Dir, c)?;
         let _scope = self.enter_gate(&[parent]).await;
         self.ensure_absent(parent, name).await?;
-        let key = self.child_key(&self.key_of(parent)?, name);
+        let key = self.ns.child_key(&self.ns.key_of(parent)?, name);
         let mut node = self.new_node(parent, name, Kind::Dir, perm & 0o7777, c);
         let mut meta = attr::encode(
             &UserMetadata::new(),
@@ -419,23 +421,30 @@ impl Fs {
         name: &str,
     ) -> FsResult<(Option<u64>, Node)> {
         let known = {
-            let t = lock(&self.table);
+            let t = lock(&self.ns.table);
             t.child(parent, name)
                 .and_then(|ino| t.get(ino).map(|n| (ino, n.clone())))
         };
         if let Some((ino, n)) = known
-            && (self.fresh(&n) || self.is_open_dirty(ino))
+            && (self.ns.fresh(&n) || self.is_open_dirty(ino))
         {
             return Ok((Some(ino), n));
         }
-        let p: Probe = self.resolve(parent, name).await?.ok_or(FsError::NotFound)?;
-        let node = self.node_from(parent, name, &p)?.ok_or(FsError::NotFound)?;
-        let ino = lock(&self.table).child(parent, name);
+        let p: Probe = self
+            .ns
+            .resolve(parent, name)
+            .await?
+            .ok_or(FsError::NotFound)?;
+        let node = self
+            .ns
+            .node_from(parent, name, &p)?
+            .ok_or(FsError::NotFound)?;
+        let ino = lock(&self.ns.table).child(parent, name);
         Ok((ino, node))
     }
 
     pub async fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
-        self.check_node_writable(parent)?;
+        self.ns.check_node_writable(parent)?;
         let _scope = self.enter_gate(&[parent]).await;
         let (ino, node) = self.child_node(parent, name).await?;
         if node.policy.read_only {
@@ -444,11 +453,11 @@ impl Fs {
         if node.kind != Kind::Dir {
             return Err(FsError::NotDir);
         }
-        let key = self.child_key(&self.key_of(parent)?, &node.seg);
+        let key = self.ns.child_key(&self.ns.key_of(parent)?, &node.seg);
         let prefix = format!("{key}/");
         let page = self.backend.list_under(&prefix, 3).await?;
         let local_children = ino
-            .map(|i| !lock(&self.table).local_children(i).is_empty())
+            .map(|i| !lock(&self.ns.table).local_children(i).is_empty())
             .unwrap_or(false);
         if local_children
             || !page.prefixes.is_empty()
@@ -463,7 +472,7 @@ impl Fs {
         if node.marker == Marker::Folder {
             ignore_missing(self.backend.delete(&key).await)?;
         }
-        let mut t = lock(&self.table);
+        let mut t = lock(&self.ns.table);
         t.unlink(parent, name);
         t.name_changed(parent, name, None);
         t.entries_changed(parent);
@@ -471,7 +480,7 @@ impl Fs {
     }
 
     pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
-        self.check_node_writable(parent)?;
+        self.ns.check_node_writable(parent)?;
         let _scope = self.enter_gate(&[parent]).await;
         let (ino, node) = self.child_node(parent, name).await?;
         if node.policy.read_only {
@@ -484,10 +493,10 @@ impl Fs {
             self.mark_unlinked(ino).await;
         }
         if !node.local_only {
-            let key = self.child_key(&self.key_of(parent)?, &node.seg);
+            let key = self.ns.child_key(&self.ns.key_of(parent)?, &node.seg);
             ignore_missing(self.backend.delete(&key).await)?;
         }
-        let mut t = lock(&self.table);
+        let mut t = lock(&self.ns.table);
         if let Some(ino) = t.unlink(parent, name)
             && let Some(n) = t.get_mut(ino)
         {
@@ -505,15 +514,15 @@ impl Fs {
         target: &str,
         c: Caller,
     ) -> FsResult<Attr> {
-        self.check_writable()?;
+        self.ns.check_writable()?;
         names::check_new(name)?;
-        if self.node_kind(parent)? != Kind::Dir {
+        if self.ns.node_kind(parent)? != Kind::Dir {
             return Err(FsError::NotDir);
         }
-        self.check_create(parent, name, Kind::Symlink, c)?;
+        self.ns.check_create(parent, name, Kind::Symlink, c)?;
         let _scope = self.enter_gate(&[parent]).await;
         self.ensure_absent(parent, name).await?;
-        let key = self.child_key(&self.key_of(parent)?, name);
+        let key = self.ns.child_key(&self.ns.key_of(parent)?, name);
         let mut node = self.new_node(parent, name, Kind::Symlink, 0o777, c);
         let meta = attr::encode(
             &UserMetadata::new(),
@@ -585,10 +594,10 @@ impl Fs {
         new_name: &str,
         no_replace: bool,
     ) -> FsResult<()> {
-        self.check_node_writable(parent)?;
-        self.check_node_writable(new_parent)?;
+        self.ns.check_node_writable(parent)?;
+        self.ns.check_node_writable(new_parent)?;
         names::check_new(new_name)?;
-        if self.node_kind(new_parent)? != Kind::Dir {
+        if self.ns.node_kind(new_parent)? != Kind::Dir {
             return Err(FsError::NotDir);
         }
         // No rename moves the two directories meanwhile, and this one starts moving only
@@ -627,8 +636,8 @@ impl Fs {
         if node.policy.read_only {
             return Err(FsError::ReadOnly);
         }
-        let from = self.child_key(&self.key_of(parent)?, &node.seg);
-        let to = self.child_key(&self.key_of(new_parent)?, new_name);
+        let from = self.ns.child_key(&self.ns.key_of(parent)?, &node.seg);
+        let to = self.ns.child_key(&self.ns.key_of(new_parent)?, new_name);
         if node.kind == Kind::Dir && to.starts_with(&format!("{from}/")) {
             // Before any check of the target, as the kernel orders them.
             return Err(FsError::Invalid("cannot move a directory into itself"));
@@ -636,8 +645,8 @@ impl Fs {
         let target = match self.child_node(new_parent, new_name).await {
             Ok((tino, t)) => Some((tino, t)),
             Err(FsError::NotFound) => {
-                self.check_not_hidden(new_parent, new_name).await?;
-                self.check_new_name(new_parent, new_name, node.kind)?;
+                self.ns.check_not_hidden(new_parent, new_name).await?;
+                self.ns.check_new_name(new_parent, new_name, node.kind)?;
                 None
             }
             Err(e) => return Err(e),
@@ -692,7 +701,8 @@ impl Fs {
         if node.kind == Kind::Dir {
             if let Some(tino) = &target {
                 // Files created there and not uploaded yet count, as for rmdir.
-                let local = tino.is_some_and(|t| !lock(&self.table).local_children(t).is_empty());
+                let local =
+                    tino.is_some_and(|t| !lock(&self.ns.table).local_children(t).is_empty());
                 let page = self.backend.list_under(&format!("{to}/"), 3).await?;
                 if local
                     || !page.prefixes.is_empty()
@@ -732,7 +742,7 @@ impl Fs {
         } else {
             self.flush_held(&mut held, replaced).await?;
             let local_only = ino
-                .and_then(|i| lock(&self.table).get(i).map(|n| n.local_only))
+                .and_then(|i| lock(&self.ns.table).get(i).map(|n| n.local_only))
                 .unwrap_or(false);
             if !local_only {
                 self.backend.copy(&from, &to, &Precondition::None).await?;
@@ -751,7 +761,7 @@ impl Fs {
             target.is_some(),
         );
         if let Some(d) = dir_ino {
-            lock(&self.table).mark_stale_under(d);
+            lock(&self.ns.table).mark_stale_under(d);
         }
         let repinned = self.repin_held(&mut held).await;
         drop(held);
@@ -766,7 +776,7 @@ impl Fs {
         ino: Option<u64>,
         replaced: bool,
     ) {
-        let mut t = lock(&self.table);
+        let mut t = lock(&self.ns.table);
         if replaced {
             t.unlink(new_parent, new_name);
         }

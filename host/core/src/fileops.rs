@@ -117,7 +117,7 @@ impl Fs {
             // A rename moving this file waits for no handle that arrives after it started:
             // this one attaches once the file is at its new key (see `renamegate.rs`).
             self.wait_for_renames(&lineage).await;
-            let node = lock(&self.table)
+            let node = lock(&self.ns.table)
                 .get(ino)
                 .cloned()
                 .ok_or(FsError::NotFound)?;
@@ -201,17 +201,17 @@ impl Fs {
     /// FUSE open. Revalidates the object first when its attributes are stale
     /// (close-to-open consistency).
     pub async fn open(&self, ino: u64, flags: i32) -> FsResult<OpenReply> {
-        let kind = self.node_kind(ino)?;
+        let kind = self.ns.node_kind(ino)?;
         if kind == Kind::Dir {
             return Err(FsError::IsDir);
         }
         let acc = flags & libc::O_ACCMODE;
         let writable = acc == libc::O_WRONLY || acc == libc::O_RDWR;
         if writable || flags & libc::O_TRUNC != 0 {
-            self.check_node_writable(ino)?;
+            self.ns.check_node_writable(ino)?;
         }
         if self.entry(ino).is_none() {
-            self.revalidate_if_policy_says(ino);
+            self.ns.revalidate_if_policy_says(ino);
             self.getattr(ino).await?;
         }
         let (fh, entry) = self.attach_handle(ino, writable, false).await?;
@@ -227,9 +227,9 @@ impl Fs {
         }
         let (size, etag, staged) = (st.size, st.read_etag.clone(), st.staged.is_some());
         drop(st);
-        let keep_cache = self.keep_cache(ino, etag.as_deref(), staged) && self.cacheable(ino);
+        let keep_cache = self.keep_cache(ino, etag.as_deref(), staged) && self.ns.cacheable(ino);
         if !staged && !writable {
-            let key = self.key_of(ino)?;
+            let key = self.ns.key_of(ino)?;
             let h = self.handle(fh)?;
             let src = Source {
                 backend: &self.backend,
@@ -271,12 +271,12 @@ impl Fs {
         flags: i32,
         c: Caller,
     ) -> FsResult<(crate::Attr, OpenReply)> {
-        self.check_writable()?;
+        self.ns.check_writable()?;
         names::check_new(name)?;
-        if self.node_kind(parent)? != Kind::Dir {
+        if self.ns.node_kind(parent)? != Kind::Dir {
             return Err(FsError::NotDir);
         }
-        self.check_create(parent, name, Kind::File, c)?;
+        self.ns.check_create(parent, name, Kind::File, c)?;
         match self.ensure_absent(parent, name).await {
             Ok(()) => {}
             Err(FsError::Exists) if flags & libc::O_EXCL == 0 => {
@@ -290,7 +290,7 @@ impl Fs {
         let mut node = self.new_node(parent, name, Kind::File, perm & 0o7777, c);
         node.local_only = true;
         let ino = {
-            let mut t = lock(&self.table);
+            let mut t = lock(&self.ns.table);
             let ino = t.upsert(node);
             if let Some(n) = t.get_mut(ino) {
                 n.lookups += 1;
@@ -308,7 +308,7 @@ impl Fs {
             entry.dirty.store(true, Ordering::Release);
             self.record_staged(ino, &st, true)?;
         }
-        let attr = lock(&self.table)
+        let attr = lock(&self.ns.table)
             .get(ino)
             .map(|n| n.attr(ino))
             .ok_or(FsError::NotFound)?;
@@ -336,7 +336,7 @@ impl Fs {
             }
             (st.size, st.read_etag.clone())
         };
-        let key = self.key_of(h.ino)?;
+        let key = self.ns.key_of(h.ino)?;
         let src = Source {
             backend: &self.backend,
             key: &key,
@@ -372,7 +372,7 @@ impl Fs {
         st.size = st.size.max(offset + data.len() as u64);
         let size = st.size;
         drop(guard);
-        if let Some(n) = lock(&self.table).get_mut(h.ino) {
+        if let Some(n) = lock(&self.ns.table).get_mut(h.ino) {
             n.size = size;
             n.mtime = SystemTime::now();
             n.ctime = n.mtime;
@@ -412,7 +412,7 @@ impl Fs {
             st.stream = self.new_stream();
         }
         st.size = size;
-        if let Some(n) = lock(&self.table).get_mut(ino) {
+        if let Some(n) = lock(&self.ns.table).get_mut(ino) {
             n.size = size;
             n.mtime = SystemTime::now();
             n.ctime = n.mtime;
@@ -468,7 +468,7 @@ impl Fs {
                 Err(_) if !entry.dirty.load(Ordering::Acquire) => kept += 1,
                 Err(e) => {
                     kept += 1;
-                    let key = self.key_of(ino).unwrap_or_default();
+                    let key = self.ns.key_of(ino).unwrap_or_default();
                     let p = self.keep_failed(ino, &key, &mut st);
                     entry.dirty.store(false, Ordering::Release);
                     error!(key, saved_to = %p.display(), error = %e, "upload failed at shutdown; local data kept");
@@ -509,7 +509,7 @@ impl Fs {
         st.unlinked = true;
         self.stream_cancel(&mut st.stream, "unlinked");
         entry.dirty.store(false, Ordering::Release);
-        if let Some(n) = lock(&self.table).get_mut(ino) {
+        if let Some(n) = lock(&self.ns.table).get_mut(ino) {
             n.local_only = false; // nothing of it is to be uploaded any more
         }
     }
@@ -535,7 +535,7 @@ impl Fs {
             // Still dirty: the upload failed and nothing kept the data yet (a conflict keeps
             // it; a failed metadata update follows a landed upload).
             if entry.dirty.load(Ordering::Acquire) {
-                let key = self.key_of(h.ino).unwrap_or_default();
+                let key = self.ns.key_of(h.ino).unwrap_or_default();
                 let p = self.keep_failed(h.ino, &key, &mut st);
                 entry.dirty.store(false, Ordering::Release);
                 error!(key, saved_to = %p.display(), error = %e, "upload failed at close; local data kept");
@@ -546,7 +546,7 @@ impl Fs {
         drop(st);
         self.forget_entry(h.ino, &entry);
         // A file created here whose upload failed is not in the store: drop its entry.
-        let mut t = lock(&self.table);
+        let mut t = lock(&self.ns.table);
         if let Some(n) = t.get_mut(h.ino)
             && n.local_only
         {

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
-use blobmount_backend::{Backend, BackendError, ObjectInfo, PutMeta, UserMetadata};
-use blobmount_policy_api::{Policy, Verdict};
-use tracing::{debug, info, warn};
+use blobmount_backend::{Backend, BackendError, PutMeta};
+use blobmount_policy_api::Policy;
+use tracing::debug;
 
 use crate::attr::{self, Attr, Kind};
 use crate::config::FsConfig;
@@ -19,7 +19,8 @@ use crate::filecache::{FileCache, FileCacheConfig};
 use crate::fileops::{Handle, OpenEntry};
 use crate::inode::find_entry;
 use crate::inode::{Hidden, Marker, Node, ROOT_INO, Stamp, Table};
-use crate::names::{self, FILE_SUFFIX};
+use crate::names::{self};
+use crate::namespace::Namespace;
 use crate::policy::{self as pol, NodePolicy};
 use crate::readahead::{BlockPool, MemoryBudget};
 use crate::readpath::ReadMode;
@@ -114,20 +115,11 @@ pub struct FsStats {
     pub recovered_kept: AtomicU64,
 }
 
-/// What the store says is at a name.
-pub(crate) struct Probe {
-    pub kind: Kind,
-    pub seg: String,
-    pub info: Option<ObjectInfo>,
-    pub marker: Marker,
-}
-
 pub struct Fs {
     pub(crate) backend: Arc<dyn Backend>,
-    pub(crate) cfg: FsConfig,
-    /// Filter, name-conflict, consistency and ACL decisions (`policy.rs`).
-    pub(crate) policy: Arc<dyn Policy>,
-    pub(crate) table: Mutex<Table>,
+    pub(crate) cfg: Arc<FsConfig>,
+    /// Names, inodes, caches and policy verdicts (`namespace/`).
+    pub(crate) ns: Namespace,
     pub(crate) open_files: Mutex<HashMap<u64, Arc<OpenEntry>>>,
     pub(crate) handles: Mutex<HashMap<u64, Arc<Handle>>>,
     pub(crate) dir_handles: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
@@ -142,8 +134,7 @@ pub struct Fs {
     pub file_cache: Option<Arc<FileCache>>,
     /// ETag each inode had when it was last opened (decides the kernel's `keep_cache`).
     pub(crate) opened_etags: Mutex<HashMap<u64, String>>,
-    pub stats: FsStats,
-    started: SystemTime,
+    pub stats: Arc<FsStats>,
     /// Held for the life of the core: one daemon per cache directory.
     _cache_lock: CacheLock,
 }
@@ -195,6 +186,16 @@ impl Fs {
             })?),
             ReadMode::Direct | ReadMode::BlockCache => None,
         };
+        let cfg = Arc::new(cfg);
+        let stats = Arc::new(FsStats::default());
+        let ns = Namespace::new(
+            backend.clone(),
+            cfg.clone(),
+            policy,
+            root,
+            stats.clone(),
+            now,
+        );
         Ok(Fs {
             backend,
             pool: BlockPool::new(budget.clone()),
@@ -202,17 +203,30 @@ impl Fs {
             file_cache,
             opened_etags: Mutex::new(HashMap::new()),
             cfg,
-            policy,
-            table: Mutex::new(Table::new(root)),
+            ns,
             open_files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             dir_handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             gate: RenameGate::default(),
-            stats: FsStats::default(),
-            started: now,
+            stats,
             _cache_lock: cache_lock,
         })
+    }
+
+    /// How long the kernel may trust `ino`'s entry and attributes (its policy's stat TTL).
+    pub fn kernel_ttl(&self, ino: u64) -> std::time::Duration {
+        self.ns.kernel_ttl(ino)
+    }
+
+    /// Whether `caller` may access `ino` as `want` (mode bits, owner, the ACL policy).
+    pub fn check_access(
+        &self,
+        ino: u64,
+        caller: Caller,
+        want: blobmount_policy_api::Access,
+    ) -> FsResult<()> {
+        self.ns.check_access(ino, caller, want)
     }
 
     pub fn config(&self) -> &FsConfig {
@@ -226,339 +240,8 @@ impl Fs {
     /// Check that the store answers with the configured credentials (used at mount time so a
     /// bad URL or key fails fast with a clear message).
     pub async fn check_store(&self) -> Result<(), BackendError> {
-        let prefix = self.dir_prefix_of_key(&self.cfg.prefix);
+        let prefix = self.ns.dir_prefix_of_key(&self.cfg.prefix);
         self.backend.list_under(&prefix, 1).await.map(|_| ())
-    }
-
-    pub(crate) fn key_of(&self, ino: u64) -> FsResult<String> {
-        lock(&self.table)
-            .key_of(ino, &self.cfg.prefix)
-            .ok_or(FsError::NotFound)
-    }
-
-    /// Listing prefix for a directory key (`""` for the bucket root).
-    pub(crate) fn dir_prefix_of_key(&self, key: &str) -> String {
-        if key.is_empty() {
-            String::new()
-        } else {
-            format!("{key}/")
-        }
-    }
-
-    pub(crate) fn child_key(&self, parent_key: &str, seg: &str) -> String {
-        if parent_key.is_empty() {
-            seg.to_string()
-        } else {
-            format!("{parent_key}/{seg}")
-        }
-    }
-
-    pub(crate) fn node_kind(&self, ino: u64) -> FsResult<Kind> {
-        lock(&self.table)
-            .get(ino)
-            .map(|n| n.kind)
-            .ok_or(FsError::NotFound)
-    }
-
-    pub(crate) fn check_writable(&self) -> FsResult<()> {
-        if self.cfg.read_only {
-            Err(FsError::ReadOnly)
-        } else {
-            Ok(())
-        }
-    }
-
-    pub(crate) fn fresh(&self, n: &Node) -> bool {
-        n.local_only
-            || n.fetched
-                .map(|t| t.elapsed() < n.policy.stat_ttl)
-                .unwrap_or(false)
-    }
-
-    /// Build a node from what the store returned, with the policy's decisions for it
-    /// (`None`: the filter hides it).
-    pub(crate) fn node_from(&self, parent: u64, name: &str, p: &Probe) -> FsResult<Option<Node>> {
-        let store_key = self.child_key(&self.key_of(parent)?, &p.seg);
-        let described = self.describe_probe(&store_key, p);
-        let Some(policy) = self.decide_node(&described) else {
-            return Ok(None);
-        };
-        let (uid, gid, perm) = self.default_owner(&described);
-        let now = SystemTime::now();
-        let meta = p
-            .info
-            .as_ref()
-            .and_then(|i| i.metadata.clone())
-            .unwrap_or_default();
-        let m = attr::decode(&meta);
-        let (default_perm, default_mtime) = match p.kind {
-            Kind::Dir => (
-                perm,
-                p.info
-                    .as_ref()
-                    .map(|i| i.last_modified)
-                    .unwrap_or(self.started),
-            ),
-            Kind::File => (
-                perm,
-                p.info.as_ref().map(|i| i.last_modified).unwrap_or(now),
-            ),
-            Kind::Symlink => (
-                0o777,
-                p.info.as_ref().map(|i| i.last_modified).unwrap_or(now),
-            ),
-        };
-        let mtime = m.mtime.unwrap_or(default_mtime);
-        Ok(Some(Node {
-            parent,
-            name: name.to_string(),
-            seg: p.seg.clone(),
-            kind: p.kind,
-            size: if p.kind == Kind::Dir {
-                0
-            } else {
-                p.info.as_ref().map(|i| i.size).unwrap_or(0)
-            },
-            perm: m.perm.unwrap_or(default_perm),
-            uid: m.uid.unwrap_or(uid),
-            gid: m.gid.unwrap_or(gid),
-            mtime,
-            ctime: m.ctime.unwrap_or(mtime),
-            atime: m.atime,
-            detached: false,
-            etag: p.info.as_ref().and_then(|i| i.etag.clone()),
-            marker: p.marker,
-            symlink: None,
-            meta: strip_owned(meta),
-            fetched: Some(Instant::now()),
-            lookups: 0,
-            local_only: false,
-            dir: Default::default(),
-            policy,
-        }))
-    }
-
-    /// Ask the store what `seg` under directory key `parent_key` is: HEAD of the object and a
-    /// one-entry listing of the prefix, concurrently. A directory wins the name over a file
-    /// (the file is reachable as `name` + FILE_SUFFIX).
-    pub(crate) async fn probe(&self, parent_key: &str, seg: &str) -> FsResult<Option<Probe>> {
-        let key = self.child_key(parent_key, seg);
-        let prefix = format!("{key}/");
-        let (head, list) =
-            tokio::join!(self.backend.head(&key), self.backend.list_under(&prefix, 2));
-        // A key the backend cannot address may still be a directory (its children can be
-        // listed); if it is not, the caller gets the addressing error, not ENOENT.
-        let mut unaddressable = None;
-        let head = match head {
-            Ok(i) => Some(i),
-            Err(BackendError::NotFound { .. }) => None,
-            Err(e @ BackendError::InvalidKey { .. }) => {
-                unaddressable = Some(e);
-                None
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let list = list?;
-        let slash_marker = list.objects.iter().any(|o| o.key == prefix);
-        let has_children =
-            !list.prefixes.is_empty() || list.objects.iter().any(|o| o.key != prefix);
-        if let Some(h) = &head {
-            let m = attr::decode(h.metadata.as_ref().unwrap_or(&UserMetadata::new()));
-            if m.kind == Some(Kind::Dir) {
-                return Ok(Some(Probe {
-                    kind: Kind::Dir,
-                    seg: seg.into(),
-                    info: head,
-                    marker: Marker::Folder,
-                }));
-            }
-        }
-        if slash_marker || has_children {
-            if head.is_some() {
-                self.note_conflict(&key);
-            }
-            let info = if slash_marker {
-                match self.backend.head(&prefix).await {
-                    Ok(i) => Some(i),
-                    Err(BackendError::NotFound { .. }) => None,
-                    Err(e) => return Err(e.into()),
-                }
-            } else {
-                None
-            };
-            let marker = if slash_marker {
-                Marker::Slash
-            } else {
-                Marker::None
-            };
-            return Ok(Some(Probe {
-                kind: Kind::Dir,
-                seg: seg.into(),
-                info,
-                marker,
-            }));
-        }
-        if let Some(e) = unaddressable {
-            return Err(e.into());
-        }
-        Ok(head.map(|h| {
-            let m = attr::decode(h.metadata.as_ref().unwrap_or(&UserMetadata::new()));
-            let kind = if m.kind == Some(Kind::Symlink) {
-                Kind::Symlink
-            } else {
-                Kind::File
-            };
-            Probe {
-                kind,
-                seg: seg.into(),
-                info: Some(h),
-                marker: Marker::None,
-            }
-        }))
-    }
-
-    /// Count a name shown differently from its key (conflict or stand-in).
-    pub(crate) fn count_name_conflict(&self) {
-        self.stats.name_conflicts.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn note_conflict(&self, key: &str) {
-        self.count_name_conflict();
-        info!(
-            key,
-            "name conflict: a file and a directory share this name; the directory keeps it, the file is shown as the name-conflict policy says (built in: suffix {FILE_SUFFIX})"
-        );
-    }
-
-    /// Resolve `name` in directory `parent` against the store; objects the filter hides are
-    /// absent.
-    pub(crate) async fn resolve(&self, parent: u64, name: &str) -> FsResult<Option<Probe>> {
-        self.resolve_with(parent, name, false).await
-    }
-
-    /// [`Fs::resolve`]; with `listed`, the name comes from the listing the kernel is reading
-    /// right now (readdirplus), so that listing is trusted however old it has become.
-    pub(crate) async fn resolve_with(
-        &self,
-        parent: u64,
-        name: &str,
-        listed: bool,
-    ) -> FsResult<Option<Probe>> {
-        match self.resolve_unfiltered_with(parent, name, listed).await? {
-            Some(p) if self.probe_verdict(parent, &p)? == Verdict::Hidden => Ok(None),
-            found => Ok(found),
-        }
-    }
-
-    /// What is at `name` in the store, hidden or not.
-    pub(crate) async fn resolve_unfiltered(
-        &self,
-        parent: u64,
-        name: &str,
-    ) -> FsResult<Option<Probe>> {
-        self.resolve_unfiltered_with(parent, name, false).await
-    }
-
-    async fn resolve_unfiltered_with(
-        &self,
-        parent: u64,
-        name: &str,
-        listed: bool,
-    ) -> FsResult<Option<Probe>> {
-        let parent_key = self.key_of(parent)?;
-        // Names shown in place of invalid or colliding key segments come from the last listing.
-        let (listed_seg, listing_fresh, listed_info) = {
-            let t = lock(&self.table);
-            let dir = t.get(parent).map(|p| (&p.dir, p.policy.list_ttl));
-            let entry = dir.and_then(|(d, _)| d.listed(name));
-            let seg = entry.map(|e| (e.seg.clone(), e.kind));
-            let fresh = listed || dir.is_some_and(|(d, ttl)| d.fresh_listing(ttl).is_some());
-            (seg, fresh, entry.and_then(|e| e.info.clone()))
-        };
-        if let (Some((seg, Kind::File)), true, Some(info)) =
-            (listed_seg.clone(), listing_fresh, listed_info)
-            && addressable(&info.key)
-        {
-            // The listing carried size, ETag and user metadata (Azure): nothing to ask.
-            self.stats.listing_attr_hits.fetch_add(1, Ordering::Relaxed);
-            let m = attr::decode(info.metadata.as_ref().unwrap_or(&UserMetadata::new()));
-            let kind = if m.kind == Some(Kind::Symlink) {
-                Kind::Symlink
-            } else {
-                Kind::File
-            };
-            return Ok(Some(Probe {
-                kind,
-                seg,
-                info: Some(info),
-                marker: Marker::None,
-            }));
-        }
-        if let Some((seg, kind)) = listed_seg.clone() {
-            if kind != Kind::Dir && (seg != name || listing_fresh) {
-                // A file shown under a stand-in or conflict name, or a name a fresh listing
-                // says is a file (type cache): one HEAD instead of a probe.
-                if seg == name {
-                    self.stats.type_cache_hits.fetch_add(1, Ordering::Relaxed);
-                }
-                let key = self.child_key(&parent_key, &seg);
-                return match self.backend.head(&key).await {
-                    Ok(h) => {
-                        let m = attr::decode(h.metadata.as_ref().unwrap_or(&UserMetadata::new()));
-                        let kind = if m.kind == Some(Kind::Symlink) {
-                            Kind::Symlink
-                        } else {
-                            Kind::File
-                        };
-                        Ok(Some(Probe {
-                            kind,
-                            seg,
-                            info: Some(h),
-                            marker: Marker::None,
-                        }))
-                    }
-                    Err(BackendError::NotFound { .. }) => Ok(None),
-                    Err(e) => Err(e.into()),
-                };
-            }
-            if seg != name {
-                return self.probe(&parent_key, &seg).await;
-            }
-        }
-        if name.len() > names::NAME_MAX {
-            return Err(FsError::NameTooLong);
-        }
-        let found = self.probe(&parent_key, name).await?;
-        if found.is_none()
-            && let Some(base) = name.strip_suffix(FILE_SUFFIX)
-        {
-            // `foo.~file`: the file hidden behind directory `foo`, when the name-conflict
-            // policy names it so (the built-in rule does).
-            if let Some(Probe {
-                kind: Kind::Dir, ..
-            }) = self.probe(&parent_key, base).await?
-            {
-                let key = self.child_key(&parent_key, base);
-                if let Ok(h) = self.backend.head(&key).await {
-                    let m = attr::decode(h.metadata.as_ref().unwrap_or(&UserMetadata::new()));
-                    let shown = self.file_name_beside_dir(&parent_key, base, h.size);
-                    if m.kind != Some(Kind::Dir) && shown.as_deref() == Some(name) {
-                        let kind = if m.kind == Some(Kind::Symlink) {
-                            Kind::Symlink
-                        } else {
-                            Kind::File
-                        };
-                        return Ok(Some(Probe {
-                            kind,
-                            seg: base.into(),
-                            info: Some(h),
-                            marker: Marker::None,
-                        }));
-                    }
-                }
-            }
-        }
-        Ok(found)
     }
 
     /// FUSE lookup: find `name` in `parent`, counting a kernel reference.
@@ -567,7 +250,7 @@ impl Fs {
     }
 
     async fn lookup_with(&self, parent: u64, name: &str, listed: bool) -> FsResult<Attr> {
-        if self.node_kind(parent)? != Kind::Dir {
+        if self.ns.node_kind(parent)? != Kind::Dir {
             return Err(FsError::NotDir);
         }
         if name.len() > names::NAME_MAX {
@@ -575,14 +258,14 @@ impl Fs {
         }
         self.relist_small(parent, name).await;
         let (generation, known) = {
-            let mut t = lock(&self.table);
+            let mut t = lock(&self.ns.table);
             let known = t
                 .child(parent, name)
                 .and_then(|ino| Some((ino, t.get(ino)?.stamp())));
             if let Some(ino) = t.child(parent, name) {
                 let fresh = t
                     .get(ino)
-                    .map(|n| self.fresh(n) || self.is_open_dirty(ino))
+                    .map(|n| self.ns.fresh(n) || self.is_open_dirty(ino))
                     .unwrap_or(false);
                 if fresh && let Some(n) = t.get_mut(ino) {
                     n.lookups += 1;
@@ -601,15 +284,19 @@ impl Fs {
             }
             (t.get(parent).map(|p| p.dir.generation), known)
         };
-        let (found, hidden) = match self.resolve_unfiltered_with(parent, name, listed).await? {
+        let (found, hidden) = match self
+            .ns
+            .resolve_unfiltered_with(parent, name, listed)
+            .await?
+        {
             // `node_from` gives nothing for what the filter hides.
-            Some(p) => match self.node_from(parent, name, &p)? {
+            Some(p) => match self.ns.node_from(parent, name, &p)? {
                 Some(n) => (Some(n), Hidden::No),
                 None => (None, Hidden::Yes),
             },
             None => (None, Hidden::No),
         };
-        let mut t = lock(&self.table);
+        let mut t = lock(&self.ns.table);
         // A file written, changed or created here while the store was asked: ours is newer.
         if let Some(ino) = t.child(parent, name) {
             let before = known.as_ref().filter(|(i, _)| *i == ino).map(|(_, s)| s);
@@ -647,7 +334,7 @@ impl Fs {
     /// probed. One lookup per directory does this at a time; the others probe meanwhile.
     async fn relist_small(&self, parent: u64, name: &str) {
         let go = {
-            let mut t = lock(&self.table);
+            let mut t = lock(&self.ns.table);
             let known = t.child(parent, name).is_some();
             let page = self.cfg.list_page_size;
             let negative_ttl = self.cfg.negative_ttl;
@@ -672,7 +359,7 @@ impl Fs {
             return;
         }
         let r = self.list_fresh_if(parent, true).await;
-        if let Some(p) = lock(&self.table).get_mut(parent) {
+        if let Some(p) = lock(&self.ns.table).get_mut(parent) {
             p.dir.relisting = false;
             if matches!(r, Ok(None)) {
                 p.dir.large_at = Some(Instant::now());
@@ -711,7 +398,7 @@ impl Fs {
 
     pub fn forget(&self, ino: u64, n: u64) {
         let gone = {
-            let mut t = lock(&self.table);
+            let mut t = lock(&self.ns.table);
             t.forget(ino, n);
             t.get(ino).is_none()
         };
@@ -723,22 +410,22 @@ impl Fs {
     /// FUSE getattr; revalidates against the store when the cached attributes are stale.
     pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
         let (parent, name, fresh, stamp) = {
-            let t = lock(&self.table);
+            let t = lock(&self.ns.table);
             let n = t.get(ino).ok_or(FsError::NotFound)?;
             (
                 n.parent,
                 n.name.clone(),
                 // A node without a name (unlinked while open) has nothing to revalidate.
-                ino == ROOT_INO || n.detached || self.fresh(n) || self.is_open_dirty(ino),
+                ino == ROOT_INO || n.detached || self.ns.fresh(n) || self.is_open_dirty(ino),
                 n.stamp(),
             )
         };
         if !fresh {
-            let found = match self.resolve(parent, &name).await? {
-                Some(p) => self.node_from(parent, &name, &p)?,
+            let found = match self.ns.resolve(parent, &name).await? {
+                Some(p) => self.ns.node_from(parent, &name, &p)?,
                 None => None,
             };
-            let mut t = lock(&self.table);
+            let mut t = lock(&self.ns.table);
             if self.local_is_newer(&t, ino, Some(&stamp)) {
                 // Changed here while the store was asked: what we hold is newer.
             } else {
@@ -765,7 +452,7 @@ impl Fs {
             }
             return t.get(ino).map(|n| n.attr(ino)).ok_or(FsError::NotFound);
         }
-        let t = lock(&self.table);
+        let t = lock(&self.ns.table);
         t.get(ino).map(|n| n.attr(ino)).ok_or(FsError::NotFound)
     }
 
@@ -787,9 +474,9 @@ impl Fs {
             // The mount root has no object of its own; accept and ignore (like `mkdir -p`).
             return self.getattr(ino).await;
         }
-        self.check_node_writable(ino)?;
+        self.ns.check_node_writable(ino)?;
         if let Some(size) = req.size {
-            if self.node_kind(ino)? == Kind::Dir {
+            if self.ns.node_kind(ino)? == Kind::Dir {
                 return Err(FsError::IsDir);
             }
             self.truncate(ino, size).await?;
@@ -813,7 +500,7 @@ impl Fs {
                 .as_ref()
                 .is_some_and(|e| e.dirty.load(std::sync::atomic::Ordering::Acquire));
             {
-                let mut t = lock(&self.table);
+                let mut t = lock(&self.ns.table);
                 let n = t.get_mut(ino).ok_or(FsError::NotFound)?;
                 if let Some(p) = req.perm {
                     n.perm = p & 0o7777;
@@ -840,7 +527,7 @@ impl Fs {
                     self.record_staged(ino, g, true)?;
                 }
             } else {
-                let before = lock(&self.table).get(ino).and_then(|n| n.etag.clone());
+                let before = lock(&self.ns.table).get(ino).and_then(|n| n.etag.clone());
                 self.persist_attrs(ino).await?;
                 // The store's version changed by our metadata update only: an open (clean)
                 // file based on the version it updated must make its next upload
@@ -851,7 +538,7 @@ impl Fs {
                     && g.base_etag.is_some()
                     && g.base_etag == before
                 {
-                    let etag = lock(&self.table).get(ino).and_then(|n| n.etag.clone());
+                    let etag = lock(&self.ns.table).get(ino).and_then(|n| n.etag.clone());
                     g.base_etag = etag.clone();
                     g.read_etag = etag;
                 }
@@ -863,8 +550,8 @@ impl Fs {
 
     /// Write the node's attributes to the store.
     pub(crate) async fn persist_attrs(&self, ino: u64) -> FsResult<()> {
-        let key = self.key_of(ino)?;
-        let node = lock(&self.table)
+        let key = self.ns.key_of(ino)?;
+        let node = lock(&self.ns.table)
             .get(ino)
             .cloned()
             .ok_or(FsError::NotFound)?;
@@ -901,7 +588,7 @@ impl Fs {
                 } else {
                     Marker::Folder
                 };
-                if let Some(n) = lock(&self.table).get_mut(ino) {
+                if let Some(n) = lock(&self.ns.table).get_mut(ino) {
                     n.marker = marker;
                 }
                 r
@@ -916,7 +603,7 @@ impl Fs {
                     .await?
             }
         };
-        let mut t = lock(&self.table);
+        let mut t = lock(&self.ns.table);
         if let Some(n) = t.get_mut(ino) {
             if node.kind != Kind::Dir {
                 n.etag = put.etag.or(n.etag.take());
@@ -928,7 +615,7 @@ impl Fs {
 
     pub async fn readlink(&self, ino: u64) -> FsResult<String> {
         let (kind, cached, size, etag) = {
-            let t = lock(&self.table);
+            let t = lock(&self.ns.table);
             let n = t.get(ino).ok_or(FsError::NotFound)?;
             (n.kind, n.symlink.clone(), n.size, n.etag.clone())
         };
@@ -938,7 +625,7 @@ impl Fs {
         if let Some(t) = cached {
             return Ok(t);
         }
-        let key = self.key_of(ino)?;
+        let key = self.ns.key_of(ino)?;
         let data = self
             .backend
             .get_range(&key, 0..size, etag.as_deref())
@@ -948,7 +635,7 @@ impl Fs {
                 e => e.into(),
             })?;
         let target = String::from_utf8_lossy(&data).into_owned();
-        if let Some(n) = lock(&self.table).get_mut(ino) {
+        if let Some(n) = lock(&self.ns.table).get_mut(ino) {
             n.symlink = Some(target.clone());
         }
         Ok(target)
@@ -974,36 +661,8 @@ impl Fs {
 
     /// Number of inodes currently known (for metrics and tests).
     pub fn inode_count(&self) -> usize {
-        lock(&self.table).len()
+        lock(&self.ns.table).len()
     }
-
-    pub(crate) fn warn_once(&self, what: &str, key: &str) {
-        warn!(key, "{what}");
-    }
-}
-
-/// Remove the metadata keys we own, keeping foreign ones to write back unchanged.
-/// Whether every segment of `key` is a plain name. Keys with empty, `.` or `..` segments are
-/// listed, but stat and open go through the store (which reports them as unaddressable).
-fn addressable(key: &str) -> bool {
-    !key.split('/')
-        .any(|s| s.is_empty() || s == "." || s == "..")
-}
-
-fn strip_owned(mut m: UserMetadata) -> UserMetadata {
-    for k in [
-        attr::META_MODE,
-        attr::META_UID,
-        attr::META_GID,
-        attr::META_MTIME,
-        attr::META_SYMLINK,
-        attr::META_UPLOAD,
-        attr::META_CTIME,
-        attr::META_ATIME,
-    ] {
-        m.remove(k);
-    }
-    m
 }
 
 fn set_private(dir: &std::path::Path) -> FsResult<()> {

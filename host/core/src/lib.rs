@@ -18,6 +18,7 @@ pub mod fs;
 pub mod inode;
 mod journal;
 pub mod names;
+mod namespace;
 pub mod policy;
 pub mod preload;
 pub mod readahead;

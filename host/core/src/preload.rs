@@ -95,7 +95,7 @@ impl Fs {
         let Some(fc) = self.file_cache.clone() else {
             // Metadata only: the lookups above filled the stat and list caches.
             for ino in &files {
-                let size = lock(&self.table).get(*ino).map(|n| n.size).unwrap_or(0);
+                let size = lock(&self.ns.table).get(*ino).map(|n| n.size).unwrap_or(0);
                 PreloadProgress::add(&p.files_done, 1);
                 PreloadProgress::add(&p.bytes_done, size);
             }
@@ -106,10 +106,10 @@ impl Fs {
                 let fc = fc.clone();
                 async move {
                     let found = {
-                        let t = lock(&self.table);
+                        let t = lock(&self.ns.table);
                         t.get(ino).map(|n| (n.etag.clone(), n.size))
                     };
-                    let (Some((etag, size)), Ok(key)) = (found, self.key_of(ino)) else {
+                    let (Some((etag, size)), Ok(key)) = (found, self.ns.key_of(ino)) else {
                         PreloadProgress::add(&p.failed, 1);
                         return;
                     };

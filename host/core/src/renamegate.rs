@@ -191,7 +191,7 @@ impl Fs {
             of.iter().map(|(i, e)| (*i, e.clone())).collect()
         };
         let mut inside: Vec<(u64, Arc<OpenEntry>)> = {
-            let t = lock(&self.table);
+            let t = lock(&self.ns.table);
             open.into_iter()
                 .filter(|(i, _)| {
                     Some(*i) == replaced
@@ -248,11 +248,11 @@ impl Fs {
             if !st.exists_remote || st.unlinked {
                 continue;
             }
-            let key = self.key_of(*ino)?;
+            let key = self.ns.key_of(*ino)?;
             let etag = self.backend.head(&key).await?.etag;
             st.base_etag = etag.clone();
             st.read_etag = etag.clone();
-            if let Some(n) = lock(&self.table).get_mut(*ino) {
+            if let Some(n) = lock(&self.ns.table).get_mut(*ino) {
                 n.etag = etag;
             }
         }
@@ -261,7 +261,7 @@ impl Fs {
 
     /// The inodes at and above `ino` (its ancestors), for [`Fs::moving_over`].
     pub(crate) fn lineage(&self, ino: u64) -> Vec<u64> {
-        let t = lock(&self.table);
+        let t = lock(&self.ns.table);
         let mut out = vec![ino];
         let mut cur = ino;
         while let Some(n) = t.get(cur) {

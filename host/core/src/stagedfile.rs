@@ -59,7 +59,7 @@ impl Fs {
                 st.missing = st.size;
                 st.append_from = Some(st.size);
             } else {
-                let key = self.key_of(ino)?;
+                let key = self.ns.key_of(ino)?;
                 self.download_into(tmp.as_file(), &key, st.size, st.base_etag.as_deref())
                     .await
                     .map_err(stale)?;
@@ -84,7 +84,7 @@ impl Fs {
         if st.missing == 0 {
             return Ok(());
         }
-        let key = self.key_of(ino)?;
+        let key = self.ns.key_of(ino)?;
         self.fill_missing_of(&key, st).await.map_err(stale)
     }
 
@@ -117,7 +117,7 @@ impl Fs {
         let mut buf = vec![0u8; len];
         let from_store = st.missing.saturating_sub(offset).min(len as u64) as usize;
         if from_store > 0 {
-            let key = self.key_of(ino)?;
+            let key = self.ns.key_of(ino)?;
             let end = offset + from_store as u64;
             let old = self
                 .backend

@@ -190,7 +190,7 @@ impl Fs {
                 return Sent::GaveUp;
             }
             if sw.upload.is_none() {
-                let (Ok(key), Ok(pm)) = (self.key_of(ino), self.put_meta(ino, upload_id)) else {
+                let (Ok(key), Ok(pm)) = (self.ns.key_of(ino), self.put_meta(ino, upload_id)) else {
                     self.stream_cancel(sw, "file vanished");
                     return Sent::GaveUp;
                 };
