@@ -1,12 +1,10 @@
 //! Directory operations: listing, mkdir/rmdir, unlink, rename, symlink.
 
-use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
-use blobmount_backend::{BackendError, ObjectInfo, Precondition, PutMeta, UserMetadata};
+use blobmount_backend::{BackendError, Precondition, PutMeta, UserMetadata};
 use bytes::Bytes;
-use tracing::info;
 
 use crate::attr::{self, Attr, Kind};
 use crate::error::{FsError, FsResult};
@@ -15,184 +13,10 @@ use crate::inode::{Entry, Marker, Node, ROOT_INO};
 use crate::journal::{RenameOutcome, RenamePlan};
 use crate::names;
 use crate::namespace::Probe;
-use crate::policy::Described;
 use blobmount_policy_api::Verdict;
 use std::sync::atomic::Ordering;
 
 impl Fs {
-    /// Read the whole listing of directory key `dir_key` and turn it into entries; the flag
-    /// says whether objects of the store were left out (hidden by the filter, or with no
-    /// name to show them under), so that a name missing from the entries may be taken.
-    /// With `one_page`, a directory that needs more than one listing page gives `None`.
-    async fn list_dir(
-        &self,
-        dir_key: &str,
-        one_page: bool,
-    ) -> FsResult<Option<(Vec<Entry>, bool)>> {
-        let prefix = self.ns.dir_prefix_of_key(dir_key);
-        let mut hides = false;
-        let mut dirs: BTreeMap<String, ()> = BTreeMap::new();
-        // (name, size, metadata when the listing carries it)
-        let mut files: Vec<(String, u64, Option<UserMetadata>, ObjectInfo)> = Vec::new();
-        let caps = self.backend.capabilities();
-        let mut token = None;
-        loop {
-            let page = self
-                .backend
-                .list_page(&prefix, token, self.cfg.list_page_size)
-                .await?;
-            if one_page && page.next.is_some() {
-                return Ok(None);
-            }
-            // (segment, is a directory, what the listing said) for the filter's batch call.
-            let mut cands: Vec<(String, bool, Option<&ObjectInfo>)> = Vec::new();
-            for p in &page.prefixes {
-                if let Some(seg) = p.strip_prefix(&prefix).and_then(|s| s.strip_suffix('/')) {
-                    cands.push((seg.to_string(), true, None));
-                }
-            }
-            for o in &page.objects {
-                if o.key == prefix {
-                    continue; // this directory's own marker
-                }
-                let Some(seg) = o.key.strip_prefix(&prefix) else {
-                    continue;
-                };
-                // An Azure folder marker blob (`dir` + hdi_isfolder) is a directory even
-                // when nothing is under it yet.
-                let folder = !caps.dir_markers
-                    && o.size == 0
-                    && o.metadata
-                        .as_ref()
-                        .is_some_and(|m| attr::is_true(m, attr::META_FOLDER));
-                cands.push((seg.to_string(), folder, Some(o)));
-            }
-            let infos: Vec<_> = cands
-                .iter()
-                .map(|(seg, is_dir, o)| {
-                    Described {
-                        key: self.ns.policy_key(&format!("{prefix}{seg}"), *is_dir),
-                        is_dir: *is_dir,
-                        size: o.map(|o| o.size).unwrap_or(0),
-                        mtime: o.map(|o| o.last_modified).unwrap_or(UNIX_EPOCH),
-                        content_type: o.and_then(|o| o.content_type.as_deref()),
-                        meta: o.and_then(|o| o.metadata.as_ref()),
-                    }
-                    .info()
-                })
-                .collect();
-            let shown = self.ns.filter_page(&infos);
-            for ((seg, is_dir, o), shown) in cands.into_iter().zip(shown) {
-                match (shown, is_dir, o) {
-                    (false, _, _) => hides = true,
-                    (true, true, _) => {
-                        dirs.insert(seg, ());
-                    }
-                    (true, false, Some(o)) => {
-                        files.push((seg, o.size, o.metadata.clone(), o.clone()));
-                    }
-                    (true, false, None) => {}
-                }
-            }
-            token = page.next;
-            if token.is_none() {
-                break;
-            }
-        }
-        let mut entries: Vec<Entry> = Vec::new();
-        let mut taken: HashSet<String> = HashSet::new();
-        let mut push = |name: String,
-                        seg: String,
-                        kind: Kind,
-                        info: Option<&ObjectInfo>,
-                        entries: &mut Vec<Entry>| {
-            if taken.insert(name.clone()) {
-                let info = info.filter(|i| i.metadata.is_some()).cloned();
-                entries.push(Entry {
-                    name,
-                    seg,
-                    kind,
-                    info,
-                });
-                true
-            } else {
-                false
-            }
-        };
-        // Valid names first, so a stand-in can never take a real name.
-        for seg in dirs.keys().filter(|s| names::is_valid(s)) {
-            push(seg.clone(), seg.clone(), Kind::Dir, None, &mut entries);
-        }
-        for (seg, size, meta, info) in files.iter().filter(|(s, _, _, _)| names::is_valid(s)) {
-            if dirs.contains_key(seg) {
-                // Azure folder marker blob next to its own prefix: the same directory.
-                // Listings without metadata need a HEAD to tell.
-                if !caps.dir_markers && *size == 0 && meta.is_none() {
-                    let key = self.ns.child_key(dir_key, seg);
-                    if let Ok(h) = self.backend.head(&key).await
-                        && attr::is_true(
-                            h.metadata.as_ref().unwrap_or(&UserMetadata::new()),
-                            attr::META_FOLDER,
-                        )
-                    {
-                        continue;
-                    }
-                }
-                self.ns.note_conflict(&self.ns.child_key(dir_key, seg));
-                match self.ns.file_name_beside_dir(dir_key, seg, *size) {
-                    Some(name) => {
-                        hides |= !push(name, seg.clone(), Kind::File, Some(info), &mut entries)
-                    }
-                    None => hides = true,
-                }
-            } else {
-                hides |= !push(
-                    seg.clone(),
-                    seg.clone(),
-                    Kind::File,
-                    Some(info),
-                    &mut entries,
-                );
-            }
-        }
-        let invalid = dirs
-            .keys()
-            .filter(|s| !names::is_valid(s))
-            .map(|s| (s.clone(), Kind::Dir))
-            .chain(
-                files
-                    .iter()
-                    .filter(|(s, _, _, _)| !names::is_valid(s))
-                    .map(|(s, _, _, _)| (s.clone(), Kind::File)),
-            );
-        for (seg, kind) in invalid.collect::<Vec<_>>() {
-            let key = self.ns.child_key(dir_key, &seg);
-            let Some(name) = self.ns.stand_in_name(dir_key, &seg, kind == Kind::Dir) else {
-                hides = true;
-                self.ns.count_name_conflict();
-                info!(
-                    key,
-                    "object name is not a valid Linux file name; hidden by the name-conflict policy"
-                );
-                continue;
-            };
-            if push(name.clone(), seg.clone(), kind, None, &mut entries) {
-                self.ns.count_name_conflict();
-                info!(
-                    key,
-                    shown_as = name,
-                    "object name is not a valid Linux file name; shown under a stand-in"
-                );
-            } else {
-                hides = true;
-                self.ns
-                    .warn_once("object hidden: its stand-in name is taken", &key);
-            }
-        }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Some((entries, hides)))
-    }
-
     /// FUSE opendir: snapshot the listing so readdir offsets are stable. A listing younger
     /// than the list TTL is reused (list cache).
     pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
@@ -207,7 +31,7 @@ impl Fs {
                 self.stats.list_cache_hits.fetch_add(1, Ordering::Relaxed);
                 l
             }
-            None => self.list_fresh(ino).await?,
+            None => self.ns.list_fresh(ino).await?,
         };
         // Files created here and not uploaded yet are not in any listing.
         let local = lock(&self.ns.table).local_children(ino);
@@ -251,35 +75,6 @@ impl Fs {
         let fh = self.new_fh();
         lock(&self.dir_handles).insert(fh, Arc::new(entries));
         Ok(fh)
-    }
-
-    /// List directory `ino` from the store and cache the listing, unless the directory
-    /// changed locally while the listing was in flight (then it may already be outdated).
-    pub(crate) async fn list_fresh(&self, ino: u64) -> FsResult<Vec<Entry>> {
-        Ok(self.list_fresh_if(ino, false).await?.unwrap_or_default())
-    }
-
-    /// [`Fs::list_fresh`]; with `one_page` only if the directory fits in one listing page
-    /// (`None`, and nothing cached, when it does not).
-    pub(crate) async fn list_fresh_if(
-        &self,
-        ino: u64,
-        one_page: bool,
-    ) -> FsResult<Option<Vec<Entry>>> {
-        let key = self.ns.key_of(ino)?;
-        let generation = lock(&self.ns.table).get(ino).map(|n| n.dir.generation);
-        let Some((listed, hides)) = self.list_dir(&key, one_page).await? else {
-            return Ok(None);
-        };
-        let mut t = lock(&self.ns.table);
-        if t.get(ino).map(|n| n.dir.generation) == generation {
-            let dropped =
-                t.cache_listing(ino, listed.clone(), hides, self.cfg.list_cache_max_entries);
-            self.stats
-                .list_evictions
-                .fetch_add(dropped as u64, Ordering::Relaxed);
-        }
-        Ok(Some(listed))
     }
 
     /// FUSE readdir: entries from `offset` on (offset = index of the next entry).

@@ -358,7 +358,7 @@ impl Fs {
         if !go {
             return;
         }
-        let r = self.list_fresh_if(parent, true).await;
+        let r = self.ns.list_fresh_if(parent, true).await;
         if let Some(p) = lock(&self.ns.table).get_mut(parent) {
             p.dir.relisting = false;
             if matches!(r, Ok(None)) {
