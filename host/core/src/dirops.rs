@@ -520,19 +520,19 @@ impl Fs {
                 folder_marker: node.marker == Marker::Folder,
             };
             // Journaled, so a crash or a failing store leaves it rolled back or finished.
-            let journal = self.journal_begin(&plan)?;
-            if let Err(e) = self.rename_steps(&plan).await {
-                match self.settle(&plan).await {
-                    Ok(RenameOutcome::Finished { .. }) => self.journal_done(&journal),
+            let journal = self.journal.begin(&plan)?;
+            if let Err(e) = self.journal.run(&plan).await {
+                match self.journal.settle(&plan).await {
+                    Ok(RenameOutcome::Finished { .. }) => self.journal.done(&journal),
                     Ok(RenameOutcome::RolledBack { .. }) => {
-                        self.journal_done(&journal);
+                        self.journal.done(&journal);
                         return Err(e);
                     }
                     // Left for the next mount to settle.
                     Err(_) => return Err(e),
                 }
             } else {
-                self.journal_done(&journal);
+                self.journal.done(&journal);
             }
         } else {
             self.flush_held(&mut held, replaced).await?;

@@ -19,6 +19,7 @@ use crate::filecache::{FileCache, FileCacheConfig};
 use crate::fileops::{Handle, OpenEntry};
 use crate::inode::find_entry;
 use crate::inode::{Hidden, Marker, Node, ROOT_INO, Stamp, Table};
+use crate::journal::Journal;
 use crate::names::{self};
 use crate::namespace::Namespace;
 use crate::policy::{self as pol, NodePolicy};
@@ -126,6 +127,8 @@ pub struct Fs {
     pub(crate) next_fh: AtomicU64,
     /// What renames are moving; new handles below it wait (`renamegate.rs`).
     pub(crate) gate: RenameGate,
+    /// Plans of directory renames in progress (`journal.rs`).
+    pub(crate) journal: Journal,
     /// Bytes of read-ahead blocks held or in flight, for all readers together.
     pub budget: Arc<MemoryBudget>,
     /// Read-ahead blocks shared between handles of the same object version.
@@ -187,6 +190,7 @@ impl Fs {
             ReadMode::Direct | ReadMode::BlockCache => None,
         };
         let cfg = Arc::new(cfg);
+        let journal = Journal::new(&cfg.cache_dir, backend.clone());
         let stats = Arc::new(FsStats::default());
         let ns = Namespace::new(
             backend.clone(),
@@ -209,6 +213,7 @@ impl Fs {
             dir_handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             gate: RenameGate::default(),
+            journal,
             stats,
             _cache_lock: cache_lock,
         })

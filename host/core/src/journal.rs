@@ -12,15 +12,15 @@
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use blobmount_backend::{BackendError, Precondition};
+use blobmount_backend::{Backend, BackendError, Precondition};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use crate::dirops::ignore_missing;
 use crate::error::FsResult;
-use crate::fs::Fs;
 use crate::staging::sync_dir_of;
 
 /// The plan of one directory rename.
@@ -48,16 +48,26 @@ pub enum RenameOutcome {
     Finished { from: String, to: String },
 }
 
-impl Fs {
-    fn journal_dir(&self) -> PathBuf {
-        self.cfg.cache_dir.join("journal")
+/// The journal directory and the store its plans are carried out on.
+pub(crate) struct Journal {
+    dir: PathBuf,
+    backend: Arc<dyn Backend>,
+}
+
+impl Journal {
+    /// The journal in `<cache_dir>/journal`.
+    pub(crate) fn new(cache_dir: &Path, backend: Arc<dyn Backend>) -> Journal {
+        Journal {
+            dir: cache_dir.join("journal"),
+            backend,
+        }
     }
 
     /// Write the plan before the first copy; returns where (remove it with
-    /// [`Fs::journal_done`]).
-    pub(crate) fn journal_begin(&self, plan: &RenamePlan) -> FsResult<PathBuf> {
-        let dir = self.journal_dir();
-        std::fs::create_dir_all(&dir)?;
+    /// [`Journal::done`]).
+    pub(crate) fn begin(&self, plan: &RenamePlan) -> FsResult<PathBuf> {
+        let dir = &self.dir;
+        std::fs::create_dir_all(dir)?;
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
@@ -86,7 +96,7 @@ impl Fs {
         Ok(path)
     }
 
-    pub(crate) fn journal_done(&self, path: &Path) {
+    pub(crate) fn done(&self, path: &Path) {
         let removed = std::fs::remove_file(path).and_then(|()| sync_dir_of(path));
         if let Err(e) = removed {
             warn!(journal = %path.display(), error = %e, "could not remove a finished rename's journal");
@@ -94,7 +104,7 @@ impl Fs {
     }
 
     /// Run (or re-run) the copy and delete steps of a plan.
-    pub(crate) async fn rename_steps(&self, plan: &RenamePlan) -> FsResult<()> {
+    pub(crate) async fn run(&self, plan: &RenamePlan) -> FsResult<()> {
         for k in &plan.keys {
             self.backend
                 .copy(k, &plan.target(k), &Precondition::None)
@@ -167,9 +177,9 @@ impl Fs {
     }
 
     /// Settle every rename a previous daemon (or a failed rename) left in the journal.
-    pub(crate) async fn recover_renames(&self) -> Vec<RenameOutcome> {
+    pub(crate) async fn recover(&self) -> Vec<RenameOutcome> {
         let mut out = Vec::new();
-        let Ok(rd) = std::fs::read_dir(self.journal_dir()) else {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return out;
         };
         let mut paths: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();

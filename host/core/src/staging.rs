@@ -220,7 +220,7 @@ impl Fs {
     pub async fn recover(&self, mode: Recovery) -> RecoveryReport {
         let dir = self.cfg.cache_dir.join("staging");
         let mut report = RecoveryReport {
-            renames: self.recover_renames().await,
+            renames: self.journal.recover().await,
             ..Default::default()
         };
         let Ok(rd) = std::fs::read_dir(&dir) else {
