@@ -72,7 +72,7 @@ impl Fs {
             }))
             .collect()
         };
-        let fh = self.new_fh();
+        let fh = self.files.new_fh();
         lock(&self.dir_handles).insert(fh, Arc::new(entries));
         Ok(fh)
     }
@@ -176,7 +176,7 @@ impl Fs {
             return Err(FsError::NotDir);
         }
         self.ns.check_create(parent, name, Kind::Dir, c)?;
-        let _scope = self.enter_gate(&[parent]).await;
+        let _scope = self.files.enter_gate(&[parent]).await;
         self.ensure_absent(parent, name).await?;
         let key = self.ns.child_key(&self.ns.key_of(parent)?, name);
         let mut node = self.new_node(parent, name, Kind::Dir, perm & 0o7777, c);
@@ -221,7 +221,7 @@ impl Fs {
                 .and_then(|ino| t.get(ino).map(|n| (ino, n.clone())))
         };
         if let Some((ino, n)) = known
-            && (self.ns.fresh(&n) || self.is_open_dirty(ino))
+            && (self.ns.fresh(&n) || self.files.is_open_dirty(ino))
         {
             return Ok((Some(ino), n));
         }
@@ -240,7 +240,7 @@ impl Fs {
 
     pub async fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
         self.ns.check_node_writable(parent)?;
-        let _scope = self.enter_gate(&[parent]).await;
+        let _scope = self.files.enter_gate(&[parent]).await;
         let (ino, node) = self.child_node(parent, name).await?;
         if node.policy.read_only {
             return Err(FsError::ReadOnly);
@@ -276,7 +276,7 @@ impl Fs {
 
     pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
         self.ns.check_node_writable(parent)?;
-        let _scope = self.enter_gate(&[parent]).await;
+        let _scope = self.files.enter_gate(&[parent]).await;
         let (ino, node) = self.child_node(parent, name).await?;
         if node.policy.read_only {
             return Err(FsError::ReadOnly);
@@ -285,7 +285,7 @@ impl Fs {
             return Err(FsError::IsDir);
         }
         if let Some(ino) = ino {
-            self.mark_unlinked(ino).await;
+            self.files.mark_unlinked(ino).await;
         }
         if !node.local_only {
             let key = self.ns.child_key(&self.ns.key_of(parent)?, &node.seg);
@@ -315,7 +315,7 @@ impl Fs {
             return Err(FsError::NotDir);
         }
         self.ns.check_create(parent, name, Kind::Symlink, c)?;
-        let _scope = self.enter_gate(&[parent]).await;
+        let _scope = self.files.enter_gate(&[parent]).await;
         self.ensure_absent(parent, name).await?;
         let key = self.ns.child_key(&self.ns.key_of(parent)?, name);
         let mut node = self.new_node(parent, name, Kind::Symlink, 0o777, c);
@@ -400,22 +400,22 @@ impl Fs {
         // names are resolved again each time the gate changes.
         let _cross = match parent == new_parent {
             true => None,
-            false => Some(self.cross_directory_rename().await),
+            false => Some(self.files.cross_directory_rename().await),
         };
-        let scope = self.enter_gate(&[parent, new_parent]).await;
+        let scope = self.files.enter_gate(&[parent, new_parent]).await;
         let ends = ((parent, name), (new_parent, new_name));
         loop {
-            let epoch = self.gate_epoch();
+            let epoch = self.files.gate_epoch();
             let Some(job) = self.rename_plan(ends, no_replace).await? else {
                 return Ok(());
             };
-            match self.begin_move(job.ino, job.replaced, &scope) {
+            match self.files.begin_move(job.ino, job.replaced, &scope) {
                 Some((moving, open)) => {
                     let r = self.rename_run(ends, job, &open).await;
                     drop(moving);
                     return r;
                 }
-                None => self.wait_gate_past(epoch).await,
+                None => self.files.wait_gate_past(epoch).await,
             }
         }
     }
@@ -482,7 +482,7 @@ impl Fs {
         &self,
         ((parent, name), (new_parent, new_name)): RenameEnds<'_>,
         job: RenameJob,
-        open: &[(u64, std::sync::Arc<crate::fileops::OpenEntry>)],
+        open: &[(u64, std::sync::Arc<crate::files::OpenEntry>)],
     ) -> FsResult<()> {
         let RenameJob {
             ino,
@@ -492,7 +492,7 @@ impl Fs {
             target,
             replaced,
         } = job;
-        let mut held = self.hold(open).await;
+        let mut held = self.files.hold(open).await;
         if node.kind == Kind::Dir {
             if let Some(tino) = &target {
                 // Files created there and not uploaded yet count, as for rmdir.
@@ -508,7 +508,7 @@ impl Fs {
             }
             // Open files inside are uploaded first, so the listing below has them and the
             // copy carries their data.
-            self.flush_held(&mut held, replaced).await?;
+            self.files.flush_held(&mut held, replaced).await?;
             let keys = self.collect_tree(&from, self.cfg.rename_dir_limit).await?;
             if keys.len() > self.cfg.rename_dir_limit {
                 return Err(FsError::RenameTooLarge(keys.len()));
@@ -535,7 +535,7 @@ impl Fs {
                 self.journal.done(&journal);
             }
         } else {
-            self.flush_held(&mut held, replaced).await?;
+            self.files.flush_held(&mut held, replaced).await?;
             let local_only = ino
                 .and_then(|i| lock(&self.ns.table).get(i).map(|n| n.local_only))
                 .unwrap_or(false);
@@ -545,7 +545,7 @@ impl Fs {
             }
         }
         if let Some(r) = replaced {
-            self.unlink_held(&mut held, r);
+            self.files.unlink_held(&mut held, r);
         }
         let dir_ino = ino.filter(|_| node.kind == Kind::Dir);
         self.move_in_table(
@@ -558,7 +558,7 @@ impl Fs {
         if let Some(d) = dir_ino {
             lock(&self.ns.table).mark_stale_under(d);
         }
-        let repinned = self.repin_held(&mut held).await;
+        let repinned = self.files.repin_held(&mut held).await;
         drop(held);
         repinned
     }

@@ -16,7 +16,7 @@ use crate::attr::{self, Attr, Kind};
 use crate::config::FsConfig;
 use crate::error::{FsError, FsResult};
 use crate::filecache::{FileCache, FileCacheConfig};
-use crate::fileops::{Handle, OpenEntry};
+use crate::files::Files;
 use crate::inode::find_entry;
 use crate::inode::{Hidden, Marker, Node, ROOT_INO, Stamp, Table};
 use crate::journal::Journal;
@@ -120,13 +120,10 @@ pub struct Fs {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) cfg: Arc<FsConfig>,
     /// Names, inodes, caches and policy verdicts (`namespace/`).
-    pub(crate) ns: Namespace,
-    pub(crate) open_files: Mutex<HashMap<u64, Arc<OpenEntry>>>,
-    pub(crate) handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    pub(crate) ns: Arc<Namespace>,
+    /// Open files, handles and the write path (`files/`).
+    pub(crate) files: Files,
     pub(crate) dir_handles: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
-    pub(crate) next_fh: AtomicU64,
-    /// What renames are moving; new handles below it wait (`renamegate.rs`).
-    pub(crate) gate: RenameGate,
     /// Plans of directory renames in progress (`journal.rs`).
     pub(crate) journal: Journal,
     /// Bytes of read-ahead blocks held or in flight, for all readers together.
@@ -135,8 +132,6 @@ pub struct Fs {
     pub pool: Arc<BlockPool>,
     /// The disk cache of whole objects (`read.mode: file-cache`).
     pub file_cache: Option<Arc<FileCache>>,
-    /// ETag each inode had when it was last opened (decides the kernel's `keep_cache`).
-    pub(crate) opened_etags: Mutex<HashMap<u64, String>>,
     pub stats: Arc<FsStats>,
     /// Held for the life of the core: one daemon per cache directory.
     _cache_lock: CacheLock,
@@ -192,31 +187,53 @@ impl Fs {
         let cfg = Arc::new(cfg);
         let journal = Journal::new(&cfg.cache_dir, backend.clone());
         let stats = Arc::new(FsStats::default());
-        let ns = Namespace::new(
+        let ns = Arc::new(Namespace::new(
             backend.clone(),
             cfg.clone(),
             policy,
             root,
             stats.clone(),
             now,
-        );
-        Ok(Fs {
-            backend,
-            pool: BlockPool::new(budget.clone()),
-            budget,
-            file_cache,
-            opened_etags: Mutex::new(HashMap::new()),
-            cfg,
-            ns,
+        ));
+        let pool = BlockPool::new(budget.clone());
+        let files = Files {
+            backend: backend.clone(),
+            cfg: cfg.clone(),
+            stats: stats.clone(),
+            ns: ns.clone(),
+            budget: budget.clone(),
+            file_cache: file_cache.clone(),
             open_files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
-            dir_handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            opened_etags: Mutex::new(HashMap::new()),
             gate: RenameGate::default(),
+        };
+        Ok(Fs {
+            backend,
+            cfg,
+            ns,
+            files,
+            dir_handles: Mutex::new(HashMap::new()),
             journal,
+            budget,
+            pool,
+            file_cache,
             stats,
             _cache_lock: cache_lock,
         })
+    }
+
+    /// Open files with changes the store does not have yet.
+    pub fn pending_uploads(&self) -> usize {
+        self.files.pending_uploads()
+    }
+
+    /// Deal with what a previous daemon left unfinished: directory renames (rolled back or
+    /// finished, see `journal.rs`), then writes in `staging/`. Call once, before serving.
+    /// Never deletes data the store does not have.
+    pub async fn recover(&self, mode: crate::Recovery) -> crate::RecoveryReport {
+        self.files.recover(&self.journal, mode).await
     }
 
     /// How long the kernel may trust `ino`'s entry and attributes (its policy's stat TTL).
@@ -270,7 +287,7 @@ impl Fs {
             if let Some(ino) = t.child(parent, name) {
                 let fresh = t
                     .get(ino)
-                    .map(|n| self.ns.fresh(n) || self.is_open_dirty(ino))
+                    .map(|n| self.ns.fresh(n) || self.files.is_open_dirty(ino))
                     .unwrap_or(false);
                 if fresh && let Some(n) = t.get_mut(ino) {
                     n.lookups += 1;
@@ -408,7 +425,7 @@ impl Fs {
             t.get(ino).is_none()
         };
         if gone {
-            lock(&self.opened_etags).remove(&ino);
+            lock(&self.files.opened_etags).remove(&ino);
         }
     }
 
@@ -421,7 +438,7 @@ impl Fs {
                 n.parent,
                 n.name.clone(),
                 // A node without a name (unlinked while open) has nothing to revalidate.
-                ino == ROOT_INO || n.detached || self.ns.fresh(n) || self.is_open_dirty(ino),
+                ino == ROOT_INO || n.detached || self.ns.fresh(n) || self.files.is_open_dirty(ino),
                 n.stamp(),
             )
         };
@@ -470,7 +487,7 @@ impl Fs {
         let Some(n) = t.get(ino) else {
             return false;
         };
-        self.is_open_dirty(ino) || before.is_some_and(|s| *s != n.stamp())
+        self.files.is_open_dirty(ino) || before.is_some_and(|s| *s != n.stamp())
     }
 
     /// FUSE setattr: truncate, chmod, chown, utimens. Persisted in object metadata.
@@ -493,10 +510,10 @@ impl Fs {
             || req.atime.is_some();
         if changes_meta {
             // No rename moves the file meanwhile (the metadata update goes to its key).
-            let _scope = self.enter_gate(&[ino]).await;
+            let _scope = self.files.enter_gate(&[ino]).await;
             // Under the open file's lock (when open), so an upload cannot start or end
             // between deciding where the change goes and making it.
-            let open = self.entry(ino);
+            let open = self.files.entry(ino);
             let mut st = match &open {
                 Some(e) => Some(e.state.lock().await),
                 None => None,
@@ -529,7 +546,7 @@ impl Fs {
                 if let Some(g) = st.as_mut() {
                     g.attrs_changed = true;
                     // A crash before the upload recovers the new attributes too.
-                    self.record_staged(ino, g, true)?;
+                    self.files.record_staged(ino, g, true)?;
                 }
             } else {
                 let before = lock(&self.ns.table).get(ino).and_then(|n| n.etag.clone());
@@ -658,10 +675,6 @@ impl Fs {
             bsize: 4096,
             namelen: names::NAME_MAX as u32,
         }
-    }
-
-    pub(crate) fn new_fh(&self) -> u64 {
-        self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Number of inodes currently known (for metrics and tests).

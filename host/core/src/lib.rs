@@ -7,13 +7,13 @@
 //! storage only through `blobmount_backend::Backend`.
 
 pub mod attr;
-mod commit;
 pub mod config;
 mod direct;
 mod dirops;
 pub mod error;
 pub mod filecache;
 mod fileops;
+mod files;
 pub mod fs;
 pub mod inode;
 mod journal;
@@ -24,7 +24,6 @@ pub mod preload;
 pub mod readahead;
 pub mod readpath;
 mod renamegate;
-mod stagedfile;
 mod staging;
 mod writestream;
 

@@ -38,8 +38,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::MutexGuard;
 
 use crate::error::FsResult;
-use crate::fileops::{OpenEntry, OpenFile};
-use crate::fs::{Fs, lock};
+use crate::files::Files;
+use crate::files::{OpenEntry, OpenFile};
+use crate::fs::lock;
 
 /// Inodes being renamed, the scopes of operations in progress, and a wake-up for those
 /// waiting on either.
@@ -78,13 +79,13 @@ impl RenameGate {
 
 /// A registration in the gate; dropping it lets waiting handles attach again.
 pub(crate) struct Moving<'a> {
-    fs: &'a Fs,
+    files: &'a Files,
     ino: u64,
 }
 
 impl Drop for Moving<'_> {
     fn drop(&mut self) {
-        self.fs.gate.ended(|g| {
+        self.files.gate.ended(|g| {
             if let Some(i) = g.moving.iter().position(|&x| x == self.ino) {
                 g.moving.swap_remove(i);
             }
@@ -94,13 +95,13 @@ impl Drop for Moving<'_> {
 
 /// An operation's scope in the gate: no rename moves these directories while it lasts.
 pub(crate) struct Scope<'a> {
-    fs: &'a Fs,
+    files: &'a Files,
     id: u64,
 }
 
 impl Drop for Scope<'_> {
     fn drop(&mut self) {
-        self.fs
+        self.files
             .gate
             .ended(|g| g.scopes.retain(|(id, _)| *id != self.id));
     }
@@ -112,7 +113,7 @@ pub(crate) type OpenFiles = Vec<(u64, Arc<OpenEntry>)>;
 /// The open files a rename holds still: each one's inode, entry and locked state.
 pub(crate) type Held<'a> = Vec<(u64, &'a OpenEntry, MutexGuard<'a, OpenFile>)>;
 
-impl Fs {
+impl Files {
     /// Wait until no rename moves any of `dirs` (or a directory above them), then register
     /// them, with their ancestors, as the scope of an operation about to work in them.
     pub(crate) async fn enter_gate(&self, dirs: &[u64]) -> Scope<'_> {
@@ -129,7 +130,7 @@ impl Fs {
                     let id = g.next_scope;
                     g.next_scope += 1;
                     g.scopes.push((id, scope));
-                    return Scope { fs: self, id };
+                    return Scope { files: self, id };
                 }
             }
             done.await;
@@ -200,7 +201,7 @@ impl Fs {
                 .collect()
         };
         inside.sort_by_key(|(i, _)| *i);
-        Some((ino.map(|ino| Moving { fs: self, ino }), inside))
+        Some((ino.map(|ino| Moving { files: self, ino }), inside))
     }
 
     /// Lock every open file `begin_move` returned, in its (inode) order.

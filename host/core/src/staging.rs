@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use crate::error::{FsError, FsResult};
+use crate::files::Files;
 use crate::fs::Fs;
+use crate::journal::Journal;
 use crate::journal::RenameOutcome;
 
 /// What the next mount does with data a crash left staged (`write.recovery`).
@@ -213,14 +215,14 @@ pub struct RecoveryReport {
     pub renames: Vec<RenameOutcome>,
 }
 
-impl Fs {
+impl Files {
     /// Deal with what a previous daemon left unfinished: directory renames (rolled back or
     /// finished, see `journal.rs`), then writes in `staging/` (see the module doc). Call
     /// once, before serving. Never deletes data the store does not have.
-    pub async fn recover(&self, mode: Recovery) -> RecoveryReport {
+    pub(crate) async fn recover(&self, journal: &Journal, mode: Recovery) -> RecoveryReport {
         let dir = self.cfg.cache_dir.join("staging");
         let mut report = RecoveryReport {
-            renames: self.journal.recover().await,
+            renames: journal.recover().await,
             ..Default::default()
         };
         let Ok(rd) = std::fs::read_dir(&dir) else {
@@ -550,8 +552,8 @@ impl Fs {
     /// behind (the cache lock is released, as the kernel does for a dead process).
     #[doc(hidden)]
     pub fn abandon_like_a_crash(self) {
-        let entries: Vec<_> = crate::fs::lock(&self.open_files).drain().collect();
-        let handles: Vec<_> = crate::fs::lock(&self.handles).drain().collect();
+        let entries: Vec<_> = crate::fs::lock(&self.files.open_files).drain().collect();
+        let handles: Vec<_> = crate::fs::lock(&self.files.handles).drain().collect();
         std::mem::forget(entries);
         std::mem::forget(handles);
     }

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::attr;
-use crate::fs::Fs;
+use crate::files::Files;
 use crate::readahead::Charge;
 
 /// S3 allows 10,000 parts; beyond this many the file is uploaded whole at close.
@@ -100,7 +100,7 @@ fn stream_meta(pm: &PutMeta) -> PutMeta {
     m
 }
 
-impl Fs {
+impl Files {
     fn stream_on(&self) -> bool {
         self.cfg.write_streaming && self.cfg.write_part_size > 0
     }

@@ -11,15 +11,19 @@
 
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use blobmount_backend::{BackendError, Precondition, PutMeta, PutOutcome};
 use bytes::Bytes;
+use tracing::warn;
 
+use super::{Files, OpenEntry, OpenFile};
 use crate::error::{FsError, FsResult};
-use crate::fileops::{OpenEntry, OpenFile, stale};
-use crate::fs::Fs;
+use crate::fileops::stale;
+use crate::fs::lock;
+use crate::staging::Staged;
 
-impl Fs {
+impl Files {
     /// Before a change of the file that leaves its bytes before `keep` as they are: stage it
     /// and record that it is dirty. A change below the part the store could keep (see
     /// `append_from`) stages the old bytes and gives that up.
@@ -155,6 +159,86 @@ impl Fs {
         }
         self.fill_missing_of(key, st).await?;
         self.backend.put_file(key, path, pm, cond).await
+    }
+
+    pub(crate) fn new_staging_file(&self) -> FsResult<Staged> {
+        Ok(Staged::create(&self.cfg.cache_dir.join("staging"))?)
+    }
+
+    pub(crate) async fn truncate_locked(
+        &self,
+        ino: u64,
+        entry: &OpenEntry,
+        st: &mut OpenFile,
+        size: u64,
+    ) -> FsResult<()> {
+        self.check_size(size)?;
+        if size == 0 {
+            if st.staged.is_none() {
+                st.staged = Some(self.new_staging_file()?);
+            }
+            // Nothing old is left to download or to keep in the store.
+            st.missing = 0;
+            st.append_from = None;
+        }
+        self.begin_change(ino, entry, st, size.min(st.size)).await?;
+        if let Some(tmp) = &st.staged {
+            tmp.as_file().set_len(size)?;
+        }
+        if size == 0 {
+            // The manifest must not keep an append base the file no longer has: recovery
+            // would put the old bytes back in front of the new ones.
+            self.record_staged(ino, st, true)?;
+        }
+        self.stream_cancel(&mut st.stream, "truncated");
+        if size == 0 && !st.unlinked {
+            // Empty again: a rewrite from the start can stream (not for a file without a
+            // name: nothing of it is uploaded).
+            st.stream = self.new_stream();
+        }
+        st.size = size;
+        if let Some(n) = lock(&self.ns.table).get_mut(ino) {
+            n.size = size;
+            n.mtime = SystemTime::now();
+            n.ctime = n.mtime;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn mark_unlinked(&self, ino: u64) {
+        if let Some(entry) = self.entry(ino) {
+            let mut st = entry.state.lock().await;
+            self.keep_for_handles(ino, &mut st).await;
+            self.mark_unlinked_locked(ino, &entry, &mut st);
+        }
+    }
+
+    /// Before an open file's object goes away under it (unlink, replaced by a rename): stage
+    /// its bytes, so its handles go on reading and writing it as POSIX promises.
+    pub(crate) async fn keep_for_handles(&self, ino: u64, st: &mut OpenFile) {
+        if st.handles == 0 || st.unlinked {
+            return;
+        }
+        if let Err(e) = self.stage_all(ino, st).await {
+            warn!(ino, error = %e, "could not stage an open file whose name is going away; its handles will fail");
+        }
+    }
+
+    /// [`Fs::mark_unlinked`] with the open file's lock held.
+    pub(crate) fn mark_unlinked_locked(&self, ino: u64, entry: &OpenEntry, st: &mut OpenFile) {
+        // Mark the staged data clean (nothing to recover: the name is gone); open handles
+        // may still read it until they close.
+        if self.record_staged(ino, st, false).is_err()
+            && let Some(s) = &st.staged
+        {
+            s.forget();
+        }
+        st.unlinked = true;
+        self.stream_cancel(&mut st.stream, "unlinked");
+        entry.dirty.store(false, Ordering::Release);
+        if let Some(n) = lock(&self.ns.table).get_mut(ino) {
+            n.local_only = false; // nothing of it is to be uploaded any more
+        }
     }
 }
 

@@ -13,10 +13,10 @@ use std::time::Instant;
 use blobmount_backend::{BackendError, Precondition, PutMeta, PutOutcome};
 use tracing::{error, warn};
 
+use super::{Files, OpenEntry, OpenFile};
 use crate::attr::{self, Kind};
 use crate::error::{FsError, FsResult};
-use crate::fileops::{OpenEntry, OpenFile};
-use crate::fs::{Fs, lock};
+use crate::fs::lock;
 use crate::staging::Manifest;
 
 /// Times an upload is sent while the store does not answer (see `Fs::upload_attempts`).
@@ -37,7 +37,7 @@ pub(crate) fn upload_cond(st: &OpenFile) -> Precondition {
     }
 }
 
-impl Fs {
+impl Files {
     /// The metadata an upload of `ino` carries, marked with the upload's id.
     pub(crate) fn put_meta(&self, ino: u64, upload_id: &str) -> FsResult<PutMeta> {
         let t = lock(&self.ns.table);

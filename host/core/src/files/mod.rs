@@ -1,0 +1,255 @@
+//! Open files: the state an open inode shares between its handles, the handles, and the
+//! write path that takes changes from the first `write` to a durable object.
+//!
+//! Why a type of its own ([`Files`]): staging, the holes of an append, streaming parts, the
+//! upload's condition and id, the commit and its repeats, keeping data that cannot land,
+//! and recovery after a crash are one piece of logic with one set of rules (docs/semantics
+//! .md, "What a successful close or fsync guarantees"); the live path and crash recovery
+//! use the same methods. [`crate::Fs`] calls it for the FUSE operations on files.
+//!
+//! - `mod.rs`: the open-file registry (state per inode, handles, attaching a handle);
+//! - `stage.rs`: the staging file: what it holds of the old object, reads and writes of it;
+//! - `commit.rs`: uploads, their conditions and repeats, keeping data in `conflicts/`.
+//!
+//! Locks: an open file's `state` (a `tokio` mutex held across store requests) comes before
+//! the namespace's `table`; `open_files` and `handles` are short `std` mutexes taken after
+//! both (see `crate::namespace` for the whole order).
+
+mod commit;
+mod stage;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use blobmount_backend::Backend;
+
+use crate::config::FsConfig;
+use crate::direct::Direct;
+use crate::error::{FsError, FsResult};
+use crate::filecache::{FileCache, FileCacheReader};
+use crate::fs::{FsStats, lock};
+use crate::namespace::Namespace;
+use crate::readahead::{MemoryBudget, Stream};
+use crate::readpath::{ReadMode, ReadPath};
+use crate::renamegate::RenameGate;
+use crate::staging::Staged;
+use crate::writestream::StreamWrite;
+
+pub(crate) use commit::{new_upload_id, upload_cond};
+
+pub(crate) struct OpenFile {
+    pub(crate) handles: usize,
+    pub(crate) staged: Option<Staged>,
+    /// ETag the next upload must match; `None` with `exists_remote` means unconditional.
+    pub(crate) base_etag: Option<String>,
+    pub(crate) exists_remote: bool,
+    /// ETag reads are pinned to.
+    pub(crate) read_etag: Option<String>,
+    pub(crate) size: u64,
+    /// The staging file's first `missing` bytes were never downloaded (a hole): they are the
+    /// object's at `base_etag`. Only while `append_from` is set. An append to an existing
+    /// object stages nothing of the old content.
+    pub(crate) missing: u64,
+    /// The object at `base_etag` holds this file's first this many bytes unchanged: an upload
+    /// may send only the rest (`Backend::put_appended`).
+    pub(crate) append_from: Option<u64>,
+    pub(crate) unlinked: bool,
+    /// Upload in parts while a new file is written in order (see `writestream.rs`).
+    pub(crate) stream: StreamWrite,
+    /// Mode, owner or times were changed while the file had changes not uploaded yet: a
+    /// streaming upload (whose metadata was fixed when it started) is followed by a
+    /// metadata update.
+    pub(crate) attrs_changed: bool,
+    /// Carried in the metadata of every upload of the current changes (see
+    /// [`attr::META_UPLOAD`]), so an upload that landed although its reply was lost (a
+    /// commit retried after a timeout, a crash before the clean manifest) is recognised as
+    /// ours and not taken for a conflict. A new one after each upload.
+    pub(crate) upload_id: String,
+}
+
+pub(crate) struct OpenEntry {
+    pub(crate) state: tokio::sync::Mutex<OpenFile>,
+    pub(crate) dirty: AtomicBool,
+    /// Set (under `state`) by the last release once it is done with the entry; an open that
+    /// raced with that release must not attach to it and creates a fresh one instead.
+    pub(crate) retired: AtomicBool,
+}
+
+pub(crate) struct Handle {
+    pub(crate) ino: u64,
+    /// The open state this handle counts in (kept here so a handle never looks it up again
+    /// and cannot miss it while another handle of the inode is being released).
+    pub(crate) entry: Arc<OpenEntry>,
+    pub(crate) writable: bool,
+    /// Read state of the configured read path (see [`crate::readpath`]).
+    pub(crate) read: tokio::sync::Mutex<Box<dyn ReadPath>>,
+}
+
+/// Every open file and handle, and what the write path needs from the rest of the core.
+pub(crate) struct Files {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) cfg: Arc<FsConfig>,
+    pub(crate) stats: Arc<FsStats>,
+    /// Keys of inodes, and their nodes to update after an upload.
+    pub(crate) ns: Arc<Namespace>,
+    pub(crate) budget: Arc<MemoryBudget>,
+    pub(crate) file_cache: Option<Arc<FileCache>>,
+    pub(crate) open_files: Mutex<HashMap<u64, Arc<OpenEntry>>>,
+    pub(crate) handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    /// File and directory handle numbers.
+    pub(crate) next_fh: AtomicU64,
+    /// ETag each inode had when it was last opened (decides the kernel's `keep_cache`).
+    pub(crate) opened_etags: Mutex<HashMap<u64, String>>,
+    /// What renames are moving; new handles below it wait (`renamegate.rs`).
+    pub(crate) gate: RenameGate,
+}
+
+impl Files {
+    pub(crate) fn new_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_open_dirty(&self, ino: u64) -> bool {
+        lock(&self.open_files)
+            .get(&ino)
+            .map(|e| e.dirty.load(Ordering::Acquire))
+            .unwrap_or(false)
+    }
+
+    /// Open files with changes the store does not have yet.
+    pub(crate) fn pending_uploads(&self) -> usize {
+        lock(&self.open_files)
+            .values()
+            .filter(|e| e.dirty.load(Ordering::Acquire))
+            .count()
+    }
+
+    pub(crate) fn entry(&self, ino: u64) -> Option<Arc<OpenEntry>> {
+        lock(&self.open_files)
+            .get(&ino)
+            .filter(|e| !e.retired.load(Ordering::Acquire))
+            .cloned()
+    }
+
+    pub(crate) fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
+        lock(&self.handles)
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)
+    }
+
+    /// Register a handle on `ino`, creating the shared open state from the node if needed,
+    /// and count it in that state.
+    pub(crate) async fn attach_handle(
+        &self,
+        ino: u64,
+        writable: bool,
+        new_file: bool,
+    ) -> FsResult<(u64, Arc<OpenEntry>)> {
+        let lineage = self.lineage(ino);
+        let (entry, node) = loop {
+            // A rename moving this file waits for no handle that arrives after it started:
+            // this one attaches once the file is at its new key (see `renamegate.rs`).
+            self.wait_for_renames(&lineage).await;
+            let node = lock(&self.ns.table)
+                .get(ino)
+                .cloned()
+                .ok_or(FsError::NotFound)?;
+            let entry = {
+                let mut of = lock(&self.open_files);
+                if self.moving_over(&lineage) {
+                    continue;
+                }
+                of.entry(ino)
+                    .or_insert_with(|| {
+                        Arc::new(OpenEntry {
+                            state: tokio::sync::Mutex::new(OpenFile {
+                                handles: 0,
+                                staged: None,
+                                base_etag: node.etag.clone(),
+                                exists_remote: !new_file,
+                                read_etag: node.etag.clone(),
+                                size: node.size,
+                                missing: 0,
+                                append_from: None,
+                                unlinked: false,
+                                stream: StreamWrite::default(),
+                                attrs_changed: false,
+                                upload_id: new_upload_id(),
+                            }),
+                            dirty: AtomicBool::new(false),
+                            retired: AtomicBool::new(false),
+                        })
+                    })
+                    .clone()
+            };
+            let mut st = entry.state.lock().await;
+            if entry.retired.load(Ordering::Acquire) {
+                // The last release of the previous opening is removing it; wait for that
+                // and start from a fresh state.
+                drop(st);
+                self.forget_entry(ino, &entry);
+                continue;
+            }
+            st.handles += 1;
+            drop(st);
+            break (entry, node);
+        };
+        let fh = self.new_fh();
+        let h = Handle {
+            ino,
+            entry: entry.clone(),
+            writable,
+            read: tokio::sync::Mutex::new(self.new_read_path(node.policy.cacheable)),
+        };
+        lock(&self.handles).insert(fh, Arc::new(h));
+        Ok((fh, entry))
+    }
+
+    /// The read path for a new handle; data the policy marks not cacheable bypasses the
+    /// file cache.
+    pub(crate) fn new_read_path(&self, cacheable: bool) -> Box<dyn ReadPath> {
+        let stream = || {
+            Stream::new(
+                self.cfg.read_block as u64,
+                self.cfg.read_ahead_max / self.cfg.read_block.max(1),
+            )
+        };
+        match (self.cfg.read_mode, &self.file_cache) {
+            (ReadMode::Direct, _) => Box::new(Direct::new(self.cfg.read_ahead_max as u64)),
+            (ReadMode::FileCache, Some(fc)) if cacheable => {
+                Box::new(FileCacheReader::new(fc.clone(), stream()))
+            }
+            (ReadMode::BlockCache | ReadMode::FileCache, _) => Box::new(stream()),
+        }
+    }
+
+    /// Remove `entry` from the open-file map if it is still the one registered for `ino`.
+    pub(crate) fn forget_entry(&self, ino: u64, entry: &Arc<OpenEntry>) {
+        let mut of = lock(&self.open_files);
+        if of.get(&ino).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            of.remove(&ino);
+        }
+    }
+
+    /// Whether the kernel may keep the file's page cache at this open: only when the object
+    /// has the same ETag as at its previous open and has no local changes.
+    pub(crate) fn keep_cache(&self, ino: u64, etag: Option<&str>, staged: bool) -> bool {
+        let mut m = lock(&self.opened_etags);
+        match etag {
+            Some(e) if !staged => {
+                let same = m.get(&ino).is_some_and(|p| p == e);
+                if !same {
+                    m.insert(ino, e.to_string());
+                }
+                same
+            }
+            _ => {
+                m.remove(&ino);
+                false
+            }
+        }
+    }
+}
