@@ -19,6 +19,7 @@ use crate::files::upload_cond;
 use crate::fs::{Caller, Fs, OpenReply, lock};
 use crate::names;
 use crate::readahead::Source;
+use crate::writestream::StreamWrite;
 
 impl Fs {
     /// FUSE open. Revalidates the object first when its attributes are stale
@@ -109,7 +110,7 @@ impl Fs {
             let mut st = entry.state.lock().await;
             st.staged = Some(self.files.new_staging_file()?);
             st.size = 0;
-            st.stream = self.files.new_stream();
+            st.stream = StreamWrite::for_new_file(&self.cfg);
             entry.dirty.store(true, Ordering::Release);
             self.files.record_staged(ino, &st, true)?;
         }
@@ -169,8 +170,8 @@ impl Fs {
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
             let cond = upload_cond(st);
             let upload = (&cond, st.upload_id.as_str());
-            self.files
-                .stream_after_write(h.ino, &mut st.stream, tmp.as_file(), (offset, data), upload)
+            st.stream
+                .after_write(&self.files, h.ino, tmp.as_file(), (offset, data), upload)
                 .await;
         }
         st.size = st.size.max(offset + data.len() as u64);

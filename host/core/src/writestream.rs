@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::attr;
+use crate::config::FsConfig;
 use crate::files::Files;
 use crate::readahead::Charge;
 
@@ -83,7 +84,7 @@ impl Drop for StreamWrite {
     }
 }
 
-/// How far [`Fs::send_full_parts`] got.
+/// How far [`StreamWrite::send_full_parts`] got.
 enum Sent {
     All,
     /// No memory free for the next part now.
@@ -100,28 +101,24 @@ fn stream_meta(pm: &PutMeta) -> PutMeta {
     m
 }
 
-impl Files {
-    fn stream_on(&self) -> bool {
-        self.cfg.write_streaming && self.cfg.write_part_size > 0
-    }
-
-    /// A fresh streaming state for a file that starts empty.
-    pub(crate) fn new_stream(&self) -> StreamWrite {
-        StreamWrite::starting_empty(self.stream_on())
+impl StreamWrite {
+    /// A fresh streaming state for a file that starts empty (streaming when configured).
+    pub(crate) fn for_new_file(cfg: &FsConfig) -> StreamWrite {
+        StreamWrite::starting_empty(cfg.write_streaming && cfg.write_part_size > 0)
     }
 
     /// Stop streaming this file: the upload (if any) is aborted in the background and the
     /// file will be uploaded whole at the next flush.
-    pub(crate) fn stream_cancel(&self, sw: &mut StreamWrite, why: &str) {
-        if sw.eligible || sw.upload.is_some() {
-            debug!(why, parts = sw.parts, "streaming upload abandoned");
+    pub(crate) fn cancel(&mut self, why: &str) {
+        if self.eligible || self.upload.is_some() {
+            debug!(why, parts = self.parts, "streaming upload abandoned");
         }
-        sw.eligible = false;
-        sw.pending = None;
-        for h in sw.in_flight.drain(..) {
+        self.eligible = false;
+        self.pending = None;
+        for h in self.in_flight.drain(..) {
             h.abort();
         }
-        if let Some(up) = sw.upload.take() {
+        if let Some(up) = self.upload.take() {
             tokio::spawn(async move {
                 if let Err(e) = up.abort().await {
                     debug!(error = %e, "aborting an abandoned upload failed (the store discards it later)");
@@ -134,38 +131,38 @@ impl Files {
     /// lock is held): keep streaming if the write was in order, and send every full part.
     /// `cond` is what the upload would be conditional on now. Never fails the write: any
     /// problem falls back to uploading at close.
-    pub(crate) async fn stream_after_write(
-        &self,
+    pub(crate) async fn after_write(
+        &mut self,
+        f: &Files,
         ino: u64,
-        sw: &mut StreamWrite,
         file: &std::fs::File,
         (offset, data): (u64, &[u8]),
         upload: (&Precondition, &str),
     ) {
-        if !sw.eligible {
+        if !self.eligible {
             return;
         }
-        if offset != sw.seq_end {
-            self.stream_cancel(sw, "write out of order");
+        if offset != self.seq_end {
+            self.cancel("write out of order");
             return;
         }
-        let part = self.cfg.write_part_size as u64;
+        let part = f.cfg.write_part_size as u64;
         // The write in pieces that each end at a part boundary (or hold the rest), so every
         // part can be kept in memory from its first byte.
         let mut rest = data;
         let mut blocked = false;
         while !rest.is_empty() {
-            let at = sw.seq_end - sw.sent;
+            let at = self.seq_end - self.sent;
             let n = if at < part {
                 (part - at).min(rest.len() as u64) as usize
             } else {
                 rest.len()
             };
-            self.keep_pending(sw, &rest[..n], part);
-            sw.seq_end += n as u64;
+            self.keep_pending(f, &rest[..n], part);
+            self.seq_end += n as u64;
             rest = &rest[n..];
             if !blocked {
-                match self.send_full_parts(ino, sw, file, upload).await {
+                match self.send_full_parts(f, ino, file, upload).await {
                     Sent::All => {}
                     // No memory now: later parts are sent at a later write or at close.
                     Sent::Blocked => blocked = true,
@@ -177,44 +174,44 @@ impl Files {
 
     /// Send every full part written so far (starting the upload at the first).
     async fn send_full_parts(
-        &self,
+        &mut self,
+        f: &Files,
         ino: u64,
-        sw: &mut StreamWrite,
         file: &std::fs::File,
         (cond, upload_id): (&Precondition, &str),
     ) -> Sent {
-        let part = self.cfg.write_part_size as u64;
-        while sw.seq_end - sw.sent >= part {
-            if sw.parts >= MAX_PARTS {
-                self.stream_cancel(sw, "too many parts");
+        let part = f.cfg.write_part_size as u64;
+        while self.seq_end - self.sent >= part {
+            if self.parts >= MAX_PARTS {
+                self.cancel("too many parts");
                 return Sent::GaveUp;
             }
-            if sw.upload.is_none() {
-                let (Ok(key), Ok(pm)) = (self.ns.key_of(ino), self.put_meta(ino, upload_id)) else {
-                    self.stream_cancel(sw, "file vanished");
+            if self.upload.is_none() {
+                let (Ok(key), Ok(pm)) = (f.ns.key_of(ino), f.put_meta(ino, upload_id)) else {
+                    self.cancel("file vanished");
                     return Sent::GaveUp;
                 };
                 let meta = stream_meta(&pm);
-                match self.backend.clone().start_upload(&key, &meta, cond).await {
+                match f.backend.clone().start_upload(&key, &meta, cond).await {
                     Ok(Some(up)) => {
-                        sw.upload = Some(up);
-                        sw.cond = Some(cond.clone());
+                        self.upload = Some(up);
+                        self.cond = Some(cond.clone());
                     }
                     Ok(None) => {
                         // The store has no uploads in parts.
-                        sw.eligible = false;
-                        sw.pending = None;
+                        self.eligible = false;
+                        self.pending = None;
                         return Sent::GaveUp;
                     }
                     Err(e) => {
                         warn!(key, error = %e, "could not start a streaming upload; the file is uploaded at close");
-                        self.stream_cancel(sw, "start failed");
+                        self.cancel("start failed");
                         return Sent::GaveUp;
                     }
                 }
             }
-            if !self.send_next_part(sw, file, part).await {
-                return if sw.eligible {
+            if !self.send_next_part(f, file, part).await {
+                return if self.eligible {
                     Sent::Blocked
                 } else {
                     Sent::GaveUp
@@ -227,45 +224,45 @@ impl Files {
     /// Send the next `len` bytes as a part: the buffer filled while writing when it holds
     /// them all, else a read back from the staging file into newly charged memory. `false`
     /// when it was not sent (no memory now, or streaming was given up).
-    async fn send_next_part(&self, sw: &mut StreamWrite, file: &std::fs::File, len: u64) -> bool {
+    async fn send_next_part(&mut self, f: &Files, file: &std::fs::File, len: u64) -> bool {
         // A buffer without the whole part (its start was not kept) is dropped: read back.
-        if let Some((buf, charge)) = sw.pending.take()
+        if let Some((buf, charge)) = self.pending.take()
             && buf.len() as u64 == len
         {
             // Wait for a slot as a read-back part would (bounds the parts in flight).
-            while sw.in_flight.len() >= self.cfg.write_parts_in_flight.max(1) {
-                let Some(h) = sw.in_flight.pop_front() else {
+            while self.in_flight.len() >= f.cfg.write_parts_in_flight.max(1) {
+                let Some(h) = self.in_flight.pop_front() else {
                     break;
                 };
                 if !matches!(h.await, Ok(Ok(()))) {
-                    self.stream_cancel(sw, "part upload failed");
+                    self.cancel("part upload failed");
                     return false;
                 }
             }
-            return self.dispatch_part(sw, buf.freeze(), charge);
+            return self.dispatch_part(f, buf.freeze(), charge);
         }
-        let Some(charge) = self.part_budget(sw, len).await else {
+        let Some(charge) = self.part_budget(f, len).await else {
             return false; // no memory free now: sent at a later write or at close
         };
-        self.send_part(sw, file, len, charge).await
+        self.send_part(f, file, len, charge).await
     }
 
     /// Copy the bytes of an in-order write that belong to the part being filled into its
     /// buffer (starting one, if budget is free, when the write begins a part). Bytes beyond
     /// the part stay in the staging file only: the buffer is started at part boundaries.
-    fn keep_pending(&self, sw: &mut StreamWrite, data: &[u8], part: u64) {
-        let at = sw.seq_end - sw.sent; // where `data` starts within the part being filled
-        if sw.pending.is_none() && at == 0 && part > 0 {
-            sw.pending = self
+    fn keep_pending(&mut self, f: &Files, data: &[u8], part: u64) {
+        let at = self.seq_end - self.sent; // where `data` starts within the part being filled
+        if self.pending.is_none() && at == 0 && part > 0 {
+            self.pending = f
                 .budget
                 .try_take(part)
                 .map(|c| (BytesMut::with_capacity(part as usize), c));
         }
-        let Some((buf, _)) = sw.pending.as_mut() else {
+        let Some((buf, _)) = self.pending.as_mut() else {
             return;
         };
         if buf.len() as u64 != at {
-            sw.pending = None; // cannot happen for in-order writes; be safe
+            self.pending = None; // cannot happen for in-order writes; be safe
             return;
         }
         let room = (part - at).min(data.len() as u64) as usize;
@@ -274,16 +271,16 @@ impl Files {
 
     /// Memory for one part: waits for parts in flight while the budget is full and there are
     /// any (also bounding parts in flight); `None` when none is free.
-    async fn part_budget(&self, sw: &mut StreamWrite, len: u64) -> Option<Charge> {
+    async fn part_budget(&mut self, f: &Files, len: u64) -> Option<Charge> {
         loop {
-            if sw.in_flight.len() < self.cfg.write_parts_in_flight.max(1)
-                && let Some(c) = self.budget.try_take(len)
+            if self.in_flight.len() < f.cfg.write_parts_in_flight.max(1)
+                && let Some(c) = f.budget.try_take(len)
             {
                 return Some(c);
             }
-            let h = sw.in_flight.pop_front()?;
+            let h = self.in_flight.pop_front()?;
             if !matches!(h.await, Ok(Ok(()))) {
-                self.stream_cancel(sw, "part upload failed");
+                self.cancel("part upload failed");
                 return None;
             }
         }
@@ -291,38 +288,38 @@ impl Files {
 
     /// Read the next `len` bytes after `sent` from the staging file and send them as a part.
     async fn send_part(
-        &self,
-        sw: &mut StreamWrite,
+        &mut self,
+        f: &Files,
         file: &std::fs::File,
         len: u64,
         charge: Charge,
     ) -> bool {
         let mut buf = vec![0u8; len as usize];
-        if file.read_exact_at(&mut buf, sw.sent).is_err() {
-            self.stream_cancel(sw, "staging read failed");
+        if file.read_exact_at(&mut buf, self.sent).is_err() {
+            self.cancel("staging read failed");
             return false;
         }
-        self.stats
+        f.stats
             .parts_read_back
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.dispatch_part(sw, Bytes::from(buf), charge)
+        self.dispatch_part(f, Bytes::from(buf), charge)
     }
 
     /// Hand the next part's bytes to the upload; the charge is returned when it has landed.
-    fn dispatch_part(&self, sw: &mut StreamWrite, data: Bytes, charge: Charge) -> bool {
+    fn dispatch_part(&mut self, f: &Files, data: Bytes, charge: Charge) -> bool {
         let len = data.len() as u64;
-        let Some(up) = sw.upload.as_mut() else {
+        let Some(up) = self.upload.as_mut() else {
             return false;
         };
         let fut = up.put_part(data);
-        sw.in_flight.push_back(tokio::spawn(async move {
+        self.in_flight.push_back(tokio::spawn(async move {
             let r = fut.await;
             drop(charge);
             r
         }));
-        sw.sent += len;
-        sw.parts += 1;
-        self.stats
+        self.sent += len;
+        self.parts += 1;
+        f.stats
             .parts_sent
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         true
@@ -333,47 +330,47 @@ impl Files {
     /// be given up) and the caller uploads the staged file whole. The upload carries the
     /// metadata it was started with; attributes changed since are the caller's to set after
     /// it (`chmod` on an open file, as `tar -p` does, must not abandon the upload).
-    pub(crate) async fn stream_commit(
-        &self,
-        sw: &mut StreamWrite,
+    pub(crate) async fn commit(
+        &mut self,
+        f: &Files,
         file: &std::fs::File,
         size: u64,
         cond: &Precondition,
     ) -> Option<Result<PutOutcome, BackendError>> {
-        sw.upload.as_ref()?;
-        if !sw.eligible || sw.seq_end != size || sw.cond.as_ref() != Some(cond) {
-            self.stream_cancel(sw, "changed since the upload started");
+        self.upload.as_ref()?;
+        if !self.eligible || self.seq_end != size || self.cond.as_ref() != Some(cond) {
+            self.cancel("changed since the upload started");
             return None;
         }
-        let part = self.cfg.write_part_size as u64;
-        while size > sw.sent {
-            let len = part.min(size - sw.sent);
-            if !self.send_next_part(sw, file, len).await {
+        let part = f.cfg.write_part_size as u64;
+        while size > self.sent {
+            let len = part.min(size - self.sent);
+            if !self.send_next_part(f, file, len).await {
                 // No memory and nothing in flight to wait for (or a part failed).
-                self.stream_cancel(sw, "no memory for the last parts");
+                self.cancel("no memory for the last parts");
                 return None;
             }
         }
-        for h in sw.in_flight.drain(..).collect::<Vec<_>>() {
+        for h in self.in_flight.drain(..).collect::<Vec<_>>() {
             match h.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     warn!(error = %e, "a part of a streaming upload failed; uploading the file whole");
-                    self.stream_cancel(sw, "part upload failed");
+                    self.cancel("part upload failed");
                     return None;
                 }
                 Err(_) => {
-                    self.stream_cancel(sw, "part task failed");
+                    self.cancel("part task failed");
                     return None;
                 }
             }
         }
-        let up = sw.upload.take()?;
-        sw.eligible = false; // committed (or failed): later changes upload the file whole
-        sw.cond = None;
+        let up = self.upload.take()?;
+        self.eligible = false; // committed (or failed): later changes upload the file whole
+        self.cond = None;
         let r = up.complete(cond).await;
         if r.is_ok() {
-            self.stats
+            f.stats
                 .streamed_uploads
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }

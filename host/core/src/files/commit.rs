@@ -6,18 +6,20 @@
 //! that decides what `close`/`fsync` report (see docs/semantics.md, "What a successful close
 //! or fsync guarantees"). Everything here runs with the open file's lock held.
 
-use std::path::PathBuf;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use blobmount_backend::{BackendError, Precondition, PutMeta, PutOutcome};
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::{Files, OpenEntry, OpenFile};
 use crate::attr::{self, Kind};
 use crate::error::{FsError, FsResult};
 use crate::fs::lock;
-use crate::staging::Manifest;
+use crate::journal::Journal;
+use crate::staging::{KEPT_NAME_BYTES, Manifest, Recovery, RecoveryReport, copy_tail, sync_kept};
 
 /// Times an upload is sent while the store does not answer (see `Fs::upload_attempts`).
 const UPLOAD_ATTEMPTS: u32 = 3;
@@ -233,8 +235,7 @@ impl Files {
         loop {
             let streamed = match &st.staged {
                 Some(t) if st.stream.is_active() => {
-                    self.stream_commit(&mut st.stream, t.as_file(), st.size, cond)
-                        .await
+                    st.stream.commit(self, t.as_file(), st.size, cond).await
                 }
                 _ => None,
             };
@@ -292,5 +293,241 @@ impl Files {
         }
         warn!(key, error = %e, "an upload was refused or unanswered, but it is in the store (an earlier attempt landed): not a conflict");
         Ok(PutOutcome { etag: info.etag })
+    }
+}
+
+impl Files {
+    /// Deal with what a previous daemon left unfinished: directory renames (rolled back or
+    /// finished, see `journal.rs`), then writes in `staging/` (see the module doc). Call
+    /// once, before serving. Never deletes data the store does not have.
+    pub(crate) async fn recover(&self, journal: &Journal, mode: Recovery) -> RecoveryReport {
+        let dir = self.cfg.cache_dir.join("staging");
+        let mut report = RecoveryReport {
+            renames: journal.recover().await,
+            ..Default::default()
+        };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return report;
+        };
+        let mut names: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        names.sort();
+        for path in &names {
+            let Some(ext) = path.extension().and_then(|e| e.to_str()) else {
+                self.keep_orphan(path, &mut report);
+                continue;
+            };
+            match ext {
+                "json" => {
+                    let data = path.with_extension("data");
+                    self.recover_one(path, &data, mode, &mut report).await;
+                }
+                "data" if !path.with_extension("json").exists() => {
+                    self.keep_orphan(path, &mut report)
+                }
+                "data" => {} // handled with its manifest
+                _ => self.keep_orphan(path, &mut report),
+            }
+        }
+        let up = report.uploaded.len() as u64;
+        let kept = report.kept.len() as u64;
+        self.stats
+            .recovered_uploaded
+            .fetch_add(up, Ordering::Relaxed);
+        self.stats.recovered_kept.fetch_add(kept, Ordering::Relaxed);
+        if up + kept > 0 {
+            warn!(
+                uploaded = up,
+                kept_in_conflicts = kept,
+                "found writes a previous daemon had not finished (it did not shut down cleanly)"
+            );
+        }
+        report
+    }
+
+    async fn recover_one(
+        &self,
+        manifest: &Path,
+        data: &Path,
+        mode: Recovery,
+        report: &mut RecoveryReport,
+    ) {
+        let m: Option<Manifest> = std::fs::read(manifest)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let Some(m) = m else {
+            // Unreadable manifest (cut short by the crash): keep the data, key unknown.
+            let _ = std::fs::remove_file(manifest);
+            if data.exists() {
+                self.keep_orphan(data, report);
+            }
+            return;
+        };
+        if !data.exists() {
+            let _ = std::fs::remove_file(manifest);
+            return;
+        }
+        if !m.dirty {
+            report.clean += 1;
+            let _ = std::fs::remove_file(data);
+            let _ = std::fs::remove_file(manifest);
+            return;
+        }
+        if mode == Recovery::Upload {
+            let cond = match (&m.base_etag, m.exists_remote) {
+                (_, false) => Precondition::IfNotExists,
+                (Some(e), true) => Precondition::IfMatch(e.clone()),
+                (None, true) => Precondition::None,
+            };
+            let meta = PutMeta {
+                metadata: m.metadata.clone(),
+                content_type: None,
+            };
+            let put = self.recover_upload(&m, data, &meta, &cond).await;
+            // The dead daemon's own upload may have landed before the crash (or this one's
+            // reply may be lost): recognised by the write's upload id and size.
+            let put = match (
+                m.metadata.get(crate::attr::META_UPLOAD),
+                std::fs::metadata(data),
+            ) {
+                (Some(id), Ok(local)) => self.or_landed(&m.key, put, local.len(), id).await,
+                _ => put,
+            };
+            match put {
+                Ok(_) => {
+                    info!(key = m.key, "recovered an unfinished write: uploaded");
+                    let _ = std::fs::remove_file(data);
+                    let _ = std::fs::remove_file(manifest);
+                    report.uploaded.push(m.key);
+                    return;
+                }
+                Err(
+                    e @ (BackendError::PreconditionFailed { .. }
+                    | BackendError::AlreadyExists { .. }),
+                ) => {
+                    warn!(key = m.key, error = %e, "recovered an unfinished write, but the object changed in the store since; keeping the local data");
+                }
+                Err(e) => {
+                    error!(key = m.key, error = %e, "recovered an unfinished write but could not upload it; keeping the local data");
+                }
+            }
+        }
+        match self.keep_local(&m.key, data, m.missing, true) {
+            Ok(p) => {
+                warn!(key = m.key, saved_to = %p.display(), "unfinished write from a previous daemon kept in conflicts/");
+                let _ = std::fs::remove_file(manifest);
+                report.kept.push((m.key, p));
+            }
+            Err(e) => {
+                error!(key = m.key, error = %e, staging = %data.display(), "could not move an unfinished write to conflicts/; it stays in staging/");
+            }
+        }
+    }
+
+    /// Upload a recovered staging file: only its new bytes when it was an append the store
+    /// can take as one, else all of it (first downloading the bytes that were never staged).
+    async fn recover_upload(
+        &self,
+        m: &Manifest,
+        data: &Path,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome, BackendError> {
+        let size = std::fs::metadata(data)?.len();
+        let base = (m.append_from, m.base_etag.as_deref(), size);
+        if let Some(out) = self.try_append(&m.key, data, base, meta, cond).await? {
+            return Ok(out);
+        }
+        if m.missing > 0 {
+            let f = OpenOptions::new().write(true).open(data)?;
+            self.download_into(&f, &m.key, m.missing, m.base_etag.as_deref())
+                .await?;
+        }
+        self.backend.put_file(&m.key, data, meta, cond).await
+    }
+
+    /// Keep local data of `key` in `conflicts/`: moved there when `mv`, else linked (a second
+    /// name for the same file: no copy, so neither a full disk nor a sparse file can leave a
+    /// half-written copy that looks saved). When its first `missing` bytes were never
+    /// downloaded, only the bytes after them are kept, in a file whose name ends
+    /// `.appended-at-<missing>` (the rest is the store's); that copy is written under a
+    /// temporary name and renamed into place only when complete. The kept file and the
+    /// directory entry are synced before this returns: the caller may then drop the staging
+    /// file. On error nothing is left in `conflicts/` and `data` is untouched.
+    pub(crate) fn keep_local(
+        &self,
+        key: &str,
+        data: &Path,
+        missing: u64,
+        mv: bool,
+    ) -> std::io::Result<PathBuf> {
+        let mut dst = self.conflict_path(key);
+        if missing == 0 {
+            if mv {
+                std::fs::rename(data, &dst)?;
+            } else if let Err(e) = std::fs::hard_link(data, &dst) {
+                // A cache file system without links: copy, holes and all.
+                warn!(error = %e, "could not link the kept data into conflicts/; copying it");
+                copy_tail(data, &dst, 0)?;
+            }
+            sync_kept(&dst)?;
+            return Ok(dst);
+        }
+        dst.as_mut_os_string()
+            .push(format!(".appended-at-{missing}"));
+        copy_tail(data, &dst, missing)?;
+        sync_kept(&dst)?;
+        if mv {
+            std::fs::remove_file(data)?;
+        }
+        Ok(dst)
+    }
+
+    /// A staging file without a usable manifest: keep it (if it holds anything) under a name
+    /// that says so.
+    fn keep_orphan(&self, path: &Path, report: &mut RecoveryReport) {
+        let empty = std::fs::metadata(path)
+            .map(|m| m.len() == 0)
+            .unwrap_or(true);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if empty || name.ends_with(".json.tmp") {
+            let _ = std::fs::remove_file(path);
+            return;
+        }
+        let label = format!("unknown-key-{name}");
+        match self.keep_local(&label, path, 0, true) {
+            Ok(p) => {
+                warn!(staging = name, saved_to = %p.display(), "staged data without a record of its object kept in conflicts/");
+                report.kept.push((label, p));
+            }
+            Err(e) => {
+                error!(staging = name, error = %e, "could not move staged data to conflicts/")
+            }
+        }
+    }
+
+    /// Where a kept copy of `key` goes: `conflicts/<time>-<key with / as _>`, the key cut
+    /// to [`KEPT_NAME_BYTES`] bytes (at a character boundary) so the name fits any Linux
+    /// file system whatever the key's script.
+    pub(crate) fn conflict_path(&self, key: &str) -> PathBuf {
+        let stamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut safe = String::new();
+        for c in key.chars() {
+            let c = if c == '/' || c.is_control() { '_' } else { c };
+            if safe.len() + c.len_utf8() > KEPT_NAME_BYTES {
+                break;
+            }
+            safe.push(c);
+        }
+        self.cfg.cache_dir.join("conflicts").join(format!(
+            "{}.{:09}-{}",
+            stamp.as_secs(),
+            stamp.subsec_nanos(),
+            safe
+        ))
     }
 }

@@ -9,11 +9,13 @@
 //! an append. Everything that reads the staging file goes through here so no path sees the
 //! hole as zeros.
 
+use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use blobmount_backend::{BackendError, Precondition, PutMeta, PutOutcome};
+use blobmount_backend::{AppendBase, BackendError, Precondition, PutMeta, PutOutcome};
 use bytes::Bytes;
 use tracing::warn;
 
@@ -22,6 +24,7 @@ use crate::error::{FsError, FsResult};
 use crate::fileops::stale;
 use crate::fs::lock;
 use crate::staging::Staged;
+use crate::writestream::StreamWrite;
 
 impl Files {
     /// Before a change of the file that leaves its bytes before `keep` as they are: stage it
@@ -190,11 +193,11 @@ impl Files {
             // would put the old bytes back in front of the new ones.
             self.record_staged(ino, st, true)?;
         }
-        self.stream_cancel(&mut st.stream, "truncated");
+        st.stream.cancel("truncated");
         if size == 0 && !st.unlinked {
             // Empty again: a rewrite from the start can stream (not for a file without a
             // name: nothing of it is uploaded).
-            st.stream = self.new_stream();
+            st.stream = StreamWrite::for_new_file(&self.cfg);
         }
         st.size = size;
         if let Some(n) = lock(&self.ns.table).get_mut(ino) {
@@ -234,11 +237,63 @@ impl Files {
             s.forget();
         }
         st.unlinked = true;
-        self.stream_cancel(&mut st.stream, "unlinked");
+        st.stream.cancel("unlinked");
         entry.dirty.store(false, Ordering::Release);
         if let Some(n) = lock(&self.ns.table).get_mut(ino) {
             n.local_only = false; // nothing of it is to be uploaded any more
         }
+    }
+
+    /// Upload the staged `data` of `key` as an append, sending only what follows its first
+    /// `append_from` bytes (which the object at `base_etag` holds unchanged), when there is
+    /// something appended, the upload replaces that version and the store can take it.
+    /// `Ok(None)`: not so; nothing was sent and the caller uploads the whole content.
+    pub(crate) async fn try_append(
+        &self,
+        key: &str,
+        data: &Path,
+        (append_from, base_etag, size): (Option<u64>, Option<&str>, u64),
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<Option<PutOutcome>, BackendError> {
+        let (Some(len), Some(etag), Precondition::IfMatch(_)) = (append_from, base_etag, cond)
+        else {
+            return Ok(None);
+        };
+        if len == 0 || len >= size {
+            return Ok(None);
+        }
+        let base = AppendBase {
+            etag: etag.to_string(),
+            len,
+        };
+        self.backend
+            .put_appended(key, &base, data, meta, cond)
+            .await
+    }
+
+    /// Download the first `len` bytes of `key` (only while it has `etag`, when given) into
+    /// the same offsets of `file`.
+    pub(crate) async fn download_into(
+        &self,
+        file: &File,
+        key: &str,
+        len: u64,
+        etag: Option<&str>,
+    ) -> Result<(), BackendError> {
+        const CHUNK: u64 = 8 * 1024 * 1024;
+        let mut off = 0;
+        while off < len {
+            let end = (off + CHUNK).min(len);
+            let data = self.backend.get_range(key, off..end, etag).await?;
+            if data.is_empty() {
+                // The object is shorter than it was: it changed.
+                return Err(BackendError::PreconditionFailed { key: key.into() });
+            }
+            file.write_all_at(&data, off)?;
+            off += data.len() as u64;
+        }
+        Ok(())
     }
 }
 
