@@ -4,7 +4,7 @@
 //! Why it exists next to the block cache: it keeps at most two windows per handle and no
 //! shared state, which suits stores with cheap requests, many small files, or users who
 //! want the simplest behaviour to compare against. Windows are charged to the same global
-//! [`MemoryBudget`](crate::readahead::MemoryBudget); without free budget a read fetches
+//! [`MemoryBudget`](crate::budget::MemoryBudget); without free budget a read fetches
 //! just its own bytes.
 
 use std::ops::Range;
@@ -14,7 +14,8 @@ use blobmount_backend::BackendError;
 use bytes::{Bytes, BytesMut};
 use tokio::task::JoinHandle;
 
-use crate::readahead::{Charge, Source};
+use crate::blockpool::Source;
+use crate::budget::Charge;
 use crate::readpath::ReadPath;
 
 /// Smallest window a sequential reader gets (the kernel asks for 128 KiB at a time).

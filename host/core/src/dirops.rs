@@ -400,12 +400,12 @@ impl Fs {
         // names are resolved again each time the gate changes.
         let _cross = match parent == new_parent {
             true => None,
-            false => Some(self.files.cross_directory_rename().await),
+            false => Some(self.files.gate.cross_directory().await),
         };
         let scope = self.files.enter_gate(&[parent, new_parent]).await;
         let ends = ((parent, name), (new_parent, new_name));
         loop {
-            let epoch = self.files.gate_epoch();
+            let epoch = self.files.gate.epoch();
             let Some(job) = self.rename_plan(ends, no_replace).await? else {
                 return Ok(());
             };
@@ -415,7 +415,7 @@ impl Fs {
                     drop(moving);
                     return r;
                 }
-                None => self.files.wait_gate_past(epoch).await,
+                None => self.files.gate.wait_past(epoch).await,
             }
         }
     }

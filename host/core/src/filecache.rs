@@ -23,7 +23,8 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tracing::{debug, error, warn};
 
-use crate::readahead::{Source, Stream};
+use crate::blockpool::Source;
+use crate::readahead::Stream;
 use crate::readpath::ReadPath;
 
 /// Settings of the file cache.

@@ -14,11 +14,11 @@ use bytes::Bytes;
 use tracing::error;
 
 use crate::attr::Kind;
+use crate::blockpool::Source;
 use crate::error::{FsError, FsResult};
 use crate::files::upload_cond;
 use crate::fs::{Caller, Fs, OpenReply, lock};
 use crate::names;
-use crate::readahead::Source;
 use crate::writestream::StreamWrite;
 
 impl Fs {

@@ -13,6 +13,8 @@ use blobmount_policy_api::Policy;
 use tracing::debug;
 
 use crate::attr::{self, Attr, Kind};
+use crate::blockpool::BlockPool;
+use crate::budget::MemoryBudget;
 use crate::config::FsConfig;
 use crate::error::{FsError, FsResult};
 use crate::filecache::{FileCache, FileCacheConfig};
@@ -23,7 +25,6 @@ use crate::journal::Journal;
 use crate::names::{self};
 use crate::namespace::Namespace;
 use crate::policy::{self as pol, NodePolicy};
-use crate::readahead::{BlockPool, MemoryBudget};
 use crate::readpath::ReadMode;
 use crate::renamegate::RenameGate;
 use crate::staging::CacheLock;
@@ -222,6 +223,27 @@ impl Fs {
             stats,
             _cache_lock: cache_lock,
         })
+    }
+
+    /// Preload directory `dir` (relative to the mount root; empty or `/` for all of it)
+    /// with `jobs` files in flight (see `preload.rs`).
+    pub async fn preload(
+        &self,
+        dir: &str,
+        jobs: usize,
+        p: &crate::PreloadProgress,
+    ) -> FsResult<()> {
+        crate::preload::preload(self, dir, jobs, p).await
+    }
+
+    /// Tests only: go away like a killed daemon would, leaving staged files and manifests
+    /// behind (the cache lock is released, as the kernel does for a dead process).
+    #[doc(hidden)]
+    pub fn abandon_like_a_crash(self) {
+        let entries: Vec<_> = lock(&self.files.open_files).drain().collect();
+        let handles: Vec<_> = lock(&self.files.handles).drain().collect();
+        std::mem::forget(entries);
+        std::mem::forget(handles);
     }
 
     /// Open files with changes the store does not have yet.

@@ -7,6 +7,8 @@
 //! storage only through `blobmount_backend::Backend`.
 
 pub mod attr;
+pub mod blockpool;
+pub mod budget;
 pub mod config;
 mod direct;
 mod dirops;

@@ -8,227 +8,18 @@
 //! [`MemoryBudget`]: prefetch only takes what is free, and a read that cannot get budget
 //! falls back to fetching just the bytes asked for.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use blobmount_backend::{Backend, BackendError};
+use blobmount_backend::BackendError;
 use bytes::{Bytes, BytesMut};
 
+use crate::blockpool::Shared;
+use crate::blockpool::Source;
+use crate::budget::KIB;
 use crate::readpath::ReadPath;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-
-const KIB: u64 = 1024;
-
-/// The global byte budget for blocks held or in flight, shared by all readers.
-#[derive(Debug)]
-pub struct MemoryBudget {
-    /// Permits are KiB.
-    sem: Arc<Semaphore>,
-    in_use: AtomicU64,
-    peak: AtomicU64,
-    total: u64,
-}
-
-/// Budget held by one block; given back when dropped.
-#[derive(Debug)]
-pub struct Charge {
-    _permit: OwnedSemaphorePermit,
-    bytes: u64,
-    budget: Arc<MemoryBudget>,
-}
-
-impl Drop for Charge {
-    fn drop(&mut self) {
-        self.budget.in_use.fetch_sub(self.bytes, Ordering::AcqRel);
-    }
-}
-
-impl MemoryBudget {
-    pub fn new(bytes: u64) -> Arc<Self> {
-        let kib = (bytes / KIB).max(1);
-        Arc::new(MemoryBudget {
-            sem: Arc::new(Semaphore::new(kib as usize)),
-            in_use: AtomicU64::new(0),
-            peak: AtomicU64::new(0),
-            total: kib * KIB,
-        })
-    }
-
-    /// Take `bytes` if that much is free now.
-    pub fn try_take(self: &Arc<Self>, bytes: u64) -> Option<Charge> {
-        let kib = u32::try_from(bytes.div_ceil(KIB)).ok()?;
-        let permit = self.sem.clone().try_acquire_many_owned(kib).ok()?;
-        let charged = u64::from(kib) * KIB;
-        let now = self.in_use.fetch_add(charged, Ordering::AcqRel) + charged;
-        self.peak.fetch_max(now, Ordering::AcqRel);
-        Some(Charge {
-            _permit: permit,
-            bytes: charged,
-            budget: self.clone(),
-        })
-    }
-
-    pub fn in_use(&self) -> u64 {
-        self.in_use.load(Ordering::Acquire)
-    }
-
-    /// Most ever in use at once.
-    pub fn peak(&self) -> u64 {
-        self.peak.load(Ordering::Acquire)
-    }
-
-    pub fn total(&self) -> u64 {
-        self.total
-    }
-}
-
-/// What a read needs to fetch bytes of the object.
-pub struct Source<'a> {
-    pub backend: &'a Arc<dyn Backend>,
-    pub key: &'a str,
-    pub etag: Option<&'a str>,
-    pub size: u64,
-    pub pool: &'a Arc<BlockPool>,
-}
-
-impl Source<'_> {
-    pub(crate) fn budget(&self) -> &Arc<MemoryBudget> {
-        &self.pool.budget
-    }
-
-    /// Fetch exactly `range`, pinned to the ETag.
-    pub(crate) async fn get(&self, range: Range<u64>) -> Result<Bytes, BackendError> {
-        self.backend.get_range(self.key, range, self.etag).await
-    }
-}
-
-/// Which version's block: blocks are only shared when the ETag is known.
-type BlockId = (String, String, u64);
-
-/// Blocks held or in flight for any handle, found by object, ETag and index, so that
-/// handles reading the same version of an object share one fetch and one copy.
-#[derive(Debug)]
-pub struct BlockPool {
-    budget: Arc<MemoryBudget>,
-    live: Mutex<HashMap<BlockId, Weak<Shared>>>,
-    /// Blocks one handle got from a fetch another handle had started.
-    pub shared_hits: AtomicU64,
-}
-
-/// One block, shared by the handles that hold it; its budget is given back (and a fetch
-/// still running is cancelled) when the last holder lets go.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    id: Option<BlockId>,
-    rx: watch::Receiver<Option<Result<Bytes, BackendError>>>,
-    task: tokio::task::AbortHandle,
-    _charge: Charge,
-    pool: Weak<BlockPool>,
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        self.task.abort();
-        if let (Some(id), Some(pool)) = (&self.id, self.pool.upgrade()) {
-            let mut live = pool.lock_live();
-            if live.get(id).is_some_and(|w| w.strong_count() == 0) {
-                live.remove(id);
-            }
-        }
-    }
-}
-
-impl Shared {
-    async fn bytes(&self) -> Result<Bytes, BackendError> {
-        let mut rx = self.rx.clone();
-        match rx.wait_for(Option::is_some).await {
-            Ok(v) => match &*v {
-                Some(r) => r.clone(),
-                None => Err(BackendError::Other("read-ahead block missing".into())),
-            },
-            Err(_) => Err(BackendError::Other("read-ahead fetch cancelled".into())),
-        }
-    }
-}
-
-impl BlockPool {
-    pub fn new(budget: Arc<MemoryBudget>) -> Arc<Self> {
-        Arc::new(BlockPool {
-            budget,
-            live: Mutex::new(HashMap::new()),
-            shared_hits: AtomicU64::new(0),
-        })
-    }
-
-    pub fn budget(&self) -> &Arc<MemoryBudget> {
-        &self.budget
-    }
-
-    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<BlockId, Weak<Shared>>> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The block `range` (index `idx`) of the source: one another handle holds, or a new
-    /// fetch if budget for it is free now; `None` when there is no budget.
-    fn block(
-        self: &Arc<Self>,
-        src: &Source<'_>,
-        idx: u64,
-        range: Range<u64>,
-    ) -> Option<Arc<Shared>> {
-        let id = src.etag.map(|e| (src.key.to_string(), e.to_string(), idx));
-        let mut live = self.lock_live();
-        if let Some(b) = id
-            .as_ref()
-            .and_then(|id| live.get(id))
-            .and_then(Weak::upgrade)
-        {
-            self.shared_hits.fetch_add(1, Ordering::Relaxed);
-            return Some(b);
-        }
-        let charge = self.budget.try_take(range.end - range.start)?;
-        let (tx, rx) = watch::channel(None);
-        let (backend, key, etag) = (
-            src.backend.clone(),
-            src.key.to_string(),
-            src.etag.map(str::to_string),
-        );
-        let task = tokio::spawn(async move {
-            let r = backend.get_range(&key, range, etag.as_deref()).await;
-            let _ = tx.send(Some(r));
-        })
-        .abort_handle();
-        let b = Arc::new(Shared {
-            id: id.clone(),
-            rx,
-            task,
-            _charge: charge,
-            pool: Arc::downgrade(self),
-        });
-        if let Some(id) = id {
-            live.insert(id, Arc::downgrade(&b));
-        }
-        Some(b)
-    }
-
-    /// Stop handing out a block whose fetch failed (the next reader fetches it again).
-    fn forget(&self, b: &Shared) {
-        if let Some(id) = &b.id {
-            self.lock_live().remove(id);
-        }
-    }
-
-    /// Blocks currently held or in flight (for tests and metrics).
-    pub fn live_blocks(&self) -> usize {
-        self.lock_live()
-            .values()
-            .filter(|w| w.strong_count() > 0)
-            .count()
-    }
-}
 
 /// Which bytes of a stream have been read, when reads arrive out of order: everything below
 /// `done`, plus the ranges in `beyond`. Blocks below `done` are let go; those above may still
@@ -459,7 +250,11 @@ impl ReadPath for Stream {
 mod tests {
     use super::*;
     use blobmount_backend::memory::MemoryBackend;
-    use blobmount_backend::{Precondition, PutMeta};
+    use blobmount_backend::{Backend, Precondition, PutMeta};
+    use std::sync::atomic::Ordering;
+
+    use crate::blockpool::BlockPool;
+    use crate::budget::MemoryBudget;
 
     async fn object(len: usize) -> (Arc<dyn Backend>, Vec<u8>, Option<String>) {
         let mem = MemoryBackend::new();

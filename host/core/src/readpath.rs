@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use blobmount_backend::BackendError;
 use bytes::Bytes;
 
-use crate::readahead::Source;
+use crate::blockpool::Source;
 
 /// Which read path handles get.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

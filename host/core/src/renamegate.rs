@@ -37,8 +37,6 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::MutexGuard;
 
-use crate::error::FsResult;
-use crate::files::Files;
 use crate::files::{OpenEntry, OpenFile};
 use crate::fs::lock;
 
@@ -79,13 +77,13 @@ impl RenameGate {
 
 /// A registration in the gate; dropping it lets waiting handles attach again.
 pub(crate) struct Moving<'a> {
-    files: &'a Files,
+    gate: &'a RenameGate,
     ino: u64,
 }
 
 impl Drop for Moving<'_> {
     fn drop(&mut self) {
-        self.files.gate.ended(|g| {
+        self.gate.ended(|g| {
             if let Some(i) = g.moving.iter().position(|&x| x == self.ino) {
                 g.moving.swap_remove(i);
             }
@@ -95,14 +93,13 @@ impl Drop for Moving<'_> {
 
 /// An operation's scope in the gate: no rename moves these directories while it lasts.
 pub(crate) struct Scope<'a> {
-    files: &'a Files,
+    gate: &'a RenameGate,
     id: u64,
 }
 
 impl Drop for Scope<'_> {
     fn drop(&mut self) {
-        self.files
-            .gate
+        self.gate
             .ended(|g| g.scopes.retain(|(id, _)| *id != self.id));
     }
 }
@@ -113,24 +110,21 @@ pub(crate) type OpenFiles = Vec<(u64, Arc<OpenEntry>)>;
 /// The open files a rename holds still: each one's inode, entry and locked state.
 pub(crate) type Held<'a> = Vec<(u64, &'a OpenEntry, MutexGuard<'a, OpenFile>)>;
 
-impl Files {
-    /// Wait until no rename moves any of `dirs` (or a directory above them), then register
-    /// them, with their ancestors, as the scope of an operation about to work in them.
-    pub(crate) async fn enter_gate(&self, dirs: &[u64]) -> Scope<'_> {
-        let mut scope: Vec<u64> = dirs.iter().flat_map(|&d| self.lineage(d)).collect();
-        scope.sort_unstable();
-        scope.dedup();
+impl RenameGate {
+    /// Wait until no rename moves any inode of `scope` (directories with all their
+    /// ancestors, sorted), then register it as the scope of an operation about to work there.
+    pub(crate) async fn enter(&self, scope: Vec<u64>) -> Scope<'_> {
         loop {
-            let done = self.gate.done.notified();
+            let done = self.done.notified();
             tokio::pin!(done);
             done.as_mut().enable();
             {
-                let mut g = lock(&self.gate.state);
+                let mut g = lock(&self.state);
                 if !g.moving.iter().any(|m| scope.binary_search(m).is_ok()) {
                     let id = g.next_scope;
                     g.next_scope += 1;
                     g.scopes.push((id, scope));
-                    return Scope { files: self, id };
+                    return Scope { gate: self, id };
                 }
             }
             done.await;
@@ -138,153 +132,58 @@ impl Files {
     }
 
     /// Taken by a rename between two directories before it enters the gate.
-    pub(crate) async fn cross_directory_rename(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.gate.cross.lock().await
+    pub(crate) async fn cross_directory(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.cross.lock().await
     }
 
-    /// The gate's epoch: pass it to [`Fs::wait_gate_past`] after [`Fs::begin_move`] refused.
-    pub(crate) fn gate_epoch(&self) -> u64 {
-        lock(&self.gate.state).epoch
+    /// The gate's epoch: pass it to [`RenameGate::wait_past`] after a move was refused.
+    pub(crate) fn epoch(&self) -> u64 {
+        lock(&self.state).epoch
     }
 
     /// Wait until a move or a scope ended after `epoch`.
-    pub(crate) async fn wait_gate_past(&self, epoch: u64) {
+    pub(crate) async fn wait_past(&self, epoch: u64) {
         loop {
-            let done = self.gate.done.notified();
+            let done = self.done.notified();
             tokio::pin!(done);
             done.as_mut().enable();
-            if lock(&self.gate.state).epoch != epoch {
+            if lock(&self.state).epoch != epoch {
                 return;
             }
             done.await;
         }
     }
 
-    /// Register `ino` as being renamed and return the open files at or below it (sorted by
-    /// inode). Registration and collection happen under the open-file map's lock, the same
-    /// lock a new handle registers under, so every handle is either returned here or waits.
-    /// `replaced` is the inode a rename replaces, if any: its open file is held too, so that
-    /// it can be unlinked (`unlink_held`) before any of its handles uploads over the target.
-    /// `ino` is `None` when the moved entry has no inode here (never looked up: nothing of
-    /// it can be open).
-    ///
-    /// `None`: another operation works inside `ino` (its scope holds it) or another rename
-    /// moves it; nothing was registered. `own` is the rename's own scope, which does not count.
-    pub(crate) fn begin_move(
-        &self,
-        ino: Option<u64>,
-        replaced: Option<u64>,
-        own: &Scope<'_>,
-    ) -> Option<(Option<Moving<'_>>, OpenFiles)> {
-        let open: Vec<(u64, Arc<OpenEntry>)> = {
-            let of = lock(&self.open_files);
-            if let Some(i) = ino {
-                let mut g = lock(&self.gate.state);
-                let busy = g.moving.contains(&i)
-                    || g.scopes
-                        .iter()
-                        .any(|(id, dirs)| *id != own.id && dirs.binary_search(&i).is_ok());
-                if busy {
-                    return None;
-                }
-                g.moving.push(i);
-            }
-            of.iter().map(|(i, e)| (*i, e.clone())).collect()
-        };
-        let mut inside: Vec<(u64, Arc<OpenEntry>)> = {
-            let t = lock(&self.ns.table);
-            open.into_iter()
-                .filter(|(i, _)| {
-                    Some(*i) == replaced
-                        || ino.is_some_and(|moved| *i == moved || t.is_under(*i, moved))
-                })
-                .collect()
-        };
-        inside.sort_by_key(|(i, _)| *i);
-        Some((ino.map(|ino| Moving { files: self, ino }), inside))
+    /// Register `ino` as being moved, unless another rename moves it or another operation's
+    /// scope holds it (`own`, the rename's own scope, does not count). Call with the
+    /// open-file map locked; make the registration's guard with [`RenameGate::moving`].
+    pub(crate) fn try_move(&self, ino: u64, own: &Scope<'_>) -> bool {
+        let mut g = lock(&self.state);
+        let busy = g.moving.contains(&ino)
+            || g.scopes
+                .iter()
+                .any(|(id, dirs)| *id != own.id && dirs.binary_search(&ino).is_ok());
+        if !busy {
+            g.moving.push(ino);
+        }
+        !busy
     }
 
-    /// Lock every open file `begin_move` returned, in its (inode) order.
-    pub(crate) async fn hold<'a>(&self, open: &'a [(u64, Arc<OpenEntry>)]) -> Held<'a> {
-        let mut held = Vec::with_capacity(open.len());
-        for (ino, e) in open {
-            held.push((*ino, &**e, e.state.lock().await));
-        }
-        held
-    }
-
-    /// Upload the changes of every held file (before its object is copied). The file the
-    /// rename replaces (`replaced`) is staged whole instead, for its handles: its object is
-    /// about to be overwritten, and its changes go with its name.
-    pub(crate) async fn flush_held(
-        &self,
-        held: &mut Held<'_>,
-        replaced: Option<u64>,
-    ) -> FsResult<()> {
-        for (ino, entry, st) in held.iter_mut() {
-            if Some(*ino) == replaced {
-                self.keep_for_handles(*ino, st).await;
-            } else {
-                self.upload_locked(*ino, entry, st).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The rename replaced `ino`: its handles keep reading it, and nothing of it is
-    /// uploaded again (its key belongs to the file moved there).
-    pub(crate) fn unlink_held(&self, held: &mut Held<'_>, ino: u64) {
-        for (i, entry, st) in held.iter_mut() {
-            if *i == ino {
-                self.mark_unlinked_locked(ino, entry, st);
-            }
-        }
-    }
-
-    /// After the move: pin each held file to its object under the new key (the copy holds
-    /// the same, flushed bytes), so its next upload and the old bytes it still reads from the
-    /// store refer to it.
-    pub(crate) async fn repin_held(&self, held: &mut Held<'_>) -> FsResult<()> {
-        for (ino, _, st) in held.iter_mut() {
-            if !st.exists_remote || st.unlinked {
-                continue;
-            }
-            let key = self.ns.key_of(*ino)?;
-            let etag = self.backend.head(&key).await?.etag;
-            st.base_etag = etag.clone();
-            st.read_etag = etag.clone();
-            if let Some(n) = lock(&self.ns.table).get_mut(*ino) {
-                n.etag = etag;
-            }
-        }
-        Ok(())
-    }
-
-    /// The inodes at and above `ino` (its ancestors), for [`Fs::moving_over`].
-    pub(crate) fn lineage(&self, ino: u64) -> Vec<u64> {
-        let t = lock(&self.ns.table);
-        let mut out = vec![ino];
-        let mut cur = ino;
-        while let Some(n) = t.get(cur) {
-            if n.parent == cur || out.len() > 4096 {
-                break;
-            }
-            cur = n.parent;
-            out.push(cur);
-        }
-        out
+    /// The guard of a registration made by [`RenameGate::try_move`].
+    pub(crate) fn moving(&self, ino: u64) -> Moving<'_> {
+        Moving { gate: self, ino }
     }
 
     /// Whether a rename is moving any of `lineage`. Call with `open_files` locked.
     pub(crate) fn moving_over(&self, lineage: &[u64]) -> bool {
-        let g = lock(&self.gate.state);
+        let g = lock(&self.state);
         !g.moving.is_empty() && lineage.iter().any(|i| g.moving.contains(i))
     }
 
-    /// Wait until no rename moves `ino` or a directory above it.
-    pub(crate) async fn wait_for_renames(&self, lineage: &[u64]) {
+    /// Wait until no rename moves an inode of `lineage` (an inode and its ancestors).
+    pub(crate) async fn wait_for(&self, lineage: &[u64]) {
         loop {
-            let done = self.gate.done.notified();
+            let done = self.done.notified();
             tokio::pin!(done);
             done.as_mut().enable();
             if !self.moving_over(lineage) {

@@ -26,7 +26,6 @@ use blobmount_backend::UserMetadata;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{FsError, FsResult};
-use crate::fs::Fs;
 use crate::journal::RenameOutcome;
 
 /// What the next mount does with data a crash left staged (`write.recovery`).
@@ -251,17 +250,5 @@ pub(crate) fn sync_dir_of(path: &Path) -> std::io::Result<()> {
     match path.parent() {
         Some(dir) => File::open(dir)?.sync_all(),
         None => Ok(()),
-    }
-}
-
-impl Fs {
-    /// Tests only: go away like a killed daemon would, leaving staged files and manifests
-    /// behind (the cache lock is released, as the kernel does for a dead process).
-    #[doc(hidden)]
-    pub fn abandon_like_a_crash(self) {
-        let entries: Vec<_> = crate::fs::lock(&self.files.open_files).drain().collect();
-        let handles: Vec<_> = crate::fs::lock(&self.files.handles).drain().collect();
-        std::mem::forget(entries);
-        std::mem::forget(handles);
     }
 }

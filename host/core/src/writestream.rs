@@ -27,9 +27,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::attr;
+use crate::budget::Charge;
 use crate::config::FsConfig;
 use crate::files::Files;
-use crate::readahead::Charge;
 
 /// S3 allows 10,000 parts; beyond this many the file is uploaded whole at close.
 const MAX_PARTS: u64 = 9_000;

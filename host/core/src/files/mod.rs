@@ -25,15 +25,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use blobmount_backend::Backend;
 
+use crate::budget::MemoryBudget;
 use crate::config::FsConfig;
 use crate::direct::Direct;
 use crate::error::{FsError, FsResult};
 use crate::filecache::{FileCache, FileCacheReader};
 use crate::fs::{FsStats, lock};
 use crate::namespace::Namespace;
-use crate::readahead::{MemoryBudget, Stream};
+use crate::readahead::Stream;
 use crate::readpath::{ReadMode, ReadPath};
-use crate::renamegate::RenameGate;
+use crate::renamegate::{Held, Moving, OpenFiles, RenameGate, Scope};
 use crate::staging::Staged;
 use crate::writestream::StreamWrite;
 
@@ -148,18 +149,18 @@ impl Files {
         writable: bool,
         new_file: bool,
     ) -> FsResult<(u64, Arc<OpenEntry>)> {
-        let lineage = self.lineage(ino);
+        let lineage = self.ns.lineage(ino);
         let (entry, node) = loop {
             // A rename moving this file waits for no handle that arrives after it started:
             // this one attaches once the file is at its new key (see `renamegate.rs`).
-            self.wait_for_renames(&lineage).await;
+            self.gate.wait_for(&lineage).await;
             let node = lock(&self.ns.table)
                 .get(ino)
                 .cloned()
                 .ok_or(FsError::NotFound)?;
             let entry = {
                 let mut of = lock(&self.open_files);
-                if self.moving_over(&lineage) {
+                if self.gate.moving_over(&lineage) {
                     continue;
                 }
                 of.entry(ino)
@@ -251,5 +252,106 @@ impl Files {
                 false
             }
         }
+    }
+
+    /// Wait until no rename moves any of `dirs` (or a directory above them), then register
+    /// them, with their ancestors, as the scope of an operation about to work in them
+    /// (see `renamegate.rs`).
+    pub(crate) async fn enter_gate(&self, dirs: &[u64]) -> Scope<'_> {
+        self.gate.enter(self.ns.lineages(dirs)).await
+    }
+
+    /// Register `ino` as being renamed and return the open files at or below it (sorted by
+    /// inode). Registration and collection happen under the open-file map's lock, the same
+    /// lock a new handle registers under, so every handle is either returned here or waits.
+    /// `replaced` is the inode a rename replaces, if any: its open file is held too, so that
+    /// it can be unlinked (`unlink_held`) before any of its handles uploads over the target.
+    /// `ino` is `None` when the moved entry has no inode here (never looked up: nothing of
+    /// it can be open).
+    ///
+    /// `None`: another operation works inside `ino` (its scope holds it) or another rename
+    /// moves it; nothing was registered. `own` is the rename's own scope, which does not count.
+    pub(crate) fn begin_move(
+        &self,
+        ino: Option<u64>,
+        replaced: Option<u64>,
+        own: &Scope<'_>,
+    ) -> Option<(Option<Moving<'_>>, OpenFiles)> {
+        let open: Vec<(u64, Arc<OpenEntry>)> = {
+            let of = lock(&self.open_files);
+            if let Some(i) = ino
+                && !self.gate.try_move(i, own)
+            {
+                return None;
+            }
+            of.iter().map(|(i, e)| (*i, e.clone())).collect()
+        };
+        let mut inside: Vec<(u64, Arc<OpenEntry>)> = {
+            let t = lock(&self.ns.table);
+            open.into_iter()
+                .filter(|(i, _)| {
+                    Some(*i) == replaced
+                        || ino.is_some_and(|moved| *i == moved || t.is_under(*i, moved))
+                })
+                .collect()
+        };
+        inside.sort_by_key(|(i, _)| *i);
+        Some((ino.map(|ino| self.gate.moving(ino)), inside))
+    }
+
+    /// Lock every open file `begin_move` returned, in its (inode) order.
+    pub(crate) async fn hold<'a>(&self, open: &'a [(u64, Arc<OpenEntry>)]) -> Held<'a> {
+        let mut held = Vec::with_capacity(open.len());
+        for (ino, e) in open {
+            held.push((*ino, &**e, e.state.lock().await));
+        }
+        held
+    }
+
+    /// Upload the changes of every held file (before its object is copied). The file the
+    /// rename replaces (`replaced`) is staged whole instead, for its handles: its object is
+    /// about to be overwritten, and its changes go with its name.
+    pub(crate) async fn flush_held(
+        &self,
+        held: &mut Held<'_>,
+        replaced: Option<u64>,
+    ) -> FsResult<()> {
+        for (ino, entry, st) in held.iter_mut() {
+            if Some(*ino) == replaced {
+                self.keep_for_handles(*ino, st).await;
+            } else {
+                self.upload_locked(*ino, entry, st).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The rename replaced `ino`: its handles keep reading it, and nothing of it is
+    /// uploaded again (its key belongs to the file moved there).
+    pub(crate) fn unlink_held(&self, held: &mut Held<'_>, ino: u64) {
+        for (i, entry, st) in held.iter_mut() {
+            if *i == ino {
+                self.mark_unlinked_locked(ino, entry, st);
+            }
+        }
+    }
+
+    /// After the move: pin each held file to its object under the new key (the copy holds
+    /// the same, flushed bytes), so its next upload and the old bytes it still reads from the
+    /// store refer to it.
+    pub(crate) async fn repin_held(&self, held: &mut Held<'_>) -> FsResult<()> {
+        for (ino, _, st) in held.iter_mut() {
+            if !st.exists_remote || st.unlinked {
+                continue;
+            }
+            let key = self.ns.key_of(*ino)?;
+            let etag = self.backend.head(&key).await?.etag;
+            st.base_etag = etag.clone();
+            st.read_etag = etag.clone();
+            if let Some(n) = lock(&self.ns.table).get_mut(*ino) {
+                n.etag = etag;
+            }
+        }
+        Ok(())
     }
 }

@@ -204,6 +204,29 @@ impl Namespace {
     pub(crate) fn warn_once(&self, what: &str, key: &str) {
         warn!(key, "{what}");
     }
+
+    /// The inodes at and above `ino` (its ancestors), for the rename gate.
+    pub(crate) fn lineage(&self, ino: u64) -> Vec<u64> {
+        let t = lock(&self.table);
+        let mut out = vec![ino];
+        let mut cur = ino;
+        while let Some(n) = t.get(cur) {
+            if n.parent == cur || out.len() > 4096 {
+                break;
+            }
+            cur = n.parent;
+            out.push(cur);
+        }
+        out
+    }
+
+    /// The inodes at and above each of `dirs`, sorted, each once.
+    pub(crate) fn lineages(&self, dirs: &[u64]) -> Vec<u64> {
+        let mut out: Vec<u64> = dirs.iter().flat_map(|&d| self.lineage(d)).collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 /// Remove the metadata keys we own, keeping foreign ones to write back unchanged.
