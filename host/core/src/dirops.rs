@@ -7,12 +7,14 @@ use blobmount_backend::{BackendError, Precondition, PutMeta, UserMetadata};
 use bytes::Bytes;
 
 use crate::attr::{self, Attr, Kind};
-use crate::error::{FsError, FsResult};
-use crate::fs::{Caller, DirEntry, Fs, lock};
+use crate::error::{FsError, FsResult, ignore_missing};
+use crate::fs::Fs;
 use crate::inode::{Entry, Marker, Node, ROOT_INO};
 use crate::journal::{RenameOutcome, RenamePlan};
 use crate::names;
 use crate::namespace::Probe;
+use crate::sync::lock;
+use crate::types::{Caller, DirEntry};
 use blobmount_policy_api::Verdict;
 use std::sync::atomic::Ordering;
 
@@ -607,13 +609,6 @@ struct RenameJob {
     target: Option<Option<u64>>,
     /// The replaced entry's inode when it is not the moved one.
     replaced: Option<u64>,
-}
-
-pub(crate) fn ignore_missing(r: Result<(), BackendError>) -> FsResult<()> {
-    match r {
-        Ok(()) | Err(BackendError::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 fn panic_free_attr(ino: u64, _name: &str) -> Attr {

@@ -109,6 +109,22 @@ impl From<std::io::Error> for FsError {
 
 pub type FsResult<T> = Result<T, FsError>;
 
+pub(crate) fn ignore_missing(r: Result<(), BackendError>) -> FsResult<()> {
+    match r {
+        Ok(()) | Err(BackendError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The error of a read pinned to the version a file was opened at: that version replaced
+/// or deleted by someone else is ESTALE (the handle's file is gone), not ENOENT.
+pub(crate) fn stale(e: BackendError) -> FsError {
+    match e {
+        BackendError::PreconditionFailed { .. } | BackendError::NotFound { .. } => FsError::Stale,
+        e => e.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

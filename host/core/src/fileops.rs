@@ -9,19 +9,114 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use blobmount_backend::BackendError;
 use bytes::Bytes;
+use futures::StreamExt;
 use tracing::error;
+use tracing::{debug, warn};
 
 use crate::attr::Kind;
 use crate::blockpool::Source;
-use crate::error::{FsError, FsResult};
+use crate::error::{FsError, FsResult, stale};
 use crate::files::upload_cond;
-use crate::fs::{Caller, Fs, OpenReply, lock};
+use crate::fs::Fs;
+use crate::inode::ROOT_INO;
 use crate::names;
+use crate::preload::PreloadProgress;
+use crate::sync::lock;
+use crate::types::{Caller, OpenReply};
 use crate::writestream::StreamWrite;
 
 impl Fs {
+    /// Preload directory `dir` (relative to the mount root; empty or `/` for all of it)
+    /// with `jobs` files in flight. Errors on single files are counted, not returned; an
+    /// error means `dir` itself could not be found or listed.
+    pub async fn preload(&self, dir: &str, jobs: usize, p: &PreloadProgress) -> FsResult<()> {
+        let mut ino = ROOT_INO;
+        for seg in dir.split('/').filter(|s| !s.is_empty() && *s != ".") {
+            let a = self.lookup(ino, seg).await?;
+            if a.kind != Kind::Dir {
+                return Err(FsError::NotDir);
+            }
+            ino = a.ino;
+        }
+        let files = {
+            let mut files = Vec::new();
+            let mut dirs = vec![ino];
+            while let Some(d) = dirs.pop() {
+                let fh = self.opendir(d).await?;
+                let entries = self.readdir(fh, 0);
+                self.releasedir(fh);
+                PreloadProgress::add(&p.dirs, 1);
+                for (_, entry) in entries? {
+                    if entry.name == "." || entry.name == ".." {
+                        continue;
+                    }
+                    match self.lookup(d, &entry.name).await {
+                        Ok(a) if a.kind == Kind::Dir => dirs.push(a.ino),
+                        Ok(a) if a.kind == Kind::File => {
+                            PreloadProgress::add(&p.files_found, 1);
+                            PreloadProgress::add(&p.bytes_found, a.size);
+                            files.push(a.ino);
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            debug!(name = entry.name, error = %e, "preload: lookup failed");
+                            PreloadProgress::add(&p.failed, 1);
+                        }
+                    }
+                }
+            }
+            files
+        };
+        let Some(fc) = self.file_cache.clone() else {
+            // Metadata only: the lookups above filled the stat and list caches.
+            for ino in &files {
+                let size = lock(&self.ns.table).get(*ino).map(|n| n.size).unwrap_or(0);
+                PreloadProgress::add(&p.files_done, 1);
+                PreloadProgress::add(&p.bytes_done, size);
+            }
+            return Ok(());
+        };
+        futures::stream::iter(files)
+            .for_each_concurrent(jobs.max(1), |ino| {
+                let fc = fc.clone();
+                async move {
+                    let found = {
+                        let t = lock(&self.ns.table);
+                        t.get(ino).map(|n| (n.etag.clone(), n.size))
+                    };
+                    let (Some((etag, size)), Ok(key)) = (found, self.ns.key_of(ino)) else {
+                        PreloadProgress::add(&p.failed, 1);
+                        return;
+                    };
+                    match fc.get(&self.backend, &key, etag.as_deref(), size) {
+                        None => PreloadProgress::add(&p.skipped, 1),
+                        Some(c) => {
+                            let mut seen = c.downloaded();
+                            PreloadProgress::add(&p.bytes_done, seen);
+                            let r = c
+                                .wait_complete_with(|now| {
+                                    PreloadProgress::add(&p.bytes_done, now - seen);
+                                    seen = now;
+                                })
+                                .await;
+                            match r {
+                                Ok(()) => PreloadProgress::add(&p.files_done, 1),
+                                Err(e) => {
+                                    warn!(key, error = %e, "preload: download failed");
+                                    PreloadProgress::add(&p.failed, 1);
+                                }
+                            }
+                        }
+                    }
+                    // The walk's own reference; the kernel keeps its own.
+                    self.forget(ino, 1);
+                }
+            })
+            .await;
+        Ok(())
+    }
+
     /// FUSE open. Revalidates the object first when its attributes are stale
     /// (close-to-open consistency).
     pub async fn open(&self, ino: u64, flags: i32) -> FsResult<OpenReply> {
@@ -287,14 +382,5 @@ impl Fs {
             }
         }
         result
-    }
-}
-
-/// The error of a read pinned to the version a file was opened at: that version replaced
-/// or deleted by someone else is ESTALE (the handle's file is gone), not ENOENT.
-pub(crate) fn stale(e: BackendError) -> FsError {
-    match e {
-        BackendError::PreconditionFailed { .. } | BackendError::NotFound { .. } => FsError::Stale,
-        e => e.into(),
     }
 }

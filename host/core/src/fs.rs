@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use blobmount_backend::{Backend, BackendError, PutMeta};
@@ -28,94 +28,10 @@ use crate::policy::{self as pol, NodePolicy};
 use crate::readpath::ReadMode;
 use crate::renamegate::RenameGate;
 use crate::staging::CacheLock;
-
-/// Who is asking (from the FUSE request).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Caller {
-    pub uid: u32,
-    pub gid: u32,
-}
-
-/// A directory entry as returned by `readdir`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DirEntry {
-    pub ino: u64,
-    pub name: String,
-    pub kind: Kind,
-}
-
-/// Reply to `open`/`create`.
-#[derive(Clone, Copy, Debug)]
-pub struct OpenReply {
-    pub fh: u64,
-    /// The kernel may keep its page cache of the file: the object has the same ETag as at
-    /// the previous open, so cached pages are still its bytes.
-    pub keep_cache: bool,
-}
-
-/// Attribute changes requested by `setattr`.
-#[derive(Clone, Debug, Default)]
-pub struct SetAttr {
-    pub perm: Option<u16>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub size: Option<u64>,
-    pub mtime: Option<SystemTime>,
-    pub atime: Option<SystemTime>,
-    pub fh: Option<u64>,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct StatFs {
-    pub blocks: u64,
-    pub bfree: u64,
-    pub files: u64,
-    pub ffree: u64,
-    pub bsize: u32,
-    pub namelen: u32,
-}
-
-/// Lookups in flight for one readdirplus batch.
-pub const LOOKUP_CONCURRENCY: usize = 16;
-
-/// How long a directory found to need more than one listing page is not listed again by a
-/// lookup (its names are probed one by one meanwhile).
-pub const LARGE_DIR_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Counters for the metrics endpoint and tests.
-#[derive(Debug, Default)]
-pub struct FsStats {
-    pub name_conflicts: AtomicU64,
-    pub upload_conflicts: AtomicU64,
-    pub upload_errors: AtomicU64,
-    /// opendir served from a cached listing.
-    pub list_cache_hits: AtomicU64,
-    /// Lookups answered "absent" from the negative cache or a fresh listing.
-    pub negative_hits: AtomicU64,
-    /// Expired one-page listings fetched again by a lookup instead of probing the name.
-    pub relists: AtomicU64,
-    /// Lookups of listed files that needed one HEAD instead of a full probe (type cache).
-    pub type_cache_hits: AtomicU64,
-    /// Lookups answered from a listing that carried the attributes (no request at all).
-    pub listing_attr_hits: AtomicU64,
-    /// Cached listings dropped to stay under `list_cache_max_entries`.
-    pub list_evictions: AtomicU64,
-    /// Bytes written into open files (by `write`).
-    pub bytes_written: AtomicU64,
-    /// Parts sent by streaming uploads.
-    pub parts_sent: AtomicU64,
-    /// Of those, parts read back from the staging file (no memory was free to keep them as
-    /// they were written).
-    pub parts_read_back: AtomicU64,
-    /// Files committed by a streaming upload (the rest are uploaded whole).
-    pub streamed_uploads: AtomicU64,
-    /// Uploads that sent only the bytes appended to an object (the store kept the rest).
-    pub append_uploads: AtomicU64,
-    /// Unfinished writes of a previous daemon uploaded at start.
-    pub recovered_uploaded: AtomicU64,
-    /// Unfinished writes of a previous daemon moved to `conflicts/` at start.
-    pub recovered_kept: AtomicU64,
-}
+use crate::sync::lock;
+pub use crate::types::{
+    Caller, DirEntry, FsStats, LARGE_DIR_RETRY, LOOKUP_CONCURRENCY, OpenReply, SetAttr, StatFs,
+};
 
 pub struct Fs {
     pub(crate) backend: Arc<dyn Backend>,
@@ -144,11 +60,6 @@ impl std::fmt::Debug for Fs {
             .field("backend", &self.backend.describe())
             .finish()
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock means a panic elsewhere; the data is still usable for serving.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Fs {
@@ -223,17 +134,6 @@ impl Fs {
             stats,
             _cache_lock: cache_lock,
         })
-    }
-
-    /// Preload directory `dir` (relative to the mount root; empty or `/` for all of it)
-    /// with `jobs` files in flight (see `preload.rs`).
-    pub async fn preload(
-        &self,
-        dir: &str,
-        jobs: usize,
-        p: &crate::PreloadProgress,
-    ) -> FsResult<()> {
-        crate::preload::preload(self, dir, jobs, p).await
     }
 
     /// Tests only: go away like a killed daemon would, leaving staged files and manifests

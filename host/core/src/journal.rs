@@ -10,6 +10,7 @@
 //! the deletes had started and it is finished (remaining objects copied, then deleted). Both
 //! steps are idempotent, so a crash during recovery is recovered the same way.
 
+use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,9 +20,7 @@ use blobmount_backend::{Backend, BackendError, Precondition};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use crate::dirops::ignore_missing;
-use crate::error::FsResult;
-use crate::staging::sync_dir_of;
+use crate::error::{FsResult, ignore_missing};
 
 /// The plan of one directory rename.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -208,5 +207,13 @@ impl Journal {
             }
         }
         out
+    }
+}
+
+/// Sync the directory holding `path`, so a rename or creation in it survives a power loss.
+pub(crate) fn sync_dir_of(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
 }

@@ -27,6 +27,8 @@ pub mod readahead;
 pub mod readpath;
 mod renamegate;
 mod staging;
+mod sync;
+mod types;
 mod writestream;
 
 pub use attr::{Attr, Kind};

@@ -33,12 +33,9 @@
 //! those held. Entering the gate and registering a move happen before any open file's lock
 //! is taken.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use tokio::sync::MutexGuard;
-
-use crate::files::{OpenEntry, OpenFile};
-use crate::fs::lock;
+use crate::sync::lock;
 
 /// Inodes being renamed, the scopes of operations in progress, and a wake-up for those
 /// waiting on either.
@@ -103,12 +100,6 @@ impl Drop for Scope<'_> {
             .ended(|g| g.scopes.retain(|(id, _)| *id != self.id));
     }
 }
-
-/// Open files by inode.
-pub(crate) type OpenFiles = Vec<(u64, Arc<OpenEntry>)>;
-
-/// The open files a rename holds still: each one's inode, entry and locked state.
-pub(crate) type Held<'a> = Vec<(u64, &'a OpenEntry, MutexGuard<'a, OpenFile>)>;
 
 impl RenameGate {
     /// Wait until no rename moves any inode of `scope` (directories with all their

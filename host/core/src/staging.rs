@@ -26,7 +26,7 @@ use blobmount_backend::UserMetadata;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{FsError, FsResult};
-use crate::journal::RenameOutcome;
+use crate::journal::{RenameOutcome, sync_dir_of};
 
 /// What the next mount does with data a crash left staged (`write.recovery`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -243,12 +243,4 @@ pub(crate) fn copy_tail(src: &Path, dst: &Path, from: u64) -> std::io::Result<()
 pub(crate) fn sync_kept(path: &Path) -> std::io::Result<()> {
     File::open(path)?.sync_all()?;
     sync_dir_of(path)
-}
-
-/// Sync the directory holding `path`, so a rename or creation in it survives a power loss.
-pub(crate) fn sync_dir_of(path: &Path) -> std::io::Result<()> {
-    match path.parent() {
-        Some(dir) => File::open(dir)?.sync_all(),
-        None => Ok(()),
-    }
 }

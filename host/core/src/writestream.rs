@@ -28,8 +28,24 @@ use tracing::{debug, warn};
 
 use crate::attr;
 use crate::budget::Charge;
+use std::sync::Arc;
+
+use blobmount_backend::Backend;
+
+use crate::budget::MemoryBudget;
 use crate::config::FsConfig;
-use crate::files::Files;
+use crate::error::FsResult;
+use crate::types::FsStats;
+
+/// What streaming needs from the open-file layer that runs it (`crate::files::Files`).
+pub(crate) trait StreamHost {
+    fn backend(&self) -> &Arc<dyn Backend>;
+    fn cfg(&self) -> &FsConfig;
+    fn budget(&self) -> &Arc<MemoryBudget>;
+    fn stats(&self) -> &FsStats;
+    /// The key and metadata an upload of `ino` starts with now (`upload_id` included).
+    fn upload_target(&self, ino: u64, upload_id: &str) -> FsResult<(String, PutMeta)>;
+}
 
 /// S3 allows 10,000 parts; beyond this many the file is uploaded whole at close.
 const MAX_PARTS: u64 = 9_000;
@@ -133,7 +149,7 @@ impl StreamWrite {
     /// problem falls back to uploading at close.
     pub(crate) async fn after_write(
         &mut self,
-        f: &Files,
+        f: &impl StreamHost,
         ino: u64,
         file: &std::fs::File,
         (offset, data): (u64, &[u8]),
@@ -146,7 +162,7 @@ impl StreamWrite {
             self.cancel("write out of order");
             return;
         }
-        let part = f.cfg.write_part_size as u64;
+        let part = f.cfg().write_part_size as u64;
         // The write in pieces that each end at a part boundary (or hold the rest), so every
         // part can be kept in memory from its first byte.
         let mut rest = data;
@@ -175,24 +191,24 @@ impl StreamWrite {
     /// Send every full part written so far (starting the upload at the first).
     async fn send_full_parts(
         &mut self,
-        f: &Files,
+        f: &impl StreamHost,
         ino: u64,
         file: &std::fs::File,
         (cond, upload_id): (&Precondition, &str),
     ) -> Sent {
-        let part = f.cfg.write_part_size as u64;
+        let part = f.cfg().write_part_size as u64;
         while self.seq_end - self.sent >= part {
             if self.parts >= MAX_PARTS {
                 self.cancel("too many parts");
                 return Sent::GaveUp;
             }
             if self.upload.is_none() {
-                let (Ok(key), Ok(pm)) = (f.ns.key_of(ino), f.put_meta(ino, upload_id)) else {
+                let Ok((key, pm)) = f.upload_target(ino, upload_id) else {
                     self.cancel("file vanished");
                     return Sent::GaveUp;
                 };
                 let meta = stream_meta(&pm);
-                match f.backend.clone().start_upload(&key, &meta, cond).await {
+                match f.backend().clone().start_upload(&key, &meta, cond).await {
                     Ok(Some(up)) => {
                         self.upload = Some(up);
                         self.cond = Some(cond.clone());
@@ -224,13 +240,18 @@ impl StreamWrite {
     /// Send the next `len` bytes as a part: the buffer filled while writing when it holds
     /// them all, else a read back from the staging file into newly charged memory. `false`
     /// when it was not sent (no memory now, or streaming was given up).
-    async fn send_next_part(&mut self, f: &Files, file: &std::fs::File, len: u64) -> bool {
+    async fn send_next_part(
+        &mut self,
+        f: &impl StreamHost,
+        file: &std::fs::File,
+        len: u64,
+    ) -> bool {
         // A buffer without the whole part (its start was not kept) is dropped: read back.
         if let Some((buf, charge)) = self.pending.take()
             && buf.len() as u64 == len
         {
             // Wait for a slot as a read-back part would (bounds the parts in flight).
-            while self.in_flight.len() >= f.cfg.write_parts_in_flight.max(1) {
+            while self.in_flight.len() >= f.cfg().write_parts_in_flight.max(1) {
                 let Some(h) = self.in_flight.pop_front() else {
                     break;
                 };
@@ -250,11 +271,11 @@ impl StreamWrite {
     /// Copy the bytes of an in-order write that belong to the part being filled into its
     /// buffer (starting one, if budget is free, when the write begins a part). Bytes beyond
     /// the part stay in the staging file only: the buffer is started at part boundaries.
-    fn keep_pending(&mut self, f: &Files, data: &[u8], part: u64) {
+    fn keep_pending(&mut self, f: &impl StreamHost, data: &[u8], part: u64) {
         let at = self.seq_end - self.sent; // where `data` starts within the part being filled
         if self.pending.is_none() && at == 0 && part > 0 {
             self.pending = f
-                .budget
+                .budget()
                 .try_take(part)
                 .map(|c| (BytesMut::with_capacity(part as usize), c));
         }
@@ -271,10 +292,10 @@ impl StreamWrite {
 
     /// Memory for one part: waits for parts in flight while the budget is full and there are
     /// any (also bounding parts in flight); `None` when none is free.
-    async fn part_budget(&mut self, f: &Files, len: u64) -> Option<Charge> {
+    async fn part_budget(&mut self, f: &impl StreamHost, len: u64) -> Option<Charge> {
         loop {
-            if self.in_flight.len() < f.cfg.write_parts_in_flight.max(1)
-                && let Some(c) = f.budget.try_take(len)
+            if self.in_flight.len() < f.cfg().write_parts_in_flight.max(1)
+                && let Some(c) = f.budget().try_take(len)
             {
                 return Some(c);
             }
@@ -289,7 +310,7 @@ impl StreamWrite {
     /// Read the next `len` bytes after `sent` from the staging file and send them as a part.
     async fn send_part(
         &mut self,
-        f: &Files,
+        f: &impl StreamHost,
         file: &std::fs::File,
         len: u64,
         charge: Charge,
@@ -299,14 +320,14 @@ impl StreamWrite {
             self.cancel("staging read failed");
             return false;
         }
-        f.stats
+        f.stats()
             .parts_read_back
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.dispatch_part(f, Bytes::from(buf), charge)
     }
 
     /// Hand the next part's bytes to the upload; the charge is returned when it has landed.
-    fn dispatch_part(&mut self, f: &Files, data: Bytes, charge: Charge) -> bool {
+    fn dispatch_part(&mut self, f: &impl StreamHost, data: Bytes, charge: Charge) -> bool {
         let len = data.len() as u64;
         let Some(up) = self.upload.as_mut() else {
             return false;
@@ -319,7 +340,7 @@ impl StreamWrite {
         }));
         self.sent += len;
         self.parts += 1;
-        f.stats
+        f.stats()
             .parts_sent
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         true
@@ -332,7 +353,7 @@ impl StreamWrite {
     /// it (`chmod` on an open file, as `tar -p` does, must not abandon the upload).
     pub(crate) async fn commit(
         &mut self,
-        f: &Files,
+        f: &impl StreamHost,
         file: &std::fs::File,
         size: u64,
         cond: &Precondition,
@@ -342,7 +363,7 @@ impl StreamWrite {
             self.cancel("changed since the upload started");
             return None;
         }
-        let part = f.cfg.write_part_size as u64;
+        let part = f.cfg().write_part_size as u64;
         while size > self.sent {
             let len = part.min(size - self.sent);
             if !self.send_next_part(f, file, len).await {
@@ -370,7 +391,7 @@ impl StreamWrite {
         self.cond = None;
         let r = up.complete(cond).await;
         if r.is_ok() {
-            f.stats
+            f.stats()
                 .streamed_uploads
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }

@@ -17,9 +17,9 @@ use tracing::{error, info, warn};
 use super::{Files, OpenEntry, OpenFile};
 use crate::attr::{self, Kind};
 use crate::error::{FsError, FsResult};
-use crate::fs::lock;
 use crate::journal::Journal;
 use crate::staging::{KEPT_NAME_BYTES, Manifest, Recovery, RecoveryReport, copy_tail, sync_kept};
+use crate::sync::lock;
 
 /// Times an upload is sent while the store does not answer (see `Fs::upload_attempts`).
 const UPLOAD_ATTEMPTS: u32 = 3;

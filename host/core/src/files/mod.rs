@@ -23,20 +23,21 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use blobmount_backend::Backend;
+use blobmount_backend::{Backend, PutMeta};
 
 use crate::budget::MemoryBudget;
 use crate::config::FsConfig;
 use crate::direct::Direct;
 use crate::error::{FsError, FsResult};
 use crate::filecache::{FileCache, FileCacheReader};
-use crate::fs::{FsStats, lock};
 use crate::namespace::Namespace;
 use crate::readahead::Stream;
 use crate::readpath::{ReadMode, ReadPath};
-use crate::renamegate::{Held, Moving, OpenFiles, RenameGate, Scope};
+use crate::renamegate::{Moving, RenameGate, Scope};
 use crate::staging::Staged;
-use crate::writestream::StreamWrite;
+use crate::sync::lock;
+use crate::types::FsStats;
+use crate::writestream::{StreamHost, StreamWrite};
 
 pub(crate) use commit::{new_upload_id, upload_cond};
 
@@ -87,6 +88,12 @@ pub(crate) struct Handle {
     /// Read state of the configured read path (see [`crate::readpath`]).
     pub(crate) read: tokio::sync::Mutex<Box<dyn ReadPath>>,
 }
+
+/// Open files by inode.
+pub(crate) type OpenFiles = Vec<(u64, Arc<OpenEntry>)>;
+
+/// The open files a rename holds still: each one's inode, entry and locked state.
+pub(crate) type Held<'a> = Vec<(u64, &'a OpenEntry, tokio::sync::MutexGuard<'a, OpenFile>)>;
 
 /// Every open file and handle, and what the write path needs from the rest of the core.
 pub(crate) struct Files {
@@ -353,5 +360,23 @@ impl Files {
             }
         }
         Ok(())
+    }
+}
+
+impl StreamHost for Files {
+    fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+    fn cfg(&self) -> &FsConfig {
+        &self.cfg
+    }
+    fn budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
+    }
+    fn stats(&self) -> &FsStats {
+        &self.stats
+    }
+    fn upload_target(&self, ino: u64, upload_id: &str) -> FsResult<(String, PutMeta)> {
+        Ok((self.ns.key_of(ino)?, self.put_meta(ino, upload_id)?))
     }
 }

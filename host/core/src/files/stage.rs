@@ -20,10 +20,10 @@ use bytes::Bytes;
 use tracing::warn;
 
 use super::{Files, OpenEntry, OpenFile};
+use crate::error::stale;
 use crate::error::{FsError, FsResult};
-use crate::fileops::stale;
-use crate::fs::lock;
 use crate::staging::Staged;
+use crate::sync::lock;
 use crate::writestream::StreamWrite;
 
 impl Files {

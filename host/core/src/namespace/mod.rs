@@ -37,9 +37,10 @@ use tracing::{info, warn};
 use crate::attr::{self, Kind};
 use crate::config::FsConfig;
 use crate::error::{FsError, FsResult};
-use crate::fs::{FsStats, lock};
 use crate::inode::{Marker, Node, Table};
 use crate::names::FILE_SUFFIX;
+use crate::sync::lock;
+use crate::types::FsStats;
 
 /// What the store says is at a name.
 pub(crate) struct Probe {

@@ -17,10 +17,10 @@ use tracing::info;
 use super::{Namespace, Probe, addressable};
 use crate::attr::{self, Kind};
 use crate::error::{FsError, FsResult};
-use crate::fs::lock;
 use crate::inode::{Entry, Marker};
 use crate::names::{self, FILE_SUFFIX};
 use crate::policy::Described;
+use crate::sync::lock;
 
 impl Namespace {
     /// Ask the store what `seg` under directory key `parent_key` is: HEAD of the object and a

@@ -9,9 +9,10 @@ use blobmount_policy_api::{self as api, Access, ConflictEntry, ConflictKind, Res
 use super::{Namespace, Probe};
 use crate::attr::Kind;
 use crate::error::{FsError, FsResult};
-use crate::fs::{Caller, lock};
 use crate::inode::Node;
 use crate::policy::{Described, KERNEL_TTL_MAX, NodePolicy, WRITE, now_secs};
+use crate::sync::lock;
+use crate::types::Caller;
 
 impl Namespace {
     /// `store_key` relative to the mount root, with a trailing `/` for directories.
