@@ -4,8 +4,10 @@
 //! unmounting, detaching into the background). It must not contain file-system semantics:
 //! those belong to `blobmount_core`, and storage access to `blobmount_backend`.
 
+pub mod args;
 pub mod cli;
 pub mod config;
+pub mod exit;
 pub mod fdpass;
 pub mod fuse;
 pub mod health;

@@ -11,14 +11,13 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use blobmount_backend::BackendError;
 use blobmount_backend::metered::Metered;
 use blobmount_core::{Fs, FsConfig, PreloadProgress};
 use fuser::{MountOption, SessionACL};
 use tracing::{debug, error, info, warn};
 
-use crate::cli::{EXIT_AUTH, EXIT_CONFIG, EXIT_MOUNT, EXIT_RUNTIME, EXIT_UNREACHABLE, MountArgs};
 use crate::config::Config;
+use crate::exit::{EXIT_CONFIG, EXIT_MOUNT, EXIT_RUNTIME, EXIT_UNREACHABLE, classify};
 use crate::fuse::FuseAdapter;
 use crate::health;
 
@@ -43,7 +42,7 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
 }
 
 /// Start a background copy of this command and return once it has mounted (or failed).
-pub fn daemonize(_args: &MountArgs) -> ExitCode {
+pub fn daemonize() -> ExitCode {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => return fail(EXIT_RUNTIME, format!("cannot find own executable: {e}")),
@@ -182,23 +181,6 @@ fn unescape(s: &str) -> String {
         .replace("\\011", "\t")
         .replace("\\012", "\n")
         .replace("\\134", "\\")
-}
-
-fn classify(e: &BackendError) -> u8 {
-    match e {
-        BackendError::Unauthenticated(_) | BackendError::PermissionDenied(_) => EXIT_AUTH,
-        BackendError::Unavailable(_) => EXIT_UNREACHABLE,
-        BackendError::Config(_) | BackendError::InvalidKey { .. } => EXIT_CONFIG,
-        BackendError::NotFound { .. } => EXIT_CONFIG,
-        BackendError::AlreadyExists { .. }
-        | BackendError::PreconditionFailed { .. }
-        | BackendError::NotSupported(_)
-        | BackendError::ChecksumMismatch { .. }
-        | BackendError::LocalIo(_)
-        | BackendError::LocalNoSpace(_)
-        | BackendError::TooLarge { .. }
-        | BackendError::Other(_) => EXIT_RUNTIME,
-    }
 }
 
 /// Mount and serve until unmounted or signalled.

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::cli::{EXIT_CONFIG, EXIT_RUNTIME};
+use crate::exit::{EXIT_CONFIG, EXIT_RUNTIME};
 use crate::health::{self, Registration, Status};
 
 fn human(b: u64) -> String {
