@@ -376,6 +376,13 @@ pub fn parse_mode(s: &str) -> Result<u16, String> {
     }
 }
 
+/// `mib` MiB in bytes; a value whose byte count does not fit in 64 bits is an error naming
+/// `key` (never a wrapped size).
+pub fn mib_bytes(key: &str, mib: u64) -> Result<u64, ConfigError> {
+    mib.checked_mul(1024 * 1024)
+        .ok_or_else(|| ConfigError(format!("{key}: {mib} MiB is too large")))
+}
+
 /// A configuration error, always naming where it is.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -473,6 +480,15 @@ impl Config {
             return Err(ConfigError(
                 "mount.subdirectory: must not contain '.' or '..'".into(),
             ));
+        }
+        let c = &self.cache;
+        for (key, mib) in [
+            ("cache.read-ahead-max-mib", c.read_ahead_max_mib as u64),
+            ("cache.read-memory-mib", c.read_memory_mib as u64),
+            ("cache.file-cache-max-mib", c.file_cache_max_mib),
+            ("cache.file-cache-min-free-mib", c.file_cache_min_free_mib),
+        ] {
+            mib_bytes(key, mib)?;
         }
         Ok(())
     }

@@ -5,16 +5,22 @@
 //! those belong to `blobmount_core`, and storage access to `blobmount_backend`.
 
 pub mod args;
+pub mod background;
 pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod fdpass;
+pub mod fsconfig;
 pub mod fuse;
 pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod mount;
+pub mod mountpoint;
 pub mod plugin_cli;
 pub mod policy;
 pub mod preload;
+pub mod session;
+pub mod shutdown;
 pub mod status;
+pub mod store;
