@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use blobmount_core::PreloadProgress;
+use blobmount_policy::WasmPolicy;
 use tracing::{error, info, warn};
 
 use crate::background;
@@ -24,6 +25,7 @@ use crate::fsconfig::{default_cache_dir, fs_config};
 use crate::fuse::FuseAdapter;
 use crate::health;
 use crate::mountpoint::Place;
+use crate::opstats::FuseStats;
 use crate::shutdown::{Signals, Stop};
 use crate::store::Store;
 
@@ -69,30 +71,29 @@ fn mount_and_serve(mut cfg: Config) -> Result<u8, Failure> {
         .build()
         .map_err(|e| Failure::runtime(format!("tokio runtime: {e}")))?;
     let signals = Signals::install(&rt)?;
-    let store = rt.block_on(crate::store::open(&cfg, fs_cfg, policy))?;
-    let source = source_name(&store);
-    let preload = (!cfg.read.preload.is_empty()).then(|| Arc::new(PreloadProgress::default()));
-    let alive = Arc::new(AtomicBool::new(true));
-    let health_addr = start_health(&rt, &cfg, &place, &store, &source, &preload, &alive)?;
-    let adapter = FuseAdapter::new(store.fs.clone(), rt.handle().clone());
-    let running = crate::session::start(adapter, &cfg, &place, &source, alive)?;
-    info!(store = %source, mountpoint = %place.mp.display(), "mounted");
-    if cfg.mount.kernel_read_ahead_kib > 0 && !place.fd_mode() {
-        crate::mountpoint::set_kernel_read_ahead(&place.mp, cfg.mount.kernel_read_ahead_kib);
-    }
-    if let Some(p) = &preload {
-        crate::preload::spawn_for_mount(
-            rt.handle(),
-            store.fs.clone(),
-            cfg.read.preload.clone(),
-            cfg.read.preload_jobs,
-            p.clone(),
-        );
-    }
-    let registered = announce(&cfg, &place, &store, &source, health_addr);
+    let store = rt.block_on(crate::store::open(&cfg, fs_cfg, policy.clone()))?;
+    let m = Mount {
+        source: source_name(&store),
+        place,
+        store,
+        policy,
+        fuse_stats: Arc::new(FuseStats::default()),
+        preload: (!cfg.read.preload.is_empty()).then(|| Arc::new(PreloadProgress::default())),
+        alive: Arc::new(AtomicBool::new(true)),
+    };
+    let health_addr = start_health(&rt, &cfg, &m)?;
+    let adapter = FuseAdapter::new(
+        m.store.fs.clone(),
+        rt.handle().clone(),
+        m.fuse_stats.clone(),
+    );
+    let running = crate::session::start(adapter, &cfg, &m.place, &m.source, m.alive.clone())?;
+    info!(store = %m.source, mountpoint = %m.place.mp.display(), "mounted");
+    after_mount(&rt, &cfg, &m);
+    let registered = announce(&cfg, &m, health_addr);
     let stop = Stop {
-        fs: &store.fs,
-        unmount: (!place.fd_mode()).then_some(place.mp.as_path()),
+        fs: &m.store.fs,
+        unmount: (!m.place.fd_mode()).then_some(m.place.mp.as_path()),
         grace_secs: cfg.mount.shutdown_grace_secs,
     };
     let code = rt.block_on(crate::shutdown::serve_until_stopped(
@@ -104,11 +105,41 @@ fn mount_and_serve(mut cfg: Config) -> Result<u8, Failure> {
         let _ = std::fs::remove_file(f);
     }
     // In fd mode the session lasts until the mounter detaches the mount; do not wait for it.
-    if code == 0 && !place.fd_mode() {
+    if code == 0 && !m.place.fd_mode() {
         let _ = running.joiner.join();
         info!("exited cleanly");
     }
     Ok(code)
+}
+
+/// What the stages up to the store have produced, for the ones after.
+struct Mount {
+    place: Place,
+    store: Store,
+    /// The mount's source as shown in `/proc/mounts`, the log and `/status`.
+    source: String,
+    policy: Arc<WasmPolicy>,
+    /// The FUSE adapter's counters (read by the health endpoint).
+    fuse_stats: Arc<FuseStats>,
+    preload: Option<Arc<PreloadProgress>>,
+    /// Cleared when the FUSE session ends.
+    alive: Arc<AtomicBool>,
+}
+
+/// Once mounted: the kernel's read-ahead, and the preload asked for.
+fn after_mount(rt: &tokio::runtime::Runtime, cfg: &Config, m: &Mount) {
+    if cfg.mount.kernel_read_ahead_kib > 0 && !m.place.fd_mode() {
+        crate::mountpoint::set_kernel_read_ahead(&m.place.mp, cfg.mount.kernel_read_ahead_kib);
+    }
+    if let Some(p) = &m.preload {
+        crate::preload::spawn_for_mount(
+            rt.handle(),
+            m.store.fs.clone(),
+            cfg.read.preload.clone(),
+            cfg.read.preload_jobs,
+            p.clone(),
+        );
+    }
 }
 
 /// Start logging. A background daemon must not write into the terminal it was started
@@ -143,26 +174,26 @@ fn source_name(store: &Store) -> String {
 fn start_health(
     rt: &tokio::runtime::Runtime,
     cfg: &Config,
-    place: &Place,
-    store: &Store,
-    source: &str,
-    preload: &Option<Arc<PreloadProgress>>,
-    alive: &Arc<AtomicBool>,
+    m: &Mount,
 ) -> Result<Option<String>, Failure> {
     if cfg.health.listen.is_empty() {
         return Ok(None);
     }
     let state = health::State::new(
-        store.fs.clone(),
-        store.backend_stats.clone(),
-        health::Target {
-            mountpoint: place.mp.clone(),
-            probe_dir: place.probe_dir.clone(),
-            session_alive: alive.clone(),
+        m.store.fs.clone(),
+        health::Counters {
+            fuse: m.fuse_stats.clone(),
+            backend: m.store.backend_stats.clone(),
+            policy: Some(m.policy.clone()),
         },
-        source.to_string(),
+        health::Target {
+            mountpoint: m.place.mp.clone(),
+            probe_dir: m.place.probe_dir.clone(),
+            session_alive: m.alive.clone(),
+        },
+        m.source.clone(),
         blobmount_core::ReadMode::from(cfg.read.mode).name(),
-        preload.clone(),
+        m.preload.clone(),
     );
     match rt.block_on(health::serve(&cfg.health.listen, state)) {
         Ok(a) => Ok(Some(a.to_string())),
@@ -175,21 +206,15 @@ fn start_health(
 
 /// Record the mount for `blobmount status`/`health` and, in a background daemon, tell the
 /// starting command that the mount is up. Returns the registry file to remove at exit.
-fn announce(
-    cfg: &Config,
-    place: &Place,
-    store: &Store,
-    source: &str,
-    health_addr: Option<String>,
-) -> Option<PathBuf> {
-    let mp = &place.mp;
+fn announce(cfg: &Config, m: &Mount, health_addr: Option<String>) -> Option<PathBuf> {
+    let (mp, source) = (&m.place.mp, &m.source);
     let registered = health::register(&health::Registration {
         // As `blobmount health` and `status` look it up (a relative path works too).
         mountpoint: health::canonical_parent(mp).unwrap_or_else(|| mp.clone()),
         pid: std::process::id(),
         health: health_addr.clone(),
-        store: source.to_string(),
-        cache_dir: store.fs.config().cache_dir.clone(),
+        store: source.clone(),
+        cache_dir: m.store.fs.config().cache_dir.clone(),
     });
     match (&registered, &health_addr) {
         (Ok(_), Some(a)) => {
