@@ -1,205 +1,334 @@
-//! `blobmount mount` arguments: the typed flags, `-o` options in mount(8) style, and how
-//! they are laid over a loaded [`Config`].
+//! `blobmount mount` arguments, generated from the settings table: the positional
+//! arguments and flags (clap), the mount(8)-style `-o` options, and how both override the
+//! config file and the environment (as key paths in the config tree, so a flag goes through
+//! the same deserialisation and checks as the YAML key it sets).
 //!
-//! Why not in `cli`: the mount stages and the command dispatch both need them; here neither
-//! has to import the other.
+//! Why generated: a setting with a flag but no key (or the reverse) cannot be written; see
+//! [`crate::settings`]. Only `--config`/`-c` (which file to read) and `-o` itself are not
+//! settings.
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::builder::{PossibleValuesParser, ValueParser};
+use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches, value_parser};
+use serde_json::Value;
 
-use crate::config::{Config, LogFormat, ReadMode, parse_mode};
+use crate::config::parse_mode;
+use crate::settings::{Flag, Opt, SETTINGS, Setting, Unit};
 
-#[derive(Args, Debug, Default, Clone)]
+/// Help of `-o`; every option of the table must appear in it (checked by a test).
+pub(crate) const OPTIONS_HELP: &str = "Options in mount(8) style, comma separated (ro, allow_other, foreground, uid=N, gid=N, file_mode=0644, dir_mode=0755, config=FILE, subdirectory=P, endpoint=URL, cache_dir=D, read_mode=M, preload=DIR)";
+/// mount(8) options accepted for fstab compatibility; the kernel or mount(8) handles them.
+const IGNORED_OPTIONS: [&str; 13] = [
+    "defaults", "auto", "noauto", "user", "nouser", "_netdev", "nofail", "dev", "nodev", "suid",
+    "nosuid", "exec", "noexec",
+];
+
+/// The arguments of `blobmount mount` (without its `list` subcommand).
+#[derive(Debug, Default, Clone)]
 pub struct MountArgs {
-    /// Store URL: az://ACCOUNT/CONTAINER[/PREFIX], s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX],
-    /// file:///PATH or mem://.
-    pub store_url: Option<String>,
-    /// Directory to mount on.
-    pub mountpoint: Option<PathBuf>,
-    /// YAML config file (flags override it; BLOBMOUNT_* environment overrides it too).
-    #[arg(long, short = 'c', env = "BLOBMOUNT_CONFIG")]
+    /// YAML config file (`-c`, `BLOBMOUNT_CONFIG`, `-o config=`).
     pub config: Option<PathBuf>,
-    /// Stay in the foreground.
-    #[arg(long, short = 'f')]
-    pub foreground: bool,
-    /// Mount read-only.
-    #[arg(long)]
-    pub read_only: bool,
-    /// Allow other users to access the mount.
-    #[arg(long)]
-    pub allow_other: bool,
-    /// Default owner uid.
-    #[arg(long)]
-    pub uid: Option<u32>,
-    /// Default owner gid.
-    #[arg(long)]
-    pub gid: Option<u32>,
-    /// Default file permissions (octal).
-    #[arg(long, value_parser = parse_mode)]
-    pub file_mode: Option<u16>,
-    /// Default directory permissions (octal).
-    #[arg(long, value_parser = parse_mode)]
-    pub dir_mode: Option<u16>,
-    /// Mount only this sub-directory of the store.
-    #[arg(long)]
-    pub subdirectory: Option<String>,
-    /// Store endpoint (emulators, S3-compatible services).
-    #[arg(long)]
-    pub endpoint: Option<String>,
-    /// Cache directory.
-    #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
-    /// Seconds attributes are trusted.
-    #[arg(long)]
-    pub attr_timeout: Option<f64>,
-    /// Serve a FUSE descriptor received on this Unix socket from `blobmount fuse-mounter`
-    /// instead of mounting (MOUNTPOINT, if given, is only used for health probes).
-    #[arg(long, value_name = "SOCKET")]
-    pub fuse_fd_socket: Option<PathBuf>,
-    /// Address of the health/metrics endpoint ("" turns it off).
-    #[arg(long, value_name = "ADDR")]
-    pub health_listen: Option<String>,
-    /// Read path: direct, block-cache (default) or file-cache.
-    #[arg(long, value_enum)]
-    pub read_mode: Option<ReadMode>,
-    /// Preload this directory (relative to the mount; "all" or "/" for everything) in the
-    /// background after mounting: into the file cache in file-cache mode, metadata
-    /// otherwise. Repeatable.
-    #[arg(long, value_name = "DIR|all")]
-    pub preload: Vec<String>,
-    /// Log level or filter.
-    #[arg(long)]
-    pub log_level: Option<String>,
-    /// Log format.
-    #[arg(long, value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Options in mount(8) style, comma separated (ro, allow_other, uid=N, gid=N,
-    /// file_mode=0644, dir_mode=0755, config=FILE, subdirectory=P, endpoint=URL, cache_dir=D,
-    /// read_mode=M, preload=DIR).
-    #[arg(short = 'o', value_delimiter = ',')]
+    /// `-o` options not yet folded into [`MountArgs::given`].
     pub options: Vec<String>,
-    /// `-o rw`: overrides `read-only: true` from the file or environment.
-    #[arg(skip)]
-    pub read_write: bool,
+    /// Settings given on the command line, in the order they apply (a later one wins; list
+    /// settings accumulate).
+    pub given: Vec<(&'static Setting, Value)>,
 }
 
 impl MountArgs {
-    /// Fold `-o` options into the typed flags (idempotent: the options are consumed).
+    /// Fold `-o` options into the settings given (idempotent: the options are consumed).
     pub fn absorb_options(&mut self) -> Result<(), String> {
         for o in std::mem::take(&mut self.options) {
             let (k, v) = o
                 .split_once('=')
                 .map(|(k, v)| (k, Some(v)))
                 .unwrap_or((o.as_str(), None));
-            let need =
-                |v: Option<&str>| v.map(str::to_string).ok_or(format!("-o {k} needs a value"));
-            match k {
-                "ro" => {
-                    self.read_only = true;
-                    self.read_write = false;
-                }
-                "rw" => {
-                    self.read_only = false;
-                    self.read_write = true;
-                }
-                "allow_other" => self.allow_other = true,
-                "foreground" => self.foreground = true,
-                "uid" => {
-                    self.uid = Some(
-                        need(v)?
-                            .parse()
-                            .map_err(|_| format!("-o uid: not a number: {o}"))?,
-                    )
-                }
-                "gid" => {
-                    self.gid = Some(
-                        need(v)?
-                            .parse()
-                            .map_err(|_| format!("-o gid: not a number: {o}"))?,
-                    )
-                }
-                "file_mode" => self.file_mode = Some(parse_mode(&need(v)?)?),
-                "dir_mode" => self.dir_mode = Some(parse_mode(&need(v)?)?),
-                "config" => self.config = Some(need(v)?.into()),
-                "subdirectory" => self.subdirectory = Some(need(v)?),
-                "endpoint" => self.endpoint = Some(need(v)?),
-                "cache_dir" => self.cache_dir = Some(need(v)?.into()),
-                "read_mode" => {
-                    let v = need(v)?;
-                    self.read_mode = Some(
-                        <ReadMode as clap::ValueEnum>::from_str(&v, false).map_err(|_| {
-                            format!("-o read_mode: expected direct, block-cache or file-cache, got {v:?}")
-                        })?,
-                    )
-                }
-                "preload" => self.preload.push(need(v)?),
-                // Accepted for fstab compatibility; the kernel or mount(8) handles them.
-                "defaults" | "auto" | "noauto" | "user" | "nouser" | "_netdev" | "nofail"
-                | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" => {}
-                other => return Err(format!("unknown mount option -o {other}")),
+            let need = || v.map(str::to_string).ok_or(format!("-o {k} needs a value"));
+            if k == "config" {
+                self.config = Some(need()?.into());
+                continue;
             }
+            if IGNORED_OPTIONS.contains(&k) {
+                continue;
+            }
+            let Some((s, on)) = SETTINGS.iter().find_map(|s| match s.opt {
+                Opt::Named(n) if n == k => Some((s, true)),
+                Opt::OnOff(on, _) if on == k => Some((s, true)),
+                Opt::OnOff(_, off) if off == k => Some((s, false)),
+                _ => None,
+            }) else {
+                return Err(format!("unknown mount option -o {k}"));
+            };
+            let value = match s.unit {
+                Unit::Switch => Value::Bool(on),
+                _ => option_value(s, k, &o, &need()?)?,
+            };
+            self.give(s, value);
         }
         Ok(())
     }
 
-    /// Apply the flags over a loaded config.
-    pub fn apply(mut self, cfg: &mut Config) -> Result<(), String> {
-        self.absorb_options()?;
-        if let Some(u) = self.store_url {
-            cfg.store.url = Some(u);
+    /// Record setting `s` as given with `value` (appended for lists).
+    fn give(&mut self, s: &'static Setting, value: Value) {
+        if let (Unit::List, Value::Array(more)) = (s.unit, &value)
+            && let Some((_, Value::Array(list))) =
+                self.given.iter_mut().find(|(g, _)| g.key == s.key)
+        {
+            list.extend(more.iter().cloned());
+            return;
         }
-        if let Some(m) = self.mountpoint {
-            cfg.mount.mountpoint = Some(m);
+        self.given.push((s, value));
+    }
+
+    /// The settings given, as config key paths and values, for [`crate::config::Config::load_with`].
+    pub fn overrides(&self) -> Vec<(Vec<String>, Value)> {
+        self.given
+            .iter()
+            .map(|(s, v)| (s.path(), v.clone()))
+            .collect()
+    }
+}
+
+/// The value of `-o NAME=VALUE` for setting `s` (`o` is the whole option, for messages).
+fn option_value(s: &Setting, k: &str, o: &str, v: &str) -> Result<Value, String> {
+    let not_a_number = || format!("-o {k}: not a number: {o}");
+    Ok(match s.unit {
+        Unit::Octal => mode_value(parse_mode(v)?),
+        Unit::Id => Value::from(v.parse::<u32>().map_err(|_| not_a_number())?),
+        Unit::Count | Unit::MiB | Unit::KiB => {
+            Value::from(v.parse::<u64>().map_err(|_| not_a_number())?)
         }
-        cfg.mount.foreground |= self.foreground;
-        if self.read_write {
-            cfg.mount.read_only = false;
+        Unit::Seconds => Value::from(v.parse::<f64>().map_err(|_| not_a_number())?),
+        Unit::Choice(names) => {
+            let names = names();
+            if !names.iter().any(|n| n.matches(v, false)) {
+                let names: Vec<&str> = names.iter().map(|n| n.get_name()).collect();
+                return Err(format!("-o {k}: expected {}, got {v:?}", one_of(&names)));
+            }
+            Value::String(v.to_string())
         }
-        cfg.mount.read_only |= self.read_only;
-        cfg.mount.allow_other |= self.allow_other;
-        if self.uid.is_some() {
-            cfg.mount.uid = self.uid;
+        Unit::List => Value::Array(vec![Value::String(v.to_string())]),
+        Unit::Switch | Unit::Path | Unit::Text | Unit::Mapping => Value::String(v.to_string()),
+    })
+}
+
+/// `a, b or c`.
+fn one_of(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+/// Modes are octal strings in the config tree.
+fn mode_value(m: u16) -> Value {
+    Value::String(format!("{m:04o}"))
+}
+
+/// The clap argument of a setting with a flag.
+fn arg(s: &Setting) -> Option<Arg> {
+    let arg = match s.flag {
+        Flag::None => return None,
+        Flag::Positional { value_name, help } => Arg::new(s.id()).value_name(value_name).help(help),
+        Flag::Long {
+            long,
+            short,
+            value_name,
+            help,
+        } => {
+            let vn = value_name.map_or_else(|| s.id().to_ascii_uppercase(), str::to_string);
+            let a = Arg::new(s.id()).long(long).help(help).value_name(vn);
+            match short {
+                Some(c) => a.short(c),
+                None => a,
+            }
         }
-        if self.gid.is_some() {
-            cfg.mount.gid = self.gid;
+    };
+    Some(match s.unit {
+        Unit::Switch => arg.action(ArgAction::SetTrue),
+        Unit::List => arg.action(ArgAction::Append),
+        _ => arg.action(ArgAction::Set).value_parser(parser(s.unit)),
+    })
+}
+
+/// How a flag's value is parsed (clap reports a bad one, naming the flag).
+fn parser(unit: Unit) -> ValueParser {
+    match unit {
+        Unit::Id => value_parser!(u32).into(),
+        Unit::Octal => ValueParser::new(parse_mode),
+        Unit::Seconds => value_parser!(f64).into(),
+        Unit::Count | Unit::MiB | Unit::KiB => value_parser!(u64).into(),
+        Unit::Choice(names) => PossibleValuesParser::new(names()).into(),
+        Unit::Switch | Unit::Path | Unit::Text | Unit::List | Unit::Mapping => {
+            ValueParser::string()
         }
-        if let Some(m) = self.file_mode {
-            cfg.mount.file_mode = m;
+    }
+}
+
+/// The value a flag gave, as it goes into the config tree.
+fn flag_value(s: &Setting, m: &ArgMatches) -> Option<Value> {
+    let id = s.id();
+    match s.unit {
+        Unit::Switch => m.get_flag(&id).then_some(Value::Bool(true)),
+        Unit::Id => m.get_one::<u32>(&id).map(|v| Value::from(*v)),
+        Unit::Octal => m.get_one::<u16>(&id).map(|v| mode_value(*v)),
+        Unit::Seconds => m.get_one::<f64>(&id).map(|v| seconds_value(*v)),
+        Unit::Count | Unit::MiB | Unit::KiB => m.get_one::<u64>(&id).map(|v| Value::from(*v)),
+        Unit::List => {
+            let list: Vec<Value> = m
+                .get_many::<String>(&id)?
+                .map(|v| Value::String(v.clone()))
+                .collect();
+            (!list.is_empty()).then_some(Value::Array(list))
         }
-        if let Some(m) = self.dir_mode {
-            cfg.mount.dir_mode = m;
+        Unit::Choice(_) | Unit::Path | Unit::Text | Unit::Mapping => {
+            m.get_one::<String>(&id).map(|v| Value::String(v.clone()))
         }
-        if self.subdirectory.is_some() {
-            cfg.mount.subdirectory = self.subdirectory;
+    }
+}
+
+/// JSON has no NaN or infinity: such a value stays text and fails as the key's type error.
+fn seconds_value(v: f64) -> Value {
+    if v.is_finite() {
+        Value::from(v)
+    } else {
+        Value::String(v.to_string())
+    }
+}
+
+impl FromArgMatches for MountArgs {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut args = MountArgs {
+            config: m.get_one::<PathBuf>("config").cloned(),
+            options: m
+                .get_many::<String>("options")
+                .map(|o| o.cloned().collect())
+                .unwrap_or_default(),
+            given: Vec::new(),
+        };
+        for s in SETTINGS {
+            if !matches!(s.flag, Flag::None)
+                && let Some(v) = flag_value(s, m)
+            {
+                args.give(s, v);
+            }
         }
-        if self.endpoint.is_some() {
-            cfg.store.endpoint = self.endpoint;
-        }
-        if self.cache_dir.is_some() {
-            cfg.cache.dir = self.cache_dir;
-        }
-        if let Some(t) = self.attr_timeout {
-            cfg.mount.attr_timeout_secs = t;
-        }
-        if let Some(m) = self.read_mode {
-            cfg.read.mode = m;
-        }
-        if self.fuse_fd_socket.is_some() {
-            cfg.mount.fuse_fd_socket = self.fuse_fd_socket;
-        }
-        if let Some(h) = self.health_listen {
-            cfg.health.listen = h;
-        }
-        if !self.preload.is_empty() {
-            cfg.read.preload = self.preload;
-        }
-        if let Some(l) = self.log_level {
-            cfg.logging.level = l;
-        }
-        if let Some(f) = self.log_format {
-            cfg.logging.format = f;
-        }
+        Ok(args)
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = MountArgs::from_arg_matches(m)?;
         Ok(())
+    }
+}
+
+impl Args for MountArgs {
+    fn augment_args(cmd: Command) -> Command {
+        let positional = |s: &&Setting| matches!(s.flag, Flag::Positional { .. });
+        let long = |s: &&Setting| matches!(s.flag, Flag::Long { .. });
+        let cmd = cmd.args(SETTINGS.iter().filter(positional).filter_map(arg));
+        let cmd = cmd.arg(
+            Arg::new("config")
+                .long("config")
+                .short('c')
+                .env("BLOBMOUNT_CONFIG")
+                .value_name("CONFIG")
+                .value_parser(value_parser!(PathBuf))
+                .action(ArgAction::Set)
+                .help("YAML config file (flags override it; BLOBMOUNT_* environment overrides it too)"),
+        );
+        cmd.args(SETTINGS.iter().filter(long).filter_map(arg)).arg(
+            Arg::new("options")
+                .short('o')
+                .value_name("OPTIONS")
+                .value_delimiter(',')
+                .action(ArgAction::Append)
+                .help(OPTIONS_HELP),
+        )
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        MountArgs::augment_args(cmd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args, Command, FromArgMatches};
+
+    use super::*;
+    use crate::config::Config;
+
+    fn load(args: &[&str]) -> Result<Config, String> {
+        let cmd = MountArgs::augment_args(Command::new("mount").no_binary_name(true));
+        let m = cmd.try_get_matches_from(args).map_err(|e| e.to_string())?;
+        let mut a = MountArgs::from_arg_matches(&m).map_err(|e| e.to_string())?;
+        a.absorb_options()?;
+        Config::load_with(a.config.as_deref(), &a.overrides()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn read_only_switches_both_ways_and_the_last_option_wins() {
+        let ro = |args: &[&str]| load(args).unwrap().mount.read_only;
+        assert!(!ro(&[]));
+        assert!(ro(&["--read-only"]));
+        assert!(ro(&["-o", "ro"]));
+        assert!(!ro(&["--read-only", "-o", "rw"]));
+        // `-o` options apply after the flags, whatever their place on the line.
+        assert!(!ro(&["-o", "rw", "--read-only"]));
+        assert!(!ro(&["-o", "ro,rw"]));
+        assert!(ro(&["-o", "rw,ro"]));
+    }
+
+    #[test]
+    fn options_override_flags_and_preloads_accumulate() {
+        let c = load(&[
+            "--uid",
+            "1",
+            "-o",
+            "uid=2",
+            "--preload",
+            "a",
+            "-o",
+            "preload=b",
+        ])
+        .unwrap();
+        assert_eq!(c.mount.uid, Some(2));
+        assert_eq!(c.read.preload, ["a", "b"]);
+        let c = load(&["--file-mode", "640", "--read-mode", "direct", "-f"]).unwrap();
+        assert_eq!(
+            (c.mount.file_mode, c.read.mode, c.mount.foreground),
+            (0o640, crate::config::ReadMode::Direct, true)
+        );
+    }
+
+    #[test]
+    fn option_errors_name_the_option() {
+        let e = |o: &str| load(&["-o", o]).unwrap_err();
+        assert_eq!(e("uid=x"), "-o uid: not a number: uid=x");
+        assert_eq!(e("gid"), "-o gid needs a value");
+        assert_eq!(e("bogus"), "unknown mount option -o bogus");
+        assert_eq!(e("attr_timeout=3"), "unknown mount option -o attr_timeout");
+        assert_eq!(
+            e("read_mode=fast"),
+            "-o read_mode: expected direct, block-cache or file-cache, got \"fast\""
+        );
+        assert!(e("file_mode=999").contains("invalid mode \"999\""));
+        assert!(load(&["-o", "defaults,nofail,_netdev"]).is_ok());
+    }
+
+    #[test]
+    fn option_config_wins_over_the_flag() {
+        let dir = std::env::temp_dir().join(format!("bm-args-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.yaml"), dir.join("b.yaml"));
+        std::fs::write(&a, "mount:\n  threads: 3\n").unwrap();
+        std::fs::write(&b, "mount:\n  threads: 5\n").unwrap();
+        let opt = format!("config={}", b.display());
+        let c = load(&["-c", a.to_str().unwrap(), "-o", &opt]).unwrap();
+        assert_eq!(c.mount.threads, 5);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -233,8 +233,8 @@ fn mount(args: MountArgs) -> ExitCode {
 fn mount_config(mut args: MountArgs) -> Result<Config, String> {
     // `-o config=FILE` must be known before the file is loaded.
     args.absorb_options()?;
-    let mut cfg = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
-    args.apply(&mut cfg)?;
+    let cfg =
+        Config::load_with(args.config.as_deref(), &args.overrides()).map_err(|e| e.to_string())?;
     cfg.validate().map_err(|e| e.to_string())?;
     if cfg.store.url.is_none() {
         return Err(

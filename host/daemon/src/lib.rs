@@ -23,6 +23,10 @@ pub mod policy;
 pub mod preload;
 pub mod reply;
 pub mod session;
+pub mod settings;
+#[cfg(test)]
+mod settings_check;
 pub mod shutdown;
 pub mod status;
 pub mod store;
+pub mod values;
