@@ -4,6 +4,10 @@
 //! default, flag and env name are in the settings table (`crate::settings`); the structs
 //! here are the typed shape, checked against that table by its tests.
 //!
+//! Why one tree: the file, the environment and the flags are merged as key paths before
+//! anything is typed, so every value, wherever it came from, gets the same checks and the
+//! same error naming its key.
+//!
 //! Errors always name the key path (`store.retry.max-retries: invalid type ...`) and, for
 //! syntax errors, the line. Secrets are `Secret` values and never printed.
 

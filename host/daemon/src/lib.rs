@@ -1,5 +1,9 @@
 //! blobmount daemon: CLI, configuration, FUSE adapter, mount lifecycle.
 //!
+//! Why a library behind a thin binary: tests reach every module directly, and the mount is
+//! a sequence of stages (`mount`) each in its own module; a mount's state (counters, policy)
+//! is owned by the mount, the log subscriber being the only process-wide thing.
+//!
 //! Owns process concerns (arguments, config files, logging, signals, mounting and
 //! unmounting, detaching into the background). It must not contain file-system semantics:
 //! those belong to `blobmount_core`, and storage access to `blobmount_backend`.

@@ -1,5 +1,8 @@
 //! `blobmount status` and `blobmount health`: ask running daemons (found through the
 //! registry written at mount time) over their health endpoint, with a deadline.
+//!
+//! Why over HTTP and not through the mount: a hung FUSE loop must not hang the probe; the
+//! daemon's endpoint answers even then, and says so.
 
 use std::path::Path;
 use std::process::ExitCode;
