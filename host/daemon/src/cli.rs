@@ -1,22 +1,19 @@
 //! Command line: `mount`, `mount list`, `unmount`, `config validate|schema`, `plugin check|run`,
-//! `version`.
+//! `version`, `preload`, `status`, `health`, `fuse-mounter`.
 //!
-//! Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration, 3 the store
-//! refused the credentials, 4 the store is unreachable, 5 the kernel mount failed.
+//! Why this module is only a dispatcher: each subcommand is one function here that hands the
+//! work to the module owning it (`mount`, `config`, `status`, ...); exit codes live in
+//! [`crate::exit`] and the mount flags in [`crate::args`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use crate::config::{Config, LogFormat, ReadMode, parse_mode};
+use crate::args::MountArgs;
+use crate::config::{Config, LoggingConfig};
+use crate::exit::{EXIT_CONFIG, EXIT_MOUNT, EXIT_RUNTIME, fail};
 use crate::mount;
-
-pub const EXIT_RUNTIME: u8 = 1;
-pub const EXIT_CONFIG: u8 = 2;
-pub const EXIT_AUTH: u8 = 3;
-pub const EXIT_UNREACHABLE: u8 = 4;
-pub const EXIT_MOUNT: u8 = 5;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -121,311 +118,19 @@ pub enum ConfigSub {
     Schema,
 }
 
-#[derive(Args, Debug, Default, Clone)]
-pub struct MountArgs {
-    /// Store URL: az://ACCOUNT/CONTAINER[/PREFIX], s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX],
-    /// file:///PATH or mem://.
-    pub store_url: Option<String>,
-    /// Directory to mount on.
-    pub mountpoint: Option<PathBuf>,
-    /// YAML config file (flags override it; BLOBMOUNT_* environment overrides it too).
-    #[arg(long, short = 'c', env = "BLOBMOUNT_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Stay in the foreground.
-    #[arg(long, short = 'f')]
-    pub foreground: bool,
-    /// Mount read-only.
-    #[arg(long)]
-    pub read_only: bool,
-    /// Allow other users to access the mount.
-    #[arg(long)]
-    pub allow_other: bool,
-    /// Default owner uid.
-    #[arg(long)]
-    pub uid: Option<u32>,
-    /// Default owner gid.
-    #[arg(long)]
-    pub gid: Option<u32>,
-    /// Default file permissions (octal).
-    #[arg(long, value_parser = parse_mode)]
-    pub file_mode: Option<u16>,
-    /// Default directory permissions (octal).
-    #[arg(long, value_parser = parse_mode)]
-    pub dir_mode: Option<u16>,
-    /// Mount only this sub-directory of the store.
-    #[arg(long)]
-    pub subdirectory: Option<String>,
-    /// Store endpoint (emulators, S3-compatible services).
-    #[arg(long)]
-    pub endpoint: Option<String>,
-    /// Cache directory.
-    #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
-    /// Seconds attributes are trusted.
-    #[arg(long)]
-    pub attr_timeout: Option<f64>,
-    /// Serve a FUSE descriptor received on this Unix socket from `blobmount fuse-mounter`
-    /// instead of mounting (MOUNTPOINT, if given, is only used for health probes).
-    #[arg(long, value_name = "SOCKET")]
-    pub fuse_fd_socket: Option<PathBuf>,
-    /// Address of the health/metrics endpoint ("" turns it off).
-    #[arg(long, value_name = "ADDR")]
-    pub health_listen: Option<String>,
-    /// Read path: direct, block-cache (default) or file-cache.
-    #[arg(long, value_enum)]
-    pub read_mode: Option<ReadMode>,
-    /// Preload this directory (relative to the mount; "all" or "/" for everything) in the
-    /// background after mounting: into the file cache in file-cache mode, metadata
-    /// otherwise. Repeatable.
-    #[arg(long, value_name = "DIR|all")]
-    pub preload: Vec<String>,
-    /// Log level or filter.
-    #[arg(long)]
-    pub log_level: Option<String>,
-    /// Log format.
-    #[arg(long, value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Options in mount(8) style, comma separated (ro, allow_other, uid=N, gid=N,
-    /// file_mode=0644, dir_mode=0755, config=FILE, subdirectory=P, endpoint=URL, cache_dir=D,
-    /// read_mode=M, preload=DIR).
-    #[arg(short = 'o', value_delimiter = ',')]
-    pub options: Vec<String>,
-    /// `-o rw`: overrides `read-only: true` from the file or environment.
-    #[arg(skip)]
-    pub read_write: bool,
-}
-
-impl MountArgs {
-    /// Fold `-o` options into the typed flags (idempotent: the options are consumed).
-    pub fn absorb_options(&mut self) -> Result<(), String> {
-        for o in std::mem::take(&mut self.options) {
-            let (k, v) = o
-                .split_once('=')
-                .map(|(k, v)| (k, Some(v)))
-                .unwrap_or((o.as_str(), None));
-            let need =
-                |v: Option<&str>| v.map(str::to_string).ok_or(format!("-o {k} needs a value"));
-            match k {
-                "ro" => {
-                    self.read_only = true;
-                    self.read_write = false;
-                }
-                "rw" => {
-                    self.read_only = false;
-                    self.read_write = true;
-                }
-                "allow_other" => self.allow_other = true,
-                "foreground" => self.foreground = true,
-                "uid" => {
-                    self.uid = Some(
-                        need(v)?
-                            .parse()
-                            .map_err(|_| format!("-o uid: not a number: {o}"))?,
-                    )
-                }
-                "gid" => {
-                    self.gid = Some(
-                        need(v)?
-                            .parse()
-                            .map_err(|_| format!("-o gid: not a number: {o}"))?,
-                    )
-                }
-                "file_mode" => self.file_mode = Some(parse_mode(&need(v)?)?),
-                "dir_mode" => self.dir_mode = Some(parse_mode(&need(v)?)?),
-                "config" => self.config = Some(need(v)?.into()),
-                "subdirectory" => self.subdirectory = Some(need(v)?),
-                "endpoint" => self.endpoint = Some(need(v)?),
-                "cache_dir" => self.cache_dir = Some(need(v)?.into()),
-                "read_mode" => {
-                    let v = need(v)?;
-                    self.read_mode = Some(
-                        <ReadMode as clap::ValueEnum>::from_str(&v, false).map_err(|_| {
-                            format!("-o read_mode: expected direct, block-cache or file-cache, got {v:?}")
-                        })?,
-                    )
-                }
-                "preload" => self.preload.push(need(v)?),
-                // Accepted for fstab compatibility; the kernel or mount(8) handles them.
-                "defaults" | "auto" | "noauto" | "user" | "nouser" | "_netdev" | "nofail"
-                | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" => {}
-                other => return Err(format!("unknown mount option -o {other}")),
-            }
-        }
-        Ok(())
-    }
-
-    /// Apply the flags over a loaded config.
-    pub fn apply(mut self, cfg: &mut Config) -> Result<(), String> {
-        self.absorb_options()?;
-        if let Some(u) = self.store_url {
-            cfg.store.url = Some(u);
-        }
-        if let Some(m) = self.mountpoint {
-            cfg.mount.mountpoint = Some(m);
-        }
-        cfg.mount.foreground |= self.foreground;
-        if self.read_write {
-            cfg.mount.read_only = false;
-        }
-        cfg.mount.read_only |= self.read_only;
-        cfg.mount.allow_other |= self.allow_other;
-        if self.uid.is_some() {
-            cfg.mount.uid = self.uid;
-        }
-        if self.gid.is_some() {
-            cfg.mount.gid = self.gid;
-        }
-        if let Some(m) = self.file_mode {
-            cfg.mount.file_mode = m;
-        }
-        if let Some(m) = self.dir_mode {
-            cfg.mount.dir_mode = m;
-        }
-        if self.subdirectory.is_some() {
-            cfg.mount.subdirectory = self.subdirectory;
-        }
-        if self.endpoint.is_some() {
-            cfg.store.endpoint = self.endpoint;
-        }
-        if self.cache_dir.is_some() {
-            cfg.cache.dir = self.cache_dir;
-        }
-        if let Some(t) = self.attr_timeout {
-            cfg.mount.attr_timeout_secs = t;
-        }
-        if let Some(m) = self.read_mode {
-            cfg.read.mode = m;
-        }
-        if self.fuse_fd_socket.is_some() {
-            cfg.mount.fuse_fd_socket = self.fuse_fd_socket;
-        }
-        if let Some(h) = self.health_listen {
-            cfg.health.listen = h;
-        }
-        if !self.preload.is_empty() {
-            cfg.read.preload = self.preload;
-        }
-        if let Some(l) = self.log_level {
-            cfg.logging.level = l;
-        }
-        if let Some(f) = self.log_format {
-            cfg.logging.format = f;
-        }
-        Ok(())
-    }
-}
-
-fn secs(s: f64) -> std::time::Duration {
-    std::time::Duration::from_secs_f64(s.clamp(0.1, 3600.0))
-}
-
-fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("blobmount: {msg}");
-    ExitCode::from(code)
-}
-
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.cmd {
+    match Cli::parse().cmd {
         Cmd::Version => {
             println!("blobmount {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Cmd::Config {
-            sub: ConfigSub::Schema,
-        } => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&Config::schema()).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
-        }
-        Cmd::Config {
-            sub: ConfigSub::Validate { file },
-        } => {
-            let file = file.or_else(|| std::env::var_os("BLOBMOUNT_CONFIG").map(PathBuf::from));
-            match Config::load(file.as_deref()).and_then(|c| c.validate().map(|_| c)) {
-                Ok(c) => {
-                    println!(
-                        "ok: store {} , mountpoint {}",
-                        c.store.url.as_deref().unwrap_or("(not set)"),
-                        c.mount
-                            .mountpoint
-                            .as_ref()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or("(not set)".into())
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(EXIT_CONFIG, e),
-            }
-        }
+        Cmd::Config { sub } => config(sub),
         Cmd::Mount {
             sub: Some(MountSub::List),
             ..
-        } => match mount::list() {
-            Ok(mounts) => {
-                if mounts.is_empty() {
-                    println!("no blobmount mounts");
-                }
-                for (src, dir) in mounts {
-                    println!("{src} on {dir}");
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(EXIT_RUNTIME, e),
-        },
-        Cmd::Mount {
-            sub: None,
-            mut args,
-        } => {
-            // `-o config=FILE` must be known before the file is loaded.
-            if let Err(e) = args.absorb_options() {
-                return fail(EXIT_CONFIG, e);
-            }
-            let config_file = args.config.clone();
-            let mut cfg = match Config::load(config_file.as_deref()) {
-                Ok(c) => c,
-                Err(e) => return fail(EXIT_CONFIG, e),
-            };
-            let daemon_args = (*args).clone();
-            if let Err(e) = args.apply(&mut cfg) {
-                return fail(EXIT_CONFIG, e);
-            }
-            if let Err(e) = cfg.validate() {
-                return fail(EXIT_CONFIG, e);
-            }
-            if cfg.store.url.is_none() {
-                return fail(
-                    EXIT_CONFIG,
-                    "no store URL (give it as the first argument or store.url in the config)",
-                );
-            }
-            if cfg.mount.mountpoint.is_none() && cfg.mount.fuse_fd_socket.is_none() {
-                return fail(
-                    EXIT_CONFIG,
-                    "no mount point (give it as the second argument or mount.mountpoint)",
-                );
-            }
-            if cfg.mount.foreground || std::env::var_os(mount::READY_ENV).is_some() {
-                mount::run(cfg)
-            } else {
-                mount::daemonize(&daemon_args)
-            }
-        }
-        Cmd::Preload { dir, jobs } => {
-            if let Err(e) = crate::logging::init(&crate::config::LoggingConfig::default()) {
-                return fail(EXIT_CONFIG, e);
-            }
-            match crate::preload::through_mount(&dir, jobs) {
-                Ok(0) => ExitCode::SUCCESS,
-                Ok(n) => fail(
-                    EXIT_RUNTIME,
-                    format!("{n} files or directories could not be read"),
-                ),
-                Err(e) => fail(EXIT_RUNTIME, format!("preload {}: {e}", dir.display())),
-            }
-        }
+        } => mount_list(),
+        Cmd::Mount { sub: None, args } => mount(*args),
+        Cmd::Preload { dir, jobs } => preload(&dir, jobs),
         Cmd::Status {
             mountpoint,
             json,
@@ -443,26 +148,127 @@ pub fn main() -> ExitCode {
             gid,
             allow_other,
             read_only,
-        } => {
-            if let Err(e) = crate::logging::init(&crate::config::LoggingConfig::default()) {
-                return fail(EXIT_CONFIG, e);
-            }
-            match crate::fdpass::mounter(&crate::fdpass::MountRequest {
-                mountpoint: &mountpoint,
-                socket: &socket,
-                uid,
-                gid,
-                allow_other,
-                read_only,
-            }) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(EXIT_MOUNT, e),
-            }
-        }
+        } => fuse_mounter(&crate::fdpass::MountRequest {
+            mountpoint: &mountpoint,
+            socket: &socket,
+            uid,
+            gid,
+            allow_other,
+            read_only,
+        }),
         Cmd::Plugin { sub } => crate::plugin_cli::main(sub),
         Cmd::Unmount { mountpoint, lazy } => match mount::unmount(&mountpoint, lazy) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(EXIT_RUNTIME, e),
         },
+    }
+}
+
+fn secs(s: f64) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(s.clamp(0.1, 3600.0))
+}
+
+/// `blobmount config schema|validate`.
+fn config(sub: ConfigSub) -> ExitCode {
+    match sub {
+        ConfigSub::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&Config::schema()).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        ConfigSub::Validate { file } => {
+            let file = file.or_else(|| std::env::var_os("BLOBMOUNT_CONFIG").map(PathBuf::from));
+            match Config::load(file.as_deref()).and_then(|c| c.validate().map(|_| c)) {
+                Ok(c) => {
+                    println!(
+                        "ok: store {} , mountpoint {}",
+                        c.store.url.as_deref().unwrap_or("(not set)"),
+                        c.mount
+                            .mountpoint
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or("(not set)".into())
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(EXIT_CONFIG, e),
+            }
+        }
+    }
+}
+
+/// `blobmount mount list`.
+fn mount_list() -> ExitCode {
+    match mount::list() {
+        Ok(mounts) => {
+            if mounts.is_empty() {
+                println!("no blobmount mounts");
+            }
+            for (src, dir) in mounts {
+                println!("{src} on {dir}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(EXIT_RUNTIME, e),
+    }
+}
+
+/// `blobmount mount STORE MOUNTPOINT`: the settings from file, environment and flags, then
+/// the mount itself (in this process with `--foreground`, else in a background copy).
+fn mount(args: MountArgs) -> ExitCode {
+    let cfg = match mount_config(args) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    if cfg.mount.foreground || std::env::var_os(mount::READY_ENV).is_some() {
+        mount::run(cfg)
+    } else {
+        mount::daemonize()
+    }
+}
+
+/// The mount's settings, or the configuration error to report (exit code 2).
+fn mount_config(mut args: MountArgs) -> Result<Config, String> {
+    // `-o config=FILE` must be known before the file is loaded.
+    args.absorb_options()?;
+    let cfg =
+        Config::load_with(args.config.as_deref(), &args.overrides()).map_err(|e| e.to_string())?;
+    cfg.validate().map_err(|e| e.to_string())?;
+    if cfg.store.url.is_none() {
+        return Err(
+            "no store URL (give it as the first argument or store.url in the config)".into(),
+        );
+    }
+    if cfg.mount.mountpoint.is_none() && cfg.mount.fuse_fd_socket.is_none() {
+        return Err("no mount point (give it as the second argument or mount.mountpoint)".into());
+    }
+    Ok(cfg)
+}
+
+/// `blobmount preload DIR`.
+fn preload(dir: &Path, jobs: usize) -> ExitCode {
+    if let Err(e) = crate::logging::init(&LoggingConfig::default()) {
+        return fail(EXIT_CONFIG, e);
+    }
+    match crate::preload::through_mount(dir, jobs) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(n) => fail(
+            EXIT_RUNTIME,
+            format!("{n} files or directories could not be read"),
+        ),
+        Err(e) => fail(EXIT_RUNTIME, format!("preload {}: {e}", dir.display())),
+    }
+}
+
+/// `blobmount fuse-mounter`.
+fn fuse_mounter(req: &crate::fdpass::MountRequest) -> ExitCode {
+    if let Err(e) = crate::logging::init(&LoggingConfig::default()) {
+        return fail(EXIT_CONFIG, e);
+    }
+    match crate::fdpass::mounter(req) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(EXIT_MOUNT, e),
     }
 }

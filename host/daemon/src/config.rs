@@ -1,5 +1,12 @@
 //! The daemon's configuration: one YAML file, `BLOBMOUNT_*` environment overrides, and CLI
-//! flags on top, all deserialised into [`Config`] (which also generates the JSON Schema).
+//! flags on top, all laid over one tree and deserialised into [`Config`] (which also
+//! generates the JSON Schema). What each key of the daemon's sections means, its unit,
+//! default, flag and env name are in the settings table (`crate::settings`); the structs
+//! here are the typed shape, checked against that table by its tests.
+//!
+//! Why one tree: the file, the environment and the flags are merged as key paths before
+//! anything is typed, so every value, wherever it came from, gets the same checks and the
+//! same error naming its key.
 //!
 //! Errors always name the key path (`store.retry.max-retries: invalid type ...`) and, for
 //! syntax errors, the line. Secrets are `Secret` values and never printed.
@@ -14,9 +21,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-/// Prefix of environment overrides: `BLOBMOUNT_STORE__ENDPOINT=...` sets `store.endpoint`
-/// (`__` separates levels, `_` stands for `-`).
-pub const ENV_PREFIX: &str = "BLOBMOUNT_";
+pub use crate::values::{ENV_PREFIX, LogFormat, ReadMode, Recovery, parse_mode};
+
 const SECTIONS: [&str; 9] = [
     "store", "mount", "read", "write", "cache", "health", "logging", "policy", "plugins",
 ];
@@ -52,14 +58,10 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PolicyConfig {
-    /// Which objects are shown, and which are read-only (globs, size and age limits).
+    // What each key means: its row in `settings::SETTINGS` (also the schema description).
     pub filter: FilterConfig,
-    /// What a file sharing its name with a directory is shown as: `directory-keeps-name`
-    /// (the file gets `.~file`), `hide-file`, or `gcsfuse-newline`.
     pub name_conflict: ConflictRule,
-    /// Every open asks the store for the object's current version, whatever the stat TTL.
     pub revalidate_on_open: bool,
-    /// Set to false to keep file data out of the kernel page cache and the file cache.
     pub cacheable: bool,
 }
 
@@ -78,9 +80,7 @@ impl Default for PolicyConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HealthConfig {
-    /// Address serving /healthz, /readyz, /metrics and /status. The default, port 0 on
-    /// loopback, picks a free port (`blobmount status` and `blobmount health` find it);
-    /// give a fixed address for HTTP probes and Prometheus; "" turns the endpoint off.
+    // What each key means: its row in `settings::SETTINGS` (also the schema description).
     pub listen: String,
 }
 
@@ -96,46 +96,27 @@ impl Default for HealthConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MountConfig {
-    /// Mount point (may be given on the command line instead).
+    // What each key means: its row in `settings::SETTINGS` (also the schema description).
     pub mountpoint: Option<PathBuf>,
-    /// Mount only this sub-directory of the store URL's prefix.
     pub subdirectory: Option<String>,
-    /// Refuse every modification (EROFS).
     #[serde(default)]
     pub read_only: bool,
-    /// Let users other than the mounting user access the mount (needs `user_allow_other` in
-    /// /etc/fuse.conf when not root).
     #[serde(default)]
     pub allow_other: bool,
-    /// Owner of objects that carry no `uid` metadata (default: the daemon's uid).
     pub uid: Option<u32>,
-    /// Group of objects that carry no `gid` metadata (default: the daemon's gid).
     pub gid: Option<u32>,
-    /// Permissions of files without `mode` metadata, octal (e.g. "0644").
     #[serde(deserialize_with = "de_mode", serialize_with = "ser_mode")]
     #[schemars(with = "String")]
     pub file_mode: u16,
-    /// Permissions of directories without `mode` metadata, octal (e.g. "0755").
     #[serde(deserialize_with = "de_mode", serialize_with = "ser_mode")]
     #[schemars(with = "String")]
     pub dir_mode: u16,
-    /// Seconds attributes and names are trusted before the store is asked again.
     pub attr_timeout_secs: f64,
-    /// FUSE worker threads reading requests from the kernel.
     pub threads: usize,
-    /// Largest directory (in objects) that `rename` moves; larger ones return EXDEV so
-    /// `mv` copies instead.
     pub rename_dir_limit: usize,
-    /// Kernel read-ahead for the mount in KiB (`/sys/class/bdi/<dev>/read_ahead_kb`, set
-    /// after mounting when permitted). Larger kernel reads cut per-request overhead for
-    /// sequential readers; 0 leaves the kernel default (128).
     pub kernel_read_ahead_kib: u32,
-    /// Receive an already mounted FUSE descriptor from `blobmount fuse-mounter` (or a CSI
-    /// driver) on this Unix socket instead of mounting; the daemon then needs no privileges.
     pub fuse_fd_socket: Option<PathBuf>,
-    /// On SIGTERM/SIGINT, seconds to spend uploading modified open files before unmounting.
     pub shutdown_grace_secs: f64,
-    /// Stay in the foreground instead of detaching once mounted.
     #[serde(default)]
     pub foreground: bool,
 }
@@ -162,43 +143,13 @@ impl Default for MountConfig {
     }
 }
 
-/// Which read path open files use (see docs/configuration.md, "Read modes").
-#[derive(
-    Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, clap::ValueEnum,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum ReadMode {
-    /// Ranged GETs with a prefetch window that doubles while reads stay sequential.
-    Direct,
-    /// Blocks prefetched in parallel into a shared memory pool bounded by
-    /// `cache.read-memory-mib`.
-    #[default]
-    BlockCache,
-    /// Whole objects downloaded to the cache directory on first open (LRU, size cap).
-    FileCache,
-}
-
-impl From<ReadMode> for blobmount_core::ReadMode {
-    fn from(m: ReadMode) -> Self {
-        match m {
-            ReadMode::Direct => blobmount_core::ReadMode::Direct,
-            ReadMode::BlockCache => blobmount_core::ReadMode::BlockCache,
-            ReadMode::FileCache => blobmount_core::ReadMode::FileCache,
-        }
-    }
-}
-
 /// How file contents are read.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ReadConfig {
-    /// `direct`, `block-cache` or `file-cache`.
+    // What each key means: its row in `settings::SETTINGS` (also the schema description).
     pub mode: ReadMode,
-    /// Directories (relative to the mount, `""` or `"/"` for everything) whose files are
-    /// downloaded into the file cache (file-cache mode) or whose metadata is loaded
-    /// (other modes) in the background after mounting.
     pub preload: Vec<String>,
-    /// Files preloaded at once.
     pub preload_jobs: usize,
 }
 
@@ -216,20 +167,10 @@ impl Default for ReadConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct WriteConfig {
-    /// What a mount does at start with writes a previous daemon left unfinished in the
-    /// cache directory (it was killed): `upload` them (conditional on the version they were
-    /// based on; a conflict keeps them) or `keep` them in `conflicts/` for you to look at.
-    /// Either way each one is reported in the log.
+    // What each key means: its row in `settings::SETTINGS` (also the schema description).
     pub recovery: Recovery,
-    /// Upload a new (or truncated) file written in order while it is being written, in
-    /// parts (S3 multipart, Azure blocks), so `close` only sends the rest and commits.
-    /// Nothing is visible before the commit. Files written out of order, and GCS, upload
-    /// at close.
     pub streaming: bool,
-    /// Size of one streamed part, in MiB (5 to 512; S3 needs at least 5).
     pub part_size_mib: usize,
-    /// Parts of one file uploaded at once. Their buffers count against
-    /// `cache.read-memory-mib`, shared with read-ahead.
     pub parts_in_flight: usize,
 }
 
@@ -244,61 +185,21 @@ impl Default for WriteConfig {
     }
 }
 
-/// See [`WriteConfig::recovery`].
-#[derive(
-    Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, clap::ValueEnum,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Recovery {
-    #[default]
-    Upload,
-    Keep,
-}
-
-impl From<Recovery> for blobmount_core::Recovery {
-    fn from(r: Recovery) -> Self {
-        match r {
-            Recovery::Upload => blobmount_core::Recovery::Upload,
-            Recovery::Keep => blobmount_core::Recovery::Keep,
-        }
-    }
-}
-
 /// Local cache settings.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CacheConfig {
-    /// Cache directory (staging of written files, `conflicts/`). Created 0700. Default:
-    /// `$XDG_CACHE_HOME/blobmount/<id>` or `/var/cache/blobmount/<id>` for root.
+    // What each key means: its row in `settings::SETTINGS` (also the schema description).
     pub dir: Option<PathBuf>,
-    /// Most data a sequential reader has prefetched ahead of it, in MiB (fetched as
-    /// `read-block-mib` blocks in parallel). 0 disables read-ahead.
     pub read_ahead_max_mib: usize,
-    /// Size of one read-ahead block (one ranged GET), in MiB. 1 to 64.
     pub read_block_mib: usize,
-    /// Memory all readers together may hold in read-ahead blocks, in MiB. Reads beyond it
-    /// fetch just the bytes asked for.
     pub read_memory_mib: usize,
-    /// Objects requested per listing call.
     pub list_page_size: usize,
-    /// Seconds a directory listing is reused: by `ls` again, and by lookups (a listed file
-    /// needs one HEAD, a name missing from the listing none). 0 disables.
     pub list_ttl_secs: f64,
-    /// Seconds a name found absent stays absent without asking the store. 0 disables.
     pub negative_ttl_secs: f64,
-    /// Most directory entries all cached listings hold together (about 100-200 bytes
-    /// each); the least recently listed directories are dropped beyond it.
     pub list_cache_max_entries: usize,
-    /// Most disk the file cache (`read.mode: file-cache`) uses for downloaded objects, in
-    /// MiB. Least recently used objects nobody has open are evicted; bigger objects are
-    /// read through the block cache.
     pub file_cache_max_mib: u64,
-    /// Disk space the file cache leaves free on its file system, in MiB.
     pub file_cache_min_free_mib: u64,
-    /// Whether an open file whose first read is not at offset 0 (a range read) downloads
-    /// the whole object into the file cache in the background. With `false` such a handle
-    /// reads just its ranges through the block cache, and only a read from the start of
-    /// the file downloads it.
     pub file_cache_range_reads: bool,
 }
 
@@ -320,24 +221,12 @@ impl Default for CacheConfig {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, clap::ValueEnum,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LoggingConfig {
-    /// Level or filter directive (`info`, `debug`, `blobmount_core=debug,info`); `RUST_LOG`
-    /// overrides it.
+    // What each key means: its row in `settings::SETTINGS` (also the schema description).
     pub level: String,
     pub format: LogFormat,
-    /// Append logs to this file instead of standard error.
     pub file: Option<PathBuf>,
 }
 
@@ -366,14 +255,11 @@ fn de_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
     }
 }
 
-pub fn parse_mode(s: &str) -> Result<u16, String> {
-    let t = s.trim().trim_start_matches("0o");
-    match u16::from_str_radix(t, 8) {
-        Ok(m) if m <= 0o7777 => Ok(m),
-        _ => Err(format!(
-            "invalid mode {s:?}: expected octal permissions such as \"0644\""
-        )),
-    }
+/// `mib` MiB in bytes; a value whose byte count does not fit in 64 bits is an error naming
+/// `key` (never a wrapped size).
+pub fn mib_bytes(key: &str, mib: u64) -> Result<u64, ConfigError> {
+    mib.checked_mul(1024 * 1024)
+        .ok_or_else(|| ConfigError(format!("{key}: {mib} MiB is too large")))
 }
 
 /// A configuration error, always naming where it is.
@@ -384,6 +270,15 @@ pub struct ConfigError(pub String);
 impl Config {
     /// Load from an optional YAML file, then apply `BLOBMOUNT_*` environment overrides.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_with(file, &[])
+    }
+
+    /// [`Config::load`], then `overrides` (command-line flags: key path and value) over the
+    /// file and the environment, before the whole is checked as one tree.
+    pub fn load_with(
+        file: Option<&Path>,
+        overrides: &[(Vec<String>, Value)],
+    ) -> Result<Config, ConfigError> {
         let mut tree = match file {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
@@ -394,6 +289,10 @@ impl Config {
             None => Value::Object(Default::default()),
         };
         apply_env(&mut tree, std::env::vars())?;
+        for (path, v) in overrides {
+            set_path(&mut tree, path, v.clone())
+                .map_err(|p| ConfigError(format!("command line: {p} is not a section")))?;
+        }
         from_tree(tree)
     }
 
@@ -474,12 +373,24 @@ impl Config {
                 "mount.subdirectory: must not contain '.' or '..'".into(),
             ));
         }
+        let c = &self.cache;
+        for (key, mib) in [
+            ("cache.read-ahead-max-mib", c.read_ahead_max_mib as u64),
+            ("cache.read-memory-mib", c.read_memory_mib as u64),
+            ("cache.file-cache-max-mib", c.file_cache_max_mib),
+            ("cache.file-cache-min-free-mib", c.file_cache_min_free_mib),
+        ] {
+            mib_bytes(key, mib)?;
+        }
         Ok(())
     }
 
-    /// The JSON Schema of the YAML config.
+    /// The JSON Schema of the YAML config (descriptions of the daemon's own keys from the
+    /// settings table).
     pub fn schema() -> Value {
-        serde_json::to_value(schemars::schema_for!(Config)).unwrap_or(Value::Null)
+        let mut schema = serde_json::to_value(schemars::schema_for!(Config)).unwrap_or(Value::Null);
+        crate::settings::describe(&mut schema);
+        schema
     }
 }
 

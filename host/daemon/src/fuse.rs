@@ -2,58 +2,44 @@
 //! and replies from that task.
 //!
 //! Why thin: all behaviour lives in `blobmount_core::Fs`, which tests drive without a kernel.
+//! Each handler decodes its arguments and calls [`FuseAdapter::serve`] with its [`Op`], a
+//! tracing span and the core call; `serve` spawns it, times it for `/metrics`, and sends the
+//! result through the reply type's [`Answer`] or the errno from `FsError::errno` (see
+//! [`Refusal`] for the answers given without the core).
 //! Why async: fuser's session threads only hand requests off, so one slow GET never stalls
-//! `ls` or `stat` on the rest of the mount. Errors become errno through `FsError::errno`
-//! only.
+//! `ls` or `stat` on the rest of the mount.
 
 use std::ffi::OsStr;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use blobmount_core::policy::{EXECUTE, READ, WRITE};
-use blobmount_core::{Attr, Caller, Fs, FsError, Kind, LOOKUP_CONCURRENCY, SetAttr, open_access};
+use blobmount_core::{Caller, DirEntry, Fs, FsError, LOOKUP_CONCURRENCY, SetAttr, open_access};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
-    ReplyWrite, Request, TimeOrNow, WriteFlags,
+    Errno, FileHandle, Filesystem, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite,
+    Request, TimeOrNow, WriteFlags,
 };
 use tracing::{Instrument, debug, debug_span, warn};
 
-use crate::metrics;
+use crate::opstats::{FuseStats, Op};
+use crate::reply::{Answer, DirHandle, Refusal, Reply, dot_attr, refuse, time, to_fuse, utf8};
 
 pub struct FuseAdapter {
     fs: Arc<Fs>,
     rt: tokio::runtime::Handle,
+    /// This mount's operation counters (owned by the mount, read by the health endpoint).
+    stats: Arc<FuseStats>,
 }
 
-impl FuseAdapter {
-    pub fn new(fs: Arc<Fs>, rt: tokio::runtime::Handle) -> Self {
-        FuseAdapter { fs, rt }
-    }
-
-    /// Run one operation on the runtime, timing it for `/metrics`.
-    fn spawn<F>(&self, op: &'static str, span: tracing::Span, fut: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let started = std::time::Instant::now();
-        self.rt.spawn(
-            async move {
-                fut.await;
-                metrics::FUSE.record(op, started.elapsed());
-            }
-            .instrument(span),
-        );
-    }
-}
-
-/// Log a failed operation (quietly for the expected ones) and give its errno.
-fn errno(op: &str, e: &FsError) -> Errno {
+/// Log a failed operation (quietly for the expected ones), count it, and give its errno.
+fn failed(stats: &FuseStats, op: Op, e: &FsError) -> Errno {
     let code = e.errno();
-    metrics::FUSE.error(op);
+    stats.error(op);
+    let op = op.name();
     match e {
         FsError::NotFound
         | FsError::Exists
@@ -67,50 +53,6 @@ fn errno(op: &str, e: &FsError) -> Errno {
     Errno::from_i32(code)
 }
 
-fn file_type(k: Kind) -> FileType {
-    match k {
-        Kind::File => FileType::RegularFile,
-        Kind::Dir => FileType::Directory,
-        Kind::Symlink => FileType::Symlink,
-    }
-}
-
-/// Placeholder attributes for `.` and `..` in readdirplus replies.
-fn dot_attr(ino: u64) -> FileAttr {
-    to_fuse(&Attr {
-        ino,
-        kind: Kind::Dir,
-        size: 0,
-        perm: 0o755,
-        uid: 0,
-        gid: 0,
-        mtime: std::time::UNIX_EPOCH,
-        ctime: std::time::UNIX_EPOCH,
-        atime: std::time::UNIX_EPOCH,
-        nlink: 2,
-    })
-}
-
-fn to_fuse(a: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.blocks(),
-        atime: a.atime,
-        mtime: a.mtime,
-        ctime: a.ctime,
-        crtime: a.mtime,
-        kind: file_type(a.kind),
-        perm: a.perm,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        rdev: 0,
-        blksize: 4096,
-        flags: 0,
-    }
-}
-
 fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
@@ -118,25 +60,114 @@ fn caller(req: &Request) -> Caller {
     }
 }
 
-fn time(t: TimeOrNow) -> SystemTime {
-    match t {
-        TimeOrNow::SpecificTime(t) => t,
-        TimeOrNow::Now => SystemTime::now(),
-    }
-}
-
-/// Object keys are UTF-8; a non-UTF-8 name can neither exist nor be created.
-fn utf8(name: &OsStr) -> Result<String, Errno> {
-    name.to_str().map(str::to_string).ok_or(Errno::EINVAL)
-}
-
-macro_rules! name_or_reply {
+/// The UTF-8 name of a request, or refuse the request (see [`Refusal`]).
+macro_rules! name_or_refuse {
     ($name:expr, $reply:ident) => {
         match utf8($name) {
             Ok(n) => n,
-            Err(e) => return $reply.error(e),
+            Err(r) => return refuse($reply, r),
         }
     };
+}
+
+impl FuseAdapter {
+    pub fn new(fs: Arc<Fs>, rt: tokio::runtime::Handle, stats: Arc<FuseStats>) -> Self {
+        FuseAdapter { fs, rt, stats }
+    }
+
+    /// Run `fut` on the runtime inside `span`, timing it as `op` for `/metrics`.
+    fn spawn_timed<F>(&self, op: Op, span: tracing::Span, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (started, stats) = (Instant::now(), self.stats.clone());
+        self.rt.spawn(
+            async move {
+                fut.await;
+                stats.record(op, started.elapsed());
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Run core operation `call` (given the core) as `op`, and send its result or errno
+    /// through `reply`.
+    fn serve<T, R, F, Fut>(&self, op: Op, span: tracing::Span, reply: R, call: F)
+    where
+        T: Send + 'static,
+        R: Answer<T>,
+        F: FnOnce(Arc<Fs>) -> Fut,
+        Fut: Future<Output = Result<T, FsError>> + Send + 'static,
+    {
+        let (fs, stats) = (self.fs.clone(), self.stats.clone());
+        let fut = call(fs.clone());
+        self.spawn_timed(op, span, async move {
+            match fut.await {
+                Ok(v) => reply.answer(&fs, v),
+                Err(e) => reply.fail(failed(&stats, op, &e)),
+            }
+        });
+    }
+
+    /// Send the result of a core call that does not wait (not timed, failures counted).
+    fn answer_now<T, R: Answer<T>>(&self, op: Op, reply: R, r: Result<T, FsError>) {
+        match r {
+            Ok(v) => reply.answer(&self.fs, v),
+            Err(e) => reply.fail(failed(&self.stats, op, &e)),
+        }
+    }
+}
+
+/// readdirplus of a listed page: the entries' lookups run in batches of
+/// [`LOOKUP_CONCURRENCY`], and stop once the reply is full.
+async fn fill_plus(
+    fs: &Fs,
+    ino: u64,
+    entries: Vec<(u64, DirEntry)>,
+    reply: &mut ReplyDirectoryPlus,
+) {
+    for batch in entries.chunks(LOOKUP_CONCURRENCY) {
+        let names: Vec<String> = batch
+            .iter()
+            .filter(|(_, e)| e.name != "." && e.name != "..")
+            .map(|(_, e)| e.name.clone())
+            .collect();
+        let mut attrs = fs.lookup_many(ino, &names).await.into_iter();
+        let mut full = false;
+        for (next, e) in batch {
+            if e.name == "." || e.name == ".." {
+                // The kernel takes no reference for these; their attributes are not used.
+                if !full {
+                    let a = dot_attr(e.ino);
+                    let ttl = fs.kernel_ttl(e.ino);
+                    full = reply.add(INodeNo(e.ino), *next, &e.name, &ttl, &a, Generation(0));
+                }
+                continue;
+            }
+            let Some(Ok(a)) = attrs.next() else {
+                // Vanished or unreadable since the listing: left out.
+                continue;
+            };
+            let ttl = fs.kernel_ttl(a.ino);
+            if full
+                || reply.add(
+                    INodeNo(a.ino),
+                    *next,
+                    &e.name,
+                    &ttl,
+                    &to_fuse(&a),
+                    Generation(0),
+                )
+            {
+                // Not sent: give back the reference the lookup took.
+                full = true;
+                fs.forget(a.ino, 1);
+            }
+        }
+        if full {
+            break;
+        }
+    }
 }
 
 impl Filesystem for FuseAdapter {
@@ -152,21 +183,15 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let name = match utf8(name) {
-            Ok(n) => n,
-            Err(_) => return reply.error(Errno::ENOENT),
+        // A name that is not UTF-8 cannot exist.
+        let Ok(name) = utf8(name) else {
+            return refuse(reply, Refusal::Fs(FsError::NotFound));
         };
-        let (fs, c) = (self.fs.clone(), caller(req));
+        let c = caller(req);
         let span = debug_span!("lookup", parent = parent.0, name = %name);
-        self.spawn("lookup", span, async move {
-            let r = match fs.check_access(parent.0, c, EXECUTE) {
-                Ok(()) => fs.lookup(parent.0, &name).await,
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(a) => reply.entry(&fs.kernel_ttl(a.ino), &to_fuse(&a), Generation(0)),
-                Err(e) => reply.error(errno("lookup", &e)),
-            }
+        self.serve(Op::Lookup, span, reply, |fs| async move {
+            fs.check_access(parent.0, c, EXECUTE)?;
+            fs.lookup(parent.0, &name).await
         });
     }
 
@@ -175,12 +200,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let fs = self.fs.clone();
-        self.spawn("getattr", debug_span!("getattr", ino = ino.0), async move {
-            match fs.getattr(ino.0).await {
-                Ok(a) => reply.attr(&fs.kernel_ttl(a.ino), &to_fuse(&a)),
-                Err(e) => reply.error(errno("getattr", &e)),
-            }
+        let span = debug_span!("getattr", ino = ino.0);
+        self.serve(Op::Getattr, span, reply, |fs| async move {
+            fs.getattr(ino.0).await
         });
     }
 
@@ -212,31 +234,18 @@ impl Filesystem for FuseAdapter {
             atime: atime.map(time),
             fh: fh.map(|f| f.0),
         };
-        let fs = self.fs.clone();
-        self.spawn("setattr", debug_span!("setattr", ino = ino.0), async move {
-            let r = match fs.check_access(ino.0, c, WRITE) {
-                Ok(()) => fs.setattr(ino.0, req).await,
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(a) => reply.attr(&fs.kernel_ttl(a.ino), &to_fuse(&a)),
-                Err(e) => reply.error(errno("setattr", &e)),
-            }
+        let span = debug_span!("setattr", ino = ino.0);
+        self.serve(Op::Setattr, span, reply, |fs| async move {
+            fs.check_access(ino.0, c, WRITE)?;
+            fs.setattr(ino.0, req).await
         });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let fs = self.fs.clone();
-        self.spawn(
-            "readlink",
-            debug_span!("readlink", ino = ino.0),
-            async move {
-                match fs.readlink(ino.0).await {
-                    Ok(t) => reply.data(t.as_bytes()),
-                    Err(e) => reply.error(errno("readlink", &e)),
-                }
-            },
-        );
+        let span = debug_span!("readlink", ino = ino.0);
+        self.serve(Op::Readlink, span, reply, |fs| async move {
+            fs.readlink(ino.0).await
+        });
     }
 
     /// No ioctls are supported. Programs probe files with them (`isatty` is TCGETS), so answer
@@ -252,7 +261,7 @@ impl Filesystem for FuseAdapter {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
-        reply.error(Errno::ENOTTY);
+        refuse(reply, Refusal::NoIoctl);
     }
 
     fn mknod(
@@ -266,33 +275,19 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         if mode & libc::S_IFMT != libc::S_IFREG {
-            return reply.error(Errno::ENOSYS);
+            let no = FsError::NoSys("device files, FIFOs and sockets are not supported");
+            return refuse(reply, Refusal::Fs(no));
         }
-        let name = name_or_reply!(name, reply);
-        let (fs, c) = (self.fs.clone(), caller(req));
-        self.spawn(
-            "mknod",
-            debug_span!("mknod", parent = parent.0, name = %name),
-            async move {
-                let r = async {
-                    let (a, h) = fs
-                        .create(
-                            parent.0,
-                            &name,
-                            (mode & 0o7777) as u16,
-                            libc::O_WRONLY | libc::O_EXCL,
-                            c,
-                        )
-                        .await?;
-                    fs.release(h.fh).await?;
-                    Ok::<_, FsError>(a)
-                };
-                match r.await {
-                    Ok(a) => reply.entry(&fs.kernel_ttl(a.ino), &to_fuse(&a), Generation(0)),
-                    Err(e) => reply.error(errno("mknod", &e)),
-                }
-            },
-        );
+        let name = name_or_refuse!(name, reply);
+        let c = caller(req);
+        let span = debug_span!("mknod", parent = parent.0, name = %name);
+        self.serve(Op::Mknod, span, reply, |fs| async move {
+            let perm = (mode & 0o7777) as u16;
+            let flags = libc::O_WRONLY | libc::O_EXCL;
+            let (a, h) = fs.create(parent.0, &name, perm, flags, c).await?;
+            fs.release(h.fh).await?;
+            Ok(a)
+        });
     }
 
     fn mkdir(
@@ -304,56 +299,32 @@ impl Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let name = name_or_reply!(name, reply);
-        let (fs, c) = (self.fs.clone(), caller(req));
-        self.spawn(
-            "mkdir",
-            debug_span!("mkdir", parent = parent.0, name = %name),
-            async move {
-                match fs.mkdir(parent.0, &name, (mode & 0o7777) as u16, c).await {
-                    Ok(a) => reply.entry(&fs.kernel_ttl(a.ino), &to_fuse(&a), Generation(0)),
-                    Err(e) => reply.error(errno("mkdir", &e)),
-                }
-            },
-        );
+        let name = name_or_refuse!(name, reply);
+        let c = caller(req);
+        let span = debug_span!("mkdir", parent = parent.0, name = %name);
+        self.serve(Op::Mkdir, span, reply, |fs| async move {
+            fs.mkdir(parent.0, &name, (mode & 0o7777) as u16, c).await
+        });
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let name = name_or_reply!(name, reply);
-        let (fs, c) = (self.fs.clone(), caller(req));
-        self.spawn(
-            "unlink",
-            debug_span!("unlink", parent = parent.0, name = %name),
-            async move {
-                let r = match fs.check_access(parent.0, c, WRITE) {
-                    Ok(()) => fs.unlink(parent.0, &name).await,
-                    Err(e) => Err(e),
-                };
-                match r {
-                    Ok(()) => reply.ok(),
-                    Err(e) => reply.error(errno("unlink", &e)),
-                }
-            },
-        );
+        let name = name_or_refuse!(name, reply);
+        let c = caller(req);
+        let span = debug_span!("unlink", parent = parent.0, name = %name);
+        self.serve(Op::Unlink, span, reply, |fs| async move {
+            fs.check_access(parent.0, c, WRITE)?;
+            fs.unlink(parent.0, &name).await
+        });
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let name = name_or_reply!(name, reply);
-        let (fs, c) = (self.fs.clone(), caller(req));
-        self.spawn(
-            "rmdir",
-            debug_span!("rmdir", parent = parent.0, name = %name),
-            async move {
-                let r = match fs.check_access(parent.0, c, WRITE) {
-                    Ok(()) => fs.rmdir(parent.0, &name).await,
-                    Err(e) => Err(e),
-                };
-                match r {
-                    Ok(()) => reply.ok(),
-                    Err(e) => reply.error(errno("rmdir", &e)),
-                }
-            },
-        );
+        let name = name_or_refuse!(name, reply);
+        let c = caller(req);
+        let span = debug_span!("rmdir", parent = parent.0, name = %name);
+        self.serve(Op::Rmdir, span, reply, |fs| async move {
+            fs.check_access(parent.0, c, WRITE)?;
+            fs.rmdir(parent.0, &name).await
+        });
     }
 
     fn symlink(
@@ -364,19 +335,13 @@ impl Filesystem for FuseAdapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let name = name_or_reply!(link_name, reply);
-        let target = name_or_reply!(target.as_os_str(), reply);
-        let (fs, c) = (self.fs.clone(), caller(req));
-        self.spawn(
-            "symlink",
-            debug_span!("symlink", parent = parent.0, name = %name),
-            async move {
-                match fs.symlink(parent.0, &name, &target, c).await {
-                    Ok(a) => reply.entry(&fs.kernel_ttl(a.ino), &to_fuse(&a), Generation(0)),
-                    Err(e) => reply.error(errno("symlink", &e)),
-                }
-            },
-        );
+        let name = name_or_refuse!(link_name, reply);
+        let target = name_or_refuse!(target.as_os_str(), reply);
+        let c = caller(req);
+        let span = debug_span!("symlink", parent = parent.0, name = %name);
+        self.serve(Op::Symlink, span, reply, |fs| async move {
+            fs.symlink(parent.0, &name, &target, c).await
+        });
     }
 
     fn rename(
@@ -392,27 +357,23 @@ impl Filesystem for FuseAdapter {
         if flags.contains(RenameFlags::RENAME_EXCHANGE)
             || flags.contains(RenameFlags::RENAME_WHITEOUT)
         {
-            return reply.error(Errno::EINVAL);
+            let no = FsError::Invalid("RENAME_EXCHANGE and RENAME_WHITEOUT are not supported");
+            return refuse(reply, Refusal::Fs(no));
         }
-        let name = name_or_reply!(name, reply);
-        let newname = name_or_reply!(newname, reply);
+        let name = name_or_refuse!(name, reply);
+        let newname = name_or_refuse!(newname, reply);
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        let (fs, c) = (self.fs.clone(), caller(req));
-        self.spawn("rename", debug_span!("rename", parent = parent.0, name = %name, newparent = newparent.0, newname = %newname), async move {
-            let allowed = fs
-                .check_access(parent.0, c, WRITE)
-                .and_then(|()| fs.check_access(newparent.0, c, WRITE));
-            let r = match allowed {
-                Ok(()) => fs.rename(parent.0, &name, newparent.0, &newname, no_replace).await,
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("rename", &e)),
-            }
+        let c = caller(req);
+        let span = debug_span!("rename", parent = parent.0, name = %name, newparent = newparent.0, newname = %newname);
+        self.serve(Op::Rename, span, reply, |fs| async move {
+            fs.check_access(parent.0, c, WRITE)?;
+            fs.check_access(newparent.0, c, WRITE)?;
+            fs.rename(parent.0, &name, newparent.0, &newname, no_replace)
+                .await
         });
     }
 
+    /// Hard links: the core refuses them (EPERM).
     fn link(
         &self,
         _req: &Request,
@@ -421,30 +382,15 @@ impl Filesystem for FuseAdapter {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.fs.link() {
-            Ok(_) => reply.error(Errno::EPERM),
-            Err(e) => reply.error(errno("link", &e)),
-        }
+        self.answer_now(Op::Link, reply, self.fs.link());
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let (fs, c) = (self.fs.clone(), caller(req));
-        self.spawn("open", debug_span!("open", ino = ino.0), async move {
-            let r = match fs.check_access(ino.0, c, open_access(flags.0)) {
-                Ok(()) => fs.open(ino.0, flags.0).await,
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(h) => {
-                    let flags = if h.keep_cache {
-                        FopenFlags::FOPEN_KEEP_CACHE
-                    } else {
-                        FopenFlags::empty()
-                    };
-                    reply.opened(FileHandle(h.fh), flags)
-                }
-                Err(e) => reply.error(errno("open", &e)),
-            }
+        let c = caller(req);
+        let span = debug_span!("open", ino = ino.0);
+        self.serve(Op::Open, span, reply, |fs| async move {
+            fs.check_access(ino.0, c, open_access(flags.0))?;
+            fs.open(ino.0, flags.0).await
         });
     }
 
@@ -459,20 +405,13 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let fs = self.fs.clone();
-        self.spawn(
-            "read",
-            debug_span!("read", ino = ino.0, offset, size),
-            async move {
-                match fs.read(fh.0, offset, size).await {
-                    Ok(b) => {
-                        metrics::FUSE.bytes_read(b.len());
-                        reply.data(&b)
-                    }
-                    Err(e) => reply.error(errno("read", &e)),
-                }
-            },
-        );
+        let stats = self.stats.clone();
+        let span = debug_span!("read", ino = ino.0, offset, size);
+        self.serve(Op::Read, span, reply, |fs| async move {
+            let b = fs.read(fh.0, offset, size).await?;
+            stats.bytes_read(b.len());
+            Ok(b)
+        });
     }
 
     fn write(
@@ -487,21 +426,13 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let fs = self.fs.clone();
-        let data = data.to_vec();
-        self.spawn(
-            "write",
-            debug_span!("write", ino = ino.0, offset, size = data.len()),
-            async move {
-                match fs.write(fh.0, offset, &data).await {
-                    Ok(n) => {
-                        metrics::FUSE.bytes_written(n as usize);
-                        reply.written(n)
-                    }
-                    Err(e) => reply.error(errno("write", &e)),
-                }
-            },
-        );
+        let (stats, data) = (self.stats.clone(), data.to_vec());
+        let span = debug_span!("write", ino = ino.0, offset, size = data.len());
+        self.serve(Op::Write, span, reply, |fs| async move {
+            let n = fs.write(fh.0, offset, &data).await?;
+            stats.bytes_written(n as usize);
+            Ok(n)
+        });
     }
 
     fn flush(
@@ -512,13 +443,13 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let fs = self.fs.clone();
-        self.spawn("flush", debug_span!("flush", ino = ino.0), async move {
-            match fs.flush(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("flush", &e)),
-            }
-        });
+        let span = debug_span!("flush", ino = ino.0);
+        self.serve(
+            Op::Flush,
+            span,
+            reply,
+            |fs| async move { fs.flush(fh.0).await },
+        );
     }
 
     fn release(
@@ -531,12 +462,9 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let fs = self.fs.clone();
-        self.spawn("release", debug_span!("release", ino = ino.0), async move {
-            match fs.release(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("release", &e)),
-            }
+        let span = debug_span!("release", ino = ino.0);
+        self.serve(Op::Release, span, reply, |fs| async move {
+            fs.release(fh.0).await
         });
     }
 
@@ -548,26 +476,21 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let fs = self.fs.clone();
-        self.spawn("fsync", debug_span!("fsync", ino = ino.0), async move {
-            match fs.fsync(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("fsync", &e)),
-            }
-        });
+        let span = debug_span!("fsync", ino = ino.0);
+        self.serve(
+            Op::Fsync,
+            span,
+            reply,
+            |fs| async move { fs.fsync(fh.0).await },
+        );
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let (fs, c) = (self.fs.clone(), caller(req));
-        self.spawn("opendir", debug_span!("opendir", ino = ino.0), async move {
-            let r = match fs.check_access(ino.0, c, READ) {
-                Ok(()) => fs.opendir(ino.0).await,
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(errno("opendir", &e)),
-            }
+        let c = caller(req);
+        let span = debug_span!("opendir", ino = ino.0);
+        self.serve(Op::Opendir, span, reply, |fs| async move {
+            fs.check_access(ino.0, c, READ)?;
+            fs.opendir(ino.0).await.map(DirHandle)
         });
     }
 
@@ -577,19 +500,9 @@ impl Filesystem for FuseAdapter {
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        match self.fs.readdir(fh.0, offset) {
-            Ok(entries) => {
-                for (next, e) in entries {
-                    if reply.add(INodeNo(e.ino), next, file_type(e.kind), &e.name) {
-                        break;
-                    }
-                }
-                reply.ok()
-            }
-            Err(e) => reply.error(errno("readdir", &e)),
-        }
+        self.answer_now(Op::Readdir, reply, self.fs.readdir(fh.0, offset));
     }
 
     /// readdir with attributes (`ls -l`): the entries' lookups run concurrently
@@ -607,59 +520,12 @@ impl Filesystem for FuseAdapter {
         let allowed = self.fs.check_access(ino.0, caller(req), EXECUTE);
         let entries = match allowed.and_then(|()| self.fs.readdir(fh.0, offset)) {
             Ok(e) => e,
-            Err(e) => return reply.error(errno("readdirplus", &e)),
+            Err(e) => return reply.fail(failed(&self.stats, Op::Readdirplus, &e)),
         };
         let fs = self.fs.clone();
         let span = debug_span!("readdirplus", ino = ino.0, offset);
-        self.spawn("readdirplus", span, async move {
-            for batch in entries.chunks(LOOKUP_CONCURRENCY) {
-                let names: Vec<String> = batch
-                    .iter()
-                    .filter(|(_, e)| e.name != "." && e.name != "..")
-                    .map(|(_, e)| e.name.clone())
-                    .collect();
-                let mut attrs = fs.lookup_many(ino.0, &names).await.into_iter();
-                let mut full = false;
-                for (next, e) in batch {
-                    if e.name == "." || e.name == ".." {
-                        // The kernel takes no reference for these; their attributes are
-                        // not used.
-                        if !full {
-                            let a = dot_attr(e.ino);
-                            full = reply.add(
-                                INodeNo(e.ino),
-                                *next,
-                                &e.name,
-                                &fs.kernel_ttl(e.ino),
-                                &a,
-                                Generation(0),
-                            );
-                        }
-                        continue;
-                    }
-                    let Some(Ok(a)) = attrs.next() else {
-                        // Vanished or unreadable since the listing: left out.
-                        continue;
-                    };
-                    if full
-                        || reply.add(
-                            INodeNo(a.ino),
-                            *next,
-                            &e.name,
-                            &fs.kernel_ttl(a.ino),
-                            &to_fuse(&a),
-                            Generation(0),
-                        )
-                    {
-                        // Not sent: give back the reference the lookup took.
-                        full = true;
-                        fs.forget(a.ino, 1);
-                    }
-                }
-                if full {
-                    break;
-                }
-            }
+        self.spawn_timed(Op::Readdirplus, span, async move {
+            fill_plus(&fs, ino.0, entries, &mut reply).await;
             reply.ok();
         });
     }
@@ -703,11 +569,11 @@ impl Filesystem for FuseAdapter {
         reply: fuser::ReplyXattr,
     ) {
         // Extended attributes are not served yet; ENOSYS makes the kernel stop asking.
-        reply.error(Errno::ENOSYS);
+        refuse(reply, Refusal::Fs(FsError::NoSys("extended attributes")));
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+        refuse(reply, Refusal::Fs(FsError::NoSys("extended attributes")));
     }
 
     fn create(
@@ -720,26 +586,12 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let name = name_or_reply!(name, reply);
-        let (fs, c) = (self.fs.clone(), caller(req));
-        self.spawn(
-            "create",
-            debug_span!("create", parent = parent.0, name = %name),
-            async move {
-                match fs
-                    .create(parent.0, &name, (mode & 0o7777) as u16, flags, c)
-                    .await
-                {
-                    Ok((a, h)) => reply.created(
-                        &fs.kernel_ttl(a.ino),
-                        &to_fuse(&a),
-                        Generation(0),
-                        FileHandle(h.fh),
-                        FopenFlags::empty(),
-                    ),
-                    Err(e) => reply.error(errno("create", &e)),
-                }
-            },
-        );
+        let name = name_or_refuse!(name, reply);
+        let c = caller(req);
+        let span = debug_span!("create", parent = parent.0, name = %name);
+        self.serve(Op::Create, span, reply, |fs| async move {
+            fs.create(parent.0, &name, (mode & 0o7777) as u16, flags, c)
+                .await
+        });
     }
 }

@@ -24,7 +24,10 @@ use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
+use blobmount_policy::WasmPolicy;
+
 use crate::metrics;
+use crate::opstats::FuseStats;
 
 /// `f_type` of a FUSE file system in `statfs(2)`.
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
@@ -42,10 +45,18 @@ pub struct Target {
     pub session_alive: Arc<AtomicBool>,
 }
 
+/// The mount's counters that the core does not hold: the FUSE adapter's, the backend's
+/// calls, and the policy whose plugins are counted. Owned by the mount, read as snapshots.
+pub struct Counters {
+    pub fuse: Arc<FuseStats>,
+    pub backend: Arc<BackendStats>,
+    pub policy: Option<Arc<WasmPolicy>>,
+}
+
 /// What the endpoint reports on.
 pub struct State {
     pub fs: Arc<Fs>,
-    pub backend: Arc<BackendStats>,
+    pub counters: Counters,
     pub mountpoint: PathBuf,
     /// The mount as seen from here (none when serving a descriptor whose mount is not
     /// visible to this process).
@@ -62,7 +73,7 @@ pub struct State {
 impl State {
     pub fn new(
         fs: Arc<Fs>,
-        backend: Arc<BackendStats>,
+        counters: Counters,
         target: Target,
         store: String,
         read_mode: &'static str,
@@ -70,7 +81,7 @@ impl State {
     ) -> Arc<Self> {
         Arc::new(State {
             fs,
-            backend,
+            counters,
             mountpoint: target.mountpoint,
             probe_dir: target.probe_dir,
             session_alive: target.session_alive,
@@ -135,7 +146,7 @@ impl State {
     }
 
     fn status(&self, fuse: &Result<(), String>, store: &Result<(), String>) -> Status {
-        let (ops, op_errors, read_bytes, written_bytes) = metrics::FUSE.totals();
+        let (ops, op_errors, read_bytes, written_bytes) = self.counters.fuse.snapshot().totals();
         let fc = self.fs.file_cache.as_ref();
         Status {
             mountpoint: self.mountpoint.display().to_string(),
@@ -153,7 +164,7 @@ impl State {
             op_errors,
             read_bytes,
             written_bytes,
-            backend_read_bytes: self.backend.bytes_read(),
+            backend_read_bytes: self.counters.backend.bytes_read(),
             read_memory_bytes: self.fs.budget.in_use(),
             read_memory_limit_bytes: self.fs.budget.total(),
             file_cache_bytes: fc.map(|c| c.used_bytes()),
@@ -173,6 +184,21 @@ impl State {
                 }
             }),
         }
+    }
+}
+
+impl State {
+    /// The `/metrics` page from a snapshot of the counters now.
+    fn metrics(&self) -> String {
+        let c = &self.counters;
+        let plugins = c.policy.as_deref().map(metrics::plugin_snapshot);
+        metrics::render(&metrics::Sources {
+            fuse: &c.fuse.snapshot(),
+            backend: &c.backend,
+            fs: &self.fs,
+            preload: self.preload.as_deref(),
+            plugins: plugins.as_deref(),
+        })
     }
 }
 
@@ -267,11 +293,7 @@ async fn handle(
                 Err(e) => Err(e),
             })
         }
-        "/metrics" => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            metrics::render(&state.fs, &state.backend, state.preload.as_deref()),
-        ),
+        "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", state.metrics()),
         "/status" => {
             let fuse = state.fuse_answers().await;
             let store = state.store_answers().await;

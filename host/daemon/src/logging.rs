@@ -1,4 +1,9 @@
 //! Logging setup: text or JSON lines to stderr or a file, filtered by config or `RUST_LOG`.
+//!
+//! Why the daemon owns it: where log lines go decides how fatal errors are reported (a
+//! background daemon logs to a file, so its start-up failures must also reach stderr, see
+//! [`logs_to_stderr`]), and object_store's retries are only visible as log events, counted
+//! here for `/metrics`.
 
 use std::io::IsTerminal;
 use std::sync::Mutex;

@@ -11,7 +11,7 @@ use blobmount_policy::Hook;
 use blobmount_policy::tool::{self, ToolError};
 use clap::Subcommand;
 
-use crate::cli::{EXIT_CONFIG, EXIT_RUNTIME};
+use crate::exit::{EXIT_CONFIG, EXIT_RUNTIME, fail};
 
 #[derive(Subcommand, Debug)]
 pub enum PluginSub {
@@ -48,11 +48,6 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
-}
-
-fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("blobmount: {msg}");
-    ExitCode::from(code)
 }
 
 pub fn main(sub: PluginSub) -> ExitCode {

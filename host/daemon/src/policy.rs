@@ -9,15 +9,15 @@ use std::sync::Arc;
 
 use blobmount_core::FsConfig;
 use blobmount_policy::WasmPolicy;
-use blobmount_policy_api::{Builtin, Policy};
+use blobmount_policy_api::Builtin;
 use tracing::info;
 
 use crate::config::Config;
-use crate::metrics;
 
 /// The built-in policy from the global settings plus `policy:`, with the configured plugins
-/// loaded over it. Registers the plugins' counters for `/metrics`.
-pub fn load(cfg: &Config, fs_cfg: &FsConfig) -> Result<Arc<dyn Policy>, String> {
+/// loaded over it. The mount keeps it (as the core's `Policy`, and for the plugins'
+/// counters on `/metrics`).
+pub fn load(cfg: &Config, fs_cfg: &FsConfig) -> Result<Arc<WasmPolicy>, String> {
     let mut b = blobmount_core::policy::builtin_config_for(fs_cfg);
     b.filter = cfg.policy.filter.clone();
     b.name_conflict = cfg.policy.name_conflict;
@@ -35,7 +35,5 @@ pub fn load(cfg: &Config, fs_cfg: &FsConfig) -> Result<Arc<dyn Policy>, String> 
             );
         }
     }
-    let wasm = Arc::new(wasm);
-    metrics::set_policy(wasm.clone());
-    Ok(wasm)
+    Ok(Arc::new(wasm))
 }

@@ -1,11 +1,14 @@
 //! `blobmount status` and `blobmount health`: ask running daemons (found through the
 //! registry written at mount time) over their health endpoint, with a deadline.
+//!
+//! Why over HTTP and not through the mount: a hung FUSE loop must not hang the probe; the
+//! daemon's endpoint answers even then, and says so.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::cli::{EXIT_CONFIG, EXIT_RUNTIME};
+use crate::exit::{EXIT_CONFIG, EXIT_RUNTIME};
 use crate::health::{self, Registration, Status};
 
 fn human(b: u64) -> String {

@@ -1,0 +1,555 @@
+//! The mount settings, defined once as data: for each one its YAML key, unit, default, the
+//! help text of the key (the JSON Schema description), and, if it has them, its command-line
+//! flag and its `-o` option. The environment name is derived from the key
+//! (`BLOBMOUNT_<SECTION>__<KEY>`, see [`Setting::env`]).
+//!
+//! Why a table: a setting used to exist in three shapes (the YAML structs, the clap flags,
+//! the code laying flags over the file), kept in step by hand. Now `args` generates the
+//! clap flags, the `-o` options and how both are applied from [`SETTINGS`]; `config` takes
+//! the schema descriptions of its own sections from it; and the unit tests below fail when a
+//! key of the YAML structs, a flag, an env name, a default or the docs reference disagree
+//! with the table. The config structs stay the typed shape serde and the core read.
+//!
+//! Rows are in `blobmount mount --help` order for those with a flag, then by section.
+
+use clap::ValueEnum;
+use clap::builder::PossibleValue;
+use serde_json::Value;
+
+use crate::values::{LogFormat, ReadMode, Recovery};
+
+/// What a setting's number or text means.
+#[derive(Clone, Copy, Debug)]
+pub enum Unit {
+    /// `true` or `false`; as a flag, present means `true`.
+    Switch,
+    /// A number of things (threads, objects, entries, jobs).
+    Count,
+    /// A user or group id.
+    Id,
+    /// Octal permission bits, written as a string (`"0644"`).
+    Octal,
+    /// Seconds, may have a fraction.
+    Seconds,
+    /// Mebibytes; converted to bytes with checked arithmetic (`config::mib_bytes`).
+    MiB,
+    /// Kibibytes.
+    KiB,
+    /// A file or directory path.
+    Path,
+    /// Free text (a URL, an address, a filter).
+    Text,
+    /// A list of strings; its flag and `-o` option are repeatable.
+    List,
+    /// One of a fixed set of names.
+    Choice(fn() -> Vec<PossibleValue>),
+    /// A mapping with keys of its own (see the schema); no flag, no env.
+    Mapping,
+}
+
+/// How a setting is given on the `blobmount mount` command line.
+#[derive(Clone, Copy, Debug)]
+pub enum Flag {
+    /// Config file and environment only.
+    None,
+    /// A positional argument (in table order).
+    Positional {
+        value_name: &'static str,
+        help: &'static str,
+    },
+    /// `--long VALUE` (`--long` alone for a [`Unit::Switch`]).
+    Long {
+        long: &'static str,
+        short: Option<char>,
+        /// Shown as `<VALUE_NAME>`; default: the flag name in upper case.
+        value_name: Option<&'static str>,
+        help: &'static str,
+    },
+}
+
+impl Flag {
+    pub const fn positional(value_name: &'static str, help: &'static str) -> Flag {
+        Flag::Positional { value_name, help }
+    }
+
+    pub const fn long(long: &'static str, help: &'static str) -> Flag {
+        Flag::Long {
+            long,
+            short: None,
+            value_name: None,
+            help,
+        }
+    }
+
+    const fn short(self, c: char) -> Flag {
+        match self {
+            Flag::Long {
+                long,
+                value_name,
+                help,
+                ..
+            } => Flag::Long {
+                long,
+                short: Some(c),
+                value_name,
+                help,
+            },
+            other => other,
+        }
+    }
+
+    const fn value_name(self, v: &'static str) -> Flag {
+        match self {
+            Flag::Long {
+                long, short, help, ..
+            } => Flag::Long {
+                long,
+                short,
+                value_name: Some(v),
+                help,
+            },
+            other => other,
+        }
+    }
+}
+
+/// How a setting is given as a mount(8)-style `-o` option.
+#[derive(Clone, Copy, Debug)]
+pub enum Opt {
+    None,
+    /// `-o NAME=VALUE` (`-o NAME` for a [`Unit::Switch`], which it turns on).
+    Named(&'static str),
+    /// A switch with an option for each state: `-o ON` and `-o OFF` (`ro` / `rw`).
+    OnOff(&'static str, &'static str),
+}
+
+/// One mount setting.
+#[derive(Clone, Copy, Debug)]
+pub struct Setting {
+    /// The YAML key path, `section.key`.
+    pub key: &'static str,
+    pub unit: Unit,
+    /// The built-in default as a JSON literal (`null`: unset).
+    pub default: &'static str,
+    /// What the key means (the schema description).
+    pub help: &'static str,
+    pub flag: Flag,
+    pub opt: Opt,
+}
+
+impl Setting {
+    const fn new(key: &'static str, unit: Unit, default: &'static str, help: &'static str) -> Self {
+        Setting {
+            key,
+            unit,
+            default,
+            help,
+            flag: Flag::None,
+            opt: Opt::None,
+        }
+    }
+
+    const fn flag(self, flag: Flag) -> Self {
+        Setting { flag, ..self }
+    }
+
+    const fn opt(self, opt: Opt) -> Self {
+        Setting { opt, ..self }
+    }
+
+    /// The key's path: `["mount", "read-only"]`.
+    pub fn path(&self) -> Vec<String> {
+        self.key.split('.').map(str::to_string).collect()
+    }
+
+    /// The environment variable setting it, if one can (`BLOBMOUNT_MOUNT__READ_ONLY`); lists
+    /// and mappings cannot be given as one variable.
+    pub fn env(&self) -> Option<String> {
+        match self.unit {
+            Unit::List | Unit::Mapping => None,
+            _ => Some(format!(
+                "{}{}",
+                crate::values::ENV_PREFIX,
+                self.key
+                    .to_ascii_uppercase()
+                    .replace('.', "__")
+                    .replace('-', "_")
+            )),
+        }
+    }
+
+    /// The clap id of its flag: the long name with `_` (what the derive used).
+    pub fn id(&self) -> String {
+        match self.flag {
+            Flag::Long { long, .. } => long.replace('-', "_"),
+            Flag::Positional { value_name, .. } => value_name.to_ascii_lowercase(),
+            Flag::None => self.key.replace(['.', '-'], "_"),
+        }
+    }
+}
+
+/// The names of a `clap::ValueEnum` with their help, for [`Unit::Choice`].
+pub fn choices<E: ValueEnum>() -> Vec<PossibleValue> {
+    E::value_variants()
+        .iter()
+        .filter_map(ValueEnum::to_possible_value)
+        .collect()
+}
+
+fn name_conflict_rules() -> Vec<PossibleValue> {
+    ["directory-keeps-name", "hide-file", "gcsfuse-newline"]
+        .into_iter()
+        .map(PossibleValue::new)
+        .collect()
+}
+
+/// The setting with YAML key `key`.
+pub fn find(key: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.key == key)
+}
+
+/// Give every property of the config schema that has no description (the daemon's own
+/// sections, whose fields carry no doc comments) its setting's help.
+pub fn describe(schema: &mut Value) {
+    for s in SETTINGS {
+        let path = s.path();
+        let Some(def) = schema
+            .pointer(&format!("/properties/{}/$ref", path[0]))
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix("#/$defs/"))
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let pointer = format!("/$defs/{def}/properties/{}", path[1]);
+        if let Some(Value::Object(prop)) = schema.pointer_mut(&pointer)
+            && !prop.contains_key("description")
+            && !s.help.is_empty()
+        {
+            prop.insert("description".into(), Value::String(s.help.into()));
+        }
+    }
+}
+
+/// Every mount setting.
+pub static SETTINGS: &[Setting] = &[
+    Setting::new(
+        "store.url",
+        Unit::Text,
+        "null",
+        "Store URL: `az://ACCOUNT/CONTAINER[/PREFIX]`, `s3://BUCKET[/PREFIX]`,\n\
+         `gs://BUCKET[/PREFIX]`, `file:///ABSOLUTE/PATH`, or `mem://` (in-process, for trying out).",
+    )
+    .flag(Flag::positional("STORE_URL", "Store URL: az://ACCOUNT/CONTAINER[/PREFIX], s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX], file:///PATH or mem://")),
+    Setting::new(
+        "mount.mountpoint",
+        Unit::Path,
+        "null",
+        "Mount point (may be given on the command line instead).",
+    )
+    .flag(Flag::positional("MOUNTPOINT", "Directory to mount on")),
+    Setting::new(
+        "mount.foreground",
+        Unit::Switch,
+        "false",
+        "Stay in the foreground instead of detaching once mounted.",
+    )
+    .flag(Flag::long("foreground", "Stay in the foreground").short('f'))
+    .opt(Opt::Named("foreground")),
+    Setting::new(
+        "mount.read-only",
+        Unit::Switch,
+        "false",
+        "Refuse every modification (EROFS).",
+    )
+    .flag(Flag::long("read-only", "Mount read-only"))
+    .opt(Opt::OnOff("ro", "rw")),
+    Setting::new(
+        "mount.allow-other",
+        Unit::Switch,
+        "false",
+        "Let users other than the mounting user access the mount (needs `user_allow_other` in\n\
+         /etc/fuse.conf when not root).",
+    )
+    .flag(Flag::long("allow-other", "Allow other users to access the mount"))
+    .opt(Opt::Named("allow_other")),
+    Setting::new(
+        "mount.uid",
+        Unit::Id,
+        "null",
+        "Owner of objects that carry no `uid` metadata (default: the daemon's uid).",
+    )
+    .flag(Flag::long("uid", "Default owner uid"))
+    .opt(Opt::Named("uid")),
+    Setting::new(
+        "mount.gid",
+        Unit::Id,
+        "null",
+        "Group of objects that carry no `gid` metadata (default: the daemon's gid).",
+    )
+    .flag(Flag::long("gid", "Default owner gid"))
+    .opt(Opt::Named("gid")),
+    Setting::new(
+        "mount.file-mode",
+        Unit::Octal,
+        "\"0644\"",
+        "Permissions of files without `mode` metadata, octal (e.g. \"0644\").",
+    )
+    .flag(Flag::long("file-mode", "Default file permissions (octal)"))
+    .opt(Opt::Named("file_mode")),
+    Setting::new(
+        "mount.dir-mode",
+        Unit::Octal,
+        "\"0755\"",
+        "Permissions of directories without `mode` metadata, octal (e.g. \"0755\").",
+    )
+    .flag(Flag::long("dir-mode", "Default directory permissions (octal)"))
+    .opt(Opt::Named("dir_mode")),
+    Setting::new(
+        "mount.subdirectory",
+        Unit::Text,
+        "null",
+        "Mount only this sub-directory of the store URL's prefix.",
+    )
+    .flag(Flag::long("subdirectory", "Mount only this sub-directory of the store"))
+    .opt(Opt::Named("subdirectory")),
+    Setting::new(
+        "store.endpoint",
+        Unit::Text,
+        "null",
+        "Service endpoint override (emulators, S3-compatible stores, sovereign clouds), e.g.\n\
+         `http://127.0.0.1:10000/devstoreaccount1` or `https://s3.eu-central-003.backblazeb2.com`.",
+    )
+    .flag(Flag::long("endpoint", "Store endpoint (emulators, S3-compatible services)"))
+    .opt(Opt::Named("endpoint")),
+    Setting::new(
+        "cache.dir",
+        Unit::Path,
+        "null",
+        "Cache directory (staging of written files, `conflicts/`). Created 0700. Default:\n\
+         `$XDG_CACHE_HOME/blobmount/<id>` or `/var/cache/blobmount/<id>` for root.",
+    )
+    .flag(Flag::long("cache-dir", "Cache directory"))
+    .opt(Opt::Named("cache_dir")),
+    Setting::new(
+        "mount.attr-timeout-secs",
+        Unit::Seconds,
+        "1.0",
+        "Seconds attributes and names are trusted before the store is asked again.",
+    )
+    .flag(Flag::long("attr-timeout", "Seconds attributes are trusted")),
+    Setting::new(
+        "mount.fuse-fd-socket",
+        Unit::Path,
+        "null",
+        "Receive an already mounted FUSE descriptor from `blobmount fuse-mounter` (or a CSI\n\
+         driver) on this Unix socket instead of mounting; the daemon then needs no privileges.",
+    )
+    .flag(Flag::long("fuse-fd-socket", "Serve a FUSE descriptor received on this Unix socket from `blobmount fuse-mounter` instead of mounting (MOUNTPOINT, if given, is only used for health probes)").value_name("SOCKET")),
+    Setting::new(
+        "health.listen",
+        Unit::Text,
+        "\"127.0.0.1:0\"",
+        "Address serving /healthz, /readyz, /metrics and /status. The default, port 0 on\n\
+         loopback, picks a free port (`blobmount status` and `blobmount health` find it);\n\
+         give a fixed address for HTTP probes and Prometheus; \"\" turns the endpoint off.",
+    )
+    .flag(Flag::long("health-listen", "Address of the health/metrics endpoint (\"\" turns it off)").value_name("ADDR")),
+    Setting::new(
+        "read.mode",
+        Unit::Choice(choices::<ReadMode>),
+        "\"block-cache\"",
+        "`direct`, `block-cache` or `file-cache`.",
+    )
+    .flag(Flag::long("read-mode", "Read path: direct, block-cache (default) or file-cache"))
+    .opt(Opt::Named("read_mode")),
+    Setting::new(
+        "read.preload",
+        Unit::List,
+        "[]",
+        "Directories (relative to the mount, `\"\"` or `\"/\"` for everything) whose files are\n\
+         downloaded into the file cache (file-cache mode) or whose metadata is loaded\n\
+         (other modes) in the background after mounting.",
+    )
+    .flag(Flag::long("preload", "Preload this directory (relative to the mount; \"all\" or \"/\" for everything) in the background after mounting: into the file cache in file-cache mode, metadata otherwise. Repeatable").value_name("DIR|all"))
+    .opt(Opt::Named("preload")),
+    Setting::new(
+        "logging.level",
+        Unit::Text,
+        "\"info\"",
+        "Level or filter directive (`info`, `debug`, `blobmount_core=debug,info`); `RUST_LOG`\n\
+         overrides it.",
+    )
+    .flag(Flag::long("log-level", "Log level or filter")),
+    Setting::new(
+        "logging.format",
+        Unit::Choice(choices::<LogFormat>),
+        "\"text\"",
+        "Log line format: `text` or `json`.",
+    )
+    .flag(Flag::long("log-format", "Log format")),
+    Setting::new(
+        "mount.threads",
+        Unit::Count,
+        "2",
+        "FUSE worker threads reading requests from the kernel.",
+    ),
+    Setting::new(
+        "mount.rename-dir-limit",
+        Unit::Count,
+        "1000",
+        "Largest directory (in objects) that `rename` moves; larger ones return EXDEV so\n\
+         `mv` copies instead.",
+    ),
+    Setting::new(
+        "mount.kernel-read-ahead-kib",
+        Unit::KiB,
+        "1024",
+        "Kernel read-ahead for the mount in KiB (`/sys/class/bdi/<dev>/read_ahead_kb`, set\n\
+         after mounting when permitted). Larger kernel reads cut per-request overhead for\n\
+         sequential readers; 0 leaves the kernel default (128).",
+    ),
+    Setting::new(
+        "mount.shutdown-grace-secs",
+        Unit::Seconds,
+        "30.0",
+        "On SIGTERM/SIGINT, seconds to spend uploading modified open files before unmounting.",
+    ),
+    Setting::new(
+        "read.preload-jobs",
+        Unit::Count,
+        "8",
+        "Files preloaded at once.",
+    ),
+    Setting::new(
+        "write.recovery",
+        Unit::Choice(choices::<Recovery>),
+        "\"upload\"",
+        "What a mount does at start with writes a previous daemon left unfinished in the\n\
+         cache directory (it was killed): `upload` them (conditional on the version they were\n\
+         based on; a conflict keeps them) or `keep` them in `conflicts/` for you to look at.\n\
+         Either way each one is reported in the log.",
+    ),
+    Setting::new(
+        "write.streaming",
+        Unit::Switch,
+        "true",
+        "Upload a new (or truncated) file written in order while it is being written, in\n\
+         parts (S3 multipart, Azure blocks), so `close` only sends the rest and commits.\n\
+         Nothing is visible before the commit. Files written out of order, and GCS, upload\n\
+         at close.",
+    ),
+    Setting::new(
+        "write.part-size-mib",
+        Unit::MiB,
+        "8",
+        "Size of one streamed part, in MiB (5 to 512; S3 needs at least 5).",
+    ),
+    Setting::new(
+        "write.parts-in-flight",
+        Unit::Count,
+        "4",
+        "Parts of one file uploaded at once. Their buffers count against\n\
+         `cache.read-memory-mib`, shared with read-ahead.",
+    ),
+    Setting::new(
+        "cache.read-ahead-max-mib",
+        Unit::MiB,
+        "64",
+        "Most data a sequential reader has prefetched ahead of it, in MiB (fetched as\n\
+         `read-block-mib` blocks in parallel). 0 disables read-ahead.",
+    ),
+    Setting::new(
+        "cache.read-block-mib",
+        Unit::MiB,
+        "8",
+        "Size of one read-ahead block (one ranged GET), in MiB. 1 to 64.",
+    ),
+    Setting::new(
+        "cache.read-memory-mib",
+        Unit::MiB,
+        "512",
+        "Memory all readers together may hold in read-ahead blocks, in MiB. Reads beyond it\n\
+         fetch just the bytes asked for.",
+    ),
+    Setting::new(
+        "cache.list-page-size",
+        Unit::Count,
+        "1000",
+        "Objects requested per listing call.",
+    ),
+    Setting::new(
+        "cache.list-ttl-secs",
+        Unit::Seconds,
+        "1.0",
+        "Seconds a directory listing is reused: by `ls` again, and by lookups (a listed file\n\
+         needs one HEAD, a name missing from the listing none). 0 disables.",
+    ),
+    Setting::new(
+        "cache.negative-ttl-secs",
+        Unit::Seconds,
+        "1.0",
+        "Seconds a name found absent stays absent without asking the store. 0 disables.",
+    ),
+    Setting::new(
+        "cache.list-cache-max-entries",
+        Unit::Count,
+        "1000000",
+        "Most directory entries all cached listings hold together (about 100-200 bytes\n\
+         each); the least recently listed directories are dropped beyond it.",
+    ),
+    Setting::new(
+        "cache.file-cache-max-mib",
+        Unit::MiB,
+        "10240",
+        "Most disk the file cache (`read.mode: file-cache`) uses for downloaded objects, in\n\
+         MiB. Least recently used objects nobody has open are evicted; bigger objects are\n\
+         read through the block cache.",
+    ),
+    Setting::new(
+        "cache.file-cache-min-free-mib",
+        Unit::MiB,
+        "1024",
+        "Disk space the file cache leaves free on its file system, in MiB.",
+    ),
+    Setting::new(
+        "cache.file-cache-range-reads",
+        Unit::Switch,
+        "true",
+        "Whether an open file whose first read is not at offset 0 (a range read) downloads\n\
+         the whole object into the file cache in the background. With `false` such a handle\n\
+         reads just its ranges through the block cache, and only a read from the start of\n\
+         the file downloads it.",
+    ),
+    Setting::new(
+        "logging.file",
+        Unit::Path,
+        "null",
+        "Append logs to this file instead of standard error.",
+    ),
+    Setting::new(
+        "policy.filter",
+        Unit::Mapping,
+        "{\"exclude\": [], \"include\": [], \"max-age-secs\": null, \"max-size\": null, \"min-size\": null, \"read-only\": []}",
+        "Which objects are shown, and which are read-only (globs, size and age limits).",
+    ),
+    Setting::new(
+        "policy.name-conflict",
+        Unit::Choice(name_conflict_rules),
+        "\"directory-keeps-name\"",
+        "What a file sharing its name with a directory is shown as: `directory-keeps-name`\n\
+         (the file gets `.~file`), `hide-file`, or `gcsfuse-newline`.",
+    ),
+    Setting::new(
+        "policy.revalidate-on-open",
+        Unit::Switch,
+        "false",
+        "Every open asks the store for the object's current version, whatever the stat TTL.",
+    ),
+    Setting::new(
+        "policy.cacheable",
+        Unit::Switch,
+        "true",
+        "Set to false to keep file data out of the kernel page cache and the file cache.",
+    ),
+];

@@ -1,0 +1,292 @@
+//! Tests that every shape of a mount setting agrees with the settings table: the YAML keys
+//! and their schema descriptions, the defaults, the clap flags, the `-o` options, the
+//! environment names, and the reference in docs/configuration.md.
+//!
+//! Why a module of its own: these tests need the table (`settings`), the flags (`args`) and
+//! the structs (`config`) together; here none of those has to import the others for them.
+
+use std::collections::BTreeSet;
+
+use clap::{Args, Command, FromArgMatches};
+
+use serde_json::Value;
+
+use crate::args::{MountArgs, OPTIONS_HELP};
+use crate::config::{Config, apply_env};
+use crate::settings::{Flag, Opt, SETTINGS, Setting, Unit, find};
+
+/// The config sections the daemon owns (`store` and `plugins` belong to other crates;
+/// their keys with a flag have rows too).
+const DAEMON_SECTIONS: [&str; 7] = [
+    "mount", "read", "write", "cache", "health", "logging", "policy",
+];
+
+fn pointer(key: &str) -> String {
+    format!("/{}", key.replace('.', "/"))
+}
+
+/// The schema node of a key's property.
+fn property<'a>(schema: &'a Value, key: &str) -> Option<&'a Value> {
+    let (section, leaf) = key.split_once('.')?;
+    let def = schema
+        .pointer(&format!("/properties/{section}/$ref"))?
+        .as_str()?
+        .strip_prefix("#/$defs/")?;
+    schema.pointer(&format!("/$defs/{def}/properties/{leaf}"))
+}
+
+/// A value to give a setting on the command line or in the environment, and what the
+/// loaded config then holds at its key.
+fn sample(s: &Setting) -> (String, Value) {
+    let text = |t: &str| (t.to_string(), Value::String(t.to_string()));
+    match s.unit {
+        Unit::Switch => ("true".into(), Value::Bool(true)),
+        Unit::Count | Unit::MiB | Unit::KiB => ("3".into(), Value::from(3)),
+        Unit::Id => ("7".into(), Value::from(7)),
+        Unit::Octal => text("0600"),
+        Unit::Seconds => ("2.5".into(), Value::from(2.5)),
+        Unit::Path => text("/tmp/blobmount-x"),
+        Unit::Text if s.key == "store.url" => text("s3://bucket/p"),
+        Unit::Text => text("debug"),
+        Unit::Choice(names) => text(names().last().unwrap().get_name()),
+        Unit::List => ("a".into(), Value::Array(vec![Value::String("a".into())])),
+        Unit::Mapping => ("{}".into(), Value::Null),
+    }
+}
+
+fn loaded(args: &[String]) -> Value {
+    let cmd = MountArgs::augment_args(Command::new("mount").no_binary_name(true));
+    let m = cmd.try_get_matches_from(args).unwrap();
+    let mut a = MountArgs::from_arg_matches(&m).unwrap();
+    a.absorb_options().unwrap();
+    let cfg = Config::load_with(None, &a.overrides()).unwrap();
+    serde_json::to_value(&cfg).unwrap()
+}
+
+#[test]
+fn every_yaml_key_has_a_setting_and_every_setting_a_key() {
+    let schema = Config::schema();
+    let mut keys = BTreeSet::new();
+    for section in DAEMON_SECTIONS {
+        let def = schema["properties"][section]["$ref"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("#/$defs/"))
+            .unwrap();
+        for leaf in schema["$defs"][def]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+        {
+            keys.insert(format!("{section}.{leaf}"));
+        }
+    }
+    let rows: BTreeSet<String> = SETTINGS
+        .iter()
+        .filter(|s| DAEMON_SECTIONS.contains(&s.path()[0].as_str()))
+        .map(|s| s.key.to_string())
+        .collect();
+    assert_eq!(
+        keys, rows,
+        "YAML keys (left) and settings table (right) differ"
+    );
+    for s in SETTINGS {
+        assert!(
+            property(&schema, s.key).is_some(),
+            "{} is no YAML key",
+            s.key
+        );
+    }
+    let unique: BTreeSet<_> = SETTINGS.iter().map(|s| s.key).collect();
+    assert_eq!(unique.len(), SETTINGS.len(), "a key has two rows");
+}
+
+#[test]
+fn defaults_are_the_config_defaults() {
+    let defaults = serde_json::to_value(Config::default()).unwrap();
+    for s in SETTINGS {
+        let want: Value = serde_json::from_str(s.default).unwrap();
+        assert_eq!(defaults.pointer(&pointer(s.key)), Some(&want), "{}", s.key);
+    }
+}
+
+#[test]
+fn schema_descriptions_are_the_settings_help() {
+    let schema = Config::schema();
+    for s in SETTINGS {
+        assert!(!s.help.is_empty(), "{} has no help", s.key);
+        let d = property(&schema, s.key).and_then(|p| p.get("description"));
+        assert_eq!(d.and_then(Value::as_str), Some(s.help), "{}", s.key);
+    }
+}
+
+#[test]
+fn every_flag_sets_its_key() {
+    let mut argv = Vec::new();
+    for s in SETTINGS {
+        let (text, _) = sample(s);
+        match (s.flag, s.unit) {
+            (Flag::None, _) => {}
+            (Flag::Positional { .. }, _) => argv.push(text),
+            (Flag::Long { long, .. }, Unit::Switch) => argv.push(format!("--{long}")),
+            (Flag::Long { long, .. }, _) => argv.extend([format!("--{long}"), text]),
+        }
+    }
+    let cfg = loaded(&argv);
+    for s in SETTINGS.iter().filter(|s| !matches!(s.flag, Flag::None)) {
+        let (_, want) = sample(s);
+        assert_eq!(cfg.pointer(&pointer(s.key)), Some(&want), "{}", s.key);
+    }
+}
+
+#[test]
+fn every_mount_option_sets_its_key() {
+    let mut opts = Vec::new();
+    for s in SETTINGS {
+        let (text, _) = sample(s);
+        match (s.opt, s.unit) {
+            (Opt::None, _) => {}
+            (Opt::Named(n), Unit::Switch) | (Opt::OnOff(n, _), _) => opts.push(n.to_string()),
+            (Opt::Named(n), _) => opts.push(format!("{n}={text}")),
+        }
+    }
+    let cfg = loaded(&["-o".into(), opts.join(",")]);
+    for s in SETTINGS.iter().filter(|s| !matches!(s.opt, Opt::None)) {
+        let (_, want) = sample(s);
+        assert_eq!(cfg.pointer(&pointer(s.key)), Some(&want), "{}", s.key);
+    }
+    for s in SETTINGS {
+        if let Opt::OnOff(_, off) = s.opt {
+            let cfg = loaded(&["-o".into(), off.into()]);
+            assert_eq!(cfg.pointer(&pointer(s.key)), Some(&Value::Bool(false)));
+        }
+        if let Opt::Named(n) | Opt::OnOff(n, _) = s.opt {
+            assert!(OPTIONS_HELP.contains(n), "-o help lacks {n}");
+        }
+    }
+}
+
+#[test]
+fn every_env_name_sets_its_key() {
+    for s in SETTINGS {
+        let Some(env) = s.env() else { continue };
+        let (text, want) = sample(s);
+        let mut tree = Value::Object(Default::default());
+        apply_env(&mut tree, [(env.clone(), text)].into_iter()).unwrap();
+        let cfg: Config = serde_json::from_value(tree).unwrap_or_else(|e| panic!("{env}: {e}"));
+        let cfg = serde_json::to_value(cfg).unwrap();
+        assert_eq!(cfg.pointer(&pointer(s.key)), Some(&want), "{env}");
+    }
+    assert_eq!(
+        find("mount.attr-timeout-secs")
+            .and_then(Setting::env)
+            .as_deref(),
+        Some("BLOBMOUNT_MOUNT__ATTR_TIMEOUT_SECS")
+    );
+}
+
+#[test]
+fn flag_and_option_spellings_are_kept() {
+    let longs: Vec<&str> = SETTINGS
+        .iter()
+        .filter_map(|s| match s.flag {
+            Flag::Long { long, .. } => Some(long),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        longs,
+        [
+            "foreground",
+            "read-only",
+            "allow-other",
+            "uid",
+            "gid",
+            "file-mode",
+            "dir-mode",
+            "subdirectory",
+            "endpoint",
+            "cache-dir",
+            "attr-timeout",
+            "fuse-fd-socket",
+            "health-listen",
+            "read-mode",
+            "preload",
+            "log-level",
+            "log-format",
+        ]
+    );
+    let mut opts: Vec<&str> = SETTINGS
+        .iter()
+        .flat_map(|s| match s.opt {
+            Opt::Named(n) => vec![n],
+            Opt::OnOff(on, off) => vec![on, off],
+            Opt::None => vec![],
+        })
+        .collect();
+    opts.sort_unstable();
+    assert_eq!(
+        opts,
+        [
+            "allow_other",
+            "cache_dir",
+            "dir_mode",
+            "endpoint",
+            "file_mode",
+            "foreground",
+            "gid",
+            "preload",
+            "read_mode",
+            "ro",
+            "rw",
+            "subdirectory",
+            "uid",
+        ]
+    );
+}
+
+#[test]
+fn docs_reference_lists_every_setting() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+    let docs = std::fs::read_to_string(path).unwrap();
+    let section = |name: &str| {
+        let start = docs.find(&format!("### `{name}`")).unwrap();
+        let rest = &docs[start + 4..];
+        &rest[..rest.find("\n### ").unwrap_or(rest.len())]
+    };
+    let flags = &docs[docs.find("## `blobmount mount` flags").unwrap()..];
+    for s in SETTINGS {
+        let p = s.path();
+        assert!(
+            section(&p[0]).contains(&format!("| `{}", p[1])),
+            "docs/configuration.md: no row for {}",
+            s.key
+        );
+        match s.flag {
+            Flag::Long { long, .. } => {
+                assert!(flags.contains(&format!("`--{long}")), "docs: no --{long}")
+            }
+            Flag::Positional { value_name, .. } => {
+                assert!(
+                    flags.contains(&format!("`{value_name}`")),
+                    "docs: {value_name}"
+                )
+            }
+            Flag::None => {}
+        }
+        if let Opt::Named(n) | Opt::OnOff(n, _) = s.opt {
+            assert!(flags.contains(&format!("`{n}")), "docs: no -o {n}");
+        }
+    }
+}
+
+#[test]
+fn huge_mib_values_are_errors_naming_the_key() {
+    for s in SETTINGS.iter().filter(|s| matches!(s.unit, Unit::MiB)) {
+        let mut tree = Value::Object(Default::default());
+        let env = s.env().unwrap();
+        apply_env(&mut tree, [(env, i64::MAX.to_string())].into_iter()).unwrap();
+        let cfg: Config = serde_json::from_value(tree).unwrap();
+        let e = cfg.validate().unwrap_err().0;
+        assert!(e.starts_with(s.key), "{}: {e}", s.key);
+    }
+}
