@@ -9,6 +9,7 @@
 pub mod attr;
 pub mod blockpool;
 pub mod budget;
+pub mod checked;
 pub mod config;
 mod direct;
 mod dirops;
@@ -32,6 +33,7 @@ mod types;
 mod writestream;
 
 pub use attr::{Attr, Kind};
+pub use checked::AsCaller;
 pub use config::FsConfig;
 pub use error::{FsError, FsResult};
 pub use fs::{Caller, DirEntry, Fs, LOOKUP_CONCURRENCY, OpenReply, SetAttr, StatFs};

@@ -340,3 +340,34 @@ async fn builtin_filter_config_applies_without_plugins() {
         BuiltinConfig::default().filter
     );
 }
+
+/// Every operation a caller asks for through `Fs::as_caller` is checked against the ACL
+/// policy in the core (the FUSE adapter no longer checks anything itself).
+#[tokio::test]
+async fn operations_as_a_caller_are_checked_by_the_core() {
+    let t = setup();
+    put(&t.mem, "alice/secret", b"s").await;
+    let d = t.fs.lookup(ROOT_INO, "alice").await.unwrap();
+    let f = t.fs.lookup(d.ino, "secret").await.unwrap();
+    let bob = t.fs.as_caller(BOB);
+    let denied = |r: Result<(), FsError>| assert_eq!(r.unwrap_err().errno(), libc::EACCES);
+    denied(bob.lookup(d.ino, "secret").await.map(|_| ()));
+    denied(bob.open(f.ino, libc::O_RDONLY).await.map(|_| ()));
+    denied(bob.opendir(d.ino).await.map(|_| ()));
+    denied(bob.unlink(d.ino, "secret").await);
+    denied(bob.rename(d.ino, "secret", ROOT_INO, "taken", false).await);
+    denied(bob.mkdir(d.ino, "x", 0o755).await.map(|_| ()));
+    denied(bob.setattr(f.ino, Default::default()).await.map(|_| ()));
+    denied(bob.readdir_plus(d.ino, 0, 0).map(|_| ()));
+    // Nothing changed in the store, and the owner may do all of it.
+    assert_eq!(t.mem.keys(), ["alice/secret"]);
+    let alice = t.fs.as_caller(ALICE);
+    alice.lookup(d.ino, "secret").await.unwrap();
+    let h = alice.open(f.ino, libc::O_RDONLY).await.unwrap();
+    t.fs.release(h.fh).await.unwrap();
+    alice
+        .rename(d.ino, "secret", d.ino, "kept", false)
+        .await
+        .unwrap();
+    assert_eq!(t.mem.keys(), ["alice/kept"]);
+}

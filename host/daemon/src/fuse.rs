@@ -15,8 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use blobmount_core::policy::{EXECUTE, READ, WRITE};
-use blobmount_core::{Caller, DirEntry, Fs, FsError, LOOKUP_CONCURRENCY, SetAttr, open_access};
+use blobmount_core::{Caller, DirEntry, Fs, FsError, LOOKUP_CONCURRENCY, SetAttr};
 use fuser::{
     Errno, FileHandle, Filesystem, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig,
     LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
@@ -190,8 +189,7 @@ impl Filesystem for FuseAdapter {
         let c = caller(req);
         let span = debug_span!("lookup", parent = parent.0, name = %name);
         self.serve(Op::Lookup, span, reply, |fs| async move {
-            fs.check_access(parent.0, c, EXECUTE)?;
-            fs.lookup(parent.0, &name).await
+            fs.as_caller(c).lookup(parent.0, &name).await
         });
     }
 
@@ -236,8 +234,7 @@ impl Filesystem for FuseAdapter {
         };
         let span = debug_span!("setattr", ino = ino.0);
         self.serve(Op::Setattr, span, reply, |fs| async move {
-            fs.check_access(ino.0, c, WRITE)?;
-            fs.setattr(ino.0, req).await
+            fs.as_caller(c).setattr(ino.0, req).await
         });
     }
 
@@ -284,7 +281,7 @@ impl Filesystem for FuseAdapter {
         self.serve(Op::Mknod, span, reply, |fs| async move {
             let perm = (mode & 0o7777) as u16;
             let flags = libc::O_WRONLY | libc::O_EXCL;
-            let (a, h) = fs.create(parent.0, &name, perm, flags, c).await?;
+            let (a, h) = fs.as_caller(c).create(parent.0, &name, perm, flags).await?;
             fs.release(h.fh).await?;
             Ok(a)
         });
@@ -303,7 +300,9 @@ impl Filesystem for FuseAdapter {
         let c = caller(req);
         let span = debug_span!("mkdir", parent = parent.0, name = %name);
         self.serve(Op::Mkdir, span, reply, |fs| async move {
-            fs.mkdir(parent.0, &name, (mode & 0o7777) as u16, c).await
+            fs.as_caller(c)
+                .mkdir(parent.0, &name, (mode & 0o7777) as u16)
+                .await
         });
     }
 
@@ -312,8 +311,7 @@ impl Filesystem for FuseAdapter {
         let c = caller(req);
         let span = debug_span!("unlink", parent = parent.0, name = %name);
         self.serve(Op::Unlink, span, reply, |fs| async move {
-            fs.check_access(parent.0, c, WRITE)?;
-            fs.unlink(parent.0, &name).await
+            fs.as_caller(c).unlink(parent.0, &name).await
         });
     }
 
@@ -322,8 +320,7 @@ impl Filesystem for FuseAdapter {
         let c = caller(req);
         let span = debug_span!("rmdir", parent = parent.0, name = %name);
         self.serve(Op::Rmdir, span, reply, |fs| async move {
-            fs.check_access(parent.0, c, WRITE)?;
-            fs.rmdir(parent.0, &name).await
+            fs.as_caller(c).rmdir(parent.0, &name).await
         });
     }
 
@@ -340,7 +337,7 @@ impl Filesystem for FuseAdapter {
         let c = caller(req);
         let span = debug_span!("symlink", parent = parent.0, name = %name);
         self.serve(Op::Symlink, span, reply, |fs| async move {
-            fs.symlink(parent.0, &name, &target, c).await
+            fs.as_caller(c).symlink(parent.0, &name, &target).await
         });
     }
 
@@ -366,9 +363,8 @@ impl Filesystem for FuseAdapter {
         let c = caller(req);
         let span = debug_span!("rename", parent = parent.0, name = %name, newparent = newparent.0, newname = %newname);
         self.serve(Op::Rename, span, reply, |fs| async move {
-            fs.check_access(parent.0, c, WRITE)?;
-            fs.check_access(newparent.0, c, WRITE)?;
-            fs.rename(parent.0, &name, newparent.0, &newname, no_replace)
+            fs.as_caller(c)
+                .rename(parent.0, &name, newparent.0, &newname, no_replace)
                 .await
         });
     }
@@ -389,8 +385,7 @@ impl Filesystem for FuseAdapter {
         let c = caller(req);
         let span = debug_span!("open", ino = ino.0);
         self.serve(Op::Open, span, reply, |fs| async move {
-            fs.check_access(ino.0, c, open_access(flags.0))?;
-            fs.open(ino.0, flags.0).await
+            fs.as_caller(c).open(ino.0, flags.0).await
         });
     }
 
@@ -489,8 +484,7 @@ impl Filesystem for FuseAdapter {
         let c = caller(req);
         let span = debug_span!("opendir", ino = ino.0);
         self.serve(Op::Opendir, span, reply, |fs| async move {
-            fs.check_access(ino.0, c, READ)?;
-            fs.opendir(ino.0).await.map(DirHandle)
+            fs.as_caller(c).opendir(ino.0).await.map(DirHandle)
         });
     }
 
@@ -517,8 +511,11 @@ impl Filesystem for FuseAdapter {
     ) {
         // The entries' attributes come from lookups in the directory: execute (search) on
         // it, as for a plain lookup.
-        let allowed = self.fs.check_access(ino.0, caller(req), EXECUTE);
-        let entries = match allowed.and_then(|()| self.fs.readdir(fh.0, offset)) {
+        let entries = match self
+            .fs
+            .as_caller(caller(req))
+            .readdir_plus(ino.0, fh.0, offset)
+        {
             Ok(e) => e,
             Err(e) => return reply.fail(failed(&self.stats, Op::Readdirplus, &e)),
         };
@@ -590,7 +587,8 @@ impl Filesystem for FuseAdapter {
         let c = caller(req);
         let span = debug_span!("create", parent = parent.0, name = %name);
         self.serve(Op::Create, span, reply, |fs| async move {
-            fs.create(parent.0, &name, (mode & 0o7777) as u16, flags, c)
+            fs.as_caller(c)
+                .create(parent.0, &name, (mode & 0o7777) as u16, flags)
                 .await
         });
     }
