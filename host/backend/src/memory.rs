@@ -15,10 +15,11 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{
-    AppendBase, Backend, BackendError, Capabilities, ListPage, ObjectInfo, PartUpload,
-    Precondition, PutMeta, PutOutcome, Result,
+use crate::api::{
+    AppendBase, Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
+    PutOutcome, Result,
 };
+use crate::error::BackendError;
 
 /// Largest object the in-memory store holds: every byte of it is in the daemon's memory.
 pub const MAX_OBJECT: u64 = 4 << 30;
@@ -481,7 +482,7 @@ mod tests {
         );
         assert!(keys(b.list_under("c/", 10).await.unwrap()).is_empty());
         // The default (through a delimiter listing) gives the same answer for "anything under".
-        let p = crate::prefixes_as_objects(b.list_page("a/", None, 10).await.unwrap());
+        let p = crate::api::prefixes_as_objects(b.list_page("a/", None, 10).await.unwrap());
         assert_eq!(keys(p), ["a/", "a/d/", "a/e/"]);
     }
 
