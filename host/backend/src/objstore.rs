@@ -280,7 +280,9 @@ pub fn map_err(key: &str, e: object_store::Error) -> BackendError {
 
 fn classify_generic(msg: String) -> BackendError {
     let m = msg.to_ascii_lowercase();
-    if m.contains("403") || names_auth_failure(&m) {
+    // The status as `object_store` words it ("status code: 403 Forbidden"): a bare "403"
+    // also turns up in ports, request ids and host ids of unrelated errors.
+    if m.contains("status code: 403") || m.contains("403 forbidden") || names_auth_failure(&m) {
         BackendError::Unauthenticated(msg)
     } else if m.contains("error sending request")
         || m.contains("timed out")
