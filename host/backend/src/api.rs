@@ -127,7 +127,8 @@ pub trait Backend: Send + Sync + Debug {
     async fn head(&self, key: &str) -> Result<ObjectInfo>;
 
     /// Bytes `range` of the object. With `if_match`, fails with `PreconditionFailed` if the
-    /// object changed. A range past the end is clipped; an empty range returns no bytes.
+    /// object changed. A range past the end is clipped (to no bytes when it starts at or after
+    /// the end); an empty range returns no bytes without asking the store.
     async fn get_range(
         &self,
         key: &str,

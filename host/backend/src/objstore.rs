@@ -93,15 +93,18 @@ impl ObjectPlane {
         }
         let path = key_to_path(key)?;
         let opts = GetOptions {
-            range: Some(GetRange::Bounded(range)),
+            range: Some(GetRange::Bounded(range.clone())),
             if_match: if_match.map(str::to_string),
             ..Default::default()
         };
-        let r = self
-            .store
-            .get_opts(&path, opts)
-            .await
-            .map_err(|e| map_err(key, e))?;
+        let r = match self.store.get_opts(&path, opts).await {
+            Ok(r) => r,
+            Err(e) => {
+                return self
+                    .refused_range(key, range.start, if_match, map_err(key, e))
+                    .await;
+            }
+        };
         // Some stores (fake-gcs-server among them) ignore If-Match on GET; the ETag of what
         // came back decides, so a replaced object is never served as the pinned version.
         if let (Some(want), Some(got)) = (if_match, r.meta.e_tag.as_deref())
@@ -110,6 +113,32 @@ impl ObjectPlane {
             return Err(BackendError::PreconditionFailed { key: key.into() });
         }
         r.bytes().await.map_err(|e| map_err(key, e))
+    }
+
+    /// A ranged GET of `key` from `start` failed with `e`. When the range starts at or after
+    /// the end of the object, the answer is no bytes, as [`crate::Backend::get_range`]
+    /// promises: the stores refuse such a range (416 Range Not Satisfiable; `object_store`
+    /// says "Wanted range starting at …" or "Requested range was invalid") with an error
+    /// nothing else classifies. A HEAD decides, so any other failure keeps its error.
+    async fn refused_range(
+        &self,
+        key: &str,
+        start: u64,
+        if_match: Option<&str>,
+        e: BackendError,
+    ) -> Result<Bytes> {
+        if !matches!(e, BackendError::Other(_)) {
+            return Err(e);
+        }
+        let info = self.head(key).await?;
+        if if_match.is_some_and(|m| info.etag.as_deref() != Some(m)) {
+            return Err(BackendError::PreconditionFailed { key: key.into() });
+        }
+        if info.size <= start {
+            Ok(Bytes::new())
+        } else {
+            Err(e)
+        }
     }
 
     /// Write a whole object in one request with `mode` and `attributes`.
