@@ -69,7 +69,8 @@ pub struct ListPage {
 pub enum Precondition {
     /// Unconditional overwrite.
     None,
-    /// Only if the object currently has this ETag (replacing what we read).
+    /// Only if the object currently has this ETag (replacing what we read). A missing object
+    /// fails it with `PreconditionFailed`, like one with another ETag.
     IfMatch(String),
     /// Only if no object exists at the key (creating).
     IfNotExists,

@@ -112,10 +112,10 @@ impl MemoryBackend {
             }
             (Precondition::IfNotExists, None) => Ok(()),
             (Precondition::IfMatch(e), Some(o)) if &o.etag == e => Ok(()),
-            (Precondition::IfMatch(_), Some(_)) => {
+            // Like the stores: nothing has the ETag asked for, whether or not the key exists.
+            (Precondition::IfMatch(_), Some(_) | None) => {
                 Err(BackendError::PreconditionFailed { key: key.into() })
             }
-            (Precondition::IfMatch(_), None) => Err(BackendError::NotFound { key: key.into() }),
         }
     }
 

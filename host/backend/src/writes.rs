@@ -18,7 +18,8 @@ use crate::objstore::ObjectPlane;
 use crate::upload::SINGLE_PUT_MAX;
 
 /// Check `cond` on `key` with a HEAD through `b`, for calls the store cannot make conditional.
-/// A missing object fails `IfMatch` with `NotFound`.
+/// A missing object fails `IfMatch` with `PreconditionFailed`, as the stores' own conditional
+/// writes do (nothing has the ETag asked for).
 pub(crate) async fn check_precondition<B: Backend + ?Sized>(
     b: &B,
     key: &str,
@@ -31,14 +32,13 @@ pub(crate) async fn check_precondition<B: Backend + ?Sized>(
             Err(BackendError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         },
-        Precondition::IfMatch(e) => {
-            let info = b.head(key).await?;
-            if info.etag.as_deref() == Some(e.as_str()) {
-                Ok(())
-            } else {
+        Precondition::IfMatch(e) => match b.head(key).await {
+            Ok(info) if info.etag.as_deref() == Some(e.as_str()) => Ok(()),
+            Ok(_) | Err(BackendError::NotFound { .. }) => {
                 Err(BackendError::PreconditionFailed { key: key.into() })
             }
-        }
+            Err(e) => Err(e),
+        },
     }
 }
 
