@@ -33,7 +33,7 @@ pub mod json;
 mod upload;
 
 pub use crate::rest::encode_segment;
-use generation::{outcome, resolve};
+use generation::{outcome, precheck, resolve};
 pub use json::{DEFAULT_ENDPOINT, GcsJson, GenCond, with_query};
 use upload::GcsUpload;
 
@@ -188,6 +188,11 @@ impl Backend for GcsBackend {
 
     async fn copy(&self, from: &str, to: &str, cond: &Precondition) -> Result<PutOutcome> {
         let gc = resolve(&self.plane, to, cond).await?;
+        if gc == GenCond::Absent {
+            // fake-gcs-server ignores `ifGenerationMatch=0` on a rewrite (GCS enforces it):
+            // one HEAD first, as before finalizing a resumable upload.
+            precheck(&self.plane, to, &gc).await?;
+        }
         let generation = self.json.rewrite(from, to, &gc).await?;
         outcome(&self.plane, to, &generation).await
     }
