@@ -172,16 +172,21 @@ pub trait Backend: Send + Sync + Debug {
         ))
     }
 
-    /// Delete an object. Deleting a missing object is `NotFound`.
+    /// Delete an object. Deleting a missing object is `NotFound`, except on S3, whose DELETE
+    /// answers success either way.
     async fn delete(&self, key: &str) -> Result<()>;
 
-    /// Server-side copy, optionally replacing the user metadata.
+    /// Server-side copy of `from` (data and user metadata) to `to`, conditional on `cond`
+    /// about `to`. `IfNotExists` is `NotSupported` on S3 (`object_store` needs a
+    /// copy-if-not-exists extension there). The ETag is reported where the store reports
+    /// one for a copy (GCS, memory), else `None`.
     async fn copy(&self, from: &str, to: &str, cond: &Precondition) -> Result<PutOutcome>;
 
     /// MD5 of the object's content as the store reports it (Azure `Content-MD5`, GCS
     /// `x-goog-hash: md5=`, S3 ETags of single-part uploads without KMS or customer keys);
     /// `None` when the store reports none. Fails with `PreconditionFailed` when the object
-    /// no longer has `etag`, so the answer always belongs to the version that was read.
+    /// no longer has `etag`, so the answer always belongs to the version that was read
+    /// (file:// keeps no checksum and answers `None` without looking).
     async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>>;
 
     /// Replace user metadata (and content type) of an existing object, conditional on
