@@ -329,7 +329,8 @@ impl GcsJson {
                     return Err(Self::fail(key, cond, r).await);
                 }
                 Err(SendError::Backend(e)) => return Err(e),
-                other => {
+                // A transient status or a transport error: ask the session where it is.
+                other @ (Ok(_) | Err(SendError::Http(_))) => {
                     stalls += 1;
                     if stalls > self.rest.retry().max_retries {
                         return match other {
