@@ -21,10 +21,8 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use reqwest::Method;
 
-use crate::gcs::encode_segment;
-use crate::rest::{Rest, header, keyed, status_error};
-use crate::upload::PartUpload;
-use crate::{AppendBase, Precondition, PutMeta, PutOutcome, Result};
+use crate::api::{AppendBase, PartUpload, Precondition, PutMeta, PutOutcome, Result};
+use crate::rest::{Rest, encode_segment, header, keyed, status_error};
 
 /// The REST client and container URL the block uploads of one mount use.
 pub struct AzureBlocks {
@@ -90,7 +88,9 @@ impl AzureBlocks {
         }
         let etag = header(&r, "etag");
         let body = r.text().await.map_err(|e| {
-            crate::BackendError::Unavailable(format!("Get Block List: reading the reply: {e}"))
+            crate::error::BackendError::Unavailable(format!(
+                "Get Block List: reading the reply: {e}"
+            ))
         })?;
         Ok((parse_committed(&body)?, etag))
     }
@@ -126,7 +126,7 @@ impl AzureBlocks {
             async move {
                 let data = got.await?;
                 if data.len() as u64 != want {
-                    return Err(crate::BackendError::Unavailable(format!(
+                    return Err(crate::error::BackendError::Unavailable(format!(
                         "Get Blob: {} bytes for a range of {want}",
                         data.len()
                     )));
@@ -141,7 +141,7 @@ impl AzureBlocks {
         }
         let (mut blocks, etag) = self.committed_blocks(key).await?;
         if etag.as_deref().is_some_and(|e| e != base.etag) {
-            return Err(crate::BackendError::PreconditionFailed { key: key.into() });
+            return Err(crate::error::BackendError::PreconditionFailed { key: key.into() });
         }
         let id_bytes = match blocks.first() {
             None => ID_BYTES,
@@ -192,7 +192,7 @@ impl AzureBlocks {
             while let Some(r) = sent.next().await {
                 r?;
             }
-            Ok::<_, crate::BackendError>(())
+            Ok::<_, crate::error::BackendError>(())
         }
         .await;
         if let Err(e) = copied {
@@ -230,7 +230,8 @@ const MAX_BLOCKS: u64 = 50_000;
 /// Block List reply, in order.
 fn parse_committed(xml: &str) -> Result<Vec<(String, u64)>> {
     use quick_xml::events::Event;
-    let bad = |what: &str| crate::BackendError::Other(format!("Get Block List reply: {what}"));
+    let bad =
+        |what: &str| crate::error::BackendError::Other(format!("Get Block List reply: {what}"));
     let mut reader = quick_xml::Reader::from_str(xml);
     let (mut in_committed, mut field) = (false, None::<&'static str>);
     let (mut name, mut size) = (None::<String>, None::<u64>);

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::BackendError;
+use crate::error::BackendError;
 
 /// A secret string: never printed, not even in a parse error.
 #[derive(Clone, Default, JsonSchema, PartialEq, Eq)]

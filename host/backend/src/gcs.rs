@@ -1,488 +1,241 @@
-//! Google Cloud Storage writes over the JSON API.
+//! Google Cloud Storage (`gs://BUCKET`): reads, HEAD and deletes through the shared data
+//! plane ([`ObjectPlane`]); listings and MD5s over the XML API ([`RawLister`], S3 dialect);
+//! every write (uploads, copies, metadata patches, resumable uploads in parts) over the JSON
+//! API ([`GcsJson`]), conditional on the object's generation.
 //!
-//! Why this exists: `object_store` writes to GCS through the XML API (`PUT /bucket/key`,
-//! XML multipart, `x-goog-copy-source`). That works on real GCS, but the GCS emulator our
-//! tests and users run (fake-gcs-server as shipped on PyPI) implements only the JSON API for
-//! writes, and the JSON API is the better fit anyway: uploads, copies (`rewriteTo`) and
-//! metadata updates (`PATCH`, no rewrite of the data) all take an `ifGenerationMatch`
-//! precondition, which is GCS's atomic compare-and-swap. Reads, HEAD, listing and delete stay
-//! on `object_store`, which handles them well on both.
-//!
-//! The core speaks ETags. A replacing write therefore resolves the ETag it was given to the
-//! object's generation first (one HEAD) and then writes with `ifGenerationMatch`: if the object
-//! changes in between, the generation no longer matches and the write fails, so nothing is
-//! lost. After a write, the ETag reported back is read with a HEAD and accepted only if that
-//! HEAD still sees the generation we wrote.
+//! Why a type of its own: GCS's compare-and-swap is `ifGenerationMatch`, not an ETag, so each
+//! conditional write first resolves the ETag the core gave to a generation and reports the
+//! ETag of exactly the generation it wrote (module `generation`); and GCS can replace metadata in
+//! place, which the other clouds cannot through `object_store`.
 
-use std::path::Path as FsPath;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
 
+use async_trait::async_trait;
 use bytes::Bytes;
-use object_store::gcp::GcpCredentialProvider;
-use reqwest::Method;
-use serde_json::{Map, Value, json};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use object_store::gcp::{GcpCredential, GoogleCloudStorage, GoogleCloudStorageBuilder};
 
-use crate::config::RetryConfig;
-use crate::rest::{Rest, SendError, Signer, status_error, transient_status};
-use crate::{BackendError, PutMeta, Result, UserMetadata};
+use crate::api::{
+    Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta, PutOutcome,
+    Result,
+};
+use crate::config::{StoreConfig, StoreUrl};
+use crate::connect::{build_err, client_options, env, retry_config};
+use crate::error::BackendError;
+use crate::listing::{Dialect, RawLister};
+use crate::objstore::ObjectPlane;
+use crate::upload::PART_SIZE;
+use crate::writes::small_file;
 
-/// Public GCS endpoint, used when no endpoint is configured.
-pub const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
+mod generation;
+pub mod json;
+mod upload;
 
-/// Precondition in GCS terms.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum GenCond {
-    None,
-    /// `ifGenerationMatch=0`: create only.
-    Absent,
-    /// `ifGenerationMatch=N`: replace exactly this generation.
-    Generation(String),
+pub use crate::rest::encode_segment;
+use generation::{outcome, precheck, resolve};
+pub use json::{DEFAULT_ENDPOINT, GcsJson, GenCond, with_query};
+use upload::GcsUpload;
+
+/// GCS's limit on the size of one object.
+const MAX_OBJECT: u64 = 5 << 40;
+
+/// One GCS bucket.
+pub struct GcsBackend {
+    plane: ObjectPlane,
+    lister: RawLister,
+    json: Arc<GcsJson>,
+    description: String,
 }
 
-impl GenCond {
-    fn query(&self) -> Option<(&'static str, String)> {
-        match self {
-            GenCond::None => None,
-            GenCond::Absent => Some(("ifGenerationMatch", "0".to_string())),
-            GenCond::Generation(g) => Some(("ifGenerationMatch", g.clone())),
-        }
-    }
-}
-
-pub struct GcsJson {
-    rest: Rest,
-    base: String,
-    bucket: String,
-    chunk: usize,
-}
-
-impl std::fmt::Debug for GcsJson {
+impl std::fmt::Debug for GcsBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GcsJson")
-            .field("base", &self.base)
-            .field("bucket", &self.bucket)
+        f.debug_struct("GcsBackend")
+            .field("store", &self.description)
             .finish()
     }
 }
 
-/// Percent-encode one path segment (the JSON API wants `/` in object names encoded).
-pub fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
+/// The `object_store` client of `bucket`.
+fn client(bucket: &str, cfg: &StoreConfig, endpoint: Option<&str>) -> Result<GoogleCloudStorage> {
+    let g = &cfg.gcs;
+    let mut b = GoogleCloudStorageBuilder::new()
+        .with_bucket_name(bucket)
+        .with_retry(retry_config(cfg))
+        .with_client_options(client_options(cfg, endpoint));
+    if let Some(e) = endpoint {
+        b = b.with_base_url(e.trim_end_matches('/'));
     }
-    out
+    let sa = g
+        .service_account_file
+        .clone()
+        .map(|p| p.display().to_string())
+        .or_else(|| env(&["GOOGLE_APPLICATION_CREDENTIALS"]));
+    if g.anonymous {
+        // object_store 0.14 skips signing on reads but still asks for a token on uploads
+        // (gcp/client.rs `Request::send`), which would hit the metadata server; a static
+        // placeholder token keeps anonymous mode anonymous.
+        b = b.with_skip_signature(true).with_credentials(Arc::new(
+            object_store::StaticCredentialProvider::new(GcpCredential {
+                bearer: "anonymous".to_string(),
+            }),
+        ));
+    } else if let Some(p) = sa {
+        b = b.with_service_account_path(p);
+    }
+    b.build().map_err(build_err)
 }
 
-impl GcsJson {
-    pub fn new(
-        base: Option<&str>,
-        bucket: &str,
-        creds: Option<GcpCredentialProvider>,
-        retry: RetryConfig,
-        chunk: usize,
-    ) -> Result<Self> {
-        let signer = match creds {
-            Some(c) => Signer::Gcp(c),
-            None => Signer::Anonymous,
-        };
-        // Resumable chunks must be multiples of 256 KiB.
-        let chunk = (chunk.max(256 * 1024) / (256 * 1024)) * 256 * 1024;
-        Ok(GcsJson {
-            rest: Rest::new(retry, signer)?,
-            base: base
-                .unwrap_or(DEFAULT_ENDPOINT)
-                .trim_end_matches('/')
-                .to_string(),
-            bucket: bucket.to_string(),
-            chunk,
+impl GcsBackend {
+    /// Connect to the bucket `url` names (nothing is sent until the first call).
+    pub fn open(url: &StoreUrl, cfg: &StoreConfig) -> Result<Self> {
+        let endpoint = cfg.endpoint.clone().or_else(|| {
+            env(&["STORAGE_EMULATOR_HOST"]).map(|h| {
+                if h.contains("://") {
+                    h
+                } else {
+                    format!("http://{h}")
+                }
+            })
+        });
+        let store = Arc::new(client(&url.bucket, cfg, endpoint.as_deref())?);
+        let creds = (!cfg.gcs.anonymous).then(|| store.credentials().clone());
+        let json = GcsJson::new(
+            endpoint.as_deref(),
+            &url.bucket,
+            creds,
+            cfg.retry.clone(),
+            PART_SIZE,
+        )?;
+        // Listings go over the XML API with the JSON client's credentials and pool.
+        let lister = RawLister::new(json.rest().clone(), &json.xml_bucket_url(), Dialect::S3);
+        Ok(GcsBackend {
+            plane: ObjectPlane::new(store),
+            lister,
+            json: Arc::new(json),
+            description: format!("gs://{}", url.bucket),
         })
     }
+}
 
-    /// Base URL of the bucket for XML-API calls (listing).
-    pub fn xml_bucket_url(&self) -> String {
-        format!("{}/{}", self.base, encode_segment(&self.bucket))
+#[async_trait]
+impl Backend for GcsBackend {
+    fn describe(&self) -> String {
+        self.description.clone()
     }
 
-    pub fn rest(&self) -> &Rest {
-        &self.rest
-    }
-
-    fn object_url(&self, key: &str) -> String {
-        format!(
-            "{}/storage/v1/b/{}/o/{}",
-            self.base,
-            encode_segment(&self.bucket),
-            encode_segment(key)
-        )
-    }
-
-    fn upload_url(&self) -> String {
-        format!(
-            "{}/upload/storage/v1/b/{}/o",
-            self.base,
-            encode_segment(&self.bucket)
-        )
-    }
-
-    /// Turn a non-success response into the backend error it means.
-    async fn fail(key: &str, cond: &GenCond, r: reqwest::Response) -> BackendError {
-        status_error(key, *cond == GenCond::Absent, r).await
-    }
-
-    async fn json_ok(key: &str, cond: &GenCond, r: reqwest::Response) -> Result<Value> {
-        if !r.status().is_success() {
-            return Err(Self::fail(key, cond, r).await);
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            dir_markers: true,
+            native_metadata_update: true,
+            conditional_writes: true,
+            append_uploads: false,
+            max_object_size: Some(MAX_OBJECT),
         }
-        let body = r
-            .bytes()
-            .await
-            .map_err(|e| BackendError::Unavailable(format!("GCS {key}: reading reply: {e}")))?;
-        serde_json::from_slice(&body)
-            .map_err(|e| BackendError::Other(format!("GCS {key}: bad JSON reply: {e}")))
     }
 
-    fn generation_of(key: &str, v: &Value) -> Result<String> {
-        v.get("generation")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| BackendError::Other(format!("GCS {key}: reply without generation")))
+    async fn head(&self, key: &str) -> Result<ObjectInfo> {
+        self.plane.head(key).await
     }
 
-    fn resource(key: &str, meta: &PutMeta) -> Value {
-        let mut o = Map::new();
-        o.insert("name".into(), Value::String(key.to_string()));
-        if let Some(ct) = &meta.content_type {
-            o.insert("contentType".into(), Value::String(ct.clone()));
-        }
-        if !meta.metadata.is_empty() {
-            o.insert("metadata".into(), json!(meta.metadata));
-        }
-        Value::Object(o)
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes> {
+        self.plane.get_range(key, range, if_match).await
     }
 
-    /// Upload a whole object in one `multipart/related` request. Returns its generation.
-    pub async fn upload_bytes(
+    async fn put(
         &self,
         key: &str,
         data: Bytes,
         meta: &PutMeta,
-        cond: &GenCond,
-    ) -> Result<String> {
-        let boundary = format!("blobmount{:016x}", rand::random::<u64>());
-        let resource = Self::resource(key, meta).to_string();
-        let ct = meta
-            .content_type
-            .as_deref()
-            .unwrap_or("application/octet-stream");
-        let mut body = Vec::with_capacity(data.len() + resource.len() + 256);
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{resource}\r\n--{boundary}\r\nContent-Type: {ct}\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(&data);
-        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        let body = Bytes::from(body);
-        let mut query = vec![("uploadType", "multipart".to_string())];
-        query.extend(cond.query());
-        let qurl = with_query(&self.upload_url(), &query);
-        let headers = [(
-            "Content-Type",
-            format!("multipart/related; boundary={boundary}"),
-        )];
-        let r = self
-            .rest
-            .send(key, Method::POST, &qurl, &headers, body)
-            .await?;
-        let v = Self::json_ok(key, cond, r).await?;
-        Self::generation_of(key, &v)
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        let gc = resolve(&self.plane, key, cond).await?;
+        let generation = self.json.upload_bytes(key, data, meta, &gc).await?;
+        outcome(&self.plane, key, &generation).await
     }
 
-    /// Open a resumable upload session for `key` whose object is created conditional on
-    /// `cond` when the session is finalized; `total` when the size is known already.
-    /// Returns the session URL.
-    pub async fn start_session(
+    async fn put_file(
+        &self,
+        key: &str,
+        file: &Path,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        if let Some(data) = small_file(file).await? {
+            return self.put(key, data, meta, cond).await;
+        }
+        let gc = resolve(&self.plane, key, cond).await?;
+        let generation = self.json.upload_file(key, file, meta, &gc).await?;
+        outcome(&self.plane, key, &generation).await
+    }
+
+    async fn list_page(&self, prefix: &str, token: Option<String>, max: usize) -> Result<ListPage> {
+        self.lister.list_page(prefix, token, max).await
+    }
+
+    async fn list_under(&self, prefix: &str, max: usize) -> Result<ListPage> {
+        self.lister.list_under(prefix, max).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.plane.delete(key).await
+    }
+
+    async fn copy(&self, from: &str, to: &str, cond: &Precondition) -> Result<PutOutcome> {
+        let gc = resolve(&self.plane, to, cond).await?;
+        if gc == GenCond::Absent {
+            // fake-gcs-server ignores `ifGenerationMatch=0` on a rewrite (GCS enforces it):
+            // one HEAD first, as before finalizing a resumable upload.
+            precheck(&self.plane, to, &gc).await?;
+        }
+        let generation = self.json.rewrite(from, to, &gc).await?;
+        outcome(&self.plane, to, &generation).await
+    }
+
+    async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
+        self.lister.content_md5(key, etag).await
+    }
+
+    /// Patched in place (no rewrite of the data), conditional on the generation read.
+    async fn set_metadata(
         &self,
         key: &str,
         meta: &PutMeta,
-        cond: &GenCond,
-        total: Option<u64>,
-    ) -> Result<String> {
-        let mut query = vec![("uploadType", "resumable".to_string())];
-        query.extend(cond.query());
-        let qurl = with_query(&self.upload_url(), &query);
-        let resource = Bytes::from(Self::resource(key, meta).to_string());
-        let ct = meta
-            .content_type
-            .clone()
-            .unwrap_or_else(|| "application/octet-stream".into());
-        let mut headers = vec![
-            (
-                "Content-Type",
-                "application/json; charset=UTF-8".to_string(),
-            ),
-            ("X-Upload-Content-Type", ct),
-        ];
-        if let Some(t) = total {
-            headers.push(("X-Upload-Content-Length", t.to_string()));
+        if_match: Option<&str>,
+    ) -> Result<PutOutcome> {
+        let (info, generation) = self.plane.head_versioned(key).await?;
+        if if_match.is_some() && info.etag.as_deref() != if_match {
+            return Err(BackendError::PreconditionFailed { key: key.into() });
         }
-        let r = self
-            .rest
-            .send(key, Method::POST, &qurl, &headers, resource)
-            .await?;
-        if !r.status().is_success() {
-            return Err(Self::fail(key, cond, r).await);
-        }
-        r.headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .ok_or_else(|| BackendError::Other(format!("GCS {key}: no upload session URL")))
+        let gc = generation.map(GenCond::Generation).unwrap_or(GenCond::None);
+        let old = info.metadata.unwrap_or_default();
+        let generation = self.json.patch_metadata(key, &old, meta, &gc).await?;
+        outcome(&self.plane, key, &generation).await
     }
 
-    /// Send `data` at `offset` of a session; with `total` this finalizes the object (an
-    /// empty `data` then only finalizes). Returns the new generation once finalized. A chunk
-    /// that is not the last must be a multiple of 256 KiB.
-    pub async fn send_chunk(
-        &self,
+    // No `put_appended` (the trait's default, `Ok(None)`): appends to a GCS object upload
+    // its whole content.
+
+    async fn start_upload(
+        self: Arc<Self>,
         key: &str,
-        session: &str,
-        cond: &GenCond,
-        offset: u64,
-        data: Bytes,
-        total: Option<u64>,
-    ) -> Result<Option<String>> {
-        let end = offset + data.len() as u64;
-        let range = match total {
-            Some(t) if data.is_empty() => format!("bytes */{t}"),
-            Some(t) => format!("bytes {offset}-{}/{t}", end - 1),
-            None if data.is_empty() => return Ok(None),
-            None => format!("bytes {offset}-{}/*", end - 1),
-        };
-        let r = self
-            .rest
-            .send(key, Method::PUT, session, &[("Content-Range", range)], data)
-            .await?;
-        match r.status().as_u16() {
-            308 if total.is_none() => match acknowledged(&r) {
-                Some(a) if a == end => Ok(None),
-                a => Err(BackendError::Unavailable(format!(
-                    "GCS {key}: the upload session holds {a:?} bytes, {end} were sent"
-                ))),
-            },
-            200 | 201 => {
-                let v = Self::json_ok(key, cond, r).await?;
-                Self::generation_of(key, &v).map(Some)
-            }
-            _ => Err(Self::fail(key, cond, r).await),
-        }
-    }
-
-    /// Cancel a resumable session (best effort: an abandoned session expires in a week).
-    pub async fn cancel_session(&self, key: &str, session: &str) {
-        if let Err(e) = self
-            .rest
-            .send_once(Method::DELETE, session, &[], Bytes::new())
-            .await
-        {
-            tracing::debug!(key, error = ?e, "cancelling a GCS upload session failed");
-        }
-    }
-
-    /// Upload a local file with a resumable upload session, `chunk` bytes per request,
-    /// resuming from what the server acknowledged after a transient failure.
-    pub async fn upload_file(
-        &self,
-        key: &str,
-        path: &FsPath,
         meta: &PutMeta,
-        cond: &GenCond,
-    ) -> Result<String> {
-        let total = tokio::fs::metadata(path).await?.len();
-        let session = self.start_session(key, meta, cond, Some(total)).await?;
-        let mut file = tokio::fs::File::open(path).await?;
-        let mut offset = 0u64;
-        let mut buf = vec![0u8; self.chunk];
-        let mut stalls = 0usize;
-        loop {
-            let want = ((total - offset) as usize).min(self.chunk);
-            file.seek(std::io::SeekFrom::Start(offset)).await?;
-            file.read_exact(&mut buf[..want]).await?;
-            let last = offset + want as u64 == total;
-            let range = if want == 0 {
-                format!("bytes */{total}")
-            } else if last {
-                format!("bytes {offset}-{}/{total}", offset + want as u64 - 1)
-            } else {
-                format!("bytes {offset}-{}/*", offset + want as u64 - 1)
-            };
-            let chunk = Bytes::copy_from_slice(&buf[..want]);
-            let r = self
-                .rest
-                .send_once(Method::PUT, &session, &[("Content-Range", range)], chunk)
-                .await;
-            match r {
-                Ok(r) if r.status().is_success() => {
-                    let v = Self::json_ok(key, cond, r).await?;
-                    return Self::generation_of(key, &v);
-                }
-                Ok(r) if r.status().as_u16() == 308 => {
-                    offset = acknowledged(&r).unwrap_or(offset + want as u64);
-                    stalls = 0;
-                }
-                Ok(r) if !transient_status(r.status()) => {
-                    return Err(Self::fail(key, cond, r).await);
-                }
-                Err(SendError::Backend(e)) => return Err(e),
-                other => {
-                    stalls += 1;
-                    if stalls > self.rest.retry().max_retries {
-                        return match other {
-                            Ok(r) => Err(Self::fail(key, cond, r).await),
-                            Err(e) => Err(BackendError::Unavailable(format!("GCS {key}: {e:?}"))),
-                        };
-                    }
-                    crate::rest::count_retry();
-                    tokio::time::sleep(self.rest.backoff(stalls)).await;
-                    offset = self.query_session(key, &session, total).await?;
-                }
-            }
-        }
-    }
-
-    /// Ask a resumable session how many bytes it has persisted.
-    async fn query_session(&self, key: &str, session: &str, total: u64) -> Result<u64> {
-        let range = [("Content-Range", format!("bytes */{total}"))];
-        let r = self
-            .rest
-            .send(key, Method::PUT, session, &range, Bytes::new())
-            .await?;
-        match r.status().as_u16() {
-            308 => Ok(acknowledged(&r).unwrap_or(0)),
-            200 | 201 => Ok(total),
-            _ => Err(Self::fail(key, &GenCond::None, r).await),
-        }
-    }
-
-    /// Server-side copy with `rewriteTo`, following rewrite tokens until done.
-    pub async fn rewrite(&self, from: &str, to: &str, cond: &GenCond) -> Result<String> {
-        let url = format!(
-            "{}/rewriteTo/b/{}/o/{}",
-            self.object_url(from),
-            encode_segment(&self.bucket),
-            encode_segment(to)
-        );
-        let mut token: Option<String> = None;
-        loop {
-            let mut query: Vec<(&str, String)> = cond.query().into_iter().collect();
-            if let Some(t) = &token {
-                query.push(("rewriteToken", t.clone()));
-            }
-            let qurl = with_query(&url, &query);
-            let json = [("Content-Type", "application/json".to_string())];
-            let r = self
-                .rest
-                .send(from, Method::POST, &qurl, &json, Bytes::from_static(b"{}"))
-                .await?;
-            let v = Self::json_ok(from, cond, r).await?;
-            if v.get("done").and_then(Value::as_bool).unwrap_or(false) {
-                let res = v.get("resource").cloned().unwrap_or(Value::Null);
-                return Self::generation_of(to, &res);
-            }
-            token = v
-                .get("rewriteToken")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            if token.is_none() {
-                return Err(BackendError::Other(format!(
-                    "GCS rewrite {from} -> {to}: not done and no rewrite token"
-                )));
-            }
-        }
-    }
-
-    /// Replace user metadata (and content type) in place: keys no longer present are
-    /// removed (`null`), conditional on the generation.
-    pub async fn patch_metadata(
-        &self,
-        key: &str,
-        old: &UserMetadata,
-        meta: &PutMeta,
-        cond: &GenCond,
-    ) -> Result<String> {
-        let mut m = Map::new();
-        for k in old.keys() {
-            if !meta.metadata.contains_key(k) {
-                m.insert(k.clone(), Value::Null);
-            }
-        }
-        for (k, v) in &meta.metadata {
-            m.insert(k.clone(), Value::String(v.clone()));
-        }
-        let mut body = Map::new();
-        body.insert("metadata".into(), Value::Object(m));
-        if let Some(ct) = &meta.content_type {
-            body.insert("contentType".into(), Value::String(ct.clone()));
-        }
-        let body = Bytes::from(Value::Object(body).to_string());
-        let query: Vec<(&str, String)> = cond.query().into_iter().collect();
-        let qurl = with_query(&self.object_url(key), &query);
-        let json = [("Content-Type", "application/json".to_string())];
-        let r = self
-            .rest
-            .send(key, Method::PATCH, &qurl, &json, body)
-            .await?;
-        let v = Self::json_ok(key, cond, r).await?;
-        Self::generation_of(key, &v)
-    }
-}
-
-/// `url?k=v&...` with form-encoded values.
-pub fn with_query(url: &str, query: &[(&str, String)]) -> String {
-    if query.is_empty() {
-        return url.to_string();
-    }
-    let mut q = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in query {
-        q.append_pair(k, v);
-    }
-    format!("{url}?{}", q.finish())
-}
-
-/// The next offset a resumable session expects, from its `Range: bytes=0-N` header.
-fn acknowledged(r: &reqwest::Response) -> Option<u64> {
-    let v = r.headers().get("range")?.to_str().ok()?;
-    let end = v.rsplit('-').next()?.trim().parse::<u64>().ok()?;
-    Some(end + 1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn segments_are_fully_encoded() {
-        assert_eq!(encode_segment("a/b c.txt"), "a%2Fb%20c.txt");
-        assert_eq!(encode_segment("ü~"), "%C3%BC~");
-    }
-
-    #[test]
-    fn conditions_map_to_generation_match() {
-        assert_eq!(GenCond::None.query(), None);
-        assert_eq!(
-            GenCond::Absent.query(),
-            Some(("ifGenerationMatch", "0".to_string()))
-        );
-        assert_eq!(
-            GenCond::Generation("7".into()).query(),
-            Some(("ifGenerationMatch", "7".to_string()))
-        );
+        cond: &Precondition,
+    ) -> Result<Option<Box<dyn PartUpload>>> {
+        // A resumable session: the JSON API fixes the condition when it opens.
+        let gcond = resolve(&self.plane, key, cond).await?;
+        let session = self.json.start_session(key, meta, &gcond, None).await?;
+        Ok(Some(Box::new(GcsUpload::new(
+            self.plane.clone(),
+            self.json.clone(),
+            key,
+            session,
+            (cond, gcond),
+        ))))
     }
 }

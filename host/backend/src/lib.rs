@@ -2,264 +2,62 @@
 //!
 //! Why this crate exists: the file-system core must never see a vendor type. Everything it needs
 //! from a store (HEAD, ranged GET pinned to an ETag, conditional PUT, multipart upload, paged
-//! delimiter listing, copy, delete, user metadata) is expressed by [`Backend`], with one error
-//! enum ([`BackendError`]) that the core maps to errno. Implementations:
+//! delimiter listing, copy, delete, user metadata) is expressed by [`Backend`] (in [`api`]),
+//! with one error enum ([`BackendError`]) that the core maps to errno. One type per store:
 //! - [`memory::MemoryBackend`] (`mem://`): a faithful in-process store used by unit tests and the
 //!   zero-setup quick start. Accepts any key, including ones cloud SDKs reject.
-//! - [`objstore::ObjectStoreBackend`]: Azure Blob, S3-compatible stores, GCS and a local
-//!   directory (`file://`), all on the `object_store` crate, with retries (exponential backoff
-//!   with jitter) and request timeouts configured from [`StoreConfig`]. GCS writes go through
-//!   [`gcs::GcsJson`] (the JSON API, with generation preconditions).
+//! - [`azure::AzureBackend`] (`az://`), [`s3::S3Backend`] (`s3://`), [`gcs::GcsBackend`]
+//!   (`gs://`) and [`local::LocalBackend`] (`file://`): all on the `object_store` crate's data
+//!   plane ([`objstore`]), with retries (exponential backoff with jitter) and request timeouts
+//!   configured from [`StoreConfig`] (module `connect`), plus signed REST calls ([`rest`]) for what
+//!   the crate lacks: listings that accept every key ([`listing`]), Azure block commits that
+//!   carry the precondition ([`azblocks`]), S3 multipart uploads with part copy ([`s3parts`])
+//!   and GCS writes over the JSON API ([`gcs::GcsJson`]). Behaviour several stores share (checks
+//!   of preconditions by HEAD, metadata replacement by rewrite, uploads in parts) lives once in
+//!   module `writes` and in [`upload`].
 //!
+//! Only [`open`] looks at the kind of store; every other call goes through the trait.
 //! This crate must not know about inodes, FUSE or caches.
 
+pub mod api;
 pub mod azblocks;
+pub mod azure;
 pub mod config;
 pub mod error;
 pub mod gcs;
 pub mod listing;
+pub mod local;
 pub mod localdir;
 pub mod memory;
 pub mod metered;
 pub mod objstore;
 pub mod rest;
+pub mod s3;
 pub mod s3parts;
 pub mod upload;
 
-use std::collections::BTreeMap;
-use std::fmt::Debug;
-use std::ops::Range;
-use std::path::Path;
+mod connect;
+mod writes;
+
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use async_trait::async_trait;
-use bytes::Bytes;
-
+pub use api::{
+    AppendBase, Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
+    PutOutcome, Result, UserMetadata, prefixes_as_objects,
+};
 pub use config::{StoreConfig, StoreKind, StoreUrl};
 pub use error::BackendError;
-pub use upload::PartUpload;
 
-/// Result type of every backend call.
-pub type Result<T> = std::result::Result<T, BackendError>;
-
-/// User metadata of an object (`x-ms-meta-*`, `x-amz-meta-*`, `x-goog-meta-*`), keys lower-case.
-pub type UserMetadata = BTreeMap<String, String>;
-
-/// What a store reports about one object.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObjectInfo {
-    /// Full object key (including any mount prefix).
-    pub key: String,
-    pub size: u64,
-    pub etag: Option<String>,
-    pub last_modified: SystemTime,
-    /// `None` when the call that produced this info does not return metadata (listings).
-    pub metadata: Option<UserMetadata>,
-    pub content_type: Option<String>,
-}
-
-impl ObjectInfo {
-    /// An object known only by its key: empty, no ETag, no metadata, epoch mtime.
-    pub fn named(key: String) -> ObjectInfo {
-        ObjectInfo {
-            key,
-            size: 0,
-            etag: None,
-            last_modified: SystemTime::UNIX_EPOCH,
-            metadata: None,
-            content_type: None,
-        }
-    }
-}
-
-/// One page of a delimiter listing.
-#[derive(Clone, Debug, Default)]
-pub struct ListPage {
-    /// Objects directly under the prefix (the key equal to the prefix itself, a directory
-    /// marker, is included; the caller decides what it means).
-    pub objects: Vec<ObjectInfo>,
-    /// Common prefixes, each ending with `/`.
-    pub prefixes: Vec<String>,
-    /// Token for the next page; `None` when the listing is complete.
-    pub next: Option<String>,
-}
-
-/// Condition attached to a write.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Precondition {
-    /// Unconditional overwrite.
-    None,
-    /// Only if the object currently has this ETag (replacing what we read).
-    IfMatch(String),
-    /// Only if no object exists at the key (creating).
-    IfNotExists,
-}
-
-/// Attributes written with an object.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PutMeta {
-    pub metadata: UserMetadata,
-    pub content_type: Option<String>,
-}
-
-/// Result of a successful write.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PutOutcome {
-    pub etag: Option<String>,
-}
-
-/// What a backend can do natively; the core picks strategies from this.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Capabilities {
-    /// Keys ending in `/` (directory markers) can be written and read.
-    pub dir_markers: bool,
-    /// Metadata can be replaced without rewriting the data.
-    pub native_metadata_update: bool,
-    /// Writes honour `Precondition::IfMatch` / `IfNotExists` atomically.
-    pub conditional_writes: bool,
-    /// [`Backend::put_appended`] can send only the new bytes of an appended object (it may
-    /// still decline a particular object).
-    pub append_uploads: bool,
-    /// Largest object this backend can write (the store's limit, or what its uploads in
-    /// parts reach); `None`: no limit worth checking. A write past it fails at once (EFBIG)
-    /// instead of at the upload.
-    pub max_object_size: Option<u64>,
-}
-
-/// The version of an object an append starts from: the object had `etag` and its first
-/// `len` bytes are unchanged in the new content.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AppendBase {
-    pub etag: String,
-    pub len: u64,
-}
-
-/// The storage seam. Keys are full object keys (`prefix/dir/file`); the backend never
-/// interprets them beyond what the store does.
-#[async_trait]
-pub trait Backend: Send + Sync + Debug {
-    /// Human-readable description for logs (never contains secrets).
-    fn describe(&self) -> String;
-
-    fn capabilities(&self) -> Capabilities;
-
-    /// Object properties including user metadata.
-    async fn head(&self, key: &str) -> Result<ObjectInfo>;
-
-    /// Bytes `range` of the object. With `if_match`, fails with `PreconditionFailed` if the
-    /// object changed. A range past the end is clipped; an empty range returns no bytes.
-    async fn get_range(
-        &self,
-        key: &str,
-        range: Range<u64>,
-        if_match: Option<&str>,
-    ) -> Result<Bytes>;
-
-    /// Write a whole object from memory.
-    async fn put(
-        &self,
-        key: &str,
-        data: Bytes,
-        meta: &PutMeta,
-        cond: &Precondition,
-    ) -> Result<PutOutcome>;
-
-    /// Write a whole object from a local file (large files go up in parallel parts).
-    async fn put_file(
-        &self,
-        key: &str,
-        path: &Path,
-        meta: &PutMeta,
-        cond: &Precondition,
-    ) -> Result<PutOutcome>;
-
-    /// One page of the listing of `prefix` (which is empty or ends with `/`) with `/` as
-    /// delimiter.
-    async fn list_page(&self, prefix: &str, token: Option<String>, max: usize) -> Result<ListPage>;
-
-    /// Up to `max` objects whose keys start with `prefix`, at any depth (a listing without
-    /// delimiter; `prefixes` and `next` are empty). This answers "is there anything under this
-    /// directory" in one cheap call: a delimiter listing with a small page is cheap on the
-    /// clouds but quadratic on Azurite, which scans the whole prefix once per entry it skips
-    /// (30 s for one lookup of a directory holding a 10k-object subdirectory). The default
-    /// uses [`Backend::list_page`] (prefixes then stand in as keys), right for stores where
-    /// that is cheap.
-    async fn list_under(&self, prefix: &str, max: usize) -> Result<ListPage> {
-        Ok(prefixes_as_objects(
-            self.list_page(prefix, None, max).await?,
-        ))
-    }
-
-    /// Delete an object. Deleting a missing object is `NotFound`.
-    async fn delete(&self, key: &str) -> Result<()>;
-
-    /// Server-side copy, optionally replacing the user metadata.
-    async fn copy(&self, from: &str, to: &str, cond: &Precondition) -> Result<PutOutcome>;
-
-    /// MD5 of the object's content as the store reports it (Azure `Content-MD5`, GCS
-    /// `x-goog-hash: md5=`, S3 ETags of single-part uploads without KMS or customer keys);
-    /// `None` when the store reports none. Fails with `PreconditionFailed` when the object
-    /// no longer has `etag`, so the answer always belongs to the version that was read.
-    async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>>;
-
-    /// Replace user metadata (and content type) of an existing object, conditional on
-    /// `if_match` when given.
-    async fn set_metadata(
-        &self,
-        key: &str,
-        meta: &PutMeta,
-        if_match: Option<&str>,
-    ) -> Result<PutOutcome>;
-
-    /// Replace `key` with the first `base.len` bytes of its version `base.etag` followed by
-    /// the bytes of the local `file` from offset `base.len` to its end, sending only what is
-    /// new where the store can reuse the old bytes in place (Azure committed blocks). Bytes
-    /// `[0, base.len)` of `file` are never read (they may be a hole). Conditional on `cond`
-    /// like any write. `Ok(None)`: not possible for this store or this object (its layout,
-    /// its size); nothing was changed and the caller uploads the whole content instead.
-    async fn put_appended(
-        &self,
-        _key: &str,
-        _base: &AppendBase,
-        _file: &Path,
-        _meta: &PutMeta,
-        _cond: &Precondition,
-    ) -> Result<Option<PutOutcome>> {
-        Ok(None)
-    }
-
-    /// Start an upload in parts of `key` (see [`upload`]); `None` when the store has no
-    /// such uploads, and the caller writes whole objects instead. `cond` is the condition
-    /// the commit will carry (stores that fix it when the upload starts, GCS, need it here;
-    /// [`PartUpload::complete`] must then be given the same).
-    async fn start_upload(
-        self: Arc<Self>,
-        _key: &str,
-        _meta: &PutMeta,
-        _cond: &Precondition,
-    ) -> Result<Option<Box<dyn PartUpload>>> {
-        Ok(None)
-    }
-}
-
-/// A delimiter page as a [`Backend::list_under`] answer: each common prefix becomes an entry
-/// keyed by the prefix, and there is no next page.
-pub fn prefixes_as_objects(mut page: ListPage) -> ListPage {
-    for p in std::mem::take(&mut page.prefixes) {
-        page.objects.push(ObjectInfo::named(p));
-    }
-    page.next = None;
-    page
-}
-
-/// Build a backend from configuration.
+/// Build a backend from configuration: the one place that picks a type by store kind.
 pub async fn open(cfg: &StoreConfig) -> Result<Arc<dyn Backend>> {
     let url = cfg.parsed_url()?;
-    match url.kind {
-        StoreKind::Memory => Ok(Arc::new(memory::MemoryBackend::new())),
-        _ => Ok(Arc::new(objstore::ObjectStoreBackend::new(&url, cfg)?)),
-    }
+    Ok(match url.kind {
+        StoreKind::Memory => Arc::new(memory::MemoryBackend::new()),
+        StoreKind::Azure => Arc::new(azure::AzureBackend::open(&url, cfg)?),
+        StoreKind::S3 => Arc::new(s3::S3Backend::open(&url, cfg)?),
+        StoreKind::Gcs => Arc::new(gcs::GcsBackend::open(&url, cfg)?),
+        StoreKind::File => Arc::new(local::LocalBackend::open(&url, cfg)?),
+    })
 }
 
 /// Install the process-wide TLS crypto provider (ring). Idempotent.

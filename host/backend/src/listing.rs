@@ -15,9 +15,9 @@ use bytes::Bytes;
 use quick_xml::events::Event;
 use reqwest::Method;
 
-use crate::gcs::encode_segment;
-use crate::rest::{Rest, percent_decode, status_error};
-use crate::{BackendError, ListPage, ObjectInfo, Result, UserMetadata};
+use crate::api::{ListPage, ObjectInfo, Result, UserMetadata};
+use crate::error::BackendError;
+use crate::rest::{Rest, encode_segment, percent_decode, status_error};
 
 /// Which listing API a bucket URL speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,7 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::{BackendError, ObjectInfo, PutOutcome, Result};
+use crate::api::{ObjectInfo, PutOutcome, Result};
+use crate::error::BackendError;
 
 /// The directory on disk for marker key `key` (ending in `/`).
 fn dir_of(root: &Path, key: &str) -> Result<PathBuf> {

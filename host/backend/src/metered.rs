@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{
-    AppendBase, Backend, BackendError, Capabilities, ListPage, ObjectInfo, PartUpload,
-    Precondition, PutMeta, PutOutcome, Result,
+use crate::api::{
+    AppendBase, Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
+    PutOutcome, Result,
 };
+use crate::error::BackendError;
 
 const CALLS: [&str; 14] = [
     "head",

@@ -1,5 +1,6 @@
 //! Signed REST requests with retries, for the calls `object_store` does not make the way we
-//! need them (GCS JSON-API writes, delimiter listings that must accept every key).
+//! need them (GCS JSON-API writes, delimiter listings that must accept every key, Azure block
+//! commits, S3 multipart uploads), and the URL and reply helpers those calls share.
 //!
 //! Why here and not hand-rolled signing: the signers are `object_store`'s own public
 //! authorizers (AWS SigV4, Azure SharedKey/SAS/bearer) and credential providers, so credentials
@@ -17,9 +18,9 @@ use object_store::client::HttpRequestBody;
 use object_store::gcp::GcpCredentialProvider;
 use reqwest::{Method, StatusCode};
 
+use crate::api::Result;
 use crate::config::RetryConfig;
-use crate::error::{names_auth_failure, names_missing_container, redact};
-use crate::{BackendError, Result};
+use crate::error::{BackendError, names_auth_failure, names_missing_container, redact};
 
 /// How requests are authenticated.
 #[derive(Clone)]
@@ -253,8 +254,32 @@ pub(crate) fn keyed(e: BackendError, key: &str) -> BackendError {
         }
         BackendError::AlreadyExists { .. } => BackendError::AlreadyExists { key: key.into() },
         BackendError::NotFound { .. } => BackendError::NotFound { key: key.into() },
-        e => e,
+        e @ (BackendError::PermissionDenied(_)
+        | BackendError::Unauthenticated(_)
+        | BackendError::InvalidKey { .. }
+        | BackendError::NotSupported(_)
+        | BackendError::Unavailable(_)
+        | BackendError::Config(_)
+        | BackendError::ChecksumMismatch { .. }
+        | BackendError::LocalIo(_)
+        | BackendError::LocalNoSpace(_)
+        | BackendError::TooLarge { .. }
+        | BackendError::Other(_)) => e,
     }
+}
+
+/// Percent-encode one path segment (the JSON API wants `/` in object names encoded).
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// Decode `%XX` escapes (SAS values, S3 `encoding-type=url`, Azure `Encoded="true"`). S3
@@ -283,4 +308,30 @@ pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> String {
 
 fn hex(c: u8) -> Option<u8> {
     (c as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_fully_encoded() {
+        assert_eq!(encode_segment("a/b c.txt"), "a%2Fb%20c.txt");
+        assert_eq!(encode_segment("ü~"), "%C3%BC~");
+    }
+
+    #[test]
+    fn escapes_are_decoded() {
+        assert_eq!(percent_decode("a%2Fb%3D", false), "a/b=");
+        assert_eq!(percent_decode("plain", false), "plain");
+        assert_eq!(percent_decode("a+b%zz", true), "a b%zz");
+    }
+
+    #[test]
+    fn keyed_errors_name_the_key() {
+        let e = keyed(BackendError::NotFound { key: "GET".into() }, "k");
+        assert_eq!(e, BackendError::NotFound { key: "k".into() });
+        let e = keyed(BackendError::Other("x".into()), "k");
+        assert_eq!(e, BackendError::Other("x".into()));
+    }
 }

@@ -18,10 +18,9 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use reqwest::Method;
 
-use crate::gcs::encode_segment;
-use crate::rest::{Rest, header, keyed, status_error};
-use crate::upload::PartUpload;
-use crate::{AppendBase, BackendError, Precondition, PutMeta, PutOutcome, Result};
+use crate::api::{AppendBase, PartUpload, Precondition, PutMeta, PutOutcome, Result};
+use crate::error::BackendError;
+use crate::rest::{Rest, encode_segment, header, keyed, status_error};
 
 /// S3's smallest part (all but the last part of an upload).
 pub const MIN_PART: u64 = 5 * 1024 * 1024;

@@ -1,5 +1,6 @@
 //! Uploads in parts that become visible only when completed (S3 multipart, Azure Put Block /
-//! Put Block List), for the core's streaming writes.
+//! Put Block List, GCS resumable sessions): the sizes every store uses, and the one loop that
+//! sends a local file through any [`PartUpload`] (large `put_file`s, appends).
 //!
 //! Why a separate seam from `put_file`: a file written sequentially (a checkpoint) can be
 //! uploaded while it is still being written, so that `close` only sends the last part and
@@ -8,29 +9,19 @@
 //! multipart), which takes the condition when it opens. Local directories return `None` from
 //! [`crate::Backend::start_upload`] and the core uploads the whole file at close instead.
 
-use std::fmt::Debug;
+use std::path::Path;
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use futures::future::BoxFuture;
 
-use crate::{Precondition, PutOutcome, Result};
+pub use crate::api::PartUpload;
+use crate::api::{Precondition, PutOutcome, Result};
 
-/// One upload in progress. Parts are numbered in the order `put_part` is called; all but
-/// the last must have the same size (at least 5 MiB on S3).
-#[async_trait]
-pub trait PartUpload: Send + Debug {
-    /// Send the next part. The returned future runs independently of the upload (parts may
-    /// be in flight concurrently) and must complete before [`PartUpload::complete`].
-    fn put_part(&mut self, data: Bytes) -> BoxFuture<'static, Result<()>>;
-
-    /// Commit all parts as the object, conditional on `cond`. Where the store cannot check
-    /// the condition atomically with the commit, it is checked just before.
-    async fn complete(self: Box<Self>, cond: &Precondition) -> Result<PutOutcome>;
-
-    /// Discard the parts; nothing becomes visible.
-    async fn abort(self: Box<Self>) -> Result<()>;
-}
+/// Objects at most this large are uploaded in one request; larger ones in parts.
+pub(crate) const SINGLE_PUT_MAX: u64 = 32 * 1024 * 1024;
+/// Part size of multipart / block uploads.
+pub(crate) const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts in flight per upload.
+pub(crate) const PARTS_IN_FLIGHT: usize = 4;
 
 /// Send `head` and then the bytes of `file` from offset `from` to its end through `up`, in
 /// parts of `part` bytes with up to `in_flight` parts in flight, and commit them under
@@ -39,7 +30,7 @@ pub trait PartUpload: Send + Debug {
 pub(crate) async fn send_file_in_parts(
     mut up: Box<dyn PartUpload>,
     key: &str,
-    (file, from, head): (&std::path::Path, u64, Bytes),
+    (file, from, head): (&Path, u64, Bytes),
     (part, in_flight): (usize, usize),
     cond: &Precondition,
 ) -> Result<PutOutcome> {
@@ -93,4 +84,22 @@ pub(crate) async fn send_file_in_parts(
         return Err(e);
     }
     up.complete(cond).await
+}
+
+/// Upload `file` through `up` in [`PART_SIZE`] parts, [`PARTS_IN_FLIGHT`] at a time, and
+/// commit it conditional on `cond`; a failed part discards the upload.
+pub(crate) async fn upload_in_parts(
+    up: Box<dyn PartUpload>,
+    key: &str,
+    file: &Path,
+    cond: &Precondition,
+) -> Result<PutOutcome> {
+    send_file_in_parts(
+        up,
+        key,
+        (file, 0, Bytes::new()),
+        (PART_SIZE, PARTS_IN_FLIGHT),
+        cond,
+    )
+    .await
 }

@@ -1,19 +1,20 @@
-//! Uploads in parts for [`ObjectStoreBackend`]: GCS resumable sessions fed part by part, and
-//! the loop that sends a local file through any [`PartUpload`] (large `put_file`s). S3 and
-//! Azure have their own REST modules ([`crate::s3parts`], [`crate::azblocks`]).
+//! Uploads in parts to GCS ([`crate::Backend::start_upload`]): a resumable session fed part
+//! by part.
 //!
-//! Why a module of its own: these are the write-side state machines (ordering, conditions,
-//! finalization), separate from the adapter's per-call mapping in the parent module.
+//! Why a module of its own: this is a write-side state machine (parts start concurrently but
+//! land strictly in order, a failed part stops the rest, the condition is checked before the
+//! request that finalizes), separate from the backend's per-call mapping in the parent module.
 
-use std::path::Path as FsPath;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ObjectStoreBackend, PART_SIZE, PARTS_IN_FLIGHT};
-use crate::gcs::{GcsJson, GenCond};
-use crate::{BackendError, PartUpload, Precondition, PutOutcome, Result};
+use crate::api::{PartUpload, Precondition, PutOutcome, Result};
+use crate::error::BackendError;
+use crate::gcs::generation::{outcome, precheck};
+use crate::gcs::json::{GcsJson, GenCond};
+use crate::objstore::ObjectPlane;
 
 /// Where a GCS session's parts have got to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,8 +28,8 @@ enum Sent {
 /// A GCS resumable upload fed part by part. A session takes its bytes strictly in order, so
 /// each part waits for the one before it to land (parts may be started concurrently); the
 /// object appears only when the session is finalized, with the condition it was opened with.
-pub(super) struct GcsUpload {
-    backend: Arc<ObjectStoreBackend>,
+pub(crate) struct GcsUpload {
+    plane: ObjectPlane,
     gcs: Arc<GcsJson>,
     key: String,
     session: String,
@@ -56,8 +57,8 @@ const GCS_QUANTUM: u64 = 256 * 1024;
 impl GcsUpload {
     /// Parts of `key` into the open resumable `session`, which was opened under `cond`
     /// (`gcond` in GCS terms).
-    pub(super) fn new(
-        backend: Arc<ObjectStoreBackend>,
+    pub(crate) fn new(
+        plane: ObjectPlane,
         gcs: Arc<GcsJson>,
         key: &str,
         session: String,
@@ -65,7 +66,7 @@ impl GcsUpload {
     ) -> Self {
         let (state, _) = tokio::sync::watch::channel(Sent::Upto(0));
         GcsUpload {
-            backend,
+            plane,
             gcs,
             key: key.to_string(),
             session,
@@ -74,26 +75,6 @@ impl GcsUpload {
             next: 0,
             state: Arc::new(state),
             generation: Arc::default(),
-        }
-    }
-
-    /// Check the session's condition against the object as it is now, just before the
-    /// request that finalizes the object. GCS itself enforces the condition given when the
-    /// session opened; fake-gcs-server ignores it, and one HEAD per upload is cheap insurance
-    /// against overwriting another client's write.
-    async fn precheck(backend: &ObjectStoreBackend, key: &str, gcond: &GenCond) -> Result<()> {
-        let now = match backend.head_versioned(key).await {
-            Ok((_, g)) => Some(g),
-            Err(BackendError::NotFound { .. }) => None,
-            Err(e) => return Err(e),
-        };
-        match (gcond, now) {
-            (GenCond::None, _) | (GenCond::Absent, None) => Ok(()),
-            (GenCond::Absent, Some(_)) => Err(BackendError::AlreadyExists { key: key.into() }),
-            (GenCond::Generation(want), Some(Some(g))) if *want == g => Ok(()),
-            (GenCond::Generation(_), _) => {
-                Err(BackendError::PreconditionFailed { key: key.into() })
-            }
         }
     }
 
@@ -132,11 +113,11 @@ impl PartUpload for GcsUpload {
             self.gcond.clone(),
         );
         let (state, generation) = (self.state.clone(), self.generation.clone());
-        let backend = self.backend.clone();
+        let plane = self.plane.clone();
         Box::pin(async move {
             Self::wait_for(&state, offset).await?;
             let checked = match total {
-                Some(_) => Self::precheck(&backend, &key, &gcond).await,
+                Some(_) => precheck(&plane, &key, &gcond).await,
                 None => Ok(()),
             };
             if let Err(e) = checked {
@@ -179,7 +160,7 @@ impl PartUpload for GcsUpload {
         let generation = match done {
             Some(g) => g,
             None => {
-                Self::precheck(&self.backend, &self.key, &self.gcond).await?;
+                precheck(&self.plane, &self.key, &self.gcond).await?;
                 self.gcs
                     .send_chunk(
                         &self.key,
@@ -195,29 +176,11 @@ impl PartUpload for GcsUpload {
                     })?
             }
         };
-        self.backend.gcs_outcome(&self.key, &generation).await
+        outcome(&self.plane, &self.key, &generation).await
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {
         self.gcs.cancel_session(&self.key, &self.session).await;
         Ok(())
     }
-}
-
-/// Upload `file` through `up` in `PART_SIZE` parts, `PARTS_IN_FLIGHT` at a time, and commit
-/// it conditional on `cond`; a failed part discards the upload.
-pub(super) async fn upload_in_parts(
-    up: Box<dyn PartUpload>,
-    key: &str,
-    file: &FsPath,
-    cond: &Precondition,
-) -> Result<PutOutcome> {
-    crate::upload::send_file_in_parts(
-        up,
-        key,
-        (file, 0, Bytes::new()),
-        (PART_SIZE, PARTS_IN_FLIGHT),
-        cond,
-    )
-    .await
 }

@@ -1,0 +1,338 @@
+//! Azure Blob Storage (`az://ACCOUNT/CONTAINER`): reads, single-request writes, copies and
+//! deletes through the shared data plane ([`ObjectPlane`]); listings and Content-MD5 over
+//! REST ([`RawLister`], Azure dialect); uploads in parts, large files and appends as block
+//! uploads whose commit carries the precondition ([`AzureBlocks`]).
+//!
+//! Why a type of its own: Azure paths cannot end in `/`, so this store has no `dir/` markers
+//! (directories use the BlobFuse2 convention, a blob `dir` with metadata
+//! `hdi_isfolder=true`, which the core writes), and it is the one store whose committed blocks
+//! can be reused for an append. Building the client resolves credentials from the config, the
+//! environment or a connection string, and knows Azurite's well-known development account.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use object_store::azure::{MicrosoftAzure, MicrosoftAzureBuilder};
+
+use crate::api::{
+    AppendBase, Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
+    PutOutcome, Result,
+};
+use crate::azblocks::AzureBlocks;
+use crate::config::{StoreConfig, StoreUrl};
+use crate::connect::{build_err, client_options, env, retry_config, secret_or_env};
+use crate::error::BackendError;
+use crate::listing::{Dialect, RawLister};
+use crate::objstore::{ObjectPlane, attributes, put_mode};
+use crate::rest::{Rest, Signer, encode_segment, percent_decode};
+use crate::upload::{PART_SIZE, PARTS_IN_FLIGHT, upload_in_parts};
+use crate::writes::{copy_in_store, rewrite_metadata, small_file};
+
+/// The well-known Azurite development account key (public, documented by Microsoft).
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Azure's limit of blocks per blob, times our block size: what our uploads reach.
+const MAX_OBJECT: u64 = 50_000 * PART_SIZE as u64;
+
+/// One Azure container.
+pub struct AzureBackend {
+    plane: ObjectPlane,
+    lister: RawLister,
+    blocks: Arc<AzureBlocks>,
+    description: String,
+}
+
+impl std::fmt::Debug for AzureBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureBackend")
+            .field("store", &self.description)
+            .finish()
+    }
+}
+
+/// Fields of an Azure connection string.
+#[derive(Default)]
+struct ConnString {
+    account: Option<String>,
+    key: Option<String>,
+    sas: Option<String>,
+    blob_endpoint: Option<String>,
+}
+
+fn parse_conn_string(s: &str) -> Result<ConnString> {
+    let mut c = ConnString::default();
+    for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').ok_or_else(|| {
+            BackendError::Config("azure connection string: expected KEY=VALUE pairs".into())
+        })?;
+        match k {
+            "AccountName" => c.account = Some(v.to_string()),
+            "AccountKey" => c.key = Some(v.to_string()),
+            "SharedAccessSignature" => c.sas = Some(v.to_string()),
+            "BlobEndpoint" => c.blob_endpoint = Some(v.trim_end_matches('/').to_string()),
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+/// Account, credentials and endpoint, from the config, the environment and a connection
+/// string (in that order of precedence).
+struct Access {
+    account: String,
+    key: Option<String>,
+    sas: Option<String>,
+    /// An explicit endpoint (`…/ACCOUNT`), if any.
+    endpoint: Option<String>,
+    /// URL of the account, for the REST calls.
+    account_url: String,
+}
+
+impl Access {
+    fn resolve(url: &StoreUrl, cfg: &StoreConfig) -> Result<Access> {
+        let az = &cfg.azure;
+        let conn = match secret_or_env(&az.connection_string, &["AZURE_STORAGE_CONNECTION_STRING"])
+        {
+            Some(s) => parse_conn_string(&s)?,
+            None => ConnString::default(),
+        };
+        let key_from_file = match &az.account_key_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| {
+                        BackendError::Config(format!(
+                            "store.azure.account-key-file {}: {e}",
+                            p.display()
+                        ))
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let key = secret_or_env(
+            &az.account_key,
+            &["AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY"],
+        )
+        .or(key_from_file)
+        .or(conn.key);
+        let sas = secret_or_env(&az.sas_token, &["AZURE_STORAGE_SAS_TOKEN"]).or(conn.sas);
+        let endpoint = cfg.endpoint.clone().or(conn.blob_endpoint);
+        let account = conn.account.unwrap_or_else(|| url.account.clone());
+        let account_url = match &endpoint {
+            Some(e) => e.trim_end_matches('/').to_string(),
+            None if az.use_emulator => format!(
+                "{}/{account}",
+                env(&["AZURITE_BLOB_STORAGE_URL"])
+                    .unwrap_or_else(|| "http://127.0.0.1:10000".into())
+                    .trim_end_matches('/')
+            ),
+            None => format!("https://{account}.blob.core.windows.net"),
+        };
+        Ok(Access {
+            account,
+            key,
+            sas,
+            endpoint,
+            account_url,
+        })
+    }
+
+    /// The `object_store` client of container `container`.
+    fn client(&self, container: &str, cfg: &StoreConfig) -> Result<MicrosoftAzure> {
+        let use_emulator = cfg.azure.use_emulator;
+        let mut b = MicrosoftAzureBuilder::new()
+            .with_account(&self.account)
+            .with_container_name(container)
+            .with_retry(retry_config(cfg))
+            .with_client_options(client_options(cfg, self.endpoint.as_deref()));
+        if use_emulator && self.endpoint.is_none() {
+            b = b.with_use_emulator(true);
+        }
+        if let Some(e) = &self.endpoint {
+            b = b.with_endpoint(e.clone());
+        }
+        if let Some(k) = &self.key {
+            b = b.with_access_key(k);
+        } else if let Some(s) = &self.sas {
+            let pairs = s
+                .trim_start_matches('?')
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), percent_decode(v, false)))
+                .collect::<Vec<_>>();
+            b = b.with_sas_authorization(pairs);
+        } else if use_emulator {
+            b = b.with_access_key(AZURITE_KEY);
+        }
+        b.build().map_err(build_err)
+    }
+}
+
+impl AzureBackend {
+    /// Connect to the container `url` names (nothing is sent until the first call).
+    pub fn open(url: &StoreUrl, cfg: &StoreConfig) -> Result<Self> {
+        let access = Access::resolve(url, cfg)?;
+        let store = Arc::new(access.client(&url.bucket, cfg)?);
+        let rest = Rest::new(
+            cfg.retry.clone(),
+            Signer::Azure {
+                creds: store.credentials().clone(),
+                account: access.account.clone(),
+            },
+        )?;
+        let container_url = format!("{}/{}", access.account_url, encode_segment(&url.bucket));
+        Ok(AzureBackend {
+            plane: ObjectPlane::new(store),
+            blocks: AzureBlocks::new(rest.clone(), &container_url),
+            lister: RawLister::new(rest, &container_url, Dialect::Azure),
+            description: format!("az://{}/{}", access.account, url.bucket),
+        })
+    }
+}
+
+#[async_trait]
+impl Backend for AzureBackend {
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            dir_markers: false,
+            native_metadata_update: false,
+            conditional_writes: true,
+            append_uploads: true,
+            max_object_size: Some(MAX_OBJECT),
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectInfo> {
+        self.plane.head(key).await
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes> {
+        self.plane.get_range(key, range, if_match).await
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        self.plane
+            .put(key, data, put_mode(cond), attributes(meta))
+            .await
+    }
+
+    async fn put_file(
+        &self,
+        key: &str,
+        file: &Path,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        let Some(data) = small_file(file).await? else {
+            return upload_in_parts(self.blocks.start(key, meta), key, file, cond).await;
+        };
+        let r = self.put(key, data, meta, cond).await;
+        // A blob nobody can read but that holds uncommitted blocks (a streaming upload of it
+        // was abandoned) refuses a Put Blob on absence; a block list commit on absence is
+        // accepted.
+        let refused = matches!(
+            r,
+            Err(BackendError::AlreadyExists { .. } | BackendError::PreconditionFailed { .. })
+        );
+        if refused
+            && *cond == Precondition::IfNotExists
+            && self.head(key).await.is_err_and(|e| e.is_not_found())
+        {
+            return upload_in_parts(self.blocks.start(key, meta), key, file, cond).await;
+        }
+        r
+    }
+
+    async fn list_page(&self, prefix: &str, token: Option<String>, max: usize) -> Result<ListPage> {
+        self.lister.list_page(prefix, token, max).await
+    }
+
+    async fn list_under(&self, prefix: &str, max: usize) -> Result<ListPage> {
+        self.lister.list_under(prefix, max).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.plane.delete(key).await
+    }
+
+    async fn copy(&self, from: &str, to: &str, cond: &Precondition) -> Result<PutOutcome> {
+        copy_in_store(self, &self.plane, from, to, cond).await
+    }
+
+    async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
+        self.lister.content_md5(key, etag).await
+    }
+
+    async fn set_metadata(
+        &self,
+        key: &str,
+        meta: &PutMeta,
+        if_match: Option<&str>,
+    ) -> Result<PutOutcome> {
+        rewrite_metadata(self, key, meta, if_match).await
+    }
+
+    async fn put_appended(
+        &self,
+        key: &str,
+        base: &AppendBase,
+        file: &Path,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<Option<PutOutcome>> {
+        let read_old = |range| self.plane.get_range(key, range, Some(&base.etag));
+        let sizes = (PART_SIZE, PARTS_IN_FLIGHT);
+        self.blocks
+            .append(key, base, file, meta, cond, sizes, read_old)
+            .await
+    }
+
+    async fn start_upload(
+        self: Arc<Self>,
+        key: &str,
+        meta: &PutMeta,
+        _cond: &Precondition,
+    ) -> Result<Option<Box<dyn PartUpload>>> {
+        // The condition travels with the commit (Put Block List).
+        Ok(Some(self.blocks.start(key, meta)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_string() {
+        let c = parse_conn_string(
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=abc==;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1/;",
+        )
+        .unwrap();
+        assert_eq!(c.account.as_deref(), Some("devstoreaccount1"));
+        assert_eq!(c.key.as_deref(), Some("abc=="));
+        assert_eq!(
+            c.blob_endpoint.as_deref(),
+            Some("http://127.0.0.1:10000/devstoreaccount1")
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! S3 and S3-compatible stores (`s3://BUCKET`: AWS, B2, MinIO, moto, …): reads,
+//! single-request writes, copies and deletes through the shared data plane
+//! ([`ObjectPlane`]); listings and MD5s over REST ([`RawLister`], S3 dialect); uploads in
+//! parts, large files and appends as multipart uploads with conditional commits and part
+//! copy ([`S3Parts`]).
+//!
+//! Why a type of its own: S3 keeps `dir/` markers as objects, appends by copying the old
+//! bytes inside the store, and some S3-compatible stores reject conditional headers
+//! (`store.s3.conditional-writes: false`), in which case every write is unconditional.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use object_store::PutMode;
+use object_store::aws::AmazonS3Builder;
+
+use crate::api::{
+    AppendBase, Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
+    PutOutcome, Result,
+};
+use crate::config::{StoreConfig, StoreUrl};
+use crate::connect::{build_err, client_options, env, retry_config, secret_or_env};
+use crate::listing::{Dialect, RawLister};
+use crate::objstore::{ObjectPlane, attributes, put_mode};
+use crate::rest::{Rest, Signer};
+use crate::s3parts::S3Parts;
+use crate::upload::{PART_SIZE, PARTS_IN_FLIGHT, upload_in_parts};
+use crate::writes::{copy_in_store, rewrite_metadata, small_file};
+
+/// S3's limit of parts per upload, times our part size: what our uploads reach.
+const MAX_OBJECT: u64 = 10_000 * PART_SIZE as u64;
+
+/// One S3 bucket.
+pub struct S3Backend {
+    plane: ObjectPlane,
+    lister: RawLister,
+    parts: Arc<S3Parts>,
+    /// `store.s3.conditional-writes`.
+    conditional_writes: bool,
+    description: String,
+}
+
+impl std::fmt::Debug for S3Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Backend")
+            .field("store", &self.description)
+            .finish()
+    }
+}
+
+impl S3Backend {
+    /// Connect to the bucket `url` names (nothing is sent until the first call).
+    pub fn open(url: &StoreUrl, cfg: &StoreConfig) -> Result<Self> {
+        let s3 = &cfg.s3;
+        let endpoint = cfg
+            .endpoint
+            .clone()
+            .or_else(|| env(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]));
+        let region = s3
+            .region
+            .clone()
+            .or_else(|| env(&["AWS_REGION", "AWS_DEFAULT_REGION"]))
+            .unwrap_or_else(|| "us-east-1".into());
+        let mut b = AmazonS3Builder::new()
+            .with_bucket_name(&url.bucket)
+            .with_region(region.clone())
+            .with_virtual_hosted_style_request(s3.virtual_hosted_style)
+            .with_retry(retry_config(cfg))
+            .with_client_options(client_options(cfg, endpoint.as_deref()));
+        if let Some(e) = &endpoint {
+            b = b.with_endpoint(e.clone());
+        }
+        if let Some(k) = s3
+            .access_key_id
+            .clone()
+            .or_else(|| env(&["AWS_ACCESS_KEY_ID"]))
+        {
+            b = b.with_access_key_id(k);
+        }
+        if let Some(k) = secret_or_env(&s3.secret_access_key, &["AWS_SECRET_ACCESS_KEY"]) {
+            b = b.with_secret_access_key(k);
+        }
+        if let Some(t) = secret_or_env(&s3.session_token, &["AWS_SESSION_TOKEN"]) {
+            b = b.with_token(t);
+        }
+        let store = Arc::new(b.build().map_err(build_err)?);
+        let bucket = &url.bucket;
+        let bucket_url = match (&endpoint, s3.virtual_hosted_style) {
+            (Some(e), true) => e.trim_end_matches('/').to_string(),
+            (Some(e), false) => format!("{}/{bucket}", e.trim_end_matches('/')),
+            (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+            (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+        };
+        let signer = Signer::Aws {
+            creds: store.credentials().clone(),
+            region,
+        };
+        let rest = Rest::new(cfg.retry.clone(), signer)?;
+        Ok(S3Backend {
+            plane: ObjectPlane::new(store),
+            parts: S3Parts::new(rest.clone(), &bucket_url, bucket, s3.conditional_writes),
+            lister: RawLister::new(rest, &bucket_url, Dialect::S3),
+            conditional_writes: s3.conditional_writes,
+            description: format!("s3://{bucket}"),
+        })
+    }
+}
+
+#[async_trait]
+impl Backend for S3Backend {
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            dir_markers: true,
+            native_metadata_update: false,
+            conditional_writes: self.conditional_writes,
+            append_uploads: true,
+            max_object_size: Some(MAX_OBJECT),
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectInfo> {
+        self.plane.head(key).await
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes> {
+        self.plane.get_range(key, range, if_match).await
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        let mode = if self.conditional_writes {
+            put_mode(cond)
+        } else {
+            PutMode::Overwrite
+        };
+        self.plane.put(key, data, mode, attributes(meta)).await
+    }
+
+    async fn put_file(
+        &self,
+        key: &str,
+        file: &Path,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        match small_file(file).await? {
+            Some(data) => self.put(key, data, meta, cond).await,
+            None => upload_in_parts(self.parts.start(key, meta).await?, key, file, cond).await,
+        }
+    }
+
+    async fn list_page(&self, prefix: &str, token: Option<String>, max: usize) -> Result<ListPage> {
+        self.lister.list_page(prefix, token, max).await
+    }
+
+    async fn list_under(&self, prefix: &str, max: usize) -> Result<ListPage> {
+        self.lister.list_under(prefix, max).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.plane.delete(key).await
+    }
+
+    async fn copy(&self, from: &str, to: &str, cond: &Precondition) -> Result<PutOutcome> {
+        copy_in_store(self, &self.plane, from, to, cond).await
+    }
+
+    async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
+        self.lister.content_md5(key, etag).await
+    }
+
+    async fn set_metadata(
+        &self,
+        key: &str,
+        meta: &PutMeta,
+        if_match: Option<&str>,
+    ) -> Result<PutOutcome> {
+        rewrite_metadata(self, key, meta, if_match).await
+    }
+
+    async fn put_appended(
+        &self,
+        key: &str,
+        base: &AppendBase,
+        file: &Path,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<Option<PutOutcome>> {
+        let sizes = (PART_SIZE, PARTS_IN_FLIGHT);
+        self.parts.append(key, base, file, meta, cond, sizes).await
+    }
+
+    async fn start_upload(
+        self: Arc<Self>,
+        key: &str,
+        meta: &PutMeta,
+        _cond: &Precondition,
+    ) -> Result<Option<Box<dyn PartUpload>>> {
+        // The condition travels with the commit (CompleteMultipartUpload).
+        Ok(Some(self.parts.start(key, meta).await?))
+    }
+}
