@@ -22,10 +22,10 @@ pub struct AsCaller<'a> {
     c: Caller,
 }
 
-impl Fs {
-    /// The operations as `c` asks for them, each checked against the ACL policy.
-    pub fn as_caller(&self, c: Caller) -> AsCaller<'_> {
-        AsCaller { fs: self, c }
+impl<'a> AsCaller<'a> {
+    /// Made by [`Fs::as_caller`].
+    pub(crate) fn new(fs: &'a Fs, c: Caller) -> Self {
+        AsCaller { fs, c }
     }
 }
 

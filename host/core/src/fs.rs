@@ -173,6 +173,12 @@ impl Fs {
         self.ns.check_access(ino, caller, want)
     }
 
+    /// The operations as `c` asks for them, each checked against the ACL policy
+    /// (`checked.rs`): what the FUSE adapter calls.
+    pub fn as_caller(&self, c: Caller) -> crate::AsCaller<'_> {
+        crate::AsCaller::new(self, c)
+    }
+
     pub fn config(&self) -> &FsConfig {
         &self.cfg
     }
