@@ -55,19 +55,16 @@ impl std::fmt::Debug for Rest {
     }
 }
 
-/// Requests sent again after a transient failure, by any store client of the process.
-static RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Count one request sent again (our REST loops call it; the daemon also calls it for each
-/// retry `object_store`'s own client reports).
-pub fn count_retry() {
-    RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+/// Record one request sent again after a transient failure. No counter lives here: the
+/// event goes to target [`RETRY_TARGET`], where the daemon counts it together with the
+/// retries `object_store`'s own client logs (`blobmount_backend_retries_total`), so the count
+/// belongs to whoever installed the subscriber, not to the process.
+pub fn note_retry(what: &str, attempt: usize) {
+    tracing::trace!(target: "blobmount_backend::retry", what, attempt, "request sent again");
 }
 
-/// Requests sent again so far (see [`count_retry`]).
-pub fn retries() -> u64 {
-    RETRIES.load(std::sync::atomic::Ordering::Relaxed)
-}
+/// The tracing target of [`note_retry`]'s events.
+pub const RETRY_TARGET: &str = "blobmount_backend::retry";
 
 /// Statuses after which the same request may be sent again.
 pub fn transient_status(s: StatusCode) -> bool {
@@ -189,7 +186,7 @@ impl Rest {
             }
             let delay = self.backoff(attempt);
             tracing::debug!(what, attempt, ?delay, "retrying request");
-            count_retry();
+            note_retry(what, attempt);
             tokio::time::sleep(delay).await;
             attempt += 1;
         }

@@ -50,6 +50,8 @@ pub struct Target {
 pub struct Counters {
     pub fuse: Arc<FuseStats>,
     pub backend: Arc<BackendStats>,
+    /// Store requests sent again (`crate::logging::Retries`).
+    pub retries: crate::logging::Retries,
     pub policy: Option<Arc<WasmPolicy>>,
 }
 
@@ -195,6 +197,7 @@ impl State {
         metrics::render(&metrics::Sources {
             fuse: &c.fuse.snapshot(),
             backend: &c.backend,
+            retries: c.retries.load(std::sync::atomic::Ordering::Relaxed),
             fs: &self.fs,
             preload: self.preload.as_deref(),
             plugins: plugins.as_deref(),

@@ -6,8 +6,8 @@
 //! here for `/metrics`.
 
 use std::io::IsTerminal;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tracing_subscriber::EnvFilter;
 
@@ -36,7 +36,11 @@ pub fn filter(cfg: &LoggingConfig) -> Result<EnvFilter, String> {
     .map_err(|e| format!("logging.level {:?}: {e}", cfg.level))
 }
 
-pub fn init(cfg: &LoggingConfig) -> Result<(), String> {
+/// Store requests sent again, counted by the subscriber [`init`] installs (see
+/// [`RetryCounter`]); handed to the metrics page.
+pub type Retries = Arc<AtomicU64>;
+
+pub fn init(cfg: &LoggingConfig) -> Result<Retries, String> {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -61,26 +65,29 @@ pub fn init(cfg: &LoggingConfig) -> Result<(), String> {
         (None, LogFormat::Json) => layer.with_writer(std::io::stderr).json().boxed(),
         (None, LogFormat::Text) => layer.with_writer(std::io::stderr).boxed(),
     };
+    let retries = Retries::default();
     let result = tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
-        .with(RetryCounter.with_filter(retry_events()))
+        .with(RetryCounter(retries.clone()).with_filter(retry_events()))
         .try_init();
     // A second init (tests) is harmless.
     let _ = result;
-    Ok(())
+    Ok(retries)
 }
 
-/// The events `object_store`'s HTTP client logs when it sends a request again: one per
-/// retry, whatever the log level (see [`RetryCounter`]).
+/// The events logged when a request is sent again, one per retry, whatever the log level
+/// (see [`RetryCounter`]): `object_store`'s HTTP client at INFO, our own REST clients at
+/// TRACE on their own target.
 fn retry_events() -> tracing_subscriber::filter::Targets {
     tracing_subscriber::filter::Targets::new()
         .with_target("object_store::client::retry", tracing::Level::INFO)
+        .with_target(blobmount_backend::rest::RETRY_TARGET, tracing::Level::TRACE)
 }
 
-/// Counts `object_store`'s retries into `blobmount_backend::rest::retries` (our own REST
-/// client counts its retries there directly), for `blobmount_backend_retries_total`.
-/// object_store offers no other hook; its retry loop logs each retry at INFO.
-struct RetryCounter;
+/// Counts store retries for `blobmount_backend_retries_total`: object_store offers no other
+/// hook (its retry loop logs each retry at INFO), and our REST clients report theirs the
+/// same way (`blobmount_backend::rest::note_retry`).
+struct RetryCounter(Retries);
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RetryCounter {
     fn on_event(
@@ -88,8 +95,28 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RetryCounter {
         event: &tracing::Event<'_>,
         _ctx: tracing_subscriber::layer::Context<'_, S>,
     ) {
-        if *event.metadata().level() == tracing::Level::INFO {
-            blobmount_backend::rest::count_retry();
+        let m = event.metadata();
+        if *m.level() == tracing::Level::INFO || m.target() == blobmount_backend::rest::RETRY_TARGET
+        {
+            self.0.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Retries are counted by the subscriber the mount installs, from both sources: our REST
+    /// clients' events and object_store's INFO lines; other events are not.
+    #[test]
+    fn retries_of_both_clients_are_counted_by_the_subscriber() {
+        let retries = init(&LoggingConfig::default()).unwrap();
+        blobmount_backend::rest::note_retry("PUT a", 0);
+        blobmount_backend::rest::note_retry("PUT a", 1);
+        tracing::info!(target: "object_store::client::retry", "Encountered transient error");
+        tracing::info!("not a retry");
+        tracing::debug!(target: "object_store::client::retry", "not counted either");
+        assert_eq!(retries.load(Ordering::Relaxed), 3);
     }
 }

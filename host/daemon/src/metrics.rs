@@ -22,6 +22,8 @@ use crate::opstats::{BOUNDS_US, FuseSnapshot};
 pub struct Sources<'a> {
     pub fuse: &'a FuseSnapshot,
     pub backend: &'a BackendStats,
+    /// Store requests sent again.
+    pub retries: u64,
     pub fs: &'a Fs,
     pub preload: Option<&'a PreloadProgress>,
     /// Counters of the configured plugins, by hook (`None`: no policy was loaded).
@@ -40,7 +42,7 @@ pub fn plugin_snapshot(policy: &WasmPolicy) -> Vec<(Hook, StatsSnapshot)> {
 pub fn render(s: &Sources) -> String {
     let mut o = Out(String::new());
     fuse_ops(&mut o, s.fuse);
-    store_calls(&mut o, s.backend);
+    store_calls(&mut o, s.backend, s.retries);
     core(&mut o, s.fs);
     read_memory(&mut o, s.fs);
     if let Some(fc) = &s.fs.file_cache {
@@ -131,7 +133,7 @@ fn fuse_ops(o: &mut Out, f: &FuseSnapshot) {
 }
 
 /// Calls to the store, their failures and retries, bytes moved.
-fn store_calls(o: &mut Out, backend: &BackendStats) {
+fn store_calls(o: &mut Out, backend: &BackendStats, retries: u64) {
     let r = "blobmount_backend_requests_total";
     o.head(
         r,
@@ -155,7 +157,7 @@ fn store_calls(o: &mut Out, backend: &BackendStats) {
             "blobmount_backend_retries_total",
             COUNTER,
             "Store requests sent again after a transient failure (5xx, throttling, a dropped connection).",
-            blobmount_backend::rest::retries(),
+            retries,
         ),
         (
             "blobmount_backend_read_bytes_total",

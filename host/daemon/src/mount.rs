@@ -24,6 +24,7 @@ use crate::exit::Failure;
 use crate::fsconfig::{default_cache_dir, fs_config};
 use crate::fuse::FuseAdapter;
 use crate::health;
+use crate::logging::Retries;
 use crate::mountpoint::Place;
 use crate::opstats::FuseStats;
 use crate::shutdown::{Signals, Stop};
@@ -57,7 +58,7 @@ fn mount_and_serve(mut cfg: Config) -> Result<u8, Failure> {
         .dir
         .clone()
         .unwrap_or_else(|| default_cache_dir(&place.id(&cfg)));
-    init_logging(&mut cfg, &cache_dir)?;
+    let retries = init_logging(&mut cfg, &cache_dir)?;
     blobmount_backend::install_crypto_provider();
     place.prepare()?;
     let fs_cfg = fs_config(&cfg, cache_dir).map_err(Failure::config)?;
@@ -78,6 +79,7 @@ fn mount_and_serve(mut cfg: Config) -> Result<u8, Failure> {
         store,
         policy,
         fuse_stats: Arc::new(FuseStats::default()),
+        retries,
         preload: (!cfg.read.preload.is_empty()).then(|| Arc::new(PreloadProgress::default())),
         alive: Arc::new(AtomicBool::new(true)),
     };
@@ -121,6 +123,8 @@ struct Mount {
     policy: Arc<WasmPolicy>,
     /// The FUSE adapter's counters (read by the health endpoint).
     fuse_stats: Arc<FuseStats>,
+    /// Store requests sent again (counted by the log subscriber).
+    retries: Retries,
     preload: Option<Arc<PreloadProgress>>,
     /// Cleared when the FUSE session ends.
     alive: Arc<AtomicBool>,
@@ -145,7 +149,7 @@ fn after_mount(rt: &tokio::runtime::Runtime, cfg: &Config, m: &Mount) {
 /// Start logging. A background daemon must not write into the terminal it was started
 /// from: unless `logging.file` says otherwise, its log goes to the cache directory (fatal
 /// start-up errors still reach stderr).
-fn init_logging(cfg: &mut Config, cache_dir: &Path) -> Result<(), Failure> {
+fn init_logging(cfg: &mut Config, cache_dir: &Path) -> Result<Retries, Failure> {
     if background::is_child() && cfg.logging.file.is_none() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -184,6 +188,7 @@ fn start_health(
         health::Counters {
             fuse: m.fuse_stats.clone(),
             backend: m.store.backend_stats.clone(),
+            retries: m.retries.clone(),
             policy: Some(m.policy.clone()),
         },
         health::Target {

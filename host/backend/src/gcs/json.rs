@@ -338,7 +338,7 @@ impl GcsJson {
                             Err(e) => Err(BackendError::Unavailable(format!("GCS {key}: {e:?}"))),
                         };
                     }
-                    crate::rest::count_retry();
+                    crate::rest::note_retry("GCS upload session", stalls);
                     tokio::time::sleep(self.rest.backoff(stalls)).await;
                     offset = self.query_session(key, &session, total).await?;
                 }
