@@ -3,13 +3,12 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use blobmount_backend::Backend;
 use blobmount_backend::memory::MemoryBackend;
-use blobmount_backend::{Backend, Precondition, PutMeta};
 use blobmount_core::{Caller, Fs, FsConfig, FsError, Kind, ROOT_INO, SetAttr};
-use bytes::Bytes;
 
 mod common;
-use common::Counting;
+use common::{Counting, put};
 
 const ME: Caller = Caller {
     uid: 1000,
@@ -31,17 +30,6 @@ fn mount(mem: Arc<MemoryBackend>) -> T {
     let dir = tempfile::tempdir().unwrap();
     let fs = Fs::new(mem.clone(), FsConfig::for_tests(dir.path().to_path_buf())).unwrap();
     T { mem, fs, _dir: dir }
-}
-
-async fn put(b: &MemoryBackend, key: &str, data: &[u8]) {
-    b.put(
-        key,
-        Bytes::copy_from_slice(data),
-        &PutMeta::default(),
-        &Precondition::None,
-    )
-    .await
-    .unwrap();
 }
 
 async fn write_file(fs: &Fs, parent: u64, name: &str, data: &[u8]) -> u64 {

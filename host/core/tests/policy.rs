@@ -5,18 +5,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use blobmount_backend::Backend;
 use blobmount_backend::memory::MemoryBackend;
-use blobmount_backend::{Backend, Precondition, PutMeta};
 use blobmount_core::policy::{EXECUTE, READ, WRITE};
 use blobmount_core::{Caller, Fs, FsConfig, FsError, ROOT_INO, SetAttr};
 use blobmount_policy_api::{
     Access, AclDecision, Builtin, BuiltinConfig, ConflictEntry, ConflictKind, Consistency,
     FilterConfig, ObjectInfo, Policy, Resolution, Ttl, Verdict,
 };
-use bytes::Bytes;
 
 mod common;
-use common::Counting;
+use common::{Counting, put};
 
 const ALICE: Caller = Caller {
     uid: 1001,
@@ -116,17 +115,6 @@ fn setup() -> T {
         fs,
         _dir: dir,
     }
-}
-
-async fn put(b: &MemoryBackend, key: &str, data: &[u8]) {
-    b.put(
-        key,
-        Bytes::copy_from_slice(data),
-        &PutMeta::default(),
-        &Precondition::None,
-    )
-    .await
-    .unwrap();
 }
 
 async fn names(fs: &Fs, ino: u64) -> Vec<String> {

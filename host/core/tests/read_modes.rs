@@ -6,12 +6,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use blobmount_backend::memory::MemoryBackend;
-use blobmount_backend::{Backend, Precondition, PutMeta};
 use blobmount_core::{Fs, FsConfig, FsError, PreloadProgress, ROOT_INO, ReadMode};
-use bytes::Bytes;
 
 mod common;
-use common::Counting;
+use common::{Counting, put};
 
 const MIB: usize = 1 << 20;
 
@@ -40,17 +38,6 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| ((i * 31 + i / 4099) % 251) as u8 ^ seed)
         .collect()
-}
-
-async fn put(b: &MemoryBackend, key: &str, data: &[u8]) {
-    b.put(
-        key,
-        Bytes::copy_from_slice(data),
-        &PutMeta::default(),
-        &Precondition::None,
-    )
-    .await
-    .unwrap();
 }
 
 async fn ino_of(fs: &Fs, path: &str) -> u64 {

@@ -23,6 +23,7 @@ use blobmount_backend::{Backend, Precondition, PutMeta, StoreConfig};
 use blobmount_core::{Caller, Fs, FsConfig, ROOT_INO, Recovery, SetAttr};
 use bytes::Bytes;
 use common::hooked::{Hooked, Lost};
+use common::{put, stored};
 
 const ME: Caller = Caller {
     uid: 1000,
@@ -43,29 +44,10 @@ fn setup() -> (Arc<MemoryBackend>, Fs, tempfile::TempDir) {
     (mem, fs, dir)
 }
 
-/// Another client writes `data` at `key`.
-async fn put(mem: &MemoryBackend, key: &str, data: &'static [u8]) {
-    mem.put(
-        key,
-        Bytes::from_static(data),
-        &PutMeta::default(),
-        &Precondition::None,
-    )
-    .await
-    .unwrap();
-}
-
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i * 31 % 251) as u8 ^ seed)
         .collect::<Vec<_>>()
-}
-
-async fn stored(b: &dyn Backend, key: &str) -> Option<Vec<u8>> {
-    b.get_range(key, 0..u64::MAX, None)
-        .await
-        .ok()
-        .map(|b| b.to_vec())
 }
 
 fn kept(cache: &Path) -> Vec<std::path::PathBuf> {

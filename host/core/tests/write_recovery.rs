@@ -1,6 +1,8 @@
 //! Crash safety of staged writes: what a killed daemon leaves in the cache directory is
 //! uploaded (or kept) by the next core over the same directory, never dropped.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -8,6 +10,7 @@ use blobmount_backend::memory::MemoryBackend;
 use blobmount_backend::{Backend, Precondition, PutMeta};
 use blobmount_core::{Caller, Fs, FsConfig, ROOT_INO, Recovery};
 use bytes::Bytes;
+use common::put;
 
 const ME: Caller = Caller {
     uid: 1000,
@@ -176,17 +179,6 @@ async fn two_cores_cannot_share_a_cache_directory() {
     assert!(e.to_string().contains("in use by another blobmount"), "{e}");
     drop(first);
     core(&mem, dir.path());
-}
-
-async fn put(mem: &MemoryBackend, key: &str, data: &'static [u8]) {
-    mem.put(
-        key,
-        Bytes::from_static(data),
-        &PutMeta::default(),
-        &Precondition::None,
-    )
-    .await
-    .unwrap();
 }
 
 fn leave_journal(dir: &Path, keys: &[&str]) {

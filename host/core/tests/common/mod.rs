@@ -138,5 +138,25 @@ impl Backend for Counting {
         self.inner.set_metadata(key, meta, if_match).await
     }
 }
+/// Another client writes `data` at `key` (no metadata, unconditionally).
+pub async fn put(b: &MemoryBackend, key: &str, data: &[u8]) {
+    b.put(
+        key,
+        Bytes::copy_from_slice(data),
+        &PutMeta::default(),
+        &Precondition::None,
+    )
+    .await
+    .unwrap();
+}
+
+/// What the store holds at `key`, if anything.
+pub async fn stored(b: &dyn Backend, key: &str) -> Option<Vec<u8>> {
+    b.get_range(key, 0..u64::MAX, None)
+        .await
+        .ok()
+        .map(|b| b.to_vec())
+}
+
 pub mod hooked;
 pub mod sched;
