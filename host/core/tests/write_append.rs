@@ -2,6 +2,8 @@
 //! store can keep them (`Backend::put_appended`), and every path that needs them (a read, a
 //! write below the end, a conflict, a crash) still sees or keeps the right data.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -10,6 +12,7 @@ use blobmount_backend::memory::MemoryBackend;
 use blobmount_backend::{Backend, Precondition, PutMeta};
 use blobmount_core::{Fs, FsConfig, FsError, ROOT_INO, Recovery, SetAttr};
 use bytes::Bytes;
+use common::put;
 
 fn core(mem: &Arc<MemoryBackend>, dir: &Path) -> Fs {
     Fs::new(mem.clone(), FsConfig::for_tests(dir.to_path_buf())).unwrap()
@@ -64,18 +67,6 @@ async fn opened(key: &str, flags: i32) -> Opened {
         ino: a.ino,
         fh,
     }
-}
-
-/// Another client replaces `key`.
-async fn replace(mem: &MemoryBackend, key: &str, data: &'static [u8]) {
-    mem.put(
-        key,
-        Bytes::from_static(data),
-        &PutMeta::default(),
-        &Precondition::None,
-    )
-    .await
-    .unwrap();
 }
 
 fn gets(mem: &MemoryBackend) -> u64 {
@@ -174,7 +165,7 @@ async fn an_append_that_conflicts_keeps_the_new_bytes_and_leaves_the_object() {
         ..
     } = opened("f", libc::O_WRONLY).await;
     fs.write(fh, size, b"mine").await.unwrap();
-    replace(&mem, "f", b"theirs").await;
+    put(&mem, "f", b"theirs").await;
     let err = fs.release(fh).await.unwrap_err();
     let FsError::Conflict { saved_to } = err else {
         panic!("expected a conflict, got {err:?}");
