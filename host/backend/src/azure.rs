@@ -22,13 +22,14 @@ use crate::api::{
     PutOutcome, Result,
 };
 use crate::azblocks::AzureBlocks;
+use crate::config::PartSizes;
 use crate::config::{StoreConfig, StoreUrl};
 use crate::connect::{build_err, client_options, env, retry_config, secret_or_env};
 use crate::error::BackendError;
 use crate::listing::{Dialect, RawLister};
 use crate::objstore::{ObjectPlane, attributes, put_mode};
 use crate::rest::{Rest, Signer, encode_segment, percent_decode};
-use crate::upload::{PART_SIZE, PARTS_IN_FLIGHT, upload_in_parts};
+use crate::upload::upload_in_parts;
 use crate::writes::{copy_in_store, rewrite_metadata, small_file};
 
 /// The well-known Azurite development account key (public, documented by Microsoft).
@@ -36,13 +37,16 @@ pub const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 /// Azure's limit of blocks per blob, times our block size: what our uploads reach.
-const MAX_OBJECT: u64 = 50_000 * PART_SIZE as u64;
+/// Blocks in one blob.
+const MAX_BLOCKS: u64 = 50_000;
 
 /// One Azure container.
 pub struct AzureBackend {
     plane: ObjectPlane,
     lister: RawLister,
     blocks: Arc<AzureBlocks>,
+    /// Block size and blocks in flight of uploads in parts.
+    parts: PartSizes,
     description: String,
 }
 
@@ -190,6 +194,7 @@ impl AzureBackend {
             plane: ObjectPlane::new(store),
             blocks: AzureBlocks::new(rest.clone(), &container_url),
             lister: RawLister::new(rest, &container_url, Dialect::Azure),
+            parts: cfg.parts.or_default(),
             description: format!("az://{}/{}", access.account, url.bucket),
         })
     }
@@ -207,7 +212,7 @@ impl Backend for AzureBackend {
             native_metadata_update: false,
             conditional_writes: true,
             append_uploads: true,
-            max_object_size: Some(MAX_OBJECT),
+            max_object_size: Some(MAX_BLOCKS * self.parts.size as u64),
         }
     }
 
@@ -244,7 +249,8 @@ impl Backend for AzureBackend {
         cond: &Precondition,
     ) -> Result<PutOutcome> {
         let Some(data) = small_file(file).await? else {
-            return upload_in_parts(self.blocks.start(key, meta), key, file, cond).await;
+            return upload_in_parts(self.blocks.start(key, meta), key, file, self.parts, cond)
+                .await;
         };
         let r = self.put(key, data, meta, cond).await;
         // A blob nobody can read but that holds uncommitted blocks (a streaming upload of it
@@ -258,7 +264,8 @@ impl Backend for AzureBackend {
             && *cond == Precondition::IfNotExists
             && self.head(key).await.is_err_and(|e| e.is_not_found())
         {
-            return upload_in_parts(self.blocks.start(key, meta), key, file, cond).await;
+            return upload_in_parts(self.blocks.start(key, meta), key, file, self.parts, cond)
+                .await;
         }
         r
     }
@@ -301,7 +308,7 @@ impl Backend for AzureBackend {
         cond: &Precondition,
     ) -> Result<Option<PutOutcome>> {
         let read_old = |range| self.plane.get_range(key, range, Some(&base.etag));
-        let sizes = (PART_SIZE, PARTS_IN_FLIGHT);
+        let sizes = (self.parts.size, self.parts.in_flight);
         self.blocks
             .append(key, base, file, meta, cond, sizes, read_old)
             .await
@@ -334,5 +341,34 @@ mod tests {
             c.blob_endpoint.as_deref(),
             Some("http://127.0.0.1:10000/devstoreaccount1")
         );
+    }
+
+    /// `write.part-size-mib` reaches the store: it sizes uploads in parts and with them the
+    /// largest blob (50,000 blocks).
+    #[test]
+    fn the_part_size_sets_the_largest_blob() {
+        crate::install_crypto_provider();
+        let mut cfg = StoreConfig {
+            url: Some("az://devstoreaccount1/box".into()),
+            endpoint: Some("http://127.0.0.1:9/devstoreaccount1".into()),
+            ..Default::default()
+        };
+        cfg.azure.use_emulator = true;
+        let url = cfg.parsed_url().unwrap();
+        let default = AzureBackend::open(&url, &cfg).unwrap();
+        assert_eq!(
+            default.capabilities().max_object_size,
+            Some(50_000 * (8 << 20))
+        );
+        cfg.parts = PartSizes {
+            size: 64 << 20,
+            in_flight: 2,
+        };
+        let big = AzureBackend::open(&url, &cfg).unwrap();
+        assert_eq!(
+            big.capabilities().max_object_size,
+            Some(50_000 * (64 << 20))
+        );
+        assert_eq!(big.parts.in_flight, 2);
     }
 }

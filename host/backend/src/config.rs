@@ -86,6 +86,41 @@ pub struct StoreConfig {
     pub gcs: GcsConfig,
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Part size and parts in flight of uploads in parts. Not a key of this section: the
+    /// daemon sets it from `write.part-size-mib` and `write.parts-in-flight`, so streamed
+    /// and whole-file uploads follow one setting.
+    #[serde(skip)]
+    pub parts: PartSizes,
+}
+
+/// Part size and parts in flight of uploads in parts (block lists on Azure, multipart
+/// uploads on S3, resumable-session chunks on GCS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartSizes {
+    /// Bytes per part.
+    pub size: usize,
+    /// Parts of one upload in flight at once.
+    pub in_flight: usize,
+}
+
+impl Default for PartSizes {
+    fn default() -> Self {
+        PartSizes {
+            size: 8 * 1024 * 1024,
+            in_flight: 4,
+        }
+    }
+}
+
+impl PartSizes {
+    /// These sizes, or the defaults where one is 0.
+    pub fn or_default(self) -> PartSizes {
+        let d = PartSizes::default();
+        PartSizes {
+            size: if self.size == 0 { d.size } else { self.size },
+            in_flight: self.in_flight.max(1),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]

@@ -25,7 +25,6 @@ use crate::connect::{build_err, client_options, env, retry_config};
 use crate::error::BackendError;
 use crate::listing::{Dialect, RawLister};
 use crate::objstore::ObjectPlane;
-use crate::upload::PART_SIZE;
 use crate::writes::small_file;
 
 mod generation;
@@ -105,7 +104,7 @@ impl GcsBackend {
             &url.bucket,
             creds,
             cfg.retry.clone(),
-            PART_SIZE,
+            cfg.parts.or_default().size,
         )?;
         // Listings go over the XML API with the JSON client's credentials and pool.
         let lister = RawLister::new(json.rest().clone(), &json.xml_bucket_url(), Dialect::S3);

@@ -45,7 +45,7 @@ pub use api::{
     AppendBase, Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
     PutOutcome, Result, UserMetadata, prefixes_as_objects,
 };
-pub use config::{StoreConfig, StoreKind, StoreUrl};
+pub use config::{PartSizes, StoreConfig, StoreKind, StoreUrl};
 pub use error::BackendError;
 
 /// Build a backend from configuration: the one place that picks a type by store kind.

@@ -21,23 +21,28 @@ use crate::api::{
     AppendBase, Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
     PutOutcome, Result,
 };
+use crate::config::PartSizes;
 use crate::config::{StoreConfig, StoreUrl};
 use crate::connect::{build_err, client_options, env, retry_config, secret_or_env};
 use crate::listing::{Dialect, RawLister};
 use crate::objstore::{ObjectPlane, attributes, put_mode};
 use crate::rest::{Rest, Signer};
 use crate::s3parts::S3Parts;
-use crate::upload::{PART_SIZE, PARTS_IN_FLIGHT, upload_in_parts};
+use crate::upload::upload_in_parts;
 use crate::writes::{copy_in_store, rewrite_metadata, small_file};
 
 /// S3's limit of parts per upload, times our part size: what our uploads reach.
-const MAX_OBJECT: u64 = 10_000 * PART_SIZE as u64;
+/// Parts in one multipart upload, and the largest object S3 stores.
+const MAX_PARTS: u64 = 10_000;
+const MAX_OBJECT: u64 = 5 << 40;
 
 /// One S3 bucket.
 pub struct S3Backend {
     plane: ObjectPlane,
     lister: RawLister,
     parts: Arc<S3Parts>,
+    /// Part size and parts in flight of uploads in parts.
+    sizes: PartSizes,
     /// `store.s3.conditional-writes`.
     conditional_writes: bool,
     description: String,
@@ -104,6 +109,7 @@ impl S3Backend {
             parts: S3Parts::new(rest.clone(), &bucket_url, bucket, s3.conditional_writes),
             lister: RawLister::new(rest, &bucket_url, Dialect::S3),
             conditional_writes: s3.conditional_writes,
+            sizes: cfg.parts.or_default(),
             description: format!("s3://{bucket}"),
         })
     }
@@ -121,7 +127,7 @@ impl Backend for S3Backend {
             native_metadata_update: false,
             conditional_writes: self.conditional_writes,
             append_uploads: true,
-            max_object_size: Some(MAX_OBJECT),
+            max_object_size: Some(MAX_OBJECT.min(MAX_PARTS * self.sizes.size as u64)),
         }
     }
 
@@ -162,7 +168,16 @@ impl Backend for S3Backend {
     ) -> Result<PutOutcome> {
         match small_file(file).await? {
             Some(data) => self.put(key, data, meta, cond).await,
-            None => upload_in_parts(self.parts.start(key, meta).await?, key, file, cond).await,
+            None => {
+                upload_in_parts(
+                    self.parts.start(key, meta).await?,
+                    key,
+                    file,
+                    self.sizes,
+                    cond,
+                )
+                .await
+            }
         }
     }
 
@@ -203,7 +218,7 @@ impl Backend for S3Backend {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> Result<Option<PutOutcome>> {
-        let sizes = (PART_SIZE, PARTS_IN_FLIGHT);
+        let sizes = (self.sizes.size, self.sizes.in_flight);
         self.parts.append(key, base, file, meta, cond, sizes).await
     }
 

@@ -15,13 +15,10 @@ use bytes::Bytes;
 
 pub use crate::api::PartUpload;
 use crate::api::{Precondition, PutOutcome, Result};
+use crate::config::PartSizes;
 
 /// Objects at most this large are uploaded in one request; larger ones in parts.
 pub(crate) const SINGLE_PUT_MAX: u64 = 32 * 1024 * 1024;
-/// Part size of multipart / block uploads.
-pub(crate) const PART_SIZE: usize = 8 * 1024 * 1024;
-/// Parts in flight per upload.
-pub(crate) const PARTS_IN_FLIGHT: usize = 4;
 
 /// Send `head` and then the bytes of `file` from offset `from` to its end through `up`, in
 /// parts of `part` bytes with up to `in_flight` parts in flight, and commit them under
@@ -86,19 +83,20 @@ pub(crate) async fn send_file_in_parts(
     up.complete(cond).await
 }
 
-/// Upload `file` through `up` in [`PART_SIZE`] parts, [`PARTS_IN_FLIGHT`] at a time, and
-/// commit it conditional on `cond`; a failed part discards the upload.
+/// Upload `file` through `up` in parts of `parts.size` bytes, `parts.in_flight` at a time,
+/// and commit it conditional on `cond`; a failed part discards the upload.
 pub(crate) async fn upload_in_parts(
     up: Box<dyn PartUpload>,
     key: &str,
     file: &Path,
+    parts: PartSizes,
     cond: &Precondition,
 ) -> Result<PutOutcome> {
     send_file_in_parts(
         up,
         key,
         (file, 0, Bytes::new()),
-        (PART_SIZE, PARTS_IN_FLIGHT),
+        (parts.size, parts.in_flight),
         cond,
     )
     .await

@@ -33,7 +33,14 @@ pub async fn open(
     fs_cfg: FsConfig,
     policy: Arc<dyn Policy>,
 ) -> Result<Store, Failure> {
-    let backend = blobmount_backend::open(&cfg.store)
+    // One part-size setting: whole-file uploads in parts use the streamed parts' size.
+    let mut store_cfg = cfg.store.clone();
+    store_cfg.parts = blobmount_backend::PartSizes {
+        size: fs_cfg.write_part_size,
+        in_flight: fs_cfg.write_parts_in_flight,
+    }
+    .or_default();
+    let backend = blobmount_backend::open(&store_cfg)
         .await
         .map_err(|e| Failure::store(&e, &e))?;
     let (backend, backend_stats) = Metered::wrap(backend);
