@@ -104,11 +104,16 @@ pub(crate) struct Files {
     pub(crate) ns: Arc<Namespace>,
     pub(crate) budget: Arc<MemoryBudget>,
     pub(crate) file_cache: Option<Arc<FileCache>>,
+    /// The open state of each open inode. Its own short lock, taken after `ns.table` and
+    /// before the gate's state; an entry's `state` (tokio mutex) is taken with this lock
+    /// released, and guards everything in [`OpenFile`].
     pub(crate) open_files: Mutex<HashMap<u64, Arc<OpenEntry>>>,
+    /// Handles by number. Its own short lock, never held with another.
     pub(crate) handles: Mutex<HashMap<u64, Arc<Handle>>>,
     /// File and directory handle numbers.
     pub(crate) next_fh: AtomicU64,
     /// ETag each inode had when it was last opened (decides the kernel's `keep_cache`).
+    /// Its own short lock, never held with another.
     pub(crate) opened_etags: Mutex<HashMap<u64, String>>,
     /// What renames are moving; new handles below it wait (`renamegate.rs`).
     pub(crate) gate: RenameGate,
