@@ -8,28 +8,19 @@ use blobmount_backend::memory::MemoryBackend;
 use blobmount_core::{Caller, Fs, FsConfig, FsError, Kind, ROOT_INO, SetAttr};
 
 mod common;
-use common::{Counting, put};
+use common::{Counting, TestFs, put, test_fs, test_fs_on};
 
 const ME: Caller = Caller {
     uid: 1000,
     gid: 1000,
 };
 
-struct T {
-    mem: Arc<MemoryBackend>,
-    fs: Fs,
-    _dir: tempfile::TempDir,
+fn setup() -> TestFs {
+    test_fs(|_| {})
 }
 
-fn setup() -> T {
-    let mem = Arc::new(MemoryBackend::new());
-    mount(mem)
-}
-
-fn mount(mem: Arc<MemoryBackend>) -> T {
-    let dir = tempfile::tempdir().unwrap();
-    let fs = Fs::new(mem.clone(), FsConfig::for_tests(dir.path().to_path_buf())).unwrap();
-    T { mem, fs, _dir: dir }
+fn mount(mem: Arc<MemoryBackend>) -> TestFs {
+    test_fs_on(mem, |_| {})
 }
 
 async fn write_file(fs: &Fs, parent: u64, name: &str, data: &[u8]) -> u64 {

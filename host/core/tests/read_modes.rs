@@ -9,29 +9,18 @@ use blobmount_backend::memory::MemoryBackend;
 use blobmount_core::{Fs, FsConfig, FsError, PreloadProgress, ROOT_INO, ReadMode};
 
 mod common;
-use common::{Counting, put};
+use common::{TestFs, put, test_fs};
 
 const MIB: usize = 1 << 20;
 
-struct T {
-    mem: Arc<MemoryBackend>,
-    c: Arc<Counting>,
-    fs: Arc<Fs>,
-    dir: tempfile::TempDir,
-}
-
-fn setup(mode: ReadMode, tweak: impl FnOnce(&mut FsConfig)) -> T {
-    let mem = Arc::new(MemoryBackend::new());
-    let c = Counting::new(mem.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = FsConfig::for_tests(dir.path().to_path_buf());
-    cfg.read_mode = mode;
-    cfg.read_block = 256 * 1024;
-    cfg.read_ahead_max = 2 * MIB;
-    cfg.read_memory = 16 * MIB;
-    tweak(&mut cfg);
-    let fs = Arc::new(Fs::new(c.clone(), cfg).unwrap());
-    T { mem, c, fs, dir }
+fn setup(mode: ReadMode, tweak: impl FnOnce(&mut FsConfig)) -> TestFs {
+    test_fs(|cfg| {
+        cfg.read_mode = mode;
+        cfg.read_block = 256 * 1024;
+        cfg.read_ahead_max = 2 * MIB;
+        cfg.read_memory = 16 * MIB;
+        tweak(cfg);
+    })
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {

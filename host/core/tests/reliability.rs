@@ -23,7 +23,7 @@ use blobmount_backend::{Backend, Precondition, PutMeta, StoreConfig};
 use blobmount_core::{Caller, Fs, FsConfig, ROOT_INO, Recovery, SetAttr};
 use bytes::Bytes;
 use common::hooked::{Hooked, Lost};
-use common::{put, stored};
+use common::{put, stored, test_fs};
 
 const ME: Caller = Caller {
     uid: 1000,
@@ -37,11 +37,9 @@ fn config(dir: &Path) -> FsConfig {
     cfg
 }
 
-fn setup() -> (Arc<MemoryBackend>, Fs, tempfile::TempDir) {
-    let mem = Arc::new(MemoryBackend::new());
-    let dir = tempfile::tempdir().unwrap();
-    let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
-    (mem, fs, dir)
+fn setup() -> (Arc<MemoryBackend>, Arc<Fs>, tempfile::TempDir) {
+    let t = test_fs(|cfg| cfg.write_part_size = PART);
+    (t.mem, t.fs, t.dir)
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -411,7 +409,9 @@ async fn recovery_recognises_an_upload_that_landed_before_the_crash() {
         .await
         .unwrap();
     fs.write(h.fh, 0, b"landed").await.unwrap();
-    fs.abandon_like_a_crash();
+    Arc::into_inner(fs)
+        .expect("no other reference")
+        .abandon_like_a_crash();
     // The upload the dead daemon was making: the staged bytes with the manifest's metadata.
     let manifest = std::fs::read_dir(dir.path().join("staging"))
         .unwrap()
@@ -482,7 +482,9 @@ async fn a_crash_after_chmod_of_a_dirty_open_file_recovers_the_new_mode() {
         .unwrap();
     fs.write(h.fh, 0, b"x").await.unwrap();
     fs.setattr(a.ino, chmod(0o600, h.fh)).await.unwrap();
-    fs.abandon_like_a_crash();
+    Arc::into_inner(fs)
+        .expect("no other reference")
+        .abandon_like_a_crash();
     let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
     fs.recover(Recovery::Upload).await;
     let meta = mem.head("a").await.unwrap().metadata.unwrap();

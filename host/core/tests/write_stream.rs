@@ -2,13 +2,16 @@
 //! before the commit, and every way out of streaming (out-of-order write, failed part,
 //! conflict) ends with the right object or a reported error, never a corrupt one.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use blobmount_backend::memory::MemoryBackend;
 use blobmount_backend::{Backend, Precondition, PutMeta};
-use blobmount_core::{Caller, Fs, FsConfig, ROOT_INO};
+use blobmount_core::{Caller, Fs, ROOT_INO};
 use bytes::Bytes;
+use common::test_fs;
 
 const ME: Caller = Caller {
     uid: 1000,
@@ -16,14 +19,12 @@ const ME: Caller = Caller {
 };
 const PART: usize = 64 * 1024;
 
-fn setup(memory: usize) -> (Arc<MemoryBackend>, Fs, tempfile::TempDir) {
-    let mem = Arc::new(MemoryBackend::new());
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = FsConfig::for_tests(dir.path().to_path_buf());
-    cfg.write_part_size = PART;
-    cfg.read_memory = memory;
-    let fs = Fs::new(mem.clone(), cfg).unwrap();
-    (mem, fs, dir)
+fn setup(memory: usize) -> (Arc<MemoryBackend>, Arc<Fs>, tempfile::TempDir) {
+    let t = test_fs(|cfg| {
+        cfg.write_part_size = PART;
+        cfg.read_memory = memory;
+    });
+    (t.mem, t.fs, t.dir)
 }
 
 fn pattern(len: usize) -> Vec<u8> {

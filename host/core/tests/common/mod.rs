@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 
 use blobmount_backend::memory::MemoryBackend;
 use blobmount_backend::{Backend, Precondition, PutMeta};
+use blobmount_core::{Fs, FsConfig};
 use bytes::Bytes;
 
 /// A backend that counts the requests the core makes (and can slow GETs down).
@@ -137,7 +138,41 @@ impl Backend for Counting {
     ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
         self.inner.set_metadata(key, meta, if_match).await
     }
+    async fn start_upload(
+        self: Arc<Self>,
+        key: &str,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> blobmount_backend::Result<Option<Box<dyn blobmount_backend::PartUpload>>> {
+        self.inner.clone().start_upload(key, meta, cond).await
+    }
 }
+
+/// A core over an in-memory store seen through a request counter, with its cache in a
+/// temporary directory: the one setup of the core's tests.
+pub struct TestFs {
+    pub mem: Arc<MemoryBackend>,
+    /// The requests the core made.
+    pub c: Arc<Counting>,
+    pub fs: Arc<Fs>,
+    pub dir: tempfile::TempDir,
+}
+
+/// A [`TestFs`] over a new, empty store; `tweak` adjusts the test configuration.
+pub fn test_fs(tweak: impl FnOnce(&mut FsConfig)) -> TestFs {
+    test_fs_on(Arc::new(MemoryBackend::new()), tweak)
+}
+
+/// A [`TestFs`] over `mem` (another mount of the same store, or one filled beforehand).
+pub fn test_fs_on(mem: Arc<MemoryBackend>, tweak: impl FnOnce(&mut FsConfig)) -> TestFs {
+    let c = Counting::new(mem.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = FsConfig::for_tests(dir.path().to_path_buf());
+    tweak(&mut cfg);
+    let fs = Arc::new(Fs::new(c.clone(), cfg).unwrap());
+    TestFs { mem, c, fs, dir }
+}
+
 /// Another client writes `data` at `key` (no metadata, unconditionally).
 pub async fn put(b: &MemoryBackend, key: &str, data: &[u8]) {
     b.put(
