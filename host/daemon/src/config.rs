@@ -398,12 +398,19 @@ fn parse_yaml(text: &str) -> Result<Value, String> {
     if text.trim().is_empty() {
         return Ok(Value::Object(Default::default()));
     }
-    let v: Value = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+    let v: Value = serde_saphyr::from_str(text).map_err(|e| yaml_error(&e.to_string()))?;
     match v {
         Value::Null => Ok(Value::Object(Default::default())),
         Value::Object(_) => Ok(v),
         _ => Err("expected a mapping at the top level".into()),
     }
+}
+
+/// The parser's message without the lines of the file it quotes after it: those may hold a
+/// secret (a typo next to `account-key:` printed the key). Line and column say where.
+fn yaml_error(msg: &str) -> String {
+    let first = msg.lines().next().unwrap_or("invalid YAML");
+    first.trim_start_matches("error: ").to_string()
 }
 
 fn from_tree(tree: Value) -> Result<Config, ConfigError> {
@@ -555,6 +562,22 @@ fn set_path(tree: &mut Value, path: &[String], val: Value) -> Result<(), String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A YAML syntax error names the line and column, never the text around it: a typo
+    /// next to a secret printed the secret (the parser quotes the surrounding lines).
+    #[test]
+    fn a_yaml_syntax_error_does_not_print_the_file() {
+        for text in [
+            "store:\n  azure:\n    account-key: SUPERSECRETKEY==\n    sas-token: [oops\nmount:\n  read-only: true\n",
+            "store:\n  azure:\n    account-key: \"SUPERSECRETKEY==\n  url: x\n",
+            "store:\n  azure:\n    account-key: SUPERSECRETKEY==: x\n",
+        ] {
+            let e = parse_yaml(text).unwrap_err();
+            assert!(!e.contains("SUPERSECRET"), "{e}");
+            assert!(e.contains("line "), "{e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+    }
 
     fn load_str(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let mut tree = parse_yaml(yaml).map_err(ConfigError)?;
