@@ -62,7 +62,28 @@ struct GateState {
     epoch: u64,
 }
 
+impl GateState {
+    fn moving_over(&self, lineage: &[u64]) -> bool {
+        !self.moving.is_empty() && lineage.iter().any(|i| self.moving.contains(i))
+    }
+}
+
 impl RenameGate {
+    /// Wait until `f` gives a value: it is asked under the gate's state lock, now and again
+    /// each time a move or a scope ends (the wake-up is armed before asking, so none is
+    /// missed in between).
+    async fn wait_until<T>(&self, mut f: impl FnMut(&mut GateState) -> Option<T>) -> T {
+        loop {
+            let done = self.done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if let Some(v) = f(&mut lock(&self.state)) {
+                return v;
+            }
+            done.await;
+        }
+    }
+
     fn ended(&self, f: impl FnOnce(&mut GateState)) {
         let mut g = lock(&self.state);
         f(&mut g);
@@ -105,21 +126,18 @@ impl RenameGate {
     /// Wait until no rename moves any inode of `scope` (directories with all their
     /// ancestors, sorted), then register it as the scope of an operation about to work there.
     pub(crate) async fn enter(&self, scope: Vec<u64>) -> Scope<'_> {
-        loop {
-            let done = self.done.notified();
-            tokio::pin!(done);
-            done.as_mut().enable();
-            {
-                let mut g = lock(&self.state);
-                if !g.moving.iter().any(|m| scope.binary_search(m).is_ok()) {
-                    let id = g.next_scope;
-                    g.next_scope += 1;
-                    g.scopes.push((id, scope));
-                    return Scope { gate: self, id };
-                }
-            }
-            done.await;
-        }
+        let mut scope = Some(scope);
+        let id = self
+            .wait_until(|g| {
+                let dirs =
+                    scope.take_if(|s| !g.moving.iter().any(|m| s.binary_search(m).is_ok()))?;
+                let id = g.next_scope;
+                g.next_scope += 1;
+                g.scopes.push((id, dirs));
+                Some(id)
+            })
+            .await;
+        Scope { gate: self, id }
     }
 
     /// Taken by a rename between two directories before it enters the gate.
@@ -134,15 +152,7 @@ impl RenameGate {
 
     /// Wait until a move or a scope ended after `epoch`.
     pub(crate) async fn wait_past(&self, epoch: u64) {
-        loop {
-            let done = self.done.notified();
-            tokio::pin!(done);
-            done.as_mut().enable();
-            if lock(&self.state).epoch != epoch {
-                return;
-            }
-            done.await;
-        }
+        self.wait_until(|g| (g.epoch != epoch).then_some(())).await
     }
 
     /// Register `ino` as being moved, unless another rename moves it or another operation's
@@ -167,20 +177,12 @@ impl RenameGate {
 
     /// Whether a rename is moving any of `lineage`. Call with `open_files` locked.
     pub(crate) fn moving_over(&self, lineage: &[u64]) -> bool {
-        let g = lock(&self.state);
-        !g.moving.is_empty() && lineage.iter().any(|i| g.moving.contains(i))
+        lock(&self.state).moving_over(lineage)
     }
 
     /// Wait until no rename moves an inode of `lineage` (an inode and its ancestors).
     pub(crate) async fn wait_for(&self, lineage: &[u64]) {
-        loop {
-            let done = self.done.notified();
-            tokio::pin!(done);
-            done.as_mut().enable();
-            if !self.moving_over(lineage) {
-                return;
-            }
-            done.await;
-        }
+        self.wait_until(|g| (!g.moving_over(lineage)).then_some(()))
+            .await
     }
 }

@@ -50,6 +50,24 @@ pub(crate) struct Probe {
     pub marker: Marker,
 }
 
+impl Probe {
+    /// An object that is not a directory: a symlink if its metadata says so, else a file.
+    pub(crate) fn file(seg: impl Into<String>, info: ObjectInfo) -> Probe {
+        let m = attr::decode(info.metadata.as_ref().unwrap_or(&UserMetadata::new()));
+        let kind = if m.kind == Some(Kind::Symlink) {
+            Kind::Symlink
+        } else {
+            Kind::File
+        };
+        Probe {
+            kind,
+            seg: seg.into(),
+            info: Some(info),
+            marker: Marker::None,
+        }
+    }
+}
+
 /// The inode table and everything that decides what a name is (see the module doc).
 pub(crate) struct Namespace {
     pub(crate) backend: Arc<dyn Backend>,

@@ -86,20 +86,7 @@ impl Namespace {
         if let Some(e) = unaddressable {
             return Err(e.into());
         }
-        Ok(head.map(|h| {
-            let m = attr::decode(h.metadata.as_ref().unwrap_or(&UserMetadata::new()));
-            let kind = if m.kind == Some(Kind::Symlink) {
-                Kind::Symlink
-            } else {
-                Kind::File
-            };
-            Probe {
-                kind,
-                seg: seg.into(),
-                info: Some(h),
-                marker: Marker::None,
-            }
-        }))
+        Ok(head.map(|h| Probe::file(seg, h)))
     }
 
     /// Resolve `name` in directory `parent` against the store; objects the filter hides are
@@ -153,18 +140,7 @@ impl Namespace {
         {
             // The listing carried size, ETag and user metadata (Azure): nothing to ask.
             self.stats.listing_attr_hits.fetch_add(1, Ordering::Relaxed);
-            let m = attr::decode(info.metadata.as_ref().unwrap_or(&UserMetadata::new()));
-            let kind = if m.kind == Some(Kind::Symlink) {
-                Kind::Symlink
-            } else {
-                Kind::File
-            };
-            return Ok(Some(Probe {
-                kind,
-                seg,
-                info: Some(info),
-                marker: Marker::None,
-            }));
+            return Ok(Some(Probe::file(seg, info)));
         }
         if let Some((seg, kind)) = listed_seg.clone() {
             if kind != Kind::Dir && (seg != name || listing_fresh) {
@@ -175,20 +151,7 @@ impl Namespace {
                 }
                 let key = self.child_key(&parent_key, &seg);
                 return match self.backend.head(&key).await {
-                    Ok(h) => {
-                        let m = attr::decode(h.metadata.as_ref().unwrap_or(&UserMetadata::new()));
-                        let kind = if m.kind == Some(Kind::Symlink) {
-                            Kind::Symlink
-                        } else {
-                            Kind::File
-                        };
-                        Ok(Some(Probe {
-                            kind,
-                            seg,
-                            info: Some(h),
-                            marker: Marker::None,
-                        }))
-                    }
+                    Ok(h) => Ok(Some(Probe::file(seg, h))),
                     Err(BackendError::NotFound { .. }) => Ok(None),
                     Err(e) => Err(e.into()),
                 };
@@ -215,17 +178,7 @@ impl Namespace {
                     let m = attr::decode(h.metadata.as_ref().unwrap_or(&UserMetadata::new()));
                     let shown = self.file_name_beside_dir(&parent_key, base, h.size);
                     if m.kind != Some(Kind::Dir) && shown.as_deref() == Some(name) {
-                        let kind = if m.kind == Some(Kind::Symlink) {
-                            Kind::Symlink
-                        } else {
-                            Kind::File
-                        };
-                        return Ok(Some(Probe {
-                            kind,
-                            seg: base.into(),
-                            info: Some(h),
-                            marker: Marker::None,
-                        }));
+                        return Ok(Some(Probe::file(base, h)));
                     }
                 }
             }
