@@ -153,6 +153,14 @@ impl Staged {
     pub fn forget(&self) {
         let _ = std::fs::remove_file(&self.manifest);
     }
+
+    /// The file this stages has no name any more (unlinked while open): nothing of it is to
+    /// be recovered, so the staging file loses its names on disk too. The open descriptor
+    /// keeps the bytes for the handles; a crash leaves nothing behind.
+    pub fn unlink_on_disk(&self) {
+        let _ = std::fs::remove_file(&self.manifest);
+        let _ = std::fs::remove_file(&self.data);
+    }
 }
 
 impl Drop for Staged {

@@ -61,11 +61,15 @@ impl Files {
     }
 
     /// Write the staging file's manifest (what a crash-recovery needs to finish the write).
+    /// A file without a name has nothing to recover: its staging file (one made after the
+    /// unlink, for a write through a handle) is taken off the disk instead, so a crash does
+    /// not leave it for recovery to keep as data of an unknown key.
     pub(crate) fn record_staged(&self, ino: u64, st: &OpenFile, dirty: bool) -> FsResult<()> {
         let Some(staged) = &st.staged else {
             return Ok(());
         };
         if st.unlinked {
+            staged.unlink_on_disk();
             return Ok(());
         }
         let m = self.manifest(&self.ns.key_of(ino)?, ino, st, dirty)?;
