@@ -293,3 +293,36 @@ fn sas_signature_is_not_printed_when_the_store_is_unreachable() {
         r.stderr
     );
 }
+
+/// A setting out of its range is refused the same way whichever way it is given (flag,
+/// `-o`, environment, YAML file; `mount` and `config validate`): exit 2, a message naming
+/// the key, the value and the range, and nothing mounted.
+#[test]
+fn out_of_range_setting_is_refused_however_it_is_given() {
+    let mp = mountpoint();
+    let mpath = mp.path().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("c.yaml");
+    std::fs::write(&yaml, "mount:\n  attr-timeout-secs: 86401\n").unwrap();
+    let msg = "mount.attr-timeout-secs: 86401.0 is out of range (0 to 86400)";
+    let env = [("BLOBMOUNT_MOUNT__ATTR_TIMEOUT_SECS", "86401")];
+    let base: [&str; 4] = ["mount", "mem://", mpath, "--foreground"];
+    let with = |more: &[&'static str]| -> Vec<&str> { base.iter().chain(more).copied().collect() };
+    let cases: [(Vec<&str>, &[(&str, &str)]); 5] = [
+        (with(&["--attr-timeout", "86401"]), &[]),
+        (with(&["-o", "attr_timeout=86401"]), &[]),
+        (base.to_vec(), &env),
+        ([&base[..], &["-c", yaml.to_str().unwrap()]].concat(), &[]),
+        (vec!["config", "validate", yaml.to_str().unwrap()], &[]),
+    ];
+    for (args, env) in cases {
+        let r = run_cli(&args, env, LIMIT);
+        assert_eq!(r.code, Some(2), "{args:?}: {r:?}");
+        assert!(r.stderr.contains(msg), "{args:?}: {}", r.stderr);
+        assert!(!is_mounted(mp.path()), "{args:?}");
+    }
+    // The maximum itself is accepted.
+    std::fs::write(&yaml, "mount:\n  attr-timeout-secs: 86400\n").unwrap();
+    let r = run_cli(&["config", "validate", yaml.to_str().unwrap()], &[], LIMIT);
+    assert_eq!(r.code, Some(0), "{r:?}");
+}

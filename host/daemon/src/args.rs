@@ -17,7 +17,7 @@ use crate::config::parse_mode;
 use crate::settings::{Flag, Opt, SETTINGS, Setting, Unit};
 
 /// Help of `-o`; every option of the table must appear in it (checked by a test).
-pub(crate) const OPTIONS_HELP: &str = "Options in mount(8) style, comma separated (ro, allow_other, foreground, uid=N, gid=N, file_mode=0644, dir_mode=0755, config=FILE, subdirectory=P, endpoint=URL, cache_dir=D, read_mode=M, preload=DIR)";
+pub(crate) const OPTIONS_HELP: &str = "Options in mount(8) style, comma separated (ro, allow_other, foreground, uid=N, gid=N, file_mode=0644, dir_mode=0755, config=FILE, subdirectory=P, endpoint=URL, cache_dir=D, read_mode=M, preload=DIR, attr_timeout=SECS)";
 /// mount(8) options accepted for fstab compatibility; the kernel or mount(8) handles them.
 const IGNORED_OPTIONS: [&str; 13] = [
     "defaults", "auto", "noauto", "user", "nouser", "_netdev", "nofail", "dev", "nodev", "suid",
@@ -310,7 +310,11 @@ mod tests {
         assert_eq!(e("uid=x"), "-o uid: not a number: uid=x");
         assert_eq!(e("gid"), "-o gid needs a value");
         assert_eq!(e("bogus"), "unknown mount option -o bogus");
-        assert_eq!(e("attr_timeout=3"), "unknown mount option -o attr_timeout");
+        assert_eq!(e("threads=3"), "unknown mount option -o threads");
+        assert_eq!(
+            e("attr_timeout=soon"),
+            "-o attr_timeout: not a number: attr_timeout=soon"
+        );
         assert_eq!(
             e("read_mode=fast"),
             "-o read_mode: expected direct, block-cache or file-cache, got \"fast\""

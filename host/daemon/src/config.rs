@@ -306,59 +306,12 @@ impl Config {
             blobmount_backend::StoreUrl::parse(u)
                 .map_err(|e| ConfigError(format!("store.url: {e}")))?;
         }
-        if !(0.0..=3600.0).contains(&self.mount.shutdown_grace_secs) {
-            return Err(ConfigError(
-                "mount.shutdown-grace-secs: must be between 0 and 3600".into(),
-            ));
-        }
-        if !(0.0..=86_400.0).contains(&self.mount.attr_timeout_secs) {
-            return Err(ConfigError(
-                "mount.attr-timeout-secs: must be between 0 and 86400".into(),
-            ));
-        }
-        for (key, v) in [
-            ("cache.list-ttl-secs", self.cache.list_ttl_secs),
-            ("cache.negative-ttl-secs", self.cache.negative_ttl_secs),
-        ] {
-            if !(0.0..=86_400.0).contains(&v) {
-                return Err(ConfigError(format!("{key}: must be between 0 and 86400")));
-            }
-        }
-        if !(1..=64).contains(&self.cache.read_block_mib) {
-            return Err(ConfigError(
-                "cache.read-block-mib: must be between 1 and 64".into(),
-            ));
-        }
+        self.check_ranges()?;
         if self.cache.read_memory_mib < self.cache.read_block_mib {
             return Err(ConfigError(format!(
                 "cache.read-memory-mib: must be at least cache.read-block-mib ({})",
                 self.cache.read_block_mib
             )));
-        }
-        if !(5..=512).contains(&self.write.part_size_mib) {
-            return Err(ConfigError(
-                "write.part-size-mib: must be between 5 and 512".into(),
-            ));
-        }
-        if !(1..=64).contains(&self.write.parts_in_flight) {
-            return Err(ConfigError(
-                "write.parts-in-flight: must be between 1 and 64".into(),
-            ));
-        }
-        if self.read.preload_jobs == 0 || self.read.preload_jobs > 256 {
-            return Err(ConfigError(
-                "read.preload-jobs: must be between 1 and 256".into(),
-            ));
-        }
-        if self.mount.threads == 0 || self.mount.threads > 64 {
-            return Err(ConfigError(
-                "mount.threads: must be between 1 and 64".into(),
-            ));
-        }
-        if self.cache.list_page_size == 0 || self.cache.list_page_size > 5000 {
-            return Err(ConfigError(
-                "cache.list-page-size: must be between 1 and 5000".into(),
-            ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
             return Err(ConfigError(format!(
@@ -381,6 +334,27 @@ impl Config {
             ("cache.file-cache-min-free-mib", c.file_cache_min_free_mib),
         ] {
             mib_bytes(key, mib)?;
+        }
+        Ok(())
+    }
+
+    /// Every setting with a [`Range`](crate::settings::Range) in the settings table is
+    /// within it: the error names the key, the value and the range.
+    fn check_ranges(&self) -> Result<(), ConfigError> {
+        let tree = serde_json::to_value(self)
+            .map_err(|e| ConfigError(format!("config: cannot check ranges: {e}")))?;
+        for s in crate::settings::SETTINGS {
+            let Some(range) = s.range else { continue };
+            let pointer = format!("/{}", s.key.replace('.', "/"));
+            let Some(v) = tree.pointer(&pointer).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            if !v.as_f64().is_some_and(|x| range.contains(x)) {
+                return Err(ConfigError(format!(
+                    "{}: {v} is out of range ({range})",
+                    s.key
+                )));
+            }
         }
         Ok(())
     }
@@ -413,7 +387,7 @@ fn yaml_error(msg: &str) -> String {
     first.trim_start_matches("error: ").to_string()
 }
 
-fn from_tree(tree: Value) -> Result<Config, ConfigError> {
+pub(crate) fn from_tree(tree: Value) -> Result<Config, ConfigError> {
     serde_path_to_error::deserialize(tree).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();

@@ -47,6 +47,29 @@ pub enum Unit {
     Mapping,
 }
 
+/// The values a number setting accepts, both ends included; checked by
+/// `Config::validate` for every setting that has one, and shown in docs/configuration.md
+/// as `MIN to MAX` (a test keeps the two in step). Bounds are whole numbers (exact as
+/// `f64` far beyond any bound here), in the setting's own unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    pub min: u64,
+    pub max: u64,
+}
+
+impl Range {
+    /// Whether `v` (a setting's value as a JSON number) is within the range.
+    pub fn contains(&self, v: f64) -> bool {
+        v >= self.min as f64 && v <= self.max as f64
+    }
+}
+
+impl std::fmt::Display for Range {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} to {}", self.min, self.max)
+    }
+}
+
 /// How a setting is given on the `blobmount mount` command line.
 #[derive(Clone, Copy, Debug)]
 pub enum Flag {
@@ -135,6 +158,8 @@ pub struct Setting {
     pub help: &'static str,
     pub flag: Flag,
     pub opt: Opt,
+    /// The accepted values of a number setting (every count, size and time has one).
+    pub range: Option<Range>,
 }
 
 impl Setting {
@@ -146,6 +171,14 @@ impl Setting {
             help,
             flag: Flag::None,
             opt: Opt::None,
+            range: None,
+        }
+    }
+
+    const fn range(self, min: u64, max: u64) -> Self {
+        Setting {
+            range: Some(Range { min, max }),
+            ..self
         }
     }
 
@@ -337,7 +370,9 @@ pub static SETTINGS: &[Setting] = &[
         "1.0",
         "Seconds attributes and names are trusted before the store is asked again.",
     )
-    .flag(Flag::long("attr-timeout", "Seconds attributes are trusted")),
+    .flag(Flag::long("attr-timeout", "Seconds attributes are trusted"))
+    .opt(Opt::Named("attr_timeout"))
+    .range(0, 86400),
     Setting::new(
         "mount.fuse-fd-socket",
         Unit::Path,
@@ -393,14 +428,16 @@ pub static SETTINGS: &[Setting] = &[
         Unit::Count,
         "2",
         "FUSE worker threads reading requests from the kernel.",
-    ),
+    )
+    .range(1, 64),
     Setting::new(
         "mount.rename-dir-limit",
         Unit::Count,
         "1000",
         "Largest directory (in objects) that `rename` moves; larger ones return EXDEV so\n\
          `mv` copies instead.",
-    ),
+    )
+    .range(0, 1000000),
     Setting::new(
         "mount.kernel-read-ahead-kib",
         Unit::KiB,
@@ -408,19 +445,22 @@ pub static SETTINGS: &[Setting] = &[
         "Kernel read-ahead for the mount in KiB (`/sys/class/bdi/<dev>/read_ahead_kb`, set\n\
          after mounting when permitted). Larger kernel reads cut per-request overhead for\n\
          sequential readers; 0 leaves the kernel default (128).",
-    ),
+    )
+    .range(0, 65536),
     Setting::new(
         "mount.shutdown-grace-secs",
         Unit::Seconds,
         "30.0",
         "On SIGTERM/SIGINT, seconds to spend uploading modified open files before unmounting.",
-    ),
+    )
+    .range(0, 3600),
     Setting::new(
         "read.preload-jobs",
         Unit::Count,
         "8",
         "Files preloaded at once.",
-    ),
+    )
+    .range(1, 256),
     Setting::new(
         "write.recovery",
         Unit::Choice(choices::<Recovery>),
@@ -444,60 +484,69 @@ pub static SETTINGS: &[Setting] = &[
         Unit::MiB,
         "8",
         "Size of one streamed part, in MiB (5 to 512; S3 needs at least 5).",
-    ),
+    )
+    .range(5, 512),
     Setting::new(
         "write.parts-in-flight",
         Unit::Count,
         "4",
         "Parts of one file uploaded at once. Their buffers count against\n\
          `cache.read-memory-mib`, shared with read-ahead.",
-    ),
+    )
+    .range(1, 64),
     Setting::new(
         "cache.read-ahead-max-mib",
         Unit::MiB,
         "64",
         "Most data a sequential reader has prefetched ahead of it, in MiB (fetched as\n\
          `read-block-mib` blocks in parallel). 0 disables read-ahead.",
-    ),
+    )
+    .range(0, 4096),
     Setting::new(
         "cache.read-block-mib",
         Unit::MiB,
         "8",
         "Size of one read-ahead block (one ranged GET), in MiB. 1 to 64.",
-    ),
+    )
+    .range(1, 64),
     Setting::new(
         "cache.read-memory-mib",
         Unit::MiB,
         "512",
         "Memory all readers together may hold in read-ahead blocks, in MiB. Reads beyond it\n\
          fetch just the bytes asked for.",
-    ),
+    )
+    .range(1, 1048576),
     Setting::new(
         "cache.list-page-size",
         Unit::Count,
         "1000",
         "Objects requested per listing call.",
-    ),
+    )
+    .range(1, 5000),
     Setting::new(
         "cache.list-ttl-secs",
         Unit::Seconds,
         "1.0",
         "Seconds a directory listing is reused: by `ls` again, and by lookups (a listed file\n\
          needs one HEAD, a name missing from the listing none). 0 disables.",
-    ),
+    )
+    .range(0, 86400),
     Setting::new(
         "cache.negative-ttl-secs",
         Unit::Seconds,
         "1.0",
         "Seconds a name found absent stays absent without asking the store. 0 disables.",
-    ),
+    )
+    .range(0, 86400),
     Setting::new(
         "cache.list-cache-max-entries",
         Unit::Count,
         "1000000",
         "Most directory entries all cached listings hold together (about 100-200 bytes\n\
          each); the least recently listed directories are dropped beyond it.",
-    ),
+    )
+    .range(1, 100000000),
     Setting::new(
         "cache.file-cache-max-mib",
         Unit::MiB,
@@ -505,13 +554,15 @@ pub static SETTINGS: &[Setting] = &[
         "Most disk the file cache (`read.mode: file-cache`) uses for downloaded objects, in\n\
          MiB. Least recently used objects nobody has open are evicted; bigger objects are\n\
          read through the block cache.",
-    ),
+    )
+    .range(0, 1073741824),
     Setting::new(
         "cache.file-cache-min-free-mib",
         Unit::MiB,
         "1024",
         "Disk space the file cache leaves free on its file system, in MiB.",
-    ),
+    )
+    .range(0, 1073741824),
     Setting::new(
         "cache.file-cache-range-reads",
         Unit::Switch,

@@ -12,7 +12,7 @@ use clap::{Args, Command, FromArgMatches};
 use serde_json::Value;
 
 use crate::args::{MountArgs, OPTIONS_HELP};
-use crate::config::{Config, apply_env};
+use crate::config::{Config, apply_env, from_tree};
 use crate::settings::{Flag, Opt, SETTINGS, Setting, Unit, find};
 
 /// The config sections the daemon owns (`store` and `plugins` belong to other crates;
@@ -228,6 +228,7 @@ fn flag_and_option_spellings_are_kept() {
         opts,
         [
             "allow_other",
+            "attr_timeout",
             "cache_dir",
             "dir_mode",
             "endpoint",
@@ -275,6 +276,87 @@ fn docs_reference_lists_every_setting() {
         }
         if let Opt::Named(n) | Opt::OnOff(n, _) = s.opt {
             assert!(flags.contains(&format!("`{n}")), "docs: no -o {n}");
+        }
+        if let Some(r) = s.range {
+            let row = section(&p[0])
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}`", p[1])))
+                .unwrap_or_default();
+            let says = row.match_indices(&r.to_string()).any(|(i, m)| {
+                let after = row[i + m.len()..].chars().next();
+                !after.is_some_and(|c| c.is_ascii_digit())
+            });
+            assert!(
+                says,
+                "docs/configuration.md: the row of {} does not say \"{r}\"",
+                s.key
+            );
+        }
+    }
+}
+
+/// The config tree `{section: {leaf: v}}` over a base where `cache.read-block-mib` is 1, so
+/// that `cache.read-memory-mib` at its minimum meets its cross-check with the block size.
+fn one_value(key: &str, v: Value) -> Value {
+    let mut tree = serde_json::json!({"cache": {"read-block-mib": 1}});
+    let (section, leaf) = key.split_once('.').unwrap();
+    tree[section][leaf] = v;
+    tree
+}
+
+/// Validate a tree as the daemon does (deserialise, then check).
+fn validated(tree: Value) -> Result<Config, String> {
+    let cfg = from_tree(tree).map_err(|e| e.0)?;
+    cfg.validate().map_err(|e| e.0)?;
+    Ok(cfg)
+}
+
+/// Every ranged setting: its minimum and maximum are accepted, one below and one above are
+/// errors naming the key (and, where the type can hold the value, the value and the range).
+#[test]
+fn ranges_accept_their_edges_and_refuse_one_beyond() {
+    let mut checked = 0;
+    for s in SETTINGS {
+        let Some(r) = s.range else { continue };
+        checked += 1;
+        for ok in [r.min, r.max] {
+            let cfg = validated(one_value(s.key, Value::from(ok)))
+                .unwrap_or_else(|e| panic!("{} = {ok}: {e}", s.key));
+            let got = serde_json::to_value(cfg).unwrap();
+            let got = got.pointer(&pointer(s.key)).and_then(Value::as_f64);
+            assert_eq!(got, Some(ok as f64), "{}", s.key);
+        }
+        let below = r.min as i64 - 1;
+        let above = r.max + 1;
+        for bad in [Value::from(below), Value::from(above)] {
+            let tree = one_value(s.key, bad.clone());
+            let e = validated(tree.clone()).unwrap_err();
+            match serde_json::from_value::<Config>(tree) {
+                // The type holds the value: the range check refuses it, and says so.
+                Ok(cfg) => {
+                    let shown = serde_json::to_value(cfg).unwrap()
+                        [s.key.split_once('.').unwrap().0][s.key.split_once('.').unwrap().1]
+                        .clone();
+                    assert_eq!(e, format!("{}: {shown} is out of range ({r})", s.key));
+                }
+                // -1 for an unsigned setting: the type refuses it, naming the key.
+                Err(_) => assert!(e.contains(s.key), "{} = {bad}: {e}", s.key),
+            }
+        }
+    }
+    assert!(checked >= 17, "only {checked} ranged settings");
+}
+
+/// Counts, sizes and times all have a range (a new one cannot be added unbounded).
+#[test]
+fn every_number_setting_has_a_range() {
+    for s in SETTINGS {
+        let number = matches!(s.unit, Unit::Count | Unit::MiB | Unit::KiB | Unit::Seconds);
+        assert_eq!(number, s.range.is_some(), "{}", s.key);
+        if let Some(r) = s.range {
+            assert!(r.min <= r.max, "{}", s.key);
+            let default: Value = serde_json::from_str(s.default).unwrap();
+            assert!(r.contains(default.as_f64().unwrap()), "{}: default", s.key);
         }
     }
 }
