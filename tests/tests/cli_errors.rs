@@ -308,7 +308,8 @@ fn out_of_range_setting_is_refused_however_it_is_given() {
     let env = [("BLOBMOUNT_MOUNT__ATTR_TIMEOUT_SECS", "86401")];
     let base: [&str; 4] = ["mount", "mem://", mpath, "--foreground"];
     let with = |more: &[&'static str]| -> Vec<&str> { base.iter().chain(more).copied().collect() };
-    let cases: [(Vec<&str>, &[(&str, &str)]); 5] = [
+    type Case<'a> = (Vec<&'a str>, &'a [(&'a str, &'a str)]);
+    let cases: [Case; 5] = [
         (with(&["--attr-timeout", "86401"]), &[]),
         (with(&["-o", "attr_timeout=86401"]), &[]),
         (base.to_vec(), &env),
