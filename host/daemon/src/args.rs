@@ -96,7 +96,7 @@ fn option_value(s: &Setting, k: &str, o: &str, v: &str) -> Result<Value, String>
     Ok(match s.unit {
         Unit::Octal => mode_value(parse_mode(v)?),
         Unit::Id => Value::from(v.parse::<u32>().map_err(|_| not_a_number())?),
-        Unit::Count | Unit::MiB | Unit::KiB => {
+        Unit::Count | Unit::MiB | Unit::KiB | Unit::WholeSecs | Unit::Millis => {
             Value::from(v.parse::<u64>().map_err(|_| not_a_number())?)
         }
         Unit::Seconds => Value::from(v.parse::<f64>().map_err(|_| not_a_number())?),
@@ -159,7 +159,9 @@ fn parser(unit: Unit) -> ValueParser {
         Unit::Id => value_parser!(u32).into(),
         Unit::Octal => ValueParser::new(parse_mode),
         Unit::Seconds => value_parser!(f64).into(),
-        Unit::Count | Unit::MiB | Unit::KiB => value_parser!(u64).into(),
+        Unit::Count | Unit::MiB | Unit::KiB | Unit::WholeSecs | Unit::Millis => {
+            value_parser!(u64).into()
+        }
         Unit::Choice(names) => PossibleValuesParser::new(names()).into(),
         Unit::Switch | Unit::Path | Unit::Text | Unit::List | Unit::Mapping => {
             ValueParser::string()
@@ -175,7 +177,9 @@ fn flag_value(s: &Setting, m: &ArgMatches) -> Option<Value> {
         Unit::Id => m.get_one::<u32>(&id).map(|v| Value::from(*v)),
         Unit::Octal => m.get_one::<u16>(&id).map(|v| mode_value(*v)),
         Unit::Seconds => m.get_one::<f64>(&id).map(|v| seconds_value(*v)),
-        Unit::Count | Unit::MiB | Unit::KiB => m.get_one::<u64>(&id).map(|v| Value::from(*v)),
+        Unit::Count | Unit::MiB | Unit::KiB | Unit::WholeSecs | Unit::Millis => {
+            m.get_one::<u64>(&id).map(|v| Value::from(*v))
+        }
         Unit::List => {
             let list: Vec<Value> = m
                 .get_many::<String>(&id)?

@@ -31,6 +31,10 @@ pub enum Unit {
     Octal,
     /// Seconds, may have a fraction.
     Seconds,
+    /// Whole seconds (the store's retry and timeout settings).
+    WholeSecs,
+    /// Milliseconds, whole.
+    Millis,
     /// Mebibytes; converted to bytes with checked arithmetic (`config::mib_bytes`).
     MiB,
     /// Kibibytes.
@@ -246,6 +250,10 @@ pub fn find(key: &str) -> Option<&'static Setting> {
 pub fn describe(schema: &mut Value) {
     for s in SETTINGS {
         let path = s.path();
+        // Deeper keys (`store.retry.*`) belong to the backend's structs, described there.
+        if path.len() != 2 {
+            continue;
+        }
         let Some(def) = schema
             .pointer(&format!("/properties/{}/$ref", path[0]))
             .and_then(Value::as_str)
@@ -423,6 +431,48 @@ pub static SETTINGS: &[Setting] = &[
         "Log line format: `text` or `json`.",
     )
     .flag(Flag::long("log-format", "Log format")),
+    Setting::new(
+        "store.retry.max-retries",
+        Unit::Count,
+        "5",
+        "Retries of a failed request (5xx, throttling, connection errors); 0 disables.",
+    )
+    .range(0, 100),
+    Setting::new(
+        "store.retry.initial-backoff-ms",
+        Unit::Millis,
+        "100",
+        "First backoff delay in milliseconds.",
+    )
+    .range(0, 60_000),
+    Setting::new(
+        "store.retry.max-backoff-ms",
+        Unit::Millis,
+        "10000",
+        "Largest backoff delay in milliseconds.",
+    )
+    .range(0, 600_000),
+    Setting::new(
+        "store.retry.retry-timeout-secs",
+        Unit::WholeSecs,
+        "60",
+        "Give up retrying a request after this many seconds.",
+    )
+    .range(0, 86_400),
+    Setting::new(
+        "store.retry.request-timeout-secs",
+        Unit::WholeSecs,
+        "120",
+        "Timeout of one request, in seconds (a large ranged GET or part upload must fit).",
+    )
+    .range(0, 86_400),
+    Setting::new(
+        "store.retry.connect-timeout-secs",
+        Unit::WholeSecs,
+        "5",
+        "TCP/TLS connect timeout in seconds.",
+    )
+    .range(0, 600),
     Setting::new(
         "mount.threads",
         Unit::Count,

@@ -25,14 +25,20 @@ fn pointer(key: &str) -> String {
     format!("/{}", key.replace('.', "/"))
 }
 
-/// The schema node of a key's property.
+/// The schema node of a key's property (`section.key` or `section.sub.key`).
 fn property<'a>(schema: &'a Value, key: &str) -> Option<&'a Value> {
-    let (section, leaf) = key.split_once('.')?;
-    let def = schema
-        .pointer(&format!("/properties/{section}/$ref"))?
-        .as_str()?
-        .strip_prefix("#/$defs/")?;
-    schema.pointer(&format!("/$defs/{def}/properties/{leaf}"))
+    let mut node = schema;
+    for seg in key.split('.') {
+        if let Some(def) = node
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix("#/$defs/"))
+        {
+            node = schema.pointer(&format!("/$defs/{def}"))?;
+        }
+        node = node.get("properties")?.get(seg)?;
+    }
+    Some(node)
 }
 
 /// A value to give a setting on the command line or in the environment, and what the
@@ -41,7 +47,9 @@ fn sample(s: &Setting) -> (String, Value) {
     let text = |t: &str| (t.to_string(), Value::String(t.to_string()));
     match s.unit {
         Unit::Switch => ("true".into(), Value::Bool(true)),
-        Unit::Count | Unit::MiB | Unit::KiB => ("3".into(), Value::from(3)),
+        Unit::Count | Unit::MiB | Unit::KiB | Unit::WholeSecs | Unit::Millis => {
+            ("3".into(), Value::from(3))
+        }
         Unit::Id => ("7".into(), Value::from(7)),
         Unit::Octal => text("0600"),
         Unit::Seconds => ("2.5".into(), Value::from(2.5)),
@@ -256,9 +264,10 @@ fn docs_reference_lists_every_setting() {
     };
     let flags = &docs[docs.find("## `blobmount mount` flags").unwrap()..];
     for s in SETTINGS {
-        let p = s.path();
+        let (sec, leaf) = s.key.rsplit_once('.').unwrap();
+        let p = [sec, leaf];
         assert!(
-            section(&p[0]).contains(&format!("| `{}", p[1])),
+            section(p[0]).contains(&format!("| `{}", p[1])),
             "docs/configuration.md: no row for {}",
             s.key
         );
@@ -278,7 +287,7 @@ fn docs_reference_lists_every_setting() {
             assert!(flags.contains(&format!("`{n}")), "docs: no -o {n}");
         }
         if let Some(r) = s.range {
-            let row = section(&p[0])
+            let row = section(p[0])
                 .lines()
                 .find(|l| l.starts_with(&format!("| `{}`", p[1])))
                 .unwrap_or_default();
@@ -299,8 +308,11 @@ fn docs_reference_lists_every_setting() {
 /// that `cache.read-memory-mib` at its minimum meets its cross-check with the block size.
 fn one_value(key: &str, v: Value) -> Value {
     let mut tree = serde_json::json!({"cache": {"read-block-mib": 1}});
-    let (section, leaf) = key.split_once('.').unwrap();
-    tree[section][leaf] = v;
+    let mut node = &mut tree;
+    for seg in key.split('.') {
+        node = &mut node[seg];
+    }
+    *node = v;
     tree
 }
 
@@ -334,9 +346,8 @@ fn ranges_accept_their_edges_and_refuse_one_beyond() {
             match serde_json::from_value::<Config>(tree) {
                 // The type holds the value: the range check refuses it, and says so.
                 Ok(cfg) => {
-                    let shown = serde_json::to_value(cfg).unwrap()
-                        [s.key.split_once('.').unwrap().0][s.key.split_once('.').unwrap().1]
-                        .clone();
+                    let shown = serde_json::to_value(cfg).unwrap();
+                    let shown = shown.pointer(&pointer(s.key)).unwrap();
                     assert_eq!(e, format!("{}: {shown} is out of range ({r})", s.key));
                 }
                 // -1 for an unsigned setting: the type refuses it, naming the key.
@@ -344,14 +355,17 @@ fn ranges_accept_their_edges_and_refuse_one_beyond() {
             }
         }
     }
-    assert!(checked >= 17, "only {checked} ranged settings");
+    assert!(checked >= 23, "only {checked} ranged settings");
 }
 
 /// Counts, sizes and times all have a range (a new one cannot be added unbounded).
 #[test]
 fn every_number_setting_has_a_range() {
     for s in SETTINGS {
-        let number = matches!(s.unit, Unit::Count | Unit::MiB | Unit::KiB | Unit::Seconds);
+        let number = matches!(
+            s.unit,
+            Unit::Count | Unit::MiB | Unit::KiB | Unit::Seconds | Unit::WholeSecs | Unit::Millis
+        );
         assert_eq!(number, s.range.is_some(), "{}", s.key);
         if let Some(r) = s.range {
             assert!(r.min <= r.max, "{}", s.key);
