@@ -23,7 +23,7 @@ use crate::api::{
 };
 use crate::azblocks::AzureBlocks;
 use crate::config::PartSizes;
-use crate::config::{StoreConfig, StoreUrl};
+use crate::config::{Secret, StoreConfig, StoreUrl};
 use crate::connect::{build_err, client_options, env, retry_config, secret_or_env};
 use crate::error::BackendError;
 use crate::listing::{Dialect, RawLister};
@@ -62,8 +62,8 @@ impl std::fmt::Debug for AzureBackend {
 #[derive(Default)]
 struct ConnString {
     account: Option<String>,
-    key: Option<String>,
-    sas: Option<String>,
+    key: Option<Secret>,
+    sas: Option<Secret>,
     blob_endpoint: Option<String>,
 }
 
@@ -75,8 +75,8 @@ fn parse_conn_string(s: &str) -> Result<ConnString> {
         })?;
         match k {
             "AccountName" => c.account = Some(v.to_string()),
-            "AccountKey" => c.key = Some(v.to_string()),
-            "SharedAccessSignature" => c.sas = Some(v.to_string()),
+            "AccountKey" => c.key = Some(Secret::new(v)),
+            "SharedAccessSignature" => c.sas = Some(Secret::new(v)),
             "BlobEndpoint" => c.blob_endpoint = Some(v.trim_end_matches('/').to_string()),
             _ => {}
         }
@@ -88,8 +88,8 @@ fn parse_conn_string(s: &str) -> Result<ConnString> {
 /// string (in that order of precedence).
 struct Access {
     account: String,
-    key: Option<String>,
-    sas: Option<String>,
+    key: Option<Secret>,
+    sas: Option<Secret>,
     /// An explicit endpoint (`…/ACCOUNT`), if any.
     endpoint: Option<String>,
     /// URL of the account, for the REST calls.
@@ -101,21 +101,19 @@ impl Access {
         let az = &cfg.azure;
         let conn = match secret_or_env(&az.connection_string, &["AZURE_STORAGE_CONNECTION_STRING"])
         {
-            Some(s) => parse_conn_string(&s)?,
+            Some(s) => parse_conn_string(s.expose())?,
             None => ConnString::default(),
         };
         let key_from_file = match &az.account_key_file {
-            Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .map_err(|e| {
-                        BackendError::Config(format!(
-                            "store.azure.account-key-file {}: {e}",
-                            p.display()
-                        ))
-                    })?
-                    .trim()
-                    .to_string(),
-            ),
+            Some(p) => {
+                let text = Secret::new(std::fs::read_to_string(p).map_err(|e| {
+                    BackendError::Config(format!(
+                        "store.azure.account-key-file {}: {e}",
+                        p.display()
+                    ))
+                })?);
+                Some(Secret::new(text.expose().trim()))
+            }
             None => None,
         };
         let key = secret_or_env(
@@ -161,9 +159,10 @@ impl Access {
             b = b.with_endpoint(e.clone());
         }
         if let Some(k) = &self.key {
-            b = b.with_access_key(k);
+            b = b.with_access_key(k.expose());
         } else if let Some(s) = &self.sas {
             let pairs = s
+                .expose()
                 .trim_start_matches('?')
                 .split('&')
                 .filter_map(|kv| kv.split_once('='))
@@ -336,7 +335,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.account.as_deref(), Some("devstoreaccount1"));
-        assert_eq!(c.key.as_deref(), Some("abc=="));
+        assert_eq!(c.key.as_ref().map(Secret::expose), Some("abc=="));
         assert_eq!(
             c.blob_endpoint.as_deref(),
             Some("http://127.0.0.1:10000/devstoreaccount1")

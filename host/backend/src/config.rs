@@ -2,7 +2,8 @@
 //!
 //! Lives here (not in the daemon) because only the backend interprets it; the daemon embeds
 //! [`StoreConfig`] in its YAML config. Secrets are wrapped in [`Secret`], whose `Debug` and
-//! `Serialize` never reveal the value.
+//! `Serialize` never reveal the value, which has no `Display`, and whose memory is wiped
+//! when it is dropped.
 
 use std::path::PathBuf;
 
@@ -11,7 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::BackendError;
 
-/// A secret string: never printed, not even in a parse error.
+/// A secret string: never printed, not even in a parse error, and overwritten with zeros
+/// when dropped (so a core dump or a later heap reuse does not carry it). Transient copies
+/// the backends make (from the environment, a key file, a connection string) are `Secret`s
+/// too; only the copy handed to the store client library is out of our hands.
 #[derive(Clone, Default, JsonSchema, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Secret(String);
@@ -53,6 +57,12 @@ impl Secret {
     }
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 

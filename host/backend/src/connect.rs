@@ -21,10 +21,8 @@ pub(crate) fn env(names: &[&str]) -> Option<String> {
 }
 
 /// A secret from the configuration, else from the environment.
-pub(crate) fn secret_or_env(s: &Option<Secret>, names: &[&str]) -> Option<String> {
-    s.as_ref()
-        .map(|s| s.expose().to_string())
-        .or_else(|| env(names))
+pub(crate) fn secret_or_env(s: &Option<Secret>, names: &[&str]) -> Option<Secret> {
+    s.clone().or_else(|| env(names).map(Secret::new))
 }
 
 /// Request and connect timeouts from the configuration; plain HTTP allowed only when the

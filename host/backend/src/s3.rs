@@ -86,10 +86,10 @@ impl S3Backend {
             b = b.with_access_key_id(k);
         }
         if let Some(k) = secret_or_env(&s3.secret_access_key, &["AWS_SECRET_ACCESS_KEY"]) {
-            b = b.with_secret_access_key(k);
+            b = b.with_secret_access_key(k.expose());
         }
         if let Some(t) = secret_or_env(&s3.session_token, &["AWS_SESSION_TOKEN"]) {
-            b = b.with_token(t);
+            b = b.with_token(t.expose());
         }
         let store = Arc::new(b.build().map_err(build_err)?);
         let bucket = &url.bucket;
