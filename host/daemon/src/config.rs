@@ -21,7 +21,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-pub use crate::values::{ENV_PREFIX, LogFormat, ReadMode, Recovery, parse_mode};
+pub use crate::values::{ENV_PREFIX, LogFormat, LogOutput, ReadMode, Recovery, parse_mode};
 
 const SECTIONS: [&str; 9] = [
     "store", "mount", "read", "write", "cache", "health", "logging", "policy", "plugins",
@@ -228,6 +228,10 @@ pub struct LoggingConfig {
     pub level: String,
     pub format: LogFormat,
     pub file: Option<PathBuf>,
+    pub output: LogOutput,
+    pub socket: Option<PathBuf>,
+    pub max_size_mib: u64,
+    pub max_files: usize,
 }
 
 impl Default for LoggingConfig {
@@ -236,6 +240,10 @@ impl Default for LoggingConfig {
             level: "info".into(),
             format: LogFormat::Text,
             file: None,
+            output: LogOutput::Auto,
+            socket: None,
+            max_size_mib: 100,
+            max_files: 5,
         }
     }
 }
@@ -319,6 +327,11 @@ impl Config {
                 self.logging.level
             )));
         }
+        if self.logging.output == LogOutput::File && self.logging.file.is_none() {
+            return Err(ConfigError(
+                "logging.output: `file` needs logging.file (the path to write)".into(),
+            ));
+        }
         if let Some(s) = &self.mount.subdirectory
             && s.split('/').any(|p| p == "." || p == "..")
         {
@@ -332,6 +345,7 @@ impl Config {
             ("cache.read-memory-mib", c.read_memory_mib as u64),
             ("cache.file-cache-max-mib", c.file_cache_max_mib),
             ("cache.file-cache-min-free-mib", c.file_cache_min_free_mib),
+            ("logging.max-size-mib", self.logging.max_size_mib),
         ] {
             mib_bytes(key, mib)?;
         }

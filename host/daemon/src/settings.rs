@@ -16,7 +16,7 @@ use clap::ValueEnum;
 use clap::builder::PossibleValue;
 use serde_json::Value;
 
-use crate::values::{LogFormat, ReadMode, Recovery};
+use crate::values::{LogFormat, LogOutput, ReadMode, Recovery};
 
 /// What a setting's number or text means.
 #[derive(Clone, Copy, Debug)]
@@ -626,8 +626,38 @@ pub static SETTINGS: &[Setting] = &[
         "logging.file",
         Unit::Path,
         "null",
-        "Append logs to this file instead of standard error.",
+        "Append logs to this file instead of standard error (mode 0600; rotated by size, and\n\
+         reopened at this path on SIGHUP).",
     ),
+    Setting::new(
+        "logging.output",
+        Unit::Choice(choices::<LogOutput>),
+        "\"auto\"",
+        "Where log lines go: `auto` (`file` when `logging.file` is set, else `stderr`),\n\
+         `stderr`, `file`, `syslog` or `journald`.",
+    ),
+    Setting::new(
+        "logging.socket",
+        Unit::Path,
+        "null",
+        "Socket of the `syslog` or `journald` output (default: /dev/log or\n\
+         /run/systemd/journal/socket).",
+    ),
+    Setting::new(
+        "logging.max-size-mib",
+        Unit::MiB,
+        "100",
+        "Size in MiB at which the log file is rotated (renamed FILE.1, older ones shifted up to\n\
+         FILE.<max-files>); 0 never rotates (for logrotate, with SIGHUP).",
+    )
+    .range(0, 1_048_576),
+    Setting::new(
+        "logging.max-files",
+        Unit::Count,
+        "5",
+        "Rotated log files kept beside the log file.",
+    )
+    .range(1, 100),
     Setting::new(
         "policy.filter",
         Unit::Mapping,

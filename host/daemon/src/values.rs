@@ -1,5 +1,5 @@
 //! The value types of settings that are more than a number, a flag or a string: read
-//! modes, recovery and log formats, and octal permission modes.
+//! modes, recovery, log formats and outputs, and octal permission modes.
 //!
 //! Why apart from `config`: the settings table (`settings`) names their choices and the
 //! config structs (`config`) use them as field types; with both importing them from here,
@@ -66,6 +66,25 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+/// Where log lines go (`logging.output`).
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogOutput {
+    /// `file` when `logging.file` is set, else `stderr`.
+    #[default]
+    Auto,
+    /// Standard error.
+    Stderr,
+    /// `logging.file`, rotated by `max-size-mib` and `max-files`, reopened on SIGHUP.
+    File,
+    /// The syslog socket (`logging.socket`, default /dev/log).
+    Syslog,
+    /// The systemd journal (`logging.socket`, default /run/systemd/journal/socket).
+    Journald,
 }
 
 pub fn parse_mode(s: &str) -> Result<u16, String> {
