@@ -1,10 +1,13 @@
-//! Signals and shutdown (stages 3 and 7 of a mount): SIGTERM/SIGINT handlers installed
-//! before anything is mounted, and the orderly stop: upload pending writes within the grace
-//! time, unmount (lazily when busy), wait for the FUSE session to end.
+//! Signals and shutdown (stages 3 and 7 of a mount): SIGTERM/SIGINT/SIGHUP handlers
+//! installed before anything is mounted, and the orderly stop: upload pending writes
+//! within the grace time, unmount (lazily when busy), wait for the FUSE session to end.
+//! SIGHUP does not stop anything: it runs [`on_hangup`] (reopen the log file) and the mount
+//! goes on serving.
 //!
 //! Why the handlers come first: a SIGTERM that arrives right after the mount appears (an
 //! orchestrator stopping a sidecar that just started) must unmount cleanly, not kill the
-//! process with the default action and leave a dead mount.
+//! process with the default action and leave a dead mount; SIGHUP's default action would
+//! kill it too.
 
 use std::path::Path;
 use std::time::Duration;
@@ -23,6 +26,7 @@ const SESSION_END: Duration = Duration::from_secs(60);
 pub struct Signals {
     term: Signal,
     int: Signal,
+    hup: Signal,
 }
 
 impl Signals {
@@ -32,9 +36,10 @@ impl Signals {
         match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
         ) {
-            (Ok(term), Ok(int)) => Ok(Signals { term, int }),
-            (Err(e), _) | (_, Err(e)) => {
+            (Ok(term), Ok(int), Ok(hup)) => Ok(Signals { term, int, hup }),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 Err(Failure::runtime(format!("installing signal handlers: {e}")))
             }
         }
@@ -56,10 +61,13 @@ pub async fn serve_until_stopped(
     mut done: tokio::sync::oneshot::Receiver<()>,
     stop: Stop<'_>,
 ) -> u8 {
-    tokio::select! {
-        _ = &mut done => { info!("unmounted externally"); return 0; }
-        _ = signals.term.recv() => info!("SIGTERM: unmounting"),
-        _ = signals.int.recv() => info!("SIGINT: unmounting"),
+    loop {
+        tokio::select! {
+            _ = &mut done => { info!("unmounted externally"); return 0; }
+            _ = signals.term.recv() => { info!("SIGTERM: unmounting"); break; }
+            _ = signals.int.recv() => { info!("SIGINT: unmounting"); break; }
+            _ = signals.hup.recv() => on_hangup(),
+        }
     }
     upload_pending(stop.fs, stop.grace_secs).await;
     let Some(mp) = stop.unmount else {
@@ -80,6 +88,16 @@ pub async fn serve_until_stopped(
             error!("FUSE session did not end within 60 s after unmount");
             EXIT_RUNTIME
         }
+    }
+}
+
+/// SIGHUP: reopen the log file at its configured path (logrotate's `create` mode moved it
+/// away). What else a hangup should reload (the policy) belongs here too.
+pub fn on_hangup() {
+    match crate::logging::reopen() {
+        Ok(Some(path)) => info!(path = %path.display(), "SIGHUP: log file reopened"),
+        Ok(None) => info!("SIGHUP: no log file to reopen"),
+        Err(e) => error!(error = %e, "SIGHUP: still logging to the old file"),
     }
 }
 
