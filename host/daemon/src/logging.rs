@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogOutput, LoggingConfig, mib_bytes};
 use crate::logfile::LogFile;
-use crate::logsink::{Datagram, JOURNALD_SOCKET, Lines, Proto, SYSLOG_SOCKET, Sink};
+use crate::logsink::{Datagram, Escape, JOURNALD_SOCKET, Lines, Proto, SYSLOG_SOCKET, Sink};
 
 /// 0: logging not set up yet, 1: log lines go to stderr, 2: elsewhere.
 static SINK: AtomicU8 = AtomicU8::new(0);
@@ -78,6 +78,21 @@ fn output(cfg: &LoggingConfig) -> LogOutput {
     }
 }
 
+/// Where lines go, for the line a background mount prints (`log: ...`).
+pub fn destination(cfg: &LoggingConfig) -> String {
+    let socket = |default: &str| {
+        cfg.socket
+            .as_deref()
+            .map_or_else(|| default.to_string(), |p| p.display().to_string())
+    };
+    match (output(cfg), &cfg.file) {
+        (LogOutput::File, Some(p)) => p.display().to_string(),
+        (LogOutput::Syslog, _) => format!("syslog {}", socket(SYSLOG_SOCKET)),
+        (LogOutput::Journald, _) => format!("journald {}", socket(JOURNALD_SOCKET)),
+        (LogOutput::Auto | LogOutput::Stderr | LogOutput::File, _) => "stderr".into(),
+    }
+}
+
 /// Open where the lines go.
 pub fn open_sink(cfg: &LoggingConfig) -> Result<Sink, LogError> {
     let socket = |default: &str, proto| {
@@ -118,9 +133,14 @@ where
         && std::env::var_os("NO_COLOR").is_none();
     let stamped = !matches!(*sink, Sink::Socket(_));
     let text = cfg.format == LogFormat::Text;
-    // Escaping would break the colour codes the formatter itself writes; on a terminal
-    // tracing_subscriber already escapes ANSI sequences in field values.
-    let lines = Lines::new(sink, text && !ansi);
+    // On a terminal ESC must pass for the colour codes the formatter writes itself;
+    // tracing_subscriber escapes ANSI sequences in field values there.
+    let escape = match (text, ansi) {
+        (false, _) => Escape::None,
+        (true, false) => Escape::All,
+        (true, true) => Escape::KeepEsc,
+    };
+    let lines = Lines::new(sink, escape);
     let layer = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_target(false)

@@ -149,16 +149,27 @@ impl Sink {
     }
 }
 
+/// Which control characters a line gets escaped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Escape {
+    /// None (JSON: serde escapes them).
+    None,
+    /// Every one (text).
+    All,
+    /// Every one but ESC (text on a colour terminal, where the formatter writes colour
+    /// codes itself).
+    KeepEsc,
+}
+
 /// The formatter's writer factory: one [`Line`] per event, finished when it is dropped.
 #[derive(Clone, Debug)]
 pub struct Lines {
     sink: Arc<Sink>,
-    /// Escape control characters (text format).
-    escape: bool,
+    escape: Escape,
 }
 
 impl Lines {
-    pub fn new(sink: Arc<Sink>, escape: bool) -> Lines {
+    pub fn new(sink: Arc<Sink>, escape: Escape) -> Lines {
         Lines { sink, escape }
     }
 }
@@ -213,18 +224,19 @@ impl Drop for Line {
 }
 
 /// One formatted event as it may be written: the trailing newline removed, secrets
-/// redacted, and (`escape`) every control character written as an escape: `\n`, `\r`,
+/// redacted, and control characters (as `escape` says) written as escapes: `\n`, `\r`,
 /// `\t`, `\e` for ESC, else `\xHH` (C1 controls `\u{HH}`).
-pub fn finish(buf: &[u8], escape: bool) -> String {
+pub fn finish(buf: &[u8], escape: Escape) -> String {
     let text = String::from_utf8_lossy(buf);
     let text = text.strip_suffix('\n').unwrap_or(&text);
     let text = blobmount_backend::error::redact(text);
-    if !escape {
+    if escape == Escape::None {
         return text;
     }
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
+            '\x1b' if escape == Escape::KeepEsc => out.push(c),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
@@ -243,11 +255,16 @@ mod tests {
 
     #[test]
     fn control_characters_are_escaped_and_secrets_redacted() {
-        let s = finish(b"a\nFAKE LOG LINE\r\x1b[2J\x07\t\xc2\x85 ok\n", true);
+        let s = finish(b"a\nFAKE LOG LINE\r\x1b[2J\x07\t\xc2\x85 ok\n", Escape::All);
         assert_eq!(s, "a\\nFAKE LOG LINE\\r\\e[2J\\x07\\t\\u{85} ok");
-        let s = finish(b"GET http://h/c?sv=1&sig=SECRET x\n", false);
+        let s = finish(b"a\nB\x1b[1m\n", Escape::KeepEsc);
+        assert_eq!(s, "a\\nB\x1b[1m");
+        let s = finish(b"GET http://h/c?sv=1&sig=SECRET x\n", Escape::None);
         assert!(!s.contains("SECRET"), "{s}");
-        assert_eq!(finish(b"{\"a\":\"b\\nc\"}\n", false), "{\"a\":\"b\\nc\"}");
+        assert_eq!(
+            finish(b"{\"a\":\"b\\nc\"}\n", Escape::None),
+            "{\"a\":\"b\\nc\"}"
+        );
     }
 
     #[test]

@@ -229,13 +229,9 @@ fn announce(cfg: &Config, m: &Mount, health_addr: Option<String>) -> Option<Path
         (Err(e), _) => warn!(error = %e, "cannot record this mount for `blobmount status`"),
     }
     if background::is_child() {
-        let log = cfg.logging.file.as_deref().unwrap_or(Path::new("stderr"));
+        let log = crate::logging::destination(&cfg.logging);
         background::signal_ready(
-            &format!(
-                "mounted {source} on {} (log: {})",
-                mp.display(),
-                log.display()
-            ),
+            &format!("mounted {source} on {} (log: {log})", mp.display(),),
             cfg.logging.file.as_deref(),
         );
     }
