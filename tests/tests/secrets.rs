@@ -150,6 +150,7 @@ fn secret_env(endpoint: &str, scene: &Scene) -> Vec<(String, String)> {
         ("BLOBMOUNT_STORE__RETRY__MAX_RETRIES", "0".into()),
         ("BLOBMOUNT_LOGGING__FILE", scene.log().display().to_string()),
         ("BLOBMOUNT_LOGGING__LEVEL", "trace".into()),
+        ("BLOBMOUNT_MOUNT__MOUNTPOINT", scene.mp().to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -205,7 +206,7 @@ fn config_errors_do_not_print_secrets() {
         ("unknown section", "bogus:\n  x: 1\n"),
         ("wrong type", "mount:\n  threads: lots\n"),
         ("out of range", "mount:\n  threads: 1000\n"),
-        ("bad level", "cache:\n  list-ttl-secs: -1\n"),
+        ("negative ttl", "cache:\n  list-ttl-secs: -1\n"),
     ];
     for (name, extra) in extras {
         let p = s.yaml("extra.yaml", url, &ep, extra);
@@ -242,10 +243,16 @@ fn config_errors_do_not_print_secrets() {
         let p = p.to_str().unwrap();
         for args in [
             vec!["config", "validate", p],
-            vec!["mount", "-c", p, s.mp(), "--foreground"],
+            vec!["mount", "-c", p, "--foreground"],
         ] {
             let r = run(&args, &env);
             assert_eq!(r.code, Some(2), "{name} {args:?}: {r:?}");
+            assert_eq!(
+                r.stderr.contains("store url"),
+                *name == "bad url",
+                "{name} {args:?}: {}",
+                r.stderr
+            );
             s.assert_clean(&format!("{name} {args:?}"), &r);
         }
     }
@@ -263,10 +270,11 @@ fn config_errors_do_not_print_secrets() {
         env.push((k.into(), v.into()));
         for args in [
             vec!["config", "validate", good.as_str()],
-            vec!["mount", "-c", good.as_str(), s.mp(), "--foreground"],
+            vec!["mount", "-c", good.as_str(), "--foreground"],
         ] {
             let r = run(&args, &env);
             assert_eq!(r.code, Some(2), "{k} {args:?}: {r:?}");
+            assert!(!r.stderr.contains("store url"), "{k}: {}", r.stderr);
             s.assert_clean(&format!("env {k} {args:?}"), &r);
         }
     }
@@ -281,10 +289,11 @@ fn config_errors_do_not_print_secrets() {
         &["--read-mode", "fast"],
     ];
     for f in flags {
-        let mut args = vec!["mount", "-c", good.as_str(), s.mp(), "--foreground"];
+        let mut args = vec!["mount", "-c", good.as_str(), "--foreground"];
         args.extend_from_slice(f);
         let r = run(&args, &env);
         assert_eq!(r.code, Some(2), "{f:?}: {r:?}");
+        assert!(!r.stderr.contains("store url"), "{f:?}: {}", r.stderr);
         s.assert_clean(&format!("flag {f:?}"), &r);
     }
     // Key files: missing, unreadable (a directory), not JSON.
@@ -340,12 +349,18 @@ fn unreachable_store_does_not_print_secrets() {
         // Every field set in the file.
         let y = s.yaml("m.yaml", url, endpoint, "");
         for fg in [true, false] {
-            let mut args = vec!["mount", "-c", y.as_str(), s.mp()];
+            let mut args = vec!["mount", "-c", y.as_str(), url, s.mp()];
             if fg {
                 args.push("--foreground");
             }
             let r = run(&args, &env);
             assert_ne!(r.code, Some(0), "{url}: {r:?}");
+            if fg {
+                // The log file was written (the failure at least), so searching it means
+                // something.
+                let log = std::fs::read_to_string(s.log()).unwrap_or_default();
+                assert!(log.contains("ERROR"), "{url}: log: {log}");
+            }
             s.assert_clean(&format!("{url} fg={fg}"), &r);
         }
         // Only one credential at a time, from the environment (each is used then).
