@@ -1,6 +1,7 @@
-//! SIGHUP reopens the log file (logrotate's `create` mode) and does nothing else: a real
-//! mount logging to a file, the file moved away, SIGHUP; the next lines land in a new file
-//! at the configured path, and the mount keeps serving.
+//! The log file of a real mount: SIGHUP reopens it (logrotate's `create` mode) and does
+//! nothing else (the file moved away, SIGHUP; the next lines land in a new file at the
+//! configured path, and the mount keeps serving); and a crafted file name cannot forge a
+//! line in it.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -61,4 +62,36 @@ fn sighup_reopens_the_log_file_and_keeps_the_mount() {
     let new = read(&log);
     assert!(new.contains("SIGTERM: unmounting"), "{new}");
     assert!(!read(&moved).contains("SIGTERM"), "{}", read(&moved));
+}
+
+/// A name with a newline and an escape sequence, looked up through the mount with debug
+/// logging on (the failed lookup is logged with the name): it stays on its line, escaped.
+#[test]
+fn a_crafted_name_cannot_forge_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut m = Mount::start(&MountSpec {
+        url: "mem://".into(),
+        endpoint: None,
+        env: vec![
+            ("BLOBMOUNT_LOGGING__FILE".into(), log.display().to_string()),
+            ("RUST_LOG".into(), "debug".into()),
+        ],
+        args: vec![],
+        cache: None,
+        mountpoint: None,
+    });
+    let name = "a\nFAKE LOG LINE \x1b[31m";
+    assert!(std::fs::metadata(m.p(name)).is_err());
+    std::fs::write(m.p(name), b"x").unwrap();
+    wait_for("the lookup is logged", || {
+        read(&log).contains("a\\nFAKE LOG LINE")
+    });
+    assert_eq!(m.stop(), Some(0));
+    let text = read(&log);
+    assert!(text.contains("a\\nFAKE LOG LINE \\e[31m"), "{text}");
+    for l in text.lines() {
+        assert!(!l.starts_with("FAKE"), "forged line: {l}");
+        assert!(!l.contains('\x1b'), "raw escape: {l}");
+    }
 }

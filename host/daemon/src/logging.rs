@@ -72,9 +72,10 @@ pub type Retries = Arc<AtomicU64>;
 /// The output `logging.output` resolves to (`auto` decided by `logging.file`).
 fn output(cfg: &LoggingConfig) -> LogOutput {
     match (cfg.output, &cfg.file) {
-        (LogOutput::Auto, Some(_)) => LogOutput::File,
-        (LogOutput::Auto, None) => LogOutput::Stderr,
-        (o, _) => o,
+        (LogOutput::Auto, Some(_)) | (LogOutput::File, _) => LogOutput::File,
+        (LogOutput::Auto, None) | (LogOutput::Stderr, _) => LogOutput::Stderr,
+        (LogOutput::Syslog, _) => LogOutput::Syslog,
+        (LogOutput::Journald, _) => LogOutput::Journald,
     }
 }
 
