@@ -318,6 +318,18 @@ impl StoreUrl {
 }
 
 impl StoreConfig {
+    /// Drop (and so wipe) every secret held here, once the store client has been built
+    /// with them: the daemon keeps its config for the life of the mount, the secrets need
+    /// not stay in it.
+    pub fn forget_secrets(&mut self) {
+        let a = &mut self.azure;
+        a.account_key = None;
+        a.sas_token = None;
+        a.connection_string = None;
+        self.s3.secret_access_key = None;
+        self.s3.session_token = None;
+    }
+
     pub fn parsed_url(&self) -> Result<StoreUrl, BackendError> {
         let url = self
             .url
@@ -367,6 +379,19 @@ mod tests {
             let e = StoreUrl::parse(bad).unwrap_err().to_string();
             assert!(e.contains("store url"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn forget_secrets_clears_every_secret_field() {
+        let mut c: StoreConfig = serde_json::from_value(serde_json::json!({
+            "azure": {"account-key": "k", "sas-token": "s", "connection-string": "c"},
+            "s3": {"secret-access-key": "x", "session-token": "t", "access-key-id": "id"},
+        }))
+        .unwrap();
+        c.forget_secrets();
+        let v = serde_json::to_value(&c).unwrap();
+        assert!(!v.to_string().contains("redacted"), "{v}");
+        assert_eq!(c.s3.access_key_id.as_deref(), Some("id"));
     }
 
     #[test]

@@ -73,6 +73,8 @@ fn mount_and_serve(mut cfg: Config) -> Result<u8, Failure> {
         .map_err(|e| Failure::runtime(format!("tokio runtime: {e}")))?;
     let signals = Signals::install(&rt)?;
     let store = rt.block_on(crate::store::open(&cfg, fs_cfg, policy.clone()))?;
+    // The store client holds what it needs; the config keeps no secret for the mount's life.
+    cfg.store.forget_secrets();
     let m = Mount {
         source: source_name(&store),
         place,
