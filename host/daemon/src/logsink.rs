@@ -59,8 +59,12 @@ impl Datagram {
         if !std::fs::metadata(path)?.file_type().is_socket() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a socket"));
         }
+        let socket = UnixDatagram::unbound()?;
+        // A syslog daemon that does not keep up must not stall file-system requests: a
+        // line that finds its queue full is dropped instead of waited for.
+        socket.set_nonblocking(true)?;
         Ok(Datagram {
-            socket: UnixDatagram::unbound()?,
+            socket,
             path: path.to_path_buf(),
             proto,
         })
