@@ -370,6 +370,19 @@ impl Config {
                 )));
             }
         }
+        // Each configured plugin hook (`plugins.<hook>` mappings; `cache-dir` is a path).
+        let hooks = tree.get("plugins").and_then(Value::as_object);
+        for (hook, plugin) in hooks.into_iter().flatten() {
+            for l in crate::settings::PLUGIN_LIMITS {
+                let Some(v) = plugin.get(l.key) else { continue };
+                if !v.as_f64().is_some_and(|x| l.range.contains(x)) {
+                    return Err(ConfigError(format!(
+                        "plugins.{hook}.{}: {v} is out of range ({})",
+                        l.key, l.range
+                    )));
+                }
+            }
+        }
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::args::{MountArgs, OPTIONS_HELP};
 use crate::config::{Config, apply_env, from_tree};
-use crate::settings::{Flag, Opt, SETTINGS, Setting, Unit, find};
+use crate::settings::{Flag, Opt, PLUGIN_LIMITS, SETTINGS, Setting, Unit, find};
 
 /// The config sections the daemon owns (`store` and `plugins` belong to other crates;
 /// their keys with a flag have rows too).
@@ -384,5 +384,67 @@ fn huge_mib_values_are_errors_naming_the_key() {
         let cfg: Config = serde_json::from_value(tree).unwrap();
         let e = cfg.validate().unwrap_err().0;
         assert!(e.starts_with(s.key), "{}: {e}", s.key);
+    }
+}
+
+/// A config with a filter plugin whose limit `key` is `v` (the plugin file is not read by
+/// validation).
+fn plugin_value(key: &str, v: Value) -> Value {
+    let mut tree = serde_json::json!({"plugins": {"filter": {"path": "/x.wasm"}}});
+    tree["plugins"]["filter"][key] = v;
+    tree
+}
+
+/// The plugin limits: defaults are the policy crate's, the docs state each range, and
+/// min, max pass while min-1 and max+1 are refused naming `plugins.<hook>.<key>`.
+#[test]
+fn plugin_limits_have_ranges_checked_at_validation() {
+    let defaults = serde_json::to_value(
+        serde_json::from_value::<Config>(plugin_value("fuel", Value::from(10_000_000))).unwrap(),
+    )
+    .unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+    let docs = std::fs::read_to_string(path).unwrap();
+    for l in PLUGIN_LIMITS {
+        assert_eq!(
+            defaults["plugins"]["filter"][l.key],
+            Value::from(l.default),
+            "{}",
+            l.key
+        );
+        assert!(l.range.contains(l.default as f64), "{}", l.key);
+        let row = docs
+            .lines()
+            .find(|r| r.starts_with(&format!("| `<hook>.{}`", l.key)))
+            .unwrap_or_default();
+        assert!(
+            row.contains(&format!("{}.", l.range)),
+            "docs: <hook>.{} lacks {}",
+            l.key,
+            l.range
+        );
+        for ok in [l.range.min, l.range.max] {
+            validated(plugin_value(l.key, Value::from(ok)))
+                .unwrap_or_else(|e| panic!("{} = {ok}: {e}", l.key));
+        }
+        if let Some(below) = l.range.min.checked_sub(1) {
+            let e = validated(plugin_value(l.key, Value::from(below))).unwrap_err();
+            assert_eq!(
+                e,
+                format!(
+                    "plugins.filter.{}: {below} is out of range ({})",
+                    l.key, l.range
+                )
+            );
+        }
+        let above = l.range.max + 1;
+        let e = validated(plugin_value(l.key, Value::from(above))).unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "plugins.filter.{}: {above} is out of range ({})",
+                l.key, l.range
+            )
+        );
     }
 }
