@@ -144,6 +144,20 @@ fn detach(mp: &Path) {
     let _ = nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH);
 }
 
+/// Make the socket the daemon's (`uid`:`gid`, mode 0600), so that only it may connect.
+/// Giving a file away needs `CAP_CHOWN` unless `uid`/`gid` are already the mounter's: a
+/// mounter without it fails here rather than leave a socket the daemon cannot open.
+fn give_socket(socket: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    std::os::unix::fs::chown(socket, Some(uid), Some(gid)).map_err(|e| {
+        format!(
+            "socket {}: chown to {uid}:{gid}: {e} (the mounter needs CAP_CHOWN to give it to the daemon's user)",
+            socket.display()
+        )
+    })?;
+    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| format!("socket {}: chmod 0600: {e}", socket.display()))
+}
+
 /// The request, owned by the hand-over thread.
 struct OwnedRequest {
     mountpoint: std::path::PathBuf,
@@ -201,12 +215,10 @@ pub fn mounter(r: &MountRequest<'_>) -> Result<(), String> {
         }
     };
     // Only the daemon's user may connect.
-    let c = std::ffi::CString::new(r.socket.as_os_str().as_encoded_bytes())
-        .map_err(|e| e.to_string())?;
-    // SAFETY: valid path; chown/chmod of the socket we just created.
-    unsafe {
-        libc::chown(c.as_ptr(), r.uid, r.gid);
-        libc::chmod(c.as_ptr(), 0o600);
+    if let Err(e) = give_socket(r.socket, r.uid, r.gid) {
+        detach(r.mountpoint);
+        let _ = std::fs::remove_file(r.socket);
+        return Err(e);
     }
     info!(mountpoint = %r.mountpoint.display(), socket = %r.socket.display(), "mounted; waiting for the daemon");
     eprintln!(
@@ -270,4 +282,28 @@ pub fn mounter(r: &MountRequest<'_>) -> Result<(), String> {
         return Err(e);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn give_socket_sets_owner_and_mode_or_says_why_not() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("bm-fdpass-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("fuse.sock");
+        let _l = UnixListener::bind(&sock).unwrap();
+        // Our own ids need no capability.
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        give_socket(&sock, uid, gid).unwrap();
+        let m = std::fs::metadata(&sock).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (uid, gid, 0o600));
+        // A failure names the socket and the ids instead of passing silently.
+        let e = give_socket(&dir.join("missing.sock"), uid, gid).unwrap_err();
+        assert!(e.contains("missing.sock") && e.contains("chown"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
