@@ -21,6 +21,8 @@
 #   - SIGKILL of the daemon gives ENOTCONN in the app; `docker compose up -d blobmount` (and,
 #     after a kill of its process, restart: on-failure) serves again without restarting the
 #     app: the fuse-mounter detaches the dead mount and mounts afresh for the new daemon;
+#   - SIGKILL of the fuse-mounter: the app still reads; the restarted mounter waits while the
+#     daemon serves (no mount stacked on the live one) and mounts afresh once that daemon ends;
 #   - SIGTERM (docker stop) of the daemon right after a write: exit 0, the write is in Azurite;
 #     then of the fuse-mounter: exit 0, no mount left.
 # Everything it starts is stopped by PID or by name in the EXIT trap; every wait is bounded.
@@ -417,6 +419,28 @@ check "app reads again after the automatic restart" \
     bash -c "[[ \$(timeout 30 docker compose exec -T app cat /data/mnt/from-store.txt) == 'put into the store before the mount' ]]"
 check "still exactly one mount at the mount point" [ "$(grep -c " $SHARED/mnt " /proc/self/mounts)" = 1 ]
 check "the restarted daemon still has no capabilities" privileges "$sidecar" 65534 0000000000000000
+
+step "crash of the fuse-mounter while the daemon serves: the restarted mounter must not stack"
+timeout 30 docker kill -s KILL "$mounter" >/dev/null
+check "app still reads while the mounter is down (the daemon holds the descriptor)" \
+    bash -c "[[ \$(timeout 30 docker compose exec -T app cat /data/mnt/from-app.txt) == 'written by the app' ]]"
+timeout 60 docker compose up -d fuse-mounter
+waiting() { timeout 30 docker compose logs --no-color fuse-mounter | grep -q 'still served by a daemon; waiting'; }
+for _ in $(seq 1 40); do waiting && break; sleep 0.25; done
+check "the restarted mounter waits while the daemon serves the mount (logged)" waiting
+check "still exactly one mount: nothing stacked on the live one" [ "$(grep -c " $SHARED/mnt " /proc/self/mounts)" = 1 ]
+check "app still reads after the mounter's restart" \
+    bash -c "[[ \$(timeout 30 docker compose exec -T app cat /data/mnt/from-store.txt) == 'put into the store before the mount' ]]"
+# Once that daemon ends, the waiting mounter detaches the dead mount and mounts for the next.
+timeout 30 docker kill -s KILL "$sidecar" >/dev/null
+timeout 60 docker compose up -d blobmount
+for _ in $(seq 1 60); do healthy && break; sleep 0.5; done
+check "a new daemon serves again through the restarted mounter" healthy
+check "exactly one mount after that" [ "$(grep -c " $SHARED/mnt " /proc/self/mounts)" = 1 ]
+check "app reads through the new mount" \
+    bash -c "[[ \$(timeout 30 docker compose exec -T app cat /data/mnt/from-app.txt) == 'written by the app' ]]"
+check "app container was still not restarted" \
+    [ "$(docker inspect -f '{{.State.StartedAt}} {{.RestartCount}}' "$app")" = "$app_started 0" ]
 
 # --- graceful stop ---------------------------------------------------------------------------
 step "SIGTERM right after a write: docker stop the daemon, then the fuse-mounter"
