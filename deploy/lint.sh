@@ -274,11 +274,11 @@ unit_rules() {
         '^ProtectSystem=strict$' '^ProtectHome=yes$' '^PrivateTmp=yes$' '^PrivateDevices=yes$' \
         '^RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6$' '^SystemCallFilter=@system-service$' \
         '^Requires=blobmount-mounter@%i.service$' \
-        '^ExecStart=/usr/local/bin/blobmount mount --foreground --config \$\{CREDENTIALS_DIRECTORY\}/config --fuse-fd-socket %t/blobmount-fuse/%i/fuse.sock$'; do
+        '^ExecStart=/usr/bin/env XDG_RUNTIME_DIR=\$\{RUNTIME_DIRECTORY\} BLOBMOUNT_CACHE__DIR=\$\{CACHE_DIRECTORY\} /usr/local/bin/blobmount mount --foreground --config \$\{CREDENTIALS_DIRECTORY\}/config --fuse-fd-socket %t/blobmount-fuse-%i.sock$'; do
         grep -qE -- "$o" "$d" || { echo "daemon unit lacks $o"; ok=1; }
     done
     for o in '^CapabilityBoundingSet=CAP_SYS_ADMIN CAP_CHOWN$' '^DeviceAllow=/dev/fuse rw$' '^RestrictAddressFamilies=AF_UNIX$' \
-        '^StopWhenUnneeded=yes$' 'fuse-mounter --socket .* fuse-mounter %t/blobmount-fuse/%i/fuse.sock %f$'; do
+        '^StopWhenUnneeded=yes$' 'fuse-mounter --socket .* fuse-mounter %t/blobmount-fuse-%i.sock %f$'; do
         grep -qE -- "$o" "$m" || { echo "mounter unit lacks $o"; ok=1; }
     done
     # Any of these gives the mounter its own mount namespace: its mount would be invisible.
