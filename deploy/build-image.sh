@@ -15,5 +15,6 @@ trap 'rm -rf "$ctx"' EXIT
 cp "$bin" "$ctx/blobmount"
 cp /etc/ssl/certs/ca-certificates.crt "$ctx/ca-certificates.crt"
 cp "$here/Dockerfile" "$ctx/Dockerfile"
+mkdir -m 0700 "$ctx/cache"   # /var/cache/blobmount in the image, owned by 65534
 DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$ctx" >/dev/null
 echo "build-image: $tag $(docker image inspect -f '{{.Size}}' "$tag") bytes" >&2

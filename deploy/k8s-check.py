@@ -4,9 +4,17 @@ check: API-server cross-field rules, and what a FUSE sidecar needs to work at al
 variants: the privileged daemon that mounts itself, and the unprivileged daemon that serves a
 descriptor handed over by a privileged `blobmount fuse-mounter` (fd passing).
 
-usage: k8s-check.py FILE.yaml...   (all files form one set: references are resolved across them)
+usage: k8s-check.py [--default] FILE.yaml...   (all files form one set: references are resolved
+       across them)
+--default: the files are the default deployment, which must be the unprivileged one: every
+blobmount daemon serves a descriptor from a fuse-mounter, the fuse-mounters are the only
+privileged containers, and every other container runs as non-root with no capabilities.
+Every fd-passing daemon must be hardened (runAsNonRoot, readOnlyRootFilesystem, drop ALL,
+allowPrivilegeEscalation: false, seccompProfile RuntimeDefault) and have a memory limit that
+covers cache.read-memory-mib of its config; a fuse-mounter must hold no credentials or config.
 Prints one line per violation and exits 1 if there is any.
 """
+import re
 import sys
 
 import yaml
@@ -52,6 +60,77 @@ def run_as(c, spec):
         if "runAsUser" in sc:
             return sc["runAsUser"]
     return None
+
+
+MIB = 1 << 20
+UNITS = {"Ki": 1 << 10, "Mi": MIB, "Gi": 1 << 30, "Ti": 1 << 40,
+         "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "": 1}
+# Memory the daemon needs beyond cache.read-memory-mib: listing cache, runtime, TLS, metrics.
+MEMORY_HEADROOM_MIB = 256
+
+
+def quantity(q):
+    """A Kubernetes resource quantity in bytes (None when it cannot be read)."""
+    m = re.fullmatch(r"([0-9.]+)([KMGT]i?|k)?", str(q))
+    return int(float(m.group(1)) * UNITS[m.group(2) or ""]) if m else None
+
+
+def sc_field(c, spec, key):
+    """A securityContext field, container over pod."""
+    for sc in (c.get("securityContext") or {}, spec.get("securityContext") or {}):
+        if key in sc:
+            return sc[key]
+    return None
+
+
+def daemon_config(c, spec, config_maps):
+    """The blobmount config (parsed) the daemon reads with --config, from its ConfigMap."""
+    args = [str(a) for a in c.get("args", []) + c.get("command", [])]
+    path = flag(args, "--config")
+    vm = mount_dir_of(c, path) if path else None
+    vols = {v["name"]: v for v in spec.get("volumes", [])}
+    cm = ((vols.get(vm["name"]) or {}).get("configMap") or {}).get("name") if vm else None
+    if not cm or cm not in config_maps:
+        return None
+    key = path[len(vm["mountPath"].rstrip("/")) + 1:]
+    text = (config_maps[cm].get("data") or {}).get(key)
+    return yaml.safe_load(text) if text else None
+
+
+def check_hardened_daemon(where, c, spec, config_maps, errs):
+    """What the unprivileged daemon must have beyond the fd-passing basics."""
+    if sc_field(c, spec, "runAsNonRoot") is not True:
+        errs.append(f"{where}: set runAsNonRoot: true")
+    if sc_field(c, spec, "readOnlyRootFilesystem") is not True:
+        errs.append(f"{where}: set readOnlyRootFilesystem: true (cache and registry are volumes)")
+    seccomp = (sc_field(c, spec, "seccompProfile") or {}).get("type")
+    if seccomp not in ("RuntimeDefault", "Localhost"):
+        errs.append(f"{where}: set seccompProfile type RuntimeDefault (got {seccomp})")
+    res = c.get("resources") or {}
+    for kind, name in (("requests", "cpu"), ("requests", "memory"), ("limits", "memory")):
+        if name not in (res.get(kind) or {}):
+            errs.append(f"{where}: resources.{kind}.{name} missing")
+    cfg = daemon_config(c, spec, config_maps) or {}
+    budget = ((cfg.get("cache") or {}).get("read-memory-mib")) or 512
+    limit = quantity((res.get("limits") or {}).get("memory", ""))
+    want = (budget + MEMORY_HEADROOM_MIB) * MIB
+    if limit is not None and limit < want:
+        errs.append(f"{where}: limits.memory {res['limits']['memory']} is below cache.read-memory-mib "
+                    f"({budget} MiB) + {MEMORY_HEADROOM_MIB} MiB: the budget alone could get it OOM-killed")
+
+
+def check_no_credentials(where, c, spec, errs):
+    """The privileged fuse-mounter must not hold the config or the store credentials."""
+    vols = {v["name"]: v for v in spec.get("volumes", [])}
+    for vm in c.get("volumeMounts", []):
+        v = vols.get(vm["name"]) or {}
+        if "secret" in v or "configMap" in v or "projected" in v:
+            errs.append(f"{where}: the privileged fuse-mounter must not mount {vm['name']!r} (config or credentials)")
+    for e in c.get("env", []):
+        if "valueFrom" in e:
+            errs.append(f"{where}: the privileged fuse-mounter must not take env {e['name']!r} from a Secret or ConfigMap")
+    if c.get("envFrom"):
+        errs.append(f"{where}: the privileged fuse-mounter must not use envFrom")
 
 
 def check_fd_pair(where, c, spec, mounters, errs):
@@ -110,7 +189,9 @@ def check_mounter(where, c, sidecar, errs):
                     "volume mounted with mountPropagation: Bidirectional")
 
 
-def main(files):
+def main(argv):
+    default = "--default" in argv
+    files = [a for a in argv if a != "--default"]
     docs = []
     for f in files:
         with open(f) as fh:
@@ -159,9 +240,21 @@ def main(files):
                             errs.append(f"{where}: volumeMount {vm['name']!r} has no volume")
                     args = [str(a) for a in c.get("args", []) + c.get("command", [])]
                     blobmount = any("blobmount" in x for x in [c.get("image", "")] + args)
+                    if default and not priv:
+                        # Every container but the fuse-mounter: non-root, no capabilities.
+                        caps = sc.get("capabilities") or {}
+                        if sc_field(c, spec, "runAsNonRoot") is not True or run_as(c, spec) in (None, 0):
+                            errs.append(f"{where}: run as a non-root runAsUser with runAsNonRoot: true")
+                        if "ALL" not in (caps.get("drop") or []) or caps.get("add"):
+                            errs.append(f"{where}: drop ALL capabilities and add none")
+                        if sc.get("allowPrivilegeEscalation") is not False:
+                            errs.append(f"{where}: set allowPrivilegeEscalation: false")
+                    if default and priv and not (blobmount and "fuse-mounter" in args):
+                        errs.append(f"{where}: in the default deployment only the fuse-mounter may be privileged")
                     if blobmount and "fuse-mounter" in args:
                         fuse_mounters += 1
                         check_mounter(where, c, sidecar, errs)
+                        check_no_credentials(where, c, spec, errs)
                         mounters.append((where, {"c": c, "args": args, "index": c["_index"], "fed": False}))
                     elif blobmount and "mount" in args:
                         fuse_mounters += 1
@@ -170,7 +263,12 @@ def main(files):
                             errs.append(f"{where}: the blobmount mount must run as a native sidecar (initContainer, restartPolicy: Always)")
                         if fd_mode:
                             daemons.append((where, c))
-                        elif not bidirectional:
+                            check_hardened_daemon(where, c, spec, config_maps, errs)
+                        elif default:
+                            errs.append(f"{where}: the default deployment must not let the daemon mount itself "
+                                        "(privileged, with the credentials): serve a descriptor from a fuse-mounter "
+                                        "(--fuse-fd-socket)")
+                        if not fd_mode and not bidirectional:
                             errs.append(f"{where}: blobmount's mount reaches the app only with mountPropagation: Bidirectional")
                         if "--foreground" not in args and "-f" not in args:
                             errs.append(f"{where}: blobmount must run with --foreground in a container")

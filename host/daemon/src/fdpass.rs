@@ -144,6 +144,78 @@ fn detach(mp: &Path) {
     let _ = nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH);
 }
 
+/// Whether `mountinfo` (the text of `/proc/self/mountinfo`) lists a blobmount FUSE mount on
+/// `mp`.
+fn blobmount_mount_listed(mountinfo: &str, mp: &Path) -> bool {
+    // Field 5 is the mount point (with space, tab, newline and backslash octal-escaped); the
+    // file system type follows the " - " separator.
+    let want = mp
+        .to_string_lossy()
+        .replace('\\', "\\134")
+        .replace(' ', "\\040")
+        .replace('\t', "\\011")
+        .replace('\n', "\\012");
+    mountinfo.lines().any(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let Some(sep) = f.iter().position(|x| *x == "-") else {
+            return false;
+        };
+        f.get(4) == Some(&want.as_str()) && f.get(sep + 1) == Some(&"fuse.blobmount")
+    })
+}
+
+/// Whether SIGTERM or SIGINT is pending (they are blocked in the mounter until it waits).
+fn stop_pending() -> bool {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigpending fills the set it is given; it is read only after success.
+    unsafe {
+        if libc::sigpending(set.as_mut_ptr()) != 0 {
+            return false;
+        }
+        let set = set.assume_init();
+        libc::sigismember(&set, libc::SIGTERM) == 1 || libc::sigismember(&set, libc::SIGINT) == 1
+    }
+}
+
+/// Wait while a live blobmount mount is on `mp` (one a daemon still serves: `statfs` answers);
+/// false when SIGTERM/SIGINT arrived meanwhile.
+fn wait_while_served(mp: &Path) -> bool {
+    let mut said = false;
+    loop {
+        let listed = std::fs::read_to_string("/proc/self/mountinfo")
+            .is_ok_and(|m| blobmount_mount_listed(&m, mp));
+        if !listed || nix::sys::statfs::statfs(mp).is_err() {
+            return true;
+        }
+        if !said {
+            eprintln!(
+                "blobmount fuse-mounter: {} is still served by a daemon; waiting for it to end before mounting again",
+                mp.display()
+            );
+            said = true;
+        }
+        if stop_pending() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Make the socket the daemon's (`uid`:`gid`, mode 0600), so that only it may connect.
+/// The mode is set first: once the socket is given away, changing it needs `CAP_FOWNER`.
+/// Giving a file away needs `CAP_CHOWN` unless `uid`/`gid` are already the mounter's: a
+/// mounter without it fails here rather than leave a socket the daemon cannot open.
+fn give_socket(socket: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| format!("socket {}: chmod 0600: {e}", socket.display()))?;
+    std::os::unix::fs::chown(socket, Some(uid), Some(gid)).map_err(|e| {
+        format!(
+            "socket {}: chown to {uid}:{gid}: {e} (the mounter needs CAP_CHOWN to give it to the daemon's user)",
+            socket.display()
+        )
+    })
+}
+
 /// The request, owned by the hand-over thread.
 struct OwnedRequest {
     mountpoint: std::path::PathBuf,
@@ -191,6 +263,16 @@ pub fn mounter(r: &MountRequest<'_>) -> Result<(), String> {
         allow_other: r.allow_other,
         read_only: r.read_only,
     };
+    // A restarted mounter whose daemon still serves the previous mount must not stack a new,
+    // unserved mount on top of it (the app's calls would wait on it): wait for that daemon to
+    // end first, as the daemon's next restart will need a fresh mount anyway.
+    if !wait_while_served(r.mountpoint) {
+        eprintln!(
+            "blobmount fuse-mounter: stopped while {} was still served; left it alone",
+            r.mountpoint.display()
+        );
+        return Ok(());
+    }
     let fd = mount_fuse(&req)?;
     let _ = std::fs::remove_file(r.socket);
     let listener = match UnixListener::bind(r.socket) {
@@ -201,12 +283,10 @@ pub fn mounter(r: &MountRequest<'_>) -> Result<(), String> {
         }
     };
     // Only the daemon's user may connect.
-    let c = std::ffi::CString::new(r.socket.as_os_str().as_encoded_bytes())
-        .map_err(|e| e.to_string())?;
-    // SAFETY: valid path; chown/chmod of the socket we just created.
-    unsafe {
-        libc::chown(c.as_ptr(), r.uid, r.gid);
-        libc::chmod(c.as_ptr(), 0o600);
+    if let Err(e) = give_socket(r.socket, r.uid, r.gid) {
+        detach(r.mountpoint);
+        let _ = std::fs::remove_file(r.socket);
+        return Err(e);
     }
     info!(mountpoint = %r.mountpoint.display(), socket = %r.socket.display(), "mounted; waiting for the daemon");
     eprintln!(
@@ -270,4 +350,41 @@ pub fn mounter(r: &MountRequest<'_>) -> Result<(), String> {
         return Err(e);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn give_socket_sets_owner_and_mode_or_says_why_not() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("bm-fdpass-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("fuse.sock");
+        let _l = UnixListener::bind(&sock).unwrap();
+        // Our own ids need no capability.
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        give_socket(&sock, uid, gid).unwrap();
+        let m = std::fs::metadata(&sock).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (uid, gid, 0o600));
+        // A failure names the socket and the ids instead of passing silently.
+        let e = give_socket(&dir.join("missing.sock"), uid, gid).unwrap_err();
+        assert!(e.contains("missing.sock"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn finds_a_blobmount_mount_in_mountinfo() {
+        let info = "22 27 0:21 / /proc rw,relatime - proc proc rw\n\
+                    91 60 0:52 / /data/mnt rw,nosuid,nodev,noatime shared:40 - fuse.blobmount blobmount rw,user_id=65534\n\
+                    92 60 0:53 / /data/other\\040dir rw - fuse.blobmount blobmount rw\n\
+                    93 60 0:54 / /data/sshfs rw - fuse.sshfs host: rw\n";
+        assert!(blobmount_mount_listed(info, Path::new("/data/mnt")));
+        assert!(blobmount_mount_listed(info, Path::new("/data/other dir")));
+        assert!(!blobmount_mount_listed(info, Path::new("/data/sshfs")));
+        assert!(!blobmount_mount_listed(info, Path::new("/data")));
+        assert!(!blobmount_mount_listed(info, Path::new("/proc")));
+    }
 }
