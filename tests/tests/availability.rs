@@ -232,7 +232,10 @@ fn healthz_answers_while_the_store_is_stalled() {
     assert!(p95(&lat) < HEALTHZ_LIMIT, "healthz latencies: {lat:?}");
     // `/readyz` asks the store (5 s deadline): it answers by then, whatever the store does.
     assert!(ready.is_some(), "no /readyz answer within 10 s");
-    assert!(ready_took < Duration::from_secs(7), "/readyz took {ready_took:?}");
+    assert!(
+        ready_took < Duration::from_secs(7),
+        "/readyz took {ready_took:?}"
+    );
     stop.store(true, Ordering::Relaxed);
     drop(proxy);
     for l in loops {
