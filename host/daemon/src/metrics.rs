@@ -357,3 +357,38 @@ fn plugins(o: &mut Out, stats: &[(Hook, StatsSnapshot)]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The breaker's state is a gauge, its counts are counters, one line per hook.
+    #[test]
+    fn plugin_breaker_series() {
+        let open = StatsSnapshot {
+            calls: 5,
+            failures: 5,
+            breaker_open: true,
+            breaker_trips: 1,
+            breaker_skipped: 42,
+            ..StatsSnapshot::default()
+        };
+        let mut o = Out(String::new());
+        plugins(
+            &mut o,
+            &[(Hook::Filter, open), (Hook::Acl, StatsSnapshot::default())],
+        );
+        let page = o.0;
+        for line in [
+            "# TYPE blobmount_plugin_breaker_open gauge",
+            "blobmount_plugin_breaker_open{hook=\"filter\"} 1",
+            "blobmount_plugin_breaker_open{hook=\"acl\"} 0",
+            "# TYPE blobmount_plugin_breaker_trips_total counter",
+            "blobmount_plugin_breaker_trips_total{hook=\"filter\"} 1",
+            "blobmount_plugin_breaker_skipped_total{hook=\"filter\"} 42",
+            "blobmount_plugin_calls_total{hook=\"filter\"} 5",
+        ] {
+            assert!(page.lines().any(|l| l == line), "no {line:?} in\n{page}");
+        }
+    }
+}
