@@ -55,6 +55,8 @@ pub struct MemoryBackend {
     objects: Mutex<BTreeMap<String, Obj>>,
     next_etag: AtomicU64,
     fail_writes: AtomicBool,
+    /// Listings carry user metadata, as Azure's do (S3's and GCS's do not).
+    listing_metadata: AtomicBool,
     /// Fail part uploads after this many parts (fault injection); `u64::MAX`: never.
     fail_parts_after: AtomicU64,
     pub counters: Counters,
@@ -63,6 +65,12 @@ pub struct MemoryBackend {
 impl MemoryBackend {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Make listings carry user metadata, as Azure's do (default: they do not, as S3's and
+    /// GCS's do not).
+    pub fn set_listing_metadata(&self, on: bool) {
+        self.listing_metadata.store(on, Ordering::SeqCst);
     }
 
     /// Make every following write fail with `Unavailable` (fault injection for tests).
@@ -316,6 +324,7 @@ impl Backend for MemoryBackend {
 
     async fn list_page(&self, prefix: &str, token: Option<String>, max: usize) -> Result<ListPage> {
         self.counters.list.fetch_add(1, Ordering::Relaxed);
+        let with_meta = self.listing_metadata.load(Ordering::SeqCst);
         let map = self.lock();
         // Merge objects and common prefixes in key order, as the real stores do.
         let mut entries: Vec<(String, Option<ObjectInfo>)> = Vec::new();
@@ -330,7 +339,7 @@ impl Backend for MemoryBackend {
                         entries.push((p, None));
                     }
                 }
-                None => entries.push((k.clone(), Some(Self::info(k, o, false)))),
+                None => entries.push((k.clone(), Some(Self::info(k, o, with_meta)))),
             }
         }
         let start = match &token {
@@ -357,12 +366,13 @@ impl Backend for MemoryBackend {
 
     async fn list_under(&self, prefix: &str, max: usize) -> Result<ListPage> {
         self.counters.list.fetch_add(1, Ordering::Relaxed);
+        let with_meta = self.listing_metadata.load(Ordering::SeqCst);
         let map = self.lock();
         let objects = map
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(max.max(1))
-            .map(|(k, o)| Self::info(k, o, false))
+            .map(|(k, o)| Self::info(k, o, with_meta))
             .collect();
         Ok(ListPage {
             objects,

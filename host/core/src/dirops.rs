@@ -44,6 +44,7 @@ impl Fs {
                     name,
                     kind,
                     info: None,
+                    verdict: None,
                 });
             }
         }

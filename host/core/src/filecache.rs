@@ -403,7 +403,8 @@ impl FileCache {
             let (start, end) = c.range(i);
             match backend.get_range(&c.key, start..end, Some(&c.etag)).await {
                 Ok(data) if data.len() as u64 == end - start => {
-                    if let Err(e) = c.file.write_all_at(&data, start) {
+                    let written = crate::blocking::run(|| c.file.write_all_at(&data, start));
+                    if let Err(e) = written {
                         warn!(key = c.key, error = %e, "file cache write failed");
                         c.fail(BackendError::LocalIo(format!("file cache: {e}")));
                         return;

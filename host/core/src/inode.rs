@@ -34,6 +34,9 @@ pub struct Entry {
     /// What the listing said about a file, when it carried user metadata too (Azure): then
     /// a lookup needs no HEAD.
     pub info: Option<blobmount_backend::ObjectInfo>,
+    /// The filter's verdict on `info` when the listing asked it (kept with `info`), so a
+    /// lookup from this listing does not ask the policy again.
+    pub verdict: Option<blobmount_policy_api::Verdict>,
 }
 
 #[derive(Clone, Debug)]
@@ -143,6 +146,7 @@ impl DirCache {
             seg: name.to_string(),
             kind,
             info: None,
+            verdict: None,
         };
         match (l.binary_search_by(|e| e.name.as_str().cmp(name)), now) {
             (Ok(i), Some(kind)) => {
@@ -618,6 +622,7 @@ mod tests {
                 seg: n.to_string(),
                 kind: *k,
                 info: None,
+                verdict: None,
             })
             .collect()
     }

@@ -65,6 +65,11 @@ impl Journal {
     /// Write the plan before the first copy; returns where (remove it with
     /// [`Journal::done`]).
     pub(crate) fn begin(&self, plan: &RenamePlan) -> FsResult<PathBuf> {
+        // Written and fsynced (file and directory): off the async workers.
+        crate::blocking::run(|| self.write_plan(plan))
+    }
+
+    fn write_plan(&self, plan: &RenamePlan) -> FsResult<PathBuf> {
         let dir = &self.dir;
         std::fs::create_dir_all(dir)?;
         let now = SystemTime::now()
@@ -96,7 +101,8 @@ impl Journal {
     }
 
     pub(crate) fn done(&self, path: &Path) {
-        let removed = std::fs::remove_file(path).and_then(|()| sync_dir_of(path));
+        let removed =
+            crate::blocking::run(|| std::fs::remove_file(path).and_then(|()| sync_dir_of(path)));
         if let Err(e) = removed {
             warn!(journal = %path.display(), error = %e, "could not remove a finished rename's journal");
         }

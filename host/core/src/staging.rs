@@ -111,7 +111,8 @@ impl Staged {
     /// until an upload has failed, the staged bytes are only what a program wrote and did not
     /// fsync yet, which a power loss may take on any file system (see [`Staged::preserve`]).
     pub fn record(&self, m: &Manifest) -> std::io::Result<()> {
-        self.write_manifest(m, false)
+        // A small file created and renamed: three metadata calls, off the async workers.
+        crate::blocking::run(|| self.write_manifest(m, false))
     }
 
     fn write_manifest(&self, m: &Manifest, durable: bool) -> std::io::Result<()> {
@@ -140,8 +141,10 @@ impl Staged {
     /// this open file, so the next mount's recovery offers them again.
     pub fn preserve(&mut self, m: &Manifest) -> std::io::Result<()> {
         self.preserved = true;
-        self.file.sync_all()?;
-        self.write_manifest(m, true)
+        crate::blocking::run(|| {
+            self.file.sync_all()?;
+            self.write_manifest(m, true)
+        })
     }
 
     pub fn is_preserved(&self) -> bool {

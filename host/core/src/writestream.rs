@@ -316,7 +316,9 @@ impl StreamWrite {
         charge: Charge,
     ) -> bool {
         let mut buf = vec![0u8; len as usize];
-        if file.read_exact_at(&mut buf, self.sent).is_err() {
+        // A whole part (megabytes) read back: off the async workers.
+        let sent = self.sent;
+        if crate::blocking::run(|| file.read_exact_at(&mut buf, sent)).is_err() {
             self.cancel("staging read failed");
             return false;
         }

@@ -7,6 +7,9 @@
 //! instead of hanging the probe. `/readyz` adds a call to the store with the configured
 //! credentials. The server listens on loopback by default (an ephemeral port recorded in the
 //! registry); set `health.listen` to a fixed address for HTTP probes from outside.
+//!
+//! The server runs on its own thread and single-threaded runtime ([`start`]), not on the
+//! mount's runtime, so it answers while the mount's workers are busy.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -174,6 +177,16 @@ impl State {
             file_cache_objects: fc.map(|c| c.len() as u64),
             upload_conflicts: self.fs.stats.upload_conflicts.load(Ordering::Relaxed),
             upload_errors: self.fs.stats.upload_errors.load(Ordering::Relaxed),
+            breakers_open: self
+                .counters
+                .policy
+                .as_deref()
+                .map(metrics::plugin_snapshot)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, s)| s.breaker_open)
+                .map(|(h, _)| h.name().to_string())
+                .collect(),
             preload: self.preload.as_ref().map(|p| {
                 let (files_done, files_total, bytes_done, bytes_total) = p.snapshot();
                 PreloadStatus {
@@ -244,6 +257,9 @@ pub struct Status {
     pub upload_conflicts: u64,
     pub upload_errors: u64,
     pub preload: Option<PreloadStatus>,
+    /// Plugins whose circuit breaker is open now, by hook name (absent from older daemons).
+    #[serde(default)]
+    pub breakers_open: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -318,33 +334,50 @@ async fn handle(
     })
 }
 
-/// Bind `listen` and serve in the background; returns the bound address.
-pub async fn serve(listen: &str, state: Arc<State>) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    warn!(error = %e, "health endpoint: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let state = state.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await
-                {
-                    debug!(error = %e, "health endpoint: connection ended");
-                }
-            });
-        }
-    });
+/// Bind `listen` and serve on a thread of its own with its own single-threaded runtime;
+/// returns the bound address.
+///
+/// Why not a task on the mount's runtime: its workers may all be busy inside slow policy
+/// calls or disk work, and the probes must answer whatever the mount is doing (`/healthz`
+/// probes `statfs`, which the FUSE adapter answers inline on the session thread).
+pub fn start(listen: &str, state: Arc<State>) -> std::io::Result<SocketAddr> {
+    let std_listener = std::net::TcpListener::bind(listen)?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let listener = {
+        let _in = rt.enter();
+        tokio::net::TcpListener::from_std(std_listener)?
+    };
+    std::thread::Builder::new()
+        .name("blobmount-health".into())
+        .spawn(move || rt.block_on(accept_loop(listener, state)))?;
     Ok(addr)
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<State>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                warn!(error = %e, "health endpoint: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await
+            {
+                debug!(error = %e, "health endpoint: connection ended");
+            }
+        });
+    }
 }
 
 /// Where a running daemon is found: one JSON file per mount point.

@@ -308,7 +308,7 @@ type Series = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
 
 /// Per-hook plugin counters.
 fn plugins(o: &mut Out, stats: &[(Hook, StatsSnapshot)]) {
-    let series: [Series; 4] = [
+    let series: [Series; 7] = [
         (
             "blobmount_plugin_calls_total",
             "Calls into a policy plugin, by hook (answers from its cache not counted).",
@@ -329,11 +329,66 @@ fn plugins(o: &mut Out, stats: &[(Hook, StatsSnapshot)]) {
             "Plugin instances created (at load, on overlap, and to replace failed ones), by hook.",
             |s| s.instantiations,
         ),
+        (
+            "blobmount_plugin_breaker_open",
+            "1 while the plugin's circuit breaker keeps it out (the failure mode answers), by hook.",
+            |s| u64::from(s.breaker_open),
+        ),
+        (
+            "blobmount_plugin_breaker_trips_total",
+            "Times the plugin's circuit breaker opened after consecutive failures, by hook.",
+            |s| s.breaker_trips,
+        ),
+        (
+            "blobmount_plugin_breaker_skipped_total",
+            "Policy questions answered by the failure mode without calling the plugin because its breaker was open, by hook.",
+            |s| s.breaker_skipped,
+        ),
     ];
     for (name, help, get) in series {
-        o.head(name, COUNTER, help);
+        let kind = if name.ends_with("_total") {
+            COUNTER
+        } else {
+            GAUGE
+        };
+        o.head(name, kind, help);
         for (hook, s) in stats {
             let _ = writeln!(o.0, "{name}{{hook=\"{}\"}} {}", hook.name(), get(s));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The breaker's state is a gauge, its counts are counters, one line per hook.
+    #[test]
+    fn plugin_breaker_series() {
+        let open = StatsSnapshot {
+            calls: 5,
+            failures: 5,
+            breaker_open: true,
+            breaker_trips: 1,
+            breaker_skipped: 42,
+            ..StatsSnapshot::default()
+        };
+        let mut o = Out(String::new());
+        plugins(
+            &mut o,
+            &[(Hook::Filter, open), (Hook::Acl, StatsSnapshot::default())],
+        );
+        let page = o.0;
+        for line in [
+            "# TYPE blobmount_plugin_breaker_open gauge",
+            "blobmount_plugin_breaker_open{hook=\"filter\"} 1",
+            "blobmount_plugin_breaker_open{hook=\"acl\"} 0",
+            "# TYPE blobmount_plugin_breaker_trips_total counter",
+            "blobmount_plugin_breaker_trips_total{hook=\"filter\"} 1",
+            "blobmount_plugin_breaker_skipped_total{hook=\"filter\"} 42",
+            "blobmount_plugin_calls_total{hook=\"filter\"} 5",
+        ] {
+            assert!(page.lines().any(|l| l == line), "no {line:?} in\n{page}");
         }
     }
 }

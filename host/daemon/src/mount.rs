@@ -85,7 +85,7 @@ fn mount_and_serve(mut cfg: Config) -> Result<u8, Failure> {
         preload: (!cfg.read.preload.is_empty()).then(|| Arc::new(PreloadProgress::default())),
         alive: Arc::new(AtomicBool::new(true)),
     };
-    let health_addr = start_health(&rt, &cfg, &m)?;
+    let health_addr = start_health(&cfg, &m)?;
     let adapter = FuseAdapter::new(
         m.store.fs.clone(),
         rt.handle().clone(),
@@ -176,12 +176,9 @@ fn source_name(store: &Store) -> String {
 }
 
 /// Bind the health endpoint (unless `health.listen` is empty) before mounting, so a taken
-/// port is a clear error and not a half-started mount. Returns the bound address.
-fn start_health(
-    rt: &tokio::runtime::Runtime,
-    cfg: &Config,
-    m: &Mount,
-) -> Result<Option<String>, Failure> {
+/// port is a clear error and not a half-started mount. Returns the bound address. The
+/// endpoint has its own thread and runtime (see [`health::start`]).
+fn start_health(cfg: &Config, m: &Mount) -> Result<Option<String>, Failure> {
     if cfg.health.listen.is_empty() {
         return Ok(None);
     }
@@ -202,7 +199,7 @@ fn start_health(
         blobmount_core::ReadMode::from(cfg.read.mode).name(),
         m.preload.clone(),
     );
-    match rt.block_on(health::serve(&cfg.health.listen, state)) {
+    match health::start(&cfg.health.listen, state) {
         Ok(a) => Ok(Some(a.to_string())),
         Err(e) => Err(Failure::config(format!(
             "health.listen {:?}: {e}",

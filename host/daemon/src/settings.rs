@@ -296,6 +296,9 @@ pub static PLUGIN_LIMITS: &[PluginLimit] = &[
     limit("deadline-ms", 200, 1, 60_000),
     limit("memory-mib", 16, 1, 4096),
     limit("prewarm", 2, 0, 64),
+    limit("max-instances", 4, 1, 64),
+    limit("breaker-failures", 5, 0, 1_000_000),
+    limit("breaker-secs", 30, 1, 3600),
     limit("cache-entries", 65_536, 0, 10_000_000),
     limit("cache-secs", 10, 0, 86_400),
 ];

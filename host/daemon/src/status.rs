@@ -63,6 +63,12 @@ fn summary(s: &Status) -> String {
             s.upload_conflicts, s.upload_errors
         );
     }
+    if !s.breakers_open.is_empty() {
+        out += &format!(
+            "\n  circuit breaker open (plugin not called, failure mode answers): {}",
+            s.breakers_open.join(", ")
+        );
+    }
     if let Some(p) = &s.preload {
         out += &format!(
             "\n  preload {}/{} files, {} of {}, {} failed{}",

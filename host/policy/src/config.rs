@@ -100,9 +100,23 @@ pub struct PluginConfig {
     /// Linear-memory cap per instance, in MiB.
     #[serde(default = "default_memory_mib")]
     pub memory_mib: u64,
-    /// Instances created at load time (more are created on demand when calls overlap).
+    /// Instances created at load time (more are created on demand when calls overlap, up
+    /// to `max-instances`; a larger value is lowered to it).
     #[serde(default = "default_prewarm")]
     pub prewarm: usize,
+    /// Most instances of this plugin that exist at once, 1 to 64: calls beyond that many in
+    /// parallel wait for a free instance, at most until their deadline (then the call fails
+    /// and is answered by the failure mode).
+    #[serde(default = "default_max_instances")]
+    pub max_instances: usize,
+    /// Consecutive failed calls that open the circuit breaker (0: never open it). While
+    /// open, the hook answers with its failure mode without calling the plugin.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker keeps the plugin out, in seconds (1 to 3600); then one trial
+    /// call decides: success closes it, failure opens it again.
+    #[serde(default = "default_breaker_secs")]
+    pub breaker_secs: u64,
     /// How many answers are cached (0 disables the cache). Only pure hooks are cached.
     #[serde(default = "default_cache_entries")]
     pub cache_entries: usize,
@@ -124,6 +138,19 @@ fn default_memory_mib() -> u64 {
 fn default_prewarm() -> usize {
     2
 }
+fn default_max_instances() -> usize {
+    4
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_secs() -> u64 {
+    30
+}
+/// Allowed range of `max-instances`.
+pub const MAX_INSTANCES_RANGE: std::ops::RangeInclusive<usize> = 1..=64;
+/// Allowed range of `breaker-secs`.
+pub const BREAKER_SECS_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
 fn default_cache_entries() -> usize {
     65_536
 }
@@ -142,6 +169,9 @@ impl PluginConfig {
             deadline_ms: default_deadline_ms(),
             memory_mib: default_memory_mib(),
             prewarm: default_prewarm(),
+            max_instances: default_max_instances(),
+            breaker_failures: default_breaker_failures(),
+            breaker_secs: default_breaker_secs(),
             cache_entries: default_cache_entries(),
             cache_secs: default_cache_secs(),
         }

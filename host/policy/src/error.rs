@@ -88,6 +88,10 @@ pub enum CallError {
     BadReturn(String),
     #[error("could not be re-instantiated: {0}")]
     Instantiate(String),
+    #[error("found none of its {0} instances free within its deadline")]
+    Busy(usize),
+    #[error("is kept out by its circuit breaker after failing repeatedly")]
+    BreakerOpen,
 }
 
 impl CallError {
@@ -100,6 +104,8 @@ impl CallError {
             CallError::Trap(_) => "trap",
             CallError::BadReturn(_) => "bad-return",
             CallError::Instantiate(_) => "instantiate",
+            CallError::Busy(_) => "busy",
+            CallError::BreakerOpen => "breaker-open",
         }
     }
 

@@ -12,12 +12,16 @@
 //! - pure answers (filter, consistency, acl) are cached, bounded;
 //! - a call that traps, runs out of budget or returns garbage is answered by the hook's
 //!   failure mode (`deny` or `allow`), counted, logged once per kind, and the instance is
-//!   replaced; the mount keeps serving.
+//!   replaced; the mount keeps serving;
+//! - instances per plugin are capped (`max-instances`), calls run off the async workers, and
+//!   a circuit breaker stops calling a plugin that keeps failing (`breaker-failures`,
+//!   `breaker-secs`), so a slow plugin cannot take the mount's runtime with it.
 //!
 //! Hooks without a plugin use `blobmount_policy_api::Builtin`.
 //! [`tool`] holds the JSON input/output behind `blobmount plugin check|run`.
 
 mod bindings;
+mod breaker;
 mod cache;
 mod config;
 mod engine;
@@ -27,7 +31,10 @@ mod policy;
 pub mod tool;
 
 pub use bindings::WIT_VERSION;
-pub use config::{FailureMode, Hook, ParamValue, PluginConfig, PluginsConfig};
+pub use config::{
+    BREAKER_SECS_RANGE, FailureMode, Hook, MAX_INSTANCES_RANGE, ParamValue, PluginConfig,
+    PluginsConfig,
+};
 pub use error::{CallError, LoadError};
 pub use plugin::{PluginStats, StatsSnapshot};
 pub use policy::WasmPolicy;

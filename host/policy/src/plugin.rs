@@ -3,19 +3,29 @@
 //! Why a pool: instantiating costs tens of microseconds plus the plugin's `init`, far too much
 //! for a FUSE lookup, so instances are created at load time (`prewarm`) and reused; a call
 //! borrows one, runs under a fresh fuel budget and epoch deadline, and returns it. Calls that
-//! overlap get another instance (created on demand, then kept). An instance that trapped may
-//! hold broken state, so it is dropped and replaced by a fresh one.
+//! overlap get another instance (created on demand, then kept), up to `max-instances`; past
+//! that a call waits for a free one, at most until its own deadline (then it fails with
+//! [`CallError::Busy`]), so a slow plugin costs bounded memory and bounded time. An instance
+//! that trapped may hold broken state, so it is dropped and replaced by a fresh one.
+//!
+//! Why [`offload`]: the core calls the synchronous `Policy` trait from async code. A call
+//! that burns its deadline would hold a tokio worker for that long; with every worker inside
+//! plugin calls nothing else on the runtime moves. On a multi-thread runtime the call runs
+//! under `tokio::task::block_in_place`, which hands the worker's other tasks to a new worker
+//! first. On a current-thread runtime (the core's deterministic tests) that is not allowed,
+//! and the call runs in place.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, StoreLimitsBuilder};
 
 use crate::bindings::{HostState, WIT_VERSION, World};
-use crate::config::{Hook, PluginConfig};
+use crate::breaker::{Admit, Breaker};
+use crate::config::{BREAKER_SECS_RANGE, Hook, MAX_INSTANCES_RANGE, PluginConfig};
 use crate::engine::{TICK_MS, compile};
 use crate::error::{CallError, LoadError};
 
@@ -28,24 +38,36 @@ pub struct PluginStats {
     pub instantiations: AtomicU64,
 }
 
-/// A point-in-time copy of [`PluginStats`].
+/// A point-in-time copy of a plugin's counters and breaker state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
     pub calls: u64,
     pub cache_hits: u64,
     pub failures: u64,
     pub instantiations: u64,
+    /// The circuit breaker keeps the plugin out now.
+    pub breaker_open: bool,
+    /// Times the breaker opened.
+    pub breaker_trips: u64,
+    /// Calls answered by the failure mode without the plugin because the breaker was open.
+    pub breaker_skipped: u64,
 }
 
-impl PluginStats {
-    pub fn snapshot(&self) -> StatsSnapshot {
-        StatsSnapshot {
-            calls: self.calls.load(Ordering::Relaxed),
-            cache_hits: self.cache_hits.load(Ordering::Relaxed),
-            failures: self.failures.load(Ordering::Relaxed),
-            instantiations: self.instantiations.load(Ordering::Relaxed),
-        }
+/// Run `f`, a blocking plugin call, without holding a tokio worker: under
+/// `block_in_place` on a multi-thread runtime, in place anywhere else (no runtime, a
+/// current-thread runtime, a blocking-pool thread).
+fn offload<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
+}
+
+/// The instances of one plugin: the free ones, and how many exist (free or in a call).
+struct Pool<W> {
+    free: Vec<Slot<W>>,
+    live: usize,
 }
 
 struct Slot<W> {
@@ -61,10 +83,15 @@ pub(crate) struct Loaded<W: World> {
     pre: W::Pre,
     params: Vec<(String, String)>,
     fuel: u64,
-    deadline_ticks: u64,
+    deadline: Duration,
     memory_bytes: usize,
-    free: Mutex<Vec<Slot<W>>>,
+    /// Free instances and the count of existing ones (std mutex, never held across a call).
+    pool: Mutex<Pool<W>>,
+    /// Signalled when an instance is returned or dropped.
+    freed: Condvar,
+    max_instances: usize,
     pub(crate) stats: PluginStats,
+    pub(crate) breaker: Breaker,
     logged: AtomicU32,
     /// Time the first instance took to create and `init` (for reports and benchmarks).
     pub(crate) first_instantiate: std::time::Duration,
@@ -148,6 +175,28 @@ impl<W: World> Loaded<W> {
                 reason: "fuel, deadline-ms and memory-mib must be above zero".into(),
             });
         }
+        if !MAX_INSTANCES_RANGE.contains(&cfg.max_instances) {
+            return Err(LoadError::Limits {
+                hook,
+                reason: format!(
+                    "max-instances is {}; it must be {} to {}",
+                    cfg.max_instances,
+                    MAX_INSTANCES_RANGE.start(),
+                    MAX_INSTANCES_RANGE.end()
+                ),
+            });
+        }
+        if !BREAKER_SECS_RANGE.contains(&cfg.breaker_secs) {
+            return Err(LoadError::Limits {
+                hook,
+                reason: format!(
+                    "breaker-secs is {}; it must be {} to {}",
+                    cfg.breaker_secs,
+                    BREAKER_SECS_RANGE.start(),
+                    BREAKER_SECS_RANGE.end()
+                ),
+            });
+        }
         let bytes = std::fs::read(&path).map_err(|source| LoadError::Read {
             hook,
             path: path.clone(),
@@ -182,16 +231,26 @@ impl<W: World> Loaded<W> {
             pre,
             params: cfg.param_list(),
             fuel: cfg.fuel,
-            deadline_ticks: cfg.deadline_ms.div_ceil(TICK_MS) + 1,
+            deadline: Duration::from_millis(cfg.deadline_ms),
             memory_bytes,
-            free: Mutex::new(Vec::new()),
+            pool: Mutex::new(Pool {
+                free: Vec::new(),
+                live: 0,
+            }),
+            freed: Condvar::new(),
+            max_instances: cfg.max_instances,
             stats: PluginStats::default(),
+            breaker: Breaker::new(
+                hook,
+                cfg.breaker_failures,
+                Duration::from_secs(cfg.breaker_secs),
+            ),
             logged: AtomicU32::new(0),
             first_instantiate: std::time::Duration::ZERO,
         };
         let t = Instant::now();
         let mut slots = Vec::new();
-        for _ in 0..cfg.prewarm.max(1) {
+        for _ in 0..cfg.prewarm.clamp(1, cfg.max_instances) {
             let slot = loaded.new_slot().map_err(|e| match e {
                 SlotError::Init(message) => LoadError::InitRejected {
                     hook,
@@ -209,7 +268,10 @@ impl<W: World> Loaded<W> {
             }
             slots.push(slot);
         }
-        loaded.free = Mutex::new(slots);
+        loaded.pool = Mutex::new(Pool {
+            live: slots.len(),
+            free: slots,
+        });
         tracing::info!(
             hook = hook.name(),
             path = %path.display(),
@@ -219,11 +281,19 @@ impl<W: World> Loaded<W> {
         Ok(loaded)
     }
 
-    fn arm(&self, store: &mut Store<HostState>, scale: u64) -> Result<(), CallError> {
+    /// Arm `store` for one call: `scale` times the fuel, and an epoch deadline `left` from
+    /// now (rounded up to the epoch tick).
+    fn arm(
+        &self,
+        store: &mut Store<HostState>,
+        scale: u64,
+        left: Duration,
+    ) -> Result<(), CallError> {
         store
             .set_fuel(self.fuel.saturating_mul(scale.max(1)))
             .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
-        store.set_epoch_deadline(self.deadline_ticks);
+        let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+        store.set_epoch_deadline(ms.div_ceil(TICK_MS).saturating_add(1));
         Ok(())
     }
 
@@ -247,10 +317,12 @@ impl<W: World> Loaded<W> {
         );
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
-        self.arm(&mut store, 1).map_err(SlotError::Call)?;
+        self.arm(&mut store, 1, self.deadline)
+            .map_err(SlotError::Call)?;
         let world = W::instantiate(&self.pre, &mut store)
             .map_err(|e| SlotError::Call(CallError::from_wasmtime(&e)))?;
-        self.arm(&mut store, 1).map_err(SlotError::Call)?;
+        self.arm(&mut store, 1, self.deadline)
+            .map_err(SlotError::Call)?;
         match world.init(&mut store, &self.params) {
             Ok(Ok(())) => Ok(Slot { store, world }),
             Ok(Err(msg)) => Err(SlotError::Init(msg)),
@@ -258,35 +330,122 @@ impl<W: World> Loaded<W> {
         }
     }
 
+    fn pool(&self) -> MutexGuard<'_, Pool<W>> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A free instance, or a new one while fewer than `max-instances` exist, or wait for
+    /// one to be returned until `deadline` ([`CallError::Busy`] then).
+    fn take_slot(&self, deadline: Instant) -> Result<Slot<W>, CallError> {
+        let mut p = self.pool();
+        loop {
+            if let Some(s) = p.free.pop() {
+                return Ok(s);
+            }
+            if p.live < self.max_instances {
+                p.live += 1;
+                drop(p);
+                return self.new_slot().map_err(|e| {
+                    self.discard();
+                    match e {
+                        SlotError::Init(m) => CallError::Instantiate(format!("init refused: {m}")),
+                        SlotError::Call(e) => CallError::Instantiate(e.to_string()),
+                    }
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(CallError::Busy(self.max_instances));
+            }
+            p = match self.freed.wait_timeout(p, deadline - now) {
+                Ok((g, _)) => g,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    /// Give an instance back after a successful call.
+    fn put_back(&self, slot: Slot<W>) {
+        self.pool().free.push(slot);
+        self.freed.notify_one();
+    }
+
+    /// An instance was dropped (it failed, or could not be created): make room for another.
+    fn discard(&self) {
+        let mut p = self.pool();
+        p.live = p.live.saturating_sub(1);
+        drop(p);
+        self.freed.notify_one();
+    }
+
     /// Run `f` on a pooled instance under the call limits (`scale` multiplies the fuel, for
-    /// batch calls). On error the instance is dropped; the next call gets a fresh one.
+    /// batch calls), off the async workers (see [`offload`]). The deadline covers waiting
+    /// for an instance and the call itself. While the breaker is open nothing runs and the
+    /// answer is [`CallError::BreakerOpen`]. On error the instance is dropped; the next call
+    /// gets a fresh one.
     pub(crate) fn call<R>(
         &self,
         scale: u64,
         f: impl FnOnce(&W, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let pooled = self.free.lock().ok().and_then(|mut v| v.pop());
-        let mut slot = match pooled {
-            Some(s) => s,
-            None => self.new_slot().map_err(|e| match e {
-                SlotError::Init(m) => CallError::Instantiate(format!("init refused: {m}")),
-                SlotError::Call(e) => CallError::Instantiate(e.to_string()),
-            })?,
-        };
-        self.arm(&mut slot.store, scale)?;
-        let out = f(&slot.world, &mut slot.store).map_err(|e| CallError::from_wasmtime(&e))?;
-        if let Ok(mut v) = self.free.lock() {
-            v.push(slot);
+        match self.breaker.admit() {
+            Admit::Refuse => return Err(CallError::BreakerOpen),
+            Admit::Call | Admit::Trial => {}
         }
-        Ok(out)
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + self.deadline;
+        offload(|| {
+            let mut slot = self.take_slot(deadline)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let out = self.arm(&mut slot.store, scale, left).and_then(|()| {
+                f(&slot.world, &mut slot.store).map_err(|e| CallError::from_wasmtime(&e))
+            });
+            match out {
+                Ok(v) => {
+                    self.put_back(slot);
+                    Ok(v)
+                }
+                Err(e) => {
+                    drop(slot);
+                    self.discard();
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// The counters and the breaker's state now.
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        let s = &self.stats;
+        StatsSnapshot {
+            calls: s.calls.load(Ordering::Relaxed),
+            cache_hits: s.cache_hits.load(Ordering::Relaxed),
+            failures: s.failures.load(Ordering::Relaxed),
+            instantiations: s.instantiations.load(Ordering::Relaxed),
+            breaker_open: self.breaker.is_open(),
+            breaker_trips: self.breaker.trips.load(Ordering::Relaxed),
+            breaker_skipped: self.breaker.skipped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A call's answer was usable: the breaker's run of failures ends.
+    pub(crate) fn note_success(&self) {
+        self.breaker.success();
     }
 
     /// Count a failure and log it: the first failure of each kind at `warn`, later ones at
     /// `debug` (a misbehaving plugin must not flood the log).
+    /// Calls refused by the open breaker are not failures of the plugin (they are counted
+    /// by the breaker).
     pub(crate) fn note_failure(&self, e: &CallError) {
+        if *e == CallError::BreakerOpen {
+            return;
+        }
+        self.breaker.failure();
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
         let bit = match e {
+            CallError::BreakerOpen => 0,
+            CallError::Busy(_) => 64,
             CallError::OutOfFuel => 1,
             CallError::Deadline => 2,
             CallError::Memory => 4,

@@ -32,6 +32,20 @@ struct Hooked<W: World, K, V> {
 }
 
 impl<W: World, K: std::hash::Hash + Eq, V: Clone> Hooked<W, K, V> {
+    /// Record a call's outcome (counters, log, circuit breaker); the answer if usable.
+    fn outcome<T>(&self, r: Result<T, CallError>) -> Option<T> {
+        match r {
+            Ok(v) => {
+                self.plugin.note_success();
+                Some(v)
+            }
+            Err(e) => {
+                self.plugin.note_failure(&e);
+                None
+            }
+        }
+    }
+
     fn load(
         engine: &Engine,
         hook: Hook,
@@ -163,13 +177,10 @@ impl WasmPolicy {
     /// Counters of the plugin serving `hook`, if one is configured.
     pub fn stats(&self, hook: Hook) -> Option<StatsSnapshot> {
         match hook {
-            Hook::Filter => self.filter.as_ref().map(|h| h.plugin.stats.snapshot()),
-            Hook::NameConflict => self
-                .name_conflict
-                .as_ref()
-                .map(|h| h.plugin.stats.snapshot()),
-            Hook::Consistency => self.consistency.as_ref().map(|h| h.plugin.stats.snapshot()),
-            Hook::Acl => self.acl.as_ref().map(|h| h.plugin.stats.snapshot()),
+            Hook::Filter => self.filter.as_ref().map(|h| h.plugin.snapshot()),
+            Hook::NameConflict => self.name_conflict.as_ref().map(|h| h.plugin.snapshot()),
+            Hook::Consistency => self.consistency.as_ref().map(|h| h.plugin.snapshot()),
+            Hook::Acl => self.acl.as_ref().map(|h| h.plugin.snapshot()),
         }
     }
 
@@ -328,18 +339,15 @@ impl Policy for WasmPolicy {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return v;
         }
-        match self.try_filter(obj, now_secs) {
-            Ok(v) => {
+        match h.outcome(self.try_filter(obj, now_secs)) {
+            Some(v) => {
                 h.cache.put(obj.clone(), v);
                 v
             }
-            Err(e) => {
-                h.plugin.note_failure(&e);
-                match h.mode {
-                    FailureMode::Deny => Verdict::Hidden,
-                    FailureMode::Allow => self.builtin.filter(obj, now_secs),
-                }
-            }
+            None => match h.mode {
+                FailureMode::Deny => Verdict::Hidden,
+                FailureMode::Allow => self.builtin.filter(obj, now_secs),
+            },
         }
     }
 
@@ -360,10 +368,9 @@ impl Policy for WasmPolicy {
             .cache_hits
             .fetch_add(hits, std::sync::atomic::Ordering::Relaxed);
         if !missing.is_empty() {
-            let answers = match self.try_filter_batch(&missing, now_secs) {
-                Ok(vs) => vs,
-                Err(e) => {
-                    h.plugin.note_failure(&e);
+            let answers = match h.outcome(self.try_filter_batch(&missing, now_secs)) {
+                Some(vs) => vs,
+                None => {
                     return match h.mode {
                         FailureMode::Deny => vec![Verdict::Hidden; objs.len()],
                         FailureMode::Allow => self.builtin.filter_batch(objs, now_secs),
@@ -392,15 +399,12 @@ impl Policy for WasmPolicy {
         let Some(h) = &self.name_conflict else {
             return self.builtin.resolve_conflict(parent, kind, entries);
         };
-        match self.try_resolve_conflict(parent, kind, entries) {
-            Ok(r) => r,
-            Err(e) => {
-                h.plugin.note_failure(&e);
-                match h.mode {
-                    FailureMode::Deny => vec![Resolution::Hide; entries.len()],
-                    FailureMode::Allow => self.builtin.resolve_conflict(parent, kind, entries),
-                }
-            }
+        match h.outcome(self.try_resolve_conflict(parent, kind, entries)) {
+            Some(r) => r,
+            None => match h.mode {
+                FailureMode::Deny => vec![Resolution::Hide; entries.len()],
+                FailureMode::Allow => self.builtin.resolve_conflict(parent, kind, entries),
+            },
         }
     }
 
@@ -416,18 +420,15 @@ impl Policy for WasmPolicy {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return v;
         }
-        match self.try_consistency(key, is_dir) {
-            Ok(v) => {
+        match h.outcome(self.try_consistency(key, is_dir)) {
+            Some(v) => {
                 h.cache.put(ck, v);
                 v
             }
-            Err(e) => {
-                h.plugin.note_failure(&e);
-                match h.mode {
-                    FailureMode::Deny => Consistency::STRICT,
-                    FailureMode::Allow => self.builtin.consistency(key, is_dir),
-                }
-            }
+            None => match h.mode {
+                FailureMode::Deny => Consistency::STRICT,
+                FailureMode::Allow => self.builtin.consistency(key, is_dir),
+            },
         }
     }
 
@@ -443,13 +444,12 @@ impl Policy for WasmPolicy {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return v;
         }
-        match self.try_acl(obj, caller) {
-            Ok(v) => {
+        match h.outcome(self.try_acl(obj, caller)) {
+            Some(v) => {
                 h.cache.put(ck, v);
                 v
             }
-            Err(e) => {
-                h.plugin.note_failure(&e);
+            None => {
                 let base = self.builtin.acl(obj, caller);
                 match h.mode {
                     FailureMode::Deny => AclDecision {

@@ -31,6 +31,8 @@ pub enum ToolError {
 pub fn load(path: &Path, hook: Hook, params: &[(String, String)]) -> Result<WasmPolicy, LoadError> {
     let mut pc = PluginConfig::new(path);
     pc.prewarm = 1;
+    // Each call reports its own result: no breaker between the user and the plugin.
+    pc.breaker_failures = 0;
     for (k, v) in params {
         pc = pc.param(k, v);
     }

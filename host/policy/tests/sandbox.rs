@@ -189,3 +189,109 @@ fn a_component_importing_sockets_is_rejected_at_load() {
     assert!(matches!(e, LoadError::ForbiddenImports { .. }), "{msg}");
     assert!(msg.contains("wasi:sockets/tcp@0.2.0"), "{msg}");
 }
+
+/// The looping plugin with fuel to spare: every call runs until its deadline.
+fn deadline_burner(deadline_ms: u64) -> PluginConfig {
+    let mut c = misbehave("loop");
+    c.fuel = u64::MAX / 4;
+    c.deadline_ms = deadline_ms;
+    c
+}
+
+/// With one instance, calls that overlap wait for it at most until their own deadline and
+/// then fail as busy: instances stay capped and no call takes much longer than its deadline.
+#[test]
+fn overlapping_calls_wait_for_a_capped_instance_until_their_deadline() {
+    let mut c = deadline_burner(100);
+    c.max_instances = 1;
+    c.prewarm = 4; // lowered to max-instances
+    let p = std::sync::Arc::new(policy(Hook::Filter, c));
+    let t = Instant::now();
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let p = p.clone();
+            std::thread::spawn(move || p.try_filter(&obj("a", 1, 0), 0))
+        })
+        .collect();
+    let results: Vec<_> = calls.into_iter().map(|c| c.join().unwrap()).collect();
+    let took = t.elapsed();
+    assert!(took < Duration::from_millis(600), "took {took:?}");
+    assert!(results.iter().all(|r| r.is_err()), "{results:?}");
+    assert!(
+        results.contains(&Err(CallError::Busy(1))),
+        "no call found the instance busy: {results:?}"
+    );
+    // One instance at load, and replacements for failed calls only: never two at once.
+    let s = p.stats(Hook::Filter).unwrap();
+    assert!(s.instantiations <= 1 + 4, "{s:?}");
+}
+
+/// A plugin call on a multi-thread runtime does not hold the worker: with one worker busy
+/// in a 300 ms call, another task still runs at once.
+#[test]
+fn a_plugin_call_does_not_hold_a_runtime_worker() {
+    let p = std::sync::Arc::new(policy(Hook::Filter, deadline_burner(300)));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let slow = tokio::spawn({
+            let p = p.clone();
+            async move { p.filter(&obj("a", 1, 0), 0) }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let t = Instant::now();
+        let quick = tokio::spawn(async { 1 }).await.unwrap();
+        assert_eq!(quick, 1);
+        assert!(
+            t.elapsed() < Duration::from_millis(150),
+            "another task waited {:?} for the worker",
+            t.elapsed()
+        );
+        assert_eq!(slow.await.unwrap(), Verdict::Hidden);
+    });
+    // And on a current-thread runtime the call runs in place (no panic).
+    let ct = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(
+        ct.block_on(async { p.filter(&obj("b", 1, 0), 0) }),
+        Verdict::Hidden
+    );
+}
+
+/// After `breaker-failures` failed calls the hook answers without calling the plugin; the
+/// breaker shows in the stats; the failures it saves are not counted as calls.
+#[test]
+fn the_breaker_opens_after_consecutive_failures() {
+    let mut c = misbehave("trap");
+    c.breaker_failures = 3;
+    let p = policy(Hook::Filter, c);
+    for _ in 0..10 {
+        assert_eq!(p.filter(&obj("a", 1, 0), 0), Verdict::Hidden);
+    }
+    let s = p.stats(Hook::Filter).unwrap();
+    assert_eq!((s.calls, s.failures), (3, 3), "{s:?}");
+    assert!(s.breaker_open);
+    assert_eq!((s.breaker_trips, s.breaker_skipped), (1, 7));
+}
+
+/// Limits outside their ranges are refused at load with the range in the message.
+#[test]
+fn instance_and_breaker_limits_are_checked() {
+    let mut c = misbehave("loop");
+    c.max_instances = 0;
+    let e = try_policy(Hook::Filter, c)
+        .err()
+        .expect("max-instances 0 loaded");
+    assert!(e.to_string().contains("max-instances is 0"), "{e}");
+    let mut c = misbehave("loop");
+    c.breaker_secs = 0;
+    let e = try_policy(Hook::Filter, c)
+        .err()
+        .expect("breaker-secs 0 loaded");
+    assert!(e.to_string().contains("breaker-secs is 0"), "{e}");
+}

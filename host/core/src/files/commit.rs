@@ -464,26 +464,9 @@ impl Files {
         missing: u64,
         mv: bool,
     ) -> std::io::Result<PathBuf> {
-        let mut dst = self.conflict_path(key);
-        if missing == 0 {
-            if mv {
-                std::fs::rename(data, &dst)?;
-            } else if let Err(e) = std::fs::hard_link(data, &dst) {
-                // A cache file system without links: copy, holes and all.
-                warn!(error = %e, "could not link the kept data into conflicts/; copying it");
-                copy_tail(data, &dst, 0)?;
-            }
-            sync_kept(&dst)?;
-            return Ok(dst);
-        }
-        dst.as_mut_os_string()
-            .push(format!(".appended-at-{missing}"));
-        copy_tail(data, &dst, missing)?;
-        sync_kept(&dst)?;
-        if mv {
-            std::fs::remove_file(data)?;
-        }
-        Ok(dst)
+        let dst = self.conflict_path(key);
+        // Links or copies, then fsyncs: off the async workers.
+        crate::blocking::run(|| keep_at(dst, data, missing, mv))
     }
 
     /// A staging file without a usable manifest: keep it (if it holds anything) under a name
@@ -534,4 +517,28 @@ impl Files {
             safe
         ))
     }
+}
+
+/// The blocking part of `Files::keep_local`: put `data` at `dst` (or at
+/// `dst.appended-at-<missing>`), synced.
+fn keep_at(mut dst: PathBuf, data: &Path, missing: u64, mv: bool) -> std::io::Result<PathBuf> {
+    if missing == 0 {
+        if mv {
+            std::fs::rename(data, &dst)?;
+        } else if let Err(e) = std::fs::hard_link(data, &dst) {
+            // A cache file system without links: copy, holes and all.
+            warn!(error = %e, "could not link the kept data into conflicts/; copying it");
+            copy_tail(data, &dst, 0)?;
+        }
+        sync_kept(&dst)?;
+        return Ok(dst);
+    }
+    dst.as_mut_os_string()
+        .push(format!(".appended-at-{missing}"));
+    copy_tail(data, &dst, missing)?;
+    sync_kept(&dst)?;
+    if mv {
+        std::fs::remove_file(data)?;
+    }
+    Ok(dst)
 }

@@ -290,7 +290,8 @@ impl Files {
                 // The object is shorter than it was: it changed.
                 return Err(BackendError::PreconditionFailed { key: key.into() });
             }
-            file.write_all_at(&data, off)?;
+            // Up to 8 MiB per chunk: off the async workers.
+            crate::blocking::run(|| file.write_all_at(&data, off))?;
             off += data.len() as u64;
         }
         Ok(())

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use blobmount_backend::{Backend, ObjectInfo, UserMetadata};
-use blobmount_policy_api::Policy;
+use blobmount_policy_api::{Policy, Verdict};
 use tracing::{info, warn};
 
 use crate::attr::{self, Kind};
@@ -48,6 +48,8 @@ pub(crate) struct Probe {
     pub seg: String,
     pub info: Option<ObjectInfo>,
     pub marker: Marker,
+    /// The filter's verdict on `info`, when a listing already asked it.
+    pub verdict: Option<Verdict>,
 }
 
 impl Probe {
@@ -64,6 +66,7 @@ impl Probe {
             seg: seg.into(),
             info: Some(info),
             marker: Marker::None,
+            verdict: None,
         }
     }
 }
@@ -149,7 +152,7 @@ impl Namespace {
     pub(crate) fn node_from(&self, parent: u64, name: &str, p: &Probe) -> FsResult<Option<Node>> {
         let store_key = self.child_key(&self.key_of(parent)?, &p.seg);
         let described = self.describe_probe(&store_key, p);
-        let Some(policy) = self.decide_node(&described) else {
+        let Some(policy) = self.decide_node(&described, p.verdict) else {
             return Ok(None);
         };
         let (uid, gid, perm) = self.default_owner(&described);

@@ -55,6 +55,7 @@ impl Namespace {
                     seg: seg.into(),
                     info: head,
                     marker: Marker::Folder,
+                    verdict: None,
                 }));
             }
         }
@@ -81,6 +82,7 @@ impl Namespace {
                 seg: seg.into(),
                 info,
                 marker,
+                verdict: None,
             }));
         }
         if let Some(e) = unaddressable {
@@ -126,13 +128,18 @@ impl Namespace {
     ) -> FsResult<Option<Probe>> {
         let parent_key = self.key_of(parent)?;
         // Names shown in place of invalid or colliding key segments come from the last listing.
-        let (listed_seg, listing_fresh, listed_info) = {
+        let (listed_seg, listing_fresh, listed_info, listed_verdict) = {
             let t = lock(&self.table);
             let dir = t.get(parent).map(|p| (&p.dir, p.policy.list_ttl));
             let entry = dir.and_then(|(d, _)| d.listed(name));
             let seg = entry.map(|e| (e.seg.clone(), e.kind));
             let fresh = listed || dir.is_some_and(|(d, ttl)| d.fresh_listing(ttl).is_some());
-            (seg, fresh, entry.and_then(|e| e.info.clone()))
+            (
+                seg,
+                fresh,
+                entry.and_then(|e| e.info.clone()),
+                entry.and_then(|e| e.verdict),
+            )
         };
         if let (Some((seg, Kind::File)), true, Some(info)) =
             (listed_seg.clone(), listing_fresh, listed_info)
@@ -140,7 +147,10 @@ impl Namespace {
         {
             // The listing carried size, ETag and user metadata (Azure): nothing to ask.
             self.stats.listing_attr_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Some(Probe::file(seg, info)));
+            // The listing asked the filter about this very description: not asked again.
+            let mut p = Probe::file(seg, info);
+            p.verdict = listed_verdict;
+            return Ok(Some(p));
         }
         if let Some((seg, kind)) = listed_seg.clone() {
             if kind != Kind::Dir && (seg != name || listing_fresh) {
@@ -210,7 +220,7 @@ impl Namespace {
         let mut hides = false;
         let mut dirs: BTreeMap<String, ()> = BTreeMap::new();
         // (name, size, metadata when the listing carries it)
-        let mut files: Vec<(String, u64, Option<UserMetadata>, ObjectInfo)> = Vec::new();
+        let mut files: Vec<ListedFile> = Vec::new();
         let caps = self.backend.capabilities();
         let mut token = None;
         loop {
@@ -259,14 +269,14 @@ impl Namespace {
                 })
                 .collect();
             let shown = self.filter_page(&infos);
-            for ((seg, is_dir, o), shown) in cands.into_iter().zip(shown) {
-                match (shown, is_dir, o) {
+            for ((seg, is_dir, o), verdict) in cands.into_iter().zip(shown) {
+                match (verdict != Verdict::Hidden, is_dir, o) {
                     (false, _, _) => hides = true,
                     (true, true, _) => {
                         dirs.insert(seg, ());
                     }
                     (true, false, Some(o)) => {
-                        files.push((seg, o.size, o.metadata.clone(), o.clone()));
+                        files.push((seg, o.size, o.metadata.clone(), o.clone(), verdict));
                     }
                     (true, false, None) => {}
                 }
@@ -295,15 +305,16 @@ impl Namespace {
         let mut push = |name: String,
                         seg: String,
                         kind: Kind,
-                        info: Option<&ObjectInfo>,
+                        info: Option<(&ObjectInfo, Verdict)>,
                         entries: &mut Vec<Entry>| {
             if taken.insert(name.clone()) {
-                let info = info.filter(|i| i.metadata.is_some()).cloned();
+                let info = info.filter(|(i, _)| i.metadata.is_some());
                 entries.push(Entry {
                     name,
                     seg,
                     kind,
-                    info,
+                    info: info.map(|(i, _)| i.clone()),
+                    verdict: info.map(|(_, v)| v),
                 });
                 true
             } else {
@@ -314,7 +325,9 @@ impl Namespace {
         for seg in dirs.keys().filter(|s| names::is_valid(s)) {
             push(seg.clone(), seg.clone(), Kind::Dir, None, &mut entries);
         }
-        for (seg, size, meta, info) in files.iter().filter(|(s, _, _, _)| names::is_valid(s)) {
+        for (seg, size, meta, info, verdict) in
+            files.iter().filter(|(s, _, _, _, _)| names::is_valid(s))
+        {
             if dirs.contains_key(seg) {
                 // Azure folder marker blob next to its own prefix: the same directory.
                 // Listings without metadata need a HEAD to tell.
@@ -332,7 +345,13 @@ impl Namespace {
                 self.note_conflict(&self.child_key(dir_key, seg));
                 match self.file_name_beside_dir(dir_key, seg, *size) {
                     Some(name) => {
-                        hides |= !push(name, seg.clone(), Kind::File, Some(info), &mut entries)
+                        hides |= !push(
+                            name,
+                            seg.clone(),
+                            Kind::File,
+                            Some((info, *verdict)),
+                            &mut entries,
+                        )
                     }
                     None => hides = true,
                 }
@@ -341,7 +360,7 @@ impl Namespace {
                     seg.clone(),
                     seg.clone(),
                     Kind::File,
-                    Some(info),
+                    Some((info, *verdict)),
                     &mut entries,
                 );
             }
@@ -353,8 +372,8 @@ impl Namespace {
             .chain(
                 files
                     .iter()
-                    .filter(|(s, _, _, _)| !names::is_valid(s))
-                    .map(|(s, _, _, _)| (s.clone(), Kind::File)),
+                    .filter(|(s, _, _, _, _)| !names::is_valid(s))
+                    .map(|(s, _, _, _, _)| (s.clone(), Kind::File)),
             );
         for (seg, kind) in invalid.collect::<Vec<_>>() {
             let key = self.child_key(dir_key, &seg);
@@ -414,11 +433,15 @@ impl Namespace {
 }
 
 /// What the listing pages of a directory showed (see `Namespace::list_pages`).
+/// A file a listing shows: key segment, size, metadata when the listing carries it, the
+/// listing entry, and the filter's verdict on it.
+type ListedFile = (String, u64, Option<UserMetadata>, ObjectInfo, Verdict);
+
 struct Listed {
     /// Directories by key segment.
     dirs: BTreeMap<String, ()>,
     /// Files: (key segment, size, metadata when the listing carries it, the listing entry).
-    files: Vec<(String, u64, Option<UserMetadata>, ObjectInfo)>,
+    files: Vec<ListedFile>,
     /// Objects the filter hid.
     hides: bool,
 }

@@ -34,9 +34,14 @@ impl Namespace {
     }
 
     /// Filter verdict and consistency for a node being built from what the store said.
-    /// `None` when the filter hides it.
-    pub(crate) fn decide_node(&self, d: &Described<'_>) -> Option<NodePolicy> {
-        let verdict = self.policy.filter(&d.info(), now_secs());
+    /// `None` when the filter hides it. `known`: the verdict a listing already got for the
+    /// same description (not asked again).
+    pub(crate) fn decide_node(
+        &self,
+        d: &Described<'_>,
+        known: Option<Verdict>,
+    ) -> Option<NodePolicy> {
+        let verdict = known.unwrap_or_else(|| self.policy.filter(&d.info(), now_secs()));
         if verdict == Verdict::Hidden {
             return None;
         }
@@ -157,6 +162,9 @@ impl Namespace {
 
     /// The filter verdict for a probed child of `parent`.
     pub(crate) fn probe_verdict(&self, parent: u64, p: &Probe) -> FsResult<Verdict> {
+        if let Some(v) = p.verdict {
+            return Ok(v);
+        }
         let pk = self.key_of(parent)?;
         let d = self.describe_probe(&self.child_key(&pk, &p.seg), p);
         Ok(self.policy.filter(&d.info(), now_secs()))
@@ -244,8 +252,8 @@ impl Namespace {
         }
     }
 
-    /// Filter one LIST page: `(is_dir, store key, info)` per candidate; returns which to keep.
-    pub(crate) fn filter_page(&self, items: &[api::ObjectInfo]) -> Vec<bool> {
+    /// Filter one LIST page: the verdict per candidate.
+    pub(crate) fn filter_page(&self, items: &[api::ObjectInfo]) -> Vec<Verdict> {
         if items.is_empty() {
             return Vec::new();
         }
@@ -253,7 +261,7 @@ impl Namespace {
         // A policy answering with the wrong length is already handled by the WASM host;
         // anything still missing counts as hidden.
         (0..items.len())
-            .map(|i| v.get(i).is_some_and(|v| *v != Verdict::Hidden))
+            .map(|i| v.get(i).copied().unwrap_or(Verdict::Hidden))
             .collect()
     }
 }
