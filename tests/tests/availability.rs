@@ -32,12 +32,13 @@ fn component(name: &str) -> String {
     p.to_string_lossy().into_owned()
 }
 
-/// A config with the looping filter plugin and `extra` plugin settings.
+/// A config with the looping filter plugin and `extra` plugin settings. The fuel is the
+/// highest allowed (seconds of work), so every call ends at its deadline instead.
 fn loop_plugin_config(extra: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join("blobmount.yaml");
     let yaml = format!(
-        "plugins:\n  filter:\n    path: {}\n    on-failure: allow\n    fuel: 1000000000000\n    \
+        "plugins:\n  filter:\n    path: {}\n    on-failure: allow\n    fuel: 10000000000\n    \
          cache-entries: 0\n    params:\n      mode: loop\n{extra}",
         component("misbehave")
     );
