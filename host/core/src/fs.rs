@@ -591,6 +591,13 @@ impl Fs {
         Ok(target)
     }
 
+    /// The policy now answers differently (its plugins were reloaded): cached attributes,
+    /// listings and negative entries are asked again, so verdicts and TTLs from the old
+    /// policy are not served. Open files and their pending uploads are untouched.
+    pub fn policy_changed(&self) {
+        lock(&self.ns.table).mark_all_stale();
+    }
+
     pub fn statfs(&self) -> StatFs {
         // Object stores have no fixed capacity: report a large, constant size so tools that
         // check free space (cp, package managers) proceed.

@@ -542,6 +542,17 @@ impl Table {
         }
     }
 
+    /// Force revalidation of every known node and a new listing of every directory, the
+    /// root's included (the policy changed: its verdicts and TTLs must be asked again).
+    pub fn mark_all_stale(&mut self) {
+        for (&ino, n) in self.nodes.iter_mut() {
+            if ino != ROOT_INO {
+                n.fetched = None;
+            }
+            n.dir.changed();
+        }
+    }
+
     /// Move a node to a new parent and name.
     pub fn rename(&mut self, ino: u64, new_parent: u64, new_name: &str) {
         let Some((p, name)) = self.nodes.get(&ino).map(|n| (n.parent, n.name.clone())) else {

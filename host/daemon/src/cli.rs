@@ -14,6 +14,7 @@ use crate::args::MountArgs;
 use crate::config::{Config, LoggingConfig};
 use crate::exit::{EXIT_CONFIG, EXIT_MOUNT, EXIT_RUNTIME, fail};
 use crate::mount;
+use crate::policy::Source;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -218,19 +219,20 @@ fn mount_list() -> ExitCode {
 /// `blobmount mount STORE MOUNTPOINT`: the settings from file, environment and flags, then
 /// the mount itself (in this process with `--foreground`, else in a background copy).
 fn mount(args: MountArgs) -> ExitCode {
-    let cfg = match mount_config(args) {
+    let (cfg, source) = match mount_config(args) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_CONFIG, e),
     };
     if cfg.mount.foreground || std::env::var_os(mount::READY_ENV).is_some() {
-        mount::run(cfg)
+        mount::run(cfg, source)
     } else {
         mount::daemonize()
     }
 }
 
-/// The mount's settings, or the configuration error to report (exit code 2).
-fn mount_config(mut args: MountArgs) -> Result<Config, String> {
+/// The mount's settings and where they came from (for a reload), or the configuration
+/// error to report (exit code 2).
+fn mount_config(mut args: MountArgs) -> Result<(Config, Source), String> {
     // `-o config=FILE` must be known before the file is loaded.
     args.absorb_options()?;
     let cfg =
@@ -244,7 +246,7 @@ fn mount_config(mut args: MountArgs) -> Result<Config, String> {
     if cfg.mount.mountpoint.is_none() && cfg.mount.fuse_fd_socket.is_none() {
         return Err("no mount point (give it as the second argument or mount.mountpoint)".into());
     }
-    Ok(cfg)
+    Ok((cfg, Source::new(args.config.clone(), args.overrides())))
 }
 
 /// `blobmount preload DIR`.

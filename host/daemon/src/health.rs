@@ -27,7 +27,7 @@ use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
-use blobmount_policy::WasmPolicy;
+use crate::policy::MountPolicy;
 
 use crate::metrics;
 use crate::opstats::FuseStats;
@@ -55,7 +55,7 @@ pub struct Counters {
     pub backend: Arc<BackendStats>,
     /// Store requests sent again (`crate::logging::Retries`).
     pub retries: crate::logging::Retries,
-    pub policy: Option<Arc<WasmPolicy>>,
+    pub policy: Option<Arc<MountPolicy>>,
 }
 
 /// What the endpoint reports on.
@@ -180,8 +180,8 @@ impl State {
             breakers_open: self
                 .counters
                 .policy
-                .as_deref()
-                .map(metrics::plugin_snapshot)
+                .as_ref()
+                .map(|p| metrics::plugin_snapshot(&p.current()))
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|(_, s)| s.breaker_open)
@@ -206,7 +206,10 @@ impl State {
     /// The `/metrics` page from a snapshot of the counters now.
     fn metrics(&self) -> String {
         let c = &self.counters;
-        let plugins = c.policy.as_deref().map(metrics::plugin_snapshot);
+        let plugins = c
+            .policy
+            .as_ref()
+            .map(|p| metrics::plugin_snapshot(&p.current()));
         metrics::render(&metrics::Sources {
             fuse: &c.fuse.snapshot(),
             backend: &c.backend,

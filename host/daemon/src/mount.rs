@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use blobmount_core::PreloadProgress;
-use blobmount_policy::WasmPolicy;
 use tracing::{error, info, warn};
 
 use crate::background;
@@ -27,6 +26,7 @@ use crate::health;
 use crate::logging::Retries;
 use crate::mountpoint::Place;
 use crate::opstats::FuseStats;
+use crate::policy::{MountPolicy, Reloader, Source};
 use crate::shutdown::{Signals, Stop};
 use crate::store::Store;
 
@@ -44,14 +44,15 @@ fn fail(f: Failure) -> ExitCode {
 }
 
 /// Mount and serve until unmounted or signalled.
-pub fn run(cfg: Config) -> ExitCode {
-    match mount_and_serve(cfg) {
+/// `source` is where the settings came from, read again at `SIGHUP` to reload the policy.
+pub fn run(cfg: Config, source: Source) -> ExitCode {
+    match mount_and_serve(cfg, source) {
         Ok(code) => ExitCode::from(code),
         Err(f) => fail(f),
     }
 }
 
-fn mount_and_serve(mut cfg: Config) -> Result<u8, Failure> {
+fn mount_and_serve(mut cfg: Config, source: Source) -> Result<u8, Failure> {
     let place = Place::from_config(&cfg)?;
     let cache_dir = cfg
         .cache
@@ -72,7 +73,14 @@ fn mount_and_serve(mut cfg: Config) -> Result<u8, Failure> {
         .build()
         .map_err(|e| Failure::runtime(format!("tokio runtime: {e}")))?;
     let signals = Signals::install(&rt)?;
+    let reload_cfg = fs_cfg.clone();
     let store = rt.block_on(crate::store::open(&cfg, fs_cfg, policy.clone()))?;
+    let reloader = Arc::new(Reloader::new(
+        source,
+        reload_cfg,
+        policy.clone(),
+        store.fs.clone(),
+    ));
     // The store client holds what it needs; the config keeps no secret for the mount's life.
     cfg.store.forget_secrets();
     let m = Mount {
@@ -99,6 +107,7 @@ fn mount_and_serve(mut cfg: Config) -> Result<u8, Failure> {
         fs: &m.store.fs,
         unmount: (!m.place.fd_mode()).then_some(m.place.mp.as_path()),
         grace_secs: cfg.mount.shutdown_grace_secs,
+        reload: &reloader,
     };
     let code = rt.block_on(crate::shutdown::serve_until_stopped(
         signals,
@@ -122,7 +131,7 @@ struct Mount {
     store: Store,
     /// The mount's source as shown in `/proc/mounts`, the log and `/status`.
     source: String,
-    policy: Arc<WasmPolicy>,
+    policy: Arc<MountPolicy>,
     /// The FUSE adapter's counters (read by the health endpoint).
     fuse_stats: Arc<FuseStats>,
     /// Store requests sent again (counted by the log subscriber).

@@ -10,6 +10,7 @@
 //! kill it too.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use blobmount_core::Fs;
@@ -18,6 +19,7 @@ use tracing::{error, info, warn};
 
 use crate::exit::{EXIT_RUNTIME, Failure};
 use crate::mountpoint::umount;
+use crate::policy::Reloader;
 
 /// How long the session may take to end once the mount point is unmounted.
 const SESSION_END: Duration = Duration::from_secs(60);
@@ -52,6 +54,8 @@ pub struct Stop<'a> {
     /// The mount point to unmount; `None` in fd mode (the mounter owns the mount).
     pub unmount: Option<&'a Path>,
     pub grace_secs: f64,
+    /// What `SIGHUP` reloads besides the log file.
+    pub reload: &'a Arc<Reloader>,
 }
 
 /// Serve until the session ends by itself or a signal asks to stop; then stop in order.
@@ -66,7 +70,7 @@ pub async fn serve_until_stopped(
             _ = &mut done => { info!("unmounted externally"); return 0; }
             _ = signals.term.recv() => { info!("SIGTERM: unmounting"); break; }
             _ = signals.int.recv() => { info!("SIGINT: unmounting"); break; }
-            _ = signals.hup.recv() => on_hangup(),
+            _ = signals.hup.recv() => on_hangup(stop.reload),
         }
     }
     upload_pending(stop.fs, stop.grace_secs).await;
@@ -92,13 +96,17 @@ pub async fn serve_until_stopped(
 }
 
 /// SIGHUP: reopen the log file at its configured path (logrotate's `create` mode moved it
-/// away). What else a hangup should reload (the policy) belongs here too.
-pub fn on_hangup() {
+/// away), then read the settings again and reload the policy and its plugins, off the
+/// async workers (compiling a plugin can take seconds).
+pub fn on_hangup(reload: &Arc<Reloader>) {
     match crate::logging::reopen() {
         Ok(Some(path)) => info!(path = %path.display(), "SIGHUP: log file reopened"),
         Ok(None) => info!("SIGHUP: no log file to reopen"),
         Err(e) => error!(error = %e, "SIGHUP: still logging to the old file"),
     }
+    let reload = reload.clone();
+    // Not awaited: serving and the stop signals go on while the plugins compile.
+    drop(tokio::task::spawn_blocking(move || reload.reload()));
 }
 
 /// Pending writes first: open files with changes are uploaded (or kept in conflicts/)
