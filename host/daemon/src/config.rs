@@ -315,6 +315,12 @@ impl Config {
                 .map_err(|e| ConfigError(format!("store.url: {e}")))?;
         }
         self.check_ranges()?;
+        for hook in blobmount_policy::Hook::ALL {
+            if let Some(p) = self.plugins.get(hook) {
+                p.check_params()
+                    .map_err(|e| ConfigError(format!("plugins.{}: {e}", hook.name())))?;
+            }
+        }
         if self.cache.read_memory_mib < self.cache.read_block_mib {
             return Err(ConfigError(format!(
                 "cache.read-memory-mib: must be at least cache.read-block-mib ({})",
@@ -578,6 +584,19 @@ mod tests {
             assert!(e.contains("line "), "{e}");
             assert_eq!(e.lines().count(), 1, "{e}");
         }
+    }
+
+    #[test]
+    fn a_plugin_params_table_too_big_fails_validation() {
+        let list: Vec<String> = (0..5000).map(|i| format!("'p{i}/'")).collect();
+        let yaml = format!(
+            "plugins:\n  filter:\n    path: /x.wasm\n    params:\n      prefix: [{}]\n",
+            list.join(", ")
+        );
+        let e = load_str(&yaml, &[]).map(|_| ()).unwrap_err().0;
+        assert_eq!(e, "plugins.filter: params has 5000 values (at most 4096)");
+        let ok = "plugins:\n  filter:\n    path: /x.wasm\n    params:\n      prefix: ['a/']\n";
+        assert!(load_str(ok, &[]).is_ok());
     }
 
     fn load_str(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {

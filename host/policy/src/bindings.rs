@@ -10,6 +10,20 @@ pub const WIT_VERSION: &str = "0.1.0";
 
 /// Most log lines one instance may write; later lines are dropped (with one notice).
 const MAX_LOG_LINES: u32 = 1000;
+/// Longest plugin log message kept; the rest is cut (marked with `…`).
+const MAX_LOG_LINE_BYTES: usize = 4096;
+
+/// `message` cut to [`MAX_LOG_LINE_BYTES`] at a character boundary.
+fn clipped(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.len() <= MAX_LOG_LINE_BYTES {
+        return message.into();
+    }
+    let mut end = MAX_LOG_LINE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end]).into()
+}
 
 /// Per-instance host state: the memory limiter and the log budget. Nothing else: no files,
 /// sockets, clocks or environment exist for a plugin.
@@ -29,6 +43,7 @@ impl HostState {
             return;
         }
         let hook = self.hook;
+        let message = clipped(message);
         match level {
             0 => tracing::trace!(target: "blobmount::plugin", hook, "{message}"),
             1 => tracing::debug!(target: "blobmount::plugin", hook, "{message}"),
@@ -129,3 +144,22 @@ world!(
     "consistency"
 );
 world!(acl, "acl-plugin", AclPlugin, AclPluginPre, "acl");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_plugin_log_lines_are_cut_at_a_character_boundary() {
+        assert_eq!(clipped("short"), "short");
+        let s = "é".repeat(MAX_LOG_LINE_BYTES);
+        let c = clipped(&s);
+        assert!(
+            c.len() <= MAX_LOG_LINE_BYTES + '…'.len_utf8(),
+            "{}",
+            c.len()
+        );
+        assert!(c.ends_with('…'));
+        assert!(c.trim_end_matches('…').chars().all(|ch| ch == 'é'));
+    }
+}

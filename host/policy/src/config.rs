@@ -147,6 +147,16 @@ fn default_breaker_failures() -> u32 {
 fn default_breaker_secs() -> u64 {
     30
 }
+/// Most values in a plugin's `params` (a list counts each element).
+pub const MAX_PARAM_VALUES: usize = 4096;
+/// Longest `params` key.
+pub const MAX_PARAM_KEY_BYTES: usize = 256;
+/// Longest single `params` value.
+pub const MAX_PARAM_VALUE_BYTES: usize = 64 * 1024;
+/// Most bytes in all of `params` (keys and values).
+pub const MAX_PARAM_BYTES: usize = 1024 * 1024;
+/// Largest component file accepted (a Python component is about 40 MiB).
+pub const MAX_COMPONENT_BYTES: u64 = 512 * 1024 * 1024;
 /// Allowed range of `max-instances`.
 pub const MAX_INSTANCES_RANGE: std::ops::RangeInclusive<usize> = 1..=64;
 /// Allowed range of `breaker-secs`.
@@ -191,6 +201,47 @@ impl PluginConfig {
         self
     }
 
+    /// Refuse parameter tables larger than a plugin's `init` should ever need: they are
+    /// copied into every instance's linear memory, and a runaway list in a config file
+    /// (generated, templated) should fail the mount with a reason, not exhaust memory.
+    pub fn check_params(&self) -> Result<(), String> {
+        let mut values = 0usize;
+        let mut bytes = 0usize;
+        for (k, v) in &self.params {
+            if k.len() > MAX_PARAM_KEY_BYTES {
+                return Err(format!(
+                    "a params key is {} bytes long (at most {MAX_PARAM_KEY_BYTES})",
+                    k.len()
+                ));
+            }
+            let vs: &[String] = match v {
+                ParamValue::One(s) => std::slice::from_ref(s),
+                ParamValue::Many(vs) => vs,
+            };
+            for s in vs {
+                if s.len() > MAX_PARAM_VALUE_BYTES {
+                    return Err(format!(
+                        "params.{k}: a value is {} bytes long (at most {MAX_PARAM_VALUE_BYTES})",
+                        s.len()
+                    ));
+                }
+                values += 1;
+                bytes += k.len() + s.len();
+            }
+        }
+        if values > MAX_PARAM_VALUES {
+            return Err(format!(
+                "params has {values} values (at most {MAX_PARAM_VALUES})"
+            ));
+        }
+        if bytes > MAX_PARAM_BYTES {
+            return Err(format!(
+                "params hold {bytes} bytes (at most {MAX_PARAM_BYTES})"
+            ));
+        }
+        Ok(())
+    }
+
     /// The parameters as the WIT `params` list (keys sorted, repeated values in order).
     pub fn param_list(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -226,5 +277,38 @@ impl PluginsConfig {
             Hook::Consistency => self.consistency.as_ref(),
             Hook::Acl => self.acl.as_ref(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(n: usize, key: &str, value: &str) -> PluginConfig {
+        (0..n).fold(PluginConfig::new("p.wasm"), |c, _| c.param(key, value))
+    }
+
+    #[test]
+    fn params_tables_are_capped() {
+        assert_eq!(with(MAX_PARAM_VALUES, "k", "v").check_params(), Ok(()));
+        let e = with(MAX_PARAM_VALUES + 1, "k", "v")
+            .check_params()
+            .unwrap_err();
+        assert!(e.contains("4097 values"), "{e}");
+        let long_key = "k".repeat(MAX_PARAM_KEY_BYTES + 1);
+        assert!(with(1, &long_key, "v").check_params().is_err());
+        assert_eq!(
+            with(1, &"k".repeat(MAX_PARAM_KEY_BYTES), "v").check_params(),
+            Ok(())
+        );
+        let big = "v".repeat(MAX_PARAM_VALUE_BYTES);
+        assert_eq!(with(1, "k", &big).check_params(), Ok(()));
+        let e = with(1, "k", &format!("{big}v")).check_params().unwrap_err();
+        assert!(e.starts_with("params.k:"), "{e}");
+        // Each value within its limit, all of them together above the total.
+        let e = with(MAX_PARAM_BYTES / big.len() + 1, "k", &big)
+            .check_params()
+            .unwrap_err();
+        assert!(e.contains("bytes (at most 1048576)"), "{e}");
     }
 }

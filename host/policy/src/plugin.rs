@@ -25,7 +25,9 @@ use wasmtime::{Engine, Store, StoreLimitsBuilder};
 
 use crate::bindings::{HostState, WIT_VERSION, World};
 use crate::breaker::{Admit, Breaker};
-use crate::config::{BREAKER_SECS_RANGE, Hook, MAX_INSTANCES_RANGE, PluginConfig};
+use crate::config::{
+    BREAKER_SECS_RANGE, Hook, MAX_COMPONENT_BYTES, MAX_INSTANCES_RANGE, PluginConfig,
+};
 use crate::engine::{TICK_MS, compile};
 use crate::error::{CallError, LoadError};
 
@@ -197,11 +199,24 @@ impl<W: World> Loaded<W> {
                 ),
             });
         }
-        let bytes = std::fs::read(&path).map_err(|source| LoadError::Read {
+        cfg.check_params()
+            .map_err(|reason| LoadError::Limits { hook, reason })?;
+        let read_err = |source| LoadError::Read {
             hook,
             path: path.clone(),
             source,
-        })?;
+        };
+        let size = std::fs::metadata(&path).map_err(read_err)?.len();
+        if size > MAX_COMPONENT_BYTES {
+            return Err(LoadError::Limits {
+                hook,
+                reason: format!(
+                    "{} is {size} bytes (at most {MAX_COMPONENT_BYTES})",
+                    path.display()
+                ),
+            });
+        }
+        let bytes = std::fs::read(&path).map_err(read_err)?;
         check_header(hook, &path, &bytes)?;
         let component = compile(engine, hook, &path, &bytes, cache_dir)?;
         check_interface::<W>(engine, hook, &path, &component)?;
