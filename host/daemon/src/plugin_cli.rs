@@ -2,9 +2,10 @@
 //!
 //! Kept in its own module so the CLI's main file only gains one subcommand; the work is
 //! done by `blobmount_policy::tool`, which loads the plugin exactly as a mount would.
+//! Without `--hook`, the hook is the one whose interface the component exports.
 //! Exit codes: 0 ok, 2 the plugin (or the input) is unusable, 1 the call itself failed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use blobmount_policy::Hook;
@@ -19,9 +20,9 @@ pub enum PluginSub {
     Check {
         /// The component (`.wasm`).
         plugin: PathBuf,
-        /// filter, name-conflict, consistency or acl.
+        /// filter, name-conflict, consistency or acl (default: the one the component exports).
         #[arg(long, value_parser = parse_hook)]
-        hook: Hook,
+        hook: Option<Hook>,
         /// Parameter passed to the plugin's init, KEY=VALUE (repeatable).
         #[arg(long = "param", short = 'p', value_parser = parse_param)]
         params: Vec<(String, String)>,
@@ -29,14 +30,23 @@ pub enum PluginSub {
     /// Call a plugin with JSON input (a file, or `-` for stdin) and print its JSON answer.
     Run {
         plugin: PathBuf,
+        /// filter, name-conflict, consistency or acl (default: the one the component exports).
         #[arg(long, value_parser = parse_hook)]
-        hook: Hook,
+        hook: Option<Hook>,
         /// JSON input (see docs/plugins.md for the shape per hook).
         #[arg(long)]
         input: PathBuf,
         #[arg(long = "param", short = 'p', value_parser = parse_param)]
         params: Vec<(String, String)>,
     },
+}
+
+/// The hook given with `--hook`, or the one the component exports.
+fn hook_of(plugin: &Path, hook: Option<Hook>) -> Result<Hook, ToolError> {
+    match hook {
+        Some(h) => Ok(h),
+        None => tool::detect_hook(plugin),
+    }
 }
 
 fn parse_hook(s: &str) -> Result<Hook, String> {
@@ -56,13 +66,19 @@ pub fn main(sub: PluginSub) -> ExitCode {
             plugin,
             hook,
             params,
-        } => match tool::check(&plugin, hook, &params) {
-            Ok(msg) => {
-                println!("{msg}");
-                ExitCode::SUCCESS
+        } => {
+            let hook = match hook_of(&plugin, hook) {
+                Ok(h) => h,
+                Err(e) => return fail(EXIT_CONFIG, e),
+            };
+            match tool::check(&plugin, hook, &params) {
+                Ok(msg) => {
+                    println!("{msg}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(EXIT_CONFIG, e),
             }
-            Err(e) => fail(EXIT_CONFIG, e),
-        },
+        }
         PluginSub::Run {
             plugin,
             hook,
@@ -79,6 +95,10 @@ pub fn main(sub: PluginSub) -> ExitCode {
                 Ok(t) => t,
                 Err(e) => return fail(EXIT_CONFIG, format!("{}: {e}", input.display())),
             };
+            let hook = match hook_of(&plugin, hook) {
+                Ok(h) => h,
+                Err(e) => return fail(EXIT_CONFIG, e),
+            };
             let policy = match tool::load(&plugin, hook, &params) {
                 Ok(p) => p,
                 Err(e) => return fail(EXIT_CONFIG, e),
@@ -88,7 +108,13 @@ pub fn main(sub: PluginSub) -> ExitCode {
                     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                     ExitCode::SUCCESS
                 }
-                Err(e @ (ToolError::Load(_) | ToolError::Input(_))) => fail(EXIT_CONFIG, e),
+                Err(
+                    e @ (ToolError::Load(_)
+                    | ToolError::Inspect { .. }
+                    | ToolError::NoHook { .. }
+                    | ToolError::ManyHooks { .. }
+                    | ToolError::Input(_)),
+                ) => fail(EXIT_CONFIG, e),
                 Err(e @ ToolError::Call(_)) => fail(EXIT_RUNTIME, e),
             }
         }

@@ -99,19 +99,47 @@ pub(crate) struct Loaded<W: World> {
     pub(crate) first_instantiate: std::time::Duration,
 }
 
-/// Check the file's header before handing it to the compiler, for a clearer message.
+/// What is wrong with the file's header, if anything: checked before handing the bytes to
+/// the compiler, for a clearer message than the compiler's.
+pub(crate) fn header_problem(bytes: &[u8]) -> Option<&'static str> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 0x0d, 0, 1, 0]) => None,
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Some("a core wasm module, not a component"),
+        Some([0, b'a', b's', b'm', ..]) => Some("an unknown WebAssembly version"),
+        _ => Some("not WebAssembly at all"),
+    }
+}
+
 fn check_header(hook: Hook, path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
-    let what = match bytes.get(..8) {
-        Some([0, b'a', b's', b'm', 0x0d, 0, 1, 0]) => return Ok(()),
-        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => "a core wasm module, not a component",
-        Some([0, b'a', b's', b'm', ..]) => "an unknown WebAssembly version",
-        _ => "not WebAssembly at all",
-    };
-    Err(LoadError::NotAComponent {
-        hook,
-        path: path.to_path_buf(),
-        what,
-    })
+    match header_problem(bytes) {
+        None => Ok(()),
+        Some(what) => Err(LoadError::NotAComponent {
+            hook,
+            path: path.to_path_buf(),
+            what,
+        }),
+    }
+}
+
+/// The hooks whose interface `component` exports (by name, any WIT version), and every
+/// export name, so `plugin check|run|test` without `--hook` can pick the world from the
+/// component itself, or say exactly why it cannot. The world is then checked in full by
+/// [`Loaded::load`], as for a mount.
+pub(crate) fn exported_hooks(engine: &Engine, component: &Component) -> (Vec<Hook>, Vec<String>) {
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(n, _)| n.to_string())
+        .collect();
+    let hooks = Hook::ALL
+        .into_iter()
+        .filter(|h| {
+            exports.iter().any(|e| {
+                e.split('@').next() == Some(format!("blobmount:policy/{}", h.name()).as_str())
+            })
+        })
+        .collect();
+    (hooks, exports)
 }
 
 /// Check imports and exports by name, so a wrong component gets a precise message.

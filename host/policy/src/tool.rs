@@ -1,8 +1,10 @@
-//! What `blobmount plugin check` and `blobmount plugin run` do, kept here so the daemon's
-//! CLI stays a thin wrapper: load one plugin for one hook, and call it with JSON input,
-//! printing JSON output. Input shapes are documented in docs/plugins.md.
+//! What `blobmount plugin check`, `run` and `test` do, kept here so the daemon's CLI stays a
+//! thin wrapper: find which hook a component implements, load one plugin for one hook, and
+//! call it with JSON input, producing JSON output. Input shapes are documented in
+//! docs/plugins.md; `plugin test` feeds its fixture cases through [`run_value`], so a case's
+//! input and expected output are exactly what `plugin run` takes and prints.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use blobmount_policy_api::{
@@ -16,11 +18,27 @@ use crate::config::{Hook, PluginConfig, PluginsConfig};
 use crate::error::{CallError, LoadError};
 use crate::policy::WasmPolicy;
 
-/// Why `plugin run` failed.
+/// Why `plugin check|run|test` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error("{path}: cannot tell which hook it implements: {reason}")]
+    Inspect { path: PathBuf, reason: String },
+    #[error(
+        "{path} exports none of the hook interfaces (blobmount:policy/filter, name-conflict, \
+         consistency or acl); it exports: {exports}"
+    )]
+    NoHook { path: PathBuf, exports: String },
+    #[error(
+        "{path} exports more than one hook interface ({hooks}); pass --hook to choose \
+         (it exports: {exports})"
+    )]
+    ManyHooks {
+        path: PathBuf,
+        hooks: String,
+        exports: String,
+    },
     #[error("bad input: {0}")]
     Input(String),
     #[error("the plugin call failed: {0} (a mount would answer with the failure mode)")]
@@ -44,6 +62,52 @@ pub fn load(path: &Path, hook: Hook, params: &[(String, String)]) -> Result<Wasm
         Hook::Acl => cfg.acl = Some(pc),
     }
     WasmPolicy::load(&cfg, Builtin::default())
+}
+
+/// Which hook the component at `path` implements, from its exports: the one of the four
+/// hook interfaces it exports. For `plugin check|run|test` without `--hook`; the full world
+/// (imports, `plugin` export, WIT version) is checked afterwards by [`load`].
+pub fn detect_hook(path: &Path) -> Result<Hook, ToolError> {
+    let inspect = |reason: String| ToolError::Inspect {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let size = std::fs::metadata(path)
+        .map_err(|e| inspect(format!("cannot read the file: {e}")))?
+        .len();
+    if size > crate::config::MAX_COMPONENT_BYTES {
+        return Err(inspect(format!(
+            "it is {size} bytes (at most {})",
+            crate::config::MAX_COMPONENT_BYTES
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| inspect(format!("cannot read the file: {e}")))?;
+    if let Some(what) = crate::plugin::header_problem(&bytes) {
+        return Err(inspect(format!("not a WebAssembly component ({what})")));
+    }
+    // A plain engine: only the component's type is looked at, nothing runs.
+    let engine = wasmtime::Engine::new(&wasmtime::Config::new())
+        .map_err(|e| ToolError::Load(LoadError::Engine(format!("{e:#}"))))?;
+    let component = wasmtime::component::Component::new(&engine, &bytes)
+        .map_err(|e| inspect(format!("malformed component: {e:#}")))?;
+    let (hooks, exports) = crate::plugin::exported_hooks(&engine, &component);
+    let exports = if exports.is_empty() {
+        "nothing".to_string()
+    } else {
+        exports.join(", ")
+    };
+    match hooks.as_slice() {
+        [hook] => Ok(*hook),
+        [] => Err(ToolError::NoHook {
+            path: path.to_path_buf(),
+            exports,
+        }),
+        many => Err(ToolError::ManyHooks {
+            path: path.to_path_buf(),
+            hooks: many.iter().map(|h| h.name()).collect::<Vec<_>>().join(", "),
+            exports,
+        }),
+    }
 }
 
 /// `plugin check`: load and initialise; the summary line on success.
@@ -185,6 +249,12 @@ fn acl_json(key: &str, d: AclDecision) -> Value {
 pub fn run(policy: &WasmPolicy, hook: Hook, input: &str) -> Result<Value, ToolError> {
     let v: Value =
         serde_json::from_str(input).map_err(|e| ToolError::Input(format!("not JSON: {e}")))?;
+    run_value(policy, hook, v)
+}
+
+/// [`run`] on input already parsed (a `plugin test` case): always a JSON array, one item
+/// per object, entry or key asked about.
+pub fn run_value(policy: &WasmPolicy, hook: Hook, v: Value) -> Result<Value, ToolError> {
     match hook {
         Hook::Filter => {
             // `{"now-secs": N, "objects": [...]}`, one object, or a list of objects.
