@@ -1,8 +1,9 @@
-//! `blobmount plugin check|run`: try a policy plugin without mounting anything.
+//! `blobmount plugin check|run|test`: try a policy plugin without mounting anything.
 //!
 //! Kept in its own module so the CLI's main file only gains one subcommand; the work is
-//! done by `blobmount_policy::tool`, which loads the plugin exactly as a mount would.
-//! Without `--hook`, the hook is the one whose interface the component exports.
+//! done by `blobmount_policy::tool`, which loads the plugin exactly as a mount would
+//! (`test`'s fixture handling is in `plugin_test`). Without `--hook`, the hook is the one
+//! whose interface the component exports.
 //! Exit codes: 0 ok, 2 the plugin (or the input) is unusable, 1 the call itself failed.
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,12 @@ pub enum PluginSub {
         input: PathBuf,
         #[arg(long = "param", short = 'p', value_parser = parse_param)]
         params: Vec<(String, String)>,
+    },
+    /// Run the table of cases in a fixtures file (YAML) against a plugin: PASS/FAIL per case.
+    Test {
+        plugin: PathBuf,
+        /// The fixtures file (see "Test your plugin" in docs/plugins.md).
+        fixtures: PathBuf,
     },
 }
 
@@ -118,5 +125,6 @@ pub fn main(sub: PluginSub) -> ExitCode {
                 Err(e @ ToolError::Call(_)) => fail(EXIT_RUNTIME, e),
             }
         }
+        PluginSub::Test { plugin, fixtures } => crate::plugin_test::main(&plugin, &fixtures),
     }
 }
