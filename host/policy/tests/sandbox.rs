@@ -295,3 +295,87 @@ fn instance_and_breaker_limits_are_checked() {
         .expect("breaker-secs 0 loaded");
     assert!(e.to_string().contains("breaker-secs is 0"), "{e}");
 }
+
+/// A component exporting the given names, each an empty instance (enough for its type).
+fn component_exporting(names: &[&str]) -> Vec<u8> {
+    let mut wasm = vec![0, b'a', b's', b'm', 0x0d, 0, 1, 0];
+    // Instance section: one empty instance per name, from (no) inline exports.
+    let mut inst = vec![names.len() as u8];
+    for _ in names {
+        inst.extend([0x01, 0]);
+    }
+    wasm.extend([5, inst.len() as u8]);
+    wasm.extend(inst);
+    // Export section: instance i under names[i].
+    let mut exp = vec![names.len() as u8];
+    for (i, n) in names.iter().enumerate() {
+        exp.extend([0, n.len() as u8]);
+        exp.extend(n.as_bytes());
+        exp.extend([5, i as u8, 0]);
+    }
+    wasm.extend([11, exp.len() as u8]);
+    wasm.extend(exp);
+    wasm
+}
+
+/// `plugin check|run|test` without `--hook` take the hook from the exports; a component
+/// with none, or several, is refused with what it exports.
+#[test]
+fn the_hook_is_found_from_the_exports() {
+    use blobmount_policy::tool::{ToolError, detect_hook};
+    for (name, hook) in [
+        ("glob-filter", Hook::Filter),
+        ("tenant-acl", Hook::Acl),
+        ("prefix-consistency", Hook::Consistency),
+        ("conflict-resolver", Hook::NameConflict),
+    ] {
+        assert_eq!(detect_hook(&component(name)).unwrap(), hook, "{name}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.wasm");
+
+    std::fs::write(&path, component_exporting(&[])).unwrap();
+    let e = detect_hook(&path).unwrap_err();
+    assert!(matches!(e, ToolError::NoHook { .. }), "{e}");
+    assert!(e.to_string().contains("it exports: nothing"), "{e}");
+
+    std::fs::write(
+        &path,
+        component_exporting(&["blobmount:policy/plugin@0.1.0"]),
+    )
+    .unwrap();
+    let e = detect_hook(&path).unwrap_err();
+    assert!(
+        matches!(e, ToolError::NoHook { .. }) && e.to_string().contains("blobmount:policy/plugin"),
+        "{e}"
+    );
+
+    std::fs::write(
+        &path,
+        component_exporting(&[
+            "blobmount:policy/filter@0.1.0",
+            "blobmount:policy/acl@0.2.0",
+        ]),
+    )
+    .unwrap();
+    let e = detect_hook(&path).unwrap_err();
+    assert!(
+        matches!(e, ToolError::ManyHooks { .. }) && e.to_string().contains("(filter, acl)"),
+        "{e}"
+    );
+
+    // Another WIT version still names the hook; loading then says which version it is.
+    std::fs::write(
+        &path,
+        component_exporting(&["blobmount:policy/consistency@9.0.0"]),
+    )
+    .unwrap();
+    assert_eq!(detect_hook(&path).unwrap(), Hook::Consistency);
+
+    std::fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
+    let e = detect_hook(&path).unwrap_err();
+    assert!(
+        matches!(e, ToolError::Inspect { .. }) && e.to_string().contains("core wasm module"),
+        "{e}"
+    );
+}
