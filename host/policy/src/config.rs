@@ -71,12 +71,84 @@ pub enum FailureMode {
     Allow,
 }
 
-/// One parameter value: a string, or a list of strings for a repeated key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// One parameter value: a string, or a list of strings for a repeated key. Numbers and
+/// booleans are taken as their text (`max-size: 100` is `"100"`): plugins parse their
+/// parameters themselves, and YAML authors should not have to quote them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ParamValue {
     One(String),
     Many(Vec<String>),
+}
+
+/// A scalar parameter value as text.
+struct Scalar(String);
+
+struct ScalarVisitor;
+
+impl serde::de::Visitor<'_> for ScalarVisitor {
+    type Value = Scalar;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string, number or boolean")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ParamVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ParamVisitor {
+    type Value = ParamValue;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string, number or boolean, or a list of them")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ParamValue, E> {
+        Ok(ParamValue::One(v.to_string()))
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<ParamValue, E> {
+        Ok(ParamValue::One(v.to_string()))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ParamValue, E> {
+        Ok(ParamValue::One(v.to_string()))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ParamValue, E> {
+        Ok(ParamValue::One(v.to_string()))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<ParamValue, E> {
+        Ok(ParamValue::One(v.to_string()))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ParamValue, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Scalar(s)) = seq.next_element()? {
+            out.push(s);
+        }
+        Ok(ParamValue::Many(out))
+    }
+}
+
+impl<'de> Deserialize<'de> for ParamValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ParamValue, D::Error> {
+        d.deserialize_any(ParamVisitor)
+    }
 }
 
 /// One plugin for one hook.
@@ -286,6 +358,32 @@ mod tests {
 
     fn with(n: usize, key: &str, value: &str) -> PluginConfig {
         (0..n).fold(PluginConfig::new("p.wasm"), |c, _| c.param(key, value))
+    }
+
+    #[test]
+    fn numbers_and_booleans_in_params_are_taken_as_text() {
+        let v: BTreeMap<String, ParamValue> = serde_json::from_value(serde_json::json!({
+            "n": 100, "neg": -3, "f": 1.5, "b": true, "s": "x", "l": ["a", 2, false]
+        }))
+        .unwrap();
+        let one = |k: &str| v[k].clone();
+        assert_eq!(one("n"), ParamValue::One("100".into()));
+        assert_eq!(one("neg"), ParamValue::One("-3".into()));
+        assert_eq!(one("f"), ParamValue::One("1.5".into()));
+        assert_eq!(one("b"), ParamValue::One("true".into()));
+        assert_eq!(one("s"), ParamValue::One("x".into()));
+        assert_eq!(
+            one("l"),
+            ParamValue::Many(vec!["a".into(), "2".into(), "false".into()])
+        );
+        let e = serde_json::from_value::<ParamValue>(serde_json::json!({"a": 1})).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("a string, number or boolean, or a list of them"),
+            "{e}"
+        );
+        let e = serde_json::from_value::<ParamValue>(serde_json::json!([[1]])).unwrap_err();
+        assert!(e.to_string().contains("a string, number or boolean"), "{e}");
     }
 
     #[test]
