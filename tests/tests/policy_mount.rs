@@ -145,6 +145,19 @@ fn filter_hides_and_protects(kind: Kind) {
     assert_eq!(std::fs::read(m.p("keep.txt")).unwrap(), b"visible");
     let page = metrics(port);
     assert!(metric(&page, "blobmount_plugin_calls_total{hook=\"filter\"}") >= 1.0);
+    assert!(
+        metric(
+            &page,
+            "blobmount_plugin_call_seconds_total{hook=\"filter\"}"
+        ) > 0.0
+    );
+    assert!(metric(&page, "blobmount_plugin_fuel_used_total{hook=\"filter\"}") > 0.0);
+    let status: serde_json::Value = serde_json::from_str(&http_get(port, "/status").1).unwrap();
+    assert_eq!(status["plugins"][0]["hook"], "filter", "{status}");
+    assert!(
+        status["plugins"][0]["fuel_used"].as_u64() > Some(0),
+        "{status}"
+    );
     assert_eq!(
         metric(&page, "blobmount_plugin_failures_total{hook=\"filter\"}"),
         0.0
@@ -328,6 +341,24 @@ fn misbehaving_plugins_are_stopped_and_the_mount_keeps_answering() {
             assert!(!std::path::Path::new("/etc/hostname").exists() || shown.is_empty());
         } else {
             assert!(failures >= 1.0, "mode {mode}: no failure counted");
+            // Counted by kind as well.
+            // (`alloc` grows memory in a loop: the fuel may run out before the cap is hit.)
+            let kinds: &[&str] = match mode {
+                "loop" => &["out-of-fuel"],
+                "alloc" => &["memory", "out-of-fuel"],
+                "trap" => &["trap"],
+                _ => &["bad-return"],
+            };
+            let page = metrics(port);
+            let series = |k: &str| {
+                format!("blobmount_plugin_failures_by_kind_total{{hook=\"filter\",kind=\"{k}\"}}")
+            };
+            assert!(
+                kinds
+                    .iter()
+                    .any(|k| page.lines().any(|l| l.starts_with(&series(k)))),
+                "mode {mode}: no {kinds:?} counted"
+            );
         }
         // The mount still serves file contents.
         if !shown.is_empty() {

@@ -153,6 +153,12 @@ impl State {
     fn status(&self, fuse: &Result<(), String>, store: &Result<(), String>) -> Status {
         let (ops, op_errors, read_bytes, written_bytes) = self.counters.fuse.snapshot().totals();
         let fc = self.fs.file_cache.as_ref();
+        let plugins = self
+            .counters
+            .policy
+            .as_ref()
+            .map(|p| metrics::plugin_snapshot(&p.current()))
+            .unwrap_or_default();
         Status {
             mountpoint: self.mountpoint.display().to_string(),
             store: self.store.clone(),
@@ -177,15 +183,14 @@ impl State {
             file_cache_objects: fc.map(|c| c.len() as u64),
             upload_conflicts: self.fs.stats.upload_conflicts.load(Ordering::Relaxed),
             upload_errors: self.fs.stats.upload_errors.load(Ordering::Relaxed),
-            breakers_open: self
-                .counters
-                .policy
-                .as_ref()
-                .map(|p| metrics::plugin_snapshot(&p.current()))
-                .unwrap_or_default()
-                .into_iter()
+            breakers_open: plugins
+                .iter()
                 .filter(|(_, s)| s.breaker_open)
                 .map(|(h, _)| h.name().to_string())
+                .collect(),
+            plugins: plugins
+                .iter()
+                .map(|(h, s)| PluginStatus::from_snapshot(*h, s))
                 .collect(),
             preload: self.preload.as_ref().map(|p| {
                 let (files_done, files_total, bytes_done, bytes_total) = p.snapshot();
@@ -263,6 +268,44 @@ pub struct Status {
     /// Plugins whose circuit breaker is open now, by hook name (absent from older daemons).
     #[serde(default)]
     pub breakers_open: Vec<String>,
+    /// Each configured plugin's counters (absent from older daemons).
+    #[serde(default)]
+    pub plugins: Vec<PluginStatus>,
+}
+
+/// One plugin's counters in `/status` (`blobmount status`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PluginStatus {
+    pub hook: String,
+    pub calls: u64,
+    pub cache_hits: u64,
+    /// Failed calls, each answered by the failure mode.
+    pub failures: u64,
+    /// Questions answered by the failure mode: failed calls and breaker refusals.
+    pub fallbacks: u64,
+    /// Mean wall time per call, in milliseconds (0 without calls).
+    pub mean_call_ms: f64,
+    pub fuel_used: u64,
+    pub breaker_open: bool,
+}
+
+impl PluginStatus {
+    fn from_snapshot(hook: blobmount_policy::Hook, s: &blobmount_policy::StatsSnapshot) -> Self {
+        PluginStatus {
+            hook: hook.name().to_string(),
+            calls: s.calls,
+            cache_hits: s.cache_hits,
+            failures: s.failures,
+            fallbacks: s.failures + s.breaker_skipped,
+            mean_call_ms: if s.calls == 0 {
+                0.0
+            } else {
+                s.call_micros as f64 / s.calls as f64 / 1e3
+            },
+            fuel_used: s.fuel_used,
+            breaker_open: s.breaker_open,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use blobmount_backend::metered::BackendStats;
 use blobmount_core::filecache::FileCache;
 use blobmount_core::{Fs, PreloadProgress};
-use blobmount_policy::{Hook, StatsSnapshot, WasmPolicy};
+use blobmount_policy::{FAILURE_KINDS, Hook, StatsSnapshot, WasmPolicy};
 
 use crate::opstats::{BOUNDS_US, FuseSnapshot};
 
@@ -304,45 +304,55 @@ fn preload(o: &mut Out, p: &PreloadProgress) {
 }
 
 /// One exported plugin counter: name, help, and how to read it from a snapshot.
-type Series = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
+type Series = (&'static str, &'static str, fn(&StatsSnapshot) -> f64);
 
 /// Per-hook plugin counters.
 fn plugins(o: &mut Out, stats: &[(Hook, StatsSnapshot)]) {
-    let series: [Series; 7] = [
+    let series: [Series; 9] = [
         (
             "blobmount_plugin_calls_total",
             "Calls into a policy plugin, by hook (answers from its cache not counted).",
-            |s| s.calls,
+            |s| s.calls as f64,
+        ),
+        (
+            "blobmount_plugin_call_seconds_total",
+            "Wall time spent in plugin calls (waiting for a free instance included), by hook; divide by calls for the mean.",
+            |s| s.call_micros as f64 / 1e6,
+        ),
+        (
+            "blobmount_plugin_fuel_used_total",
+            "Fuel consumed by plugin calls (about one WebAssembly instruction each), by hook.",
+            |s| s.fuel_used as f64,
         ),
         (
             "blobmount_plugin_cache_hits_total",
             "Policy answers served from the plugin answer cache, by hook.",
-            |s| s.cache_hits,
+            |s| s.cache_hits as f64,
         ),
         (
             "blobmount_plugin_failures_total",
             "Plugin calls that trapped, ran out of fuel or time, hit the memory cap or returned garbage (answered by the failure mode), by hook.",
-            |s| s.failures,
+            |s| s.failures as f64,
         ),
         (
             "blobmount_plugin_instantiations_total",
             "Plugin instances created (at load, on overlap, and to replace failed ones), by hook.",
-            |s| s.instantiations,
+            |s| s.instantiations as f64,
         ),
         (
             "blobmount_plugin_breaker_open",
             "1 while the plugin's circuit breaker keeps it out (the failure mode answers), by hook.",
-            |s| u64::from(s.breaker_open),
+            |s| f64::from(u8::from(s.breaker_open)),
         ),
         (
             "blobmount_plugin_breaker_trips_total",
             "Times the plugin's circuit breaker opened after consecutive failures, by hook.",
-            |s| s.breaker_trips,
+            |s| s.breaker_trips as f64,
         ),
         (
             "blobmount_plugin_breaker_skipped_total",
             "Policy questions answered by the failure mode without calling the plugin because its breaker was open, by hook.",
-            |s| s.breaker_skipped,
+            |s| s.breaker_skipped as f64,
         ),
     ];
     for (name, help, get) in series {
@@ -354,6 +364,23 @@ fn plugins(o: &mut Out, stats: &[(Hook, StatsSnapshot)]) {
         o.head(name, kind, help);
         for (hook, s) in stats {
             let _ = writeln!(o.0, "{name}{{hook=\"{}\"}} {}", hook.name(), get(s));
+        }
+    }
+    let name = "blobmount_plugin_failures_by_kind_total";
+    o.head(
+        name,
+        COUNTER,
+        "Failed plugin calls by hook and kind (out-of-fuel, deadline, memory, trap, bad-return, instantiate, busy).",
+    );
+    for (hook, s) in stats {
+        for (kind, n) in FAILURE_KINDS.iter().zip(s.failures_by_kind) {
+            if n > 0 {
+                let _ = writeln!(
+                    o.0,
+                    "{name}{{hook=\"{}\",kind=\"{kind}\"}} {n}",
+                    hook.name()
+                );
+            }
         }
     }
 }
@@ -371,6 +398,9 @@ mod tests {
             breaker_open: true,
             breaker_trips: 1,
             breaker_skipped: 42,
+            call_micros: 2_500_000,
+            fuel_used: 123,
+            failures_by_kind: [0, 4, 0, 1, 0, 0, 0],
             ..StatsSnapshot::default()
         };
         let mut o = Out(String::new());
@@ -387,6 +417,10 @@ mod tests {
             "blobmount_plugin_breaker_trips_total{hook=\"filter\"} 1",
             "blobmount_plugin_breaker_skipped_total{hook=\"filter\"} 42",
             "blobmount_plugin_calls_total{hook=\"filter\"} 5",
+            "blobmount_plugin_call_seconds_total{hook=\"filter\"} 2.5",
+            "blobmount_plugin_fuel_used_total{hook=\"filter\"} 123",
+            "blobmount_plugin_failures_by_kind_total{hook=\"filter\",kind=\"deadline\"} 4",
+            "blobmount_plugin_failures_by_kind_total{hook=\"filter\",kind=\"trap\"} 1",
         ] {
             assert!(page.lines().any(|l| l == line), "no {line:?} in\n{page}");
         }

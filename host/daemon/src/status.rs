@@ -63,6 +63,12 @@ fn summary(s: &Status) -> String {
             s.upload_conflicts, s.upload_errors
         );
     }
+    for p in &s.plugins {
+        out += &format!(
+            "\n  plugin {}: {} calls ({:.2} ms mean, {} fuel), {} cache hits, {} failed, {} answered by the failure mode",
+            p.hook, p.calls, p.mean_call_ms, p.fuel_used, p.cache_hits, p.failures, p.fallbacks
+        );
+    }
     if !s.breakers_open.is_empty() {
         out += &format!(
             "\n  circuit breaker open (plugin not called, failure mode answers): {}",

@@ -30,6 +30,8 @@ fn clipped(message: &str) -> std::borrow::Cow<'_, str> {
 pub struct HostState {
     pub(crate) limits: StoreLimits,
     pub(crate) hook: &'static str,
+    /// The plugin's name (its file name without `.wasm`), on each of its log lines.
+    pub(crate) plugin: String,
     pub(crate) log_lines: u32,
 }
 
@@ -43,13 +45,14 @@ impl HostState {
             return;
         }
         let hook = self.hook;
+        let plugin = self.plugin.as_str();
         let message = clipped(message);
         match level {
-            0 => tracing::trace!(target: "blobmount::plugin", hook, "{message}"),
-            1 => tracing::debug!(target: "blobmount::plugin", hook, "{message}"),
-            2 => tracing::info!(target: "blobmount::plugin", hook, "{message}"),
-            3 => tracing::warn!(target: "blobmount::plugin", hook, "{message}"),
-            _ => tracing::error!(target: "blobmount::plugin", hook, "{message}"),
+            0 => tracing::trace!(target: "blobmount::plugin", hook, plugin, "{message}"),
+            1 => tracing::debug!(target: "blobmount::plugin", hook, plugin, "{message}"),
+            2 => tracing::info!(target: "blobmount::plugin", hook, plugin, "{message}"),
+            3 => tracing::warn!(target: "blobmount::plugin", hook, plugin, "{message}"),
+            _ => tracing::error!(target: "blobmount::plugin", hook, plugin, "{message}"),
         }
     }
 }

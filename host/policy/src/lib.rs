@@ -36,5 +36,5 @@ pub use config::{
     PluginsConfig,
 };
 pub use error::{CallError, LoadError};
-pub use plugin::{PluginStats, StatsSnapshot};
+pub use plugin::{FAILURE_KINDS, PluginStats, StatsSnapshot};
 pub use policy::WasmPolicy;

@@ -38,7 +38,25 @@ pub struct PluginStats {
     pub cache_hits: AtomicU64,
     pub failures: AtomicU64,
     pub instantiations: AtomicU64,
+    /// Wall time of calls, waiting for an instance included, in microseconds.
+    pub call_micros: AtomicU64,
+    /// Fuel the calls consumed (about one WebAssembly instruction each).
+    pub fuel_used: AtomicU64,
+    /// Failures by kind, in the order of [`FAILURE_KINDS`].
+    pub failures_by_kind: [AtomicU64; FAILURE_KINDS.len()],
 }
+
+/// The kinds of failed calls counted apart (`CallError::kind`; a breaker refusal is not a
+/// call and is counted by the breaker).
+pub const FAILURE_KINDS: [&str; 7] = [
+    "out-of-fuel",
+    "deadline",
+    "memory",
+    "trap",
+    "bad-return",
+    "instantiate",
+    "busy",
+];
 
 /// A point-in-time copy of a plugin's counters and breaker state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,6 +71,12 @@ pub struct StatsSnapshot {
     pub breaker_trips: u64,
     /// Calls answered by the failure mode without the plugin because the breaker was open.
     pub breaker_skipped: u64,
+    /// Wall time of calls, in microseconds.
+    pub call_micros: u64,
+    /// Fuel consumed by calls.
+    pub fuel_used: u64,
+    /// Failures by kind, in the order of [`FAILURE_KINDS`].
+    pub failures_by_kind: [u64; FAILURE_KINDS.len()],
 }
 
 /// Run `f`, a blocking plugin call, without holding a tokio worker: under
@@ -81,6 +105,8 @@ struct Slot<W> {
 pub(crate) struct Loaded<W: World> {
     pub(crate) hook: Hook,
     pub(crate) path: PathBuf,
+    /// The component's file name without `.wasm`: tags its log lines.
+    name: String,
     engine: Engine,
     pre: W::Pre,
     params: Vec<(String, String)>,
@@ -269,6 +295,10 @@ impl<W: World> Loaded<W> {
             })?;
         let mut loaded = Loaded {
             hook,
+            name: path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             path: path.clone(),
             engine: engine.clone(),
             pre,
@@ -355,6 +385,7 @@ impl<W: World> Loaded<W> {
             HostState {
                 limits,
                 hook: self.hook.name(),
+                plugin: self.name.clone(),
                 log_lines: 0,
             },
         );
@@ -436,13 +467,19 @@ impl<W: World> Loaded<W> {
             Admit::Call | Admit::Trial => {}
         }
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let deadline = Instant::now() + self.deadline;
-        offload(|| {
+        let start = Instant::now();
+        let deadline = start + self.deadline;
+        let out = offload(|| {
             let mut slot = self.take_slot(deadline)?;
             let left = deadline.saturating_duration_since(Instant::now());
+            let armed = self.fuel.saturating_mul(scale.max(1));
             let out = self.arm(&mut slot.store, scale, left).and_then(|()| {
                 f(&slot.world, &mut slot.store).map_err(|e| CallError::from_wasmtime(&e))
             });
+            let left_fuel = slot.store.get_fuel().unwrap_or(0);
+            self.stats
+                .fuel_used
+                .fetch_add(armed.saturating_sub(left_fuel), Ordering::Relaxed);
             match out {
                 Ok(v) => {
                     self.put_back(slot);
@@ -454,7 +491,10 @@ impl<W: World> Loaded<W> {
                     Err(e)
                 }
             }
-        })
+        });
+        let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.stats.call_micros.fetch_add(micros, Ordering::Relaxed);
+        out
     }
 
     /// The counters and the breaker's state now.
@@ -468,6 +508,11 @@ impl<W: World> Loaded<W> {
             breaker_open: self.breaker.is_open(),
             breaker_trips: self.breaker.trips.load(Ordering::Relaxed),
             breaker_skipped: self.breaker.skipped.load(Ordering::Relaxed),
+            call_micros: s.call_micros.load(Ordering::Relaxed),
+            fuel_used: s.fuel_used.load(Ordering::Relaxed),
+            failures_by_kind: std::array::from_fn(|i| {
+                s.failures_by_kind[i].load(Ordering::Relaxed)
+            }),
         }
     }
 
@@ -486,6 +531,9 @@ impl<W: World> Loaded<W> {
         }
         self.breaker.failure();
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        if let Some(i) = FAILURE_KINDS.iter().position(|k| *k == e.kind()) {
+            self.stats.failures_by_kind[i].fetch_add(1, Ordering::Relaxed);
+        }
         let bit = match e {
             CallError::BreakerOpen => 0,
             CallError::Busy(_) => 64,
