@@ -216,6 +216,61 @@ fn check_interface<W: World>(
     Ok(())
 }
 
+/// The plugin's limits and parameter table, before anything is read or compiled.
+fn check_limits(hook: Hook, cfg: &PluginConfig) -> Result<(), LoadError> {
+    if cfg.fuel == 0 || cfg.deadline_ms == 0 || cfg.memory_mib == 0 {
+        return Err(LoadError::Limits {
+            hook,
+            reason: "fuel, deadline-ms and memory-mib must be above zero".into(),
+        });
+    }
+    if !MAX_INSTANCES_RANGE.contains(&cfg.max_instances) {
+        return Err(LoadError::Limits {
+            hook,
+            reason: format!(
+                "max-instances is {}; it must be {} to {}",
+                cfg.max_instances,
+                MAX_INSTANCES_RANGE.start(),
+                MAX_INSTANCES_RANGE.end()
+            ),
+        });
+    }
+    if !BREAKER_SECS_RANGE.contains(&cfg.breaker_secs) {
+        return Err(LoadError::Limits {
+            hook,
+            reason: format!(
+                "breaker-secs is {}; it must be {} to {}",
+                cfg.breaker_secs,
+                BREAKER_SECS_RANGE.start(),
+                BREAKER_SECS_RANGE.end()
+            ),
+        });
+    }
+    cfg.check_params()
+        .map_err(|reason| LoadError::Limits { hook, reason })?;
+    Ok(())
+}
+
+/// The component's bytes, refused above [`MAX_COMPONENT_BYTES`] before they are read.
+fn read_component(hook: Hook, path: &Path) -> Result<Vec<u8>, LoadError> {
+    let read_err = |source| LoadError::Read {
+        hook,
+        path: path.to_path_buf(),
+        source,
+    };
+    let size = std::fs::metadata(path).map_err(read_err)?.len();
+    if size > MAX_COMPONENT_BYTES {
+        return Err(LoadError::Limits {
+            hook,
+            reason: format!(
+                "{} is {size} bytes (at most {MAX_COMPONENT_BYTES})",
+                path.display()
+            ),
+        });
+    }
+    std::fs::read(path).map_err(read_err)
+}
+
 impl<W: World> Loaded<W> {
     /// Read, compile (or fetch from the cache), check and pre-instantiate a plugin.
     pub(crate) fn load(
@@ -225,52 +280,8 @@ impl<W: World> Loaded<W> {
         cache_dir: Option<&Path>,
     ) -> Result<Loaded<W>, LoadError> {
         let path = cfg.path.clone();
-        if cfg.fuel == 0 || cfg.deadline_ms == 0 || cfg.memory_mib == 0 {
-            return Err(LoadError::Limits {
-                hook,
-                reason: "fuel, deadline-ms and memory-mib must be above zero".into(),
-            });
-        }
-        if !MAX_INSTANCES_RANGE.contains(&cfg.max_instances) {
-            return Err(LoadError::Limits {
-                hook,
-                reason: format!(
-                    "max-instances is {}; it must be {} to {}",
-                    cfg.max_instances,
-                    MAX_INSTANCES_RANGE.start(),
-                    MAX_INSTANCES_RANGE.end()
-                ),
-            });
-        }
-        if !BREAKER_SECS_RANGE.contains(&cfg.breaker_secs) {
-            return Err(LoadError::Limits {
-                hook,
-                reason: format!(
-                    "breaker-secs is {}; it must be {} to {}",
-                    cfg.breaker_secs,
-                    BREAKER_SECS_RANGE.start(),
-                    BREAKER_SECS_RANGE.end()
-                ),
-            });
-        }
-        cfg.check_params()
-            .map_err(|reason| LoadError::Limits { hook, reason })?;
-        let read_err = |source| LoadError::Read {
-            hook,
-            path: path.clone(),
-            source,
-        };
-        let size = std::fs::metadata(&path).map_err(read_err)?.len();
-        if size > MAX_COMPONENT_BYTES {
-            return Err(LoadError::Limits {
-                hook,
-                reason: format!(
-                    "{} is {size} bytes (at most {MAX_COMPONENT_BYTES})",
-                    path.display()
-                ),
-            });
-        }
-        let bytes = std::fs::read(&path).map_err(read_err)?;
+        check_limits(hook, cfg)?;
+        let bytes = read_component(hook, &path)?;
         check_header(hook, &path, &bytes)?;
         let component = compile(engine, hook, &path, &bytes, cache_dir)?;
         check_interface::<W>(engine, hook, &path, &component)?;
