@@ -37,6 +37,8 @@ pub enum PluginSub {
         #[arg(long = "param", short = 'p', value_parser = parse_param)]
         params: Vec<(String, String)>,
     },
+    /// Write a ready-to-build plugin project NAME/ (Rust, SDK included; see docs/plugins.md).
+    New(crate::plugin_new::NewArgs),
 }
 
 fn parse_hook(s: &str) -> Result<Hook, String> {
@@ -52,6 +54,7 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 
 pub fn main(sub: PluginSub) -> ExitCode {
     match sub {
+        PluginSub::New(args) => crate::plugin_new::main(args),
         PluginSub::Check {
             plugin,
             hook,
