@@ -89,13 +89,13 @@ impl Acl for PrefixOwner {
         };
         let mut allow = Access::empty();
         if bits & 0o4 != 0 {
-            allow |= Access::READ;
+            allow = allow | Access::READ;
         }
         if bits & 0o2 != 0 {
-            allow |= Access::WRITE;
+            allow = allow | Access::WRITE;
         }
         if bits & 0o1 != 0 {
-            allow |= Access::EXECUTE;
+            allow = allow | Access::EXECUTE;
         }
         Decision {
             uid: owner.uid,
