@@ -67,14 +67,14 @@ fn tools_dir(shared: &Path) -> PathBuf {
 
 /// Every field `expect` gives equals `actual`'s; lists match item by item. A single object
 /// expected against a one-item answer compares with that item (`plugin run` prints a list).
-fn matches(expect: &Value, actual: &Value) -> bool {
+fn fields_match(expect: &Value, actual: &Value) -> bool {
     match (expect, actual) {
-        (Value::Object(e), Value::Array(a)) if a.len() == 1 => matches(expect, &a[0]),
+        (Value::Object(_), Value::Array(a)) if a.len() == 1 => fields_match(expect, &a[0]),
         (Value::Object(e), Value::Object(a)) => e
             .iter()
-            .all(|(k, v)| a.get(k).is_some_and(|av| matches(v, av))),
+            .all(|(k, v)| a.get(k).is_some_and(|av| fields_match(v, av))),
         (Value::Array(e), Value::Array(a)) => {
-            e.len() == a.len() && e.iter().zip(a).all(|(x, y)| matches(x, y))
+            e.len() == a.len() && e.iter().zip(a).all(|(x, y)| fields_match(x, y))
         }
         _ => expect == actual,
     }
@@ -184,7 +184,7 @@ fn new_projects_build_check_and_answer_their_fixtures() {
             assert_eq!(r.code, Some(0), "{hook} {}: {r:?}", case["name"]);
             let actual: Value = serde_json::from_str(&r.stdout).unwrap();
             assert!(
-                matches(&case["expect"], &actual),
+                fields_match(&case["expect"], &actual),
                 "{hook} case {}: expected {} within {actual}",
                 case["name"],
                 case["expect"]

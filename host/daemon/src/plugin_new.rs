@@ -247,15 +247,16 @@ pub fn validate_name(name: &str) -> Result<(), NewError> {
     if name.len() > 64 {
         return bad("longer than 64 characters");
     }
-    if !first.is_ascii_alphabetic() {
-        return bad("it must start with an ASCII letter");
+    if !first.is_ascii_lowercase() {
+        return bad("it must start with a lowercase ASCII letter");
     }
+    // Lowercase only: cargo and rustc warn about other crate names.
     if let Some(c) = name
         .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
     {
         return bad(&format!(
-            "{c:?} is not allowed (ASCII letters, digits, - and _ only)"
+            "{c:?} is not allowed (lowercase ASCII letters, digits, - and _ only)"
         ));
     }
     if RESERVED.contains(&name) {
@@ -411,12 +412,14 @@ mod tests {
 
     #[test]
     fn names_must_make_valid_crates() {
-        for ok in ["hide-drafts", "a", "acl_v2", "Tenant1"] {
+        for ok in ["hide-drafts", "a", "acl_v2", "tenant1"] {
             assert!(validate_name(ok).is_ok(), "{ok}");
         }
         for bad in [
             "",
             "1plugin",
+            "Tenant",
+            "hideDrafts",
             "-x",
             "_x",
             "has space",
