@@ -1,4 +1,4 @@
-//! Command line: `mount`, `mount list`, `unmount`, `config validate|schema`, `plugin check|run`,
+//! Command line: `mount`, `mount list`, `unmount`, `config validate|schema`, `plugin new|check|run|test`,
 //! `version`, `preload`, `status`, `health`, `fuse-mounter`.
 //!
 //! Why this module is only a dispatcher: each subcommand is one function here that hands the

@@ -25,6 +25,7 @@ pub mod mount;
 pub mod mountpoint;
 pub mod opstats;
 pub mod plugin_cli;
+pub mod plugin_new;
 pub mod plugin_test;
 pub mod policy;
 pub mod preload;

@@ -46,6 +46,8 @@ pub enum PluginSub {
         /// The fixtures file (see "Test your plugin" in docs/plugins.md).
         fixtures: PathBuf,
     },
+    /// Write a ready-to-build plugin project NAME/ (Rust, SDK included; see docs/plugins.md).
+    New(crate::plugin_new::NewArgs),
 }
 
 /// The hook given with `--hook`, or the one the component exports.
@@ -69,6 +71,7 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 
 pub fn main(sub: PluginSub) -> ExitCode {
     match sub {
+        PluginSub::New(args) => crate::plugin_new::main(args),
         PluginSub::Check {
             plugin,
             hook,
