@@ -318,6 +318,7 @@ impl Config {
         for hook in blobmount_policy::Hook::ALL {
             if let Some(p) = self.plugins.get(hook) {
                 p.check_params()
+                    .and_then(|()| p.check_pin())
                     .map_err(|e| ConfigError(format!("plugins.{}: {e}", hook.name())))?;
             }
         }

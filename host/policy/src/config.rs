@@ -196,6 +196,10 @@ pub struct PluginConfig {
     /// this).
     #[serde(default = "default_cache_secs")]
     pub cache_secs: u64,
+    /// Pin: the SHA-256 of the component file (64 hex digits). A file with another digest
+    /// is refused at load and at a reload, so a swapped file is never run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 fn default_fuel() -> u64 {
@@ -256,6 +260,7 @@ impl PluginConfig {
             breaker_secs: default_breaker_secs(),
             cache_entries: default_cache_entries(),
             cache_secs: default_cache_secs(),
+            sha256: None,
         }
     }
 
@@ -312,6 +317,16 @@ impl PluginConfig {
             ));
         }
         Ok(())
+    }
+
+    /// `sha256`, when given, is 64 hex digits.
+    pub fn check_pin(&self) -> Result<(), String> {
+        match &self.sha256 {
+            Some(h) if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) => Err(format!(
+                "sha256 {h:?} is not a SHA-256 digest (64 hex digits)"
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The parameters as the WIT `params` list (keys sorted, repeated values in order).

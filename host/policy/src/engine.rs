@@ -50,9 +50,15 @@ pub(crate) fn new_engine() -> Result<Engine, LoadError> {
 fn artifact_name(engine: &Engine, bytes: &[u8]) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
-    let digest = Sha256::digest(bytes);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{hex}-{:016x}.cwasm", h.finish())
+    format!("{}-{:016x}.cwasm", sha256_hex(bytes), h.finish())
+}
+
+/// The SHA-256 of `bytes` in lowercase hex (cache names and `sha256` pins).
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Compile `bytes`, or load the artifact a previous run cached in `cache_dir`.

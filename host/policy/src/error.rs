@@ -67,6 +67,16 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{hook} plugin {path}: its SHA-256 is {actual}, not the pinned {expected}; \
+         refusing to run it (update sha256 if the new file is the one you want)"
+    )]
+    Pinned {
+        hook: Hook,
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
     #[error("{hook} plugin: bad limits: {reason}")]
     Limits { hook: Hook, reason: String },
     #[error("cannot set up the WebAssembly engine: {0}")]

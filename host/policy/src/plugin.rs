@@ -251,6 +251,26 @@ fn check_limits(hook: Hook, cfg: &PluginConfig) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// The component matches its `sha256` pin, if it has one.
+fn check_digest(hook: Hook, cfg: &PluginConfig, bytes: &[u8]) -> Result<(), LoadError> {
+    cfg.check_pin()
+        .map_err(|reason| LoadError::Limits { hook, reason })?;
+    let Some(expected) = &cfg.sha256 else {
+        return Ok(());
+    };
+    let actual = crate::engine::sha256_hex(bytes);
+    if actual.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(LoadError::Pinned {
+            hook,
+            path: cfg.path.clone(),
+            expected: expected.to_ascii_lowercase(),
+            actual,
+        })
+    }
+}
+
 /// The component's bytes, refused above [`MAX_COMPONENT_BYTES`] before they are read.
 fn read_component(hook: Hook, path: &Path) -> Result<Vec<u8>, LoadError> {
     let read_err = |source| LoadError::Read {
@@ -282,6 +302,7 @@ impl<W: World> Loaded<W> {
         let path = cfg.path.clone();
         check_limits(hook, cfg)?;
         let bytes = read_component(hook, &path)?;
+        check_digest(hook, cfg, &bytes)?;
         check_header(hook, &path, &bytes)?;
         let component = compile(engine, hook, &path, &bytes, cache_dir)?;
         check_interface::<W>(engine, hook, &path, &component)?;

@@ -164,6 +164,37 @@ fn component_of_the_wrong_world_is_rejected_clearly() {
     );
 }
 
+/// A `sha256` pin: the right digest loads (either case); another digest, or a value that is
+/// not a digest, is refused before anything is compiled or run.
+#[test]
+fn a_pinned_component_loads_only_with_its_digest() {
+    use sha2::{Digest, Sha256};
+    let path = component("glob-filter");
+    let bytes = std::fs::read(&path).unwrap();
+    let hex: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let pinned = |pin: &str| {
+        let mut c = PluginConfig::new(&path);
+        c.sha256 = Some(pin.to_string());
+        try_policy(Hook::Filter, c)
+    };
+    assert!(pinned(&hex).is_ok());
+    assert!(pinned(&hex.to_ascii_uppercase()).is_ok());
+    let other = format!("{}0", &hex[..63]);
+    let other = if other == hex {
+        format!("{}1", &hex[..63])
+    } else {
+        other
+    };
+    let e = pinned(&other).err().unwrap();
+    assert!(matches!(e, LoadError::Pinned { .. }), "{e}");
+    assert!(e.to_string().contains(&hex), "{e}");
+    let e = pinned("abc").err().unwrap();
+    assert!(matches!(e, LoadError::Limits { .. }), "{e}");
+}
+
 /// A component that asks for sockets (or files, clocks, env: any WASI interface) is refused
 /// at load: the host links nothing but `blobmount:policy/host`, so no plugin can open a
 /// socket or read a host file, whatever language it was written in.
