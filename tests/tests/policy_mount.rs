@@ -462,3 +462,41 @@ fn sighup_reloads_plugins_and_keeps_the_old_ones_on_failure() {
     assert!(is_mounted(m.path()));
     assert_eq!(names(m.path()), ["junk.tmp", "keep.txt"]);
 }
+
+/// With `plugins.watch-secs`, a changed config file is reloaded without a signal, once it
+/// has stayed the same for one period.
+#[test]
+fn a_changed_config_file_is_reloaded_without_a_signal() {
+    let emu = Emulator::start(Kind::Azure);
+    let bucket = emu.create_bucket();
+    for k in ["keep.txt", "junk.tmp", "notes.md"] {
+        emu.put_object(&bucket, k, b"x");
+    }
+    let filter = |pattern: &str| {
+        format!(
+            "plugins:\n  watch-secs: 1\n  filter:\n    path: {}\n    params:\n      exclude: '{pattern}'\n",
+            component("glob-filter")
+        )
+    };
+    let (g, cfg) = config(&filter("*.tmp"));
+    let log = g.path().join("daemon.log");
+    let mut spec = MountSpec::for_emulator(&emu, &bucket);
+    spec.args = vec!["--config".into(), cfg.clone()];
+    spec.env
+        .push(("BLOBMOUNT_LOGGING__FILE".into(), log.display().to_string()));
+    let m = Mount::start(&spec);
+    assert_eq!(names(m.path()), ["keep.txt", "notes.md"]);
+    std::fs::write(&cfg, filter("*.md")).unwrap();
+    let t = Instant::now();
+    while names(m.path()) != ["junk.tmp", "keep.txt"] {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "not reloaded: {:?}\n{}",
+            names(m.path()),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("config changed: policy reloaded"), "{text}");
+}

@@ -315,6 +315,15 @@ impl Config {
                 .map_err(|e| ConfigError(format!("store.url: {e}")))?;
         }
         self.check_ranges()?;
+        let watch = blobmount_policy::WATCH_SECS_RANGE;
+        if !watch.contains(&self.plugins.watch_secs) {
+            return Err(ConfigError(format!(
+                "plugins.watch-secs: {} is out of range ({} to {})",
+                self.plugins.watch_secs,
+                watch.start(),
+                watch.end()
+            )));
+        }
         for hook in blobmount_policy::Hook::ALL {
             if let Some(p) = self.plugins.get(hook) {
                 p.check_params()

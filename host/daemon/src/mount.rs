@@ -81,6 +81,9 @@ fn mount_and_serve(mut cfg: Config, source: Source) -> Result<u8, Failure> {
         policy.clone(),
         store.fs.clone(),
     ));
+    if cfg.plugins.watch_secs > 0 {
+        reloader.watch(std::time::Duration::from_secs(cfg.plugins.watch_secs));
+    }
     // The store client holds what it needs; the config keeps no secret for the mount's life.
     cfg.store.forget_secrets();
     let m = Mount {

@@ -12,9 +12,11 @@
 //! [`WasmPolicy`] first (compiling and instantiating its plugins off the FUSE path) and only
 //! then swaps it in, so a call sees either the old policy or the new one, never a mix.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use blobmount_core::{Fs, FsConfig};
 use blobmount_policy::WasmPolicy;
@@ -147,6 +149,8 @@ impl Source {
 pub struct Reloader {
     source: Source,
     baseline: Option<Config>,
+    /// The config file and the plugin files of the settings last read (for the watcher).
+    watched: Mutex<Vec<PathBuf>>,
     fs_cfg: FsConfig,
     policy: Arc<MountPolicy>,
     fs: Arc<Fs>,
@@ -160,8 +164,11 @@ impl Reloader {
         policy: Arc<MountPolicy>,
         fs: Arc<Fs>,
     ) -> Reloader {
+        let baseline = source.read().ok();
+        let watched = Mutex::new(watched_files(&source, baseline.as_ref()));
         Reloader {
-            baseline: source.read().ok(),
+            baseline,
+            watched,
             source,
             fs_cfg,
             policy,
@@ -173,20 +180,61 @@ impl Reloader {
     /// Read the settings again and swap in the new policy; on any error keep the old one
     /// and say why. Blocking (plugins are compiled): run it off the async workers. A
     /// reload asked for while one runs is skipped with a log line.
-    pub fn reload(&self) {
+    /// `why` names the trigger in the log (`SIGHUP`, `config changed`).
+    pub fn reload(&self, why: &str) {
         if self.busy.swap(true, Ordering::AcqRel) {
-            warn!("SIGHUP: a policy reload is already running; this one is skipped");
+            warn!("{why}: a policy reload is already running; this one is skipped");
             return;
         }
         match self.try_reload() {
-            Ok(()) => info!("SIGHUP: policy reloaded"),
-            Err(e) => error!(error = %e, "SIGHUP: policy not reloaded; the old one stays in force"),
+            Ok(()) => info!("{why}: policy reloaded"),
+            Err(e) => {
+                error!(error = %e, "{why}: policy not reloaded; the old one stays in force")
+            }
         }
         self.busy.store(false, Ordering::Release);
     }
 
+    /// Check the config file and the plugin files every `every` on a thread of its own, and
+    /// reload when one of them changed and then stayed the same for one more period (a file
+    /// being written, or a Kubernetes ConfigMap update, is not read half-done). Nothing to
+    /// watch (no config file, no plugin): no thread.
+    pub fn watch(self: &Arc<Self>, every: Duration) {
+        if lock(&self.watched).is_empty() {
+            return;
+        }
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("blobmount-watch".into())
+            .spawn(move || {
+                let mut seen = me.fingerprint();
+                let mut pending: Option<Vec<Stamp>> = None;
+                loop {
+                    std::thread::sleep(every);
+                    let now = me.fingerprint();
+                    if pending.as_ref() == Some(&now) {
+                        me.reload("config changed");
+                        pending = None;
+                        seen = me.fingerprint();
+                    } else if now != seen {
+                        pending = Some(now);
+                    } else {
+                        pending = None;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "cannot watch the config for changes; SIGHUP still reloads");
+        }
+    }
+
+    fn fingerprint(&self) -> Vec<Stamp> {
+        lock(&self.watched).iter().map(|p| stamp(p)).collect()
+    }
+
     fn try_reload(&self) -> Result<(), String> {
         let cfg = self.source.read()?;
+        *lock(&self.watched) = watched_files(&self.source, Some(&cfg));
         let ignored = self
             .baseline
             .as_ref()
@@ -203,6 +251,31 @@ impl Reloader {
         self.fs.policy_changed();
         Ok(())
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What identifies a version of a watched file: modification time, size and inode (a
+/// replaced file, as a ConfigMap update swaps a symlink, has another inode); `None` while
+/// it is missing.
+type Stamp = Option<(i64, i64, u64, u64)>;
+
+fn stamp(p: &std::path::Path) -> Stamp {
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| (m.mtime(), m.mtime_nsec(), m.size(), m.ino()))
+}
+
+/// The config file and the plugin files `cfg` names.
+fn watched_files(source: &Source, cfg: Option<&Config>) -> Vec<PathBuf> {
+    let plugins = cfg.into_iter().flat_map(|c| {
+        blobmount_policy::Hook::ALL
+            .into_iter()
+            .filter_map(|h| c.plugins.get(h).map(|p| p.path.clone()))
+    });
+    source.file.iter().cloned().chain(plugins).collect()
 }
 
 /// Top-level sections other than the reloaded ones whose settings differ.

@@ -106,7 +106,7 @@ pub fn on_hangup(reload: &Arc<Reloader>) {
     }
     let reload = reload.clone();
     // Not awaited: serving and the stop signals go on while the plugins compile.
-    drop(tokio::task::spawn_blocking(move || reload.reload()));
+    drop(tokio::task::spawn_blocking(move || reload.reload("SIGHUP")));
 }
 
 /// Pending writes first: open files with changes are uploaded (or kept in conflicts/)

@@ -343,16 +343,37 @@ impl PluginConfig {
 }
 
 /// The whole `plugins:` section: at most one plugin per hook.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PluginsConfig {
     /// Where compiled plugins are cached (default: no on-disk cache; each start compiles,
     /// which takes 10-50 ms for a Rust plugin and seconds for JS/Python ones).
     pub cache_dir: Option<PathBuf>,
+    /// How often the config file and the plugin files are checked for changes, in seconds;
+    /// a change reloads the policy as `SIGHUP` does. 0: only `SIGHUP` reloads.
+    pub watch_secs: u64,
     pub filter: Option<PluginConfig>,
     pub name_conflict: Option<PluginConfig>,
     pub consistency: Option<PluginConfig>,
     pub acl: Option<PluginConfig>,
+}
+
+/// Default of `plugins.watch-secs`.
+pub const DEFAULT_WATCH_SECS: u64 = 5;
+/// Allowed range of `plugins.watch-secs`.
+pub const WATCH_SECS_RANGE: std::ops::RangeInclusive<u64> = 0..=3600;
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            cache_dir: None,
+            watch_secs: DEFAULT_WATCH_SECS,
+            filter: None,
+            name_conflict: None,
+            consistency: None,
+            acl: None,
+        }
+    }
 }
 
 impl PluginsConfig {

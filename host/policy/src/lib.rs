@@ -32,8 +32,8 @@ pub mod tool;
 
 pub use bindings::WIT_VERSION;
 pub use config::{
-    BREAKER_SECS_RANGE, FailureMode, Hook, MAX_INSTANCES_RANGE, ParamValue, PluginConfig,
-    PluginsConfig,
+    BREAKER_SECS_RANGE, DEFAULT_WATCH_SECS, FailureMode, Hook, MAX_INSTANCES_RANGE, ParamValue,
+    PluginConfig, PluginsConfig, WATCH_SECS_RANGE,
 };
 pub use error::{CallError, LoadError};
 pub use plugin::{FAILURE_KINDS, PluginStats, StatsSnapshot};
