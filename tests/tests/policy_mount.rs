@@ -500,3 +500,45 @@ fn a_changed_config_file_is_reloaded_without_a_signal() {
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains("config changed: policy reloaded"), "{text}");
 }
+
+/// `plugins.dir`: the plugins of a directory's manifest, pinned by digest, serve the mount;
+/// a component that does not match its pin stops the mount (exit 2) naming both digests.
+#[test]
+fn a_plugin_directory_with_a_pinned_manifest_serves_the_mount() {
+    let emu = Emulator::start(Kind::Azure);
+    let bucket = emu.create_bucket();
+    for k in ["keep.txt", "junk.tmp"] {
+        emu.put_object(&bucket, k, b"x");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("glob-filter.wasm");
+    std::fs::copy(component("glob-filter"), &wasm).unwrap();
+    let out = Command::new("sha256sum").arg(&wasm).output().unwrap();
+    let digest = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let manifest = |pin: &str| {
+        format!(
+            "plugins:\n  - name: hide-tmp\n    hook: filter\n    file: glob-filter.wasm\n    \
+             sha256: '{pin}'\n    params: {{exclude: '*.tmp'}}\n"
+        )
+    };
+    std::fs::write(dir.path().join("manifest.yaml"), manifest(&digest)).unwrap();
+    let (_g, cfg) = config(&format!("plugins:\n  dir: {}\n", dir.path().display()));
+    let mut spec = MountSpec::for_emulator(&emu, &bucket);
+    spec.args = vec!["--config".into(), cfg.clone()];
+    let m = Mount::start(&spec);
+    assert_eq!(names(m.path()), ["keep.txt"]);
+    drop(m);
+
+    let wrong = if digest.starts_with('0') { "1" } else { "0" }.repeat(64);
+    std::fs::write(dir.path().join("manifest.yaml"), manifest(&wrong)).unwrap();
+    let err = match Mount::try_start(&spec) {
+        Ok(m) => panic!("mounted with a wrong pin at {}", m.path().display()),
+        Err(e) => e,
+    };
+    assert!(err.contains("exit status: 2"), "{err}");
+    assert!(err.contains(&digest) && err.contains(&wrong), "{err}");
+}

@@ -324,8 +324,9 @@ impl Config {
                 watch.end()
             )));
         }
+        let plugins = crate::manifest::merged(&self.plugins).map_err(ConfigError)?;
         for hook in blobmount_policy::Hook::ALL {
-            if let Some(p) = self.plugins.get(hook) {
+            if let Some(p) = plugins.get(hook) {
                 p.check_params()
                     .and_then(|()| p.check_pin())
                     .map_err(|e| ConfigError(format!("plugins.{}: {e}", hook.name())))?;
@@ -411,7 +412,7 @@ impl Config {
     }
 }
 
-fn parse_yaml(text: &str) -> Result<Value, String> {
+pub(crate) fn parse_yaml(text: &str) -> Result<Value, String> {
     if text.trim().is_empty() {
         return Ok(Value::Object(Default::default()));
     }

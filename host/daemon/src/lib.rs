@@ -20,6 +20,7 @@ pub mod health;
 pub mod logfile;
 pub mod logging;
 pub mod logsink;
+pub mod manifest;
 pub mod metrics;
 pub mod mount;
 pub mod mountpoint;

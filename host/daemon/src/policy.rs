@@ -38,9 +38,10 @@ fn build(cfg: &Config, fs_cfg: &FsConfig) -> Result<WasmPolicy, String> {
     b.consistency.revalidate_on_open = cfg.policy.revalidate_on_open;
     b.consistency.cacheable = cfg.policy.cacheable;
     let builtin = Builtin::new(b).map_err(|e| format!("policy.{e}"))?;
-    let wasm = WasmPolicy::load(&cfg.plugins, builtin).map_err(|e| format!("plugins: {e}"))?;
+    let plugins = crate::manifest::merged(&cfg.plugins)?;
+    let wasm = WasmPolicy::load(&plugins, builtin).map_err(|e| format!("plugins: {e}"))?;
     for hook in blobmount_policy::Hook::ALL {
-        if let (Some(p), Some(t)) = (cfg.plugins.get(hook), wasm.instantiate_time(hook)) {
+        if let (Some(p), Some(t)) = (plugins.get(hook), wasm.instantiate_time(hook)) {
             info!(
                 hook = hook.name(),
                 path = %p.path.display(),
@@ -268,14 +269,19 @@ fn stamp(p: &std::path::Path) -> Stamp {
         .map(|m| (m.mtime(), m.mtime_nsec(), m.size(), m.ino()))
 }
 
-/// The config file and the plugin files `cfg` names.
+/// The config file, the plugin directory's manifest and the plugin files `cfg` names.
 fn watched_files(source: &Source, cfg: Option<&Config>) -> Vec<PathBuf> {
-    let plugins = cfg.into_iter().flat_map(|c| {
-        blobmount_policy::Hook::ALL
-            .into_iter()
-            .filter_map(|h| c.plugins.get(h).map(|p| p.path.clone()))
-    });
-    source.file.iter().cloned().chain(plugins).collect()
+    let mut out: Vec<PathBuf> = source.file.iter().cloned().collect();
+    if let Some(c) = cfg {
+        out.extend(crate::manifest::manifest_path(&c.plugins));
+        let plugins = crate::manifest::merged(&c.plugins).unwrap_or_else(|_| c.plugins.clone());
+        out.extend(
+            blobmount_policy::Hook::ALL
+                .into_iter()
+                .filter_map(|h| plugins.get(h).map(|p| p.path.clone())),
+        );
+    }
+    out
 }
 
 /// Top-level sections other than the reloaded ones whose settings differ.

@@ -349,6 +349,9 @@ pub struct PluginsConfig {
     /// Where compiled plugins are cached (default: no on-disk cache; each start compiles,
     /// which takes 10-50 ms for a Rust plugin and seconds for JS/Python ones).
     pub cache_dir: Option<PathBuf>,
+    /// A directory of plugins described by its `manifest.yaml` (name, hook, file, sha256,
+    /// params and limits per plugin), merged with the plugins configured here.
+    pub dir: Option<PathBuf>,
     /// How often the config file and the plugin files are checked for changes, in seconds;
     /// a change reloads the policy as `SIGHUP` does. 0: only `SIGHUP` reloads.
     pub watch_secs: u64,
@@ -367,6 +370,7 @@ impl Default for PluginsConfig {
     fn default() -> Self {
         PluginsConfig {
             cache_dir: None,
+            dir: None,
             watch_secs: DEFAULT_WATCH_SECS,
             filter: None,
             name_conflict: None,
@@ -377,6 +381,16 @@ impl Default for PluginsConfig {
 }
 
 impl PluginsConfig {
+    /// Where the plugin for `hook` is configured.
+    pub fn slot(&mut self, hook: Hook) -> &mut Option<PluginConfig> {
+        match hook {
+            Hook::Filter => &mut self.filter,
+            Hook::NameConflict => &mut self.name_conflict,
+            Hook::Consistency => &mut self.consistency,
+            Hook::Acl => &mut self.acl,
+        }
+    }
+
     /// The configured plugin for `hook`.
     pub fn get(&self, hook: Hook) -> Option<&PluginConfig> {
         match hook {
