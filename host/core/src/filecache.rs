@@ -514,6 +514,12 @@ impl FileCache {
         }
     }
 
+    /// Drop the copy of `key`, whatever its version (`Fs::refresh`: another client changed
+    /// it). Readers holding it keep reading through their open descriptor.
+    pub fn forget(&self, key: &str) {
+        self.remove(&mut lock(&self.index), key);
+    }
+
     fn remove(&self, ix: &mut Index, key: &str) {
         if let Some(c) = ix.objects.remove(key) {
             ix.used = ix.used.saturating_sub(c.size);

@@ -125,6 +125,16 @@ impl DirCache {
         self.generation += 1;
     }
 
+    /// Another client may have changed `name` (`Fs::refresh`): the listing is dropped (it
+    /// may carry the name's old attributes, or lack a new name) and so is the name's
+    /// negative entry; other names found absent stay so.
+    pub fn forget_name(&mut self, name: &str) {
+        self.negatives.remove(name);
+        self.listing = None;
+        self.listed_at = None;
+        self.generation += 1;
+    }
+
     /// `name` changed locally (created, uploaded, removed, renamed): the listing is stale,
     /// and `name` is no longer known absent. Other names found absent stay absent: a local
     /// change of one name does not make another appear (so a directory being filled by
@@ -540,6 +550,40 @@ impl Table {
                 n.dir.changed();
             }
         }
+    }
+
+    /// The known children of directory `parent`: names and inodes.
+    pub fn children_of(&self, parent: u64) -> Vec<(String, u64)> {
+        if !self.fanout.contains_key(&parent) {
+            return Vec::new();
+        }
+        self.children
+            .iter()
+            .filter(|((p, _), _)| *p == parent)
+            .map(|((_, name), ino)| (name.clone(), *ino))
+            .collect()
+    }
+
+    /// Every known node strictly below directory `dir`.
+    pub fn descendants(&self, dir: u64) -> Vec<u64> {
+        self.nodes
+            .keys()
+            .copied()
+            .filter(|&i| i != dir && self.is_under(i, dir))
+            .collect()
+    }
+
+    /// The mount-relative path shown for `ino` (names, not key segments).
+    pub fn path_of(&self, ino: u64) -> Option<String> {
+        let mut names = Vec::new();
+        let mut cur = ino;
+        while cur != ROOT_INO {
+            let n = self.nodes.get(&cur)?;
+            names.push(n.name.as_str());
+            cur = n.parent;
+        }
+        names.reverse();
+        Some(names.join("/"))
     }
 
     /// Force revalidation of every known node and a new listing of every directory, the
