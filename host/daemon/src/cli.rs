@@ -1,5 +1,5 @@
 //! Command line: `mount`, `mount list`, `unmount`, `config validate|schema`, `plugin new|check|run|test`,
-//! `version`, `preload`, `status`, `health`, `fuse-mounter`.
+//! `version`, `preload`, `refresh`, `status`, `health`, `fuse-mounter`.
 //!
 //! Why this module is only a dispatcher: each subcommand is one function here that hands the
 //! work to the module owning it (`mount`, `config`, `status`, ...); exit codes live in
@@ -51,6 +51,20 @@ pub enum Cmd {
         /// Files read at once.
         #[arg(long, short = 'j', default_value_t = 8)]
         jobs: usize,
+    },
+    /// Make a running mount forget what it cached for each PATH (a file or directory inside
+    /// it: attributes, listing, absent names, cached data, and the kernel's entries and
+    /// pages), so the next access sees what another client changed. Open files with changes
+    /// not uploaded yet are skipped with a message. Exit 2 for a path outside every mount.
+    Refresh {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Also everything the mount knows below a directory.
+        #[arg(long, short = 'r')]
+        recursive: bool,
+        /// Seconds to wait for the daemon.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
     },
     /// Show how running mounts are doing (all of them, or the one at MOUNTPOINT).
     Status {
@@ -132,6 +146,11 @@ pub fn main() -> ExitCode {
         } => mount_list(),
         Cmd::Mount { sub: None, args } => mount(*args),
         Cmd::Preload { dir, jobs } => preload(&dir, jobs),
+        Cmd::Refresh {
+            paths,
+            recursive,
+            timeout,
+        } => crate::refresh::command(&paths, recursive, secs(timeout)),
         Cmd::Status {
             mountpoint,
             json,

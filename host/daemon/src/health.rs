@@ -1,5 +1,6 @@
-//! The health and metrics endpoint (`/healthz`, `/readyz`, `/metrics`, `/status`) and the
-//! registry through which `blobmount status` and `blobmount health` find a mount's daemon.
+//! The health and metrics endpoint (`/healthz`, `/readyz`, `/metrics`, `/status`, and
+//! `POST /refresh`, served by [`crate::refresh`]) and the registry through which
+//! `blobmount status`, `health` and `refresh` find a mount's daemon.
 //!
 //! Why probes go through the kernel: a FUSE daemon can be alive while its session is stuck;
 //! `/healthz` asks the kernel for `statfs` of the mount point (always forwarded to the
@@ -46,6 +47,8 @@ pub struct Target {
     pub probe_dir: Option<PathBuf>,
     /// Cleared when the FUSE session ends.
     pub session_alive: Arc<AtomicBool>,
+    /// The kernel's caches of this mount (`POST /refresh`).
+    pub kernel: Arc<crate::refresh::Kernel>,
 }
 
 /// The mount's counters that the core does not hold: the FUSE adapter's, the backend's
@@ -67,6 +70,7 @@ pub struct State {
     /// visible to this process).
     pub probe_dir: Option<PathBuf>,
     pub session_alive: Arc<AtomicBool>,
+    pub kernel: Arc<crate::refresh::Kernel>,
     pub store: String,
     pub read_mode: &'static str,
     pub started: Instant,
@@ -90,6 +94,7 @@ impl State {
             mountpoint: target.mountpoint,
             probe_dir: target.probe_dir,
             session_alive: target.session_alive,
+            kernel: target.kernel,
             store,
             read_mode,
             started: Instant::now(),
@@ -338,15 +343,53 @@ fn verdict(r: Result<(), String>) -> Response<Full<Bytes>> {
     }
 }
 
+/// `POST /refresh`: read the body (bounded), then drop caches and notify the kernel on a
+/// blocking thread (notifications write to `/dev/fuse` and wait for the kernel).
+async fn refresh(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    let body = match http_body_util::Limited::new(req.into_body(), crate::refresh::MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                format!("request body: {e}\n"),
+            );
+        }
+    };
+    let served =
+        tokio::task::spawn_blocking(move || crate::refresh::serve(&state.fs, &state.kernel, &body))
+            .await;
+    match served {
+        Ok((200, json)) => reply(StatusCode::OK, "application/json", json),
+        Ok((code, text)) => reply(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "text/plain",
+            text,
+        ),
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("refresh task: {e}\n"),
+        ),
+    }
+}
+
 async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() == hyper::Method::POST && req.uri().path() == "/refresh" {
+        return Ok(refresh(state, req).await);
+    }
     if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
         return Ok(reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "GET only\n".into(),
+            "GET only (POST for /refresh)\n".into(),
         ));
     }
     Ok(match req.uri().path() {
@@ -375,7 +418,7 @@ async fn handle(
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "endpoints: /healthz /readyz /metrics /status\n".into(),
+            "endpoints: /healthz /readyz /metrics /status, POST /refresh\n".into(),
         ),
     })
 }
@@ -513,6 +556,17 @@ pub fn alive(pid: u32) -> bool {
 
 /// A blocking GET with a deadline (the CLI side; FUSE-side hangs must not hang it).
 pub fn get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+    request(addr, "GET", path, None, timeout)
+}
+
+/// A blocking request with an optional JSON body and a deadline (the CLI side).
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     use std::io::{Read, Write};
     let sock: SocketAddr = addr
         .parse()
@@ -527,9 +581,11 @@ pub fn get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String), S
     };
     s.set_write_timeout(Some(left()))
         .map_err(|e| e.to_string())?;
+    let body = body.unwrap_or("");
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .map_err(|e| format!("{addr}: {e}"))?;
     let mut buf = Vec::new();

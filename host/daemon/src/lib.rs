@@ -30,6 +30,7 @@ pub mod plugin_new;
 pub mod plugin_test;
 pub mod policy;
 pub mod preload;
+pub mod refresh;
 pub mod reply;
 pub mod session;
 pub mod settings;

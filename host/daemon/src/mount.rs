@@ -95,6 +95,7 @@ fn mount_and_serve(mut cfg: Config, source: Source) -> Result<u8, Failure> {
         retries,
         preload: (!cfg.read.preload.is_empty()).then(|| Arc::new(PreloadProgress::default())),
         alive: Arc::new(AtomicBool::new(true)),
+        kernel: crate::refresh::Kernel::new(),
     };
     let health_addr = start_health(&cfg, &m)?;
     let adapter = FuseAdapter::new(
@@ -102,7 +103,14 @@ fn mount_and_serve(mut cfg: Config, source: Source) -> Result<u8, Failure> {
         rt.handle().clone(),
         m.fuse_stats.clone(),
     );
-    let running = crate::session::start(adapter, &cfg, &m.place, &m.source, m.alive.clone())?;
+    let running = crate::session::start(
+        adapter,
+        &cfg,
+        &m.place,
+        &m.source,
+        m.alive.clone(),
+        &m.kernel,
+    )?;
     info!(store = %m.source, mountpoint = %m.place.mp.display(), "mounted");
     after_mount(&rt, &cfg, &m);
     let registered = announce(&cfg, &m, health_addr);
@@ -142,6 +150,8 @@ struct Mount {
     preload: Option<Arc<PreloadProgress>>,
     /// Cleared when the FUSE session ends.
     alive: Arc<AtomicBool>,
+    /// The kernel's caches, reached once the session exists (`blobmount refresh`).
+    kernel: Arc<crate::refresh::Kernel>,
 }
 
 /// Once mounted: the kernel's read-ahead, and the preload asked for.
@@ -206,6 +216,7 @@ fn start_health(cfg: &Config, m: &Mount) -> Result<Option<String>, Failure> {
             mountpoint: m.place.mp.clone(),
             probe_dir: m.place.probe_dir.clone(),
             session_alive: m.alive.clone(),
+            kernel: m.kernel.clone(),
         },
         m.source.clone(),
         blobmount_core::ReadMode::from(cfg.read.mode).name(),

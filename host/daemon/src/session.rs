@@ -54,13 +54,14 @@ fn fuser_config(cfg: &Config, place: &Place, source: &str) -> fuser::Config {
 }
 
 /// Mount (or take the mounter's descriptor) and start serving `adapter`. `alive` is cleared
-/// when the session ends.
+/// when the session ends; `kernel` gets the session's notifier (`blobmount refresh`).
 pub fn start(
     adapter: FuseAdapter,
     cfg: &Config,
     place: &Place,
     source: &str,
     alive: Arc<AtomicBool>,
+    kernel: &crate::refresh::Kernel,
 ) -> Result<Running, Failure> {
     let fcfg = fuser_config(cfg, place, source);
     let session = if place.fd_mode() {
@@ -79,6 +80,7 @@ pub fn start(
     let bg = session
         .spawn()
         .map_err(|e| Failure::mount(format!("starting FUSE session: {e}")))?;
+    kernel.attach(bg.notifier());
     // See the module doc: the session's mount guard must never be dropped.
     let bg = std::mem::ManuallyDrop::new(bg);
     // SAFETY: `bg` is never dropped or used again, so the handle read out of it is the only
