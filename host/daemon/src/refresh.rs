@@ -278,3 +278,34 @@ fn report(mp: &Path, a: &Answer) -> bool {
     }
     bad
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(mp: &str) -> Registration {
+        Registration {
+            mountpoint: PathBuf::from(mp),
+            pid: 1,
+            health: None,
+            store: "mem://".into(),
+            cache_dir: PathBuf::from("/tmp/c"),
+        }
+    }
+
+    #[test]
+    fn a_path_belongs_to_the_innermost_mount_holding_it() {
+        let regs = [reg("/mnt/a"), reg("/mnt/a/inner"), reg("/mnt/ab")];
+        let at = |p: &str| owner(&regs, Path::new(p));
+        assert_eq!(at("/mnt/a/d/f"), Some((0, "d/f".into())));
+        assert_eq!(at("/mnt/a"), Some((0, String::new())));
+        assert_eq!(at("/mnt/a/inner/x"), Some((1, "x".into())));
+        assert_eq!(at("/mnt/ab/x"), Some((2, "x".into())));
+        assert_eq!(
+            at("/mnt/abc"),
+            None,
+            "a prefix of the name is not the mount"
+        );
+        assert_eq!(at("/elsewhere"), None);
+    }
+}
