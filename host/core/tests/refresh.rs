@@ -168,3 +168,21 @@ async fn a_file_with_local_changes_is_skipped_and_kept() {
             .any(|i| matches!(i, Invalidation::Inode { ino, .. } if *ino == x))
     );
 }
+
+#[tokio::test]
+async fn the_file_cache_copy_of_a_refreshed_file_is_dropped() {
+    let t = test_fs(|c| {
+        c.attr_ttl = Duration::from_secs(3600);
+        c.read_mode = blobmount_core::ReadMode::FileCache;
+    });
+    put(&t.mem, "f", b"cached bytes").await;
+    let f = t.fs.lookup(ROOT_INO, "f").await.unwrap().ino;
+    assert_eq!(read_all(&t.fs, f).await, b"cached bytes");
+    let fc = t.fs.file_cache.clone().unwrap();
+    assert_eq!(fc.len(), 1);
+    put(&t.mem, "f", b"new").await;
+    let r = t.fs.refresh("f", false).unwrap();
+    assert_eq!(r.nodes, 1);
+    assert_eq!(fc.len(), 0, "the old copy is gone");
+    assert_eq!(read_all(&t.fs, f).await, b"new");
+}
