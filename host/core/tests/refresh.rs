@@ -186,3 +186,21 @@ async fn the_file_cache_copy_of_a_refreshed_file_is_dropped() {
     assert_eq!(fc.len(), 0, "the old copy is gone");
     assert_eq!(read_all(&t.fs, f).await, b"new");
 }
+
+#[tokio::test]
+async fn a_clean_open_file_gets_its_attributes_refreshed_only() {
+    let t = long_ttls();
+    put(&t.mem, "f", b"v1").await;
+    let f = t.fs.lookup(ROOT_INO, "f").await.unwrap().ino;
+    let h = t.fs.open(f, libc::O_RDONLY).await.unwrap();
+    put(&t.mem, "f", b"version 2").await;
+    let r = t.fs.refresh("f", false).unwrap();
+    assert_eq!(r.attrs_only, ["f"]);
+    assert!(r.invalidations.contains(&Invalidation::Inode {
+        ino: f,
+        data: false
+    }));
+    assert_eq!(t.fs.getattr(f).await.unwrap().size, 9);
+    t.fs.release(h.fh).await.unwrap();
+    assert_eq!(read_all(&t.fs, f).await, b"version 2");
+}
