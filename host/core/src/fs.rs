@@ -591,6 +591,12 @@ impl Fs {
         Ok(target)
     }
 
+    /// Forget what is cached for the mount-relative `path` and say what the kernel must
+    /// forget (`refresh.rs`). Asks the store nothing: the next access does.
+    pub fn refresh(&self, path: &str, recursive: bool) -> FsResult<crate::refresh::Refresh> {
+        crate::refresh::refresh(self, path, recursive)
+    }
+
     /// The policy now answers differently (its plugins were reloaded): cached attributes,
     /// listings and negative entries are asked again, so verdicts and TTLs from the old
     /// policy are not served. Open files and their pending uploads are untouched.

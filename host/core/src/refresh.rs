@@ -76,93 +76,91 @@ fn targets(t: &Table, ino: u64, recursive: bool) -> Vec<u64> {
     out
 }
 
-impl Fs {
-    /// Forget what is cached for the mount-relative `path` (see the module doc) and say what
-    /// the kernel must forget. Asks the store nothing: the next access does.
-    pub fn refresh(&self, path: &str, recursive: bool) -> FsResult<Refresh> {
-        let names = components(path)?;
-        let mut out = Refresh::default();
-        let mut drop_keys = Vec::new();
+/// [`Fs::refresh`]: forget what is cached for the mount-relative `path` (see the module doc)
+/// and say what the kernel must forget. Asks the store nothing: the next access does.
+pub(crate) fn refresh(fs: &Fs, path: &str, recursive: bool) -> FsResult<Refresh> {
+    let names = components(path)?;
+    let mut out = Refresh::default();
+    let mut drop_keys = Vec::new();
+    {
+        let mut t = lock(&fs.ns.table);
+        let mut cur = ROOT_INO;
+        for name in &names {
+            match t.child(cur, name) {
+                Some(c) => cur = c,
+                None => {
+                    // Nothing is cached below an unknown name; the parent may still
+                    // hold a listing or a negative entry for it.
+                    if let Some(p) = t.get_mut(cur) {
+                        p.dir.forget_name(name);
+                    }
+                    out.not_cached = true;
+                    out.invalidations.push(Invalidation::Entry {
+                        parent: cur,
+                        name: (*name).to_string(),
+                    });
+                    return Ok(out);
+                }
+            }
+        }
+        // The parent's listing may carry this name's old attributes (Azure listings do).
+        if let (Some(last), Some(parent)) = (names.last(), t.get(cur).map(|n| n.parent))
+            && cur != ROOT_INO
+            && let Some(p) = t.get_mut(parent)
         {
-            let mut t = lock(&self.ns.table);
-            let mut cur = ROOT_INO;
-            for name in &names {
-                match t.child(cur, name) {
-                    Some(c) => cur = c,
-                    None => {
-                        // Nothing is cached below an unknown name; the parent may still
-                        // hold a listing or a negative entry for it.
-                        if let Some(p) = t.get_mut(cur) {
-                            p.dir.forget_name(name);
-                        }
-                        out.not_cached = true;
-                        out.invalidations.push(Invalidation::Entry {
-                            parent: cur,
-                            name: (*name).to_string(),
-                        });
-                        return Ok(out);
-                    }
-                }
+            p.dir.forget_name(last);
+        }
+        let mut seen = HashSet::new();
+        for ino in targets(&t, cur, recursive) {
+            if !seen.insert(ino) {
+                continue;
             }
-            // The parent's listing may carry this name's old attributes (Azure listings do).
-            if let (Some(last), Some(parent)) = (names.last(), t.get(cur).map(|n| n.parent))
-                && cur != ROOT_INO
-                && let Some(p) = t.get_mut(parent)
+            let Some(n) = t.get(ino) else { continue };
+            let (parent, name, kind) = (n.parent, n.name.clone(), n.kind);
+            let shown = || t.path_of(ino).unwrap_or_else(|| name.clone());
+            if n.local_only || fs.files.is_open_dirty(ino) {
+                out.skipped.push(shown());
+                continue;
+            }
+            let open = fs.files.entry(ino).is_some();
+            if open {
+                out.attrs_only.push(shown());
+            } else if kind != Kind::Dir
+                && let Some(key) = t.key_of(ino, &fs.cfg.prefix)
             {
-                p.dir.forget_name(last);
+                drop_keys.push(key);
             }
-            let mut seen = HashSet::new();
-            for ino in targets(&t, cur, recursive) {
-                if !seen.insert(ino) {
-                    continue;
-                }
-                let Some(n) = t.get(ino) else { continue };
-                let (parent, name, kind) = (n.parent, n.name.clone(), n.kind);
-                let shown = || t.path_of(ino).unwrap_or_else(|| name.clone());
-                if n.local_only || self.files.is_open_dirty(ino) {
-                    out.skipped.push(shown());
-                    continue;
-                }
-                let open = self.files.entry(ino).is_some();
-                if open {
-                    out.attrs_only.push(shown());
-                } else if kind != Kind::Dir
-                    && let Some(key) = t.key_of(ino, &self.cfg.prefix)
-                {
-                    drop_keys.push(key);
-                }
-                if let Some(n) = t.get_mut(ino) {
-                    if ino != ROOT_INO {
-                        n.fetched = None;
-                    }
-                    n.dir.changed();
-                    if !open {
-                        n.symlink = None;
-                    }
-                }
-                out.nodes += 1;
-                out.invalidations.push(Invalidation::Inode {
-                    ino,
-                    data: !open && kind != Kind::Dir,
-                });
+            if let Some(n) = t.get_mut(ino) {
                 if ino != ROOT_INO {
-                    out.invalidations.push(Invalidation::Entry { parent, name });
+                    n.fetched = None;
+                }
+                n.dir.changed();
+                if !open {
+                    n.symlink = None;
                 }
             }
-        }
-        if let Some(fc) = &self.file_cache {
-            for key in &drop_keys {
-                fc.forget(key);
+            out.nodes += 1;
+            out.invalidations.push(Invalidation::Inode {
+                ino,
+                data: !open && kind != Kind::Dir,
+            });
+            if ino != ROOT_INO {
+                out.invalidations.push(Invalidation::Entry { parent, name });
             }
         }
-        // The next open must not keep the kernel's pages of the old version.
-        let mut etags = lock(&self.files.opened_etags);
-        for inv in &out.invalidations {
-            if let Invalidation::Inode { ino, data: true } = inv {
-                etags.remove(ino);
-            }
-        }
-        drop(etags);
-        Ok(out)
     }
+    if let Some(fc) = &fs.file_cache {
+        for key in &drop_keys {
+            fc.forget(key);
+        }
+    }
+    // The next open must not keep the kernel's pages of the old version.
+    let mut etags = lock(&fs.files.opened_etags);
+    for inv in &out.invalidations {
+        if let Invalidation::Inode { ino, data: true } = inv {
+            etags.remove(ino);
+        }
+    }
+    drop(etags);
+    Ok(out)
 }
