@@ -111,8 +111,11 @@ fn content_types(kind: Kind) {
     assert_eq!(ct("other.txt").as_deref(), Some("text/x-mine"));
     sh(d, "chmod 600 custom.txt");
     assert_eq!(ct("custom.txt").as_deref(), Some("text/x-mine"));
-    sh(d, "mv other.txt other.md");
+    sh(d, "chmod 640 other.txt && mv other.txt other.md");
     assert_eq!(ct("other.md").as_deref(), Some("text/markdown"));
+    // The copy kept the rest of the metadata (S3 sends it again with the new type).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(sh(d, "stat -c %a other.md"), "640\n");
     assert_eq!(emu.get_object(&bucket, "other.md"), b"onemore\n");
 }
 
