@@ -189,7 +189,9 @@ pub trait Backend: Send + Sync + Debug {
     /// Set Blob Properties, which also clears the copy's other HTTP headers such as
     /// Content-MD5); S3 reads the source's metadata (HEAD) and copies with
     /// `x-amz-metadata-directive: REPLACE`, conditional on the version read; memory in the
-    /// copy itself; `file://` keeps no content types and just copies.
+    /// copy itself; `file://` keeps no content types and just copies. Where the type is set
+    /// after the copy, failing to set it is logged and the copy (with the source's type)
+    /// stands, so a rename does not fail half done.
     async fn copy_typed(
         &self,
         from: &str,

@@ -294,9 +294,16 @@ impl Backend for AzureBackend {
         content_type: &str,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
-        copy_in_store(self, &self.plane, from, to, cond).await?;
-        let etag = self.blocks.set_content_type(to, content_type).await?;
-        Ok(PutOutcome { etag })
+        let copied = copy_in_store(self, &self.plane, from, to, cond).await?;
+        // The copy is made: a type that could not be set leaves the source's, not a
+        // failed rename with both names in the store.
+        match self.blocks.set_content_type(to, content_type).await {
+            Ok(etag) => Ok(PutOutcome { etag }),
+            Err(e) => {
+                tracing::warn!(key = to, error = %e, "could not set the content type of a copy; it keeps the source's");
+                Ok(copied)
+            }
+        }
     }
 
     async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {

@@ -210,11 +210,16 @@ impl Backend for GcsBackend {
         if gc == GenCond::Absent {
             precheck(&self.plane, to, &gc).await?;
         }
-        let generation = self.json.rewrite(from, to, &gc).await?;
-        let generation = self
-            .json
-            .set_content_type(to, content_type, &generation)
-            .await?;
+        let copied = self.json.rewrite(from, to, &gc).await?;
+        // The copy is made: a type that could not be set leaves the source's, not a
+        // failed rename with both names in the store.
+        let generation = match self.json.set_content_type(to, content_type, &copied).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(key = to, error = %e, "could not set the content type of a copy; it keeps the source's");
+                copied
+            }
+        };
         outcome(&self.plane, to, &generation).await
     }
 
