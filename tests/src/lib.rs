@@ -233,6 +233,50 @@ impl Emulator {
         block_on(async { s.put(&p, data.to_vec().into()).await.expect("sdk put") });
     }
 
+    /// Write an object with a content type from outside the mount (as another tool
+    /// would): the SDK on Azure/S3, the JSON API's media upload on GCS.
+    pub fn put_object_typed(&self, bucket: &str, key: &str, data: &[u8], content_type: &str) {
+        if self.kind == Kind::Gcs {
+            let path = format!(
+                "/upload/storage/v1/b/{bucket}/o?uploadType=media&name={}",
+                blobmount_backend::gcs::encode_segment(key)
+            );
+            let h = [("Content-Type", content_type)];
+            let (status, body) = http::request(self.port, "POST", &path, &h, data);
+            assert_eq!(status, 200, "GCS upload of {key}: {body}");
+            return;
+        }
+        let s = self.sdk(bucket);
+        let p = object_store::path::Path::parse(key).expect("sdk key");
+        let mut attrs = object_store::Attributes::new();
+        attrs.insert(
+            object_store::Attribute::ContentType,
+            content_type.to_string().into(),
+        );
+        let opts = object_store::PutOptions {
+            attributes: attrs,
+            ..Default::default()
+        };
+        block_on(async {
+            s.put_opts(&p, data.to_vec().into(), opts)
+                .await
+                .expect("sdk put")
+        });
+    }
+
+    /// The content type the store holds for an object (read through the SDK, not a mount);
+    /// `None` when it reports none.
+    pub fn content_type(&self, bucket: &str, key: &str) -> Option<String> {
+        let s = self.sdk(bucket);
+        let p = object_store::path::Path::parse(key).expect("sdk key");
+        block_on(async {
+            let r = s.get(&p).await.expect("sdk get");
+            r.attributes
+                .get(&object_store::Attribute::ContentType)
+                .map(|v| v.as_ref().to_string())
+        })
+    }
+
     /// Write an object with any key the store accepts (`a//b`, `x/./y`, `dir/` markers),
     /// over raw HTTP, bypassing SDK key validation.
     pub fn put_raw(&self, bucket: &str, key: &str, data: &[u8]) {

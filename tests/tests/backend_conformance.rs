@@ -892,6 +892,42 @@ async fn copy(s: &Subject) {
     assert!(is_stale(&e), "{e:?}");
 }
 
+/// A copy that takes a content type of its own (a rename): data and user metadata are the
+/// source's, the type is the one asked for, and the source is untouched.
+async fn copy_typed(s: &Subject) {
+    let b = &*s.backend;
+    let m = meta(&[("mode", "100640")], Some("application/json"));
+    b.put(
+        "ct/src.json",
+        Bytes::from_static(b"{}"),
+        &m,
+        &Precondition::None,
+    )
+    .await
+    .unwrap();
+    let out = b
+        .copy_typed("ct/src.json", "ct/dst.csv", "text/csv", &Precondition::None)
+        .await
+        .unwrap();
+    if out.etag.is_some() {
+        etag_is_current(b, "ct/dst.csv", &out).await;
+    }
+    assert_eq!(read_all(b, "ct/dst.csv").await, b"{}");
+    let info = b.head("ct/dst.csv").await.unwrap();
+    let src = b.head("ct/src.json").await.unwrap();
+    if s.expect.keeps_metadata {
+        assert_eq!(info.metadata.unwrap(), m.metadata);
+        assert_eq!(info.content_type.as_deref(), Some("text/csv"));
+        assert_eq!(src.content_type.as_deref(), Some("application/json"));
+    } else {
+        assert_eq!(info.content_type, None);
+    }
+    let missing = b
+        .copy_typed("ct/none", "ct/dst2", "text/plain", &Precondition::None)
+        .await;
+    assert!(is_not_found(&err("typed copy from a missing key", missing)));
+}
+
 /// Uploads in parts: parts in order, commit under a condition, abort, metadata.
 async fn uploads_in_parts(s: &Subject) {
     let b = s.backend.clone();
@@ -1050,6 +1086,7 @@ const CHECKS: &[(&str, Check)] = checks!(
     dot_segments,
     delete,
     copy,
+    copy_typed,
     uploads_in_parts,
     content_md5,
 );

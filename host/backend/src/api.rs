@@ -182,6 +182,24 @@ pub trait Backend: Send + Sync + Debug {
     /// one for a copy (GCS, memory), else `None`.
     async fn copy(&self, from: &str, to: &str, cond: &Precondition) -> Result<PutOutcome>;
 
+    /// [`Backend::copy`], after which `to` has the content type `content_type` instead of
+    /// the source's (a renamed file takes its new name's type); data and user metadata are
+    /// the source's. How each store does it, and what it costs over a plain copy: GCS and
+    /// Azure copy, then set the type in place (a PATCH conditional on the copy's generation;
+    /// Set Blob Properties, which also clears the copy's other HTTP headers such as
+    /// Content-MD5); S3 reads the source's metadata (HEAD) and copies with
+    /// `x-amz-metadata-directive: REPLACE`, conditional on the version read; memory in the
+    /// copy itself; `file://` keeps no content types and just copies. Where the type is set
+    /// after the copy, failing to set it is logged and the copy (with the source's type)
+    /// stands, so a rename does not fail half done.
+    async fn copy_typed(
+        &self,
+        from: &str,
+        to: &str,
+        content_type: &str,
+        cond: &Precondition,
+    ) -> Result<PutOutcome>;
+
     /// MD5 of the object's content as the store reports it (Azure `Content-MD5`, GCS
     /// `x-goog-hash: md5=`, S3 ETags of single-part uploads without KMS or customer keys);
     /// `None` when the store reports none. Fails with `PreconditionFailed` when the object

@@ -73,6 +73,25 @@ impl AzureBlocks {
         }
     }
 
+    /// Set Blob Properties of `key` with `content_type` (the other HTTP headers of the blob,
+    /// Content-MD5 among them, are cleared: Azure sets all of them at once); its new ETag.
+    pub async fn set_content_type(&self, key: &str, content_type: &str) -> Result<Option<String>> {
+        let url = format!("{}?comp=properties", self.blob_url(key));
+        let headers = [
+            ("content-length", "0".to_string()),
+            ("x-ms-blob-content-type", content_type.to_string()),
+        ];
+        let what = "Set Blob Properties";
+        let r = self
+            .rest
+            .send(what, Method::PUT, &url, &headers, Bytes::new())
+            .await?;
+        if !r.status().is_success() {
+            return Err(keyed(status_error(what, false, r).await, key));
+        }
+        Ok(header(&r, "etag"))
+    }
+
     /// The committed blocks of `key` (id and size, in order) and the blob's ETag.
     async fn committed_blocks(&self, key: &str) -> Result<(Vec<(String, u64)>, Option<String>)> {
         let url = format!(

@@ -285,6 +285,27 @@ impl Backend for AzureBackend {
         copy_in_store(self, &self.plane, from, to, cond).await
     }
 
+    /// Copy Blob keeps the source's properties and takes none (Put Blob From URL would, but
+    /// Azurite does not implement it): the type is set by Set Blob Properties after.
+    async fn copy_typed(
+        &self,
+        from: &str,
+        to: &str,
+        content_type: &str,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        let copied = copy_in_store(self, &self.plane, from, to, cond).await?;
+        // The copy is made: a type that could not be set leaves the source's, not a
+        // failed rename with both names in the store.
+        match self.blocks.set_content_type(to, content_type).await {
+            Ok(etag) => Ok(PutOutcome { etag }),
+            Err(e) => {
+                tracing::warn!(key = to, error = %e, "could not set the content type of a copy; it keeps the source's");
+                Ok(copied)
+            }
+        }
+    }
+
     async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
         self.lister.content_md5(key, etag).await
     }

@@ -196,6 +196,33 @@ impl Backend for GcsBackend {
         outcome(&self.plane, to, &generation).await
     }
 
+    /// A rewrite whose body names a type replaces all the copy's metadata, so the copy
+    /// keeps the source's and a PATCH (which merges) then sets the type, conditional on the
+    /// generation the rewrite made.
+    async fn copy_typed(
+        &self,
+        from: &str,
+        to: &str,
+        content_type: &str,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        let gc = resolve(&self.plane, to, cond).await?;
+        if gc == GenCond::Absent {
+            precheck(&self.plane, to, &gc).await?;
+        }
+        let copied = self.json.rewrite(from, to, &gc).await?;
+        // The copy is made: a type that could not be set leaves the source's, not a
+        // failed rename with both names in the store.
+        let generation = match self.json.set_content_type(to, content_type, &copied).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(key = to, error = %e, "could not set the content type of a copy; it keeps the source's");
+                copied
+            }
+        };
+        outcome(&self.plane, to, &generation).await
+    }
+
     async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
         self.lister.content_md5(key, etag).await
     }

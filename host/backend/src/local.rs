@@ -181,6 +181,17 @@ impl Backend for LocalBackend {
         copy_in_store(self, &self.plane, from, to, cond).await
     }
 
+    /// A local directory keeps no content types: a plain copy.
+    async fn copy_typed(
+        &self,
+        from: &str,
+        to: &str,
+        _content_type: &str,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        self.copy(from, to, cond).await
+    }
+
     /// A local directory keeps no checksum.
     async fn content_md5(&self, _key: &str, _etag: &str) -> Result<Option<[u8; 16]>> {
         Ok(None)

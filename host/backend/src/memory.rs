@@ -401,6 +401,26 @@ impl Backend for MemoryBackend {
         self.store(to, src.data, &src.meta, cond)
     }
 
+    async fn copy_typed(
+        &self,
+        from: &str,
+        to: &str,
+        content_type: &str,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        self.counters.copy.fetch_add(1, Ordering::Relaxed);
+        let src = self
+            .lock()
+            .get(from)
+            .cloned()
+            .ok_or_else(|| BackendError::NotFound { key: from.into() })?;
+        let meta = PutMeta {
+            content_type: Some(content_type.to_string()),
+            ..src.meta
+        };
+        self.store(to, src.data, &meta, cond)
+    }
+
     async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
         use md5::Digest;
         let map = self.lock();

@@ -229,6 +229,17 @@ impl Backend for Metered {
         self.stats.count(6, self.inner.copy(from, to, cond).await)
     }
 
+    async fn copy_typed(
+        &self,
+        from: &str,
+        to: &str,
+        content_type: &str,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        let r = self.inner.copy_typed(from, to, content_type, cond).await;
+        self.stats.count(6, r)
+    }
+
     async fn set_metadata(
         &self,
         key: &str,

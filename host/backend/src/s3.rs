@@ -24,12 +24,13 @@ use crate::api::{
 use crate::config::PartSizes;
 use crate::config::{StoreConfig, StoreUrl};
 use crate::connect::{build_err, client_options, env, retry_config, secret_or_env};
+use crate::error::BackendError;
 use crate::listing::{Dialect, RawLister};
 use crate::objstore::{ObjectPlane, attributes, put_mode};
 use crate::rest::{Rest, Signer};
 use crate::s3parts::S3Parts;
 use crate::upload::upload_in_parts;
-use crate::writes::{copy_in_store, rewrite_metadata, small_file};
+use crate::writes::{check_precondition, copy_in_store, rewrite_metadata, small_file};
 
 /// S3's limit of parts per upload, times our part size: what our uploads reach.
 /// Parts in one multipart upload, and the largest object S3 stores.
@@ -195,6 +196,28 @@ impl Backend for S3Backend {
 
     async fn copy(&self, from: &str, to: &str, cond: &Precondition) -> Result<PutOutcome> {
         copy_in_store(self, &self.plane, from, to, cond).await
+    }
+
+    /// CopyObject keeps the source's metadata unless told to replace all of it: the source's
+    /// user metadata is read first and sent again with the new type, conditional on the
+    /// version read (so data and metadata belong together).
+    async fn copy_typed(
+        &self,
+        from: &str,
+        to: &str,
+        content_type: &str,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        check_precondition(self, to, cond).await?;
+        let src = self.head(from).await?;
+        let etag = src.etag.ok_or_else(|| {
+            BackendError::Other(format!("HEAD {from}: no ETag to copy a version by"))
+        })?;
+        let meta = PutMeta {
+            metadata: src.metadata.unwrap_or_default(),
+            content_type: Some(content_type.to_string()),
+        };
+        self.parts.copy_replacing(from, &etag, to, &meta).await
     }
 
     async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {

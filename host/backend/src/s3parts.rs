@@ -180,6 +180,56 @@ impl S3Parts {
             .ok_or_else(|| BackendError::Other(format!("{what}: no UploadId in the reply")))
     }
 
+    /// CopyObject of `from` (only while it has `etag`) to `to` with `meta` in place of the
+    /// source's metadata and content type (`x-amz-metadata-directive: REPLACE`).
+    pub async fn copy_replacing(
+        &self,
+        from: &str,
+        etag: &str,
+        to: &str,
+        meta: &PutMeta,
+    ) -> Result<PutOutcome> {
+        let mut headers: Vec<(String, String)> = meta
+            .metadata
+            .iter()
+            .map(|(k, v)| (format!("x-amz-meta-{k}"), v.clone()))
+            .collect();
+        if let Some(ct) = &meta.content_type {
+            headers.push(("content-type".into(), ct.clone()));
+        }
+        headers.push((
+            "x-amz-copy-source".into(),
+            format!("/{}/{}", self.bucket, encoded_key(from)),
+        ));
+        headers.push(("x-amz-copy-source-if-match".into(), etag.to_string()));
+        headers.push(("x-amz-metadata-directive".into(), "REPLACE".into()));
+        let headers: Vec<(&str, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        let what = "CopyObject";
+        let r = self
+            .rest
+            .send(
+                what,
+                Method::PUT,
+                &self.object_url(to),
+                &headers,
+                Bytes::new(),
+            )
+            .await?;
+        if !r.status().is_success() {
+            return Err(keyed(status_error(what, false, r).await, from));
+        }
+        let xml = Self::reply_text(what, r).await?;
+        if let Some(e) = embedded_error(what, from, &xml) {
+            return Err(e);
+        }
+        Ok(PutOutcome {
+            etag: xml_field(&xml, "ETag"),
+        })
+    }
+
     /// The ETag of `key` now (`None`: no such object).
     async fn etag_now(&self, key: &str) -> Result<Option<String>> {
         let r = self

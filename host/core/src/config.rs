@@ -53,6 +53,8 @@ pub struct FsConfig {
     pub write_part_size: usize,
     /// Parts of one file in flight at once.
     pub write_parts_in_flight: usize,
+    /// The content type each upload carries, by file name.
+    pub content_types: crate::contenttype::ContentTypes,
 }
 
 impl FsConfig {
@@ -81,6 +83,7 @@ impl FsConfig {
             write_streaming: true,
             write_part_size: 64 * 1024,
             write_parts_in_flight: 4,
+            content_types: Default::default(),
         }
     }
 }

@@ -543,8 +543,24 @@ impl Fs {
                 .and_then(|i| lock(&self.ns.table).get(i).map(|n| n.local_only))
                 .unwrap_or(false);
             if !local_only {
-                self.backend.copy(&from, &to, &Precondition::None).await?;
+                // A renamed file takes its new name's type (a deliberate type of the old
+                // object does not outlive its name); the copy carries it where it can.
+                let new_type = (node.kind == Kind::File)
+                    .then(|| self.config().content_types.for_name(&to).to_string());
+                match &new_type {
+                    Some(ct) if node.content_type.as_deref() != Some(ct.as_str()) => {
+                        self.backend
+                            .copy_typed(&from, &to, ct, &Precondition::None)
+                            .await?
+                    }
+                    Some(_) | None => self.backend.copy(&from, &to, &Precondition::None).await?,
+                };
                 ignore_missing(self.backend.delete(&from).await)?;
+                if let (Some(ct), Some(i)) = (new_type, ino)
+                    && let Some(n) = lock(&self.ns.table).get_mut(i)
+                {
+                    n.content_type = Some(ct);
+                }
             }
         }
         if let Some(r) = replaced {

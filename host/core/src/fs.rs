@@ -509,6 +509,15 @@ impl Fs {
             &node.meta, node.kind, node.perm, node.uid, node.gid, node.mtime,
         );
         attr::encode_times(&mut meta, node.ctime, node.atime);
+        // Stores that rewrite the object to change its metadata (Azure, S3) would drop its
+        // type otherwise.
+        let content_type = (node.kind == Kind::File).then(|| {
+            crate::contenttype::upload_type(
+                &self.config().content_types,
+                &node.seg,
+                node.content_type.as_deref(),
+            )
+        });
         let put = match node.kind {
             Kind::Dir => {
                 let marker_key = match node.marker {
@@ -546,7 +555,7 @@ impl Fs {
             Kind::File | Kind::Symlink => {
                 let pm = PutMeta {
                     metadata: meta,
-                    content_type: None,
+                    content_type: content_type.clone(),
                 };
                 self.backend
                     .set_metadata(&key, &pm, node.etag.as_deref())
@@ -557,6 +566,9 @@ impl Fs {
         if let Some(n) = t.get_mut(ino) {
             if node.kind != Kind::Dir {
                 n.etag = put.etag.or(n.etag.take());
+            }
+            if node.kind == Kind::File {
+                n.content_type = content_type;
             }
             n.fetched = Some(Instant::now());
         }

@@ -61,6 +61,9 @@ pub struct Node {
     pub symlink: Option<String>,
     /// Metadata keys we do not own, preserved on rewrite.
     pub meta: UserMetadata,
+    /// The content type the store holds for the object (`None`: not known, e.g. from an S3
+    /// listing); a rewrite under the same name keeps a deliberate one (see `contenttype`).
+    pub content_type: Option<String>,
     /// When the attributes were last confirmed by the store.
     pub fetched: Option<Instant>,
     /// Kernel lookup count.
@@ -290,6 +293,7 @@ impl Node {
             marker: Marker::None,
             symlink: None,
             meta: UserMetadata::new(),
+            content_type: None,
             fetched: None,
             lookups: 0,
             local_only: false,
@@ -503,6 +507,11 @@ impl Table {
                 let dir = std::mem::take(&mut old.dir);
                 let mut node = node;
                 node.keep_local_dir_times(old);
+                // A listing that reports no type (S3) does not forget the one a HEAD of
+                // the same version found.
+                if node.content_type.is_none() && node.etag == old.etag {
+                    node.content_type = old.content_type.take();
+                }
                 *old = node;
                 old.lookups = lookups;
                 old.dir = dir;

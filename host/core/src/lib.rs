@@ -12,6 +12,7 @@ pub mod blockpool;
 pub mod budget;
 pub mod checked;
 pub mod config;
+pub mod contenttype;
 mod direct;
 mod dirops;
 pub mod error;

@@ -11,6 +11,7 @@
 //! Errors always name the key path (`store.retry.max-retries: invalid type ...`) and, for
 //! syntax errors, the line. Secrets are `Secret` values and never printed.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -172,6 +173,8 @@ pub struct WriteConfig {
     pub streaming: bool,
     pub part_size_mib: usize,
     pub parts_in_flight: usize,
+    pub content_types: BTreeMap<String, String>,
+    pub content_type_default: String,
 }
 
 impl Default for WriteConfig {
@@ -181,7 +184,20 @@ impl Default for WriteConfig {
             streaming: true,
             part_size_mib: 8,
             parts_in_flight: 4,
+            content_types: BTreeMap::new(),
+            content_type_default: blobmount_core::contenttype::OCTET_STREAM.into(),
         }
+    }
+}
+
+impl WriteConfig {
+    /// The core's content-type table from `content-types` and `content-type-default`.
+    pub fn content_types(&self) -> Result<blobmount_core::contenttype::ContentTypes, ConfigError> {
+        blobmount_core::contenttype::ContentTypes::new(
+            &self.content_types,
+            &self.content_type_default,
+        )
+        .map_err(|e| ConfigError(format!("write.content-types / content-type-default: {e}")))
     }
 }
 
@@ -315,6 +331,7 @@ impl Config {
                 .map_err(|e| ConfigError(format!("store.url: {e}")))?;
         }
         self.check_ranges()?;
+        self.write.content_types()?;
         let watch = blobmount_policy::WATCH_SECS_RANGE;
         if !watch.contains(&self.plugins.watch_secs) {
             return Err(ConfigError(format!(

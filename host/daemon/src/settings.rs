@@ -576,6 +576,22 @@ pub static SETTINGS: &[Setting] = &[
     )
     .range(1, 64),
     Setting::new(
+        "write.content-types",
+        Unit::Mapping,
+        "{}",
+        "Content type of uploaded files by extension, over the built-in table:\n\
+         `{\".parquet\": \"application/vnd.apache.parquet\", \".log\": \"text/plain\"}`.\n\
+         Extensions match in any case (the longest wins: `.tar.gz` before `.gz`); a type\n\
+         must look like `type/subtype`. At most 1000 entries.",
+    ),
+    Setting::new(
+        "write.content-type-default",
+        Unit::Text,
+        "\"application/octet-stream\"",
+        "Content type of uploaded files whose extension is in neither\n\
+         `write.content-types` nor the built-in table.",
+    ),
+    Setting::new(
         "cache.read-ahead-max-mib",
         Unit::MiB,
         "64",

@@ -465,3 +465,34 @@ fn plugin_limits_agree_with_the_policy_crate() {
     let b = blobmount_policy::BREAKER_SECS_RANGE;
     assert_eq!(range("breaker-secs"), (*b.start(), *b.end()));
 }
+
+/// `write.content-types` and `write.content-type-default`: types must look like
+/// `type/subtype`, extensions like extensions, and the mapping is capped; errors name the
+/// keys.
+#[test]
+fn content_type_settings_are_checked() {
+    let ok = validated(one_value(
+        "write.content-types",
+        serde_json::json!({".Parquet": "application/vnd.apache.parquet", "log": "text/plain"}),
+    ))
+    .unwrap();
+    let types = ok.write.content_types().unwrap();
+    assert_eq!(
+        types.for_name("x.PARQUET"),
+        "application/vnd.apache.parquet"
+    );
+    assert_eq!(types.for_name("x.log"), "text/plain");
+    for bad in [
+        one_value("write.content-types", serde_json::json!({".x": "text"})),
+        one_value("write.content-types", serde_json::json!({"": "text/plain"})),
+        one_value("write.content-type-default", serde_json::json!("octets")),
+    ] {
+        let e = validated(bad).unwrap_err();
+        assert!(e.contains("write.content-type"), "{e}");
+    }
+    let many: serde_json::Map<String, Value> = (0..=blobmount_core::contenttype::MAX_OVERRIDES)
+        .map(|i| (format!(".e{i}"), Value::String("text/plain".into())))
+        .collect();
+    let e = validated(one_value("write.content-types", Value::Object(many))).unwrap_err();
+    assert!(e.contains("at most"), "{e}");
+}

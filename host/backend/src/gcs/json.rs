@@ -433,6 +433,31 @@ impl GcsJson {
     }
 }
 
+impl GcsJson {
+    /// Set the content type of `key` in place (a PATCH merges: the rest of its metadata
+    /// stays), only while it has `generation`; the new generation.
+    pub async fn set_content_type(
+        &self,
+        key: &str,
+        content_type: &str,
+        generation: &str,
+    ) -> Result<String> {
+        let cond = GenCond::Generation(generation.to_string());
+        let mut body = Map::new();
+        body.insert("contentType".into(), Value::String(content_type.into()));
+        let body = Bytes::from(Value::Object(body).to_string());
+        let query: Vec<(&str, String)> = cond.query().into_iter().collect();
+        let qurl = with_query(&self.object_url(key), &query);
+        let json = [("Content-Type", "application/json".to_string())];
+        let r = self
+            .rest
+            .send(key, Method::PATCH, &qurl, &json, body)
+            .await?;
+        let v = Self::json_ok(key, &cond, r).await?;
+        Self::generation_of(key, &v)
+    }
+}
+
 /// `url?k=v&...` with form-encoded values.
 pub fn with_query(url: &str, query: &[(&str, String)]) -> String {
     if query.is_empty() {

@@ -54,9 +54,14 @@ impl Files {
         );
         attr::encode_times(&mut metadata, node.ctime, node.atime);
         metadata.insert(attr::META_UPLOAD.into(), upload_id.into());
+        let content_type = crate::contenttype::upload_type(
+            &self.cfg.content_types,
+            &node.seg,
+            node.content_type.as_deref(),
+        );
         Ok(PutMeta {
             metadata,
-            content_type: None,
+            content_type: Some(content_type),
         })
     }
 
@@ -180,6 +185,7 @@ impl Files {
                 let mut name = None;
                 if let Some(n) = t.get_mut(ino) {
                     n.etag = etag;
+                    n.content_type = pm.content_type.clone();
                     n.local_only = false;
                     n.size = st.size;
                     n.fetched = Some(Instant::now());
@@ -382,9 +388,10 @@ impl Files {
                 (Some(e), true) => Precondition::IfMatch(e.clone()),
                 (None, true) => Precondition::None,
             };
+            // The manifest keeps no type: a recovered write gets its name's.
             let meta = PutMeta {
                 metadata: m.metadata.clone(),
-                content_type: None,
+                content_type: Some(self.cfg.content_types.for_name(&m.key).to_string()),
             };
             let put = self.recover_upload(&m, data, &meta, &cond).await;
             // The dead daemon's own upload may have landed before the crash (or this one's

@@ -202,6 +202,7 @@ impl Namespace {
             marker: p.marker,
             symlink: None,
             meta: strip_owned(meta),
+            content_type: p.info.as_ref().and_then(|i| i.content_type.clone()),
             fetched: Some(Instant::now()),
             lookups: 0,
             local_only: false,

@@ -171,6 +171,15 @@ impl Backend for Hooked {
     async fn copy(&self, from: &str, to: &str, cond: &Precondition) -> Result<PutOutcome> {
         self.inner.copy(from, to, cond).await
     }
+    async fn copy_typed(
+        &self,
+        from: &str,
+        to: &str,
+        content_type: &str,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        self.inner.copy_typed(from, to, content_type, cond).await
+    }
     async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
         self.inner.content_md5(key, etag).await
     }

@@ -120,6 +120,15 @@ impl Backend for Counting {
     ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
         self.inner.copy(from, to, cond).await
     }
+    async fn copy_typed(
+        &self,
+        from: &str,
+        to: &str,
+        content_type: &str,
+        cond: &Precondition,
+    ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.inner.copy_typed(from, to, content_type, cond).await
+    }
     async fn content_md5(
         &self,
         key: &str,

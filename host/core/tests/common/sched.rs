@@ -159,6 +159,17 @@ impl Backend for Sched {
         let what = format!("copy {from} {to}");
         self.around(what, self.inner.copy(from, to, cond)).await
     }
+    async fn copy_typed(
+        &self,
+        from: &str,
+        to: &str,
+        content_type: &str,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        let what = format!("copy {from} {to}");
+        self.around(what, self.inner.copy_typed(from, to, content_type, cond))
+            .await
+    }
     async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
         self.around(format!("md5 {key}"), self.inner.content_md5(key, etag))
             .await
