@@ -120,3 +120,43 @@ fn content_types(kind: Kind) {
 }
 
 per_backend!(content_types);
+
+/// Azure: a rename that changes the type sets it with Set Blob Properties, which clears every
+/// HTTP header it is not given; the other headers another tool set (encoding, caching,
+/// disposition, language) must come through the rename.
+#[test]
+fn azure_rename_keeps_the_other_http_headers() {
+    use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions};
+    let emu = Emulator::start(Kind::Azure);
+    let bucket = emu.create_bucket();
+    let s = emu.sdk(&bucket);
+    let mut attrs = Attributes::new();
+    for (a, v) in [
+        (Attribute::ContentType, "text/html"),
+        (Attribute::ContentEncoding, "gzip"),
+        (Attribute::CacheControl, "max-age=60"),
+        (Attribute::ContentDisposition, "attachment"),
+        (Attribute::ContentLanguage, "de"),
+    ] {
+        attrs.insert(a, v.to_string().into());
+    }
+    let opts = PutOptions {
+        attributes: attrs,
+        ..Default::default()
+    };
+    let p = |k: &str| object_store::path::Path::parse(k).unwrap();
+    blobmount_tests::block_on(s.put_opts(&p("page.html"), b"<p>x</p>".to_vec().into(), opts))
+        .unwrap();
+    let m = Mount::start(&MountSpec::for_emulator(&emu, &bucket));
+    std::fs::rename(m.p("page.html"), m.p("page.txt")).unwrap();
+    let got = blobmount_tests::block_on(s.get(&p("page.txt"))).unwrap();
+    let a = |k: &Attribute| got.attributes.get(k).map(|v| v.to_string());
+    assert_eq!(a(&Attribute::ContentType).as_deref(), Some("text/plain"));
+    assert_eq!(a(&Attribute::ContentEncoding).as_deref(), Some("gzip"));
+    assert_eq!(a(&Attribute::CacheControl).as_deref(), Some("max-age=60"));
+    assert_eq!(
+        a(&Attribute::ContentDisposition).as_deref(),
+        Some("attachment")
+    );
+    assert_eq!(a(&Attribute::ContentLanguage).as_deref(), Some("de"));
+}

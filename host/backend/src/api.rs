@@ -186,8 +186,8 @@ pub trait Backend: Send + Sync + Debug {
     /// the source's (a renamed file takes its new name's type); data and user metadata are
     /// the source's. How each store does it, and what it costs over a plain copy: GCS and
     /// Azure copy, then set the type in place (a PATCH conditional on the copy's generation;
-    /// Set Blob Properties, which also clears the copy's other HTTP headers such as
-    /// Content-MD5); S3 reads the source's metadata (HEAD) and copies with
+    /// Get and Set Blob Properties, giving the copy's other HTTP headers again since Azure
+    /// clears those not given); S3 reads the source's metadata (HEAD) and copies with
     /// `x-amz-metadata-directive: REPLACE`, conditional on the version read; memory in the
     /// copy itself; `file://` keeps no content types and just copies. Where the type is set
     /// after the copy, failing to set it is logged and the copy (with the source's type)

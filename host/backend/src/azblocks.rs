@@ -22,6 +22,16 @@ use futures::future::BoxFuture;
 use reqwest::Method;
 
 use crate::api::{AppendBase, PartUpload, Precondition, PutMeta, PutOutcome, Result};
+
+/// The blob's HTTP headers besides its type, as Get Blob Properties answers them and as Set
+/// Blob Properties takes them.
+const KEPT_HEADERS: [(&str, &str); 5] = [
+    ("content-encoding", "x-ms-blob-content-encoding"),
+    ("content-language", "x-ms-blob-content-language"),
+    ("content-disposition", "x-ms-blob-content-disposition"),
+    ("cache-control", "x-ms-blob-cache-control"),
+    ("content-md5", "x-ms-blob-content-md5"),
+];
 use crate::rest::{Rest, encode_segment, header, keyed, status_error};
 
 /// The REST client and container URL the block uploads of one mount use.
@@ -73,18 +83,42 @@ impl AzureBlocks {
         }
     }
 
-    /// Set Blob Properties of `key` with `content_type` (the other HTTP headers of the blob,
-    /// Content-MD5 among them, are cleared: Azure sets all of them at once); its new ETag.
+    /// Set Blob Properties of `key` with `content_type`; its new ETag. Azure sets all the
+    /// blob's HTTP headers at once (a header not given is cleared), so the others it has
+    /// (encoding, caching, disposition, language, Content-MD5) are read first and given
+    /// again, and the update is conditional on the version read.
     pub async fn set_content_type(&self, key: &str, content_type: &str) -> Result<Option<String>> {
-        let url = format!("{}?comp=properties", self.blob_url(key));
-        let headers = [
+        let url = self.blob_url(key);
+        let what = "Get Blob Properties";
+        let r = self
+            .rest
+            .send(what, Method::HEAD, &url, &[], Bytes::new())
+            .await?;
+        if !r.status().is_success() {
+            return Err(keyed(status_error(what, false, r).await, key));
+        }
+        let mut headers = vec![
             ("content-length", "0".to_string()),
             ("x-ms-blob-content-type", content_type.to_string()),
         ];
+        for (have, give) in KEPT_HEADERS {
+            if let Some(v) = header(&r, have) {
+                headers.push((give, v));
+            }
+        }
+        if let Some(etag) = header(&r, "etag") {
+            headers.push(("if-match", etag));
+        }
         let what = "Set Blob Properties";
         let r = self
             .rest
-            .send(what, Method::PUT, &url, &headers, Bytes::new())
+            .send(
+                what,
+                Method::PUT,
+                &format!("{url}?comp=properties"),
+                &headers,
+                Bytes::new(),
+            )
             .await?;
         if !r.status().is_success() {
             return Err(keyed(status_error(what, false, r).await, key));
