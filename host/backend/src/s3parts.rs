@@ -154,14 +154,7 @@ impl S3Parts {
 
     /// CreateMultipartUpload carrying the object's metadata; the upload id.
     async fn create(&self, key: &str, meta: &PutMeta) -> Result<String> {
-        let mut headers: Vec<(String, String)> = meta
-            .metadata
-            .iter()
-            .map(|(k, v)| (format!("x-amz-meta-{k}"), v.clone()))
-            .collect();
-        if let Some(ct) = &meta.content_type {
-            headers.push(("content-type".into(), ct.clone()));
-        }
+        let headers = meta_headers(meta);
         let headers: Vec<(&str, String)> = headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.clone()))
@@ -189,14 +182,7 @@ impl S3Parts {
         to: &str,
         meta: &PutMeta,
     ) -> Result<PutOutcome> {
-        let mut headers: Vec<(String, String)> = meta
-            .metadata
-            .iter()
-            .map(|(k, v)| (format!("x-amz-meta-{k}"), v.clone()))
-            .collect();
-        if let Some(ct) = &meta.content_type {
-            headers.push(("content-type".into(), ct.clone()));
-        }
+        let mut headers = meta_headers(meta);
         headers.push((
             "x-amz-copy-source".into(),
             format!("/{}/{}", self.bucket, encoded_key(from)),
@@ -470,6 +456,19 @@ impl PartUpload for S3Upload {
             ))
         }
     }
+}
+
+/// `meta` as S3 request headers: `x-amz-meta-*` per user key, and the content type.
+fn meta_headers(meta: &PutMeta) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> = meta
+        .metadata
+        .iter()
+        .map(|(k, v)| (format!("x-amz-meta-{k}"), v.clone()))
+        .collect();
+    if let Some(ct) = &meta.content_type {
+        headers.push(("content-type".into(), ct.clone()));
+    }
+    headers
 }
 
 #[cfg(test)]

@@ -420,6 +420,12 @@ impl GcsJson {
         if let Some(ct) = &meta.content_type {
             body.insert("contentType".into(), Value::String(ct.clone()));
         }
+        self.patch(key, body, cond).await
+    }
+
+    /// PATCH `body` (merged into the object's resource) onto `key` under `cond`; the new
+    /// generation.
+    async fn patch(&self, key: &str, body: Map<String, Value>, cond: &GenCond) -> Result<String> {
         let body = Bytes::from(Value::Object(body).to_string());
         let query: Vec<(&str, String)> = cond.query().into_iter().collect();
         let qurl = with_query(&self.object_url(key), &query);
@@ -445,16 +451,7 @@ impl GcsJson {
         let cond = GenCond::Generation(generation.to_string());
         let mut body = Map::new();
         body.insert("contentType".into(), Value::String(content_type.into()));
-        let body = Bytes::from(Value::Object(body).to_string());
-        let query: Vec<(&str, String)> = cond.query().into_iter().collect();
-        let qurl = with_query(&self.object_url(key), &query);
-        let json = [("Content-Type", "application/json".to_string())];
-        let r = self
-            .rest
-            .send(key, Method::PATCH, &qurl, &json, body)
-            .await?;
-        let v = Self::json_ok(key, &cond, r).await?;
-        Self::generation_of(key, &v)
+        self.patch(key, body, &cond).await
     }
 }
 
