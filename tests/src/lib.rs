@@ -743,3 +743,18 @@ pub fn metric(page: &str, line_start: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {line_start} in\n{page}"))
 }
+
+/// The example plugin component `name` built by `plugins/build.sh` (in `plugins/dist/`, or
+/// `BLOBMOUNT_PLUGIN_DIR`), as a path string; panics with how to build it when missing.
+pub fn plugin_component(name: &str) -> String {
+    let dir = std::env::var_os("BLOBMOUNT_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist"));
+    let p = dir.join(format!("{name}.wasm"));
+    assert!(
+        p.is_file(),
+        "{} is missing: run `bash plugins/build.sh` first (tests/run-all.sh does)",
+        p.display()
+    );
+    p.to_string_lossy().into_owned()
+}

@@ -8,29 +8,17 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use blobmount_tests::plugin_component as component;
 use blobmount_tests::proxy::{CountingProxy, Fault};
 use blobmount_tests::{Emulator, Kind, Mount, MountSpec, free_port, http_get, metric, run_cli};
 
 /// What `/healthz` must stay under while the mount is busy.
 const HEALTHZ_LIMIT: Duration = Duration::from_millis(100);
-
-fn component(name: &str) -> String {
-    let dir = std::env::var_os("BLOBMOUNT_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist"));
-    let p = dir.join(format!("{name}.wasm"));
-    assert!(
-        p.is_file(),
-        "{} is missing: run `bash plugins/build.sh` first (tests/run-all.sh does)",
-        p.display()
-    );
-    p.to_string_lossy().into_owned()
-}
 
 /// A config with the looping filter plugin and `extra` plugin settings. The fuel is the
 /// highest allowed (seconds of work), so every call ends at its deadline instead.

@@ -4,22 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use blobmount_tests::plugin_component as component;
 use blobmount_tests::run_cli;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn component(name: &str) -> String {
-    let dir = std::env::var_os("BLOBMOUNT_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist"));
-    let p = dir.join(format!("{name}.wasm"));
-    assert!(
-        p.is_file(),
-        "{} is missing: run `bash plugins/build.sh` first (tests/run-all.sh does)",
-        p.display()
-    );
-    p.to_string_lossy().into_owned()
-}
 
 #[test]
 fn check_accepts_a_filter_and_rejects_the_wrong_hook() {

@@ -6,26 +6,14 @@
 //! The policy is backend-independent, so most bodies run on Azurite only; the filter runs
 //! on all three emulators through `per_backend!`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use blobmount_tests::plugin_component as component;
 use blobmount_tests::{
     Emulator, Kind, Mount, MountSpec, free_port, http_get, is_mounted, metric, per_backend, sh,
 };
-
-fn component(name: &str) -> String {
-    let dir = std::env::var_os("BLOBMOUNT_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist"));
-    let p = dir.join(format!("{name}.wasm"));
-    assert!(
-        p.is_file(),
-        "{} is missing: run `bash plugins/build.sh` first (tests/run-all.sh does)",
-        p.display()
-    );
-    p.to_string_lossy().into_owned()
-}
 
 /// A config file with `yaml` in a directory that lives as long as the returned guard.
 fn config(yaml: &str) -> (tempfile::TempDir, String) {
