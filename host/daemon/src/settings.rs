@@ -296,9 +296,19 @@ pub static PLUGIN_LIMITS: &[PluginLimit] = &[
     limit("deadline-ms", 200, 1, 60_000),
     limit("memory-mib", 16, 1, 4096),
     limit("prewarm", 2, 0, 64),
-    limit("max-instances", 4, 1, 64),
+    limit(
+        "max-instances",
+        4,
+        *blobmount_policy::MAX_INSTANCES_RANGE.start() as u64,
+        *blobmount_policy::MAX_INSTANCES_RANGE.end() as u64,
+    ),
     limit("breaker-failures", 5, 0, 1_000_000),
-    limit("breaker-secs", 30, 1, 3600),
+    limit(
+        "breaker-secs",
+        30,
+        *blobmount_policy::BREAKER_SECS_RANGE.start(),
+        *blobmount_policy::BREAKER_SECS_RANGE.end(),
+    ),
     limit("cache-entries", 65_536, 0, 10_000_000),
     limit("cache-secs", 10, 0, 86_400),
 ];

@@ -449,23 +449,6 @@ fn plugin_limits_have_ranges_checked_at_validation() {
     }
 }
 
-/// The policy crate checks `max-instances` and `breaker-secs` again when it loads a plugin
-/// (`blobmount plugin run` does not go through the daemon's validation): same ranges.
-#[test]
-fn plugin_limits_agree_with_the_policy_crate() {
-    let range = |key: &str| {
-        PLUGIN_LIMITS
-            .iter()
-            .find(|l| l.key == key)
-            .map(|l| (l.range.min, l.range.max))
-            .unwrap()
-    };
-    let m = blobmount_policy::MAX_INSTANCES_RANGE;
-    assert_eq!(range("max-instances"), (*m.start() as u64, *m.end() as u64));
-    let b = blobmount_policy::BREAKER_SECS_RANGE;
-    assert_eq!(range("breaker-secs"), (*b.start(), *b.end()));
-}
-
 /// `write.content-types` and `write.content-type-default`: types must look like
 /// `type/subtype`, extensions like extensions, and the mapping is capped; errors name the
 /// keys.
