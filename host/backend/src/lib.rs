@@ -36,6 +36,7 @@ pub mod s3;
 pub mod s3parts;
 pub mod upload;
 
+mod awscreds;
 mod connect;
 mod writes;
 
