@@ -38,6 +38,9 @@ pub mod upload;
 
 mod awscreds;
 mod connect;
+mod gcscreds;
+#[cfg(test)]
+mod testdouble;
 mod writes;
 
 use std::sync::Arc;

@@ -1,8 +1,11 @@
-//! The AWS credential chain through real mounts on the S3 emulator, with local doubles of the
-//! credential endpoints (host/backend/src/awscreds.rs; each source is also tested on its own
-//! there): a mount with no keys anywhere gets them from the instance metadata service
-//! (IMDSv2) and from a profile that names a web identity token file (STS), refreshes them
-//! before they expire, and a profile that does not exist stops the mount with a clear error.
+//! The AWS and GCS credential chains through real mounts on the emulators, with local doubles
+//! of the credential endpoints (host/backend/src/awscreds.rs and gcscreds.rs; each source is
+//! also tested on its own there). S3: a mount with no keys anywhere gets them from the
+//! instance metadata service (IMDSv2) and from a profile that names a web identity token
+//! file (STS), refreshes them before they expire, and a profile that does not exist stops
+//! the mount with a clear error. GCS: the metadata server (GCE, GKE Workload Identity) and
+//! Application Default Credentials of an authorized user, and a refused refresh token named
+//! in the error.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -237,4 +240,101 @@ fn a_missing_profile_stops_the_mount_with_a_clear_error() {
         r.stderr
     );
     assert!(t.elapsed() < Duration::from_secs(30));
+}
+
+/// The GCS emulator's spec without `anonymous`, plus `env`.
+fn gcs_signed(
+    emu: &Emulator,
+    bucket: &str,
+    home: &std::path::Path,
+    env: &[(&str, String)],
+) -> MountSpec {
+    let mut spec = MountSpec::for_emulator(emu, bucket);
+    spec.env = vec![("HOME".into(), home.display().to_string())];
+    spec.env
+        .extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    spec
+}
+
+#[test]
+fn gcs_metadata_server_token() {
+    let emu = Emulator::start(Kind::Gcs);
+    let bucket = emu.create_bucket();
+    let home = tempfile::tempdir().unwrap();
+    let md = Double::start(Arc::new(|_method, path, headers, _body| {
+        let flavor = headers.get("metadata-flavor").map(String::as_str) == Some("Google");
+        if flavor && path == "/computeMetadata/v1/instance/service-accounts/default/token" {
+            (200, r#"{"access_token":"ya29.from-metadata-double","expires_in":3599,"token_type":"Bearer"}"#.into())
+        } else {
+            (400, "Missing Metadata-Flavor".into())
+        }
+    }));
+    let host = format!("127.0.0.1:{}", md.port);
+    let m = Mount::start(&gcs_signed(
+        &emu,
+        &bucket,
+        home.path(),
+        &[("GCE_METADATA_HOST", host)],
+    ));
+    write_and_read(&m, "gce.txt");
+    assert_eq!(
+        emu.get_object(&bucket, "gce.txt"),
+        b"signed with fetched credentials"
+    );
+    assert_eq!(md.count("GET /computeMetadata"), 1, "one token, cached");
+    assert!(m.log_text().contains("metadata server at"));
+}
+
+#[test]
+fn gcs_application_default_credentials_of_a_user() {
+    let emu = Emulator::start(Kind::Gcs);
+    let bucket = emu.create_bucket();
+    let home = tempfile::tempdir().unwrap();
+    let token = Double::start(Arc::new(|method, _path, _headers, body| {
+        if method == "POST"
+            && body.contains("grant_type=refresh_token")
+            && body.contains("refresh_token=1%2F%2Fuser")
+        {
+            (
+                200,
+                r#"{"access_token":"ya29.user","expires_in":3599}"#.into(),
+            )
+        } else {
+            (400, r#"{"error":"invalid_grant"}"#.into())
+        }
+    }));
+    let adc = home.path().join(".config/gcloud");
+    std::fs::create_dir_all(&adc).unwrap();
+    std::fs::write(
+        adc.join("application_default_credentials.json"),
+        format!(
+            r#"{{"type":"authorized_user","client_id":"c","client_secret":"s","refresh_token":"1//user","token_uri":"{}/token"}}"#,
+            token.url()
+        ),
+    )
+    .unwrap();
+    let m = Mount::start(&gcs_signed(&emu, &bucket, home.path(), &[]));
+    write_and_read(&m, "adc.txt");
+    assert_eq!(token.count("POST /token"), 1);
+    // A refresh token the endpoint refuses stops nothing at mount but fails the first
+    // request with an error naming the source.
+    drop(m);
+    std::fs::write(
+        adc.join("application_default_credentials.json"),
+        format!(
+            r#"{{"type":"authorized_user","client_id":"c","client_secret":"s","refresh_token":"revoked","token_uri":"{}/token"}}"#,
+            token.url()
+        ),
+    )
+    .unwrap();
+    let r = Mount::try_start(&gcs_signed(&emu, &bucket, home.path(), &[]));
+    let text = match r {
+        Ok(m) => {
+            let e = std::fs::write(m.p("denied.txt"), b"x");
+            assert!(e.is_err(), "a write without a token must fail");
+            m.log_text()
+        }
+        Err(e) => e,
+    };
+    assert!(text.contains("authorized user"), "{text}");
 }
