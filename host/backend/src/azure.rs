@@ -23,7 +23,7 @@ use crate::api::{
 };
 use crate::azblocks::AzureBlocks;
 use crate::config::PartSizes;
-use crate::config::{Secret, StoreConfig, StoreUrl};
+use crate::config::{AzureMode, Secret, StoreConfig, StoreUrl};
 use crate::connect::{build_err, client_options, env, retry_config, secret_or_env};
 use crate::error::BackendError;
 use crate::listing::{Dialect, RawLister};
@@ -158,7 +158,24 @@ impl Access {
         if let Some(e) = &self.endpoint {
             b = b.with_endpoint(e.clone());
         }
-        if let Some(k) = &self.key {
+        let mode = cfg.azure.mode;
+        // A key or SAS given wins when no mode is named (as before modes existed).
+        let token = match mode {
+            Some(AzureMode::Key | AzureMode::Sas) => None,
+            None if self.key.is_some() || self.sas.is_some() => None,
+            _ => crate::azcreds::find(&cfg.azure, &|k| env(&[k]))?,
+        };
+        if let Some(p) = token {
+            b = b.with_credentials(p);
+        } else if mode == Some(AzureMode::Key) && self.key.is_none() {
+            return Err(BackendError::Config(
+                "azure mode key: no account key (store.azure.account-key, account-key-file, AZURE_STORAGE_ACCOUNT_KEY or a connection string)".into(),
+            ));
+        } else if mode == Some(AzureMode::Sas) && self.sas.is_none() {
+            return Err(BackendError::Config(
+                "azure mode sas: no SAS token (store.azure.sas-token, AZURE_STORAGE_SAS_TOKEN or a connection string)".into(),
+            ));
+        } else if let Some(k) = self.key.as_ref().filter(|_| mode != Some(AzureMode::Sas)) {
             b = b.with_access_key(k.expose());
         } else if let Some(s) = &self.sas {
             let pairs = s

@@ -148,6 +148,61 @@ pub struct AzureConfig {
     /// Talk to Azurite with its well-known development account and key.
     #[serde(default)]
     pub use_emulator: bool,
+    /// How to authenticate, with BlobFuse2's names: `key`, `sas` (the key, SAS or connection
+    /// string above), `spn` (service principal: `client-secret` or `client-cert-path`),
+    /// `msi` (managed identity), `azcli` (the Azure CLI's login), `workloadidentity` (AKS:
+    /// a federated token file). Unset: key or SAS when given, a federated token file or a
+    /// client secret/certificate with a tenant when given, else a system-assigned managed
+    /// identity (docs/configuration.md, "Azure credentials").
+    pub mode: Option<AzureMode>,
+    /// Entra ID tenant (env `AZURE_TENANT_ID`) for `spn` and `workloadidentity`.
+    pub tenant_id: Option<String>,
+    /// Application (client) id (env `AZURE_CLIENT_ID`); with `msi`, a user-assigned identity.
+    pub client_id: Option<String>,
+    /// Client secret of a service principal (env `AZURE_CLIENT_SECRET`).
+    pub client_secret: Option<Secret>,
+    /// PEM file with a service principal's certificate and unencrypted PKCS#8 private key
+    /// (env `AZURE_CLIENT_CERTIFICATE_PATH`).
+    pub client_cert_path: Option<PathBuf>,
+    /// `msi`: a user-assigned identity by object (principal) id.
+    pub object_id: Option<String>,
+    /// `msi`: a user-assigned identity by ARM resource id.
+    pub resource_id: Option<String>,
+    /// Entra ID authority (env `AZURE_AUTHORITY_HOST`; default
+    /// `https://login.microsoftonline.com`; sovereign clouds have their own).
+    pub authority_host: Option<String>,
+    /// `msi`: the identity endpoint (default: `IDENTITY_ENDPOINT` with `IDENTITY_HEADER` on
+    /// App Service, `MSI_ENDPOINT`, else the instance metadata service).
+    pub msi_endpoint: Option<String>,
+    /// `workloadidentity`: the federated token file (env `AZURE_FEDERATED_TOKEN_FILE`, which
+    /// AKS sets).
+    pub federated_token_file: Option<PathBuf>,
+}
+
+/// BlobFuse2's `azstorage.mode` values.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AzureMode {
+    Key,
+    Sas,
+    Spn,
+    Msi,
+    Azcli,
+    #[serde(rename = "workloadidentity")]
+    WorkloadIdentity,
+}
+
+impl AzureMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AzureMode::Key => "key",
+            AzureMode::Sas => "sas",
+            AzureMode::Spn => "spn",
+            AzureMode::Msi => "msi",
+            AzureMode::Azcli => "azcli",
+            AzureMode::WorkloadIdentity => "workloadidentity",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -332,6 +387,7 @@ impl StoreConfig {
         a.account_key = None;
         a.sas_token = None;
         a.connection_string = None;
+        a.client_secret = None;
         self.s3.secret_access_key = None;
         self.s3.session_token = None;
     }

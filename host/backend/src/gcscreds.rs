@@ -41,7 +41,7 @@ pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 enum Source {
     ServiceAccount {
         email: String,
-        key: ring::rsa::KeyPair,
+        key: Box<ring::rsa::KeyPair>,
         token_uri: String,
     },
     AuthorizedUser {
@@ -158,7 +158,7 @@ fn from_file(path: &Path) -> Result<Source, BackendError> {
             let pem = need("private_key")?;
             Ok(Source::ServiceAccount {
                 email: need("client_email")?,
-                key: rsa_key(&pem).map_err(|e| bad(path, e))?,
+                key: Box::new(rsa_key(&pem).map_err(|e| bad(path, e))?),
                 token_uri: checked(&token_uri).map_err(|e| bad(path, e))?,
             })
         }

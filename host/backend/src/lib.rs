@@ -37,6 +37,7 @@ pub mod s3parts;
 pub mod upload;
 
 mod awscreds;
+mod azcreds;
 mod connect;
 mod gcscreds;
 #[cfg(test)]
