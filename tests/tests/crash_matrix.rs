@@ -202,14 +202,17 @@ fn crash_matrix(kind: Kind) {
                 .put_object(&rig.bucket, &format!("{from}/{name}"), data);
         }
         // The request of the 7th object copied, or of the 6th deleted (deletes go last key
-        // first; Azure and S3 delete in batch requests of one key each).
+        // first; S3 deletes in batch requests of one key each, Azure with Delete Blob).
         let (target, skip) = match (step, kind) {
             ("copy", Kind::Gcs) => (format!("rewriteTo/b/{}/o/{to}%2Ff06", rig.bucket), 0),
             ("copy", _) => (
                 format!("PUT /{}{to}/f06", bucket_path(kind, &rig.bucket)),
                 0,
             ),
-            (_, Kind::Azure) => ("comp=batch".to_string(), 5),
+            (_, Kind::Azure) => (
+                format!("DELETE /{}{from}/f06", bucket_path(kind, &rig.bucket)),
+                0,
+            ),
             (_, Kind::S3) => ("?delete".to_string(), 5),
             (_, Kind::Gcs) => (format!("DELETE /{}/{from}%2Ff06", rig.bucket), 0),
         };
