@@ -29,6 +29,9 @@ const IGNORED_OPTIONS: [&str; 13] = [
 pub struct MountArgs {
     /// YAML config file (`-c`, `BLOBMOUNT_CONFIG`, `-o config=`).
     pub config: Option<PathBuf>,
+    /// A BlobFuse2 config file (`--config-file`, BlobFuse2's own flag), converted
+    /// (`crate::blobfuse2`); the only positional argument is then the mount point.
+    pub blobfuse2: Option<PathBuf>,
     /// `-o` options not yet folded into [`MountArgs::given`].
     pub options: Vec<String>,
     /// Settings given on the command line, in the order they apply (a later one wins; list
@@ -82,6 +85,22 @@ impl MountArgs {
     }
 
     /// The settings given, as config key paths and values, for [`crate::config::Config::load_with`].
+    /// `blobmount mount DIR --config F` (and BlobFuse2's `mount DIR --config-file=F`): a
+    /// first positional argument that is no store URL (it has no `scheme://`) while no
+    /// mount point was given is the mount point, the store coming from the file.
+    pub fn lone_positional_is_the_mountpoint(&mut self) {
+        let url = self.given.iter().position(|(s, v)| {
+            s.key == "store.url" && v.as_str().is_some_and(|u| !u.contains("://"))
+        });
+        let has_mountpoint = self.given.iter().any(|(s, _)| s.key == "mount.mountpoint");
+        if let (Some(i), false) = (url, has_mountpoint)
+            && let Some(mp) = SETTINGS.iter().find(|s| s.key == "mount.mountpoint")
+        {
+            let (_, dir) = self.given.remove(i);
+            self.given.push((mp, dir));
+        }
+    }
+
     pub fn overrides(&self) -> Vec<(Vec<String>, Value)> {
         self.given
             .iter()
@@ -206,6 +225,7 @@ impl FromArgMatches for MountArgs {
     fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
         let mut args = MountArgs {
             config: m.get_one::<PathBuf>("config").cloned(),
+            blobfuse2: m.get_one::<PathBuf>("config_file").cloned(),
             options: m
                 .get_many::<String>("options")
                 .map(|o| o.cloned().collect())
@@ -242,6 +262,15 @@ impl Args for MountArgs {
                 .value_parser(value_parser!(PathBuf))
                 .action(ArgAction::Set)
                 .help("YAML config file (flags override it; BLOBMOUNT_* environment overrides it too)"),
+        );
+        let cmd = cmd.arg(
+            Arg::new("config_file")
+                .long("config-file")
+                .value_name("BLOBFUSE2_CONFIG")
+                .value_parser(value_parser!(PathBuf))
+                .action(ArgAction::Set)
+                .conflicts_with("config")
+                .help("A BlobFuse2 config file, as BlobFuse2 takes it: `blobmount mount DIR --config-file=F` (docs/migrating-from-blobfuse2.md)"),
         );
         cmd.args(SETTINGS.iter().filter(long).filter_map(arg)).arg(
             Arg::new("options")

@@ -1,4 +1,4 @@
-//! Command line: `mount`, `mount list`, `unmount`, `config validate|schema`, `plugin new|check|run|test`,
+//! Command line: `mount`, `mount list`, `unmount`, `config validate|schema|import`, `plugin new|check|run|test`,
 //! `version`, `preload`, `refresh`, `status`, `health`, `fuse-mounter`.
 //!
 //! Why this module is only a dispatcher: each subcommand is one function here that hands the
@@ -131,6 +131,14 @@ pub enum ConfigSub {
     Validate { file: Option<PathBuf> },
     /// Print the JSON Schema of the config file.
     Schema,
+    /// Convert another tool's config file to blobmount's YAML on stdout (warnings for what
+    /// is not carried over go there too, as comments, and to stderr).
+    Import {
+        /// The tool that wrote FILE.
+        #[arg(long, value_parser = ["blobfuse2"])]
+        from: String,
+        file: PathBuf,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -198,6 +206,24 @@ fn config(sub: ConfigSub) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        ConfigSub::Import { from: _, file } => {
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => return fail(EXIT_CONFIG, format!("{}: {e}", file.display())),
+            };
+            match crate::blobfuse2::import(&text).and_then(|i| {
+                for w in &i.warnings {
+                    eprintln!("blobmount: blobfuse2 config: {w}");
+                }
+                crate::blobfuse2::to_yaml(&i)
+            }) {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(EXIT_CONFIG, e),
+            }
+        }
         ConfigSub::Validate { file } => {
             let file = file.or_else(|| std::env::var_os("BLOBMOUNT_CONFIG").map(PathBuf::from));
             match Config::load(file.as_deref()).and_then(|c| c.validate().map(|_| c)) {
@@ -254,8 +280,12 @@ fn mount(args: MountArgs) -> ExitCode {
 fn mount_config(mut args: MountArgs) -> Result<(Config, Source), String> {
     // `-o config=FILE` must be known before the file is loaded.
     args.absorb_options()?;
-    let cfg =
-        Config::load_with(args.config.as_deref(), &args.overrides()).map_err(|e| e.to_string())?;
+    args.lone_positional_is_the_mountpoint();
+    let cfg = match args.blobfuse2.clone() {
+        Some(file) => blobfuse2_config(&args, &file)?,
+        None => Config::load_with(args.config.as_deref(), &args.overrides())
+            .map_err(|e| e.to_string())?,
+    };
     cfg.validate().map_err(|e| e.to_string())?;
     if cfg.store.url.is_none() {
         return Err(
@@ -266,6 +296,26 @@ fn mount_config(mut args: MountArgs) -> Result<(Config, Source), String> {
         return Err("no mount point (give it as the second argument or mount.mountpoint)".into());
     }
     Ok((cfg, Source::new(args.config.clone(), args.overrides())))
+}
+
+/// The settings of `blobmount mount DIR --config-file=BLOBFUSE2.yaml`: the file converted
+/// (its warnings printed once each), then environment and flags over it as for a native
+/// file.
+fn blobfuse2_config(args: &MountArgs, file: &Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("blobfuse2 config {}: {e}", file.display()))?;
+    let mut imported = crate::blobfuse2::import(&text)?;
+    // BlobFuse2's default is syslog; a container often has no syslog socket.
+    if imported.tree["logging"]["output"] == "syslog" && !Path::new("/dev/log").exists() {
+        imported.tree["logging"]["output"] = serde_json::Value::from("stderr");
+        imported
+            .warnings
+            .push("logging.type: syslog, but there is no /dev/log here; logging to stderr".into());
+    }
+    for w in &imported.warnings {
+        eprintln!("blobmount: blobfuse2 config: {w}");
+    }
+    Config::load_tree_with(imported.tree, &args.overrides()).map_err(|e| e.to_string())
 }
 
 /// `blobmount preload DIR`.

@@ -303,7 +303,7 @@ impl Config {
         file: Option<&Path>,
         overrides: &[(Vec<String>, Value)],
     ) -> Result<Config, ConfigError> {
-        let mut tree = match file {
+        let tree = match file {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| ConfigError(format!("config file {}: {e}", p.display())))?;
@@ -312,6 +312,14 @@ impl Config {
             }
             None => Value::Object(Default::default()),
         };
+        Config::load_tree_with(tree, overrides)
+    }
+
+    /// [`Config::load_with`] from a tree already read (a converted BlobFuse2 file).
+    pub fn load_tree_with(
+        mut tree: Value,
+        overrides: &[(Vec<String>, Value)],
+    ) -> Result<Config, ConfigError> {
         apply_env(&mut tree, std::env::vars())?;
         for (path, v) in overrides {
             set_path(&mut tree, path, v.clone())

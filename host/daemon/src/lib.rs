@@ -10,6 +10,7 @@
 
 pub mod args;
 pub mod background;
+pub mod blobfuse2;
 pub mod cli;
 pub mod config;
 pub mod exit;

@@ -1,0 +1,202 @@
+//! BlobFuse2 users switch by changing the command name: BlobFuse2's own sample configs (file
+//! cache, block cache), pointed at Azurite, mount through `blobmount mount DIR
+//! --config-file=F` and serve reads and writes; `config import` prints a native file that
+//! mounts the same; a refused key stops the mount before anything is mounted, and a secret
+//! in the file never reaches stderr.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use blobmount_tests::{
+    AZURITE_KEY, Emulator, Kind, blobmount_cmd, is_mounted, lazy_unmount, run_cli,
+};
+
+/// BlobFuse2's `sampleFileCacheConfig.yaml` with an account, a cache path and Azurite.
+fn file_cache_config(emu: &Emulator, container: &str, cache: &Path) -> String {
+    format!(
+        "logging:\n  type: base\n  level: log_info\n  file-path: {cache}/bf2.log\ncomponents:\n  - libfuse\n  - file_cache\n  - attr_cache\n  - azstorage\nlibfuse:\n  attribute-expiration-sec: 120\n  entry-expiration-sec: 120\n  negative-entry-expiration-sec: 240\nfile_cache:\n  path: {cache}\n  timeout-sec: 120\n  max-size-mb: 4096\nattr_cache:\n  timeout-sec: 7200\nazstorage:\n  type: block\n  account-name: devstoreaccount1\n  account-key: {AZURITE_KEY}\n  mode: key\n  container: {container}\n  endpoint: {}\n",
+        emu.endpoint(),
+        cache = cache.display()
+    )
+}
+
+/// BlobFuse2's `sampleBlockCacheConfig.yaml`, likewise.
+fn block_cache_config(emu: &Emulator, container: &str) -> String {
+    format!(
+        "logging:\n  type: syslog\n  level: log_debug\ncomponents:\n  - libfuse\n  - block_cache\n  - attr_cache\n  - azstorage\nlibfuse:\n  attribute-expiration-sec: 120\n  entry-expiration-sec: 120\n  negative-entry-expiration-sec: 240\nblock_cache:\n  block-size-mb: 32\n  mem-size-mb: 4096\n  prefetch: 80\n  parallelism: 128\nattr_cache:\n  timeout-sec: 7200\nazstorage:\n  type: block\n  account-name: devstoreaccount1\n  account-key: {AZURITE_KEY}\n  mode: key\n  container: {container}\n  endpoint: {}\n",
+        emu.endpoint()
+    )
+}
+
+/// A mount started the way BlobFuse2 users start theirs; unmounted on drop.
+struct Bf2Mount {
+    child: Child,
+    dir: tempfile::TempDir,
+    log: std::path::PathBuf,
+}
+
+impl Bf2Mount {
+    fn start(args: &[&str], cache: &Path) -> Bf2Mount {
+        let dir = tempfile::tempdir().unwrap();
+        let log = cache.join("daemon.out");
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = blobmount_cmd();
+        cmd.arg("mount")
+            .arg(dir.path())
+            .args(args)
+            .arg("--foreground")
+            .arg("--cache-dir")
+            .arg(cache)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let t = Instant::now();
+        while !is_mounted(dir.path()) {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!(
+                    "exited {st}: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "not mounted in 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Bf2Mount { child, dir, log }
+    }
+
+    fn p(&self, rel: &str) -> std::path::PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Bf2Mount {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if is_mounted(self.dir.path()) {
+            lazy_unmount(self.dir.path());
+        }
+    }
+}
+
+fn reads_and_writes(m: &Bf2Mount, emu: &Emulator, container: &str, tag: &str) {
+    emu.put_object(container, &format!("{tag}-outside.txt"), b"from the SDK");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(m.p(&format!("{tag}.bin")), &data)
+        .unwrap_or_else(|e| panic!("{e}: {}", m.output()));
+    assert_eq!(emu.get_object(container, &format!("{tag}.bin")), data);
+    assert_eq!(
+        std::fs::read(m.p(&format!("{tag}-outside.txt"))).unwrap(),
+        b"from the SDK"
+    );
+    assert_eq!(std::fs::read(m.p(&format!("{tag}.bin"))).unwrap(), data);
+}
+
+#[test]
+fn blobfuse2_sample_configs_mount_and_serve() {
+    let emu = Emulator::start(Kind::Azure);
+    let container = emu.create_bucket();
+    let work = tempfile::tempdir().unwrap();
+    // File cache sample.
+    let fc_cache = work.path().join("fc");
+    std::fs::create_dir_all(&fc_cache).unwrap();
+    let fc = work.path().join("fc.yaml");
+    std::fs::write(&fc, file_cache_config(&emu, &container, &fc_cache)).unwrap();
+    let arg = format!("--config-file={}", fc.display());
+    {
+        let m = Bf2Mount::start(&[&arg], &fc_cache);
+        reads_and_writes(&m, &emu, &container, "fc");
+        let out = m.output();
+        assert!(out.contains("file_cache.timeout-sec: ignored"), "{out}");
+        assert!(!out.contains(AZURITE_KEY), "the key reached the output");
+        // The file cache holds the file read (read mode file-cache).
+        let log = std::fs::read_to_string(fc_cache.join("bf2.log")).unwrap_or_default();
+        assert!(
+            log.contains("mounted"),
+            "logging.type base writes the log file: {log}"
+        );
+    }
+    // Block cache sample.
+    let bc_cache = work.path().join("bc");
+    std::fs::create_dir_all(&bc_cache).unwrap();
+    let bc = work.path().join("bc.yaml");
+    std::fs::write(&bc, block_cache_config(&emu, &container)).unwrap();
+    let arg = format!("--config-file={}", bc.display());
+    {
+        let m = Bf2Mount::start(&[&arg], &bc_cache);
+        reads_and_writes(&m, &emu, &container, "bc");
+        assert!(m.output().contains("block_cache.parallelism: ignored"));
+    }
+    // `config import` prints a native file that mounts the same container.
+    let r = run_cli(
+        &[
+            "config",
+            "import",
+            "--from",
+            "blobfuse2",
+            fc.to_str().unwrap(),
+        ],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("# warning: file_cache.timeout-sec: ignored")
+    );
+    let native = work.path().join("native.yaml");
+    std::fs::write(&native, &r.stdout).unwrap();
+    let nat_cache = work.path().join("nat");
+    std::fs::create_dir_all(&nat_cache).unwrap();
+    let cfg_arg = format!("--config={}", native.display());
+    let m = Bf2Mount::start(&[&cfg_arg], &nat_cache);
+    assert_eq!(
+        std::fs::read(m.p("fc-outside.txt")).unwrap(),
+        b"from the SDK"
+    );
+}
+
+#[test]
+fn a_refused_key_stops_the_mount_and_secrets_stay_out_of_errors() {
+    let emu = Emulator::start(Kind::Azure);
+    let container = emu.create_bucket();
+    let work = tempfile::tempdir().unwrap();
+    let cfg = work.path().join("adls.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "components: [libfuse, azstorage]\nazstorage:\n  type: adls\n  account-name: devstoreaccount1\n  account-key: {AZURITE_KEY}\n  container: {container}\n"
+        ),
+    )
+    .unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let r = run_cli(
+        &[
+            "mount",
+            mnt.path().to_str().unwrap(),
+            &format!("--config-file={}", cfg.display()),
+            "--foreground",
+        ],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("azstorage.type: refused"), "{}", r.stderr);
+    assert!(!r.stderr.contains(AZURITE_KEY));
+    assert!(!is_mounted(mnt.path()));
+}
