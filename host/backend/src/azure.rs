@@ -212,6 +212,12 @@ impl Backend for AzureBackend {
             conditional_writes: true,
             append_uploads: true,
             max_object_size: Some(MAX_BLOCKS * self.parts.size as u64),
+            metadata: crate::api::MetadataRules {
+                kept: true,
+                names: crate::api::MetaNames::CIdentifier,
+                ascii_values: true,
+                max_total: 8 * 1024,
+            },
         }
     }
 

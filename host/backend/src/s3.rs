@@ -129,6 +129,12 @@ impl Backend for S3Backend {
             conditional_writes: self.conditional_writes,
             append_uploads: true,
             max_object_size: Some(MAX_OBJECT.min(MAX_PARTS * self.sizes.size as u64)),
+            metadata: crate::api::MetadataRules {
+                kept: true,
+                names: crate::api::MetaNames::HeaderToken,
+                ascii_values: true,
+                max_total: 2 * 1024,
+            },
         }
     }
 

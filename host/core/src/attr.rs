@@ -24,6 +24,28 @@ pub const META_FOLDER: &str = "hdi_isfolder";
 /// reply was lost recognise its own object instead of reporting a conflict.
 pub const META_UPLOAD: &str = "blobmount_upload";
 
+/// Every metadata key blobmount reads or writes for its own purposes, in ONE place: these
+/// are hidden from the `user.*` extended attributes (`xattr.rs`), cannot be set or removed
+/// through them (EPERM), and are shown read-only under `user.blobmount.*` where they mean
+/// something. Adding a key here (another tool's mtime or symlink key, say) is all it takes
+/// to hide and protect it.
+pub const INTERNAL_KEYS: &[&str] = &[
+    META_MODE,
+    META_UID,
+    META_GID,
+    META_MTIME,
+    META_CTIME,
+    META_ATIME,
+    META_SYMLINK,
+    META_FOLDER,
+    META_UPLOAD,
+];
+
+/// Whether metadata key `k` (lower-case, as stores report keys) is one of [`INTERNAL_KEYS`].
+pub fn is_internal_key(k: &str) -> bool {
+    INTERNAL_KEYS.iter().any(|i| i.eq_ignore_ascii_case(k))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     File,

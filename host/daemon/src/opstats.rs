@@ -57,6 +57,10 @@ ops! {
     Releasedir => "releasedir",
     Statfs => "statfs",
     Create => "create",
+    Getxattr => "getxattr",
+    Listxattr => "listxattr",
+    Setxattr => "setxattr",
+    Removexattr => "removexattr",
 }
 
 /// Live counters of one operation.
