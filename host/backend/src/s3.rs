@@ -236,7 +236,33 @@ impl Backend for S3Backend {
         meta: &PutMeta,
         if_match: Option<&str>,
     ) -> Result<PutOutcome> {
-        rewrite_metadata(self, key, meta, if_match).await
+        // In place: CopyObject onto itself with the new metadata (`REPLACE`), conditional
+        // on the version (`x-amz-copy-source-if-match`): one request, no data through us.
+        // A HEAD first only when the version or the type to keep is not given.
+        let (etag, meta) = match (if_match, &meta.content_type) {
+            (Some(e), Some(_)) => (e.to_string(), meta.clone()),
+            _ => {
+                let info = self.head(key).await?;
+                if if_match.is_some() && info.etag.as_deref() != if_match {
+                    return Err(BackendError::PreconditionFailed { key: key.into() });
+                }
+                let etag = info.etag.ok_or_else(|| {
+                    BackendError::Other(format!("HEAD {key}: no ETag to hold the update to"))
+                })?;
+                let meta = PutMeta {
+                    metadata: meta.metadata.clone(),
+                    content_type: meta.content_type.clone().or(info.content_type),
+                };
+                (etag, meta)
+            }
+        };
+        match self.parts.copy_replacing(key, &etag, key, &meta).await {
+            // CopyObject copies at most 5 GiB: a larger object is rewritten (as before).
+            Err(BackendError::Other(m)) if m.contains("maximum allowable size") => {
+                rewrite_metadata(self, key, &meta, Some(&etag)).await
+            }
+            r => r,
+        }
     }
 
     async fn put_appended(
