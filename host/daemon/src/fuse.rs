@@ -576,6 +576,8 @@ impl Filesystem for FuseAdapter {
             Err(_) => return refuse(reply, Refusal::Fs(FsError::NoAttr)),
         };
         if xattr::parse_name(&name) == XattrName::Other {
+            // Counted (the kernel asks `security.capability` before writes): cheap, but seen.
+            self.stats.record(Op::Getxattr, std::time::Duration::ZERO);
             return refuse(reply, Refusal::Fs(other_namespace()));
         }
         let c = caller(req);
