@@ -423,3 +423,30 @@ async fn a_read_only_mount_refuses_changes() {
     );
     assert_eq!(errno(t.fs.removexattr(f.ino, "user.a").await), libc::EROFS);
 }
+
+#[tokio::test]
+async fn metadata_set_on_a_dirty_file_survives_a_crash() {
+    let mem = std::sync::Arc::new(MemoryBackend::new());
+    let dir = tempfile::tempdir().unwrap();
+    let core = || {
+        let cfg = blobmount_core::FsConfig::for_tests(dir.path().to_path_buf());
+        blobmount_core::Fs::new(mem.clone(), cfg).unwrap()
+    };
+    let fs = core();
+    let (a, h) = fs
+        .create(ROOT_INO, "ckpt.bin", 0o600, libc::O_WRONLY, ME)
+        .await
+        .unwrap();
+    fs.write(h.fh, 0, b"weights").await.unwrap();
+    fs.setxattr(a.ino, "user.step", b"42", 0).await.unwrap();
+    fs.abandon_like_a_crash();
+    assert!(mem.head("ckpt.bin").await.is_err(), "nothing was committed");
+
+    let fs = core();
+    let r = fs.recover(blobmount_core::Recovery::Upload).await;
+    assert_eq!(r.uploaded, vec!["ckpt.bin".to_string()]);
+    assert_eq!(
+        store_meta(&mem, "ckpt.bin").await.get("step").unwrap(),
+        "42"
+    );
+}
