@@ -32,6 +32,9 @@ use crate::s3parts::S3Parts;
 use crate::upload::upload_in_parts;
 use crate::writes::{check_precondition, copy_in_store, rewrite_metadata, small_file};
 
+/// The largest object one CopyObject copies (AWS: 5 GiB).
+const COPY_OBJECT_MAX: u64 = 5 * 1024 * 1024 * 1024;
+
 /// S3's limit of parts per upload, times our part size: what our uploads reach.
 /// Parts in one multipart upload, and the largest object S3 stores.
 const MAX_PARTS: u64 = 10_000;
@@ -237,32 +240,26 @@ impl Backend for S3Backend {
         if_match: Option<&str>,
     ) -> Result<PutOutcome> {
         // In place: CopyObject onto itself with the new metadata (`REPLACE`), conditional
-        // on the version (`x-amz-copy-source-if-match`): one request, no data through us.
-        // A HEAD first only when the version or the type to keep is not given.
-        let (etag, meta) = match (if_match, &meta.content_type) {
-            (Some(e), Some(_)) => (e.to_string(), meta.clone()),
-            _ => {
-                let info = self.head(key).await?;
-                if if_match.is_some() && info.etag.as_deref() != if_match {
-                    return Err(BackendError::PreconditionFailed { key: key.into() });
-                }
-                let etag = info.etag.ok_or_else(|| {
-                    BackendError::Other(format!("HEAD {key}: no ETag to hold the update to"))
-                })?;
-                let meta = PutMeta {
-                    metadata: meta.metadata.clone(),
-                    content_type: meta.content_type.clone().or(info.content_type),
-                };
-                (etag, meta)
-            }
-        };
-        match self.parts.copy_replacing(key, &etag, key, &meta).await {
-            // CopyObject copies at most 5 GiB: a larger object is rewritten (as before).
-            Err(BackendError::Other(m)) if m.contains("maximum allowable size") => {
-                rewrite_metadata(self, key, &meta, Some(&etag)).await
-            }
-            r => r,
+        // on the version (`x-amz-copy-source-if-match`): no data through us. A HEAD first
+        // checks the version too, because some S3-compatible servers ignore that header
+        // (moto does: the copy would replace another client's metadata), and gives the
+        // content type to keep when none is given.
+        let info = self.head(key).await?;
+        if if_match.is_some() && info.etag.as_deref() != if_match {
+            return Err(BackendError::PreconditionFailed { key: key.into() });
         }
+        let etag = info.etag.ok_or_else(|| {
+            BackendError::Other(format!("HEAD {key}: no ETag to hold the update to"))
+        })?;
+        let meta = PutMeta {
+            metadata: meta.metadata.clone(),
+            content_type: meta.content_type.clone().or(info.content_type),
+        };
+        // CopyObject copies at most 5 GiB: a larger object is rewritten (as before).
+        if info.size > COPY_OBJECT_MAX {
+            return rewrite_metadata(self, key, &meta, Some(&etag)).await;
+        }
+        self.parts.copy_replacing(key, &etag, key, &meta).await
     }
 
     async fn put_appended(
