@@ -161,6 +161,11 @@ pub struct S3Config {
     pub secret_access_key: Option<Secret>,
     /// Session token (env `AWS_SESSION_TOKEN`).
     pub session_token: Option<Secret>,
+    /// Profile of the shared AWS files (`~/.aws/credentials`, `~/.aws/config`) to take
+    /// credentials and region from (env `AWS_PROFILE`; default `default`). Without keys, the
+    /// chain goes on to a web identity token, container credentials and the instance
+    /// metadata service (docs/configuration.md, "AWS credentials").
+    pub profile: Option<String>,
     /// Use virtual-hosted-style requests (`BUCKET.host`) instead of path style.
     #[serde(default)]
     pub virtual_hosted_style: bool,
@@ -178,6 +183,7 @@ impl Default for S3Config {
             access_key_id: None,
             secret_access_key: None,
             session_token: None,
+            profile: None,
             virtual_hosted_style: false,
             conditional_writes: true,
         }

@@ -65,11 +65,6 @@ fn client(bucket: &str, cfg: &StoreConfig, endpoint: Option<&str>) -> Result<Goo
     if let Some(e) = endpoint {
         b = b.with_base_url(e.trim_end_matches('/'));
     }
-    let sa = g
-        .service_account_file
-        .clone()
-        .map(|p| p.display().to_string())
-        .or_else(|| env(&["GOOGLE_APPLICATION_CREDENTIALS"]));
     if g.anonymous {
         // object_store 0.14 skips signing on reads but still asks for a token on uploads
         // (gcp/client.rs `Request::send`), which would hit the metadata server; a static
@@ -79,8 +74,9 @@ fn client(bucket: &str, cfg: &StoreConfig, endpoint: Option<&str>) -> Result<Goo
                 bearer: "anonymous".to_string(),
             }),
         ));
-    } else if let Some(p) = sa {
-        b = b.with_service_account_path(p);
+    } else {
+        let file = g.service_account_file.as_deref();
+        b = b.with_credentials(crate::gcscreds::find(file, &|k| env(&[k]))?);
     }
     b.build().map_err(build_err)
 }

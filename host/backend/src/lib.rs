@@ -36,7 +36,11 @@ pub mod s3;
 pub mod s3parts;
 pub mod upload;
 
+mod awscreds;
 mod connect;
+mod gcscreds;
+#[cfg(test)]
+mod testdouble;
 mod writes;
 
 use std::sync::Arc;

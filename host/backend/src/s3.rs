@@ -23,7 +23,7 @@ use crate::api::{
 };
 use crate::config::PartSizes;
 use crate::config::{StoreConfig, StoreUrl};
-use crate::connect::{build_err, client_options, env, retry_config, secret_or_env};
+use crate::connect::{build_err, client_options, env, retry_config};
 use crate::error::BackendError;
 use crate::listing::{Dialect, RawLister};
 use crate::objstore::{ObjectPlane, attributes, put_mode};
@@ -68,32 +68,21 @@ impl S3Backend {
             .endpoint
             .clone()
             .or_else(|| env(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]));
-        let region = s3
+        let known_region = s3
             .region
             .clone()
-            .or_else(|| env(&["AWS_REGION", "AWS_DEFAULT_REGION"]))
-            .unwrap_or_else(|| "us-east-1".into());
+            .or_else(|| env(&["AWS_REGION", "AWS_DEFAULT_REGION"]));
+        let creds = crate::awscreds::find(s3, known_region.as_deref(), &|k| env(&[k]))?;
+        let region = creds.region.clone().unwrap_or_else(|| "us-east-1".into());
         let mut b = AmazonS3Builder::new()
             .with_bucket_name(&url.bucket)
             .with_region(region.clone())
             .with_virtual_hosted_style_request(s3.virtual_hosted_style)
             .with_retry(retry_config(cfg))
-            .with_client_options(client_options(cfg, endpoint.as_deref()));
+            .with_client_options(client_options(cfg, endpoint.as_deref()))
+            .with_credentials(creds.provider);
         if let Some(e) = &endpoint {
             b = b.with_endpoint(e.clone());
-        }
-        if let Some(k) = s3
-            .access_key_id
-            .clone()
-            .or_else(|| env(&["AWS_ACCESS_KEY_ID"]))
-        {
-            b = b.with_access_key_id(k);
-        }
-        if let Some(k) = secret_or_env(&s3.secret_access_key, &["AWS_SECRET_ACCESS_KEY"]) {
-            b = b.with_secret_access_key(k.expose());
-        }
-        if let Some(t) = secret_or_env(&s3.session_token, &["AWS_SESSION_TOKEN"]) {
-            b = b.with_token(t.expose());
         }
         let store = Arc::new(b.build().map_err(build_err)?);
         let bucket = &url.bucket;

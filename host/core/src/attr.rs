@@ -5,6 +5,15 @@
 //! too), `uid`, `gid`, `mtime` (seconds since the epoch, optional fraction), `is_symlink=true`
 //! (BlobFuse2; the target is the object's content) and `hdi_isfolder=true` (BlobFuse2's
 //! directory marker blob on Azure flat namespaces).
+//!
+//! Keys other tools write are read too, so a bucket written by one of them looks right here
+//! (docs/semantics.md, "Metadata written by other tools"): gcsfuse's `gcsfuse_mtime`
+//! (RFC 3339) and `gcsfuse_symlink_target` (the target in metadata, empty content), rclone's
+//! `mtime` as RFC 3339 (its Azure and GCS backends) or decimal seconds (S3) and octal `mode`,
+//! and the `goog-reserved-*` keys `gsutil cp -P` / `gcloud storage cp -P` write. Ours win where
+//! both are present. When blobmount rewrites an object's attributes it keeps the peers' time
+//! and POSIX keys that are already on the object in step, and it writes
+//! `gcsfuse_symlink_target` on the symlinks it creates, so gcsfuse sees them as symlinks too.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,11 +33,27 @@ pub const META_FOLDER: &str = "hdi_isfolder";
 /// reply was lost recognise its own object instead of reporting a conflict.
 pub const META_UPLOAD: &str = "blobmount_upload";
 
+/// gcsfuse: the file's mtime, RFC 3339 with nanoseconds.
+pub const META_GCSFUSE_MTIME: &str = "gcsfuse_mtime";
+/// gcsfuse: a symlink's target (the object itself is empty).
+pub const META_GCSFUSE_SYMLINK: &str = "gcsfuse_symlink_target";
+/// Longest symlink target also written as `gcsfuse_symlink_target` (longer ones, and ones
+/// that are not printable ASCII, are only in the content).
+pub const PEER_SYMLINK_MAX: usize = 1024;
+/// `gsutil cp -P` / `gcloud storage cp -P`: times in decimal seconds, uid and gid in decimal,
+/// mode as octal permission bits ("644").
+pub const META_GOOG_MTIME: &str = "goog-reserved-file-mtime";
+pub const META_GOOG_ATIME: &str = "goog-reserved-file-atime";
+pub const META_GOOG_UID: &str = "goog-reserved-posix-uid";
+pub const META_GOOG_GID: &str = "goog-reserved-posix-gid";
+pub const META_GOOG_MODE: &str = "goog-reserved-posix-mode";
+
 /// Every metadata key blobmount reads or writes for its own purposes, in ONE place: these
 /// are hidden from the `user.*` extended attributes (`xattr.rs`), cannot be set or removed
 /// through them (EPERM), and are shown read-only under `user.blobmount.*` where they mean
-/// something. Adding a key here (another tool's mtime or symlink key, say) is all it takes
-/// to hide and protect it.
+/// something (as the attributes they decode to). The peers' keys are here too: blobmount
+/// keeps them in step with the attributes. Adding a key here (another tool's mtime or
+/// symlink key, say) is all it takes to hide and protect it.
 pub const INTERNAL_KEYS: &[&str] = &[
     META_MODE,
     META_UID,
@@ -39,6 +64,13 @@ pub const INTERNAL_KEYS: &[&str] = &[
     META_SYMLINK,
     META_FOLDER,
     META_UPLOAD,
+    META_GCSFUSE_MTIME,
+    META_GCSFUSE_SYMLINK,
+    META_GOOG_MTIME,
+    META_GOOG_ATIME,
+    META_GOOG_UID,
+    META_GOOG_GID,
+    META_GOOG_MODE,
 ];
 
 /// Whether metadata key `k` (lower-case, as stores report keys) is one of [`INTERNAL_KEYS`].
@@ -95,6 +127,9 @@ pub struct MetaAttrs {
     pub mtime: Option<SystemTime>,
     pub ctime: Option<SystemTime>,
     pub atime: Option<SystemTime>,
+    /// A symlink's target when the metadata carries it (gcsfuse); `None`: the object's
+    /// content is the target (BlobFuse2, s3fs, blobmount).
+    pub symlink_target: Option<String>,
 }
 
 fn kind_of(mode: u32) -> Option<Kind> {
@@ -128,8 +163,14 @@ pub fn parse_mode(s: &str) -> Option<(Option<Kind>, u16)> {
     }
 }
 
+/// Parse a stored time: decimal seconds with an optional fraction (blobmount, s3fs, rclone on
+/// S3, gsutil) or RFC 3339 (gcsfuse, rclone on Azure and GCS). Times before the epoch are
+/// not taken.
 pub fn parse_mtime(s: &str) -> Option<SystemTime> {
     let s = s.trim();
+    if s.contains('T') {
+        return parse_rfc3339(s);
+    }
     let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
     let secs: u64 = secs.parse().ok()?;
     let mut nanos = 0u32;
@@ -139,6 +180,22 @@ pub fn parse_mtime(s: &str) -> Option<SystemTime> {
         nanos = n * 10u32.pow(9 - digits.len() as u32);
     }
     Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+    let secs = u64::try_from(t.timestamp()).ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs, t.timestamp_subsec_nanos().min(999_999_999)))
+}
+
+/// RFC 3339 in UTC with nanoseconds, as gcsfuse writes `gcsfuse_mtime`.
+pub fn format_rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    match chrono::DateTime::from_timestamp(secs, d.subsec_nanos()) {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        None => "1970-01-01T00:00:00.000000000Z".to_string(),
+    }
 }
 
 pub fn format_mtime(t: SystemTime) -> String {
@@ -165,12 +222,54 @@ pub fn decode(meta: &UserMetadata) -> MetaAttrs {
     if is_true(meta, META_FOLDER) {
         a.kind = Some(Kind::Dir);
     }
-    a.uid = meta.get(META_UID).and_then(|v| v.trim().parse().ok());
-    a.gid = meta.get(META_GID).and_then(|v| v.trim().parse().ok());
-    a.mtime = meta.get(META_MTIME).and_then(|v| parse_mtime(v));
-    a.ctime = meta.get(META_CTIME).and_then(|v| parse_mtime(v));
-    a.atime = meta.get(META_ATIME).and_then(|v| parse_mtime(v));
+    if let Some(t) = meta.get(META_GCSFUSE_SYMLINK) {
+        a.kind = Some(Kind::Symlink);
+        a.symlink_target = Some(t.clone());
+    }
+    // Ours first, then the peers' (module doc).
+    let first = |keys: &[&str], parse: &dyn Fn(&str) -> Option<u32>| {
+        keys.iter()
+            .find_map(|k| meta.get(*k).and_then(|v| parse(v)))
+    };
+    let number = |v: &str| v.trim().parse().ok();
+    a.uid = first(&[META_UID, META_GOOG_UID], &number);
+    a.gid = first(&[META_GID, META_GOOG_GID], &number);
+    if a.perm.is_none()
+        && let Some((kind, perm)) = meta.get(META_GOOG_MODE).and_then(|m| parse_mode(m))
+    {
+        a.kind = a.kind.or(kind);
+        a.perm = Some(perm);
+    }
+    let time = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| meta.get(*k).and_then(|v| parse_mtime(v)))
+    };
+    a.mtime = time(&[META_MTIME, META_GCSFUSE_MTIME, META_GOOG_MTIME]);
+    a.ctime = time(&[META_CTIME]);
+    a.atime = time(&[META_ATIME, META_GOOG_ATIME]);
     a
+}
+
+/// Keep the peers' keys that `m` already carries in step with ours (module doc): an object
+/// that gcsfuse or gsutil wrote keeps telling them the truth after blobmount changed it.
+fn sync_peer_keys(m: &mut UserMetadata, perm: u16, uid: u32, gid: u32, mtime: SystemTime) {
+    let secs = mtime
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        .to_string();
+    let updates = [
+        (META_GCSFUSE_MTIME, format_rfc3339(mtime)),
+        (META_GOOG_MTIME, secs),
+        (META_GOOG_UID, uid.to_string()),
+        (META_GOOG_GID, gid.to_string()),
+        (META_GOOG_MODE, format!("{perm:o}")),
+    ];
+    for (k, v) in updates {
+        if let Some(old) = m.get_mut(k) {
+            *old = v;
+        }
+    }
 }
 
 /// Add the status change time, and the access time when one was set, to `m`.
@@ -201,6 +300,7 @@ pub fn encode(
     if kind == Kind::Symlink {
         m.insert(META_SYMLINK.into(), "true".into());
     }
+    sync_peer_keys(&mut m, perm, uid, gid, mtime);
     m
 }
 
@@ -235,11 +335,87 @@ mod tests {
                 mtime: Some(t),
                 ctime: None,
                 atime: None,
+                symlink_target: None,
             }
         );
         assert_eq!(
             parse_mtime("1700000000"),
             Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
         );
+    }
+
+    fn meta(pairs: &[(&str, &str)]) -> UserMetadata {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn keys_of_gcsfuse_rclone_s3fs_and_gsutil() {
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        // gcsfuse: RFC 3339 mtime, symlink target in metadata.
+        let g = decode(&meta(&[
+            ("gcsfuse_mtime", "2023-11-14T22:13:20.123456789Z"),
+            ("gcsfuse_symlink_target", "../x/y"),
+        ]));
+        assert_eq!(g.mtime, Some(t));
+        assert_eq!(g.kind, Some(Kind::Symlink));
+        assert_eq!(g.symlink_target.as_deref(), Some("../x/y"));
+        // rclone on Azure/GCS: RFC 3339 with an offset, octal mode.
+        let r = decode(&meta(&[
+            ("mtime", "2023-11-15T00:13:20.123456789+02:00"),
+            ("mode", "100640"),
+        ]));
+        assert_eq!(r.mtime, Some(t));
+        assert_eq!((r.kind, r.perm), (Some(Kind::File), Some(0o640)));
+        // rclone on S3 and s3fs: decimal seconds.
+        assert_eq!(
+            decode(&meta(&[("mtime", "1700000000.123456789")])).mtime,
+            Some(t)
+        );
+        // gsutil / gcloud storage cp -P.
+        let p = decode(&meta(&[
+            ("goog-reserved-file-mtime", "1700000000"),
+            ("goog-reserved-posix-uid", "1001"),
+            ("goog-reserved-posix-gid", "1002"),
+            ("goog-reserved-posix-mode", "600"),
+        ]));
+        assert_eq!(
+            p.mtime,
+            Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
+        assert_eq!(
+            (p.uid, p.gid, p.perm),
+            (Some(1001), Some(1002), Some(0o600))
+        );
+        // Ours win over the peers'.
+        let both = decode(&meta(&[
+            ("mtime", "1700000000.123456789"),
+            ("gcsfuse_mtime", "2001-01-01T00:00:00Z"),
+            ("uid", "5"),
+            ("goog-reserved-posix-uid", "6"),
+        ]));
+        assert_eq!((both.mtime, both.uid), (Some(t), Some(5)));
+        // Junk and times before the epoch are not taken.
+        assert_eq!(decode(&meta(&[("gcsfuse_mtime", "yesterday")])).mtime, None);
+        assert_eq!(parse_mtime("1960-01-01T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn rewriting_keeps_the_peers_keys_in_step() {
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 5);
+        let base = meta(&[
+            ("gcsfuse_mtime", "2001-01-01T00:00:00Z"),
+            ("goog-reserved-posix-mode", "644"),
+            ("color", "blue"),
+        ]);
+        let m = encode(&base, Kind::File, 0o600, 1, 2, t);
+        assert_eq!(m["gcsfuse_mtime"], "2023-11-14T22:13:20.000000005Z");
+        assert_eq!(parse_mtime(&m["gcsfuse_mtime"]), Some(t));
+        assert_eq!(m["goog-reserved-posix-mode"], "600");
+        assert_eq!(m["color"], "blue");
+        // Keys the object did not carry are not added.
+        assert!(!m.contains_key("goog-reserved-file-mtime"));
     }
 }

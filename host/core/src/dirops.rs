@@ -322,7 +322,7 @@ impl Fs {
         self.ensure_absent(parent, name).await?;
         let key = self.ns.child_key(&self.ns.key_of(parent)?, name);
         let mut node = self.new_node(parent, name, Kind::Symlink, 0o777, c);
-        let meta = attr::encode(
+        let mut meta = attr::encode(
             &UserMetadata::new(),
             Kind::Symlink,
             0o777,
@@ -330,6 +330,13 @@ impl Fs {
             c.gid,
             node.mtime,
         );
+        // gcsfuse reads a symlink's target from metadata only (attr.rs). Header values must
+        // be short printable ASCII on every store (S3 allows 2 KiB of metadata in all).
+        if target.len() <= attr::PEER_SYMLINK_MAX
+            && target.bytes().all(|b| (0x20..0x7f).contains(&b))
+        {
+            meta.insert(attr::META_GCSFUSE_SYMLINK.into(), target.to_string());
+        }
         let pm = PutMeta {
             metadata: meta,
             content_type: None,

@@ -392,7 +392,7 @@ impl Fs {
                             *n = node;
                             n.lookups = lookups;
                             n.dir = dir;
-                            if same_version {
+                            if same_version && n.symlink.is_none() {
                                 n.symlink = symlink;
                             }
                         }
@@ -597,7 +597,12 @@ impl Fs {
         let (kind, cached, size, etag) = {
             let t = lock(&self.ns.table);
             let n = t.get(ino).ok_or(FsError::NotFound)?;
-            (n.kind, n.symlink.clone(), n.size, n.etag.clone())
+            // A target in the metadata (gcsfuse) stands when the cached one was dropped.
+            let cached = n
+                .symlink
+                .clone()
+                .or_else(|| n.meta.get(crate::attr::META_GCSFUSE_SYMLINK).cloned());
+            (n.kind, cached, n.size, n.etag.clone())
         };
         if kind != Kind::Symlink {
             return Err(FsError::Invalid("not a symlink"));

@@ -163,10 +163,15 @@ async fn an_expired_stat_is_asked_again_once() {
 #[tokio::test]
 async fn blobmounts_own_keys_are_hidden_and_protected() {
     let t = long_ttl();
-    let all: Vec<(&str, &str)> = attr::INTERNAL_KEYS.iter().map(|k| (*k, "1")).collect();
+    // Every internal key but gcsfuse's symlink target (any value makes a symlink);
+    // hdi_isfolder=1 and is_symlink=1 are not "true": still a file.
+    let all: Vec<(&str, &str)> = attr::INTERNAL_KEYS
+        .iter()
+        .filter(|k| **k != attr::META_GCSFUSE_SYMLINK)
+        .map(|k| (*k, "1"))
+        .collect();
     let mut m = meta(&all);
     m.insert("mine".into(), "yes".into());
-    // (hdi_isfolder=1 is not "true": still a file)
     put_with(&t.mem, "f", b"x", m).await;
     let f = t.fs.lookup(ROOT_INO, "f").await.unwrap();
     assert_eq!(names(&t.fs.listxattr(f.ino).await.unwrap()), ["user.mine"]);

@@ -181,16 +181,19 @@ impl Namespace {
             ),
         };
         let mtime = m.mtime.unwrap_or(default_mtime);
+        // A target in the metadata (gcsfuse) is the symlink's; its object is empty.
+        let symlink = m.symlink_target.filter(|_| p.kind == Kind::Symlink);
+        let size = match (&symlink, p.kind) {
+            (_, Kind::Dir) => 0,
+            (Some(t), _) => t.len() as u64,
+            (None, _) => p.info.as_ref().map(|i| i.size).unwrap_or(0),
+        };
         Ok(Some(Node {
             parent,
             name: name.to_string(),
             seg: p.seg.clone(),
             kind: p.kind,
-            size: if p.kind == Kind::Dir {
-                0
-            } else {
-                p.info.as_ref().map(|i| i.size).unwrap_or(0)
-            },
+            size,
             perm: m.perm.unwrap_or(default_perm),
             uid: m.uid.unwrap_or(uid),
             gid: m.gid.unwrap_or(gid),
@@ -200,7 +203,7 @@ impl Namespace {
             detached: false,
             etag: p.info.as_ref().and_then(|i| i.etag.clone()),
             marker: p.marker,
-            symlink: None,
+            symlink,
             meta: strip_owned(meta),
             content_type: p.info.as_ref().and_then(|i| i.content_type.clone()),
             fetched: Some(Instant::now()),
