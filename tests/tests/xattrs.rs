@@ -18,6 +18,7 @@ use blobmount_tests::{Emulator, Kind, Mount, MountSpec, block_on, http, per_back
 fn getx(p: &Path, name: &str) -> Result<Vec<u8>, i32> {
     let (path, name) = (cpath(p), CString::new(name).unwrap());
     let mut buf = vec![0u8; 65536];
+    // SAFETY: NUL-terminated strings and a buffer of the length given, all alive here.
     let n = unsafe {
         libc::getxattr(
             path.as_ptr(),
@@ -36,6 +37,7 @@ fn getx(p: &Path, name: &str) -> Result<Vec<u8>, i32> {
 /// setxattr(2): `Err(errno)` on failure.
 fn setx(p: &Path, name: &str, value: &[u8], flags: i32) -> Result<(), i32> {
     let (path, name) = (cpath(p), CString::new(name).unwrap());
+    // SAFETY: NUL-terminated strings and a value of the length given, all alive here.
     let r = unsafe {
         libc::setxattr(
             path.as_ptr(),
@@ -55,6 +57,7 @@ fn setx(p: &Path, name: &str, value: &[u8], flags: i32) -> Result<(), i32> {
 fn listx(p: &Path) -> Vec<String> {
     let path = cpath(p);
     let mut buf = vec![0u8; 65536];
+    // SAFETY: a NUL-terminated path and a buffer of the length given.
     let n = unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     assert!(n >= 0, "listxattr: {}", std::io::Error::last_os_error());
     buf[..n as usize]
@@ -299,6 +302,7 @@ fn xattrs(kind: Kind) {
     put_with_meta(&emu, &bucket, "f.txt", b"theirs", &[("theirs", "1")]);
     let (n, v) = (CString::new("user.mine").unwrap(), b"1");
     use std::os::fd::AsRawFd;
+    // SAFETY: our open descriptor, a NUL-terminated name and a 1-byte value.
     let r = unsafe { libc::fsetxattr(fd.as_raw_fd(), n.as_ptr(), v.as_ptr().cast(), 1, 0) };
     assert_eq!(r, -1);
     assert_eq!(
