@@ -63,6 +63,11 @@ pub enum XattrName<'a> {
     Other,
 }
 
+/// The error for a name outside `user.*` (`security.*`, `system.*`, `trusted.*`): ENOTSUP.
+pub fn other_namespace() -> FsError {
+    FsError::NotSupported("only user.* extended attributes are kept")
+}
+
 pub fn parse_name(name: &str) -> XattrName<'_> {
     if let Some(own) = name.strip_prefix(OWN_PREFIX) {
         XattrName::Own(own)
@@ -187,11 +192,7 @@ impl Fs {
     /// FUSE getxattr: the value of `name` on `ino` (see the module doc).
     pub async fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
         let key = match parse_name(name) {
-            XattrName::Other => {
-                return Err(FsError::NotSupported(
-                    "only user.* extended attributes are kept",
-                ));
-            }
+            XattrName::Other => return Err(other_namespace()),
             XattrName::Own(own) => return self.own_xattr(ino, own).await,
             XattrName::User(key) => key,
         };
@@ -272,11 +273,7 @@ impl Fs {
     /// The metadata rules of the store, and whether `ino` can carry user metadata at all.
     fn writable_meta(&self, ino: u64, name: &str) -> FsResult<(MetadataRules, String)> {
         let key = match parse_name(name) {
-            XattrName::Other => {
-                return Err(FsError::NotSupported(
-                    "only user.* extended attributes are kept",
-                ));
-            }
+            XattrName::Other => return Err(other_namespace()),
             XattrName::Own(_) => {
                 return Err(FsError::NotPermitted(
                     "user.blobmount.* attributes are read-only",

@@ -55,11 +55,6 @@ fn failed(stats: &FuseStats, op: Op, e: &FsError) -> Errno {
     Errno::from_i32(code)
 }
 
-/// The answer for `security.*`, `system.*` and `trusted.*`: not kept here.
-fn other_namespace() -> FsError {
-    FsError::NotSupported("only user.* extended attributes are kept")
-}
-
 fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
@@ -578,7 +573,7 @@ impl Filesystem for FuseAdapter {
         if xattr::parse_name(&name) == XattrName::Other {
             // Counted (the kernel asks `security.capability` before writes): cheap, but seen.
             self.stats.record(Op::Getxattr, std::time::Duration::ZERO);
-            return refuse(reply, Refusal::Fs(other_namespace()));
+            return refuse(reply, Refusal::Fs(xattr::other_namespace()));
         }
         let c = caller(req);
         let span = debug_span!("getxattr", ino = ino.0, name = %name, size);
@@ -607,7 +602,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let name = name_or_refuse!(name, reply);
         if xattr::parse_name(&name) == XattrName::Other {
-            return refuse(reply, Refusal::Fs(other_namespace()));
+            return refuse(reply, Refusal::Fs(xattr::other_namespace()));
         }
         let (c, value) = (caller(req), value.to_vec());
         let span = debug_span!("setxattr", ino = ino.0, name = %name, size = value.len());
@@ -619,7 +614,7 @@ impl Filesystem for FuseAdapter {
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_or_refuse!(name, reply);
         if xattr::parse_name(&name) == XattrName::Other {
-            return refuse(reply, Refusal::Fs(other_namespace()));
+            return refuse(reply, Refusal::Fs(xattr::other_namespace()));
         }
         let c = caller(req);
         let span = debug_span!("removexattr", ino = ino.0, name = %name);
