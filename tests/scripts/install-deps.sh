@@ -16,6 +16,9 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v git >/dev/null || need_apt+=(git)
 # strace: the durability test watches the daemon's fsync calls.
 command -v strace >/dev/null || need_apt+=(strace)
+# getfattr/setfattr and rsync: the extended-attribute test (tests/tests/xattrs.rs).
+command -v getfattr >/dev/null || need_apt+=(attr)
+command -v rsync >/dev/null || need_apt+=(rsync)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then

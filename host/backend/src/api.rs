@@ -105,6 +105,33 @@ pub struct Capabilities {
     /// parts reach); `None`: no limit worth checking. A write past it fails at once (EFBIG)
     /// instead of at the upload.
     pub max_object_size: Option<u64>,
+    /// What the store accepts as user metadata (the core checks extended attributes
+    /// against it before asking the store, so a bad name is EINVAL, too much is E2BIG).
+    pub metadata: MetadataRules,
+}
+
+/// What a store accepts as user metadata: names, values, and how much in all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetadataRules {
+    /// The store keeps user metadata at all (`file://` does not).
+    pub kept: bool,
+    pub names: MetaNames,
+    /// Values travel as HTTP headers: printable ASCII, no leading or trailing blanks.
+    pub ascii_values: bool,
+    /// Most bytes of names plus values in all (`0`: no limit the core checks).
+    pub max_total: usize,
+}
+
+/// Which metadata names a store accepts (lower-case in every case: stores report keys so).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MetaNames {
+    /// Any non-empty UTF-8 without control characters (GCS JSON API, memory).
+    #[default]
+    Any,
+    /// An HTTP header token (`x-amz-meta-NAME`): ASCII letters, digits and ``!#$%&'*+-.^_`|~``.
+    HeaderToken,
+    /// A C# identifier (Azure): ASCII letters, digits and `_`, not starting with a digit.
+    CIdentifier,
 }
 
 /// The version of an object an append starts from: the object had `etag` and its first

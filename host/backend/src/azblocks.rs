@@ -126,6 +126,37 @@ impl AzureBlocks {
         Ok(header(&r, "etag"))
     }
 
+    /// Set Blob Metadata of `key` to `metadata` (all of it replaced; data and HTTP headers
+    /// untouched), conditional on `if_match` when given; the new ETag.
+    pub async fn set_metadata(
+        &self,
+        key: &str,
+        metadata: &crate::api::UserMetadata,
+        if_match: Option<&str>,
+    ) -> Result<Option<String>> {
+        let mut headers = vec![("content-length".to_string(), "0".to_string())];
+        for (k, v) in metadata {
+            headers.push((format!("x-ms-meta-{k}"), v.clone()));
+        }
+        if let Some(e) = if_match {
+            headers.push(("if-match".into(), e.to_string()));
+        }
+        let headers: Vec<(&str, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        let what = "Set Blob Metadata";
+        let url = format!("{}?comp=metadata", self.blob_url(key));
+        let r = self
+            .rest
+            .send(what, Method::PUT, &url, &headers, Bytes::new())
+            .await?;
+        if !r.status().is_success() {
+            return Err(keyed(status_error(what, false, r).await, key));
+        }
+        Ok(header(&r, "etag"))
+    }
+
     /// The committed blocks of `key` (id and size, in order) and the blob's ETag.
     async fn committed_blocks(&self, key: &str) -> Result<(Vec<(String, u64)>, Option<String>)> {
         let url = format!(

@@ -30,7 +30,7 @@ use crate::listing::{Dialect, RawLister};
 use crate::objstore::{ObjectPlane, attributes, put_mode};
 use crate::rest::{Rest, Signer, encode_segment, keyed, percent_decode, status_error};
 use crate::upload::upload_in_parts;
-use crate::writes::{copy_in_store, rewrite_metadata, small_file};
+use crate::writes::{copy_in_store, small_file};
 
 /// The well-known Azurite development account key (public, documented by Microsoft).
 pub const AZURITE_KEY: &str =
@@ -234,6 +234,12 @@ impl Backend for AzureBackend {
             conditional_writes: true,
             append_uploads: true,
             max_object_size: Some(MAX_BLOCKS * self.parts.size as u64),
+            metadata: crate::api::MetadataRules {
+                kept: true,
+                names: crate::api::MetaNames::CIdentifier,
+                ascii_values: true,
+                max_total: 8 * 1024,
+            },
         }
     }
 
@@ -352,7 +358,25 @@ impl Backend for AzureBackend {
         meta: &PutMeta,
         if_match: Option<&str>,
     ) -> Result<PutOutcome> {
-        rewrite_metadata(self, key, meta, if_match).await
+        // Set Blob Metadata changes the metadata in place (no data moves). Its content type
+        // is a property set apart: a Get Blob Properties first tells whether it changes (and
+        // gives the version to hold the update to when none is given); Set Blob Properties
+        // only when it does. Two requests for a chmod or a setxattr, not a rewrite.
+        let info = self.plane.head(key).await?;
+        if if_match.is_some() && info.etag.as_deref() != if_match {
+            return Err(BackendError::PreconditionFailed { key: key.into() });
+        }
+        let version = if_match.map(str::to_string).or(info.etag.clone());
+        let mut etag = self
+            .blocks
+            .set_metadata(key, &meta.metadata, version.as_deref())
+            .await?;
+        if let Some(ct) = &meta.content_type
+            && info.content_type.as_deref() != Some(ct.as_str())
+        {
+            etag = self.blocks.set_content_type(key, ct).await?;
+        }
+        Ok(PutOutcome { etag })
     }
 
     async fn put_appended(

@@ -126,6 +126,12 @@ impl Backend for GcsBackend {
             conditional_writes: true,
             append_uploads: false,
             max_object_size: Some(MAX_OBJECT),
+            metadata: crate::api::MetadataRules {
+                kept: true,
+                names: crate::api::MetaNames::Any,
+                ascii_values: false,
+                max_total: 8 * 1024,
+            },
         }
     }
 

@@ -50,6 +50,7 @@ pub use api::{
     AppendBase, Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
     PutOutcome, Result, UserMetadata, prefixes_as_objects,
 };
+pub use api::{MetaNames, MetadataRules};
 pub use config::{PartSizes, StoreConfig, StoreKind, StoreUrl};
 pub use error::BackendError;
 

@@ -79,6 +79,7 @@ impl Backend for LocalBackend {
             conditional_writes: false,
             append_uploads: false,
             max_object_size: None,
+            metadata: crate::api::MetadataRules::default(),
         }
     }
 

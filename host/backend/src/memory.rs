@@ -225,6 +225,12 @@ impl Backend for MemoryBackend {
             conditional_writes: true,
             append_uploads: true,
             max_object_size: Some(MAX_OBJECT),
+            metadata: crate::api::MetadataRules {
+                kept: true,
+                names: crate::api::MetaNames::Any,
+                ascii_values: false,
+                max_total: 8 * 1024,
+            },
         }
     }
 

@@ -32,6 +32,9 @@ use crate::s3parts::S3Parts;
 use crate::upload::upload_in_parts;
 use crate::writes::{check_precondition, copy_in_store, rewrite_metadata, small_file};
 
+/// The largest object one CopyObject copies (AWS: 5 GiB).
+const COPY_OBJECT_MAX: u64 = 5 * 1024 * 1024 * 1024;
+
 /// S3's limit of parts per upload, times our part size: what our uploads reach.
 /// Parts in one multipart upload, and the largest object S3 stores.
 const MAX_PARTS: u64 = 10_000;
@@ -118,6 +121,12 @@ impl Backend for S3Backend {
             conditional_writes: self.conditional_writes,
             append_uploads: true,
             max_object_size: Some(MAX_OBJECT.min(MAX_PARTS * self.sizes.size as u64)),
+            metadata: crate::api::MetadataRules {
+                kept: true,
+                names: crate::api::MetaNames::HeaderToken,
+                ascii_values: true,
+                max_total: 2 * 1024,
+            },
         }
     }
 
@@ -219,7 +228,27 @@ impl Backend for S3Backend {
         meta: &PutMeta,
         if_match: Option<&str>,
     ) -> Result<PutOutcome> {
-        rewrite_metadata(self, key, meta, if_match).await
+        // In place: CopyObject onto itself with the new metadata (`REPLACE`), conditional
+        // on the version (`x-amz-copy-source-if-match`): no data through us. A HEAD first
+        // checks the version too, because some S3-compatible servers ignore that header
+        // (moto does: the copy would replace another client's metadata), and gives the
+        // content type to keep when none is given.
+        let info = self.head(key).await?;
+        if if_match.is_some() && info.etag.as_deref() != if_match {
+            return Err(BackendError::PreconditionFailed { key: key.into() });
+        }
+        let etag = info.etag.ok_or_else(|| {
+            BackendError::Other(format!("HEAD {key}: no ETag to hold the update to"))
+        })?;
+        let meta = PutMeta {
+            metadata: meta.metadata.clone(),
+            content_type: meta.content_type.clone().or(info.content_type),
+        };
+        // CopyObject copies at most 5 GiB: a larger object is rewritten (as before).
+        if info.size > COPY_OBJECT_MAX {
+            return rewrite_metadata(self, key, &meta, Some(&etag)).await;
+        }
+        self.parts.copy_replacing(key, &etag, key, &meta).await
     }
 
     async fn put_appended(

@@ -48,6 +48,36 @@ pub const META_GOOG_UID: &str = "goog-reserved-posix-uid";
 pub const META_GOOG_GID: &str = "goog-reserved-posix-gid";
 pub const META_GOOG_MODE: &str = "goog-reserved-posix-mode";
 
+/// Every metadata key blobmount reads or writes for its own purposes, in ONE place: these
+/// are hidden from the `user.*` extended attributes (`xattr.rs`), cannot be set or removed
+/// through them (EPERM), and are shown read-only under `user.blobmount.*` where they mean
+/// something (as the attributes they decode to). The peers' keys are here too: blobmount
+/// keeps them in step with the attributes. Adding a key here (another tool's mtime or
+/// symlink key, say) is all it takes to hide and protect it.
+pub const INTERNAL_KEYS: &[&str] = &[
+    META_MODE,
+    META_UID,
+    META_GID,
+    META_MTIME,
+    META_CTIME,
+    META_ATIME,
+    META_SYMLINK,
+    META_FOLDER,
+    META_UPLOAD,
+    META_GCSFUSE_MTIME,
+    META_GCSFUSE_SYMLINK,
+    META_GOOG_MTIME,
+    META_GOOG_ATIME,
+    META_GOOG_UID,
+    META_GOOG_GID,
+    META_GOOG_MODE,
+];
+
+/// Whether metadata key `k` (lower-case, as stores report keys) is one of [`INTERNAL_KEYS`].
+pub fn is_internal_key(k: &str) -> bool {
+    INTERNAL_KEYS.iter().any(|i| i.eq_ignore_ascii_case(k))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     File,

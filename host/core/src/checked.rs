@@ -48,6 +48,28 @@ impl AsCaller<'_> {
         self.fs.setattr(ino, req).await
     }
 
+    /// Extended attributes: reading needs read access, changing them write access (they
+    /// are the object's metadata, like its mode).
+    pub async fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
+        self.fs.check_access(ino, self.c, READ)?;
+        self.fs.getxattr(ino, name).await
+    }
+
+    pub async fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        self.fs.check_access(ino, self.c, READ)?;
+        self.fs.listxattr(ino).await
+    }
+
+    pub async fn setxattr(&self, ino: u64, name: &str, value: &[u8], flags: i32) -> FsResult<()> {
+        self.fs.check_access(ino, self.c, WRITE)?;
+        self.fs.setxattr(ino, name, value, flags).await
+    }
+
+    pub async fn removexattr(&self, ino: u64, name: &str) -> FsResult<()> {
+        self.fs.check_access(ino, self.c, WRITE)?;
+        self.fs.removexattr(ino, name).await
+    }
+
     pub async fn open(&self, ino: u64, flags: i32) -> FsResult<OpenReply> {
         self.fs.check_access(ino, self.c, open_access(flags))?;
         self.fs.open(ino, flags).await

@@ -49,6 +49,14 @@ pub enum FsError {
         "cache directory {dir} is in use by another blobmount (pid {holder}); give each mount its own cache.dir"
     )]
     CacheInUse { dir: String, holder: String },
+    #[error("no such extended attribute")]
+    NoAttr,
+    #[error("not supported: {0}")]
+    NotSupported(&'static str),
+    #[error("argument list too long: {0}")]
+    TooBig(&'static str),
+    #[error("result does not fit the buffer given")]
+    BufferTooSmall,
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -76,6 +84,10 @@ impl FsError {
             FsError::NoSpace(_) => libc::ENOSPC,
             FsError::TooLarge(_) => libc::EFBIG,
             FsError::CacheInUse { .. } => libc::EBUSY,
+            FsError::NoAttr => libc::ENODATA,
+            FsError::NotSupported(_) => libc::ENOTSUP,
+            FsError::TooBig(_) => libc::E2BIG,
+            FsError::BufferTooSmall => libc::ERANGE,
             FsError::Backend(b) => match b {
                 BackendError::NotFound { .. } => libc::ENOENT,
                 BackendError::AlreadyExists { .. } => libc::EEXIST,

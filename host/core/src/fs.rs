@@ -437,21 +437,7 @@ impl Fs {
             || req.mtime.is_some()
             || req.atime.is_some();
         if changes_meta {
-            // No rename moves the file meanwhile (the metadata update goes to its key).
-            let _scope = self.files.enter_gate(&[ino]).await;
-            // Under the open file's lock (when open), so an upload cannot start or end
-            // between deciding where the change goes and making it.
-            let open = self.files.entry(ino);
-            let mut st = match &open {
-                Some(e) => Some(e.state.lock().await),
-                None => None,
-            };
-            let dirty = open
-                .as_ref()
-                .is_some_and(|e| e.dirty.load(std::sync::atomic::Ordering::Acquire));
-            {
-                let mut t = lock(&self.ns.table);
-                let n = t.get_mut(ino).ok_or(FsError::NotFound)?;
+            self.change_attrs(ino, |n| {
                 if let Some(p) = req.perm {
                     n.perm = p & 0o7777;
                 }
@@ -467,35 +453,67 @@ impl Fs {
                 if let Some(a) = req.atime {
                     n.atime = Some(a);
                 }
-                n.ctime = SystemTime::now();
-            }
-            if dirty {
-                // Open and modified: the metadata goes up with the data at flush.
-                if let Some(g) = st.as_mut() {
-                    g.attrs_changed = true;
-                    // A crash before the upload recovers the new attributes too.
-                    self.files.record_staged(ino, g, true)?;
-                }
-            } else {
-                let before = lock(&self.ns.table).get(ino).and_then(|n| n.etag.clone());
-                self.persist_attrs(ino).await?;
-                // The store's version changed by our metadata update only: an open (clean)
-                // file based on the version it updated must make its next upload
-                // conditional on the new one. (One based on an older version, replaced by
-                // another client since, stays conflicting.)
-                if let Some(g) = st.as_mut()
-                    && g.exists_remote
-                    && g.base_etag.is_some()
-                    && g.base_etag == before
-                {
-                    let etag = lock(&self.ns.table).get(ino).and_then(|n| n.etag.clone());
-                    g.base_etag = etag.clone();
-                    g.read_etag = etag;
-                }
-            }
-            drop(st);
+                Ok(())
+            })
+            .await?;
         }
         self.getattr(ino).await
+    }
+
+    /// Apply `edit` to node `ino`'s attributes (and set its ctime), then persist them: with
+    /// the open file's pending upload when it has changes the store lacks (nothing is sent
+    /// now), else as one metadata update ([`Fs::persist_attrs`]). The one place attribute
+    /// changes are written: setattr and the extended attributes (`xattr.rs`) share it. An
+    /// error from `edit` changes nothing.
+    pub(crate) async fn change_attrs(
+        &self,
+        ino: u64,
+        edit: impl FnOnce(&mut Node) -> FsResult<()> + Send,
+    ) -> FsResult<()> {
+        // No rename moves the file meanwhile (the metadata update goes to its key).
+        let _scope = self.files.enter_gate(&[ino]).await;
+        // Under the open file's lock (when open), so an upload cannot start or end
+        // between deciding where the change goes and making it.
+        let open = self.files.entry(ino);
+        let mut st = match &open {
+            Some(e) => Some(e.state.lock().await),
+            None => None,
+        };
+        let dirty = open
+            .as_ref()
+            .is_some_and(|e| e.dirty.load(std::sync::atomic::Ordering::Acquire));
+        {
+            let mut t = lock(&self.ns.table);
+            let n = t.get_mut(ino).ok_or(FsError::NotFound)?;
+            edit(n)?;
+            n.ctime = SystemTime::now();
+        }
+        if dirty {
+            // Open and modified: the metadata goes up with the data at flush.
+            if let Some(g) = st.as_mut() {
+                g.attrs_changed = true;
+                // A crash before the upload recovers the new attributes too.
+                self.files.record_staged(ino, g, true)?;
+            }
+        } else {
+            let before = lock(&self.ns.table).get(ino).and_then(|n| n.etag.clone());
+            self.persist_attrs(ino).await?;
+            // The store's version changed by our metadata update only: an open (clean)
+            // file based on the version it updated must make its next upload
+            // conditional on the new one. (One based on an older version, replaced by
+            // another client since, stays conflicting.)
+            if let Some(g) = st.as_mut()
+                && g.exists_remote
+                && g.base_etag.is_some()
+                && g.base_etag == before
+            {
+                let etag = lock(&self.ns.table).get(ino).and_then(|n| n.etag.clone());
+                g.base_etag = etag.clone();
+                g.read_etag = etag;
+            }
+        }
+        drop(st);
+        Ok(())
     }
 
     /// Write the node's attributes to the store.

@@ -34,6 +34,7 @@ mod staging;
 mod sync;
 mod types;
 mod writestream;
+pub mod xattr;
 
 pub use attr::{Attr, Kind};
 pub use checked::AsCaller;

@@ -15,12 +15,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use blobmount_core::xattr::{self, XattrName};
 use blobmount_core::{Caller, DirEntry, Fs, FsError, LOOKUP_CONCURRENCY, SetAttr};
 use fuser::{
     Errno, FileHandle, Filesystem, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig,
     LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite,
-    Request, TimeOrNow, WriteFlags,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tracing::{Instrument, debug, debug_span, warn};
 
@@ -44,7 +45,9 @@ fn failed(stats: &FuseStats, op: Op, e: &FsError) -> Errno {
         | FsError::Exists
         | FsError::NotEmpty
         | FsError::NotDir
-        | FsError::IsDir => {
+        | FsError::IsDir
+        | FsError::NoAttr
+        | FsError::BufferTooSmall => {
             debug!(op, error = %e, "operation failed")
         }
         _ => warn!(op, error = %e, errno = code, "operation failed"),
@@ -557,20 +560,67 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: fuser::ReplyXattr,
-    ) {
-        // Extended attributes are not served yet; ENOSYS makes the kernel stop asking.
-        refuse(reply, Refusal::Fs(FsError::NoSys("extended attributes")));
+    /// Extended attributes (`blobmount_core::xattr`): `user.*` is the object's user
+    /// metadata. Other namespaces (`security.*`, asked on every write for capabilities;
+    /// `system.*` ACLs) are ENOTSUP at once, without the core; never ENOSYS, which would
+    /// make the kernel stop asking for any attribute.
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = match utf8(name) {
+            Ok(n) => n,
+            // A name that is not UTF-8 cannot be a metadata key.
+            Err(_) => return refuse(reply, Refusal::Fs(FsError::NoAttr)),
+        };
+        if xattr::parse_name(&name) == XattrName::Other {
+            // Counted (the kernel asks `security.capability` before writes): cheap, but seen.
+            self.stats.record(Op::Getxattr, std::time::Duration::ZERO);
+            return refuse(reply, Refusal::Fs(xattr::other_namespace()));
+        }
+        let c = caller(req);
+        let span = debug_span!("getxattr", ino = ino.0, name = %name, size);
+        self.serve(Op::Getxattr, span, reply, |fs| async move {
+            xattr::sized(fs.as_caller(c).getxattr(ino.0, &name).await?, size)
+        });
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
-        refuse(reply, Refusal::Fs(FsError::NoSys("extended attributes")));
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let c = caller(req);
+        let span = debug_span!("listxattr", ino = ino.0, size);
+        self.serve(Op::Listxattr, span, reply, |fs| async move {
+            xattr::sized(fs.as_caller(c).listxattr(ino.0).await?, size)
+        });
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let name = name_or_refuse!(name, reply);
+        if xattr::parse_name(&name) == XattrName::Other {
+            return refuse(reply, Refusal::Fs(xattr::other_namespace()));
+        }
+        let (c, value) = (caller(req), value.to_vec());
+        let span = debug_span!("setxattr", ino = ino.0, name = %name, size = value.len());
+        self.serve(Op::Setxattr, span, reply, |fs| async move {
+            fs.as_caller(c).setxattr(ino.0, &name, &value, flags).await
+        });
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_or_refuse!(name, reply);
+        if xattr::parse_name(&name) == XattrName::Other {
+            return refuse(reply, Refusal::Fs(xattr::other_namespace()));
+        }
+        let c = caller(req);
+        let span = debug_span!("removexattr", ino = ino.0, name = %name);
+        self.serve(Op::Removexattr, span, reply, |fs| async move {
+            fs.as_caller(c).removexattr(ino.0, &name).await
+        });
     }
 
     fn create(

@@ -57,6 +57,10 @@ ops! {
     Releasedir => "releasedir",
     Statfs => "statfs",
     Create => "create",
+    Getxattr => "getxattr",
+    Listxattr => "listxattr",
+    Setxattr => "setxattr",
+    Removexattr => "removexattr",
 }
 
 /// Live counters of one operation.
@@ -202,9 +206,10 @@ mod tests {
     #[test]
     fn op_names_are_the_metric_labels() {
         let names: Vec<_> = Op::ALL.iter().map(|o| o.name()).collect();
-        assert_eq!(names.len(), 23);
+        assert_eq!(names.len(), 27);
         assert_eq!(names[0], "lookup");
         assert_eq!(names[22], "create");
+        assert_eq!(names[26], "removexattr");
         assert!(Op::ALL.iter().enumerate().all(|(i, o)| *o as usize == i));
     }
 }

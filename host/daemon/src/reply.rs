@@ -8,6 +8,7 @@
 use std::ffi::OsStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use blobmount_core::xattr::XattrReply;
 use blobmount_core::{Attr, DirEntry, Fs, FsError, Kind, OpenReply};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, ReplyAttr, ReplyCreate,
@@ -109,6 +110,16 @@ impl Answer<(Attr, OpenReply)> for ReplyCreate {
             FileHandle(h.fh),
             FopenFlags::empty(),
         )
+    }
+}
+
+/// An extended attribute's value or a list of names, or its size when asked with size 0.
+impl Answer<XattrReply> for ReplyXattr {
+    fn answer(self, _fs: &Fs, r: XattrReply) {
+        match r {
+            XattrReply::Size(n) => self.size(n),
+            XattrReply::Data(d) => self.data(&d),
+        }
     }
 }
 
