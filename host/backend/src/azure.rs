@@ -27,7 +27,7 @@ use crate::config::{Secret, StoreConfig, StoreUrl};
 use crate::connect::{build_err, client_options, env, retry_config, secret_or_env};
 use crate::error::BackendError;
 use crate::listing::{Dialect, RawLister};
-use crate::objstore::{ObjectPlane, attributes, put_mode};
+use crate::objstore::ObjectPlane;
 use crate::rest::{Rest, Signer, encode_segment, percent_decode};
 use crate::upload::upload_in_parts;
 use crate::writes::{copy_in_store, rewrite_metadata, small_file};
@@ -235,9 +235,7 @@ impl Backend for AzureBackend {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
-        self.plane
-            .put(key, data, put_mode(cond), attributes(meta))
-            .await
+        self.blocks.put_blob(key, data, meta, cond).await
     }
 
     async fn put_file(

@@ -20,6 +20,7 @@ use crate::api::{
     Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta, PutOutcome,
     Result,
 };
+use crate::checksum;
 use crate::config::{StoreConfig, StoreUrl};
 use crate::connect::{build_err, client_options, env, retry_config};
 use crate::error::BackendError;
@@ -154,7 +155,48 @@ impl Backend for GcsBackend {
         cond: &Precondition,
     ) -> Result<PutOutcome> {
         let gc = resolve(&self.plane, key, cond).await?;
-        let generation = self.json.upload_bytes(key, data, meta, &gc).await?;
+        let sum = checksum::md5(&data);
+        let what = "GCS upload";
+        // GCS refuses bytes that do not match the MD5 sent with them (400); a store that
+        // does not check reports the MD5 of what it stored, compared here. Either way the
+        // bytes go once more; after a stored mismatch, replacing exactly what was stored.
+        let mut again = gc.clone();
+        let mut tries = 0;
+        let generation = loop {
+            tries += 1;
+            let r = match self
+                .json
+                .upload_bytes(key, data.clone(), meta, &again)
+                .await
+            {
+                Ok((generation, stored)) => {
+                    match checksum::compare(key, what, &sum, stored.as_ref()) {
+                        Ok(()) => Ok(generation),
+                        Err(e) => {
+                            again = GenCond::Generation(generation);
+                            Err(e)
+                        }
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match checksum::note(key, what, r) {
+                Err(BackendError::ChecksumMismatch { .. }) if tries < 2 => {
+                    tracing::warn!(
+                        key,
+                        "the store refused the upload's bytes as damaged; sending them once more"
+                    );
+                }
+                Err(e @ BackendError::ChecksumMismatch { .. }) => {
+                    tracing::error!(
+                        key,
+                        "the store refused the upload's bytes twice as damaged; the write fails"
+                    );
+                    return Err(e);
+                }
+                r => break r?,
+            }
+        };
         outcome(&self.plane, key, &generation).await
     }
 
