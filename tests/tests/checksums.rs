@@ -1,0 +1,164 @@
+//! Integrity through a real mount on each emulator: what the mount uploads carries an MD5,
+//! so the store reports the file's own MD5 afterwards (Azure `Content-MD5`, GCS `md5Hash`,
+//! S3 the ETag: the MD5 of a single PUT, the MD5 of the parts' MD5s for a multipart upload);
+//! bytes damaged on the way up (by the proxy) are refused or caught and sent once more, and
+//! damaged twice fail the close; bytes damaged on the way down fail the read at the end of
+//! the file (EIO) instead of being served as good.
+
+use blobmount_backend::checksum::{md5, md5_hex};
+use blobmount_tests::proxy::{CountingProxy, Fault};
+use blobmount_tests::{AZURITE_ACCOUNT, Emulator, Kind, Mount, MountSpec, block_on, per_backend};
+
+const MIB: usize = 1 << 20;
+const PART: usize = 5 * MIB;
+
+fn mount(emu: &Emulator, bucket: &str, proxy: &CountingProxy) -> (Mount, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("blobmount.yaml");
+    std::fs::write(&cfg, "write:\n  part-size-mib: 5\n").unwrap();
+    let mut spec = MountSpec::for_emulator(emu, bucket);
+    spec.endpoint = Some(emu.endpoint_on(proxy.port()));
+    spec.args = vec!["--config".into(), cfg.to_string_lossy().into_owned()];
+    (Mount::start(&spec), dir)
+}
+
+fn random(len: usize) -> Vec<u8> {
+    (0..len).map(|_| rand::random::<u8>()).collect()
+}
+
+/// What the store reports about `key`: its ETag and the MD5 it reports (`None`: none).
+fn stored_md5(emu: &Emulator, bucket: &str, key: &str) -> (String, Option<[u8; 16]>) {
+    let b = emu.backend(bucket);
+    let info = block_on(b.head(key)).unwrap();
+    let etag = info.etag.unwrap();
+    let sum = block_on(b.content_md5(key, &etag)).unwrap();
+    (etag, sum)
+}
+
+/// The ETag S3 gives an object uploaded in parts of `part` bytes.
+fn multipart_etag(data: &[u8], part: usize) -> String {
+    let mut all = Vec::new();
+    let chunks: Vec<&[u8]> = data.chunks(part).collect();
+    for c in &chunks {
+        all.extend_from_slice(&md5(c));
+    }
+    format!("\"{}-{}\"", md5_hex(&md5(&all)), chunks.len())
+}
+
+/// The request line of the upload of a small file `key`.
+fn put_line(kind: Kind, bucket: &str, key: &str) -> String {
+    match kind {
+        Kind::Azure => format!("PUT /{AZURITE_ACCOUNT}/{bucket}/{key}"),
+        Kind::S3 => format!("PUT /{bucket}/{key}"),
+        Kind::Gcs => format!("POST /upload/storage/v1/b/{bucket}/o?uploadType=multipart"),
+    }
+}
+
+fn get_line(kind: Kind, bucket: &str, key: &str) -> String {
+    match kind {
+        Kind::Azure => format!("GET /{AZURITE_ACCOUNT}/{bucket}/{key}"),
+        Kind::S3 | Kind::Gcs => format!("GET /{bucket}/{key}"),
+    }
+}
+
+fn the_store_reports_the_files_own_checksum(kind: Kind) {
+    let emu = Emulator::start(kind);
+    let bucket = emu.create_bucket();
+    let proxy = CountingProxy::start(emu.port());
+    let (m, _cfg) = mount(&emu, &bucket, &proxy);
+    let small = random(1000);
+    let big = random(20 * MIB + 12345);
+    std::fs::write(m.p("small.bin"), &small).unwrap();
+    std::fs::write(m.p("big.bin"), &big).unwrap();
+    let sent = proxy.take();
+    let in_parts = match kind {
+        Kind::Azure => "comp=block&",
+        Kind::S3 => "uploadId=",
+        Kind::Gcs => "uploadType=multipart",
+    };
+    assert!(
+        sent.iter().any(|r| r.contains(in_parts)),
+        "the big file's upload path: {sent:?}"
+    );
+    let (_, sum) = stored_md5(&emu, &bucket, "small.bin");
+    assert_eq!(sum, Some(md5(&small)), "{kind:?}: small file");
+    let (etag, sum) = stored_md5(&emu, &bucket, "big.bin");
+    match kind {
+        // A multipart object's ETag is the MD5 of its parts' MD5s (and no MD5 of the whole).
+        Kind::S3 => assert_eq!(etag, multipart_etag(&big, PART)),
+        Kind::Azure | Kind::Gcs => assert_eq!(sum, Some(md5(&big)), "{kind:?}: big file"),
+    }
+    if kind == Kind::Gcs {
+        // Past one request's size: a resumable session, its MD5 sent with the last chunk.
+        let huge = random(36 * MIB + 7);
+        std::fs::write(m.p("huge.bin"), &huge).unwrap();
+        assert!(proxy.take().iter().any(|r| r.contains("uploadType=resumable")));
+        assert_eq!(stored_md5(&emu, &bucket, "huge.bin").1, Some(md5(&huge)));
+    }
+}
+
+fn damaged_uploads_are_sent_again_or_fail_the_close(kind: Kind) {
+    let emu = Emulator::start(kind);
+    let bucket = emu.create_bucket();
+    let proxy = CountingProxy::start(emu.port());
+    let (m, _cfg) = mount(&emu, &bucket, &proxy);
+    // Damaged once: caught (refused by the store, or its checksum differs) and sent again.
+    let data = random(4000);
+    proxy.inject(
+        Fault::CorruptRequest,
+        Some(&put_line(kind, &bucket, "once.bin")),
+        1,
+    );
+    std::fs::write(m.p("once.bin"), &data).unwrap();
+    assert_eq!(emu.get_object(&bucket, "once.bin"), data, "{kind:?}");
+    assert_eq!(proxy.pending(Fault::CorruptRequest), 0);
+    assert!(m.log_text().contains("sending them once more"), "{}", m.log_text());
+    // Damaged every time: the close reports the error; the mount does not acknowledge it.
+    let data = random(4000);
+    proxy.inject(
+        Fault::CorruptRequest,
+        Some(&put_line(kind, &bucket, "twice.bin")),
+        2,
+    );
+    let e = std::fs::write(m.p("twice.bin"), &data).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{kind:?}: {e}");
+    assert!(m.log_text().contains("refused the upload's bytes twice"));
+    // The data is kept locally.
+    let kept: Vec<Vec<u8>> = std::fs::read_dir(m.cache.join("conflicts"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect();
+    assert!(kept.contains(&data), "{kind:?}: the data is kept");
+}
+
+fn a_download_damaged_on_the_way_fails_at_the_end(kind: Kind) {
+    let emu = Emulator::start(kind);
+    let bucket = emu.create_bucket();
+    let data = random(3 * MIB + 99);
+    emu.put_object(&bucket, "rd.bin", &data);
+    let proxy = CountingProxy::start(emu.port());
+    let (m, _cfg) = mount(&emu, &bucket, &proxy);
+    // Intact: read and checked (one request for the store's MD5).
+    assert_eq!(std::fs::read(m.p("rd.bin")).unwrap(), data);
+    emu.put_object(&bucket, "rd2.bin", &data);
+    proxy.inject(
+        Fault::CorruptResponse,
+        Some(&get_line(kind, &bucket, "rd2.bin")),
+        1,
+    );
+    let e = std::fs::read(m.p("rd2.bin")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{kind:?}: {e}");
+    assert_eq!(proxy.pending(Fault::CorruptResponse), 0);
+    assert!(
+        m.log_text().contains("do not match the MD5 the store reports"),
+        "{}",
+        m.log_text()
+    );
+}
+
+per_backend!(
+    the_store_reports_the_files_own_checksum,
+    damaged_uploads_are_sent_again_or_fail_the_close,
+    a_download_damaged_on_the_way_fails_at_the_end,
+);
