@@ -43,8 +43,8 @@ pub enum Fault {
     /// Forward it and wait for the store's answer, then close the client's connection
     /// without it.
     LoseResponse,
-    /// Forward it with the last byte of its body flipped (a request without a body goes
-    /// through untouched): bytes damaged on the way to the store.
+    /// Forward it with the byte in the middle of its body flipped (a request without a body
+    /// goes through untouched): bytes damaged on the way to the store.
     CorruptRequest,
     /// Forward it, and give the client the whole answer with one byte in the middle of its
     /// body flipped, then close: bytes damaged on the way back.
@@ -281,8 +281,8 @@ fn serve(
                 if let Some(p) = body_at
                     && p < raw.len()
                 {
-                    let last = raw.len() - 1;
-                    raw[last] ^= 0xff;
+                    let mid = p + (raw.len() - p) / 2;
+                    raw[mid] ^= 0xff;
                 }
                 if server_w.write_all(&raw).is_err() {
                     break;

@@ -192,6 +192,11 @@ impl Backend for GcsBackend {
                         key,
                         "the store refused the upload's bytes twice as damaged; the write fails"
                     );
+                    if again != gc
+                        && let GenCond::Generation(g) = &again
+                    {
+                        self.json.remove_damaged(key, g).await;
+                    }
                     return Err(e);
                 }
                 r => break r?,

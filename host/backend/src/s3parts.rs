@@ -286,12 +286,44 @@ impl S3Parts {
                         key,
                         "the store refused the upload's bytes twice as damaged; the write fails"
                     );
+                    if let Precondition::IfMatch(etag) = &again {
+                        self.remove_damaged(key, etag).await;
+                    }
                     return Err(e);
                 }
                 r => return r,
             }
         }
         Err(BackendError::ChecksumMismatch { key: key.into() })
+    }
+
+    /// Remove the damaged bytes a store that does not check stored at `key` (only while they
+    /// are the version `etag`), so nobody reads them as the file. Best effort: logged.
+    async fn remove_damaged(&self, key: &str, etag: &str) {
+        let what = "DeleteObject (damaged upload)";
+        let headers = [("if-match", etag.to_string())];
+        let r = self
+            .rest
+            .send(
+                what,
+                Method::DELETE,
+                &self.object_url(key),
+                &headers,
+                Bytes::new(),
+            )
+            .await;
+        match r {
+            Ok(r) if r.status().is_success() => {
+                tracing::warn!(key, "removed the damaged object the store kept");
+            }
+            Ok(r) => {
+                let e = status_error(what, false, r).await;
+                tracing::error!(key, error = %e, "could not remove the damaged object the store kept");
+            }
+            Err(e) => {
+                tracing::error!(key, error = %e, "could not remove the damaged object the store kept");
+            }
+        }
     }
 
     /// The ETag of `key` now (`None`: no such object).

@@ -201,6 +201,31 @@ impl GcsJson {
         Ok((Self::generation_of(key, &v)?, reported_md5(&v)))
     }
 
+    /// Remove the damaged bytes a store that does not check stored at `key` (only while they
+    /// are `generation`), so nobody reads them as the file. Best effort: logged.
+    pub async fn remove_damaged(&self, key: &str, generation: &str) {
+        let url = with_query(
+            &self.object_url(key),
+            &[("ifGenerationMatch", generation.to_string())],
+        );
+        match self
+            .rest
+            .send(key, Method::DELETE, &url, &[], Bytes::new())
+            .await
+        {
+            Ok(r) if r.status().is_success() => {
+                tracing::warn!(key, "removed the damaged object the store kept");
+            }
+            Ok(r) => {
+                let e = Self::fail(key, &GenCond::None, r).await;
+                tracing::error!(key, error = %e, "could not remove the damaged object the store kept");
+            }
+            Err(e) => {
+                tracing::error!(key, error = %e, "could not remove the damaged object the store kept");
+            }
+        }
+    }
+
     /// Open a resumable upload session for `key` whose object is created conditional on
     /// `cond` when the session is finalized; `total` when the size is known already.
     /// Returns the session URL.
