@@ -95,6 +95,9 @@ impl AzureBlocks {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
+        // The keys `object_store` refuses (`.`/`..` segments, control characters) stay
+        // refused on every call.
+        crate::objstore::key_to_path(key)?;
         let sum = checksum::md5(&data);
         let url = self.blob_url(key);
         let mut headers = commit_headers(meta, cond, data.len());
@@ -112,7 +115,15 @@ impl AzureBlocks {
                 .await?;
             if !r.status().is_success() {
                 let create = matches!(cond, Precondition::IfNotExists);
-                return Err(keyed(status_error(what, create, r).await, key));
+                return match keyed(status_error(what, create, r).await, key) {
+                    // If-Match on a missing blob: nothing has the ETag asked for.
+                    crate::error::BackendError::NotFound { .. }
+                        if matches!(cond, Precondition::IfMatch(_)) =>
+                    {
+                        Err(crate::error::BackendError::PreconditionFailed { key: key.into() })
+                    }
+                    e => Err(e),
+                };
             }
             let stored = header(&r, "content-md5").and_then(|v| md5_from_base64(&v));
             checksum::compare(key, what, &sum, stored.as_ref())?;

@@ -230,6 +230,9 @@ impl S3Parts {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
+        // The keys `object_store` refuses (`.`/`..` segments, control characters) stay
+        // refused on every call.
+        crate::objstore::key_to_path(key)?;
         let sum = checksum::md5(&data);
         let cond = if self.conditional {
             cond.clone()
@@ -272,7 +275,13 @@ impl S3Parts {
                 }
             } else {
                 let create = matches!(again, Precondition::IfNotExists);
-                Err(keyed(status_error(what, create, r).await, key))
+                match keyed(status_error(what, create, r).await, key) {
+                    // If-Match on a missing key: nothing has the ETag asked for.
+                    BackendError::NotFound { .. } if matches!(again, Precondition::IfMatch(_)) => {
+                        Err(BackendError::PreconditionFailed { key: key.into() })
+                    }
+                    e => Err(e),
+                }
             };
             match checksum::note(key, what, r) {
                 Err(BackendError::ChecksumMismatch { .. }) if attempt == 0 => {
