@@ -189,3 +189,73 @@ per_backend!(
     damaged_uploads_are_sent_again_or_fail_the_close,
     a_download_damaged_on_the_way_fails_at_the_end,
 );
+
+/// CPU seconds (user + system) the process `pid` has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Not a test: what the checksums cost on a 1 GiB write through a mount on Azurite (wall
+/// time and the daemon's CPU time), with `write.checksums` on and off, in one run
+/// (`--run-ignored ignored-only --no-capture cost_of`).
+#[test]
+#[ignore]
+fn cost_of_a_1gib_write() {
+    let emu = Emulator::start(Kind::Azure);
+    let bucket = emu.create_bucket();
+    for on in [true, false, true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("blobmount.yaml");
+        std::fs::write(&cfg, format!("write:\n  checksums: {on}\n")).unwrap();
+        let mut spec = MountSpec::for_emulator(&emu, &bucket);
+        spec.args = vec!["--config".into(), cfg.to_string_lossy().into_owned()];
+        let m = Mount::start(&spec);
+        let pid = m.pid().unwrap();
+        let cpu0 = cpu_secs(pid);
+        let t0 = std::time::Instant::now();
+        blobmount_tests::sh(
+            m.path(),
+            &format!("dd if=/dev/zero of=big{on} bs=1M count=1024 status=none conv=fsync"),
+        );
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = cpu_secs(pid) - cpu0;
+        let info = block_on(emu.backend(&bucket).head(&format!("big{on}"))).unwrap();
+        assert_eq!(info.size, 1 << 30);
+        println!("1 GiB write, checksums {on}: wall {wall:.1} s, daemon CPU {cpu:.1} s");
+        std::fs::remove_file(m.p(&format!("big{on}"))).unwrap();
+    }
+}
+
+/// `write.checksums: false` sends no MD5: bytes damaged on the way land as they are (what
+/// the setting gives up), on the one emulator that would otherwise refuse them.
+#[test]
+fn without_checksums_damaged_bytes_land() {
+    let emu = Emulator::start(Kind::Azure);
+    let bucket = emu.create_bucket();
+    let proxy = CountingProxy::start(emu.port());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("blobmount.yaml");
+    std::fs::write(&cfg, "write:\n  checksums: false\n").unwrap();
+    let mut spec = MountSpec::for_emulator(&emu, &bucket);
+    spec.endpoint = Some(emu.endpoint_on(proxy.port()));
+    spec.args = vec!["--config".into(), cfg.to_string_lossy().into_owned()];
+    let m = Mount::start(&spec);
+    let data = random(4000);
+    proxy.inject(
+        Fault::CorruptRequest,
+        Some(&put_line(Kind::Azure, &bucket, "plain.bin")),
+        1,
+    );
+    let mut f = std::fs::File::create(m.p("plain.bin")).unwrap();
+    std::io::Write::write_all(&mut f, &data).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    assert_eq!(proxy.pending(Fault::CorruptRequest), 0);
+    let stored = emu.get_object(&bucket, "plain.bin");
+    assert_eq!(stored.len(), data.len());
+    assert!(stored != data, "the damaged bytes landed unnoticed");
+}

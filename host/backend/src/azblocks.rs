@@ -39,6 +39,8 @@ use crate::rest::{Rest, encode_segment, header, keyed, status_error};
 pub struct AzureBlocks {
     rest: Rest,
     container_url: String,
+    /// Uploads carry their MD5 (`write.checksums`).
+    checked: bool,
 }
 
 impl std::fmt::Debug for AzureBlocks {
@@ -50,10 +52,11 @@ impl std::fmt::Debug for AzureBlocks {
 }
 
 impl AzureBlocks {
-    pub fn new(rest: Rest, container_url: &str) -> Arc<Self> {
+    pub fn new(rest: Rest, container_url: &str, checked: bool) -> Arc<Self> {
         Arc::new(AzureBlocks {
             rest,
             container_url: container_url.trim_end_matches('/').to_string(),
+            checked,
         })
     }
 
@@ -79,7 +82,7 @@ impl AzureBlocks {
             key: key.to_string(),
             url: self.blob_url(key),
             meta: meta.clone(),
-            whole: ids.is_empty().then(checksum::Running::default),
+            whole: (self.checked && ids.is_empty()).then(checksum::Running::default),
             ids,
             id_bytes,
         }
@@ -98,11 +101,13 @@ impl AzureBlocks {
         // The keys `object_store` refuses (`.`/`..` segments, control characters) stay
         // refused on every call.
         crate::objstore::key_to_path(key)?;
-        let sum = checksum::md5(&data);
+        let sum = self.checked.then(|| checksum::md5(&data));
         let url = self.blob_url(key);
         let mut headers = commit_headers(meta, cond, data.len());
         headers.push(("x-ms-blob-type".into(), "BlockBlob".into()));
-        headers.push(("content-md5".into(), checksum::md5_base64(&sum)));
+        if let Some(sum) = &sum {
+            headers.push(("content-md5".into(), checksum::md5_base64(sum)));
+        }
         let headers: Vec<(&str, String)> = headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.clone()))
@@ -125,8 +130,10 @@ impl AzureBlocks {
                     e => Err(e),
                 };
             }
-            let stored = header(&r, "content-md5").and_then(|v| md5_from_base64(&v));
-            checksum::compare(key, what, &sum, stored.as_ref())?;
+            if let Some(sum) = &sum {
+                let stored = header(&r, "content-md5").and_then(|v| md5_from_base64(&v));
+                checksum::compare(key, what, sum, stored.as_ref())?;
+            }
             Ok(PutOutcome {
                 etag: header(&r, "etag"),
             })
@@ -444,11 +451,10 @@ impl PartUpload for BlockUpload {
         }
         let (az, key) = (self.az.clone(), self.key.clone());
         Box::pin(async move {
-            let sum = checksum::md5_base64(&checksum::md5(&data));
-            let headers = [
-                ("content-length", data.len().to_string()),
-                ("content-md5", sum),
-            ];
+            let mut headers = vec![("content-length", data.len().to_string())];
+            if az.checked {
+                headers.push(("content-md5", checksum::md5_base64(&checksum::md5(&data))));
+            }
             let what = "Put Block";
             checksum::once_more(&key, what, || async {
                 let r = az

@@ -191,7 +191,7 @@ impl AzureBackend {
         let container_url = format!("{}/{}", access.account_url, encode_segment(&url.bucket));
         Ok(AzureBackend {
             plane: ObjectPlane::new(store),
-            blocks: AzureBlocks::new(rest.clone(), &container_url),
+            blocks: AzureBlocks::new(rest.clone(), &container_url, !cfg.unchecked_uploads),
             lister: RawLister::new(rest, &container_url, Dialect::Azure),
             parts: cfg.parts.or_default(),
             description: format!("az://{}/{}", access.account, url.bucket),

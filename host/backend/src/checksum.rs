@@ -161,6 +161,22 @@ mod tests {
         assert_eq!(r.finish(), d);
     }
 
+    /// Not a test: MD5 throughput on this machine (`cargo test -p blobmount-backend --lib
+    /// md5_throughput -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn md5_throughput() {
+        let data = vec![7u8; 256 << 20];
+        let t = std::time::Instant::now();
+        let d = md5(&data);
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "MD5 of 256 MiB: {s:.2} s, {:.2} ns/byte ({})",
+            s * 1e9 / data.len() as f64,
+            md5_hex(&d)
+        );
+    }
+
     #[test]
     fn refusals_are_recognised() {
         assert!(names_mismatch(

@@ -106,7 +106,12 @@ impl S3Backend {
         let rest = Rest::new(cfg.retry.clone(), signer)?;
         Ok(S3Backend {
             plane: ObjectPlane::new(store),
-            parts: S3Parts::new(rest.clone(), &bucket_url, bucket, s3.conditional_writes),
+            parts: S3Parts::new(
+                rest.clone(),
+                &bucket_url,
+                bucket,
+                (s3.conditional_writes, !cfg.unchecked_uploads),
+            ),
             lister: RawLister::new(rest, &bucket_url, Dialect::S3),
             conditional_writes: s3.conditional_writes,
             sizes: cfg.parts.or_default(),

@@ -36,6 +36,8 @@ pub struct S3Parts {
     /// `store.s3.conditional-writes`: false for stores that reject conditional headers; the
     /// commit is then unconditional.
     conditional: bool,
+    /// Uploads carry their MD5 (`write.checksums`).
+    checked: bool,
 }
 
 impl std::fmt::Debug for S3Parts {
@@ -109,12 +111,18 @@ fn copy_ranges(len: u64) -> Vec<std::ops::Range<u64>> {
 }
 
 impl S3Parts {
-    pub fn new(rest: Rest, bucket_url: &str, bucket: &str, conditional: bool) -> Arc<Self> {
+    pub fn new(
+        rest: Rest,
+        bucket_url: &str,
+        bucket: &str,
+        (conditional, checked): (bool, bool),
+    ) -> Arc<Self> {
         Arc::new(S3Parts {
             rest,
             bucket_url: bucket_url.trim_end_matches('/').to_string(),
             bucket: bucket.to_string(),
             conditional,
+            checked,
         })
     }
 
@@ -233,7 +241,7 @@ impl S3Parts {
         // The keys `object_store` refuses (`.`/`..` segments, control characters) stay
         // refused on every call.
         crate::objstore::key_to_path(key)?;
-        let sum = checksum::md5(&data);
+        let sum = self.checked.then(|| checksum::md5(&data));
         let cond = if self.conditional {
             cond.clone()
         } else {
@@ -248,7 +256,9 @@ impl S3Parts {
         for attempt in 0..2 {
             let mut headers = meta_headers(meta);
             headers.push(("content-length".into(), data.len().to_string()));
-            headers.push(("content-md5".into(), checksum::md5_base64(&sum)));
+            if let Some(sum) = &sum {
+                headers.push(("content-md5".into(), checksum::md5_base64(sum)));
+            }
             match &again {
                 Precondition::None => {}
                 Precondition::IfNotExists => headers.push(("if-none-match".into(), "*".into())),
@@ -264,7 +274,12 @@ impl S3Parts {
                 .await?;
             let r = if r.status().is_success() {
                 let etag = header(&r, "etag");
-                match checksum::compare(key, what, &sum, etag_md5(&r, etag.as_deref()).as_ref()) {
+                let stored = etag_md5(&r, etag.as_deref());
+                let checked = match &sum {
+                    Some(sum) => checksum::compare(key, what, sum, stored.as_ref()),
+                    None => Ok(()),
+                };
+                match checked {
                     Ok(()) => Ok(PutOutcome { etag }),
                     Err(e) => {
                         if let (Some(etag), true) = (etag, self.conditional) {
@@ -482,11 +497,11 @@ impl PartUpload for S3Upload {
         let (s3, key, etags) = (self.s3.clone(), self.key.clone(), self.etags.clone());
         let sums = self.sums.clone();
         Box::pin(async move {
-            let sum = checksum::md5(&data);
-            let headers = [
-                ("content-length", data.len().to_string()),
-                ("content-md5", checksum::md5_base64(&sum)),
-            ];
+            let sum = s3.checked.then(|| checksum::md5(&data));
+            let mut headers = vec![("content-length", data.len().to_string())];
+            if let Some(sum) = &sum {
+                headers.push(("content-md5", checksum::md5_base64(sum)));
+            }
             let what = "UploadPart";
             let etag = checksum::once_more(&key, what, || async {
                 let r = s3
@@ -499,14 +514,16 @@ impl PartUpload for S3Upload {
                 let etag = header(&r, "etag").ok_or_else(|| {
                     BackendError::Other("UploadPart: no ETag in the reply".into())
                 })?;
-                checksum::compare(&key, what, &sum, etag_md5(&r, Some(&etag)).as_ref())?;
+                if let Some(sum) = &sum {
+                    checksum::compare(&key, what, sum, etag_md5(&r, Some(&etag)).as_ref())?;
+                }
                 Ok(etag)
             })
             .await?;
             if let Ok(mut m) = etags.lock() {
                 m.insert(n, etag);
             }
-            if let Some(Ok(mut m)) = sums.as_ref().map(|s| s.lock()) {
+            if let (Some(Ok(mut m)), Some(sum)) = (sums.as_ref().map(|s| s.lock()), sum) {
                 m.insert(n, sum);
             }
             Ok(())

@@ -171,6 +171,7 @@ pub struct WriteConfig {
     // What each key means: its row in `settings::SETTINGS` (also the schema description).
     pub recovery: Recovery,
     pub streaming: bool,
+    pub checksums: bool,
     pub part_size_mib: usize,
     pub parts_in_flight: usize,
     pub content_types: BTreeMap<String, String>,
@@ -182,6 +183,7 @@ impl Default for WriteConfig {
         WriteConfig {
             recovery: Recovery::Upload,
             streaming: true,
+            checksums: true,
             part_size_mib: 8,
             parts_in_flight: 4,
             content_types: BTreeMap::new(),

@@ -571,6 +571,15 @@ pub static SETTINGS: &[Setting] = &[
          at close.",
     ),
     Setting::new(
+        "write.checksums",
+        Unit::Switch,
+        "true",
+        "Send the MD5 of every upload request (whole objects and parts) so the store refuses\n\
+         bytes damaged on the way (Azure `Content-MD5`, S3 `Content-MD5`, GCS `md5Hash`), and\n\
+         give Azure block blobs their whole MD5. Costs one or two MD5 passes over the bytes\n\
+         written (see \"Integrity\" in docs/semantics.md); `false` sends none.",
+    ),
+    Setting::new(
         "write.part-size-mib",
         Unit::MiB,
         "8",

@@ -57,6 +57,8 @@ pub struct GcsJson {
     base: String,
     bucket: String,
     chunk: usize,
+    /// Uploads carry their MD5 (`write.checksums`; on by default).
+    checked: bool,
 }
 
 impl std::fmt::Debug for GcsJson {
@@ -90,7 +92,19 @@ impl GcsJson {
                 .to_string(),
             bucket: bucket.to_string(),
             chunk,
+            checked: true,
         })
+    }
+
+    /// Send no MD5 with uploads (`write.checksums: false`).
+    pub fn without_checksums(mut self) -> Self {
+        self.checked = false;
+        self
+    }
+
+    /// Whether uploads carry their MD5.
+    pub fn checked(&self) -> bool {
+        self.checked
     }
 
     /// Base URL of the bucket for XML-API calls (listing).
@@ -167,7 +181,7 @@ impl GcsJson {
     ) -> Result<(String, Option<Md5>)> {
         let boundary = format!("blobmount{:016x}", rand::random::<u64>());
         let mut resource = Self::resource(key, meta);
-        if let Some(o) = resource.as_object_mut() {
+        if let (Some(o), true) = (resource.as_object_mut(), self.checked) {
             let sum = checksum::md5_base64(&checksum::md5(&data));
             o.insert("md5Hash".into(), Value::String(sum));
         }
@@ -357,7 +371,7 @@ impl GcsJson {
                 hashed = end;
             }
             let last = offset + want as u64 == total;
-            if last && sum.is_none() {
+            if last && sum.is_none() && self.checked {
                 sum = Some(whole.clone().finish());
             }
             let range = if want == 0 {

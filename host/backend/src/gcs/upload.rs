@@ -111,8 +111,12 @@ impl PartUpload for GcsUpload {
         // Parts other than the last are whole multiples of the part size; a short one is
         // the last and finalizes the object.
         let total = (!len.is_multiple_of(GCS_QUANTUM)).then_some(self.next);
-        self.whole.update(&data);
-        let whole = total.map(|_| self.whole.clone().finish());
+        let whole = if self.gcs.checked() {
+            self.whole.update(&data);
+            total.map(|_| self.whole.clone().finish())
+        } else {
+            None
+        };
         let (gcs, key, session, gcond) = (
             self.gcs.clone(),
             self.key.clone(),
@@ -176,7 +180,10 @@ impl PartUpload for GcsUpload {
                         self.next,
                         Bytes::new(),
                         Some(self.next),
-                        Some(&self.whole.clone().finish()),
+                        self.gcs
+                            .checked()
+                            .then(|| self.whole.clone().finish())
+                            .as_ref(),
                     )
                     .await?
                     .ok_or_else(|| {
