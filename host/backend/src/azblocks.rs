@@ -101,7 +101,10 @@ impl AzureBlocks {
         // The keys `object_store` refuses (`.`/`..` segments, control characters) stay
         // refused on every call.
         crate::objstore::key_to_path(key)?;
-        let sum = self.checked.then(|| checksum::md5(&data));
+        let sum = match self.checked {
+            true => Some(checksum::md5_async(&data).await?),
+            false => None,
+        };
         let url = self.blob_url(key);
         let mut headers = commit_headers(meta, cond, data.len());
         headers.push(("x-ms-blob-type".into(), "BlockBlob".into()));
@@ -453,7 +456,8 @@ impl PartUpload for BlockUpload {
         Box::pin(async move {
             let mut headers = vec![("content-length", data.len().to_string())];
             if az.checked {
-                headers.push(("content-md5", checksum::md5_base64(&checksum::md5(&data))));
+                let sum = checksum::md5_async(&data).await?;
+                headers.push(("content-md5", checksum::md5_base64(&sum)));
             }
             let what = "Put Block";
             checksum::once_more(&key, what, || async {

@@ -42,6 +42,18 @@ pub fn md5(data: &[u8]) -> Md5 {
     md5::Md5::digest(data).into()
 }
 
+/// MD5 of `data`, computed on the blocking pool when it is large (8 MiB take ~16 ms of CPU,
+/// too long to hold a runtime worker that serves FUSE requests).
+pub async fn md5_async(data: &bytes::Bytes) -> Result<Md5> {
+    if data.len() < 1 << 20 {
+        return Ok(md5(data));
+    }
+    let d = data.clone();
+    tokio::task::spawn_blocking(move || md5(&d))
+        .await
+        .map_err(|e| BackendError::Other(format!("computing an MD5: {e}")))
+}
+
 /// An MD5 as the `Content-MD5` header spells it (base64).
 pub fn md5_base64(d: &Md5) -> String {
     BASE64.encode(d)

@@ -161,10 +161,10 @@ impl Backend for GcsBackend {
     ) -> Result<PutOutcome> {
         let gc = resolve(&self.plane, key, cond).await?;
         if !self.json.checked() {
-            let (generation, _) = self.json.upload_bytes(key, data, meta, &gc).await?;
+            let (generation, _) = self.json.upload_bytes(key, data, meta, (&gc, None)).await?;
             return outcome(&self.plane, key, &generation).await;
         }
-        let sum = checksum::md5(&data);
+        let sum = checksum::md5_async(&data).await?;
         let what = "GCS upload";
         // GCS refuses bytes that do not match the MD5 sent with them (400); a store that
         // does not check reports the MD5 of what it stored, compared here. Either way the
@@ -175,7 +175,7 @@ impl Backend for GcsBackend {
             tries += 1;
             let r = match self
                 .json
-                .upload_bytes(key, data.clone(), meta, &again)
+                .upload_bytes(key, data.clone(), meta, (&again, Some(&sum)))
                 .await
             {
                 Ok((generation, stored)) => {

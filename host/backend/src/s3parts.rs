@@ -241,7 +241,10 @@ impl S3Parts {
         // The keys `object_store` refuses (`.`/`..` segments, control characters) stay
         // refused on every call.
         crate::objstore::key_to_path(key)?;
-        let sum = self.checked.then(|| checksum::md5(&data));
+        let sum = match self.checked {
+            true => Some(checksum::md5_async(&data).await?),
+            false => None,
+        };
         let cond = if self.conditional {
             cond.clone()
         } else {
@@ -497,7 +500,10 @@ impl PartUpload for S3Upload {
         let (s3, key, etags) = (self.s3.clone(), self.key.clone(), self.etags.clone());
         let sums = self.sums.clone();
         Box::pin(async move {
-            let sum = s3.checked.then(|| checksum::md5(&data));
+            let sum = match s3.checked {
+                true => Some(checksum::md5_async(&data).await?),
+                false => None,
+            };
             let mut headers = vec![("content-length", data.len().to_string())];
             if let Some(sum) = &sum {
                 headers.push(("content-md5", checksum::md5_base64(sum)));

@@ -170,20 +170,19 @@ impl GcsJson {
     }
 
     /// Upload a whole object in one `multipart/related` request whose resource carries the
-    /// bytes' `md5Hash` (GCS refuses bytes that do not match it). Returns its generation and
+    /// bytes' MD5 `sum` as `md5Hash` when given (GCS refuses bytes that do not match it). Returns its generation and
     /// the MD5 the store reports for what it stored.
     pub async fn upload_bytes(
         &self,
         key: &str,
         data: Bytes,
         meta: &PutMeta,
-        cond: &GenCond,
+        (cond, sum): (&GenCond, Option<&Md5>),
     ) -> Result<(String, Option<Md5>)> {
         let boundary = format!("blobmount{:016x}", rand::random::<u64>());
         let mut resource = Self::resource(key, meta);
-        if let (Some(o), true) = (resource.as_object_mut(), self.checked) {
-            let sum = checksum::md5_base64(&checksum::md5(&data));
-            o.insert("md5Hash".into(), Value::String(sum));
+        if let (Some(o), Some(sum)) = (resource.as_object_mut(), sum) {
+            o.insert("md5Hash".into(), Value::String(checksum::md5_base64(sum)));
         }
         let resource = resource.to_string();
         let ct = meta
