@@ -7,7 +7,10 @@
 
 use blobmount_backend::checksum::{md5, md5_hex};
 use blobmount_tests::proxy::{CountingProxy, Fault};
-use blobmount_tests::{AZURITE_ACCOUNT, Emulator, Kind, Mount, MountSpec, block_on, per_backend};
+use blobmount_tests::{
+    AZURITE_ACCOUNT, Emulator, Kind, Mount, MountSpec, block_on, free_port, http_get, metric,
+    per_backend,
+};
 
 const MIB: usize = 1 << 20;
 const PART: usize = 5 * MIB;
@@ -155,9 +158,32 @@ fn a_download_damaged_on_the_way_fails_at_the_end(kind: Kind) {
     emu.put_object(&bucket, "rd.bin", &data);
     emu.put_object(&bucket, "rd2.bin", &data);
     let proxy = CountingProxy::start(emu.port());
-    let (m, _cfg) = mount(&emu, &bucket, &proxy);
-    // Intact: read and checked (one request for the store's MD5).
+    let health = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("blobmount.yaml");
+    std::fs::write(&cfg, "write:\n  part-size-mib: 5\n").unwrap();
+    let mut spec = MountSpec::for_emulator(&emu, &bucket);
+    spec.endpoint = Some(emu.endpoint_on(proxy.port()));
+    spec.args = vec![
+        "--config".into(),
+        cfg.to_string_lossy().into_owned(),
+        "--health-listen".into(),
+        format!("127.0.0.1:{health}"),
+    ];
+    let m = Mount::start(&spec);
+    let metrics = || {
+        let (code, page) = http_get(health, "/metrics");
+        assert_eq!(code, 200);
+        let v = |name: &str| metric(&page, &format!("{name} ")) as u64;
+        (
+            v("blobmount_read_checksums_verified_total"),
+            v("blobmount_checksum_failures_total"),
+            v("blobmount_read_checksum_requests_total"),
+        )
+    };
+    // Intact: read and checked, with one request for the store's MD5.
     assert_eq!(std::fs::read(m.p("rd.bin")).unwrap(), data);
+    assert_eq!(metrics(), (1, 0, 1), "{kind:?}: verified, failed, requests");
     proxy.inject(
         Fault::CorruptResponse,
         Some(&get_line(kind, &bucket, "rd2")),
@@ -176,6 +202,7 @@ fn a_download_damaged_on_the_way_fails_at_the_end(kind: Kind) {
     };
     assert_eq!(e.raw_os_error(), Some(libc::EIO), "{kind:?}: {e}");
     assert_eq!(proxy.pending(Fault::CorruptResponse), 0);
+    assert_eq!(metrics(), (1, 1, 2), "{kind:?}: verified, failed, requests");
     assert!(
         m.log_text()
             .contains("do not match the MD5 the store reports"),
