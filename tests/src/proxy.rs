@@ -43,6 +43,12 @@ pub enum Fault {
     /// Forward it and wait for the store's answer, then close the client's connection
     /// without it.
     LoseResponse,
+    /// Forward it with the byte in the middle of its body flipped (a request without a body
+    /// goes through untouched): bytes damaged on the way to the store.
+    CorruptRequest,
+    /// Forward it, and give the client the whole answer with one byte in the middle of its
+    /// body flipped, then close: bytes damaged on the way back.
+    CorruptResponse,
 }
 
 struct Rule {
@@ -268,6 +274,36 @@ fn serve(
                 if server_w.write_all(&raw).is_err() {
                     break;
                 }
+            }
+            Some(Fault::CorruptRequest) => {
+                note("CORRUPT", &line);
+                let body_at = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+                if let Some(p) = body_at
+                    && p < raw.len()
+                {
+                    let mid = p + (raw.len() - p) / 2;
+                    raw[mid] ^= 0xff;
+                }
+                if server_w.write_all(&raw).is_err() {
+                    break;
+                }
+            }
+            Some(Fault::CorruptResponse) => {
+                let answer = TcpStream::connect(("127.0.0.1", upstream)).and_then(|mut up| {
+                    up.write_all(&raw)?;
+                    read_response(&mut BufReader::new(up), line.starts_with("HEAD "))
+                });
+                if let Ok((head, mut body)) = answer {
+                    note("CORRUPT-ANSWER", &line);
+                    if !body.is_empty() {
+                        let mid = body.len() / 2;
+                        body[mid] ^= 0xff;
+                    }
+                    let _ = client_fault.write_all(&head);
+                    let _ = client_fault.write_all(&body);
+                }
+                let _ = client_fault.shutdown(Shutdown::Both);
+                break;
             }
             Some(f @ (Fault::Truncate | Fault::LoseResponse)) => {
                 // On a connection of its own, so the answer can be read here.

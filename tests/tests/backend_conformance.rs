@@ -45,7 +45,7 @@ struct Expect {
     copy_reports_etag: bool,
     /// MD5 reported for an object written in one request / assembled from parts (S3: the
     /// ETag of a single PUT is its MD5, a multipart ETag is not; Azure: Put Blob stores a
-    /// Content-MD5, a block list commit does not; file://: none at all).
+    /// Content-MD5, and our block list commits send the whole blob's; file://: none at all).
     md5_single: bool,
     md5_parts: bool,
     /// Uploads in parts exist (`start_upload` gives `Some`); file:// has none.
@@ -128,6 +128,7 @@ impl Store {
             Store::Emulated(Kind::Azure) => Expect {
                 dir_markers: false,
                 listing_has_metadata: true,
+                md5_parts: true,
                 ..cloud
             },
             Store::Emulated(Kind::S3) => Expect {

@@ -22,6 +22,7 @@ use futures::future::BoxFuture;
 use reqwest::Method;
 
 use crate::api::{AppendBase, PartUpload, Precondition, PutMeta, PutOutcome, Result};
+use crate::checksum;
 
 /// The blob's HTTP headers besides its type, as Get Blob Properties answers them and as Set
 /// Blob Properties takes them.
@@ -38,6 +39,8 @@ use crate::rest::{Rest, encode_segment, header, keyed, status_error};
 pub struct AzureBlocks {
     rest: Rest,
     container_url: String,
+    /// Uploads carry their MD5 (`write.checksums`).
+    checked: bool,
 }
 
 impl std::fmt::Debug for AzureBlocks {
@@ -49,10 +52,11 @@ impl std::fmt::Debug for AzureBlocks {
 }
 
 impl AzureBlocks {
-    pub fn new(rest: Rest, container_url: &str) -> Arc<Self> {
+    pub fn new(rest: Rest, container_url: &str, checked: bool) -> Arc<Self> {
         Arc::new(AzureBlocks {
             rest,
             container_url: container_url.trim_end_matches('/').to_string(),
+            checked,
         })
     }
 
@@ -78,9 +82,66 @@ impl AzureBlocks {
             key: key.to_string(),
             url: self.blob_url(key),
             meta: meta.clone(),
+            whole: (self.checked && ids.is_empty()).then(checksum::Running::default),
             ids,
             id_bytes,
         }
+    }
+
+    /// Put Blob: `data` as the whole blob `key`, with `meta`, conditional on `cond`, carrying
+    /// its `Content-MD5` (Azure refuses bytes that do not match it, and stores it as the
+    /// blob's MD5). A refusal is sent once more.
+    pub async fn put_blob(
+        &self,
+        key: &str,
+        data: Bytes,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        // The keys `object_store` refuses (`.`/`..` segments, control characters) stay
+        // refused on every call.
+        crate::objstore::key_to_path(key)?;
+        let sum = match self.checked {
+            true => Some(checksum::md5_async(&data).await?),
+            false => None,
+        };
+        let url = self.blob_url(key);
+        let mut headers = commit_headers(meta, cond, data.len());
+        headers.push(("x-ms-blob-type".into(), "BlockBlob".into()));
+        if let Some(sum) = &sum {
+            headers.push(("content-md5".into(), checksum::md5_base64(sum)));
+        }
+        let headers: Vec<(&str, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        let what = "Put Blob";
+        checksum::once_more(key, what, || async {
+            let r = self
+                .rest
+                .send(what, Method::PUT, &url, &headers, data.clone())
+                .await?;
+            if !r.status().is_success() {
+                let create = matches!(cond, Precondition::IfNotExists);
+                return match keyed(status_error(what, create, r).await, key) {
+                    // If-Match on a missing blob: nothing has the ETag asked for.
+                    crate::error::BackendError::NotFound { .. }
+                        if matches!(cond, Precondition::IfMatch(_)) =>
+                    {
+                        Err(crate::error::BackendError::PreconditionFailed { key: key.into() })
+                    }
+                    e => Err(e),
+                };
+            }
+            if let Some(sum) = &sum {
+                let stored = header(&r, "content-md5").and_then(|v| md5_from_base64(&v));
+                checksum::compare(key, what, sum, stored.as_ref())?;
+            }
+            Ok(PutOutcome {
+                etag: header(&r, "etag"),
+            })
+        })
+        .await
     }
 
     /// Set Blob Properties of `key` with `content_type`; its new ETag. Azure sets all the
@@ -310,6 +371,11 @@ const MIN_ID_BYTES: usize = 8;
 /// Azure's limit of committed blocks per blob.
 const MAX_BLOCKS: u64 = 50_000;
 
+fn md5_from_base64(s: &str) -> Option<checksum::Md5> {
+    use base64::Engine;
+    BASE64.decode(s.trim()).ok()?.try_into().ok()
+}
+
 /// The committed blocks (`<CommittedBlocks><Block><Name>id</Name><Size>n</Size>`) of a Get
 /// Block List reply, in order.
 fn parse_committed(xml: &str) -> Result<Vec<(String, u64)>> {
@@ -363,6 +429,9 @@ struct BlockUpload {
     ids: Vec<String>,
     /// Bytes of each new block id (all ids of a blob have the same length).
     id_bytes: usize,
+    /// MD5 of the whole content, fed part by part as they are sent; `None` once some bytes
+    /// are not sent by this upload (an append that reuses committed blocks).
+    whole: Option<checksum::Running>,
 }
 
 impl std::fmt::Debug for BlockUpload {
@@ -411,24 +480,42 @@ impl PartUpload for BlockUpload {
         let id = BASE64.encode(raw);
         let url = format!("{}?comp=block&blockid={}", self.url, encode_segment(&id));
         self.ids.push(id);
-        let az = self.az.clone();
+        if let Some(w) = &mut self.whole {
+            w.update(&data);
+        }
+        let (az, key) = (self.az.clone(), self.key.clone());
         Box::pin(async move {
-            let headers = [("content-length", data.len().to_string())];
-            let r = az
-                .rest
-                .send("Put Block", Method::PUT, &url, &headers, data)
-                .await?;
-            if r.status().is_success() {
-                Ok(())
-            } else {
-                Err(status_error("Put Block", false, r).await)
+            let mut headers = vec![("content-length", data.len().to_string())];
+            if az.checked {
+                let sum = checksum::md5_async(&data).await?;
+                headers.push(("content-md5", checksum::md5_base64(&sum)));
             }
+            let what = "Put Block";
+            checksum::once_more(&key, what, || async {
+                let r = az
+                    .rest
+                    .send(what, Method::PUT, &url, &headers, data.clone())
+                    .await?;
+                if r.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(keyed(status_error(what, false, r).await, &key))
+                }
+            })
+            .await
         })
     }
 
     async fn complete(self: Box<Self>, cond: &Precondition) -> Result<PutOutcome> {
         let body = block_list_xml(&self.ids);
-        let headers = commit_headers(&self.meta, cond, body.len());
+        let mut headers = commit_headers(&self.meta, cond, body.len());
+        if let Some(w) = self.whole.clone() {
+            // Stored as the blob's Content-MD5, which readers check the bytes against.
+            headers.push((
+                "x-ms-blob-content-md5".into(),
+                checksum::md5_base64(&w.finish()),
+            ));
+        }
         let headers: Vec<(&str, String)> = headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.clone()))

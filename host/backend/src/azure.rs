@@ -27,7 +27,7 @@ use crate::config::{AzureMode, Secret, StoreConfig, StoreUrl};
 use crate::connect::{build_err, client_options, env, retry_config, secret_or_env};
 use crate::error::BackendError;
 use crate::listing::{Dialect, RawLister};
-use crate::objstore::{ObjectPlane, attributes, put_mode};
+use crate::objstore::ObjectPlane;
 use crate::rest::{Rest, Signer, encode_segment, keyed, percent_decode, status_error};
 use crate::upload::upload_in_parts;
 use crate::writes::{copy_in_store, small_file};
@@ -211,7 +211,7 @@ impl AzureBackend {
         let container_url = format!("{}/{}", access.account_url, encode_segment(&url.bucket));
         Ok(AzureBackend {
             plane: ObjectPlane::new(store),
-            blocks: AzureBlocks::new(rest.clone(), &container_url),
+            blocks: AzureBlocks::new(rest.clone(), &container_url, !cfg.unchecked_uploads),
             lister: RawLister::new(rest.clone(), &container_url, Dialect::Azure),
             rest,
             container_url,
@@ -263,9 +263,7 @@ impl Backend for AzureBackend {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
-        self.plane
-            .put(key, data, put_mode(cond), attributes(meta))
-            .await
+        self.blocks.put_blob(key, data, meta, cond).await
     }
 
     async fn put_file(

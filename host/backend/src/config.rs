@@ -101,6 +101,10 @@ pub struct StoreConfig {
     /// and whole-file uploads follow one setting.
     #[serde(skip)]
     pub parts: PartSizes,
+    /// Send no checksum with uploads (`write.checksums: false`; see [`crate::checksum`]).
+    /// Not a key of this section: the daemon sets it from the write settings.
+    #[serde(skip)]
+    pub unchecked_uploads: bool,
 }
 
 /// Part size and parts in flight of uploads in parts (block lists on Azure, multipart

@@ -23,7 +23,7 @@ pub enum BackendError {
     Unavailable(String),
     #[error("invalid store configuration: {0}")]
     Config(String),
-    #[error("downloaded bytes do not match the checksum the store reports: {key}")]
+    #[error("bytes do not match their checksum (damaged in transfer or in the store): {key}")]
     ChecksumMismatch { key: String },
     #[error("local I/O error: {0}")]
     LocalIo(String),

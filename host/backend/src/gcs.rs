@@ -20,6 +20,7 @@ use crate::api::{
     Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta, PutOutcome,
     Result,
 };
+use crate::checksum;
 use crate::config::{StoreConfig, StoreUrl};
 use crate::connect::{build_err, client_options, env, retry_config};
 use crate::error::BackendError;
@@ -102,6 +103,11 @@ impl GcsBackend {
             cfg.retry.clone(),
             cfg.parts.or_default().size,
         )?;
+        let json = if cfg.unchecked_uploads {
+            json.without_checksums()
+        } else {
+            json
+        };
         // Listings go over the XML API with the JSON client's credentials and pool.
         let lister = RawLister::new(json.rest().clone(), &json.xml_bucket_url(), Dialect::S3);
         Ok(GcsBackend {
@@ -156,7 +162,57 @@ impl Backend for GcsBackend {
         cond: &Precondition,
     ) -> Result<PutOutcome> {
         let gc = resolve(&self.plane, key, cond).await?;
-        let generation = self.json.upload_bytes(key, data, meta, &gc).await?;
+        if !self.json.checked() {
+            let (generation, _) = self.json.upload_bytes(key, data, meta, (&gc, None)).await?;
+            return outcome(&self.plane, key, &generation).await;
+        }
+        let sum = checksum::md5_async(&data).await?;
+        let what = "GCS upload";
+        // GCS refuses bytes that do not match the MD5 sent with them (400); a store that
+        // does not check reports the MD5 of what it stored, compared here. Either way the
+        // bytes go once more; after a stored mismatch, replacing exactly what was stored.
+        let mut again = gc.clone();
+        let mut tries = 0;
+        let generation = loop {
+            tries += 1;
+            let r = match self
+                .json
+                .upload_bytes(key, data.clone(), meta, (&again, Some(&sum)))
+                .await
+            {
+                Ok((generation, stored)) => {
+                    match checksum::compare(key, what, &sum, stored.as_ref()) {
+                        Ok(()) => Ok(generation),
+                        Err(e) => {
+                            again = GenCond::Generation(generation);
+                            Err(e)
+                        }
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match checksum::note(key, what, r) {
+                Err(BackendError::ChecksumMismatch { .. }) if tries < 2 => {
+                    tracing::warn!(
+                        key,
+                        "the store refused the upload's bytes as damaged; sending them once more"
+                    );
+                }
+                Err(e @ BackendError::ChecksumMismatch { .. }) => {
+                    tracing::error!(
+                        key,
+                        "the store refused the upload's bytes twice as damaged; the write fails"
+                    );
+                    if again != gc
+                        && let GenCond::Generation(g) = &again
+                    {
+                        self.json.remove_damaged(key, g).await;
+                    }
+                    return Err(e);
+                }
+                r => break r?,
+            }
+        };
         outcome(&self.plane, key, &generation).await
     }
 

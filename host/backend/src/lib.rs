@@ -22,6 +22,7 @@
 pub mod api;
 pub mod azblocks;
 pub mod azure;
+pub mod checksum;
 pub mod config;
 pub mod error;
 pub mod gcs;

@@ -19,6 +19,7 @@ use crate::api::{
     AppendBase, Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
     PutOutcome, Result,
 };
+use crate::checksum::{self, Md5};
 use crate::error::BackendError;
 
 /// Largest object the in-memory store holds: every byte of it is in the daemon's memory.
@@ -30,6 +31,9 @@ struct Obj {
     meta: PutMeta,
     etag: String,
     modified: SystemTime,
+    /// The MD5 recorded when the bytes were written (like a store's `Content-MD5`): a
+    /// corruption of `data` in the store ([`MemoryBackend::corrupt_stored`]) does not change it.
+    md5: Md5,
 }
 
 /// Counts of calls by kind, for tests that check caching.
@@ -59,6 +63,8 @@ pub struct MemoryBackend {
     listing_metadata: AtomicBool,
     /// Fail part uploads after this many parts (fault injection); `u64::MAX`: never.
     fail_parts_after: AtomicU64,
+    /// Upload requests still to be damaged on the way (fault injection).
+    corrupt_uploads: AtomicU64,
     pub counters: Counters,
 }
 
@@ -85,6 +91,56 @@ impl MemoryBackend {
             n.map_or(u64::MAX, |n| n.saturating_add(1)),
             Ordering::SeqCst,
         );
+    }
+
+    /// Damage the bytes of the next `n` upload requests (a whole put, a part, the new bytes
+    /// of an append) after their checksum was computed, as a bad link would: the store
+    /// refuses them, as the real stores refuse bytes that do not match their `Content-MD5`
+    /// (fault injection for tests). `u64::MAX`: every one from now on; 0 turns it off.
+    pub fn set_corrupt_uploads(&self, n: u64) {
+        self.corrupt_uploads.store(n, Ordering::SeqCst);
+    }
+
+    /// Flip one byte of the stored object `key` (its recorded MD5 stays), as a store's disk
+    /// might (fault injection for tests). False when there is no such object or it is empty.
+    pub fn corrupt_stored(&self, key: &str, at: u64) -> bool {
+        let mut map = self.lock();
+        let Some(o) = map.get_mut(key) else {
+            return false;
+        };
+        if o.data.is_empty() {
+            return false;
+        }
+        let mut d = o.data.to_vec();
+        let i = (at as usize).min(d.len() - 1);
+        d[i] ^= 0x5a;
+        o.data = Bytes::from(d);
+        true
+    }
+
+    /// One upload request of `data` to `key`: the client computes its MD5, the bytes travel
+    /// (and are damaged if a test asked for it), and the store checks them against it.
+    fn transmit(&self, key: &str, data: &Bytes) -> Result<Bytes> {
+        let sum = checksum::md5(data);
+        let damage = self
+            .corrupt_uploads
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
+                0 => None,
+                u64::MAX => Some(u64::MAX),
+                n => Some(n - 1),
+            })
+            .is_ok();
+        let got = if damage && !data.is_empty() {
+            let mut d = data.to_vec();
+            d[0] ^= 0xff;
+            Bytes::from(d)
+        } else {
+            data.clone()
+        };
+        if checksum::md5(&got) != sum {
+            return Err(BackendError::ChecksumMismatch { key: key.into() });
+        }
+        Ok(got)
     }
 
     /// Keys currently stored, sorted.
@@ -134,6 +190,19 @@ impl MemoryBackend {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
+        let md5 = checksum::md5(&data);
+        self.store_with_md5(key, data, md5, meta, cond)
+    }
+
+    /// [`Self::store`] keeping an MD5 recorded before (a copy keeps its source's).
+    fn store_with_md5(
+        &self,
+        key: &str,
+        data: Bytes,
+        md5: Md5,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
         self.counters.put.fetch_add(1, Ordering::Relaxed);
         if self.fail_writes.load(Ordering::SeqCst) {
             return Err(BackendError::Unavailable("injected write failure".into()));
@@ -155,6 +224,7 @@ impl MemoryBackend {
                 meta,
                 etag: etag.clone(),
                 modified: SystemTime::now(),
+                md5,
             },
         );
         Ok(PutOutcome { etag: Some(etag) })
@@ -174,7 +244,7 @@ struct MemUpload {
 #[async_trait]
 impl PartUpload for MemUpload {
     fn put_part(&mut self, data: Bytes) -> futures::future::BoxFuture<'static, Result<()>> {
-        let (backend, parts) = (self.backend.clone(), self.parts.clone());
+        let (backend, parts, key) = (self.backend.clone(), self.parts.clone(), self.key.clone());
         let idx = {
             let mut p = parts.lock().unwrap_or_else(|e| e.into_inner());
             p.push(None);
@@ -186,7 +256,9 @@ impl PartUpload for MemUpload {
             if limit != 0 && n >= limit {
                 return Err(BackendError::Unavailable("injected part failure".into()));
             }
-            parts.lock().unwrap_or_else(|e| e.into_inner())[idx] = Some(data);
+            let got = checksum::once_more(&key, "part", || async { backend.transmit(&key, &data) })
+                .await?;
+            parts.lock().unwrap_or_else(|e| e.into_inner())[idx] = Some(got);
             Ok(())
         })
     }
@@ -274,7 +346,11 @@ impl Backend for MemoryBackend {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
-        self.store(key, data, meta, cond)
+        checksum::once_more(key, "put", || async {
+            let got = self.transmit(key, &data)?;
+            self.store(key, got, meta, cond)
+        })
+        .await
     }
 
     async fn put_file(
@@ -294,8 +370,13 @@ impl Backend for MemoryBackend {
         }
         // A write that would be refused is refused before the file is read.
         Self::check(&self.lock(), key, cond)?;
-        let data = tokio::fs::read(path).await?;
-        self.store(key, Bytes::from(data), meta, cond)
+        checksum::once_more(key, "put", || async {
+            // Each attempt reads its bytes from the source again.
+            let data = Bytes::from(tokio::fs::read(path).await?);
+            let got = self.transmit(key, &data)?;
+            self.store(key, got, meta, cond)
+        })
+        .await
     }
 
     async fn put_appended(
@@ -319,8 +400,14 @@ impl Backend for MemoryBackend {
         // Read only the new bytes, as a store that reuses the old ones would send.
         let mut f = std::fs::File::open(path)?;
         std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(base.len))?;
+        let mut new = Vec::new();
+        let added = std::io::Read::read_to_end(&mut f, &mut new)?;
+        let new = checksum::once_more(key, "append", || async {
+            self.transmit(key, &Bytes::from(new.clone()))
+        })
+        .await?;
         let mut data = old.to_vec();
-        let added = std::io::Read::read_to_end(&mut f, &mut data)?;
+        data.extend_from_slice(&new);
         self.counters.append.fetch_add(1, Ordering::Relaxed);
         self.counters
             .append_bytes
@@ -404,7 +491,7 @@ impl Backend for MemoryBackend {
             .get(from)
             .cloned()
             .ok_or_else(|| BackendError::NotFound { key: from.into() })?;
-        self.store(to, src.data, &src.meta, cond)
+        self.store_with_md5(to, src.data, src.md5, &src.meta, cond)
     }
 
     async fn copy_typed(
@@ -428,7 +515,6 @@ impl Backend for MemoryBackend {
     }
 
     async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
-        use md5::Digest;
         let map = self.lock();
         let o = map
             .get(key)
@@ -436,8 +522,8 @@ impl Backend for MemoryBackend {
         if o.etag != etag {
             return Err(BackendError::PreconditionFailed { key: key.into() });
         }
-        // Like Azure and GCS, the store knows the MD5 of what it holds.
-        Ok(Some(md5::Md5::digest(&o.data).into()))
+        // Like Azure and GCS, the store reports the MD5 recorded when the bytes were written.
+        Ok(Some(o.md5))
     }
 
     async fn set_metadata(

@@ -223,6 +223,10 @@ pub async fn status_error(what: &str, create: bool, r: reqwest::Response) -> Bac
             BackendError::Config(format!("container/bucket does not exist: {msg}"))
         }
         404 => BackendError::NotFound { key: what.into() },
+        400 if crate::checksum::names_mismatch(400, &lower) => {
+            tracing::warn!(what, "{msg}");
+            BackendError::ChecksumMismatch { key: what.into() }
+        }
         409 if create => BackendError::AlreadyExists { key: what.into() },
         412 if create => BackendError::AlreadyExists { key: what.into() },
         412 => BackendError::PreconditionFailed { key: what.into() },
@@ -251,13 +255,13 @@ pub(crate) fn keyed(e: BackendError, key: &str) -> BackendError {
         }
         BackendError::AlreadyExists { .. } => BackendError::AlreadyExists { key: key.into() },
         BackendError::NotFound { .. } => BackendError::NotFound { key: key.into() },
+        BackendError::ChecksumMismatch { .. } => BackendError::ChecksumMismatch { key: key.into() },
         e @ (BackendError::PermissionDenied(_)
         | BackendError::Unauthenticated(_)
         | BackendError::InvalidKey { .. }
         | BackendError::NotSupported(_)
         | BackendError::Unavailable(_)
         | BackendError::Config(_)
-        | BackendError::ChecksumMismatch { .. }
         | BackendError::LocalIo(_)
         | BackendError::LocalNoSpace(_)
         | BackendError::TooLarge { .. }

@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use object_store::PutMode;
 use object_store::aws::AmazonS3Builder;
 
 use crate::api::{
@@ -26,7 +25,7 @@ use crate::config::{StoreConfig, StoreUrl};
 use crate::connect::{build_err, client_options, env, retry_config};
 use crate::error::BackendError;
 use crate::listing::{Dialect, RawLister};
-use crate::objstore::{ObjectPlane, attributes, put_mode};
+use crate::objstore::ObjectPlane;
 use crate::rest::{Rest, Signer};
 use crate::s3parts::S3Parts;
 use crate::upload::upload_in_parts;
@@ -99,7 +98,12 @@ impl S3Backend {
         let rest = Rest::new(cfg.retry.clone(), signer)?;
         Ok(S3Backend {
             plane: ObjectPlane::new(store),
-            parts: S3Parts::new(rest.clone(), &bucket_url, bucket, s3.conditional_writes),
+            parts: S3Parts::new(
+                rest.clone(),
+                &bucket_url,
+                bucket,
+                (s3.conditional_writes, !cfg.unchecked_uploads),
+            ),
             lister: RawLister::new(rest, &bucket_url, Dialect::S3),
             conditional_writes: s3.conditional_writes,
             sizes: cfg.parts.or_default(),
@@ -150,12 +154,7 @@ impl Backend for S3Backend {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
-        let mode = if self.conditional_writes {
-            put_mode(cond)
-        } else {
-            PutMode::Overwrite
-        };
-        self.plane.put(key, data, mode, attributes(meta)).await
+        self.parts.put_object(key, data, meta, cond).await
     }
 
     async fn put_file(

@@ -19,6 +19,7 @@ use futures::future::BoxFuture;
 use reqwest::Method;
 
 use crate::api::{AppendBase, PartUpload, Precondition, PutMeta, PutOutcome, Result};
+use crate::checksum::{self, Md5};
 use crate::error::BackendError;
 use crate::rest::{Rest, encode_segment, header, keyed, status_error};
 
@@ -35,6 +36,8 @@ pub struct S3Parts {
     /// `store.s3.conditional-writes`: false for stores that reject conditional headers; the
     /// commit is then unconditional.
     conditional: bool,
+    /// Uploads carry their MD5 (`write.checksums`).
+    checked: bool,
 }
 
 impl std::fmt::Debug for S3Parts {
@@ -108,12 +111,18 @@ fn copy_ranges(len: u64) -> Vec<std::ops::Range<u64>> {
 }
 
 impl S3Parts {
-    pub fn new(rest: Rest, bucket_url: &str, bucket: &str, conditional: bool) -> Arc<Self> {
+    pub fn new(
+        rest: Rest,
+        bucket_url: &str,
+        bucket: &str,
+        (conditional, checked): (bool, bool),
+    ) -> Arc<Self> {
         Arc::new(S3Parts {
             rest,
             bucket_url: bucket_url.trim_end_matches('/').to_string(),
             bucket: bucket.to_string(),
             conditional,
+            checked,
         })
     }
 
@@ -130,6 +139,7 @@ impl S3Parts {
             upload_id,
             next: 1,
             etags: Arc::default(),
+            sums: Some(Arc::default()),
         }))
     }
 
@@ -216,6 +226,133 @@ impl S3Parts {
         })
     }
 
+    /// PutObject: `data` as the whole object `key` with `meta`, conditional on `cond` (when
+    /// the store takes conditions), carrying its `Content-MD5`: S3 refuses bytes that do not
+    /// match it (`BadDigest`), and the ETag of the reply, the MD5 of what was stored, is
+    /// compared too (stores that do not check the header, moto among them). A refusal is
+    /// sent once more.
+    pub async fn put_object(
+        &self,
+        key: &str,
+        data: Bytes,
+        meta: &PutMeta,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        // The keys `object_store` refuses (`.`/`..` segments, control characters) stay
+        // refused on every call.
+        crate::objstore::key_to_path(key)?;
+        let sum = match self.checked {
+            true => Some(checksum::md5_async(&data).await?),
+            false => None,
+        };
+        let cond = if self.conditional {
+            cond.clone()
+        } else {
+            Precondition::None
+        };
+        let url = self.object_url(key);
+        let what = "PutObject";
+        // A store that checks refuses damaged bytes (nothing lands); one that does not
+        // stores them and its ETag tells: the bytes then go once more, replacing exactly
+        // what was stored.
+        let mut again = cond;
+        for attempt in 0..2 {
+            let mut headers = meta_headers(meta);
+            headers.push(("content-length".into(), data.len().to_string()));
+            if let Some(sum) = &sum {
+                headers.push(("content-md5".into(), checksum::md5_base64(sum)));
+            }
+            match &again {
+                Precondition::None => {}
+                Precondition::IfNotExists => headers.push(("if-none-match".into(), "*".into())),
+                Precondition::IfMatch(e) => headers.push(("if-match".into(), e.clone())),
+            }
+            let headers: Vec<(&str, String)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            let r = self
+                .rest
+                .send(what, Method::PUT, &url, &headers, data.clone())
+                .await?;
+            let r = if r.status().is_success() {
+                let etag = header(&r, "etag");
+                let stored = etag_md5(&r, etag.as_deref());
+                let checked = match &sum {
+                    Some(sum) => checksum::compare(key, what, sum, stored.as_ref()),
+                    None => Ok(()),
+                };
+                match checked {
+                    Ok(()) => Ok(PutOutcome { etag }),
+                    Err(e) => {
+                        if let (Some(etag), true) = (etag, self.conditional) {
+                            again = Precondition::IfMatch(etag);
+                        }
+                        Err(e)
+                    }
+                }
+            } else {
+                let create = matches!(again, Precondition::IfNotExists);
+                match keyed(status_error(what, create, r).await, key) {
+                    // If-Match on a missing key: nothing has the ETag asked for.
+                    BackendError::NotFound { .. } if matches!(again, Precondition::IfMatch(_)) => {
+                        Err(BackendError::PreconditionFailed { key: key.into() })
+                    }
+                    e => Err(e),
+                }
+            };
+            match checksum::note(key, what, r) {
+                Err(BackendError::ChecksumMismatch { .. }) if attempt == 0 => {
+                    tracing::warn!(
+                        key,
+                        "the store refused the upload's bytes as damaged; sending them once more"
+                    );
+                }
+                Err(e @ BackendError::ChecksumMismatch { .. }) => {
+                    tracing::error!(
+                        key,
+                        "the store refused the upload's bytes twice as damaged; the write fails"
+                    );
+                    if let Precondition::IfMatch(etag) = &again {
+                        self.remove_damaged(key, etag).await;
+                    }
+                    return Err(e);
+                }
+                r => return r,
+            }
+        }
+        Err(BackendError::ChecksumMismatch { key: key.into() })
+    }
+
+    /// Remove the damaged bytes a store that does not check stored at `key` (only while they
+    /// are the version `etag`), so nobody reads them as the file. Best effort: logged.
+    async fn remove_damaged(&self, key: &str, etag: &str) {
+        let what = "DeleteObject (damaged upload)";
+        let headers = [("if-match", etag.to_string())];
+        let r = self
+            .rest
+            .send(
+                what,
+                Method::DELETE,
+                &self.object_url(key),
+                &headers,
+                Bytes::new(),
+            )
+            .await;
+        match r {
+            Ok(r) if r.status().is_success() => {
+                tracing::warn!(key, "removed the damaged object the store kept");
+            }
+            Ok(r) => {
+                let e = status_error(what, false, r).await;
+                tracing::error!(key, error = %e, "could not remove the damaged object the store kept");
+            }
+            Err(e) => {
+                tracing::error!(key, error = %e, "could not remove the damaged object the store kept");
+            }
+        }
+    }
+
     /// The ETag of `key` now (`None`: no such object).
     async fn etag_now(&self, key: &str) -> Result<Option<String>> {
         let r = self
@@ -252,6 +389,7 @@ impl S3Parts {
             return Ok(None);
         }
         let mut up = self.new_upload(key, meta).await?;
+        up.sums = None;
         for range in copy_ranges(base.len) {
             let n = up.next;
             match self
@@ -323,6 +461,9 @@ struct S3Upload {
     next: u32,
     /// ETag of every part that landed, by part number.
     etags: Arc<Mutex<BTreeMap<u32, String>>>,
+    /// MD5 of every part sent, by part number (the multipart ETag is the MD5 of these);
+    /// `None` once a part was copied inside the store.
+    sums: Option<Arc<Mutex<BTreeMap<u32, Md5>>>>,
 }
 
 impl std::fmt::Debug for S3Upload {
@@ -357,19 +498,39 @@ impl PartUpload for S3Upload {
         self.next += 1;
         let url = self.s3.part_url(&self.key, &self.upload_id, n);
         let (s3, key, etags) = (self.s3.clone(), self.key.clone(), self.etags.clone());
+        let sums = self.sums.clone();
         Box::pin(async move {
-            let headers = [("content-length", data.len().to_string())];
-            let r = s3
-                .rest
-                .send("UploadPart", Method::PUT, &url, &headers, data)
-                .await?;
-            if !r.status().is_success() {
-                return Err(keyed(status_error("UploadPart", false, r).await, &key));
+            let sum = match s3.checked {
+                true => Some(checksum::md5_async(&data).await?),
+                false => None,
+            };
+            let mut headers = vec![("content-length", data.len().to_string())];
+            if let Some(sum) = &sum {
+                headers.push(("content-md5", checksum::md5_base64(sum)));
             }
-            let etag = header(&r, "etag")
-                .ok_or_else(|| BackendError::Other("UploadPart: no ETag in the reply".into()))?;
+            let what = "UploadPart";
+            let etag = checksum::once_more(&key, what, || async {
+                let r = s3
+                    .rest
+                    .send(what, Method::PUT, &url, &headers, data.clone())
+                    .await?;
+                if !r.status().is_success() {
+                    return Err(keyed(status_error(what, false, r).await, &key));
+                }
+                let etag = header(&r, "etag").ok_or_else(|| {
+                    BackendError::Other("UploadPart: no ETag in the reply".into())
+                })?;
+                if let Some(sum) = &sum {
+                    checksum::compare(&key, what, sum, etag_md5(&r, Some(&etag)).as_ref())?;
+                }
+                Ok(etag)
+            })
+            .await?;
             if let Ok(mut m) = etags.lock() {
                 m.insert(n, etag);
+            }
+            if let (Some(Ok(mut m)), Some(sum)) = (sums.as_ref().map(|s| s.lock()), sum) {
+                m.insert(n, sum);
             }
             Ok(())
         })
@@ -426,13 +587,27 @@ impl PartUpload for S3Upload {
         if !r.status().is_success() {
             return Err(keyed(status_error(what, create, r).await, &self.key));
         }
+        let digest_etag = etag_md5(&r, Some(&"0".repeat(32))).is_some();
         let xml = S3Parts::reply_text(what, r).await?;
         if let Some(e) = embedded_error(what, &self.key, &xml) {
             return Err(e);
         }
-        Ok(PutOutcome {
-            etag: xml_field(&xml, "ETag"),
-        })
+        let etag = xml_field(&xml, "ETag");
+        // The multipart ETag is the MD5 of the parts' MD5s: the parts the store put together
+        // are the ones that were sent (where the ETag is such a digest at all).
+        if let (Some(sums), Some(got), true) = (
+            &self.sums,
+            etag.as_deref().and_then(multipart_md5),
+            digest_etag,
+        ) {
+            let sums = sums.lock().map(|m| m.clone()).unwrap_or_default();
+            if sums.len() == parts.len() {
+                let mut all = Vec::with_capacity(16 * sums.len());
+                sums.values().for_each(|d| all.extend_from_slice(d));
+                checksum::compare(&self.key, what, &checksum::md5(&all), Some(&got))?;
+            }
+        }
+        Ok(PutOutcome { etag })
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {
@@ -456,6 +631,34 @@ impl PartUpload for S3Upload {
             ))
         }
     }
+}
+
+/// The MD5 an S3 ETag spells (single-part uploads and parts), unless the reply says the
+/// object is encrypted with KMS or a customer key (its ETag is then no MD5).
+fn etag_md5(r: &reqwest::Response, etag: Option<&str>) -> Option<Md5> {
+    let encrypted = header(r, "x-amz-server-side-encryption").as_deref() == Some("aws:kms")
+        || header(r, "x-amz-server-side-encryption-customer-algorithm").is_some();
+    if encrypted {
+        return None;
+    }
+    hex_md5(etag?.trim_matches('"'))
+}
+
+/// The digest of a multipart ETag (`"<hex>-<parts>"`).
+fn multipart_md5(etag: &str) -> Option<Md5> {
+    let (hex, _) = etag.trim_matches('"').split_once('-')?;
+    hex_md5(hex)
+}
+
+fn hex_md5(s: &str) -> Option<Md5> {
+    if s.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// `meta` as S3 request headers: `x-amz-meta-*` per user key, and the content type.

@@ -40,6 +40,9 @@ pub struct FsConfig {
     pub read_memory: usize,
     /// Which read path handles use.
     pub read_mode: ReadMode,
+    /// Smallest object whose in-order reads are checked against the store's MD5
+    /// (`verify.rs`); smaller ones cost no extra request.
+    pub verify_reads_min: u64,
     /// Most bytes the file cache keeps on disk (`file-cache` mode).
     pub file_cache_max: u64,
     /// Free disk the file cache leaves (`file-cache` mode).
@@ -77,6 +80,7 @@ impl FsConfig {
             read_block: 1024 * 1024,
             read_memory: 64 * 1024 * 1024,
             read_mode: ReadMode::BlockCache,
+            verify_reads_min: 0,
             file_cache_max: 1024 * 1024 * 1024,
             file_cache_min_free: 0,
             file_cache_range_reads: true,

@@ -33,6 +33,7 @@ mod renamegate;
 mod staging;
 mod sync;
 mod types;
+mod verify;
 mod writestream;
 pub mod xattr;
 

@@ -96,4 +96,13 @@ pub struct FsStats {
     pub recovered_uploaded: AtomicU64,
     /// Unfinished writes of a previous daemon moved to `conflicts/` at start.
     pub recovered_kept: AtomicU64,
+    /// Handles of the `direct` / `block-cache` paths read to the end in order whose bytes
+    /// matched the store's MD5 (`verify.rs`).
+    pub reads_verified: AtomicU64,
+    /// Of those handles, the ones whose bytes did not match (the last read failed, EIO).
+    pub read_checksum_failures: AtomicU64,
+    /// Handles read to the end whose object has no MD5 in the store (not checked).
+    pub reads_unchecked: AtomicU64,
+    /// Requests made to learn the store's MD5 for those checks (at most one per handle).
+    pub read_verify_requests: AtomicU64,
 }

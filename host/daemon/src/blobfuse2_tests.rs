@@ -72,7 +72,10 @@ fn the_file_cache_sample() {
     assert_eq!(at(t, "cache.dir"), "/mnt/blobfusetmp");
     assert_eq!(at(t, "cache.file-cache-max-mib"), 4096);
     assert_eq!(at(t, "mount.attr-timeout-secs"), 7200);
-    assert!(at(t, "cache.list-ttl-secs").is_null(), "listings keep blobmount's TTL");
+    assert!(
+        at(t, "cache.list-ttl-secs").is_null(),
+        "listings keep blobmount's TTL"
+    );
     assert_eq!(at(t, "cache.negative-ttl-secs"), 240);
     assert_eq!(at(t, "logging.output"), "syslog");
     assert_eq!(at(t, "logging.level"), "trace");

@@ -152,6 +152,7 @@ pub struct ReadConfig {
     pub mode: ReadMode,
     pub preload: Vec<String>,
     pub preload_jobs: usize,
+    pub verify_min_mib: u64,
 }
 
 impl Default for ReadConfig {
@@ -160,6 +161,7 @@ impl Default for ReadConfig {
             mode: ReadMode::BlockCache,
             preload: Vec::new(),
             preload_jobs: 8,
+            verify_min_mib: 8,
         }
     }
 }
@@ -171,6 +173,7 @@ pub struct WriteConfig {
     // What each key means: its row in `settings::SETTINGS` (also the schema description).
     pub recovery: Recovery,
     pub streaming: bool,
+    pub checksums: bool,
     pub part_size_mib: usize,
     pub parts_in_flight: usize,
     pub content_types: BTreeMap<String, String>,
@@ -182,6 +185,7 @@ impl Default for WriteConfig {
         WriteConfig {
             recovery: Recovery::Upload,
             streaming: true,
+            checksums: true,
             part_size_mib: 8,
             parts_in_flight: 4,
             content_types: BTreeMap::new(),

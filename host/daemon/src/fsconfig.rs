@@ -36,6 +36,7 @@ pub fn fs_config(cfg: &Config, cache_dir: PathBuf) -> Result<FsConfig, ConfigErr
         read_block: size("cache.read-block-mib", c.read_block_mib)?,
         read_memory: size("cache.read-memory-mib", c.read_memory_mib)?,
         read_mode: cfg.read.mode.into(),
+        verify_reads_min: mib_bytes("read.verify-min-mib", cfg.read.verify_min_mib)?,
         file_cache_max: mib_bytes("cache.file-cache-max-mib", c.file_cache_max_mib)?,
         file_cache_min_free: mib_bytes("cache.file-cache-min-free-mib", c.file_cache_min_free_mib)?,
         file_cache_range_reads: c.file_cache_range_reads,

@@ -553,6 +553,16 @@ pub static SETTINGS: &[Setting] = &[
     )
     .range(1, 256),
     Setting::new(
+        "read.verify-min-mib",
+        Unit::MiB,
+        "8",
+        "Objects at least this large, read from the first byte to the last by one handle in\n\
+         `direct` or `block-cache` mode, are checked against the MD5 the store reports (one\n\
+         request per such read, at its end; a mismatch is EIO). Smaller ones are not, so a\n\
+         workload of small files keeps one request per read. 0 checks every object.",
+    )
+    .range(0, 1_048_576),
+    Setting::new(
         "write.recovery",
         Unit::Choice(choices::<Recovery>),
         "\"upload\"",
@@ -569,6 +579,15 @@ pub static SETTINGS: &[Setting] = &[
          parts (S3 multipart, Azure blocks), so `close` only sends the rest and commits.\n\
          Nothing is visible before the commit. Files written out of order, and GCS, upload\n\
          at close.",
+    ),
+    Setting::new(
+        "write.checksums",
+        Unit::Switch,
+        "true",
+        "Send the MD5 of every upload request (whole objects and parts) so the store refuses\n\
+         bytes damaged on the way (Azure `Content-MD5`, S3 `Content-MD5`, GCS `md5Hash`), and\n\
+         give Azure block blobs their whole MD5. Costs one or two MD5 passes over the bytes\n\
+         written (see \"Integrity\" in docs/semantics.md); `false` sends none.",
     ),
     Setting::new(
         "write.part-size-mib",

@@ -40,6 +40,7 @@ pub async fn open(
         in_flight: fs_cfg.write_parts_in_flight,
     }
     .or_default();
+    store_cfg.unchecked_uploads = !cfg.write.checksums;
     let backend = blobmount_backend::open(&store_cfg)
         .await
         .map_err(|e| Failure::store(&e, &e))?;

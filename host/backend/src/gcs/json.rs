@@ -24,6 +24,7 @@ use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::api::{PutMeta, Result, UserMetadata};
+use crate::checksum::{self, Md5};
 use crate::config::RetryConfig;
 use crate::error::BackendError;
 use crate::rest::{Rest, SendError, Signer, encode_segment, status_error, transient_status};
@@ -56,6 +57,8 @@ pub struct GcsJson {
     base: String,
     bucket: String,
     chunk: usize,
+    /// Uploads carry their MD5 (`write.checksums`; on by default).
+    checked: bool,
 }
 
 impl std::fmt::Debug for GcsJson {
@@ -89,7 +92,19 @@ impl GcsJson {
                 .to_string(),
             bucket: bucket.to_string(),
             chunk,
+            checked: true,
         })
+    }
+
+    /// Send no MD5 with uploads (`write.checksums: false`).
+    pub fn without_checksums(mut self) -> Self {
+        self.checked = false;
+        self
+    }
+
+    /// Whether uploads carry their MD5.
+    pub fn checked(&self) -> bool {
+        self.checked
     }
 
     /// Base URL of the bucket for XML-API calls (listing).
@@ -154,16 +169,22 @@ impl GcsJson {
         Value::Object(o)
     }
 
-    /// Upload a whole object in one `multipart/related` request. Returns its generation.
+    /// Upload a whole object in one `multipart/related` request whose resource carries the
+    /// bytes' MD5 `sum` as `md5Hash` when given (GCS refuses bytes that do not match it). Returns its generation and
+    /// the MD5 the store reports for what it stored.
     pub async fn upload_bytes(
         &self,
         key: &str,
         data: Bytes,
         meta: &PutMeta,
-        cond: &GenCond,
-    ) -> Result<String> {
+        (cond, sum): (&GenCond, Option<&Md5>),
+    ) -> Result<(String, Option<Md5>)> {
         let boundary = format!("blobmount{:016x}", rand::random::<u64>());
-        let resource = Self::resource(key, meta).to_string();
+        let mut resource = Self::resource(key, meta);
+        if let (Some(o), Some(sum)) = (resource.as_object_mut(), sum) {
+            o.insert("md5Hash".into(), Value::String(checksum::md5_base64(sum)));
+        }
+        let resource = resource.to_string();
         let ct = meta
             .content_type
             .as_deref()
@@ -190,7 +211,32 @@ impl GcsJson {
             .send(key, Method::POST, &qurl, &headers, body)
             .await?;
         let v = Self::json_ok(key, cond, r).await?;
-        Self::generation_of(key, &v)
+        Ok((Self::generation_of(key, &v)?, reported_md5(&v)))
+    }
+
+    /// Remove the damaged bytes a store that does not check stored at `key` (only while they
+    /// are `generation`), so nobody reads them as the file. Best effort: logged.
+    pub async fn remove_damaged(&self, key: &str, generation: &str) {
+        let url = with_query(
+            &self.object_url(key),
+            &[("ifGenerationMatch", generation.to_string())],
+        );
+        match self
+            .rest
+            .send(key, Method::DELETE, &url, &[], Bytes::new())
+            .await
+        {
+            Ok(r) if r.status().is_success() => {
+                tracing::warn!(key, "removed the damaged object the store kept");
+            }
+            Ok(r) => {
+                let e = Self::fail(key, &GenCond::None, r).await;
+                tracing::error!(key, error = %e, "could not remove the damaged object the store kept");
+            }
+            Err(e) => {
+                tracing::error!(key, error = %e, "could not remove the damaged object the store kept");
+            }
+        }
     }
 
     /// Open a resumable upload session for `key` whose object is created conditional on
@@ -236,8 +282,11 @@ impl GcsJson {
     }
 
     /// Send `data` at `offset` of a session; with `total` this finalizes the object (an
-    /// empty `data` then only finalizes). Returns the new generation once finalized. A chunk
-    /// that is not the last must be a multiple of 256 KiB.
+    /// empty `data` then only finalizes), and `whole`, the MD5 of all the session's bytes,
+    /// goes with it (`X-Goog-Hash`, which GCS checks) and is compared with the MD5 the store
+    /// reports. Returns the new generation once finalized. A chunk that is not the last must
+    /// be a multiple of 256 KiB.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send_chunk(
         &self,
         key: &str,
@@ -246,6 +295,7 @@ impl GcsJson {
         offset: u64,
         data: Bytes,
         total: Option<u64>,
+        whole: Option<&Md5>,
     ) -> Result<Option<String>> {
         let end = offset + data.len() as u64;
         let range = match total {
@@ -254,9 +304,13 @@ impl GcsJson {
             None if data.is_empty() => return Ok(None),
             None => format!("bytes {offset}-{}/*", end - 1),
         };
+        let mut headers = vec![("Content-Range", range)];
+        if let (Some(d), Some(_)) = (whole, total) {
+            headers.push(("X-Goog-Hash", format!("md5={}", checksum::md5_base64(d))));
+        }
         let r = self
             .rest
-            .send(key, Method::PUT, session, &[("Content-Range", range)], data)
+            .send(key, Method::PUT, session, &headers, data)
             .await?;
         match r.status().as_u16() {
             308 if total.is_none() => match acknowledged(&r) {
@@ -267,6 +321,9 @@ impl GcsJson {
             },
             200 | 201 => {
                 let v = Self::json_ok(key, cond, r).await?;
+                if let Some(d) = whole {
+                    checksum::compare(key, "GCS upload", d, reported_md5(&v).as_ref())?;
+                }
                 Self::generation_of(key, &v).map(Some)
             }
             _ => Err(Self::fail(key, cond, r).await),
@@ -299,11 +356,23 @@ impl GcsJson {
         let mut offset = 0u64;
         let mut buf = vec![0u8; self.chunk];
         let mut stalls = 0usize;
+        // MD5 of the bytes read so far, each byte once (a chunk sent again after a stall is
+        // read again, not hashed again).
+        let (mut whole, mut hashed) = (checksum::Running::default(), 0u64);
+        let mut sum = None;
         loop {
             let want = ((total - offset) as usize).min(self.chunk);
             file.seek(std::io::SeekFrom::Start(offset)).await?;
             file.read_exact(&mut buf[..want]).await?;
+            let end = offset + want as u64;
+            if end > hashed && offset <= hashed {
+                whole.update(&buf[(hashed - offset) as usize..want]);
+                hashed = end;
+            }
             let last = offset + want as u64 == total;
+            if last && sum.is_none() && self.checked {
+                sum = Some(whole.clone().finish());
+            }
             let range = if want == 0 {
                 format!("bytes */{total}")
             } else if last {
@@ -312,13 +381,20 @@ impl GcsJson {
                 format!("bytes {offset}-{}/*", offset + want as u64 - 1)
             };
             let chunk = Bytes::copy_from_slice(&buf[..want]);
+            let mut headers = vec![("Content-Range", range)];
+            if let Some(d) = sum.filter(|_| last) {
+                headers.push(("X-Goog-Hash", format!("md5={}", checksum::md5_base64(&d))));
+            }
             let r = self
                 .rest
-                .send_once(Method::PUT, &session, &[("Content-Range", range)], chunk)
+                .send_once(Method::PUT, &session, &headers, chunk)
                 .await;
             match r {
                 Ok(r) if r.status().is_success() => {
                     let v = Self::json_ok(key, cond, r).await?;
+                    if let Some(d) = &sum {
+                        checksum::compare(key, "GCS upload", d, reported_md5(&v).as_ref())?;
+                    }
                     return Self::generation_of(key, &v);
                 }
                 Ok(r) if r.status().as_u16() == 308 => {
@@ -453,6 +529,17 @@ impl GcsJson {
         body.insert("contentType".into(), Value::String(content_type.into()));
         self.patch(key, body, &cond).await
     }
+}
+
+/// The MD5 a JSON object resource reports (`md5Hash`, base64); composite objects have none.
+fn reported_md5(v: &Value) -> Option<Md5> {
+    use base64::Engine;
+    let b = v.get("md5Hash")?.as_str()?;
+    base64::engine::general_purpose::STANDARD
+        .decode(b)
+        .ok()?
+        .try_into()
+        .ok()
 }
 
 /// `url?k=v&...` with form-encoded values.

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::api::{PartUpload, Precondition, PutOutcome, Result};
+use crate::checksum;
 use crate::error::BackendError;
 use crate::gcs::generation::{outcome, precheck};
 use crate::gcs::json::{GcsJson, GenCond};
@@ -40,6 +41,9 @@ pub(crate) struct GcsUpload {
     state: Arc<tokio::sync::watch::Sender<Sent>>,
     /// The generation, once a short (hence last) part finalized the session.
     generation: Arc<std::sync::Mutex<Option<String>>>,
+    /// MD5 of the parts so far (they are handed over in order), sent with the request that
+    /// finalizes the object.
+    whole: checksum::Running,
 }
 
 impl std::fmt::Debug for GcsUpload {
@@ -75,6 +79,7 @@ impl GcsUpload {
             next: 0,
             state: Arc::new(state),
             generation: Arc::default(),
+            whole: checksum::Running::default(),
         }
     }
 
@@ -106,6 +111,12 @@ impl PartUpload for GcsUpload {
         // Parts other than the last are whole multiples of the part size; a short one is
         // the last and finalizes the object.
         let total = (!len.is_multiple_of(GCS_QUANTUM)).then_some(self.next);
+        let whole = if self.gcs.checked() {
+            self.whole.update(&data);
+            total.map(|_| self.whole.clone().finish())
+        } else {
+            None
+        };
         let (gcs, key, session, gcond) = (
             self.gcs.clone(),
             self.key.clone(),
@@ -125,7 +136,7 @@ impl PartUpload for GcsUpload {
                 return Err(e);
             }
             match gcs
-                .send_chunk(&key, &session, &gcond, offset, data, total)
+                .send_chunk(&key, &session, &gcond, offset, data, total, whole.as_ref())
                 .await
             {
                 Ok(g) => {
@@ -169,6 +180,10 @@ impl PartUpload for GcsUpload {
                         self.next,
                         Bytes::new(),
                         Some(self.next),
+                        self.gcs
+                            .checked()
+                            .then(|| self.whole.clone().finish())
+                            .as_ref(),
                     )
                     .await?
                     .ok_or_else(|| {

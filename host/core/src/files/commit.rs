@@ -222,6 +222,12 @@ impl Files {
             }
             Err(e) => {
                 self.stats.upload_errors.fetch_add(1, Ordering::Relaxed);
+                if matches!(e, BackendError::ChecksumMismatch { .. }) {
+                    // Damaged bytes may have landed under this upload's id (a store that
+                    // does not check what it is sent, if removing them failed): a new id, so
+                    // they are never taken for this upload by `or_landed`.
+                    st.upload_id = new_upload_id();
+                }
                 warn!(key, error = %e, "upload failed; data stays staged and is retried at the next flush/fsync/close");
                 Err(e.into())
             }

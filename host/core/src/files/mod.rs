@@ -37,6 +37,7 @@ use crate::renamegate::{Moving, RenameGate, Scope};
 use crate::staging::Staged;
 use crate::sync::lock;
 use crate::types::FsStats;
+use crate::verify::Verified;
 use crate::writestream::{StreamHost, StreamWrite};
 
 pub(crate) use commit::{new_upload_id, upload_cond};
@@ -230,12 +231,23 @@ impl Files {
                 self.cfg.read_ahead_max / self.cfg.read_block.max(1),
             )
         };
+        // The file cache checks its downloads itself; the other paths are checked as
+        // their bytes pass (`verify.rs`).
+        let verified = |p: Box<dyn ReadPath>| -> Box<dyn ReadPath> {
+            Box::new(Verified::new(
+                p,
+                self.stats.clone(),
+                self.cfg.verify_reads_min,
+            ))
+        };
         match (self.cfg.read_mode, &self.file_cache) {
-            (ReadMode::Direct, _) => Box::new(Direct::new(self.cfg.read_ahead_max as u64)),
+            (ReadMode::Direct, _) => {
+                verified(Box::new(Direct::new(self.cfg.read_ahead_max as u64)))
+            }
             (ReadMode::FileCache, Some(fc)) if cacheable => {
                 Box::new(FileCacheReader::new(fc.clone(), stream()))
             }
-            (ReadMode::BlockCache | ReadMode::FileCache, _) => Box::new(stream()),
+            (ReadMode::BlockCache | ReadMode::FileCache, _) => verified(Box::new(stream())),
         }
     }
 

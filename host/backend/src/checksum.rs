@@ -1,0 +1,246 @@
+//! Integrity of uploads: the MD5 every write sends so the store can refuse bytes that were
+//! damaged on the way, the one rule that recognises such a refusal in a store's reply, the
+//! one repeat a refused upload gets, and the counters the metrics endpoint shows.
+//!
+//! Why a module of its own: every store module sends a checksum in its own header (Azure
+//! `Content-MD5` and `x-ms-blob-content-md5`, S3 `Content-MD5`, GCS `md5Hash` /
+//! `X-Goog-Hash`), but what a mismatch is, how often it is retried and how it is counted must
+//! be the same everywhere. The digest is computed from the bytes as they are about to be sent
+//! (in memory already), never by reading a file a second time.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use md5::Digest;
+
+use crate::api::Result;
+use crate::error::BackendError;
+
+/// An MD5 digest.
+pub type Md5 = [u8; 16];
+
+/// Process-wide counts of checked uploads (for `/metrics`; tests compare differences).
+#[derive(Debug, Default)]
+pub struct UploadChecks {
+    /// Requests that carried a checksum the store (or our comparison with its reply) accepted.
+    pub verified: AtomicU64,
+    /// Requests whose bytes the store refused as not matching their checksum (each one, the
+    /// repeated one too).
+    pub mismatches: AtomicU64,
+}
+
+/// The counters of this process.
+pub static UPLOAD_CHECKS: UploadChecks = UploadChecks {
+    verified: AtomicU64::new(0),
+    mismatches: AtomicU64::new(0),
+};
+
+/// MD5 of `data`.
+pub fn md5(data: &[u8]) -> Md5 {
+    md5::Md5::digest(data).into()
+}
+
+/// MD5 of `data`, computed on the blocking pool when it is large (8 MiB take ~16 ms of CPU,
+/// too long to hold a runtime worker that serves FUSE requests).
+pub async fn md5_async(data: &bytes::Bytes) -> Result<Md5> {
+    if data.len() < 1 << 20 {
+        return Ok(md5(data));
+    }
+    let d = data.clone();
+    tokio::task::spawn_blocking(move || md5(&d))
+        .await
+        .map_err(|e| BackendError::Other(format!("computing an MD5: {e}")))
+}
+
+/// An MD5 as the `Content-MD5` header spells it (base64).
+pub fn md5_base64(d: &Md5) -> String {
+    BASE64.encode(d)
+}
+
+/// An MD5 as S3 ETags spell it (lower-case hex).
+pub fn md5_hex(d: &Md5) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The MD5 of a whole content fed piece by piece, in order, as it passes.
+#[derive(Clone, Debug, Default)]
+pub struct Running(md5::Md5);
+
+impl Running {
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    pub fn finish(self) -> Md5 {
+        self.0.finalize().into()
+    }
+}
+
+/// Whether a store's error reply (status and body, lower-cased) says the bytes did not
+/// match the checksum sent with them: Azure `Md5Mismatch` (Azurite: "Provided contentMD5
+/// doesn't match"), S3 `BadDigest` / `InvalidDigest` / checksum errors, GCS "Provided MD5
+/// hash … doesn't match calculated MD5 hash".
+pub(crate) fn names_mismatch(status: u16, lower: &str) -> bool {
+    status == 400
+        && [
+            "md5mismatch",
+            "contentmd5 doesn't match",
+            "baddigest",
+            "invaliddigest",
+            "xamzcontentchecksummismatch",
+            "badchecksum",
+            "invalidchecksum",
+            "doesn't match calculated",
+            "does not match calculated",
+        ]
+        .iter()
+        .any(|c| lower.contains(c))
+}
+
+/// The store reported `got` for bytes whose MD5 we computed as `want`: a mismatch is
+/// counted and returned as [`BackendError::ChecksumMismatch`].
+pub(crate) fn compare(key: &str, what: &str, want: &Md5, got: Option<&Md5>) -> Result<()> {
+    match got {
+        Some(g) if g != want => {
+            tracing::warn!(
+                key,
+                what,
+                sent = md5_hex(want),
+                stored = md5_hex(g),
+                "the store holds other bytes than were sent"
+            );
+            Err(BackendError::ChecksumMismatch { key: key.into() })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Run one upload request `send`; when the store refuses its bytes as not matching their
+/// checksum (damaged on the way), run it once more (`send` builds the request again from
+/// its source). A second refusal is the caller's error, logged here.
+pub(crate) async fn once_more<T, F, Fut>(key: &str, what: &str, send: F) -> Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    match note(key, what, send().await) {
+        Err(BackendError::ChecksumMismatch { .. }) => {
+            tracing::warn!(
+                key,
+                what,
+                "the store refused the upload's bytes as damaged; sending them once more"
+            );
+            let r = note(key, what, send().await);
+            if let Err(BackendError::ChecksumMismatch { .. }) = &r {
+                tracing::error!(
+                    key,
+                    what,
+                    "the store refused the upload's bytes twice as damaged; the write fails"
+                );
+            }
+            r
+        }
+        r => r,
+    }
+}
+
+/// Count the outcome of one checked request.
+pub(crate) fn note<T>(_key: &str, _what: &str, r: Result<T>) -> Result<T> {
+    match &r {
+        Ok(_) => UPLOAD_CHECKS.verified.fetch_add(1, Ordering::Relaxed),
+        Err(BackendError::ChecksumMismatch { .. }) => {
+            UPLOAD_CHECKS.mismatches.fetch_add(1, Ordering::Relaxed)
+        }
+        Err(_) => 0,
+    };
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_and_their_spellings() {
+        let d = md5(b"The quick brown fox jumps over the lazy dog");
+        assert_eq!(md5_hex(&d), "9e107d9d372bb6826bd81d3542a419d6");
+        assert_eq!(md5_base64(&d), "nhB9nTcrtoJr2B01QqQZ1g==");
+        let mut r = Running::default();
+        r.update(b"The quick brown fox ");
+        r.update(b"jumps over the lazy dog");
+        assert_eq!(r.finish(), d);
+    }
+
+    /// Not a test: MD5 throughput on this machine (`cargo test -p blobmount-backend --lib
+    /// md5_throughput -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn md5_throughput() {
+        // CPU time of this thread: the machine may be busy with other work.
+        fn cpu() -> f64 {
+            let mut t = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `t` is a valid timespec for the call to fill.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+            t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+        }
+        let data = vec![7u8; 256 << 20];
+        let (t, c) = (std::time::Instant::now(), cpu());
+        let d = md5(&data);
+        let (s, cs) = (t.elapsed().as_secs_f64(), cpu() - c);
+        println!(
+            "MD5 of 256 MiB: wall {s:.2} s, CPU {cs:.2} s, {:.2} ns/byte of CPU ({})",
+            cs * 1e9 / data.len() as f64,
+            md5_hex(&d)
+        );
+    }
+
+    #[test]
+    fn refusals_are_recognised() {
+        assert!(names_mismatch(
+            400,
+            "<code>invalidoperation</code><message>provided contentmd5 doesn't match."
+        ));
+        assert!(names_mismatch(400, "<code>md5mismatch</code>"));
+        assert!(names_mismatch(400, "<code>baddigest</code>"));
+        assert!(!names_mismatch(500, "<code>baddigest</code>"));
+        assert!(!names_mismatch(400, "<code>invalidargument</code>"));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_sent_once_more_and_no_more() {
+        let calls = AtomicU64::new(0);
+        let r: Result<()> = once_more("k", "PUT", || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(BackendError::ChecksumMismatch { key: "k".into() }) }
+        })
+        .await;
+        assert!(matches!(r, Err(BackendError::ChecksumMismatch { .. })));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        let calls = AtomicU64::new(0);
+        let r = once_more("k", "PUT", || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    Err(BackendError::ChecksumMismatch { key: "k".into() })
+                } else {
+                    Ok(7)
+                }
+            }
+        })
+        .await;
+        assert_eq!(r, Ok(7));
+        let calls = AtomicU64::new(0);
+        let r: Result<()> = once_more("k", "PUT", || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(BackendError::Other("no".into())) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}
