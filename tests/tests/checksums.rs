@@ -157,7 +157,7 @@ fn a_download_damaged_on_the_way_fails_at_the_end(kind: Kind) {
     let data = random(3 * MIB + 99);
     emu.put_object(&bucket, "rd.bin", &data);
     emu.put_object(&bucket, "rd2.bin", &data);
-    emu.put_object(&bucket, "small.bin", &data[..MIB as usize]);
+    emu.put_object(&bucket, "small.bin", &data[..MIB]);
     let proxy = CountingProxy::start(emu.port());
     let health = free_port();
     let dir = tempfile::tempdir().unwrap();
@@ -188,10 +188,7 @@ fn a_download_damaged_on_the_way_fails_at_the_end(kind: Kind) {
         )
     };
     // Below read.verify-min-mib: not checked, no request.
-    assert_eq!(
-        std::fs::read(m.p("small.bin")).unwrap(),
-        &data[..MIB as usize]
-    );
+    assert_eq!(std::fs::read(m.p("small.bin")).unwrap(), &data[..MIB]);
     assert_eq!(
         metrics(),
         (0, 0, 0),
