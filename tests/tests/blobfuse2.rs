@@ -200,3 +200,70 @@ fn a_refused_key_stops_the_mount_and_secrets_stay_out_of_errors() {
     assert!(!r.stderr.contains(AZURITE_KEY));
     assert!(!is_mounted(mnt.path()));
 }
+
+#[test]
+fn mount_all_and_unmount_all_on_three_containers() {
+    let emu = Emulator::start(Kind::Azure);
+    let names: Vec<String> = (0..4).map(|_| emu.create_bucket()).collect();
+    for n in &names {
+        emu.put_object(n, "hello.txt", n.as_bytes());
+    }
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let cfg = work.path().join("all.yaml");
+    // The fourth container is denied.
+    std::fs::write(
+        &cfg,
+        format!(
+            "components: [libfuse, file_cache, azstorage]\nfile_cache:\n  path: {}\nazstorage:\n  account-name: devstoreaccount1\n  account-key: {AZURITE_KEY}\n  endpoint: {}\nmountall:\n  container-denylist: [{}]\n",
+            cache.display(),
+            emu.endpoint(),
+            names[3]
+        ),
+    )
+    .unwrap();
+    let root = work.path().join("mnt");
+    // `unmount all` unmounts every blobmount mount it can see: run the whole story in a
+    // mount namespace of its own, so the mounts of tests running beside this one are not
+    // among them (there they are copies, and unmounting a copy leaves the original alone).
+    let bin = blobmount_tests::blobmount_bin();
+    let mut checks = String::new();
+    for n in &names[..3] {
+        checks.push_str(&format!(
+            "test \"$(cat {root}/{n}/hello.txt)\" = {n} || {{ echo BAD-READ {n}; exit 1; }}\ntest -d {cache}/{n} || {{ echo NO-CACHE {n}; exit 1; }}\n",
+            root = root.display(),
+            cache = cache.display()
+        ));
+    }
+    let script = format!(
+        "set -u\ntrap '{bin} unmount all --lazy >/dev/null 2>&1' EXIT\n{bin} mount all {root} --config-file={cfg} || exit 1\n{checks}mountpoint -q {root}/{denied} && {{ echo DENIED-MOUNTED; exit 1; }}\n{bin} unmount all || exit 1\nfor n in {live}; do mountpoint -q {root}/$n && {{ echo STILL-MOUNTED $n; exit 1; }}; done\necho ALL-GOOD\n",
+        bin = bin.display(),
+        root = root.display(),
+        cfg = cfg.display(),
+        denied = names[3],
+        live = names[..3].join(" "),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env_remove("AWS_CA_BUNDLE")
+        .output()
+        .expect("unshare (util-linux)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.contains("ALL-GOOD"), "{text}");
+    for n in &names[..3] {
+        assert!(
+            text.contains(&format!("mounted az://devstoreaccount1/{n} on")),
+            "{text}"
+        );
+        let gone = format!("from {}", root.join(n).display());
+        assert!(text.contains(&gone), "unmount all unmounted {n}: {text}");
+    }
+    // Nothing leaked into this namespace.
+    for n in &names {
+        assert!(!is_mounted(&root.join(n)));
+    }
+}

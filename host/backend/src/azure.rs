@@ -48,6 +48,7 @@ pub struct AzureBackend {
     /// Signed requests the data plane library makes differently (Delete Blob).
     rest: Rest,
     container_url: String,
+    account_url: String,
     /// Block size and blocks in flight of uploads in parts.
     parts: PartSizes,
     description: String,
@@ -215,10 +216,61 @@ impl AzureBackend {
             lister: RawLister::new(rest.clone(), &container_url, Dialect::Azure),
             rest,
             container_url,
+            account_url: access.account_url.clone(),
             parts: cfg.parts.or_default(),
             description: format!("az://{}/{}", access.account, url.bucket),
         })
     }
+}
+
+/// Every container of an account (List Containers, all pages), for `blobmount mount all`:
+/// `url` names the account (its container part is not used).
+pub async fn list_containers(url: &StoreUrl, cfg: &StoreConfig) -> Result<Vec<String>> {
+    let b = AzureBackend::open(url, cfg)?;
+    let mut names = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let mut list = format!("{}/?comp=list&maxresults=5000", b.account_url);
+        if let Some(m) = &marker {
+            list.push_str(&format!("&marker={}", encode_segment(m)));
+        }
+        let what = "List Containers";
+        let r = b
+            .rest
+            .send(what, http::Method::GET, &list, &[], Bytes::new())
+            .await?;
+        if !r.status().is_success() {
+            return Err(status_error(what, false, r).await);
+        }
+        let xml = r
+            .text()
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("{what}: {e}")))?;
+        names.extend(xml_values(&xml, "Name"));
+        marker = xml_values(&xml, "NextMarker")
+            .into_iter()
+            .next()
+            .filter(|m| !m.is_empty());
+        if marker.is_none() {
+            return Ok(names);
+        }
+    }
+}
+
+/// The texts of every `<tag>` element of a small XML answer, unescaped.
+fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        let after = &rest[i + open.len()..];
+        let Some(j) = after.find(&close) else { break };
+        if let Ok(v) = quick_xml::escape::unescape(&after[..j]) {
+            out.push(v.into_owned());
+        }
+        rest = &after[j + close.len()..];
+    }
+    out
 }
 
 #[async_trait]

@@ -1,4 +1,4 @@
-//! Command line: `mount`, `mount list`, `unmount`, `config validate|schema|import`, `plugin new|check|run|test`,
+//! Command line: `mount`, `mount list`, `mount all`, `unmount [all]`, `config validate|schema|import`, `plugin new|check|run|test`,
 //! `version`, `preload`, `refresh`, `status`, `health`, `fuse-mounter`.
 //!
 //! Why this module is only a dispatcher: each subcommand is one function here that hands the
@@ -37,7 +37,8 @@ pub enum Cmd {
         #[command(flatten)]
         args: Box<MountArgs>,
     },
-    /// Unmount a blobmount mount point.
+    /// Unmount a blobmount mount point (`all`: every blobmount mount, as BlobFuse2's
+    /// `unmount all`).
     Unmount {
         mountpoint: PathBuf,
         /// Detach now even if busy (the mount goes away when the last file is closed).
@@ -123,6 +124,18 @@ pub enum Cmd {
 pub enum MountSub {
     /// List active blobmount mounts.
     List,
+    /// Mount every container of an Azure account at DIR/CONTAINER (BlobFuse2's `mount all`),
+    /// each by its own background daemon; `mountall.container-allowlist` / `-denylist` in the
+    /// file choose which.
+    All {
+        dir: PathBuf,
+        /// The BlobFuse2 config file naming the account and its credentials.
+        #[arg(long = "config-file")]
+        config_file: PathBuf,
+        /// Further `blobmount mount` flags, given to every mount.
+        #[arg(last = true)]
+        flags: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -152,6 +165,15 @@ pub fn main() -> ExitCode {
             sub: Some(MountSub::List),
             ..
         } => mount_list(),
+        Cmd::Mount {
+            sub:
+                Some(MountSub::All {
+                    dir,
+                    config_file,
+                    flags,
+                }),
+            ..
+        } => crate::mountall::mount_all(&dir, &config_file, &flags),
         Cmd::Mount { sub: None, args } => mount(*args),
         Cmd::Preload { dir, jobs } => preload(&dir, jobs),
         Cmd::Refresh {
@@ -185,6 +207,16 @@ pub fn main() -> ExitCode {
             read_only,
         }),
         Cmd::Plugin { sub } => crate::plugin_cli::main(sub),
+        // BlobFuse2's `unmount all`, unless a mount point is really called `all`.
+        Cmd::Unmount { mountpoint, lazy }
+            if mountpoint.as_os_str() == "all"
+                && !mount::list()
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|(_, mp)| Path::new(mp) == Path::new("all")) =>
+        {
+            crate::mountall::unmount_all(lazy)
+        }
         Cmd::Unmount { mountpoint, lazy } => match mount::unmount(&mountpoint, lazy) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(EXIT_RUNTIME, e),

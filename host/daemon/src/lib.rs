@@ -24,6 +24,7 @@ pub mod logsink;
 pub mod manifest;
 pub mod metrics;
 pub mod mount;
+pub mod mountall;
 pub mod mountpoint;
 pub mod opstats;
 pub mod plugin_cli;
