@@ -135,10 +135,19 @@ fn blobfuse2_sample_configs_mount_and_serve() {
     let bc_cache = work.path().join("bc");
     std::fs::create_dir_all(&bc_cache).unwrap();
     let bc = work.path().join("bc.yaml");
-    std::fs::write(&bc, block_cache_config(&emu, &container)).unwrap();
+    // The container comes from BlobFuse2's --container-name flag, as BlobFuse2 users often
+    // give it, and the file has none.
+    let text =
+        block_cache_config(&emu, &container).replace(&format!("  container: {container}\n"), "");
+    assert!(!text.contains("container:"));
+    std::fs::write(&bc, text).unwrap();
     let arg = format!("--config-file={}", bc.display());
+    let name = format!("--container-name={container}");
     {
-        let m = Bf2Mount::start(&[&arg], &bc_cache);
+        let m = Bf2Mount::start(
+            &[&arg, &name, "--attr-timeout", "5", "--use-https=false"],
+            &bc_cache,
+        );
         reads_and_writes(&m, &emu, &container, "bc");
         assert!(m.output().contains("block_cache.parallelism: ignored"));
     }

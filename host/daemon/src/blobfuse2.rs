@@ -316,10 +316,32 @@ const COMPONENTS: &[&str] = &[
 
 /// Read a BlobFuse2 configuration (`text`, already decrypted) into the native tree.
 pub fn import(text: &str) -> Result<Imported, String> {
+    import_with(text, &[])
+}
+
+/// [`import`] with BlobFuse2 keys set over the file (`section.key` or `key`: what
+/// BlobFuse2's command-line flags set, `crate::blobfuse2_flags`).
+pub fn import_with(text: &str, over: &[(String, Value)]) -> Result<Imported, String> {
     let src = crate::config::parse_yaml(text).map_err(|e| format!("blobfuse2 config: {e}"))?;
-    let Value::Object(src) = src else {
+    let Value::Object(mut src) = src else {
         return Err("blobfuse2 config: expected a mapping".into());
     };
+    for (key, v) in over {
+        match key.split_once('.') {
+            Some((section, k)) => {
+                let s = src
+                    .entry(section.to_string())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if !s.is_object() {
+                    *s = Value::Object(Map::new());
+                }
+                s[k] = v.clone();
+            }
+            None => {
+                src.insert(key.clone(), v.clone());
+            }
+        }
+    }
     let mut i = Importer {
         out: Imported {
             tree: Value::Object(Map::new()),

@@ -155,7 +155,12 @@ pub enum ConfigSub {
 }
 
 pub fn main() -> ExitCode {
-    match Cli::parse().cmd {
+    // BlobFuse2's own mount flags, on a BlobFuse2 command line (`blobfuse2_flags.rs`).
+    let args = match crate::blobfuse2_flags::take(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    match Cli::parse_from(args).cmd {
         Cmd::Version => {
             println!("blobmount {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -336,7 +341,7 @@ fn mount_config(mut args: MountArgs) -> Result<(Config, Source), String> {
 fn blobfuse2_config(args: &MountArgs, file: &Path) -> Result<Config, String> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("blobfuse2 config {}: {e}", file.display()))?;
-    let mut imported = crate::blobfuse2::import(&text)?;
+    let mut imported = crate::blobfuse2::import_with(&text, crate::blobfuse2_flags::given())?;
     // BlobFuse2's default is syslog; a container often has no syslog socket.
     if imported.tree["logging"]["output"] == "syslog" && !Path::new("/dev/log").exists() {
         imported.tree["logging"]["output"] = serde_json::Value::from("stderr");

@@ -11,6 +11,7 @@
 pub mod args;
 pub mod background;
 pub mod blobfuse2;
+pub mod blobfuse2_flags;
 pub mod cli;
 pub mod config;
 pub mod exit;
