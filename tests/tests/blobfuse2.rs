@@ -276,3 +276,80 @@ fn mount_all_and_unmount_all_on_three_containers() {
         assert!(!is_mounted(&root.join(n)));
     }
 }
+
+#[test]
+fn an_encrypted_config_mounts_with_the_right_passphrase_only() {
+    let emu = Emulator::start(Kind::Azure);
+    let container = emu.create_bucket();
+    emu.put_object(&container, "s.txt", b"sealed");
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("c");
+    std::fs::create_dir_all(&cache).unwrap();
+    let plain = work.path().join("plain.yaml");
+    std::fs::write(
+        &plain,
+        block_cache_config(&emu, &container).replace("type: syslog", "type: silent"),
+    )
+    .unwrap();
+    let sealed = work.path().join("sealed.yaml");
+    let enc = run_cli(
+        &[
+            "secure",
+            "encrypt",
+            &format!("--config-file={}", plain.display()),
+            "--passphrase=correct horse battery",
+            &format!("--output-file={}", sealed.display()),
+        ],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert_eq!(enc.code, Some(0), "{}", enc.stderr);
+    let on_disk = std::fs::read_to_string(&sealed).unwrap();
+    assert!(!on_disk.contains(AZURITE_KEY) && !on_disk.contains("azstorage"));
+    // `secure get` reads one key back.
+    let get = run_cli(
+        &[
+            "secure",
+            "get",
+            &format!("--config-file={}", sealed.display()),
+            "--key=azstorage.container",
+        ],
+        &[("BLOBMOUNT_SECURE_PASSPHRASE", "correct horse battery")],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        (get.code, get.stdout.trim()),
+        (Some(0), container.as_str()),
+        "{}",
+        get.stderr
+    );
+    let arg = format!("--config-file={}", sealed.display());
+    {
+        let m = Bf2Mount::start(
+            &[
+                &arg,
+                "--secure-config",
+                "--passphrase=correct horse battery",
+            ],
+            &cache,
+        );
+        assert_eq!(std::fs::read(m.p("s.txt")).unwrap(), b"sealed");
+    }
+    let mnt = tempfile::tempdir().unwrap();
+    let mp = mnt.path().to_str().unwrap().to_string();
+    for (extra, want) in [
+        (
+            vec!["--secure-config", "--passphrase=wrong horse battery"],
+            "wrong passphrase",
+        ),
+        (vec![], "is encrypted"),
+    ] {
+        let mut args = vec!["mount", mp.as_str(), arg.as_str(), "--foreground"];
+        args.extend(extra);
+        let r = run_cli(&args, &[], Duration::from_secs(60));
+        assert_eq!(r.code, Some(2), "{}", r.stderr);
+        assert!(r.stderr.contains(want), "{}", r.stderr);
+        assert!(!r.stderr.contains(AZURITE_KEY) && !r.stderr.contains("azstorage:"));
+        assert!(!is_mounted(mnt.path()));
+    }
+}

@@ -120,6 +120,9 @@ const FLAGS: &[(&str, &str, Kind)] = &[
 /// The BlobFuse2 keys the flags of this process's command line set, in order.
 static GIVEN: OnceLock<Vec<(String, Value)>> = OnceLock::new();
 
+/// `--secure-config` with its passphrase (`--passphrase`, `--passphrase-file`).
+static SECURE: OnceLock<Option<crate::secure::Passphrase>> = OnceLock::new();
+
 /// Take BlobFuse2's flags out of a `mount ... --config-file` command line: the arguments
 /// left for the parser, and the keys set (kept for [`given`]). Other command lines are
 /// returned as they are.
@@ -134,6 +137,7 @@ pub fn take(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     }
     let mut out = Vec::with_capacity(args.len());
     let mut given = Vec::new();
+    let (mut secure, mut pass) = (false, crate::secure::Passphrase::default());
     let mut it = args.into_iter().peekable();
     while let Some(a) = it.next() {
         let Some(flag) = a.to_str().and_then(|s| s.strip_prefix("--")) else {
@@ -144,6 +148,24 @@ pub fn take(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
             Some((n, v)) => (n.to_string(), Some(v.to_string())),
             None => (flag.to_string(), None),
         };
+        match name.as_str() {
+            "secure-config" => {
+                secure = inline.as_deref() != Some("false");
+                continue;
+            }
+            "passphrase" | "passphrase-file" => {
+                let v = inline
+                    .or_else(|| it.next().and_then(|v| v.into_string().ok()))
+                    .ok_or(format!("--{name} needs a value"))?;
+                if name == "passphrase" {
+                    pass.value = Some(v);
+                } else {
+                    pass.file = Some(v.into());
+                }
+                continue;
+            }
+            _ => {}
+        }
         let Some((_, key, kind)) = FLAGS.iter().find(|(f, _, _)| *f == name) else {
             out.push(a);
             continue;
@@ -170,6 +192,7 @@ pub fn take(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
         given.push(((*key).to_string(), convert(&name, *kind, &v)?));
     }
     let _ = GIVEN.set(given);
+    let _ = SECURE.set(secure.then_some(pass));
     Ok(out)
 }
 
@@ -189,6 +212,11 @@ fn convert(name: &str, kind: Kind, v: &str) -> Result<Value, String> {
         Kind::Negated => Value::from(!switch()?),
         Kind::Adls => Value::from(if switch()? { "adls" } else { "block" }),
     })
+}
+
+/// The passphrase when the command line said `--secure-config`.
+pub fn secure() -> Option<&'static crate::secure::Passphrase> {
+    SECURE.get().and_then(Option::as_ref)
 }
 
 /// The BlobFuse2 keys this command line's BlobFuse2 flags set.

@@ -116,6 +116,11 @@ pub enum Cmd {
         #[command(subcommand)]
         sub: crate::plugin_cli::PluginSub,
     },
+    /// Encrypt, decrypt, read or change an encrypted config file (BlobFuse2's `secure`).
+    Secure {
+        #[command(subcommand)]
+        sub: crate::secure::SecureCmd,
+    },
     /// Print the version.
     Version,
 }
@@ -212,6 +217,7 @@ pub fn main() -> ExitCode {
             read_only,
         }),
         Cmd::Plugin { sub } => crate::plugin_cli::main(sub),
+        Cmd::Secure { sub } => crate::secure::main(sub),
         // BlobFuse2's `unmount all`, unless a mount point is really called `all`.
         Cmd::Unmount { mountpoint, lazy }
             if mountpoint.as_os_str() == "all"
@@ -341,6 +347,17 @@ fn mount_config(mut args: MountArgs) -> Result<(Config, Source), String> {
 fn blobfuse2_config(args: &MountArgs, file: &Path) -> Result<Config, String> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("blobfuse2 config {}: {e}", file.display()))?;
+    let text = match crate::blobfuse2_flags::secure() {
+        Some(pass) => crate::secure::decrypt(&text, &pass.get()?)
+            .map_err(|e| format!("blobfuse2 config {}: {e}", file.display()))?,
+        None if crate::secure::is_sealed(&text) => {
+            return Err(format!(
+                "blobfuse2 config {} is encrypted: give --secure-config and the passphrase",
+                file.display()
+            ));
+        }
+        None => zeroize::Zeroizing::new(text),
+    };
     let mut imported = crate::blobfuse2::import_with(&text, crate::blobfuse2_flags::given())?;
     // BlobFuse2's default is syslog; a container often has no syslog socket.
     if imported.tree["logging"]["output"] == "syslog" && !Path::new("/dev/log").exists() {

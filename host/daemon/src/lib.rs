@@ -35,6 +35,7 @@ pub mod policy;
 pub mod preload;
 pub mod refresh;
 pub mod reply;
+pub mod secure;
 pub mod session;
 pub mod settings;
 #[cfg(test)]
