@@ -170,10 +170,13 @@ fn new_build_check_test_and_mount(lang: &str) {
     assert_eq!(std::fs::read(m.p("reports/q3.pdf")).unwrap(), b"final");
     let e = std::fs::read(m.p("reports/q4.pdf.draft")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}");
-    // A hidden name cannot be created over either.
-    let e = std::fs::write(m.p("reports/new.draft"), b"x").unwrap_err();
+    // A hidden object cannot be written over, and stays untouched in the store.
+    let e = std::fs::write(m.p("reports/q4.pdf.draft"), b"x").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
-    assert!(!store.join("reports/new.draft").exists());
+    assert_eq!(
+        std::fs::read(store.join("reports/q4.pdf.draft")).unwrap(),
+        b"draft"
+    );
 }
 
 #[test]
@@ -211,7 +214,7 @@ def reach(what):
     return False
 
 def decide(obj):
-    if obj.key.startswith("probe/"):
+    if obj.key.startswith("probe/") and not obj.is_dir:
         what = obj.key[len("probe/"):]
         got = reach(what)
         print(f"probe {what}: reachable={got}")
