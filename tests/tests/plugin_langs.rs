@@ -287,3 +287,37 @@ fn a_python_plugin_reaches_no_file_env_or_directory_and_the_mount_keeps_serving(
         "{log}"
     );
 }
+
+/// The examples built by plugins/build.sh (meta-filter, Rust: decides by user metadata and
+/// tags) and plugins/build-langs.sh (glob-filter-js, glob-filter-py: the same policy in
+/// JavaScript and Python) pass their fixtures. build-langs.sh rebuilds a component only
+/// when its inputs change, so the compile cache usually answers for the big two.
+#[test]
+fn the_metadata_js_and_python_examples_pass_their_fixtures() {
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    for (component, fixtures) in [
+        ("meta-filter", "examples/meta-filter/fixtures.yaml"),
+        ("glob-filter-js", "js/glob-filter-js/fixtures.yaml"),
+        ("glob-filter-py", "python/glob-filter-py/fixtures.yaml"),
+    ] {
+        let wasm = plugins.join(format!("dist/{component}.wasm"));
+        assert!(
+            wasm.is_file(),
+            "{} missing: run plugins/build.sh and plugins/build-langs.sh",
+            wasm.display()
+        );
+        let fixtures = plugins.join(fixtures);
+        let r = cli(
+            &[
+                "plugin",
+                "test",
+                wasm.to_str().unwrap(),
+                fixtures.to_str().unwrap(),
+            ],
+            COMPILE_LIMIT,
+        );
+        assert_eq!(r.code, Some(0), "{component}: {r:?}");
+        assert!(!r.stdout.contains("FAIL"), "{component}: {}", r.stdout);
+        assert!(r.stdout.contains(" passed, 0 failed"), "{}", r.stdout);
+    }
+}
