@@ -46,6 +46,13 @@ fn load(cfg: &PluginsConfig) -> (Result<WasmPolicy, String>, Duration) {
     (p, t.elapsed())
 }
 
+/// Language, component file in plugins/dist, plugin parameters.
+type Case = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
 fn main() {
     let dir = std::env::var_os("BLOBMOUNT_PLUGIN_DIR")
         .map(PathBuf::from)
@@ -58,7 +65,7 @@ fn main() {
             ..Default::default()
         })
         .collect();
-    let plugins: [(&str, &str, &[(&str, &str)]); 3] = [
+    let plugins: [Case; 3] = [
         (
             "Rust",
             "glob-filter.wasm",
