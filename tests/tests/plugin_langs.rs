@@ -102,7 +102,7 @@ fn mount(store: &Path, wasm: &Path, params: &str, g: &Path) -> Mount {
     std::fs::write(
         &cfg,
         format!(
-            "plugins:\n  cache-dir: {}\n  filter:\n    path: {}\n    params: {params}\n",
+            "plugins:\n  cache-dir: {}\n  filter:\n    path: {}\n    params: {params}\n    memory-mib: 64\n",
             compile_cache().display(),
             wasm.display()
         ),
