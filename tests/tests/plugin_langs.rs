@@ -286,6 +286,29 @@ fn a_python_plugin_reaches_no_file_env_or_directory_and_the_mount_keeps_serving(
         log.contains("plugin=\"probe\"") || log.contains("plugin=probe"),
         "{log}"
     );
+    drop(m);
+
+    // A sleep would wait inside the host, where neither fuel nor the deadline reach. The
+    // call must not be held: with componentize-py 0.25.1 `time.sleep(30)` returns at once
+    // (measured); a runtime that does wait on `monotonic-clock.subscribe-*` traps instead
+    // (src/wasi.rs). Either way the answer comes well before the 30 s.
+    let input = g.path().join("sleep.json");
+    std::fs::write(&input, r#"{"key": "sleep/x"}"#).unwrap();
+    let r = cli(
+        &[
+            "plugin",
+            "run",
+            wasm.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    assert!(
+        r.code == Some(0) || r.stderr.contains("may not sleep"),
+        "{r:?}"
+    );
+    assert!(r.elapsed < Duration::from_secs(20), "{r:?}");
 }
 
 /// The examples built by plugins/build.sh (meta-filter, Rust: decides by user metadata and
