@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PLUGINS=(glob-filter tenant-acl prefix-consistency conflict-resolver misbehave)
+PLUGINS=(glob-filter tenant-acl prefix-consistency conflict-resolver misbehave meta-filter)
 source ./route.sh
 select_route
 

@@ -19,6 +19,9 @@ echo "== plugins (WASM components for the policy tests)"
 # Tools for the Debian route are kept with the other test tools, so re-runs are incremental.
 BLOBMOUNT_PLUGIN_TOOLS=${BLOBMOUNT_PLUGIN_TOOLS:-${BLOBMOUNT_TEST_TOOLS:-/opt/blobmount-test}/wasm} \
     bash plugins/build.sh
+# The JavaScript and Python examples (componentize-js / componentize-py from install-deps.sh);
+# each is rebuilt only when its sources, the WIT or the tool version changed.
+bash plugins/build-langs.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

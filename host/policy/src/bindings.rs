@@ -25,10 +25,13 @@ fn clipped(message: &str) -> std::borrow::Cow<'_, str> {
     format!("{}…", &message[..end]).into()
 }
 
-/// Per-instance host state: the memory limiter and the log budget. Nothing else: no files,
-/// sockets, clocks or environment exist for a plugin.
+/// Per-instance host state: the memory limiter, the log budget, and for components that
+/// import WASI its deny-all context (`crate::wasi`). No files, sockets or environment exist
+/// for a plugin.
 pub struct HostState {
     pub(crate) limits: StoreLimits,
+    /// Present only for components that import WASI.
+    pub(crate) wasi: Option<Box<crate::wasi::WasiParts>>,
     pub(crate) hook: &'static str,
     /// The plugin's name (its file name without `.wasm`), on each of its log lines.
     pub(crate) plugin: String,
@@ -36,6 +39,17 @@ pub struct HostState {
 }
 
 impl HostState {
+    /// Log what a WASI guest wrote to stdout/stderr since the last drain (nothing for
+    /// components without WASI), under the same caps and tags as `host.log`.
+    pub(crate) fn drain_output(&mut self) {
+        let Some(w) = &self.wasi else {
+            return;
+        };
+        for (level, line) in w.drain() {
+            self.log(level, &line);
+        }
+    }
+
     fn log(&mut self, level: u8, message: &str) {
         self.log_lines = self.log_lines.saturating_add(1);
         if self.log_lines > MAX_LOG_LINES {

@@ -32,7 +32,7 @@ pub enum LoadError {
     },
     #[error(
         "{hook} plugin {path}: imports {imports}, which blobmount does not provide \
-         (plugins may import only blobmount:policy/host: no WASI, files, network, clock or env)"
+         (plugins may import only blobmount:policy/host and WASI, which is linked with nothing granted)"
     )]
     ForbiddenImports {
         hook: Hook,

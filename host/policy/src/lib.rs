@@ -7,8 +7,9 @@
 //! - each configured hook gets a component compiled once (optionally cached on disk as a
 //!   `.cwasm`), checked against its WIT world, and a pool of pre-instantiated instances;
 //! - every call runs under a fuel budget, an epoch (wall-clock) deadline and a memory cap, and
-//!   the plugin can import nothing but `blobmount:policy/host` (logging): no WASI, so no
-//!   files, sockets, clocks or environment;
+//!   the plugin can import nothing but `blobmount:policy/host` (logging) and, for components
+//!   that import it (Python, JS with WASI features), WASI with a deny-all context ([`wasi`]):
+//!   no files, sockets or environment; stdout/stderr go to the log;
 //! - pure answers (filter, consistency, acl) are cached, bounded;
 //! - a call that traps, runs out of budget or returns garbage is answered by the hook's
 //!   failure mode (`deny` or `allow`), counted, logged once per kind, and the instance is
@@ -29,6 +30,7 @@ mod error;
 mod plugin;
 mod policy;
 pub mod tool;
+mod wasi;
 
 pub use bindings::WIT_VERSION;
 pub use config::{

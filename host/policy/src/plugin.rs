@@ -113,6 +113,8 @@ pub(crate) struct Loaded<W: World> {
     fuel: u64,
     deadline: Duration,
     memory_bytes: usize,
+    /// The component imports WASI: its instances get a deny-all WASI context.
+    wasi: bool,
     /// Free instances and the count of existing ones (std mutex, never held across a call).
     pool: Mutex<Pool<W>>,
     /// Signalled when an instance is returned or dropped.
@@ -179,7 +181,7 @@ fn check_interface<W: World>(
     let foreign: Vec<&str> = ty
         .imports(engine)
         .map(|(n, _)| n)
-        .filter(|n| !n.starts_with("blobmount:policy/"))
+        .filter(|n| !n.starts_with("blobmount:policy/") && !n.starts_with("wasi:"))
         .collect();
     if !foreign.is_empty() {
         return Err(LoadError::ForbiddenImports {
@@ -309,6 +311,11 @@ impl<W: World> Loaded<W> {
 
         let mut linker: Linker<HostState> = Linker::new(engine);
         W::add_to_linker(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let wasi = crate::wasi::imports_wasi(engine, &component);
+        if wasi {
+            crate::wasi::add_to_linker(&mut linker)
+                .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        }
         let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
             hook,
             path: path.clone(),
@@ -338,6 +345,7 @@ impl<W: World> Loaded<W> {
             fuel: cfg.fuel,
             deadline: Duration::from_millis(cfg.deadline_ms),
             memory_bytes,
+            wasi,
             pool: Mutex::new(Pool {
                 free: Vec::new(),
                 live: 0,
@@ -416,6 +424,9 @@ impl<W: World> Loaded<W> {
             &self.engine,
             HostState {
                 limits,
+                wasi: self
+                    .wasi
+                    .then(|| Box::new(crate::wasi::WasiParts::deny_all())),
                 hook: self.hook.name(),
                 plugin: self.name.clone(),
                 log_lines: 0,
@@ -429,7 +440,9 @@ impl<W: World> Loaded<W> {
             .map_err(|e| SlotError::Call(CallError::from_wasmtime(&e)))?;
         self.arm(&mut store, 1, self.deadline)
             .map_err(SlotError::Call)?;
-        match world.init(&mut store, &self.params) {
+        let init = world.init(&mut store, &self.params);
+        store.data_mut().drain_output();
+        match init {
             Ok(Ok(())) => Ok(Slot { store, world }),
             Ok(Err(msg)) => Err(SlotError::Init(msg)),
             Err(e) => Err(SlotError::Call(CallError::from_wasmtime(&e))),
@@ -508,6 +521,7 @@ impl<W: World> Loaded<W> {
             let out = self.arm(&mut slot.store, scale, left).and_then(|()| {
                 f(&slot.world, &mut slot.store).map_err(|e| CallError::from_wasmtime(&e))
             });
+            slot.store.data_mut().drain_output();
             let left_fuel = slot.store.get_fuel().unwrap_or(0);
             self.stats
                 .fuel_used

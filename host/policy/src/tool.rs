@@ -45,7 +45,24 @@ pub enum ToolError {
     Call(#[from] CallError),
 }
 
-/// Load `path` as the plugin for `hook` with `params`, exactly as a mount would.
+/// Where `plugin check|run|test` keep compiled components, so that only the first command
+/// on a JS or Python component pays seconds of Cranelift: `$BLOBMOUNT_PLUGIN_CACHE` (empty:
+/// no cache), else `$XDG_CACHE_HOME/blobmount/plugins`, else `~/.cache/blobmount/plugins`.
+/// The artifacts are the ones a mount writes to its `plugins.cache-dir` (same engine
+/// settings), so pointing both at one directory shares them.
+pub fn cli_cache_dir() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(v) = std::env::var_os("BLOBMOUNT_PLUGIN_CACHE") {
+        return (!v.is_empty()).then(|| PathBuf::from(v));
+    }
+    var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("blobmount/plugins"))
+}
+
+/// Load `path` as the plugin for `hook` with `params`, exactly as a mount would (with the
+/// compile cache of [`cli_cache_dir`]).
 pub fn load(path: &Path, hook: Hook, params: &[(String, String)]) -> Result<WasmPolicy, LoadError> {
     let mut pc = PluginConfig::new(path);
     pc.prewarm = 1;
@@ -54,7 +71,10 @@ pub fn load(path: &Path, hook: Hook, params: &[(String, String)]) -> Result<Wasm
     for (k, v) in params {
         pc = pc.param(k, v);
     }
-    let mut cfg = PluginsConfig::default();
+    let mut cfg = PluginsConfig {
+        cache_dir: cli_cache_dir(),
+        ..PluginsConfig::default()
+    };
     match hook {
         Hook::Filter => cfg.filter = Some(pc),
         Hook::NameConflict => cfg.name_conflict = Some(pc),
@@ -85,11 +105,20 @@ pub fn detect_hook(path: &Path) -> Result<Hook, ToolError> {
     if let Some(what) = crate::plugin::header_problem(&bytes) {
         return Err(inspect(format!("not a WebAssembly component ({what})")));
     }
-    // A plain engine: only the component's type is looked at, nothing runs.
-    let engine = wasmtime::Engine::new(&wasmtime::Config::new())
-        .map_err(|e| ToolError::Load(LoadError::Engine(format!("{e:#}"))))?;
-    let component = wasmtime::component::Component::new(&engine, &bytes)
-        .map_err(|e| inspect(format!("malformed component: {e:#}")))?;
+    // Nothing runs; compiled with the mount's engine settings and through the same cache as
+    // [`load`], so the load that follows does not compile a big component a second time.
+    let engine = crate::engine::new_engine().map_err(ToolError::Load)?;
+    let component = crate::engine::compile(
+        &engine,
+        Hook::Filter,
+        path,
+        &bytes,
+        cli_cache_dir().as_deref(),
+    )
+    .map_err(|e| match e {
+        LoadError::Malformed { reason, .. } => inspect(format!("malformed component: {reason}")),
+        other => ToolError::Load(other),
+    })?;
     let (hooks, exports) = crate::plugin::exported_hooks(&engine, &component);
     let exports = if exports.is_empty() {
         "nothing".to_string()
