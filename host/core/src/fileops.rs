@@ -130,6 +130,9 @@ impl Fs {
             self.ns.check_node_writable(ino)?;
         }
         if self.files.entry(ino).is_none() {
+            // Attributes held for a moment go up first: the uploads of this open are
+            // conditional on the version they make.
+            self.attrs.flush(ino).await?;
             self.ns.revalidate_if_policy_says(ino);
             self.getattr(ino).await?;
         }
@@ -307,7 +310,10 @@ impl Fs {
     }
 
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
-        self.flush(fh).await
+        self.flush(fh).await?;
+        // Mode, owner or times held for a moment are durable after fsync too.
+        let ino = self.files.handle(fh)?.ino;
+        self.attrs.flush(ino).await
     }
 
     /// Before shutting down: upload every modified open file. Data that cannot be uploaded
@@ -335,7 +341,9 @@ impl Fs {
                 }
             }
         }
-        (uploaded, kept)
+        // Mode, owner and times held for a moment (`attrwrite.rs`).
+        let failed = self.attrs.flush_all().await;
+        (uploaded, kept + failed)
     }
 
     /// FUSE release: last handle of a modified file uploads; data that cannot be uploaded
@@ -369,6 +377,13 @@ impl Fs {
         entry.retired.store(true, Ordering::Release);
         drop(st);
         self.files.forget_entry(h.ino, &entry);
+        // A change of mode or times made while it was open and left held (`attrwrite.rs`).
+        if self.attrs.is_pending(h.ino)
+            && let Err(e) = self.attrs.flush(h.ino).await
+            && result.is_ok()
+        {
+            result = Err(e);
+        }
         // A file created here whose upload failed is not in the store: drop its entry.
         let mut t = lock(&self.ns.table);
         if let Some(n) = t.get_mut(h.ino)

@@ -173,6 +173,7 @@ pub struct WriteConfig {
     pub streaming: bool,
     pub part_size_mib: usize,
     pub parts_in_flight: usize,
+    pub attr_delay_ms: u64,
     pub content_types: BTreeMap<String, String>,
     pub content_type_default: String,
 }
@@ -184,6 +185,7 @@ impl Default for WriteConfig {
             streaming: true,
             part_size_mib: 8,
             parts_in_flight: 4,
+            attr_delay_ms: 200,
             content_types: BTreeMap::new(),
             content_type_default: blobmount_core::contenttype::OCTET_STREAM.into(),
         }

@@ -586,6 +586,16 @@ pub static SETTINGS: &[Setting] = &[
     )
     .range(1, 64),
     Setting::new(
+        "write.attr-delay-ms",
+        Unit::Millis,
+        "200",
+        "How long a change of mode, owner or times of a closed file is held before it is\n\
+         written, so changes that follow each other (rsync's chmod, utimensat, rename) cost\n\
+         one request. Written earlier by fsync, open, rename and unmount; a crash within\n\
+         the delay loses it. 0 writes each change at once.",
+    )
+    .range(0, 5_000),
+    Setting::new(
         "write.content-types",
         Unit::Mapping,
         "{}",

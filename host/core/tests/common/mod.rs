@@ -18,6 +18,11 @@ pub struct Counting {
     pub lists: AtomicUsize,
     pub gets: AtomicUsize,
     pub get_bytes: AtomicU64,
+    /// Whole-object writes (`put`, `put_file`, `put_appended`, started part uploads).
+    pub puts: AtomicUsize,
+    pub copies: AtomicUsize,
+    pub deletes: AtomicUsize,
+    pub set_metas: AtomicUsize,
     /// Milliseconds each GET waits before answering.
     pub get_delay_ms: AtomicU64,
     /// Report a wrong MD5 for every object (a corrupted download, as seen by the reader).
@@ -37,9 +42,55 @@ impl Counting {
         (self.heads.load(SeqCst), self.lists.load(SeqCst))
     }
 
+    /// Every request so far, by kind.
+    pub fn kinds(&self) -> Kinds {
+        Kinds {
+            head: self.heads.load(SeqCst),
+            list: self.lists.load(SeqCst),
+            get: self.gets.load(SeqCst),
+            put: self.puts.load(SeqCst),
+            copy: self.copies.load(SeqCst),
+            delete: self.deletes.load(SeqCst),
+            set_meta: self.set_metas.load(SeqCst),
+        }
+    }
+
     /// `(GETs, bytes fetched)` so far.
     pub fn gets(&self) -> (usize, u64) {
         (self.gets.load(SeqCst), self.get_bytes.load(SeqCst))
+    }
+}
+
+/// Requests by kind (see [`Counting::kinds`]); subtract two to get what happened between.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Kinds {
+    pub head: usize,
+    pub list: usize,
+    pub get: usize,
+    pub put: usize,
+    pub copy: usize,
+    pub delete: usize,
+    pub set_meta: usize,
+}
+
+impl Kinds {
+    pub fn total(&self) -> usize {
+        self.head + self.list + self.get + self.put + self.copy + self.delete + self.set_meta
+    }
+}
+
+impl std::ops::Sub for Kinds {
+    type Output = Kinds;
+    fn sub(self, o: Kinds) -> Kinds {
+        Kinds {
+            head: self.head - o.head,
+            list: self.list - o.list,
+            get: self.get - o.get,
+            put: self.put - o.put,
+            copy: self.copy - o.copy,
+            delete: self.delete - o.delete,
+            set_meta: self.set_meta - o.set_meta,
+        }
     }
 }
 
@@ -79,6 +130,7 @@ impl Backend for Counting {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.puts.fetch_add(1, SeqCst);
         self.inner.put(key, data, meta, cond).await
     }
     async fn put_file(
@@ -88,6 +140,7 @@ impl Backend for Counting {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.puts.fetch_add(1, SeqCst);
         self.inner.put_file(key, path, meta, cond).await
     }
     async fn put_appended(
@@ -98,6 +151,7 @@ impl Backend for Counting {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> blobmount_backend::Result<Option<blobmount_backend::PutOutcome>> {
+        self.puts.fetch_add(1, SeqCst);
         self.inner.put_appended(key, base, path, meta, cond).await
     }
     async fn list_page(
@@ -110,6 +164,7 @@ impl Backend for Counting {
         self.inner.list_page(prefix, token, max).await
     }
     async fn delete(&self, key: &str) -> blobmount_backend::Result<()> {
+        self.deletes.fetch_add(1, SeqCst);
         self.inner.delete(key).await
     }
     async fn copy(
@@ -118,6 +173,7 @@ impl Backend for Counting {
         to: &str,
         cond: &Precondition,
     ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.copies.fetch_add(1, SeqCst);
         self.inner.copy(from, to, cond).await
     }
     async fn copy_typed(
@@ -127,6 +183,7 @@ impl Backend for Counting {
         content_type: &str,
         cond: &Precondition,
     ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.copies.fetch_add(1, SeqCst);
         self.inner.copy_typed(from, to, content_type, cond).await
     }
     async fn content_md5(
@@ -145,6 +202,7 @@ impl Backend for Counting {
         meta: &PutMeta,
         if_match: Option<&str>,
     ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.set_metas.fetch_add(1, SeqCst);
         self.inner.set_metadata(key, meta, if_match).await
     }
     async fn start_upload(
@@ -153,6 +211,7 @@ impl Backend for Counting {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> blobmount_backend::Result<Option<Box<dyn blobmount_backend::PartUpload>>> {
+        self.puts.fetch_add(1, SeqCst);
         self.inner.clone().start_upload(key, meta, cond).await
     }
 }
