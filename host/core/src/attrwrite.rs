@@ -11,9 +11,12 @@
 //! - at unmount (`Fs::flush_for_shutdown`, also run on SIGTERM).
 //!
 //! A crash within the delay loses the change (as a local file system loses a chmod that was
-//! not followed by an fsync); `fsync` writes it. A change of an open file, or of a directory,
-//! is written at once as before (an open file's next upload is conditional on the version it
-//! read, which a later metadata write would change under it).
+//! not followed by an fsync); `fsync` writes it. A change of a file that is open (the kernel
+//! sends a close's release after close returned, so rsync's chmod often finds the file still
+//! open) waits for its last release, its next upload or an fsync: the timer never writes it
+//! meanwhile, since the open file's next upload is conditional on the version it read. A
+//! change of a directory, or of an open file with changes not uploaded yet, is not held (the
+//! latter goes up with the data).
 //!
 //! Locks: `pending` is a short `std` mutex taken after the namespace's `table` or alone;
 //! `writing` (a `tokio` mutex, held across the store request) comes before `table`, and

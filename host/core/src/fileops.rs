@@ -310,10 +310,22 @@ impl Fs {
     }
 
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
-        self.flush(fh).await?;
+        let h = self.files.handle(fh)?;
+        let mut st = h.entry.state.lock().await;
+        self.files.upload_locked(h.ino, &h.entry, &mut st).await?;
         // Mode, owner or times held for a moment are durable after fsync too.
-        let ino = self.files.handle(fh)?.ino;
-        self.attrs.flush(ino).await
+        if self.attrs.is_pending(h.ino) {
+            let before = lock(&self.ns.table).get(h.ino).and_then(|n| n.etag.clone());
+            self.attrs.flush(h.ino).await?;
+            // The store's version changed by the metadata update only: this open file's
+            // next upload is conditional on the new one.
+            if st.exists_remote && st.base_etag.is_some() && st.base_etag == before {
+                let etag = lock(&self.ns.table).get(h.ino).and_then(|n| n.etag.clone());
+                st.base_etag = etag.clone();
+                st.read_etag = etag;
+            }
+        }
+        Ok(())
     }
 
     /// Before shutting down: upload every modified open file. Data that cannot be uploaded

@@ -498,9 +498,13 @@ impl Fs {
                     // A crash before the upload recovers the new attributes too.
                     self.files.record_staged(ino, g, true)?;
                 }
-            } else if open.is_none() && self.attrs.can_defer(kind) {
-                // A closed file: held briefly so that the changes that follow (rsync's
-                // chmod, then utimensat, then rename) go up as one request.
+            } else if self.attrs.can_defer(kind) {
+                // Held briefly so that the changes that follow (rsync's chmod, then
+                // utimensat, then rename) go up as one request. The kernel sends a close's
+                // release after close returns, so the file may still look open here: then
+                // the change waits for its last release (or is carried by its next upload;
+                // `attrwrite.rs`), and never changes the version an open file's upload is
+                // conditional on meanwhile.
                 self.attrs.defer(ino);
             } else {
                 let before = lock(&self.ns.table).get(ino).and_then(|n| n.etag.clone());

@@ -289,3 +289,41 @@ async fn cost_does_not_grow_with_the_container() {
     assert_eq!(seen[0], seen[1]);
     assert!(seen[0].list <= 3, "{:?}", seen[0]);
 }
+
+/// The kernel sends a close's release after `close` returned, so rsync's chmod and
+/// utimensat may reach a file still open (flushed, clean): still one metadata request,
+/// written at the release, and nothing an open handle's upload would conflict with.
+#[tokio::test]
+async fn chmod_and_utimens_before_the_release_arrives_are_one_request() {
+    let t = mount(store_with(10, 5).await);
+    let d = open_dst(&t.fs).await;
+    let (a, h) =
+        t.fs.create(d, ".g.Q1w2E3", 0o600, libc::O_RDWR | libc::O_EXCL, ME)
+            .await
+            .unwrap();
+    t.fs.write(h.fh, 0, b"abc").await.unwrap();
+    t.fs.flush(h.fh).await.unwrap();
+    let before = t.c.kinds();
+    let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_400_000_000);
+    t.fs.setattr(a.ino, chmod(0o644)).await.unwrap();
+    t.fs.setattr(a.ino, utimens(when)).await.unwrap();
+    tokio::time::sleep(t.fs.config().attr_write_delay * 2).await;
+    assert_eq!(t.c.kinds() - before, Kinds::default(), "held while open");
+    t.fs.release(h.fh).await.unwrap();
+    t.fs.rename(d, ".g.Q1w2E3", d, "g", false).await.unwrap();
+    let k = t.c.kinds() - before;
+    report("chmod+utimens before release, rename", k);
+    assert_eq!(
+        k,
+        Kinds {
+            set_meta: 1,
+            copy: 1,
+            delete: 1,
+            ..Default::default()
+        }
+    );
+    let other = mount(t.mem.clone());
+    let d2 = other.fs.lookup(ROOT_INO, "dst").await.unwrap().ino;
+    let a = other.fs.lookup(d2, "g").await.unwrap();
+    assert_eq!((a.perm, a.mtime), (0o644, when));
+}

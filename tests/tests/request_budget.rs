@@ -1,0 +1,148 @@
+//! Requests per file of `rsync -a` through a real mount, counted at the wire.
+//!
+//! Why: `rsync -a` of 597 files into an Azurite container holding 20,000 other objects once
+//! made 1,525 LISTs and 1,379 HEADs and did not finish in 120 s (each LIST on Azurite costs
+//! more the bigger the container). rsync writes `.name.XXXXXX` (O_EXCL), closes it, sets
+//! its owner, mode and times, and renames it over the final name, per file. The budget per
+//! file is one upload, one copy, one delete and one metadata write, and next to no HEAD or
+//! LIST (see host/core/tests/request_budget.rs for the same budget on the core).
+
+use std::time::{Duration, Instant};
+
+use blobmount_tests::proxy::CountingProxy;
+use blobmount_tests::{Emulator, Kind, Mount, MountSpec, block_on};
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+
+/// Files rsync copies.
+const FILES: usize = 300;
+/// Objects of another tenant in the same container.
+const OTHERS: usize = 5_000;
+
+/// Requests by kind, from the proxy's `METHOD target` lines (Azure Blob REST).
+#[derive(Debug, Default)]
+struct ByKind {
+    list: usize,
+    head: usize,
+    get: usize,
+    /// PUTs of data or markers (including copies, which are PUTs with a copy source).
+    put: usize,
+    metadata: usize,
+    delete: usize,
+    total: usize,
+}
+
+fn by_kind(lines: &[String]) -> ByKind {
+    let mut k = ByKind::default();
+    for l in lines {
+        k.total += 1;
+        if l.contains("comp=list") {
+            k.list += 1;
+        } else if l.starts_with("HEAD ") {
+            k.head += 1;
+        } else if l.starts_with("GET ") {
+            k.get += 1;
+        } else if l.contains("comp=metadata") || l.contains("comp=properties") {
+            k.metadata += 1;
+        } else if l.starts_with("PUT ") {
+            k.put += 1;
+        } else if l.starts_with("DELETE ") {
+            k.delete += 1;
+        }
+    }
+    k
+}
+
+#[test]
+fn rsync_into_a_full_container_stays_within_its_request_budget() {
+    let emu = Emulator::start(Kind::Azure);
+    let bucket = emu.create_bucket();
+    // Another tenant's objects, under another prefix.
+    let sdk = emu.sdk(&bucket);
+    let t0 = Instant::now();
+    block_on(async {
+        futures::stream::iter(0..OTHERS)
+            .map(|i| {
+                let sdk = sdk.clone();
+                async move {
+                    let p = object_store::path::Path::from(format!("other/{:02}/o{i}", i % 40));
+                    sdk.put(&p, bytes::Bytes::from_static(b"x").into())
+                        .await
+                        .unwrap();
+                }
+            })
+            .buffer_unordered(32)
+            .for_each(|_| async {})
+            .await;
+    });
+    println!("filled {OTHERS} objects in {:?}", t0.elapsed());
+
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..FILES {
+        let sub = src.path().join(format!("d{}", i % 3));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(format!("f{i}.txt")), format!("file {i}\n")).unwrap();
+    }
+    let proxy = CountingProxy::start(emu.port());
+    let mut spec = MountSpec::for_emulator(&emu, &bucket);
+    spec.endpoint = Some(emu.endpoint_on(proxy.port()));
+    let m = Mount::start(&spec);
+    proxy.take();
+
+    let t = Instant::now();
+    let out = std::process::Command::new("timeout")
+        .arg("120")
+        .arg("rsync")
+        .arg("-a")
+        .arg(format!("{}/", src.path().display()))
+        .arg(m.p("dst"))
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    let sent = proxy.take();
+    let k = by_kind(&sent);
+    for l in sent
+        .iter()
+        .filter(|l| l.contains("f7.txt") || l.contains("comp=list"))
+    {
+        println!("  {l}");
+    }
+    println!(
+        "rsync -a of {FILES} files over {OTHERS} others: {took:?}, {k:?}, {:.2} requests per file",
+        k.total as f64 / FILES as f64
+    );
+    assert!(
+        out.status.success(),
+        "rsync failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        m.log_text()
+    );
+    // Per file: the upload, the copy and the metadata write (PUTs) and the delete; the
+    // directories cost a few more (a marker and its attributes each, the first lookups).
+    let dirs = 4;
+    assert!(k.total <= 4 * FILES + 8 * dirs, "{k:?}");
+    assert!(k.list <= 2 * dirs, "LISTs: {k:?}");
+    assert!(k.head <= 2 * dirs, "HEADs: {k:?}");
+    assert!(k.metadata <= FILES + 2 * dirs, "metadata writes: {k:?}");
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+
+    // What rsync wrote is there, with its mode and times, and no temporary file is left.
+    for i in [0, FILES / 2, FILES - 1] {
+        let rel = format!("d{}/f{i}.txt", i % 3);
+        let want = std::fs::metadata(src.path().join(&rel)).unwrap();
+        let got = std::fs::metadata(m.p(&format!("dst/{rel}"))).unwrap();
+        assert_eq!(got.len(), want.len());
+        assert_eq!(got.modified().unwrap(), want.modified().unwrap(), "{rel}");
+        assert_eq!(
+            emu.get_object(&bucket, &format!("dst/{rel}")),
+            format!("file {i}\n").as_bytes()
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(m.p("dst/d0"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
