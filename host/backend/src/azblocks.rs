@@ -126,6 +126,57 @@ impl AzureBlocks {
         Ok(header(&r, "etag"))
     }
 
+    /// Replace the user metadata of `key` in place (Set Blob Metadata), conditional on
+    /// `if_match` (else on the version just read), when the blob already has the content
+    /// type `meta` asks for: a Get Blob Properties and a Set Blob Metadata, no data sent.
+    /// `Ok(None)`: the type differs, nothing was changed (the caller rewrites the blob).
+    pub async fn set_metadata(
+        &self,
+        key: &str,
+        meta: &PutMeta,
+        if_match: Option<&str>,
+    ) -> Result<Option<Option<String>>> {
+        let url = self.blob_url(key);
+        let what = "Get Blob Properties";
+        let r = self
+            .rest
+            .send(what, Method::HEAD, &url, &[], Bytes::new())
+            .await?;
+        if !r.status().is_success() {
+            return Err(keyed(status_error(what, false, r).await, key));
+        }
+        // The store checks `if_match` itself (a changed blob fails the update with 412).
+        let etag = header(&r, "etag");
+        let have_type = header(&r, "content-type");
+        if meta.content_type.is_some() && meta.content_type != have_type {
+            return Ok(None);
+        }
+        let mut owned: Vec<(String, String)> = vec![("content-length".into(), "0".into())];
+        for (k, v) in &meta.metadata {
+            owned.push((format!("x-ms-meta-{k}"), v.clone()));
+        }
+        if let Some(e) = if_match.map(str::to_string).or(etag) {
+            owned.push(("if-match".into(), e));
+        }
+        let headers: Vec<(&str, String)> =
+            owned.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let what = "Set Blob Metadata";
+        let r = self
+            .rest
+            .send(
+                what,
+                Method::PUT,
+                &format!("{url}?comp=metadata"),
+                &headers,
+                Bytes::new(),
+            )
+            .await?;
+        if !r.status().is_success() {
+            return Err(keyed(status_error(what, false, r).await, key));
+        }
+        Ok(Some(header(&r, "etag")))
+    }
+
     /// The committed blocks of `key` (id and size, in order) and the blob's ETag.
     async fn committed_blocks(&self, key: &str) -> Result<(Vec<(String, u64)>, Option<String>)> {
         let url = format!(

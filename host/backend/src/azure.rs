@@ -316,7 +316,11 @@ impl Backend for AzureBackend {
         meta: &PutMeta,
         if_match: Option<&str>,
     ) -> Result<PutOutcome> {
-        rewrite_metadata(self, key, meta, if_match).await
+        // In place when the type stays (a chmod, a touch): no data goes through the daemon.
+        match self.blocks.set_metadata(key, meta, if_match).await? {
+            Some(etag) => Ok(PutOutcome { etag }),
+            None => rewrite_metadata(self, key, meta, if_match).await,
+        }
     }
 
     async fn put_appended(

@@ -6,8 +6,8 @@
 //! the changes that follow each other go up as one request. A held change is written:
 //! - when the delay has passed (a timer task; a failed write is tried again later);
 //! - before the file is renamed (the copy then carries it), opened, or its directory renamed;
-//! - by an upload of the file (its metadata carries the node's attributes), or at its last
-//!   close or fsync;
+//! - by an upload of the file (its metadata carries the node's attributes), or by fsync; a
+//!   change of an open file is held until the delay after its last release;
 //! - at unmount (`Fs::flush_for_shutdown`, also run on SIGTERM).
 //!
 //! A crash within the delay loses the change (as a local file system loses a chmod that was
@@ -95,6 +95,21 @@ impl AttrWriter {
     pub(crate) fn defer(self: &Arc<Self>, ino: u64) {
         lock(&self.pending).entry(ino).or_insert_with(Instant::now);
         self.schedule(self.delay);
+    }
+
+    /// The last handle of `ino` was released: a change held for it is written after the
+    /// delay from now (changes may still follow it).
+    pub(crate) fn closed(self: &Arc<Self>, ino: u64) {
+        let held = match lock(&self.pending).get_mut(&ino) {
+            Some(at) => {
+                *at = Instant::now();
+                true
+            }
+            None => false,
+        };
+        if held {
+            self.schedule(self.delay);
+        }
     }
 
     /// The held change of `ino` is in the store by other means (an upload carried it) or

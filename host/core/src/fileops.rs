@@ -389,13 +389,10 @@ impl Fs {
         entry.retired.store(true, Ordering::Release);
         drop(st);
         self.files.forget_entry(h.ino, &entry);
-        // A change of mode or times made while it was open and left held (`attrwrite.rs`).
-        if self.attrs.is_pending(h.ino)
-            && let Err(e) = self.attrs.flush(h.ino).await
-            && result.is_ok()
-        {
-            result = Err(e);
-        }
+        // A change of mode or times made while it was open (often just after close, before
+        // this release arrived) is held for the delay from now, so the changes that follow
+        // (rsync's utimensat after its chmod) still go up with it (`attrwrite.rs`).
+        self.attrs.closed(h.ino);
         // A file created here whose upload failed is not in the store: drop its entry.
         let mut t = lock(&self.ns.table);
         if let Some(n) = t.get_mut(h.ino)
