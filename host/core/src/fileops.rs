@@ -130,9 +130,13 @@ impl Fs {
             self.ns.check_node_writable(ino)?;
         }
         if self.files.entry(ino).is_none() {
-            // Attributes held for a moment go up first: the uploads of this open are
-            // conditional on the version they make.
-            self.attrs.flush(ino).await?;
+            // Attributes held for a moment go up before an open for writing: its uploads
+            // are conditional on the version they make. A read-only open leaves them held
+            // (written after its last release: the timer skips open files, so its reads
+            // stay pinned to the version they opened).
+            if writable || flags & libc::O_TRUNC != 0 {
+                self.attrs.flush(ino).await?;
+            }
             self.ns.revalidate_if_policy_says(ino);
             self.getattr(ino).await?;
         }
