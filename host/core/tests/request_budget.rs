@@ -327,3 +327,30 @@ async fn chmod_and_utimens_before_the_release_arrives_are_one_request() {
     let a = other.fs.lookup(d2, "g").await.unwrap();
     assert_eq!((a.perm, a.mtime), (0o644, when));
 }
+
+/// A HEAD the store does not answer fails the lookup within the metadata timeout
+/// (`store.retry.metadata-timeout-secs`), not the data requests' 120 s; the next lookup is
+/// served, and nothing was sent again.
+#[tokio::test]
+async fn a_stalled_head_fails_the_lookup_within_the_metadata_timeout() {
+    use blobmount_backend::deadline::Deadlines;
+    let mem = store_with(10, 5).await;
+    let c = common::Counting::new(mem.clone());
+    c.head_delay_ms
+        .store(60_000, std::sync::atomic::Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = blobmount_core::FsConfig::for_tests(dir.path().to_path_buf());
+    cfg.list_ttl = Duration::from_secs(60);
+    let fs = Fs::new(Deadlines::wrap(c.clone(), Duration::from_millis(500)), cfg).unwrap();
+    let t = std::time::Instant::now();
+    // `dst` is a directory: its lookup asks the store (HEAD and a one-entry LIST).
+    let r = fs.lookup(ROOT_INO, "dst").await;
+    let took = t.elapsed();
+    assert_eq!(r.unwrap_err().errno(), libc::EIO);
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert_eq!(c.kinds().head, 1, "not sent again");
+    // The store answers again: so does the mount.
+    c.head_delay_ms
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    assert!(fs.lookup(ROOT_INO, "dst").await.is_ok());
+}

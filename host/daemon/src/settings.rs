@@ -515,6 +515,15 @@ pub static SETTINGS: &[Setting] = &[
     )
     .range(0, 600),
     Setting::new(
+        "store.retry.metadata-timeout-secs",
+        Unit::WholeSecs,
+        "30",
+        "Longest a HEAD, LIST page, delete, copy or metadata update may take, retries\n\
+         included, in seconds; past it the call fails (EIO) instead of holding a lookup for\n\
+         the request timeout. 0: only the request timeout applies.",
+    )
+    .range(0, 3_600),
+    Setting::new(
         "mount.threads",
         Unit::Count,
         "2",

@@ -25,6 +25,8 @@ pub struct Counting {
     pub set_metas: AtomicUsize,
     /// Milliseconds each GET waits before answering.
     pub get_delay_ms: AtomicU64,
+    /// Milliseconds each HEAD waits before answering (a stalled store).
+    pub head_delay_ms: AtomicU64,
     /// Report a wrong MD5 for every object (a corrupted download, as seen by the reader).
     pub bad_md5: AtomicBool,
 }
@@ -104,6 +106,10 @@ impl Backend for Counting {
     }
     async fn head(&self, key: &str) -> blobmount_backend::Result<blobmount_backend::ObjectInfo> {
         self.heads.fetch_add(1, SeqCst);
+        let delay = self.head_delay_ms.load(SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         self.inner.head(key).await
     }
     async fn get_range(
