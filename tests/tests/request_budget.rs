@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use blobmount_tests::proxy::CountingProxy;
+use blobmount_tests::proxy::{CountingProxy, Fault};
 use blobmount_tests::{Emulator, Kind, Mount, MountSpec, block_on};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
@@ -146,4 +146,43 @@ fn rsync_into_a_full_container_stays_within_its_request_budget() {
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
+/// A HEAD the store holds (a stalled Azurite) fails the `stat` that needs it within
+/// `store.retry.metadata-timeout-secs`, not the 120 s request timeout, and the mount keeps
+/// answering: `ls` of the root works right after.
+#[test]
+fn a_stalled_head_fails_a_stat_within_the_metadata_timeout() {
+    let emu = Emulator::start(Kind::Azure);
+    let bucket = emu.create_bucket();
+    emu.put_object(&bucket, "a/f", b"x");
+    let proxy = CountingProxy::start(emu.port());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("blobmount.yaml");
+    std::fs::write(
+        &cfg,
+        "store:\n  retry:\n    metadata-timeout-secs: 2\ncache:\n  list-ttl-secs: 60\n",
+    )
+    .unwrap();
+    let mut spec = MountSpec::for_emulator(&emu, &bucket);
+    spec.endpoint = Some(emu.endpoint_on(proxy.port()));
+    spec.args = vec!["--config".into(), cfg.to_string_lossy().into_owned()];
+    let m = Mount::start(&spec);
+    proxy.take();
+    // Looking up directory `a` asks the store for `a` (HEAD) and what is under `a/`.
+    proxy.inject(Fault::Stall(Duration::from_secs(40)), Some("HEAD "), 1);
+    let t = Instant::now();
+    let r = std::fs::metadata(m.p("a"));
+    let took = t.elapsed();
+    println!("stat with a stalled HEAD: {r:?} after {took:?}");
+    assert!(r.is_err(), "{r:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // The mount answers the next requests.
+    let names: Vec<_> = std::fs::read_dir(m.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["a"]);
+    assert_eq!(std::fs::read(m.p("a/f")).unwrap(), b"x");
 }
