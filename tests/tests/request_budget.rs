@@ -53,19 +53,16 @@ fn by_kind(lines: &[String]) -> ByKind {
     k
 }
 
-#[test]
-fn rsync_into_a_full_container_stays_within_its_request_budget() {
-    let emu = Emulator::start(Kind::Azure);
-    let bucket = emu.create_bucket();
-    // Another tenant's objects, under another prefix.
-    let sdk = emu.sdk(&bucket);
+/// Fill `others` objects under `other/` with the SDK (32 at a time); returns the time taken
+/// (the raw SDK's one PUT per file, for comparison).
+fn fill(sdk: &std::sync::Arc<dyn object_store::ObjectStore>, prefix: &str, n: usize) -> Duration {
     let t0 = Instant::now();
     block_on(async {
-        futures::stream::iter(0..OTHERS)
+        futures::stream::iter(0..n)
             .map(|i| {
                 let sdk = sdk.clone();
+                let p = object_store::path::Path::from(format!("{prefix}/{:02}/o{i}", i % 40));
                 async move {
-                    let p = object_store::path::Path::from(format!("other/{:02}/o{i}", i % 40));
                     sdk.put(&p, bytes::Bytes::from_static(b"x").into())
                         .await
                         .unwrap();
@@ -75,10 +72,35 @@ fn rsync_into_a_full_container_stays_within_its_request_budget() {
             .for_each(|_| async {})
             .await;
     });
-    println!("filled {OTHERS} objects in {:?}", t0.elapsed());
+    t0.elapsed()
+}
+
+/// What one `rsync -a` run through a mount cost.
+struct Run {
+    emu: Emulator,
+    bucket: String,
+    src: tempfile::TempDir,
+    m: Mount,
+    out: std::process::Output,
+    took: Duration,
+    k: ByKind,
+    /// The SDK writing the same number of one-line objects, one PUT each, 32 at a time.
+    raw: Duration,
+}
+
+/// `rsync -a` of `files` small files (in 3 directories) into `dst/` of an Azurite container
+/// already holding `others` objects under `other/`, requests counted at the proxy.
+fn rsync_run(files: usize, others: usize) -> Run {
+    let emu = Emulator::start(Kind::Azure);
+    let bucket = emu.create_bucket();
+    // Another tenant's objects, under another prefix.
+    let sdk = emu.sdk(&bucket);
+    let filled = fill(&sdk, "other", others);
+    println!("filled {others} objects in {filled:?}");
+    let raw = fill(&sdk, "raw", files);
 
     let src = tempfile::tempdir().unwrap();
-    for i in 0..FILES {
+    for i in 0..files {
         let sub = src.path().join(format!("d{}", i % 3));
         std::fs::create_dir_all(&sub).unwrap();
         std::fs::write(sub.join(format!("f{i}.txt")), format!("file {i}\n")).unwrap();
@@ -91,7 +113,7 @@ fn rsync_into_a_full_container_stays_within_its_request_budget() {
 
     let t = Instant::now();
     let out = std::process::Command::new("timeout")
-        .arg("120")
+        .arg("300")
         .arg("rsync")
         .arg("-a")
         .arg(format!("{}/", src.path().display()))
@@ -105,9 +127,33 @@ fn rsync_into_a_full_container_stays_within_its_request_budget() {
         println!("  {l}");
     }
     println!(
-        "rsync -a of {FILES} files over {OTHERS} others: {took:?}, {k:?}, {:.2} requests per file",
-        k.total as f64 / FILES as f64
+        "rsync -a of {files} files over {others} others: {took:?}, {k:?}, {:.2} requests per file; raw SDK {raw:?}",
+        k.total as f64 / files as f64
     );
+    Run {
+        emu,
+        bucket,
+        src,
+        m,
+        out,
+        took,
+        k,
+        raw,
+    }
+}
+
+#[test]
+fn rsync_into_a_full_container_stays_within_its_request_budget() {
+    let Run {
+        emu,
+        bucket,
+        src,
+        m,
+        out,
+        took,
+        k,
+        raw: _,
+    } = rsync_run(FILES, OTHERS);
     assert!(
         out.status.success(),
         "rsync failed: {}\n{}",
@@ -185,4 +231,45 @@ fn a_stalled_head_fails_a_stat_within_the_metadata_timeout() {
         .collect();
     assert_eq!(names, ["a"]);
     assert_eq!(std::fs::read(m.p("a/f")).unwrap(), b"x");
+}
+
+/// The benchmark behind `bench/rsync.sh`: `rsync -a` of `BENCH_RSYNC_FILES` (700) files into
+/// a container holding `BENCH_RSYNC_OTHERS` (20,000) other objects, against the raw SDK
+/// writing as many objects one PUT each. Prints one Markdown table row.
+#[test]
+#[ignore = "benchmark: run by bench/rsync.sh"]
+fn bench_rsync() {
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (files, others) = (
+        env("BENCH_RSYNC_FILES", 700),
+        env("BENCH_RSYNC_OTHERS", 20_000),
+    );
+    let r = rsync_run(files, others);
+    assert!(
+        r.out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&r.out.stderr)
+    );
+    let per = |n: usize| n as f64 / files as f64;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "BENCH-ROW | rsync -a, {files} files, {others} others | {:.1} s | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | raw SDK 1 PUT/file: {:.1} s | {} |",
+        r.took.as_secs_f64(),
+        per(r.k.total),
+        per(r.k.list),
+        per(r.k.head),
+        per(r.k.put),
+        per(r.k.metadata),
+        per(r.k.total - r.k.list - r.k.head - r.k.put - r.k.metadata - r.k.get),
+        r.raw.as_secs_f64(),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
 }
