@@ -214,9 +214,9 @@ pub struct RetryConfig {
     pub request_timeout_secs: u64,
     /// TCP/TLS connect timeout in seconds.
     pub connect_timeout_secs: u64,
-    /// Longest a HEAD, LIST page, delete, copy or metadata update may take, retries
-    /// included, in seconds; past it the call fails (EIO) instead of holding a lookup for
-    /// the request timeout. 0: only the request timeout applies.
+    /// Longest a HEAD, LIST page or delete may take, retries included, in seconds; past it
+    /// the call fails (EIO) instead of holding a lookup for the request timeout. 0: only
+    /// the request timeout applies.
     pub metadata_timeout_secs: u64,
 }
 

@@ -5,10 +5,12 @@
 //! the largest ranged GET or part upload, but a HEAD, a LIST page, a delete, a copy or a
 //! metadata update that has not answered in seconds is stuck, not busy: on a struggling
 //! store (Azurite at 100 % CPU) a stalled HEAD held a `lookup` for 120 s, and `ls` of the
-//! mount root failed with EIO after the kernel gave up. Here each such call, with every retry
-//! the client makes inside it, gets `store.retry.metadata-timeout-secs` (30 s by default);
-//! past it the call fails as `Unavailable` (EIO to the caller, logged) and the mount answers
-//! the next request. Data calls (GET, PUT, uploads) keep the request timeout. The call that
+//! mount root failed with EIO after the kernel gave up. Here each such call (HEAD, a LIST
+//! page, delete, the MD5 check), with every retry the client makes inside it, gets
+//! `store.retry.metadata-timeout-secs` (30 s by default); past it the call fails as
+//! `Unavailable` (EIO to the caller, logged) and the mount answers the next request. Data
+//! calls (GET, PUT, uploads) and those that may move an object's bytes (copies, metadata
+//! updates: S3 copies the object to change it) keep the request timeout. The call that
 //! timed out is not sent again from here: a deadline never adds requests to a struggling
 //! store.
 
@@ -123,9 +125,11 @@ impl Backend for Deadlines {
         self.bounded("DELETE", key, self.inner.delete(key)).await
     }
 
+    // Copies and metadata updates move or rewrite the object's bytes on some stores (an S3
+    // CopyObject of a large object; a rewrite where no metadata-only update exists): they
+    // keep the request timeout.
     async fn copy(&self, from: &str, to: &str, cond: &Precondition) -> Result<PutOutcome> {
-        self.bounded("COPY", to, self.inner.copy(from, to, cond))
-            .await
+        self.inner.copy(from, to, cond).await
     }
 
     async fn copy_typed(
@@ -135,12 +139,7 @@ impl Backend for Deadlines {
         content_type: &str,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
-        self.bounded(
-            "COPY",
-            to,
-            self.inner.copy_typed(from, to, content_type, cond),
-        )
-        .await
+        self.inner.copy_typed(from, to, content_type, cond).await
     }
 
     async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
@@ -154,12 +153,7 @@ impl Backend for Deadlines {
         meta: &PutMeta,
         if_match: Option<&str>,
     ) -> Result<PutOutcome> {
-        self.bounded(
-            "SET METADATA",
-            key,
-            self.inner.set_metadata(key, meta, if_match),
-        )
-        .await
+        self.inner.set_metadata(key, meta, if_match).await
     }
 
     async fn put_appended(

@@ -518,9 +518,9 @@ pub static SETTINGS: &[Setting] = &[
         "store.retry.metadata-timeout-secs",
         Unit::WholeSecs,
         "30",
-        "Longest a HEAD, LIST page, delete, copy or metadata update may take, retries\n\
-         included, in seconds; past it the call fails (EIO) instead of holding a lookup for\n\
-         the request timeout. 0: only the request timeout applies.",
+        "Longest a HEAD, LIST page or delete may take, retries included, in seconds; past it\n\
+         the call fails (EIO) instead of holding a lookup for the request timeout. 0: only\n\
+         the request timeout applies.",
     )
     .range(0, 3_600),
     Setting::new(
