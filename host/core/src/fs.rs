@@ -368,6 +368,20 @@ impl Fs {
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
+        if self.attrs.is_pending(ino)
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            // Its attributes are still held (`attrwrite.rs`) and the node may go with this
+            // forget: write them first (they are written from the node).
+            let (attrs, ns) = (self.attrs.clone(), self.ns.clone());
+            rt.spawn(async move {
+                if let Err(e) = attrs.flush(ino).await {
+                    tracing::warn!(ino, error = %e, "could not write the mode, owner or times of a forgotten file");
+                }
+                lock(&ns.table).forget(ino, n);
+            });
+            return;
+        }
         let gone = {
             let mut t = lock(&self.ns.table);
             t.forget(ino, n);

@@ -354,3 +354,24 @@ async fn a_stalled_head_fails_the_lookup_within_the_metadata_timeout() {
         .store(0, std::sync::atomic::Ordering::SeqCst);
     assert!(fs.lookup(ROOT_INO, "dst").await.is_ok());
 }
+
+/// The kernel may forget a file's inode while its attributes are held: they are written
+/// first, not lost with the node.
+#[tokio::test]
+async fn a_held_change_of_a_forgotten_inode_is_written() {
+    let t = test_fs_on(store_with(0, 0).await, |c| {
+        c.attr_write_delay = Duration::from_secs(3600);
+    });
+    let a = create_write_close(&t.fs, ROOT_INO, "f", b"x").await;
+    t.fs.setattr(a, chmod(0o611)).await.unwrap();
+    t.fs.forget(a, 1);
+    for _ in 0..50 {
+        if t.fs.pending_attr_writes() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(t.fs.pending_attr_writes(), 0);
+    let other = mount(t.mem.clone());
+    assert_eq!(other.fs.lookup(ROOT_INO, "f").await.unwrap().perm, 0o611);
+}
