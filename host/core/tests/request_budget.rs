@@ -375,3 +375,34 @@ async fn a_held_change_of_a_forgotten_inode_is_written() {
     let other = mount(t.mem.clone());
     assert_eq!(other.fs.lookup(ROOT_INO, "f").await.unwrap().perm, 0o611);
 }
+
+/// A directory with a marker whose attributes expired (once a second by default, all the
+/// time while rsync works in it) is revalidated with one HEAD of its marker, no LIST.
+#[tokio::test]
+async fn an_expired_directory_is_revalidated_with_one_head() {
+    let t = test_fs_on(store_with(100, 0).await, |c| {
+        c.attr_ttl = Duration::from_millis(50);
+        c.list_ttl = Duration::from_secs(60);
+        c.negative_ttl = Duration::from_secs(60);
+    });
+    let d = t.fs.mkdir(ROOT_INO, "dst", 0o750, ME).await.unwrap().ino;
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let before = t.c.kinds();
+    let a = t.fs.getattr(d).await.unwrap();
+    let k = t.c.kinds() - before;
+    report("getattr of an expired directory", k);
+    assert_eq!(
+        k,
+        Kinds {
+            head: 1,
+            ..Default::default()
+        }
+    );
+    assert_eq!((a.kind, a.perm), (blobmount_core::Kind::Dir, 0o750));
+    // Its marker gone (another client removed the directory): found absent.
+    blobmount_backend::Backend::delete(&*t.mem, "dst/")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(t.fs.getattr(d).await, Err(FsError::NotFound));
+}
