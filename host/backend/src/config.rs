@@ -279,6 +279,10 @@ pub struct RetryConfig {
     pub request_timeout_secs: u64,
     /// TCP/TLS connect timeout in seconds.
     pub connect_timeout_secs: u64,
+    /// Longest a HEAD, LIST page or delete may take, retries included, in seconds; past it
+    /// the call fails (EIO) instead of holding a lookup for the request timeout. 0: only
+    /// the request timeout applies.
+    pub metadata_timeout_secs: u64,
 }
 
 impl Default for RetryConfig {
@@ -290,6 +294,7 @@ impl Default for RetryConfig {
             retry_timeout_secs: 60,
             request_timeout_secs: 120,
             connect_timeout_secs: 5,
+            metadata_timeout_secs: 30,
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod azblocks;
 pub mod azure;
 pub mod checksum;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod gcs;
 pub mod listing;
@@ -58,13 +59,17 @@ pub use error::BackendError;
 /// Build a backend from configuration: the one place that picks a type by store kind.
 pub async fn open(cfg: &StoreConfig) -> Result<Arc<dyn Backend>> {
     let url = cfg.parsed_url()?;
-    Ok(match url.kind {
+    let limit = std::time::Duration::from_secs(cfg.retry.metadata_timeout_secs);
+    let backend: Arc<dyn Backend> = match url.kind {
         StoreKind::Memory => Arc::new(memory::MemoryBackend::new()),
         StoreKind::Azure => Arc::new(azure::AzureBackend::open(&url, cfg)?),
         StoreKind::S3 => Arc::new(s3::S3Backend::open(&url, cfg)?),
         StoreKind::Gcs => Arc::new(gcs::GcsBackend::open(&url, cfg)?),
         StoreKind::File => Arc::new(local::LocalBackend::open(&url, cfg)?),
-    })
+    };
+    // Metadata requests (HEAD, LIST, delete, copy, metadata) get seconds, not the data
+    // requests' timeout (`deadline.rs`).
+    Ok(deadline::Deadlines::wrap(backend, limit))
 }
 
 /// Install the process-wide TLS crypto provider (ring). Idempotent.

@@ -9,6 +9,7 @@
 //! throttling and 5xx with exponential backoff and full jitter, bounded by the store's retry
 //! configuration.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -41,12 +42,55 @@ pub enum Signer {
     },
 }
 
-/// A clone shares the connection pool and the credential cache.
+/// A clone shares the connection pool, the credential cache and the retry budget.
 #[derive(Clone)]
 pub struct Rest {
     http: reqwest::Client,
     retry: RetryConfig,
     signer: Signer,
+    budget: Arc<RetryBudget>,
+}
+
+/// Retries one store's requests may still make (a token bucket shared by all of them): a
+/// retry spends a token, a success earns a tenth of one back, up to [`RetryBudget::CAP`].
+/// While the store answers, every failure may be retried; when most requests fail (a store
+/// down or drowning), retries stop at about one per ten successes instead of multiplying
+/// each request by `max-retries + 1` (no retry storm).
+#[derive(Debug)]
+pub struct RetryBudget {
+    /// Tokens, in tenths.
+    tenths: std::sync::atomic::AtomicU64,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget {
+            tenths: std::sync::atomic::AtomicU64::new(Self::CAP * 10),
+        }
+    }
+}
+
+impl RetryBudget {
+    /// Most tokens the bucket holds (a burst of failures retried at once).
+    pub const CAP: u64 = 10;
+
+    /// Spend a token for a retry; `false` (no retry) when none is left.
+    pub fn try_spend(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.tenths
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| t.checked_sub(10))
+            .is_ok()
+    }
+
+    /// A request succeeded: earn a tenth of a token.
+    pub fn earn(&self) {
+        use std::sync::atomic::Ordering;
+        let _ = self
+            .tenths
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                (t < Self::CAP * 10).then_some(t + 1)
+            });
+    }
 }
 
 impl std::fmt::Debug for Rest {
@@ -82,6 +126,7 @@ impl Rest {
             http,
             retry,
             signer,
+            budget: Arc::new(RetryBudget::default()),
         })
     }
 
@@ -173,9 +218,16 @@ impl Rest {
                 Err(SendError::Http(e)) => e.is_connect() || e.is_timeout() || e.is_request(),
                 Err(SendError::Backend(_)) => false,
             };
+            if matches!(&outcome, Ok(r) if r.status().is_success()) {
+                self.budget.earn();
+            }
             let budget_left =
                 started.elapsed() < Duration::from_secs(self.retry.retry_timeout_secs);
-            if !retryable || attempt >= self.retry.max_retries || !budget_left {
+            if !retryable
+                || attempt >= self.retry.max_retries
+                || !budget_left
+                || !self.budget.try_spend()
+            {
                 return match outcome {
                     Ok(r) => Ok(r),
                     Err(SendError::Backend(e)) => Err(e),
@@ -314,6 +366,26 @@ fn hex(c: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A burst of failures spends the bucket and then retries stop; successes earn retries
+    /// back at one per ten.
+    #[test]
+    fn the_retry_budget_stops_a_retry_storm() {
+        let b = RetryBudget::default();
+        let retried = (0..100).filter(|_| b.try_spend()).count();
+        assert_eq!(retried as u64, RetryBudget::CAP);
+        for _ in 0..30 {
+            b.earn();
+        }
+        assert_eq!((0..100).filter(|_| b.try_spend()).count(), 3);
+        for _ in 0..1000 {
+            b.earn();
+        }
+        assert_eq!(
+            (0..100).filter(|_| b.try_spend()).count() as u64,
+            RetryBudget::CAP
+        );
+    }
 
     #[test]
     fn segments_are_fully_encoded() {

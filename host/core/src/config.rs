@@ -56,6 +56,9 @@ pub struct FsConfig {
     pub write_part_size: usize,
     /// Parts of one file in flight at once.
     pub write_parts_in_flight: usize,
+    /// How long a change of mode, owner or times of a closed file is held so that changes
+    /// following each other go up as one request (zero: written at once).
+    pub attr_write_delay: Duration,
     /// The content type each upload carries, by file name.
     pub content_types: crate::contenttype::ContentTypes,
 }
@@ -87,6 +90,7 @@ impl FsConfig {
             write_streaming: true,
             write_part_size: 64 * 1024,
             write_parts_in_flight: 4,
+            attr_write_delay: Duration::from_millis(200),
             content_types: Default::default(),
         }
     }

@@ -147,15 +147,7 @@ impl Fs {
         if local {
             return Err(FsError::Exists);
         }
-        let free = {
-            let t = lock(&self.ns.table);
-            t.child(parent, name).is_none()
-                && t.get(parent).is_some_and(|p| {
-                    p.dir
-                        .is_known_free(name, self.cfg.negative_ttl, p.policy.list_ttl)
-                })
-        };
-        if free {
+        if self.ns.known_free(parent, name) {
             // Found absent moments ago (the kernel looks a name up before creating it), or
             // missing from a fresh listing that left nothing out. The upload or marker is
             // conditional on absence anyway, so a creation racing another client's is
@@ -223,10 +215,18 @@ impl Fs {
             t.child(parent, name)
                 .and_then(|ino| t.get(ino).map(|n| (ino, n.clone())))
         };
-        if let Some((ino, n)) = known
-            && (self.ns.fresh(&n) || self.files.is_open_dirty(ino))
-        {
-            return Ok((Some(ino), n));
+        match known {
+            Some((ino, n)) if self.ns.fresh(&n) || self.files.holds_news(ino) => {
+                return Ok((Some(ino), n));
+            }
+            Some(_) => {}
+            None if self.ns.known_absent(parent, name) => {
+                // A fresh listing or negative entry says so: no request (the target of a
+                // rename onto a new name, `rsync`'s final name).
+                self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
+                return Err(FsError::NotFound);
+            }
+            None => {}
         }
         let p: Probe = self
             .ns
@@ -289,6 +289,7 @@ impl Fs {
         }
         if let Some(ino) = ino {
             self.files.mark_unlinked(ino).await;
+            self.attrs.forget(ino);
         }
         if !node.local_only {
             let key = self.ns.child_key(&self.ns.key_of(parent)?, &node.seg);
@@ -517,8 +518,9 @@ impl Fs {
                 }
             }
             // Open files inside are uploaded first, so the listing below has them and the
-            // copy carries their data.
+            // copy carries their data; so are attributes held for a moment (`attrwrite.rs`).
             self.files.flush_held(&mut held, replaced).await?;
+            self.attrs.flush_all().await;
             let keys = self.collect_tree(&from, self.cfg.rename_dir_limit).await?;
             if keys.len() > self.cfg.rename_dir_limit {
                 return Err(FsError::RenameTooLarge(keys.len()));
@@ -549,12 +551,16 @@ impl Fs {
             let local_only = ino
                 .and_then(|i| lock(&self.ns.table).get(i).map(|n| n.local_only))
                 .unwrap_or(false);
+            if let Some(i) = ino {
+                // Mode and times held for a moment go up now, and the copy carries them.
+                self.attrs.flush(i).await?;
+            }
             if !local_only {
                 // A renamed file takes its new name's type (a deliberate type of the old
                 // object does not outlive its name); the copy carries it where it can.
                 let new_type = (node.kind == Kind::File)
                     .then(|| self.config().content_types.for_name(&to).to_string());
-                match &new_type {
+                let copied = match &new_type {
                     Some(ct) if node.content_type.as_deref() != Some(ct.as_str()) => {
                         self.backend
                             .copy_typed(&from, &to, ct, &Precondition::None)
@@ -563,10 +569,15 @@ impl Fs {
                     Some(_) | None => self.backend.copy(&from, &to, &Precondition::None).await?,
                 };
                 ignore_missing(self.backend.delete(&from).await)?;
-                if let (Some(ct), Some(i)) = (new_type, ino)
+                if let Some(i) = ino
                     && let Some(n) = lock(&self.ns.table).get_mut(i)
                 {
-                    n.content_type = Some(ct);
+                    if let Some(ct) = new_type {
+                        n.content_type = Some(ct);
+                    }
+                    // The copy is a new version: a later metadata write is conditional on
+                    // it (or on nothing, where the store does not report the copy's ETag).
+                    n.etag = copied.etag;
                 }
             }
         }

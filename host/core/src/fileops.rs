@@ -130,6 +130,13 @@ impl Fs {
             self.ns.check_node_writable(ino)?;
         }
         if self.files.entry(ino).is_none() {
+            // Attributes held for a moment go up before an open for writing: its uploads
+            // are conditional on the version they make. A read-only open leaves them held
+            // (written after its last release: the timer skips open files, so its reads
+            // stay pinned to the version they opened).
+            if writable || flags & libc::O_TRUNC != 0 {
+                self.attrs.flush(ino).await?;
+            }
             self.ns.revalidate_if_policy_says(ino);
             self.getattr(ino).await?;
         }
@@ -307,7 +314,22 @@ impl Fs {
     }
 
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
-        self.flush(fh).await
+        let h = self.files.handle(fh)?;
+        let mut st = h.entry.state.lock().await;
+        self.files.upload_locked(h.ino, &h.entry, &mut st).await?;
+        // Mode, owner or times held for a moment are durable after fsync too.
+        if self.attrs.is_pending(h.ino) {
+            let before = lock(&self.ns.table).get(h.ino).and_then(|n| n.etag.clone());
+            self.attrs.flush(h.ino).await?;
+            // The store's version changed by the metadata update only: this open file's
+            // next upload is conditional on the new one.
+            if st.exists_remote && st.base_etag.is_some() && st.base_etag == before {
+                let etag = lock(&self.ns.table).get(h.ino).and_then(|n| n.etag.clone());
+                st.base_etag = etag.clone();
+                st.read_etag = etag;
+            }
+        }
+        Ok(())
     }
 
     /// Before shutting down: upload every modified open file. Data that cannot be uploaded
@@ -335,7 +357,9 @@ impl Fs {
                 }
             }
         }
-        (uploaded, kept)
+        // Mode, owner and times held for a moment (`attrwrite.rs`).
+        let failed = self.attrs.flush_all().await;
+        (uploaded, kept + failed)
     }
 
     /// FUSE release: last handle of a modified file uploads; data that cannot be uploaded
@@ -369,6 +393,10 @@ impl Fs {
         entry.retired.store(true, Ordering::Release);
         drop(st);
         self.files.forget_entry(h.ino, &entry);
+        // A change of mode or times made while it was open (often just after close, before
+        // this release arrived) is held for the delay from now, so the changes that follow
+        // (rsync's utimensat after its chmod) still go up with it (`attrwrite.rs`).
+        self.attrs.closed(h.ino);
         // A file created here whose upload failed is not in the store: drop its entry.
         let mut t = lock(&self.ns.table);
         if let Some(n) = t.get_mut(h.ino)

@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use blobmount_backend::{Backend, BackendError, PutMeta};
+use blobmount_backend::{Backend, BackendError};
 use blobmount_policy_api::Policy;
 use tracing::debug;
 
-use crate::attr::{self, Attr, Kind};
+use crate::attr::{Attr, Kind};
+use crate::attrwrite::AttrWriter;
 use crate::blockpool::BlockPool;
 use crate::budget::MemoryBudget;
 use crate::config::FsConfig;
@@ -20,7 +21,7 @@ use crate::error::{FsError, FsResult};
 use crate::filecache::{FileCache, FileCacheConfig};
 use crate::files::Files;
 use crate::inode::find_entry;
-use crate::inode::{Hidden, Marker, Node, ROOT_INO, Stamp, Table};
+use crate::inode::{Hidden, Node, ROOT_INO, Stamp, Table};
 use crate::journal::Journal;
 use crate::names::{self};
 use crate::namespace::Namespace;
@@ -41,6 +42,8 @@ pub struct Fs {
     /// Open files, handles and the write path (`files/`).
     pub(crate) files: Files,
     pub(crate) dir_handles: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    /// Mode, owner and times on their way to the store (`attrwrite.rs`).
+    pub(crate) attrs: Arc<AttrWriter>,
     /// Plans of directory renames in progress (`journal.rs`).
     pub(crate) journal: Journal,
     /// Bytes of read-ahead blocks held or in flight, for all readers together.
@@ -60,6 +63,15 @@ impl std::fmt::Debug for Fs {
             .field("backend", &self.backend.describe())
             .finish()
     }
+}
+
+/// Whether an attribute change may be held and coalesced with the ones that follow
+/// (chmod/chown/utimens, `attrwrite.rs`) or is written now (extended attributes: a program
+/// that sets one reads it back through the store's API at once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Persist {
+    Coalesce,
+    Now,
 }
 
 impl Fs {
@@ -108,6 +120,16 @@ impl Fs {
             now,
         ));
         let pool = BlockPool::new(budget.clone());
+        let open_files = Arc::new(Mutex::new(HashMap::new()));
+        let attrs = {
+            let open = open_files.clone();
+            AttrWriter::new(
+                ns.clone(),
+                backend.clone(),
+                cfg.attr_write_delay,
+                Box::new(move |ino| lock(&open).contains_key(&ino)),
+            )
+        };
         let files = Files {
             backend: backend.clone(),
             cfg: cfg.clone(),
@@ -115,7 +137,8 @@ impl Fs {
             ns: ns.clone(),
             budget: budget.clone(),
             file_cache: file_cache.clone(),
-            open_files: Mutex::new(HashMap::new()),
+            open_files,
+            attrs: attrs.clone(),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             opened_etags: Mutex::new(HashMap::new()),
@@ -127,6 +150,7 @@ impl Fs {
             ns,
             files,
             dir_handles: Mutex::new(HashMap::new()),
+            attrs,
             journal,
             budget,
             pool,
@@ -149,6 +173,12 @@ impl Fs {
     /// Open files with changes the store does not have yet.
     pub fn pending_uploads(&self) -> usize {
         self.files.pending_uploads()
+    }
+
+    /// Changes of mode, owner or times held for a moment and not in the store yet
+    /// (`attrwrite.rs`; written within `write.attr-delay-ms`, at fsync and at unmount).
+    pub fn pending_attr_writes(&self) -> usize {
+        self.attrs.pending_count()
     }
 
     /// Deal with what a previous daemon left unfinished: directory renames (rolled back or
@@ -215,7 +245,7 @@ impl Fs {
             if let Some(ino) = t.child(parent, name) {
                 let fresh = t
                     .get(ino)
-                    .map(|n| self.ns.fresh(n) || self.files.is_open_dirty(ino))
+                    .map(|n| self.ns.fresh(n) || self.files.holds_news(ino))
                     .unwrap_or(false);
                 if fresh && let Some(n) = t.get_mut(ino) {
                     n.lookups += 1;
@@ -347,6 +377,20 @@ impl Fs {
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
+        if self.attrs.is_pending(ino)
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            // Its attributes are still held (`attrwrite.rs`) and the node may go with this
+            // forget: write them first (they are written from the node).
+            let (attrs, ns) = (self.attrs.clone(), self.ns.clone());
+            rt.spawn(async move {
+                if let Err(e) = attrs.flush(ino).await {
+                    tracing::warn!(ino, error = %e, "could not write the mode, owner or times of a forgotten file");
+                }
+                lock(&ns.table).forget(ino, n);
+            });
+            return;
+        }
         let gone = {
             let mut t = lock(&self.ns.table);
             t.forget(ino, n);
@@ -366,7 +410,7 @@ impl Fs {
                 n.parent,
                 n.name.clone(),
                 // A node without a name (unlinked while open) has nothing to revalidate.
-                ino == ROOT_INO || n.detached || self.ns.fresh(n) || self.files.is_open_dirty(ino),
+                ino == ROOT_INO || n.detached || self.ns.fresh(n) || self.files.holds_news(ino),
                 n.stamp(),
             )
         };
@@ -415,7 +459,7 @@ impl Fs {
         let Some(n) = t.get(ino) else {
             return false;
         };
-        self.files.is_open_dirty(ino) || before.is_some_and(|s| *s != n.stamp())
+        self.files.holds_news(ino) || before.is_some_and(|s| *s != n.stamp())
     }
 
     /// FUSE setattr: truncate, chmod, chown, utimens. Persisted in object metadata.
@@ -437,7 +481,7 @@ impl Fs {
             || req.mtime.is_some()
             || req.atime.is_some();
         if changes_meta {
-            self.change_attrs(ino, |n| {
+            self.change_attrs(ino, Persist::Coalesce, |n| {
                 if let Some(p) = req.perm {
                     n.perm = p & 0o7777;
                 }
@@ -462,12 +506,14 @@ impl Fs {
 
     /// Apply `edit` to node `ino`'s attributes (and set its ctime), then persist them: with
     /// the open file's pending upload when it has changes the store lacks (nothing is sent
-    /// now), else as one metadata update ([`Fs::persist_attrs`]). The one place attribute
+    /// now), else as one metadata update ([`Fs::persist_attrs`]), held briefly and coalesced
+    /// with the changes that follow when `how` allows it (`attrwrite.rs`). The one place attribute
     /// changes are written: setattr and the extended attributes (`xattr.rs`) share it. An
     /// error from `edit` changes nothing.
     pub(crate) async fn change_attrs(
         &self,
         ino: u64,
+        how: Persist,
         edit: impl FnOnce(&mut Node) -> FsResult<()> + Send,
     ) -> FsResult<()> {
         // No rename moves the file meanwhile (the metadata update goes to its key).
@@ -482,12 +528,13 @@ impl Fs {
         let dirty = open
             .as_ref()
             .is_some_and(|e| e.dirty.load(std::sync::atomic::Ordering::Acquire));
-        {
+        let kind = {
             let mut t = lock(&self.ns.table);
             let n = t.get_mut(ino).ok_or(FsError::NotFound)?;
             edit(n)?;
             n.ctime = SystemTime::now();
-        }
+            n.kind
+        };
         if dirty {
             // Open and modified: the metadata goes up with the data at flush.
             if let Some(g) = st.as_mut() {
@@ -495,6 +542,13 @@ impl Fs {
                 // A crash before the upload recovers the new attributes too.
                 self.files.record_staged(ino, g, true)?;
             }
+        } else if how == Persist::Coalesce && self.attrs.can_defer(kind) {
+            // Held briefly so that the changes that follow (rsync's chmod, then utimensat,
+            // then rename) go up as one request. The kernel sends a close's release after
+            // close returns, so the file may still look open here: then the change waits
+            // for its last release (or is carried by its next upload; `attrwrite.rs`), and
+            // never changes the version an open file's upload is conditional on meanwhile.
+            self.attrs.defer(ino);
         } else {
             let before = lock(&self.ns.table).get(ino).and_then(|n| n.etag.clone());
             self.persist_attrs(ino).await?;
@@ -516,81 +570,9 @@ impl Fs {
         Ok(())
     }
 
-    /// Write the node's attributes to the store.
+    /// Write the node's attributes to the store (now; a held change of it goes with them).
     pub(crate) async fn persist_attrs(&self, ino: u64) -> FsResult<()> {
-        let key = self.ns.key_of(ino)?;
-        let node = lock(&self.ns.table)
-            .get(ino)
-            .cloned()
-            .ok_or(FsError::NotFound)?;
-        let mut meta = attr::encode(
-            &node.meta, node.kind, node.perm, node.uid, node.gid, node.mtime,
-        );
-        attr::encode_times(&mut meta, node.ctime, node.atime);
-        // Stores that rewrite the object to change its metadata (Azure, S3) would drop its
-        // type otherwise.
-        let content_type = (node.kind == Kind::File).then(|| {
-            crate::contenttype::upload_type(
-                &self.config().content_types,
-                &node.seg,
-                node.content_type.as_deref(),
-            )
-        });
-        let put = match node.kind {
-            Kind::Dir => {
-                let marker_key = match node.marker {
-                    Marker::Folder => key.clone(),
-                    Marker::Slash => format!("{key}/"),
-                    Marker::None if self.backend.capabilities().dir_markers => format!("{key}/"),
-                    Marker::None => key.clone(),
-                };
-                if !self.backend.capabilities().dir_markers {
-                    meta.insert(attr::META_FOLDER.into(), "true".into());
-                }
-                let pm = PutMeta {
-                    metadata: meta,
-                    content_type: None,
-                };
-                let r = self
-                    .backend
-                    .put(
-                        &marker_key,
-                        bytes::Bytes::new(),
-                        &pm,
-                        &blobmount_backend::Precondition::None,
-                    )
-                    .await?;
-                let marker = if marker_key.ends_with('/') {
-                    Marker::Slash
-                } else {
-                    Marker::Folder
-                };
-                if let Some(n) = lock(&self.ns.table).get_mut(ino) {
-                    n.marker = marker;
-                }
-                r
-            }
-            Kind::File | Kind::Symlink => {
-                let pm = PutMeta {
-                    metadata: meta,
-                    content_type: content_type.clone(),
-                };
-                self.backend
-                    .set_metadata(&key, &pm, node.etag.as_deref())
-                    .await?
-            }
-        };
-        let mut t = lock(&self.ns.table);
-        if let Some(n) = t.get_mut(ino) {
-            if node.kind != Kind::Dir {
-                n.etag = put.etag.or(n.etag.take());
-            }
-            if node.kind == Kind::File {
-                n.content_type = content_type;
-            }
-            n.fetched = Some(Instant::now());
-        }
-        Ok(())
+        self.attrs.write_now(ino).await
     }
 
     pub async fn readlink(&self, ino: u64) -> FsResult<String> {

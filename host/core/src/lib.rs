@@ -7,6 +7,7 @@
 //! storage only through `blobmount_backend::Backend`.
 
 pub mod attr;
+mod attrwrite;
 mod blocking;
 pub mod blockpool;
 pub mod budget;

@@ -118,7 +118,7 @@ pub(crate) fn refresh(fs: &Fs, path: &str, recursive: bool) -> FsResult<Refresh>
             let Some(n) = t.get(ino) else { continue };
             let (parent, name, kind) = (n.parent, n.name.clone(), n.kind);
             let shown = || t.path_of(ino).unwrap_or_else(|| name.clone());
-            if n.local_only || fs.files.is_open_dirty(ino) {
+            if n.local_only || fs.files.holds_news(ino) {
                 out.skipped.push(shown());
                 continue;
             }

@@ -348,7 +348,7 @@ impl Fs {
             .map(|n| n.meta.clone())
             .ok_or(FsError::NotFound)?;
         let r = self
-            .change_attrs(ino, |n| {
+            .change_attrs(ino, crate::fs::Persist::Now, |n| {
                 let mut m = n.meta.clone();
                 edit(&mut m)?;
                 if rules.max_total > 0 {

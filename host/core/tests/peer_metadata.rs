@@ -120,7 +120,8 @@ async fn rclone_s3fs_and_gsutil_keys_give_modes_owners_and_times() {
 
 #[tokio::test]
 async fn changing_attributes_keeps_the_peers_keys_in_step() {
-    let t = fresh();
+    // Written at once (not held and coalesced), so the store can be looked at right after.
+    let t = test_fs(|c| c.attr_write_delay = std::time::Duration::ZERO);
     put_meta(
         &t.mem,
         "g.txt",

@@ -176,6 +176,7 @@ pub struct WriteConfig {
     pub checksums: bool,
     pub part_size_mib: usize,
     pub parts_in_flight: usize,
+    pub attr_delay_ms: u64,
     pub content_types: BTreeMap<String, String>,
     pub content_type_default: String,
 }
@@ -188,6 +189,7 @@ impl Default for WriteConfig {
             checksums: true,
             part_size_mib: 8,
             parts_in_flight: 4,
+            attr_delay_ms: 200,
             content_types: BTreeMap::new(),
             content_type_default: blobmount_core::contenttype::OCTET_STREAM.into(),
         }

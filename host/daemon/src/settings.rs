@@ -515,6 +515,15 @@ pub static SETTINGS: &[Setting] = &[
     )
     .range(0, 600),
     Setting::new(
+        "store.retry.metadata-timeout-secs",
+        Unit::WholeSecs,
+        "30",
+        "Longest a HEAD, LIST page or delete may take, retries included, in seconds; past it\n\
+         the call fails (EIO) instead of holding a lookup for the request timeout. 0: only\n\
+         the request timeout applies.",
+    )
+    .range(0, 3_600),
+    Setting::new(
         "mount.threads",
         Unit::Count,
         "2",
@@ -604,6 +613,16 @@ pub static SETTINGS: &[Setting] = &[
          `cache.read-memory-mib`, shared with read-ahead.",
     )
     .range(1, 64),
+    Setting::new(
+        "write.attr-delay-ms",
+        Unit::Millis,
+        "200",
+        "How long a change of mode, owner or times of a closed file is held before it is\n\
+         written, so changes that follow each other (rsync's chmod, utimensat, rename) cost\n\
+         one request. Written earlier by fsync, open, rename and unmount; a crash within\n\
+         the delay loses it. 0 writes each change at once.",
+    )
+    .range(0, 5_000),
     Setting::new(
         "write.content-types",
         Unit::Mapping,

@@ -176,6 +176,8 @@ impl Files {
                 st.read_etag = etag.clone();
                 st.exists_remote = true;
                 st.attrs_changed = false;
+                // The upload carried the node's mode, owner and times.
+                self.attrs.forget(ino);
                 st.upload_id = new_upload_id();
                 // The store holds exactly the staged bytes now: a later append sends only what
                 // follows them.

@@ -108,7 +108,9 @@ pub(crate) struct Files {
     /// The open state of each open inode. Its own short lock, taken after `ns.table` and
     /// before the gate's state; an entry's `state` (tokio mutex) is taken with this lock
     /// released, and guards everything in [`OpenFile`].
-    pub(crate) open_files: Mutex<HashMap<u64, Arc<OpenEntry>>>,
+    pub(crate) open_files: Arc<Mutex<HashMap<u64, Arc<OpenEntry>>>>,
+    /// Mode, owner and times held for a short while (`attrwrite.rs`).
+    pub(crate) attrs: Arc<crate::attrwrite::AttrWriter>,
     /// Handles by number. Its own short lock, never held with another.
     pub(crate) handles: Mutex<HashMap<u64, Arc<Handle>>>,
     /// File and directory handle numbers.
@@ -130,6 +132,12 @@ impl Files {
             .get(&ino)
             .map(|e| e.dirty.load(Ordering::Acquire))
             .unwrap_or(false)
+    }
+
+    /// Whether what the node of `ino` says is newer than the store: an open file with
+    /// changes not uploaded yet, or attributes held for a moment (`attrwrite.rs`).
+    pub(crate) fn holds_news(&self, ino: u64) -> bool {
+        self.is_open_dirty(ino) || self.attrs.is_pending(ino)
     }
 
     /// Open files with changes the store does not have yet.

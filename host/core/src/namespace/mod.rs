@@ -147,6 +147,30 @@ impl Namespace {
                 .unwrap_or(false)
     }
 
+    /// `name` is not shown in directory `parent` (absent, or hidden by the filter), as a
+    /// negative entry or a fresh listing says: a lookup of it needs no request. Not known to
+    /// the inode table (the caller checks that first).
+    pub(crate) fn known_absent(&self, parent: u64, name: &str) -> bool {
+        lock(&self.table).get(parent).is_some_and(|p| {
+            p.dir.is_known_absent(name, self.cfg.negative_ttl)
+                || p.dir
+                    .fresh_listing(p.policy.list_ttl)
+                    .is_some_and(|l| crate::inode::find_entry(l, name).is_none())
+        })
+    }
+
+    /// Nothing in the store has `name` in `parent` (not even an object the filter hides),
+    /// as a negative entry or a fresh listing that left nothing out says, and the inode
+    /// table has no entry for it: creating it or renaming onto it needs no request first.
+    pub(crate) fn known_free(&self, parent: u64, name: &str) -> bool {
+        let t = lock(&self.table);
+        t.child(parent, name).is_none()
+            && t.get(parent).is_some_and(|p| {
+                p.dir
+                    .is_known_free(name, self.cfg.negative_ttl, p.policy.list_ttl)
+            })
+    }
+
     /// Build a node from what the store returned, with the policy's decisions for it
     /// (`None`: the filter hides it).
     pub(crate) fn node_from(&self, parent: u64, name: &str, p: &Probe) -> FsResult<Option<Node>> {

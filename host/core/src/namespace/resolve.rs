@@ -91,6 +91,45 @@ impl Namespace {
         Ok(head.map(|h| Probe::file(seg, h)))
     }
 
+    /// [`Namespace::probe`] of a name known to be a directory with a marker object (a
+    /// directory revalidated once its attributes expire): one HEAD of the marker answers it,
+    /// where a probe sends a HEAD and a LIST (the LIST costs most, and on Azurite more the
+    /// bigger the container). A marker gone is probed in full.
+    pub(crate) async fn probe_dir(
+        &self,
+        parent_key: &str,
+        seg: &str,
+        marker: Marker,
+    ) -> FsResult<Option<Probe>> {
+        let key = self.child_key(parent_key, seg);
+        let marker_key = match marker {
+            Marker::Folder => key,
+            Marker::Slash => format!("{key}/"),
+            Marker::None => return self.probe(parent_key, seg).await,
+        };
+        match self.backend.head(&marker_key).await {
+            Ok(h) => {
+                let m = attr::decode(h.metadata.as_ref().unwrap_or(&UserMetadata::new()));
+                let is_dir = match marker {
+                    Marker::Folder => m.kind == Some(Kind::Dir),
+                    Marker::Slash | Marker::None => true,
+                };
+                if is_dir {
+                    return Ok(Some(Probe {
+                        kind: Kind::Dir,
+                        seg: seg.into(),
+                        info: Some(h),
+                        marker,
+                        verdict: None,
+                    }));
+                }
+            }
+            Err(BackendError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.probe(parent_key, seg).await
+    }
+
     /// Resolve `name` in directory `parent` against the store; objects the filter hides are
     /// absent.
     pub(crate) async fn resolve(&self, parent: u64, name: &str) -> FsResult<Option<Probe>> {
@@ -173,7 +212,20 @@ impl Namespace {
         if name.len() > names::NAME_MAX {
             return Err(FsError::NameTooLong);
         }
-        let found = self.probe(&parent_key, name).await?;
+        // A directory this mount knows with a marker: one HEAD of the marker.
+        let known_dir = {
+            let t = lock(&self.table);
+            t.child(parent, name)
+                .and_then(|i| t.get(i))
+                .filter(|n| n.kind == Kind::Dir && n.seg == name)
+                .map(|n| n.marker)
+        };
+        let found = match known_dir {
+            Some(m @ (Marker::Folder | Marker::Slash)) => {
+                self.probe_dir(&parent_key, name, m).await?
+            }
+            Some(Marker::None) | None => self.probe(&parent_key, name).await?,
+        };
         if found.is_none()
             && let Some(base) = name.strip_suffix(FILE_SUFFIX)
         {

@@ -152,6 +152,10 @@ impl Namespace {
     /// EACCES if `name` in `parent` is an object the filter hides (it looks absent, but must
     /// not be created or renamed over).
     pub(crate) async fn check_not_hidden(&self, parent: u64, name: &str) -> FsResult<()> {
+        if self.known_free(parent, name) {
+            // Nothing in the store has the name, as a fresh listing or negative entry says.
+            return Ok(());
+        }
         match self.resolve_unfiltered(parent, name).await? {
             Some(p) if self.probe_verdict(parent, &p)? == Verdict::Hidden => Err(
                 FsError::AccessDenied("the name is taken by an object the filter hides"),

@@ -18,8 +18,15 @@ pub struct Counting {
     pub lists: AtomicUsize,
     pub gets: AtomicUsize,
     pub get_bytes: AtomicU64,
+    /// Whole-object writes (`put`, `put_file`, `put_appended`, started part uploads).
+    pub puts: AtomicUsize,
+    pub copies: AtomicUsize,
+    pub deletes: AtomicUsize,
+    pub set_metas: AtomicUsize,
     /// Milliseconds each GET waits before answering.
     pub get_delay_ms: AtomicU64,
+    /// Milliseconds each HEAD waits before answering (a stalled store).
+    pub head_delay_ms: AtomicU64,
     /// Report a wrong MD5 for every object (a corrupted download, as seen by the reader).
     pub bad_md5: AtomicBool,
 }
@@ -37,9 +44,55 @@ impl Counting {
         (self.heads.load(SeqCst), self.lists.load(SeqCst))
     }
 
+    /// Every request so far, by kind.
+    pub fn kinds(&self) -> Kinds {
+        Kinds {
+            head: self.heads.load(SeqCst),
+            list: self.lists.load(SeqCst),
+            get: self.gets.load(SeqCst),
+            put: self.puts.load(SeqCst),
+            copy: self.copies.load(SeqCst),
+            delete: self.deletes.load(SeqCst),
+            set_meta: self.set_metas.load(SeqCst),
+        }
+    }
+
     /// `(GETs, bytes fetched)` so far.
     pub fn gets(&self) -> (usize, u64) {
         (self.gets.load(SeqCst), self.get_bytes.load(SeqCst))
+    }
+}
+
+/// Requests by kind (see [`Counting::kinds`]); subtract two to get what happened between.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Kinds {
+    pub head: usize,
+    pub list: usize,
+    pub get: usize,
+    pub put: usize,
+    pub copy: usize,
+    pub delete: usize,
+    pub set_meta: usize,
+}
+
+impl Kinds {
+    pub fn total(&self) -> usize {
+        self.head + self.list + self.get + self.put + self.copy + self.delete + self.set_meta
+    }
+}
+
+impl std::ops::Sub for Kinds {
+    type Output = Kinds;
+    fn sub(self, o: Kinds) -> Kinds {
+        Kinds {
+            head: self.head - o.head,
+            list: self.list - o.list,
+            get: self.get - o.get,
+            put: self.put - o.put,
+            copy: self.copy - o.copy,
+            delete: self.delete - o.delete,
+            set_meta: self.set_meta - o.set_meta,
+        }
     }
 }
 
@@ -53,6 +106,10 @@ impl Backend for Counting {
     }
     async fn head(&self, key: &str) -> blobmount_backend::Result<blobmount_backend::ObjectInfo> {
         self.heads.fetch_add(1, SeqCst);
+        let delay = self.head_delay_ms.load(SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         self.inner.head(key).await
     }
     async fn get_range(
@@ -79,6 +136,7 @@ impl Backend for Counting {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.puts.fetch_add(1, SeqCst);
         self.inner.put(key, data, meta, cond).await
     }
     async fn put_file(
@@ -88,6 +146,7 @@ impl Backend for Counting {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.puts.fetch_add(1, SeqCst);
         self.inner.put_file(key, path, meta, cond).await
     }
     async fn put_appended(
@@ -98,6 +157,7 @@ impl Backend for Counting {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> blobmount_backend::Result<Option<blobmount_backend::PutOutcome>> {
+        self.puts.fetch_add(1, SeqCst);
         self.inner.put_appended(key, base, path, meta, cond).await
     }
     async fn list_page(
@@ -110,6 +170,7 @@ impl Backend for Counting {
         self.inner.list_page(prefix, token, max).await
     }
     async fn delete(&self, key: &str) -> blobmount_backend::Result<()> {
+        self.deletes.fetch_add(1, SeqCst);
         self.inner.delete(key).await
     }
     async fn copy(
@@ -118,6 +179,7 @@ impl Backend for Counting {
         to: &str,
         cond: &Precondition,
     ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.copies.fetch_add(1, SeqCst);
         self.inner.copy(from, to, cond).await
     }
     async fn copy_typed(
@@ -127,6 +189,7 @@ impl Backend for Counting {
         content_type: &str,
         cond: &Precondition,
     ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.copies.fetch_add(1, SeqCst);
         self.inner.copy_typed(from, to, content_type, cond).await
     }
     async fn content_md5(
@@ -145,6 +208,7 @@ impl Backend for Counting {
         meta: &PutMeta,
         if_match: Option<&str>,
     ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.set_metas.fetch_add(1, SeqCst);
         self.inner.set_metadata(key, meta, if_match).await
     }
     async fn start_upload(
@@ -153,6 +217,7 @@ impl Backend for Counting {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> blobmount_backend::Result<Option<Box<dyn blobmount_backend::PartUpload>>> {
+        self.puts.fetch_add(1, SeqCst);
         self.inner.clone().start_upload(key, meta, cond).await
     }
 }
