@@ -207,9 +207,22 @@ fn xattrs(kind: Kind) {
 
     // Set through the mount: the store's API sees it, next to blobmount's own keys.
     sh(d, "setfattr -n user.color -v blue f.txt && chmod 600 f.txt");
+    // The xattr is written at once; the chmod of a closed file is held for
+    // write.attr-delay-ms (200 ms) and then written, keeping the xattr.
     let sm = store_meta(&emu, &bucket, "f.txt");
     assert_eq!(sm.get("color").map(String::as_str), Some("blue"), "{sm:?}");
+    let t = std::time::Instant::now();
+    let sm = loop {
+        let sm = store_meta(&emu, &bucket, "f.txt");
+        if sm.get("mode").map(String::as_str) == Some("33152")
+            || t.elapsed() > std::time::Duration::from_secs(5)
+        {
+            break sm;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert_eq!(sm.get("mode").map(String::as_str), Some("33152"), "{sm:?}");
+    assert_eq!(sm.get("color").map(String::as_str), Some("blue"), "{sm:?}");
     assert_eq!(getx(&f, "user.color").unwrap(), b"blue");
     let dump = sh(d, "getfattr -d --absolute-names f.txt");
     assert!(dump.contains("user.color=\"blue\""), "{dump}");
