@@ -608,6 +608,26 @@ impl Fs {
         Ok(target)
     }
 
+    /// FUSE getxattr (`xattr.rs`): the value of `name` on `ino`.
+    pub async fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
+        crate::xattr::getxattr(self, ino, name).await
+    }
+
+    /// FUSE listxattr (`xattr.rs`): the `user.*` names of `ino`, each followed by a NUL.
+    pub async fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        crate::xattr::listxattr(self, ino).await
+    }
+
+    /// FUSE setxattr (`xattr.rs`): user metadata key `name` set to `value`.
+    pub async fn setxattr(&self, ino: u64, name: &str, value: &[u8], flags: i32) -> FsResult<()> {
+        crate::xattr::setxattr(self, ino, name, value, flags).await
+    }
+
+    /// FUSE removexattr (`xattr.rs`): user metadata key `name` removed.
+    pub async fn removexattr(&self, ino: u64, name: &str) -> FsResult<()> {
+        crate::xattr::removexattr(self, ino, name).await
+    }
+
     /// Forget what is cached for the mount-relative `path` and say what the kernel must
     /// forget (`refresh.rs`). Asks the store nothing: the next access does.
     pub fn refresh(&self, path: &str, recursive: bool) -> FsResult<crate::refresh::Refresh> {

@@ -168,211 +168,215 @@ struct View {
     atime: Option<std::time::SystemTime>,
 }
 
-impl Fs {
-    /// The node's attributes, revalidated (one HEAD) only when its stat has expired.
-    async fn xattr_view(&self, ino: u64) -> FsResult<View> {
-        self.getattr(ino).await?;
-        let t = lock(&self.ns.table);
-        let n = t.get(ino).ok_or(FsError::NotFound)?;
-        Ok(View {
-            kind: n.kind,
-            marker: n.marker,
-            meta: n.meta.clone(),
-            etag: n.etag.clone(),
-            content_type: n.content_type.clone(),
-            perm: n.perm,
-            uid: n.uid,
-            gid: n.gid,
-            mtime: n.mtime,
-            ctime: n.ctime,
-            atime: n.atime,
-        })
-    }
+/// The node's attributes, revalidated (one HEAD) only when its stat has expired.
+async fn xattr_view(fs: &Fs, ino: u64) -> FsResult<View> {
+    fs.getattr(ino).await?;
+    let t = lock(&fs.ns.table);
+    let n = t.get(ino).ok_or(FsError::NotFound)?;
+    Ok(View {
+        kind: n.kind,
+        marker: n.marker,
+        meta: n.meta.clone(),
+        etag: n.etag.clone(),
+        content_type: n.content_type.clone(),
+        perm: n.perm,
+        uid: n.uid,
+        gid: n.gid,
+        mtime: n.mtime,
+        ctime: n.ctime,
+        atime: n.atime,
+    })
+}
 
-    /// FUSE getxattr: the value of `name` on `ino` (see the module doc).
-    pub async fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
-        let key = match parse_name(name) {
-            XattrName::Other => return Err(other_namespace()),
-            XattrName::Own(own) => return self.own_xattr(ino, own).await,
-            XattrName::User(key) => key,
-        };
-        let v = self.xattr_view(ino).await?;
-        // Linux keeps no user.* attributes on symlinks (the kernel answers so itself).
-        if v.kind == Kind::Symlink || attr::is_internal_key(key) {
+/// FUSE getxattr: the value of `name` on `ino` (see the module doc).
+pub(crate) async fn getxattr(fs: &Fs, ino: u64, name: &str) -> FsResult<Vec<u8>> {
+    let key = match parse_name(name) {
+        XattrName::Other => return Err(other_namespace()),
+        XattrName::Own(own) => return own_xattr(fs, ino, own).await,
+        XattrName::User(key) => key,
+    };
+    let v = xattr_view(fs, ino).await?;
+    // Linux keeps no user.* attributes on symlinks (the kernel answers so itself).
+    if v.kind == Kind::Symlink || attr::is_internal_key(key) {
+        return Err(FsError::NoAttr);
+    }
+    v.meta
+        .get(key)
+        .map(|s| s.as_bytes().to_vec())
+        .ok_or(FsError::NoAttr)
+}
+
+/// FUSE listxattr: the `user.*` names of `ino`, each followed by a NUL.
+pub(crate) async fn listxattr(fs: &Fs, ino: u64) -> FsResult<Vec<u8>> {
+    let v = xattr_view(fs, ino).await?;
+    let mut out = Vec::new();
+    if v.kind == Kind::Symlink {
+        return Ok(out);
+    }
+    for k in v.meta.keys().filter(|k| !attr::is_internal_key(k)) {
+        // A key that reads as blobmount's own namespace cannot be told apart from it.
+        if parse_name(&format!("{USER_PREFIX}{k}")) != XattrName::User(k) {
+            continue;
+        }
+        out.extend_from_slice(USER_PREFIX.as_bytes());
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+    }
+    Ok(out)
+}
+
+/// A `user.blobmount.*` value.
+async fn own_xattr(fs: &Fs, ino: u64, own: &str) -> FsResult<Vec<u8>> {
+    let v = xattr_view(fs, ino).await?;
+    let time = |t| attr::format_mtime(t).into_bytes();
+    let text = match own {
+        "etag" => v.etag.clone(),
+        "content_type" => v.content_type.clone(),
+        "content_md5" => match (&v.etag, v.kind) {
+            (Some(etag), Kind::File) => {
+                let key = fs.ns.key_of(ino)?;
+                let md5 = fs
+                    .backend
+                    .content_md5(&key, etag)
+                    .await
+                    .map_err(crate::error::stale)?;
+                md5.map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
+            }
+            _ => None,
+        },
+        "key" => match (ino, v.kind, v.marker) {
+            (ROOT_INO, _, _) => None,
+            (_, Kind::Dir, Marker::Slash) => Some(format!("{}/", fs.ns.key_of(ino)?)),
+            (_, Kind::Dir, Marker::None) => None,
+            _ => Some(fs.ns.key_of(ino)?),
+        },
+        "kind" => Some(
+            match v.kind {
+                Kind::File => "file",
+                Kind::Dir => "dir",
+                Kind::Symlink => "symlink",
+            }
+            .to_string(),
+        ),
+        "mode" => Some(format!("{:o}", v.kind.type_bits() | u32::from(v.perm))),
+        "uid" => Some(v.uid.to_string()),
+        "gid" => Some(v.gid.to_string()),
+        "mtime" => return Ok(time(v.mtime)),
+        "ctime" => return Ok(time(v.ctime)),
+        "atime" => return Ok(time(v.atime.unwrap_or(v.mtime))),
+        _ => None,
+    };
+    text.map(String::into_bytes).ok_or(FsError::NoAttr)
+}
+
+/// The metadata rules of the store, and whether `ino` can carry user metadata at all.
+fn writable_meta(fs: &Fs, ino: u64, name: &str) -> FsResult<(MetadataRules, String)> {
+    let key = match parse_name(name) {
+        XattrName::Other => return Err(other_namespace()),
+        XattrName::Own(_) => {
+            return Err(FsError::NotPermitted(
+                "user.blobmount.* attributes are read-only",
+            ));
+        }
+        XattrName::User(key) => key,
+    };
+    if attr::is_internal_key(key) {
+        return Err(FsError::NotPermitted(
+            "this metadata key is blobmount's own (see user.blobmount.*; use chmod, chown, touch)",
+        ));
+    }
+    if ino == ROOT_INO {
+        return Err(FsError::NotSupported(
+            "the mount root has no object to keep metadata",
+        ));
+    }
+    fs.ns.check_node_writable(ino)?;
+    if fs.ns.node_kind(ino)? == Kind::Symlink {
+        return Err(FsError::NotPermitted("symlinks keep no user.* attributes"));
+    }
+    let rules = fs.backend.capabilities().metadata;
+    if !rules.kept {
+        return Err(FsError::NotSupported("this store keeps no user metadata"));
+    }
+    Ok((rules, key.to_string()))
+}
+
+/// FUSE setxattr: set user metadata key `name` (`user.NAME`) to `value`. `flags` are
+/// `XATTR_CREATE` (EEXIST when set) and `XATTR_REPLACE` (ENODATA when not).
+pub(crate) async fn setxattr(
+    fs: &Fs,
+    ino: u64,
+    name: &str,
+    value: &[u8],
+    flags: i32,
+) -> FsResult<()> {
+    let (rules, key) = writable_meta(fs, ino, name)?;
+    check_name(&rules, &key)?;
+    let value = check_value(&rules, value)?;
+    edit_user_meta(fs, ino, rules, move |m| {
+        let exists = m.contains_key(&key);
+        if flags & XATTR_CREATE != 0 && exists {
+            return Err(FsError::Exists);
+        }
+        if flags & XATTR_REPLACE != 0 && !exists {
             return Err(FsError::NoAttr);
         }
-        v.meta
-            .get(key)
-            .map(|s| s.as_bytes().to_vec())
-            .ok_or(FsError::NoAttr)
-    }
+        m.insert(key, value);
+        Ok(())
+    })
+    .await
+}
 
-    /// FUSE listxattr: the `user.*` names of `ino`, each followed by a NUL.
-    pub async fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
-        let v = self.xattr_view(ino).await?;
-        let mut out = Vec::new();
-        if v.kind == Kind::Symlink {
-            return Ok(out);
-        }
-        for k in v.meta.keys().filter(|k| !attr::is_internal_key(k)) {
-            // A key that reads as blobmount's own namespace cannot be told apart from it.
-            if parse_name(&format!("{USER_PREFIX}{k}")) != XattrName::User(k) {
-                continue;
-            }
-            out.extend_from_slice(USER_PREFIX.as_bytes());
-            out.extend_from_slice(k.as_bytes());
-            out.push(0);
-        }
-        Ok(out)
-    }
+/// FUSE removexattr: remove user metadata key `name` (`user.NAME`); ENODATA when absent.
+pub(crate) async fn removexattr(fs: &Fs, ino: u64, name: &str) -> FsResult<()> {
+    let (rules, key) = writable_meta(fs, ino, name)?;
+    edit_user_meta(fs, ino, rules, move |m| {
+        m.remove(&key).map(|_| ()).ok_or(FsError::NoAttr)
+    })
+    .await
+}
 
-    /// A `user.blobmount.*` value.
-    async fn own_xattr(&self, ino: u64, own: &str) -> FsResult<Vec<u8>> {
-        let v = self.xattr_view(ino).await?;
-        let time = |t| attr::format_mtime(t).into_bytes();
-        let text = match own {
-            "etag" => v.etag.clone(),
-            "content_type" => v.content_type.clone(),
-            "content_md5" => match (&v.etag, v.kind) {
-                (Some(etag), Kind::File) => {
-                    let key = self.ns.key_of(ino)?;
-                    let md5 = self
-                        .backend
-                        .content_md5(&key, etag)
-                        .await
-                        .map_err(crate::error::stale)?;
-                    md5.map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
+/// Change the node's user metadata with `edit` and write it through the attribute path.
+/// A failed write (ESTALE when the object changed outside) leaves the cached metadata as
+/// it was and the node to be asked again, so the value the store refused is not shown.
+async fn edit_user_meta(
+    fs: &Fs,
+    ino: u64,
+    rules: MetadataRules,
+    edit: impl FnOnce(&mut UserMetadata) -> FsResult<()> + Send,
+) -> FsResult<()> {
+    // Metadata as the store has it now (a HEAD only when the stat has expired): the
+    // update is a read-modify-write of all of it.
+    xattr_view(fs, ino).await?;
+    let before = lock(&fs.ns.table)
+        .get(ino)
+        .map(|n| n.meta.clone())
+        .ok_or(FsError::NotFound)?;
+    let r = fs
+        .change_attrs(ino, crate::fs::Persist::Now, |n| {
+            let mut m = n.meta.clone();
+            edit(&mut m)?;
+            if rules.max_total > 0 {
+                let mut stored = attr::encode(&m, n.kind, n.perm, n.uid, n.gid, n.mtime);
+                attr::encode_times(&mut stored, n.ctime, n.atime);
+                if metadata_size(&stored) + UPLOAD_ID_RESERVE > rules.max_total {
+                    return Err(FsError::TooBig(
+                        "the store's limit on an object's metadata is reached",
+                    ));
                 }
-                _ => None,
-            },
-            "key" => match (ino, v.kind, v.marker) {
-                (ROOT_INO, _, _) => None,
-                (_, Kind::Dir, Marker::Slash) => Some(format!("{}/", self.ns.key_of(ino)?)),
-                (_, Kind::Dir, Marker::None) => None,
-                _ => Some(self.ns.key_of(ino)?),
-            },
-            "kind" => Some(
-                match v.kind {
-                    Kind::File => "file",
-                    Kind::Dir => "dir",
-                    Kind::Symlink => "symlink",
-                }
-                .to_string(),
-            ),
-            "mode" => Some(format!("{:o}", v.kind.type_bits() | u32::from(v.perm))),
-            "uid" => Some(v.uid.to_string()),
-            "gid" => Some(v.gid.to_string()),
-            "mtime" => return Ok(time(v.mtime)),
-            "ctime" => return Ok(time(v.ctime)),
-            "atime" => return Ok(time(v.atime.unwrap_or(v.mtime))),
-            _ => None,
-        };
-        text.map(String::into_bytes).ok_or(FsError::NoAttr)
-    }
-
-    /// The metadata rules of the store, and whether `ino` can carry user metadata at all.
-    fn writable_meta(&self, ino: u64, name: &str) -> FsResult<(MetadataRules, String)> {
-        let key = match parse_name(name) {
-            XattrName::Other => return Err(other_namespace()),
-            XattrName::Own(_) => {
-                return Err(FsError::NotPermitted(
-                    "user.blobmount.* attributes are read-only",
-                ));
             }
-            XattrName::User(key) => key,
-        };
-        if attr::is_internal_key(key) {
-            return Err(FsError::NotPermitted(
-                "this metadata key is blobmount's own (see user.blobmount.*; use chmod, chown, touch)",
-            ));
-        }
-        if ino == ROOT_INO {
-            return Err(FsError::NotSupported(
-                "the mount root has no object to keep metadata",
-            ));
-        }
-        self.ns.check_node_writable(ino)?;
-        if self.ns.node_kind(ino)? == Kind::Symlink {
-            return Err(FsError::NotPermitted("symlinks keep no user.* attributes"));
-        }
-        let rules = self.backend.capabilities().metadata;
-        if !rules.kept {
-            return Err(FsError::NotSupported("this store keeps no user metadata"));
-        }
-        Ok((rules, key.to_string()))
-    }
-
-    /// FUSE setxattr: set user metadata key `name` (`user.NAME`) to `value`. `flags` are
-    /// `XATTR_CREATE` (EEXIST when set) and `XATTR_REPLACE` (ENODATA when not).
-    pub async fn setxattr(&self, ino: u64, name: &str, value: &[u8], flags: i32) -> FsResult<()> {
-        let (rules, key) = self.writable_meta(ino, name)?;
-        check_name(&rules, &key)?;
-        let value = check_value(&rules, value)?;
-        self.edit_user_meta(ino, rules, move |m| {
-            let exists = m.contains_key(&key);
-            if flags & XATTR_CREATE != 0 && exists {
-                return Err(FsError::Exists);
-            }
-            if flags & XATTR_REPLACE != 0 && !exists {
-                return Err(FsError::NoAttr);
-            }
-            m.insert(key, value);
+            n.meta = m;
             Ok(())
         })
-        .await
+        .await;
+    if r.is_err()
+        && let Some(n) = lock(&fs.ns.table).get_mut(ino)
+        && n.meta != before
+    {
+        n.meta = before;
+        n.fetched = None;
     }
-
-    /// FUSE removexattr: remove user metadata key `name` (`user.NAME`); ENODATA when absent.
-    pub async fn removexattr(&self, ino: u64, name: &str) -> FsResult<()> {
-        let (rules, key) = self.writable_meta(ino, name)?;
-        self.edit_user_meta(ino, rules, move |m| {
-            m.remove(&key).map(|_| ()).ok_or(FsError::NoAttr)
-        })
-        .await
-    }
-
-    /// Change the node's user metadata with `edit` and write it through the attribute path.
-    /// A failed write (ESTALE when the object changed outside) leaves the cached metadata as
-    /// it was and the node to be asked again, so the value the store refused is not shown.
-    async fn edit_user_meta(
-        &self,
-        ino: u64,
-        rules: MetadataRules,
-        edit: impl FnOnce(&mut UserMetadata) -> FsResult<()> + Send,
-    ) -> FsResult<()> {
-        // Metadata as the store has it now (a HEAD only when the stat has expired): the
-        // update is a read-modify-write of all of it.
-        self.xattr_view(ino).await?;
-        let before = lock(&self.ns.table)
-            .get(ino)
-            .map(|n| n.meta.clone())
-            .ok_or(FsError::NotFound)?;
-        let r = self
-            .change_attrs(ino, crate::fs::Persist::Now, |n| {
-                let mut m = n.meta.clone();
-                edit(&mut m)?;
-                if rules.max_total > 0 {
-                    let mut stored = attr::encode(&m, n.kind, n.perm, n.uid, n.gid, n.mtime);
-                    attr::encode_times(&mut stored, n.ctime, n.atime);
-                    if metadata_size(&stored) + UPLOAD_ID_RESERVE > rules.max_total {
-                        return Err(FsError::TooBig(
-                            "the store's limit on an object's metadata is reached",
-                        ));
-                    }
-                }
-                n.meta = m;
-                Ok(())
-            })
-            .await;
-        if r.is_err()
-            && let Some(n) = lock(&self.ns.table).get_mut(ino)
-            && n.meta != before
-        {
-            n.meta = before;
-            n.fetched = None;
-        }
-        r
-    }
+    r
 }
 
 #[cfg(test)]
