@@ -11,6 +11,8 @@
 # and this script are hashed into dist/NAME.wasm.inputs, and an unchanged hash with the
 # component present skips the 20-60 s build. Safe to re-run.
 set -euo pipefail
+# This script's own path, taken before the cd (it is one of the hashed inputs).
+SELF=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 cd "$(dirname "$0")"
 
 TOOLS=${BLOBMOUNT_TEST_TOOLS:-/opt/blobmount-test}
@@ -23,7 +25,7 @@ mkdir -p dist
 inputs_hash() {
     local version=$1
     shift
-    { echo "$version"; cat "$@" ../wit/*.wit "$0"; } | sha256sum | cut -d' ' -f1
+    { echo "$version"; cat "$@" ../wit/*.wit "$SELF"; } | sha256sum | cut -d' ' -f1
 }
 
 # up_to_date NAME HASH: dist/NAME.wasm exists and was built from these inputs.
