@@ -285,6 +285,12 @@ pub async fn status_error(what: &str, create: bool, r: reqwest::Response) -> Bac
         401 => BackendError::Unauthenticated(msg),
         403 if names_auth_failure(&lower) => BackendError::Unauthenticated(msg),
         403 => BackendError::PermissionDenied(msg),
+        // Not transient: the store does not do what the request asks (Backblaze B2 answers
+        // a conditional PUT so: "A header you provided implies functionality that is not
+        // implemented").
+        501 => BackendError::NotSupported(format!(
+            "{msg} (the store does not implement this request; for an S3-compatible store without conditional writes, such as Backblaze B2, set store.s3.conditional-writes: false)"
+        )),
         _ if transient_status(status) || status.is_server_error() => BackendError::Unavailable(msg),
         _ => BackendError::Other(msg),
     }
@@ -366,6 +372,26 @@ fn hex(c: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store that does not implement a request (B2 and a conditional PUT) is told apart
+    /// from one that is down, and the message says what to set.
+    #[tokio::test]
+    async fn not_implemented_is_not_transient_and_says_what_to_do() {
+        let r = http::Response::builder()
+            .status(501)
+            .body("<Error><Code>NotImplemented</Code><Message>A header you provided implies functionality that is not implemented</Message></Error>")
+            .unwrap();
+        match status_error("PutObject", true, reqwest::Response::from(r)).await {
+            BackendError::NotSupported(m) => {
+                assert!(
+                    m.contains("conditional-writes: false") && m.contains("NotImplemented"),
+                    "{m}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!transient_status(StatusCode::NOT_IMPLEMENTED));
+    }
 
     /// A burst of failures spends the bucket and then retries stop; successes earn retries
     /// back at one per ten.
