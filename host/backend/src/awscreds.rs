@@ -22,16 +22,15 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use object_store::CredentialProvider;
 use object_store::aws::AwsCredential;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::S3Config;
 use crate::error::BackendError;
+use crate::tokens::{Fetch, Refreshing, http_host, post_form, send};
 
 /// What `object_store` and the signer take.
 pub(crate) type Provider = Arc<dyn CredentialProvider<Credential = AwsCredential>>;
 
-/// Credentials are fetched again this long before they expire.
-const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_IMDS: &str = "http://169.254.169.254";
 const ECS_HOST: &str = "http://169.254.170.2";
 
@@ -94,20 +93,9 @@ pub(crate) struct Found {
 pub(crate) fn find(cfg: &S3Config, region: Option<&str>, env: Env) -> Result<Found, BackendError> {
     let (source, described, profile_region) = pick(cfg, region, env)?;
     let region = region.map(str::to_string).or(profile_region);
-    // The TLS provider the whole crate uses (installed by `crate::open` too).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| BackendError::Config(format!("credentials client: {e}")))?;
     info!(source = %described, "AWS credentials");
     Ok(Found {
-        provider: Arc::new(Refreshing {
-            source,
-            http,
-            cached: tokio::sync::Mutex::new(None),
-        }),
+        provider: Arc::new(Refreshing::new(source)?),
         region,
     })
 }
@@ -273,7 +261,7 @@ fn container(env: Env) -> Result<Option<Source>, BackendError> {
 /// Plain HTTP only to loopback (and, for container credentials, the ECS and EKS Pod
 /// Identity link-local addresses), as the AWS SDKs allow.
 fn check_http(url: &str, what: &str, container: bool) -> Result<(), BackendError> {
-    let Some(rest) = url.strip_prefix("http://") else {
+    let Some(host) = http_host(url) else {
         return if url.starts_with("https://") {
             Ok(())
         } else {
@@ -281,11 +269,6 @@ fn check_http(url: &str, what: &str, container: bool) -> Result<(), BackendError
                 "{what}: not an http(s) URL: {url}"
             )))
         };
-    };
-    let host = rest.split('/').next().unwrap_or("");
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => host,
     };
     let loopback = host == "localhost"
         || host == "[::1]"
@@ -390,49 +373,14 @@ fn ini_section(text: &str, section: &str) -> Option<BTreeMap<String, String>> {
     out
 }
 
-/// Caches the credentials of a source and fetches them again before they expire; while a
-/// refresh fails, credentials that have not expired yet are still used.
-struct Refreshing {
-    source: Source,
-    http: reqwest::Client,
-    cached: tokio::sync::Mutex<Option<(Arc<AwsCredential>, Option<SystemTime>)>>,
-}
-
-impl std::fmt::Debug for Refreshing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AWS credentials from {:?}", self.source)
-    }
-}
-
 #[async_trait]
-impl CredentialProvider for Refreshing {
+impl Fetch for Source {
     type Credential = AwsCredential;
+    const NAME: &'static str = "AWS";
+    const STORE: &'static str = "S3";
 
-    async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
-        let mut cached = self.cached.lock().await;
-        let now = SystemTime::now();
-        if let Some((c, expires)) = cached.as_ref()
-            && expires.is_none_or(|e| now + REFRESH_MARGIN < e)
-        {
-            return Ok(c.clone());
-        }
-        match fetch(&self.source, &self.http).await {
-            Ok((c, expires)) => {
-                let c = Arc::new(c);
-                *cached = Some((c.clone(), expires));
-                Ok(c)
-            }
-            Err(e) => match cached.as_ref() {
-                Some((c, Some(expires))) if now < *expires => {
-                    warn!(source = ?self.source, error = %e, "AWS credentials: refresh failed; the current ones are still valid");
-                    Ok(c.clone())
-                }
-                _ => Err(object_store::Error::Generic {
-                    store: "S3",
-                    source: format!("AWS credentials from {:?}: {e}", self.source).into(),
-                }),
-            },
-        }
+    async fn fetch(&self, http: &reqwest::Client) -> Result<Fetched, String> {
+        fetch(self, http).await
     }
 }
 
@@ -500,20 +448,6 @@ fn read_token(f: &Path) -> Result<String, String> {
         .map_err(|e| format!("token file {}: {e}", f.display()))
 }
 
-async fn send(req: reqwest::RequestBuilder) -> Result<String, String> {
-    let r = req.send().await.map_err(|e| e.to_string())?;
-    let status = r.status();
-    let body = r.text().await.map_err(|e| e.to_string())?;
-    if status.is_success() {
-        Ok(body)
-    } else {
-        Err(format!(
-            "HTTP {status}: {}",
-            body.chars().take(300).collect::<String>()
-        ))
-    }
-}
-
 /// The JSON the container endpoints and IMDS answer.
 fn json_credentials(body: String) -> Result<Fetched, String> {
     let v: serde_json::Value =
@@ -547,17 +481,7 @@ async fn assume_role(
         ("RoleSessionName", session_name),
         ("WebIdentityToken", token.as_str()),
     ];
-    let body = form
-        .iter()
-        .map(|(k, v)| format!("{k}={}", urlencode(v)))
-        .collect::<Vec<_>>()
-        .join("&");
-    let xml = send(
-        http.post(format!("{sts}/"))
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(body),
-    )
-    .await?;
+    let xml = send(post_form(http, &format!("{sts}/"), &form)).await?;
     let t = |tag: &str| xml_text(&xml, tag);
     let (Some(key_id), Some(secret_key)) = (t("AccessKeyId"), t("SecretAccessKey")) else {
         return Err("STS answered without credentials".into());
@@ -570,17 +494,6 @@ async fn assume_role(
         },
         t("Expiration").as_deref().and_then(parse_time),
     ))
-}
-
-pub(crate) fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The unescaped text of the first `<tag>` in `xml` (STS answers are small and flat).

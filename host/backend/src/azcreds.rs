@@ -20,16 +20,15 @@ use base64::Engine;
 use object_store::CredentialProvider;
 use object_store::azure::AzureCredential;
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::{AzureConfig, AzureMode, Secret};
 use crate::error::BackendError;
+use crate::tokens::{Fetch, Refreshing, http_host, post_form, send, urlencode};
 
 /// What `object_store` and the signer take.
 pub(crate) type Provider = Arc<dyn CredentialProvider<Credential = AzureCredential>>;
 
-/// Tokens are fetched again this long before they expire.
-const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 const RESOURCE: &str = "https://storage.azure.com/";
 const SCOPE: &str = "https://storage.azure.com/.default";
 const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
@@ -208,17 +207,7 @@ pub(crate) fn find(az: &AzureConfig, env: Env) -> Result<Option<Provider>, Backe
         },
     };
     info!(source = ?source, "Azure credentials");
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| config_err(format!("credentials client: {e}")))?;
-    Ok(Some(Arc::new(Refreshing {
-        source,
-        http,
-        cached: tokio::sync::Mutex::new(None),
-    })))
+    Ok(Some(Arc::new(Refreshing::new(source)?)))
 }
 
 fn managed(az: &AzureConfig, client_id: Option<String>, env: Env) -> Result<Source, BackendError> {
@@ -260,11 +249,7 @@ fn checked(url: &str, what: &str) -> Result<(), BackendError> {
     if url.starts_with("https://") {
         return Ok(());
     }
-    let host = url
-        .strip_prefix("http://")
-        .and_then(|r| r.split('/').next())
-        .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h));
-    match host {
+    match http_host(url) {
         Some("127.0.0.1" | "localhost" | "[::1]") => Ok(()),
         _ => Err(config_err(format!(
             "{what} must be https (or loopback http): {url}"
@@ -311,49 +296,18 @@ fn load_certificate(path: &std::path::Path) -> Result<(ring::rsa::KeyPair, Strin
     Ok((key, thumbprint))
 }
 
-/// Caches the token of a source and fetches a new one before it expires; while that fails,
-/// a token that has not expired yet is still used.
-struct Refreshing {
-    source: Source,
-    http: reqwest::Client,
-    cached: tokio::sync::Mutex<Option<(Arc<AzureCredential>, SystemTime)>>,
-}
-
-impl std::fmt::Debug for Refreshing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Azure credentials from {:?}", self.source)
-    }
-}
-
 #[async_trait]
-impl CredentialProvider for Refreshing {
+impl Fetch for Source {
     type Credential = AzureCredential;
+    const NAME: &'static str = "Azure";
+    const STORE: &'static str = "MicrosoftAzure";
 
-    async fn get_credential(&self) -> object_store::Result<Arc<AzureCredential>> {
-        let mut cached = self.cached.lock().await;
-        let now = SystemTime::now();
-        if let Some((c, expires)) = cached.as_ref()
-            && now + REFRESH_MARGIN < *expires
-        {
-            return Ok(c.clone());
-        }
-        match fetch(&self.source, &self.http).await {
-            Ok((token, expires)) => {
-                let c = Arc::new(AzureCredential::BearerToken(token));
-                *cached = Some((c.clone(), expires));
-                Ok(c)
-            }
-            Err(e) => match cached.as_ref() {
-                Some((c, expires)) if now < *expires => {
-                    warn!(source = ?self.source, error = %e, "Azure credentials: refresh failed; the current token is still valid");
-                    Ok(c.clone())
-                }
-                _ => Err(object_store::Error::Generic {
-                    store: "MicrosoftAzure",
-                    source: format!("Azure credentials from {:?}: {e}", self.source).into(),
-                }),
-            },
-        }
+    async fn fetch(
+        &self,
+        http: &reqwest::Client,
+    ) -> Result<(AzureCredential, Option<SystemTime>), String> {
+        let (token, expires) = fetch(self, http).await?;
+        Ok((AzureCredential::BearerToken(token), Some(expires)))
     }
 }
 
@@ -403,23 +357,19 @@ async fn fetch(source: &Source, http: &reqwest::Client) -> Result<Token, String>
             };
             let mut url = format!(
                 "{endpoint}?api-version={version}&resource={}",
-                crate::awscreds::urlencode(RESOURCE)
+                urlencode(RESOURCE)
             );
             match identity {
                 Identity::System => {}
-                Identity::ClientId(c) => {
-                    url.push_str(&format!("&{id_param}={}", crate::awscreds::urlencode(c)))
-                }
-                Identity::ObjectId(o) => {
-                    url.push_str(&format!("&object_id={}", crate::awscreds::urlencode(o)))
-                }
+                Identity::ClientId(c) => url.push_str(&format!("&{id_param}={}", urlencode(c))),
+                Identity::ObjectId(o) => url.push_str(&format!("&object_id={}", urlencode(o))),
                 Identity::ResourceId(r) => {
                     let name = if header.is_some() {
                         "mi_res_id"
                     } else {
                         "msi_res_id"
                     };
-                    url.push_str(&format!("&{name}={}", crate::awscreds::urlencode(r)));
+                    url.push_str(&format!("&{name}={}", urlencode(r)));
                 }
             }
             let mut req = http.get(url);
@@ -512,31 +462,6 @@ fn client_assertion(
     )
     .map_err(|e| format!("signing the client assertion: {e}"))?;
     Ok(format!("{signing}.{}", b64(&sig)))
-}
-
-fn post_form(http: &reqwest::Client, url: &str, pairs: &[(&str, &str)]) -> reqwest::RequestBuilder {
-    let body = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={}", crate::awscreds::urlencode(v)))
-        .collect::<Vec<_>>()
-        .join("&");
-    http.post(url)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(body)
-}
-
-async fn send(req: reqwest::RequestBuilder) -> Result<String, String> {
-    let r = req.send().await.map_err(|e| e.to_string())?;
-    let status = r.status();
-    let body = r.text().await.map_err(|e| e.to_string())?;
-    if status.is_success() {
-        Ok(body)
-    } else {
-        Err(format!(
-            "HTTP {status}: {}",
-            body.chars().take(300).collect::<String>()
-        ))
-    }
 }
 
 /// Entra ID and managed identity answers: `access_token` with `expires_in` (seconds, a

@@ -21,15 +21,14 @@ use base64::Engine;
 use object_store::CredentialProvider;
 use object_store::gcp::GcpCredential;
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::error::BackendError;
+use crate::tokens::{Fetch, Refreshing, http_host, post_form, send};
 
 /// What `object_store` and the signer take.
 pub(crate) type Provider = Arc<dyn CredentialProvider<Credential = GcpCredential>>;
 
-/// Tokens are fetched again this long before they expire.
-const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.full_control";
 const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 const DEFAULT_METADATA: &str = "169.254.169.254";
@@ -119,17 +118,7 @@ pub(crate) fn find(file: Option<&Path>, env: Env) -> Result<Provider, BackendErr
         }
     };
     info!(source = ?source, "GCS credentials");
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| BackendError::Config(format!("credentials client: {e}")))?;
-    Ok(Arc::new(Refreshing {
-        source,
-        http,
-        cached: tokio::sync::Mutex::new(None),
-    }))
+    Ok(Arc::new(Refreshing::new(source)?))
 }
 
 fn adc_file(env: Env) -> PathBuf {
@@ -232,11 +221,7 @@ fn checked(url: &str) -> Result<String, String> {
     if url.starts_with("https://") {
         return Ok(url.to_string());
     }
-    let host = url
-        .strip_prefix("http://")
-        .and_then(|r| r.split('/').next())
-        .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h));
-    match host {
+    match http_host(url) {
         Some("127.0.0.1" | "localhost" | "[::1]") => Ok(url.to_string()),
         _ => Err(format!(
             "token address must be https (or loopback http): {url}"
@@ -257,49 +242,18 @@ fn rsa_key(pem: &str) -> Result<ring::rsa::KeyPair, String> {
         .map_err(|e| format!("private_key is not an RSA PKCS#8 key: {e}"))
 }
 
-/// Caches the token of a source and fetches a new one before it expires; while that fails,
-/// a token that has not expired yet is still used.
-struct Refreshing {
-    source: Source,
-    http: reqwest::Client,
-    cached: tokio::sync::Mutex<Option<(Arc<GcpCredential>, SystemTime)>>,
-}
-
-impl std::fmt::Debug for Refreshing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GCS credentials from {:?}", self.source)
-    }
-}
-
 #[async_trait]
-impl CredentialProvider for Refreshing {
+impl Fetch for Source {
     type Credential = GcpCredential;
+    const NAME: &'static str = "GCS";
+    const STORE: &'static str = "GCS";
 
-    async fn get_credential(&self) -> object_store::Result<Arc<GcpCredential>> {
-        let mut cached = self.cached.lock().await;
-        let now = SystemTime::now();
-        if let Some((c, expires)) = cached.as_ref()
-            && now + REFRESH_MARGIN < *expires
-        {
-            return Ok(c.clone());
-        }
-        match fetch(&self.source, &self.http).await {
-            Ok((bearer, expires)) => {
-                let c = Arc::new(GcpCredential { bearer });
-                *cached = Some((c.clone(), expires));
-                Ok(c)
-            }
-            Err(e) => match cached.as_ref() {
-                Some((c, expires)) if now < *expires => {
-                    warn!(source = ?self.source, error = %e, "GCS credentials: refresh failed; the current token is still valid");
-                    Ok(c.clone())
-                }
-                _ => Err(object_store::Error::Generic {
-                    store: "GCS",
-                    source: format!("GCS credentials from {:?}: {e}", self.source).into(),
-                }),
-            },
-        }
+    async fn fetch(
+        &self,
+        http: &reqwest::Client,
+    ) -> Result<(GcpCredential, Option<SystemTime>), String> {
+        let (bearer, expires) = fetch(self, http).await?;
+        Ok((GcpCredential { bearer }, Some(expires)))
     }
 }
 
@@ -435,32 +389,6 @@ fn signed_jwt(email: &str, key: &ring::rsa::KeyPair, token_uri: &str) -> Result<
     )
     .map_err(|e| format!("signing the token request: {e}"))?;
     Ok(format!("{signing}.{}", b64(&sig)))
-}
-
-/// A POST of `application/x-www-form-urlencoded` pairs.
-fn post_form(http: &reqwest::Client, url: &str, pairs: &[(&str, &str)]) -> reqwest::RequestBuilder {
-    let body = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={}", crate::awscreds::urlencode(v)))
-        .collect::<Vec<_>>()
-        .join("&");
-    http.post(url)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(body)
-}
-
-async fn send(req: reqwest::RequestBuilder) -> Result<String, String> {
-    let r = req.send().await.map_err(|e| e.to_string())?;
-    let status = r.status();
-    let body = r.text().await.map_err(|e| e.to_string())?;
-    if status.is_success() {
-        Ok(body)
-    } else {
-        Err(format!(
-            "HTTP {status}: {}",
-            body.chars().take(300).collect::<String>()
-        ))
-    }
 }
 
 /// An OAuth token answer: `access_token` and `expires_in` seconds (default one hour).

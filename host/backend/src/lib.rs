@@ -44,6 +44,7 @@ mod connect;
 mod gcscreds;
 #[cfg(test)]
 mod testdouble;
+mod tokens;
 mod writes;
 
 use std::sync::Arc;
