@@ -88,7 +88,8 @@ fn expiring_in(secs: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::seconds(secs)).to_rfc3339()
 }
 
-/// The S3 emulator's spec without keys, plus `env`.
+/// The emulator's spec without its credentials (S3's keys, GCS's `anonymous`; the region
+/// stays, S3 needs one), with `HOME` at `home` and `env`.
 fn keyless(
     emu: &Emulator,
     bucket: &str,
@@ -242,20 +243,6 @@ fn a_missing_profile_stops_the_mount_with_a_clear_error() {
     assert!(t.elapsed() < Duration::from_secs(30));
 }
 
-/// The GCS emulator's spec without `anonymous`, plus `env`.
-fn gcs_signed(
-    emu: &Emulator,
-    bucket: &str,
-    home: &std::path::Path,
-    env: &[(&str, String)],
-) -> MountSpec {
-    let mut spec = MountSpec::for_emulator(emu, bucket);
-    spec.env = vec![("HOME".into(), home.display().to_string())];
-    spec.env
-        .extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    spec
-}
-
 #[test]
 fn gcs_metadata_server_token() {
     let emu = Emulator::start(Kind::Gcs);
@@ -270,7 +257,7 @@ fn gcs_metadata_server_token() {
         }
     }));
     let host = format!("127.0.0.1:{}", md.port);
-    let m = Mount::start(&gcs_signed(
+    let m = Mount::start(&keyless(
         &emu,
         &bucket,
         home.path(),
@@ -313,7 +300,7 @@ fn gcs_application_default_credentials_of_a_user() {
         ),
     )
     .unwrap();
-    let m = Mount::start(&gcs_signed(&emu, &bucket, home.path(), &[]));
+    let m = Mount::start(&keyless(&emu, &bucket, home.path(), &[]));
     write_and_read(&m, "adc.txt");
     assert_eq!(token.count("POST /token"), 1);
     // A refresh token the endpoint refuses stops nothing at mount but fails the first
@@ -327,7 +314,7 @@ fn gcs_application_default_credentials_of_a_user() {
         ),
     )
     .unwrap();
-    let r = Mount::try_start(&gcs_signed(&emu, &bucket, home.path(), &[]));
+    let r = Mount::try_start(&keyless(&emu, &bucket, home.path(), &[]));
     let text = match r {
         Ok(m) => {
             let e = std::fs::write(m.p("denied.txt"), b"x");

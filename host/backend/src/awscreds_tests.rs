@@ -2,16 +2,10 @@
 //! container credential endpoint), the profile files, the order of the chain, and refresh
 //! before expiry.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::testdouble::Double;
-
-fn env_of(pairs: &[(String, String)]) -> impl Fn(&str) -> Option<String> + use<> {
-    let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    move |k| m.get(k).cloned()
-}
+use crate::testdouble::{Double, env_of};
 
 fn in_secs(s: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::seconds(s)).to_rfc3339()
@@ -28,8 +22,8 @@ async fn key_id(f: &Found) -> String {
     f.provider.get_credential().await.unwrap().key_id.clone()
 }
 
-fn no_home() -> (String, String) {
-    ("HOME".into(), "/nonexistent-home".into())
+fn no_home() -> (&'static str, String) {
+    ("HOME", "/nonexistent-home".into())
 }
 
 #[tokio::test]
@@ -53,10 +47,7 @@ async fn imds_v2_with_its_token_and_refresh_before_expiry() {
         _ => (404, String::new()),
     });
     let (k, v) = no_home();
-    let env = env_of(&[
-        ("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), d.url()),
-        (k, v),
-    ]);
+    let env = env_of(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", d.url()), (k, v)]);
     let f = find(&S3Config::default(), Some("eu-west-1"), &env).unwrap();
     let described = format!("{:?}", f.provider);
     assert!(described.contains("instance metadata"), "{described}");
@@ -84,7 +75,7 @@ async fn a_failed_refresh_keeps_credentials_that_have_not_expired() {
         }
     });
     let env = env_of(&[(
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI".into(),
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
         format!("{}/creds", d.url()),
     )]);
     let f = find(&S3Config::default(), None, &env).unwrap();
@@ -116,11 +107,11 @@ async fn container_credentials_send_the_token_file() {
     std::fs::write(&tf, "pod-token\n").unwrap();
     let env = env_of(&[
         (
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI".into(),
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
             format!("{}/v1/credentials", d.url()),
         ),
         (
-            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE".into(),
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
             tf.display().to_string(),
         ),
     ]);
@@ -129,7 +120,7 @@ async fn container_credentials_send_the_token_file() {
     assert_eq!(d.seen()[0].path, "/v1/credentials");
     // Plain HTTP to anywhere but loopback and the container addresses is refused.
     let env = env_of(&[(
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI".into(),
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
         "http://203.0.113.5/creds".into(),
     )]);
     let e = find(&S3Config::default(), None, &env)
@@ -138,7 +129,7 @@ async fn container_credentials_send_the_token_file() {
         .to_string();
     assert!(e.contains("plain HTTP"), "{e}");
     let env = env_of(&[(
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI".into(),
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
         "http://169.254.170.23/v1/credentials".into(),
     )]);
     assert!(find(&S3Config::default(), None, &env).is_ok());
@@ -166,12 +157,9 @@ async fn web_identity_assumes_the_role_with_the_token_file() {
     std::fs::write(&tf, "jwt.from.file").unwrap();
     let (k, v) = no_home();
     let env = env_of(&[
-        (
-            "AWS_WEB_IDENTITY_TOKEN_FILE".into(),
-            tf.display().to_string(),
-        ),
-        ("AWS_ROLE_ARN".into(), "arn:aws:iam::1:role/r".into()),
-        ("AWS_ENDPOINT_URL_STS".into(), d.url()),
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", tf.display().to_string()),
+        ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r".into()),
+        ("AWS_ENDPOINT_URL_STS", d.url()),
         (k, v),
     ]);
     let f = find(&S3Config::default(), None, &env).unwrap();
@@ -183,15 +171,9 @@ async fn web_identity_assumes_the_role_with_the_token_file() {
     assert_eq!(c.token.as_deref(), Some("tok"));
     // STS over plain HTTP elsewhere than loopback is refused.
     let env = env_of(&[
-        (
-            "AWS_WEB_IDENTITY_TOKEN_FILE".into(),
-            tf.display().to_string(),
-        ),
-        ("AWS_ROLE_ARN".into(), "arn:aws:iam::1:role/r".into()),
-        (
-            "AWS_ENDPOINT_URL_STS".into(),
-            "http://sts.example.com".into(),
-        ),
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", tf.display().to_string()),
+        ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r".into()),
+        ("AWS_ENDPOINT_URL_STS", "http://sts.example.com".into()),
     ]);
     assert!(find(&S3Config::default(), None, &env).is_err());
 }
@@ -213,15 +195,12 @@ async fn profiles_from_the_shared_files() {
     .unwrap();
     let files = |profile: Option<&str>| {
         let mut v = vec![
-            (
-                "AWS_SHARED_CREDENTIALS_FILE".to_string(),
-                creds.display().to_string(),
-            ),
-            ("AWS_CONFIG_FILE".to_string(), config.display().to_string()),
-            ("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()),
+            ("AWS_SHARED_CREDENTIALS_FILE", creds.display().to_string()),
+            ("AWS_CONFIG_FILE", config.display().to_string()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
         ];
         if let Some(p) = profile {
-            v.push(("AWS_PROFILE".to_string(), p.to_string()));
+            v.push(("AWS_PROFILE", p.to_string()));
         }
         env_of(&v)
     };
@@ -263,18 +242,18 @@ async fn profiles_from_the_shared_files() {
 #[tokio::test]
 async fn keys_in_the_environment_come_first_and_must_be_complete() {
     let env = env_of(&[
-        ("AWS_ACCESS_KEY_ID".into(), "AKIAENV".into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), "s".into()),
-        ("AWS_PROFILE".into(), "nonexistent".into()),
+        ("AWS_ACCESS_KEY_ID", "AKIAENV".into()),
+        ("AWS_SECRET_ACCESS_KEY", "s".into()),
+        ("AWS_PROFILE", "nonexistent".into()),
         (
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI".into(),
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
             "http://127.0.0.1:1/x".into(),
         ),
     ]);
     let f = find(&S3Config::default(), None, &env).unwrap();
     assert_eq!(key_id(&f).await, "AKIAENV");
     assert!(!format!("{:?}", f.provider).contains("\"s\""));
-    let env = env_of(&[("AWS_ACCESS_KEY_ID".into(), "AKIAENV".into())]);
+    let env = env_of(&[("AWS_ACCESS_KEY_ID", "AKIAENV".into())]);
     let e = find(&S3Config::default(), None, &env)
         .err()
         .unwrap()

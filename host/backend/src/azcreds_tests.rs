@@ -5,44 +5,11 @@
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::testdouble::{Double, Seen};
+use crate::testdouble::{Double, decode, env_of, form_value};
 
 const TEST_KEY: &str = include_str!("testdata/throwaway-test-rsa-key.pem");
 /// A self-signed certificate for [`TEST_KEY`] (`openssl req -x509`), made for these tests.
 const TEST_CERT: &str = include_str!("testdata/throwaway-test-cert.pem");
-
-fn env_of(pairs: &[(&str, String)]) -> impl Fn(&str) -> Option<String> + use<> {
-    let m: std::collections::HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    move |k| m.get(k).cloned()
-}
-
-fn form(s: &Seen, key: &str) -> Option<String> {
-    s.body.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == key).then(|| decode(v))
-    })
-}
-
-fn decode(v: &str) -> String {
-    let b = v.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            out.push(
-                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap(), 16).unwrap(),
-            );
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
-}
 
 async fn bearer(p: &Provider) -> String {
     match &*p.get_credential().await.unwrap() {
@@ -67,9 +34,9 @@ fn spn(tenant: &str, client: &str) -> AzureConfig {
 async fn service_principal_secret_with_refresh_before_expiry() {
     let d = Double::start(|s| {
         let ok = s.path == "/tenant-1/oauth2/v2.0/token"
-            && form(s, "grant_type").as_deref() == Some("client_credentials")
-            && form(s, "client_secret").as_deref() == Some("p@ss&word")
-            && form(s, "scope").as_deref() == Some(SCOPE);
+            && form_value(&s.body, "grant_type").as_deref() == Some("client_credentials")
+            && form_value(&s.body, "client_secret").as_deref() == Some("p@ss&word")
+            && form_value(&s.body, "scope").as_deref() == Some(SCOPE);
         if ok {
             (200, token_json("eyJ.secret", 100))
         } else {
@@ -127,7 +94,7 @@ async fn service_principal_certificate_signs_a_client_assertion() {
         .collect();
     assert_eq!(hex, "30f36f18e3783a2eddcf808a32216775583d1f68");
     let d = Double::start(move |s| {
-        let Some(jwt) = form(s, "client_assertion") else {
+        let Some(jwt) = form_value(&s.body, "client_assertion") else {
             return (400, "no assertion".into());
         };
         let p: Vec<&str> = jwt.split('.').collect();
@@ -154,7 +121,7 @@ async fn service_principal_certificate_signs_a_client_assertion() {
             && c["aud"]
                 .as_str()
                 .is_some_and(|a| a.ends_with("/t2/oauth2/v2.0/token"))
-            && form(s, "client_assertion_type").as_deref()
+            && form_value(&s.body, "client_assertion_type").as_deref()
                 == Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
         if ok {
             (200, token_json("eyJ.cert", 3600))
@@ -182,8 +149,8 @@ async fn service_principal_certificate_signs_a_client_assertion() {
 #[tokio::test]
 async fn workload_identity_sends_the_federated_token() {
     let d = Double::start(|s| {
-        if form(s, "client_assertion").as_deref() == Some("k8s.sa.jwt")
-            && form(s, "client_id").as_deref() == Some("app-3")
+        if form_value(&s.body, "client_assertion").as_deref() == Some("k8s.sa.jwt")
+            && form_value(&s.body, "client_id").as_deref() == Some("app-3")
         {
             (200, token_json("eyJ.wi", 3600))
         } else {

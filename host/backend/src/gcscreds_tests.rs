@@ -9,40 +9,10 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 
 use super::*;
-use crate::testdouble::Double;
+use crate::testdouble::{Double, env_of, form_value};
 
 /// A key made for these tests only (`openssl genpkey -algorithm RSA`); it signs nothing else.
 const TEST_KEY: &str = include_str!("testdata/throwaway-test-rsa-key.pem");
-
-fn env_of(pairs: &[(&str, String)]) -> impl Fn(&str) -> Option<String> + use<> {
-    let m: std::collections::HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    move |k| m.get(k).cloned()
-}
-
-fn form_value(body: &str, key: &str) -> Option<String> {
-    body.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == key).then(|| {
-            let mut out = Vec::new();
-            let b = v.as_bytes();
-            let mut i = 0;
-            while i < b.len() {
-                if b[i] == b'%' && i + 2 < b.len() + 1 {
-                    let h = std::str::from_utf8(&b[i + 1..i + 3]).unwrap();
-                    out.push(u8::from_str_radix(h, 16).unwrap());
-                    i += 3;
-                } else {
-                    out.push(b[i]);
-                    i += 1;
-                }
-            }
-            String::from_utf8(out).unwrap()
-        })
-    })
-}
 
 async fn bearer(p: &Provider) -> String {
     p.get_credential().await.unwrap().bearer.clone()

@@ -1,5 +1,6 @@
-//! A local double of an HTTP credential endpoint for the credential chains' tests: answers
-//! each request with a handler and records what it was sent.
+//! A local double of an HTTP credential endpoint for the credential chains' tests (answers
+//! each request with a handler and records what it was sent), and the small helpers those
+//! tests share: an environment from pairs, and form fields of a request body.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -81,4 +82,39 @@ impl Double {
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
+}
+
+/// An environment (for the chains' `Env`) holding just `pairs`.
+pub(crate) fn env_of(pairs: &[(&str, String)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let m: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    move |k| m.get(k).cloned()
+}
+
+/// Field `key` of a form-encoded `body`, decoded.
+pub(crate) fn form_value(body: &str, key: &str) -> Option<String> {
+    body.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| decode(v))
+    })
+}
+
+/// Percent-decoding of a form or query value.
+pub(crate) fn decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap();
+            out.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
 }
