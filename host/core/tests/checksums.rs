@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use blobmount_backend::checksum::UPLOAD_CHECKS;
 use blobmount_core::{Caller, Fs, FsError, ROOT_INO, ReadMode};
-use common::{TestFs, put, stored, test_fs};
+use common::{TestFs, put, read_seq, stored, test_fs};
 
 const ME: Caller = Caller {
     uid: 1000,
@@ -62,21 +62,6 @@ async fn write_close(fs: &Fs, name: &str, data: &[u8], chunk: usize) -> Result<(
 
 async fn ino_of(fs: &Fs, name: &str) -> u64 {
     fs.lookup(ROOT_INO, name).await.unwrap().ino
-}
-
-/// Read the whole file in order in `chunk`-byte reads.
-async fn read_all(fs: &Fs, ino: u64, chunk: u32) -> Result<Vec<u8>, FsError> {
-    let h = fs.open(ino, libc::O_RDONLY).await?;
-    let mut out = Vec::new();
-    let r = loop {
-        match fs.read(h.fh, out.len() as u64, chunk).await {
-            Ok(b) if b.is_empty() => break Ok(out),
-            Ok(b) => out.extend_from_slice(&b),
-            Err(e) => break Err(e),
-        }
-    };
-    fs.release(h.fh).await?;
-    r
 }
 
 #[tokio::test]
@@ -157,7 +142,7 @@ async fn damaged_object_fails_at_eof(mode: ReadMode) {
     put(&t.mem, "obj", &data).await;
     let ino = ino_of(&t.fs, "obj").await;
     // Intact: read whole and checked, with one request for the store's MD5.
-    assert_eq!(read_all(&t.fs, ino, 128 * 1024).await.unwrap(), data);
+    assert_eq!(read_seq(&t.fs, ino, 128 * 1024).await.unwrap(), data);
     let s = &t.fs.stats;
     assert_eq!(s.reads_verified.load(Ordering::Relaxed), 1, "{mode:?}");
     assert_eq!(
@@ -166,7 +151,7 @@ async fn damaged_object_fails_at_eof(mode: ReadMode) {
         "{mode:?}"
     );
     assert!(t.mem.corrupt_stored("obj", 2 * MIB as u64 + 17));
-    let e = read_all(&t.fs, ino, 128 * 1024).await.unwrap_err();
+    let e = read_seq(&t.fs, ino, 128 * 1024).await.unwrap_err();
     assert_eq!(e.errno(), libc::EIO, "{mode:?}");
     assert_eq!(
         s.read_checksum_failures.load(Ordering::Relaxed),

@@ -9,7 +9,7 @@ use blobmount_backend::memory::MemoryBackend;
 use blobmount_core::{Fs, FsConfig, FsError, PreloadProgress, ROOT_INO, ReadMode};
 
 mod common;
-use common::{TestFs, put, test_fs};
+use common::{TestFs, put, read_seq, test_fs};
 
 const MIB: usize = 1 << 20;
 
@@ -35,21 +35,6 @@ async fn ino_of(fs: &Fs, path: &str) -> u64 {
         ino = fs.lookup(ino, seg).await.unwrap().ino;
     }
     ino
-}
-
-/// Read the whole file sequentially in `chunk`-byte reads.
-async fn read_seq(fs: &Fs, ino: u64, chunk: u32) -> Result<Vec<u8>, FsError> {
-    let h = fs.open(ino, libc::O_RDONLY).await?;
-    let mut out = Vec::new();
-    let r = loop {
-        match fs.read(h.fh, out.len() as u64, chunk).await {
-            Ok(b) if b.is_empty() => break Ok(out),
-            Ok(b) => out.extend_from_slice(&b),
-            Err(e) => break Err(e),
-        }
-    };
-    fs.release(h.fh).await?;
-    r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

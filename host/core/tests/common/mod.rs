@@ -259,6 +259,22 @@ pub async fn put(b: &MemoryBackend, key: &str, data: &[u8]) {
     .unwrap();
 }
 
+/// Read a whole file in order in `chunk`-byte reads through one handle (released at the
+/// end, also after an error).
+pub async fn read_seq(fs: &Fs, ino: u64, chunk: u32) -> Result<Vec<u8>, blobmount_core::FsError> {
+    let h = fs.open(ino, libc::O_RDONLY).await?;
+    let mut out = Vec::new();
+    let r = loop {
+        match fs.read(h.fh, out.len() as u64, chunk).await {
+            Ok(b) if b.is_empty() => break Ok(out),
+            Ok(b) => out.extend_from_slice(&b),
+            Err(e) => break Err(e),
+        }
+    };
+    fs.release(h.fh).await?;
+    r
+}
+
 /// What the store holds at `key`, if anything.
 pub async fn stored(b: &dyn Backend, key: &str) -> Option<Vec<u8>> {
     b.get_range(key, 0..u64::MAX, None)
