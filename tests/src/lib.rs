@@ -453,6 +453,8 @@ pub struct Mount {
 }
 
 pub struct MountSpec {
+    /// The store URL argument; empty: none (the store comes from a config file, as with
+    /// BlobFuse2's `mount DIR --config-file=F`).
     pub url: String,
     pub endpoint: Option<String>,
     pub env: Vec<(String, String)>,
@@ -513,9 +515,11 @@ impl Mount {
         });
         let log = std::env::temp_dir().join(format!("bm-log-{:08x}.log", rand::random::<u32>()));
         let mut cmd = blobmount_cmd();
-        cmd.arg("mount")
-            .arg(&spec.url)
-            .arg(&mountpoint)
+        cmd.arg("mount");
+        if !spec.url.is_empty() {
+            cmd.arg(&spec.url);
+        }
+        cmd.arg(&mountpoint)
             .arg("--foreground")
             .arg("--cache-dir")
             .arg(&cache);

@@ -5,12 +5,9 @@
 //! in the file never reaches stderr.
 
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use blobmount_tests::{
-    AZURITE_KEY, Emulator, Kind, blobmount_cmd, is_mounted, lazy_unmount, run_cli,
-};
+use blobmount_tests::{AZURITE_KEY, Emulator, Kind, Mount, MountSpec, is_mounted, run_cli};
 
 /// BlobFuse2's `sampleFileCacheConfig.yaml` with an account, a cache path and Azurite.
 fn file_cache_config(emu: &Emulator, container: &str, cache: &Path) -> String {
@@ -29,76 +26,24 @@ fn block_cache_config(emu: &Emulator, container: &str) -> String {
     )
 }
 
-/// A mount started the way BlobFuse2 users start theirs; unmounted on drop.
-struct Bf2Mount {
-    child: Child,
-    dir: tempfile::TempDir,
-    log: std::path::PathBuf,
+/// A mount started the way BlobFuse2 users start theirs (no store URL argument: the
+/// config file names the store), with its cache in `cache`.
+fn bf2_mount(args: &[&str], cache: &Path) -> Mount {
+    Mount::start(&MountSpec {
+        url: String::new(),
+        endpoint: None,
+        env: vec![],
+        args: args.iter().map(|a| a.to_string()).collect(),
+        cache: Some(cache.to_path_buf()),
+        mountpoint: None,
+    })
 }
 
-impl Bf2Mount {
-    fn start(args: &[&str], cache: &Path) -> Bf2Mount {
-        let dir = tempfile::tempdir().unwrap();
-        let log = cache.join("daemon.out");
-        let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = blobmount_cmd();
-        cmd.arg("mount")
-            .arg(dir.path())
-            .args(args)
-            .arg("--foreground")
-            .arg("--cache-dir")
-            .arg(cache)
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .stdin(Stdio::null());
-        let mut child = cmd.spawn().unwrap();
-        let t = Instant::now();
-        while !is_mounted(dir.path()) {
-            if let Ok(Some(st)) = child.try_wait() {
-                panic!(
-                    "exited {st}: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            assert!(t.elapsed() < Duration::from_secs(60), "not mounted in 60 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Bf2Mount { child, dir, log }
-    }
-
-    fn p(&self, rel: &str) -> std::path::PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Bf2Mount {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(20) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if is_mounted(self.dir.path()) {
-            lazy_unmount(self.dir.path());
-        }
-    }
-}
-
-fn reads_and_writes(m: &Bf2Mount, emu: &Emulator, container: &str, tag: &str) {
+fn reads_and_writes(m: &Mount, emu: &Emulator, container: &str, tag: &str) {
     emu.put_object(container, &format!("{tag}-outside.txt"), b"from the SDK");
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(m.p(&format!("{tag}.bin")), &data)
-        .unwrap_or_else(|e| panic!("{e}: {}", m.output()));
+        .unwrap_or_else(|e| panic!("{e}: {}", m.log_text()));
     assert_eq!(emu.get_object(container, &format!("{tag}.bin")), data);
     assert_eq!(
         std::fs::read(m.p(&format!("{tag}-outside.txt"))).unwrap(),
@@ -119,9 +64,9 @@ fn blobfuse2_sample_configs_mount_and_serve() {
     std::fs::write(&fc, file_cache_config(&emu, &container, &fc_cache)).unwrap();
     let arg = format!("--config-file={}", fc.display());
     {
-        let m = Bf2Mount::start(&[&arg], &fc_cache);
+        let m = bf2_mount(&[&arg], &fc_cache);
         reads_and_writes(&m, &emu, &container, "fc");
-        let out = m.output();
+        let out = m.log_text();
         assert!(out.contains("file_cache.timeout-sec: ignored"), "{out}");
         assert!(!out.contains(AZURITE_KEY), "the key reached the output");
         // The file cache holds the file read (read mode file-cache).
@@ -144,12 +89,12 @@ fn blobfuse2_sample_configs_mount_and_serve() {
     let arg = format!("--config-file={}", bc.display());
     let name = format!("--container-name={container}");
     {
-        let m = Bf2Mount::start(
+        let m = bf2_mount(
             &[&arg, &name, "--attr-timeout", "5", "--use-https=false"],
             &bc_cache,
         );
         reads_and_writes(&m, &emu, &container, "bc");
-        assert!(m.output().contains("block_cache.parallelism: ignored"));
+        assert!(m.log_text().contains("block_cache.parallelism: ignored"));
     }
     // `config import` prints a native file that mounts the same container.
     let r = run_cli(
@@ -173,7 +118,7 @@ fn blobfuse2_sample_configs_mount_and_serve() {
     let nat_cache = work.path().join("nat");
     std::fs::create_dir_all(&nat_cache).unwrap();
     let cfg_arg = format!("--config={}", native.display());
-    let m = Bf2Mount::start(&[&cfg_arg], &nat_cache);
+    let m = bf2_mount(&[&cfg_arg], &nat_cache);
     assert_eq!(
         std::fs::read(m.p("fc-outside.txt")).unwrap(),
         b"from the SDK"
@@ -325,7 +270,7 @@ fn an_encrypted_config_mounts_with_the_right_passphrase_only() {
     );
     let arg = format!("--config-file={}", sealed.display());
     {
-        let m = Bf2Mount::start(
+        let m = bf2_mount(
             &[
                 &arg,
                 "--secure-config",
