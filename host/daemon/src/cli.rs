@@ -360,7 +360,9 @@ fn blobfuse2_config(args: &MountArgs, file: &Path) -> Result<Config, String> {
     };
     let mut imported = crate::blobfuse2::import_with(&text, crate::blobfuse2_flags::given())?;
     // BlobFuse2's default is syslog; a container often has no syslog socket.
-    if imported.tree["logging"]["output"] == "syslog" && !Path::new("/dev/log").exists() {
+    if imported.tree["logging"]["output"] == "syslog"
+        && !Path::new(crate::logsink::SYSLOG_SOCKET).exists()
+    {
         imported.tree["logging"]["output"] = serde_json::Value::from("stderr");
         imported
             .warnings
