@@ -26,6 +26,7 @@ use tracing::info;
 
 use crate::config::S3Config;
 use crate::error::BackendError;
+use crate::rest::xml_values;
 use crate::tokens::{Fetch, Refreshing, http_host, post_form, send};
 
 /// What `object_store` and the signer take.
@@ -482,7 +483,13 @@ async fn assume_role(
         ("WebIdentityToken", token.as_str()),
     ];
     let xml = send(post_form(http, &format!("{sts}/"), &form)).await?;
-    let t = |tag: &str| xml_text(&xml, tag);
+    // STS answers are small and flat: the first element of each name.
+    let t = |tag: &str| {
+        xml_values(&xml, tag)
+            .into_iter()
+            .next()
+            .map(|v| v.trim().to_string())
+    };
     let (Some(key_id), Some(secret_key)) = (t("AccessKeyId"), t("SecretAccessKey")) else {
         return Err("STS answered without credentials".into());
     };
@@ -494,16 +501,6 @@ async fn assume_role(
         },
         t("Expiration").as_deref().and_then(parse_time),
     ))
-}
-
-/// The unescaped text of the first `<tag>` in `xml` (STS answers are small and flat).
-fn xml_text(xml: &str, tag: &str) -> Option<String> {
-    let open = format!("<{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let end = start + xml[start..].find(&format!("</{tag}>"))?;
-    quick_xml::escape::unescape(xml[start..end].trim())
-        .ok()
-        .map(|s| s.into_owned())
 }
 
 fn parse_time(s: &str) -> Option<SystemTime> {

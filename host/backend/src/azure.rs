@@ -28,7 +28,7 @@ use crate::connect::{build_err, client_options, env, retry_config, secret_or_env
 use crate::error::BackendError;
 use crate::listing::{Dialect, RawLister};
 use crate::objstore::ObjectPlane;
-use crate::rest::{Rest, Signer, encode_segment, keyed, percent_decode, status_error};
+use crate::rest::{Rest, Signer, encode_segment, keyed, percent_decode, status_error, xml_values};
 use crate::upload::upload_in_parts;
 use crate::writes::{copy_in_store, small_file};
 
@@ -255,22 +255,6 @@ pub async fn list_containers(url: &StoreUrl, cfg: &StoreConfig) -> Result<Vec<St
             return Ok(names);
         }
     }
-}
-
-/// The texts of every `<tag>` element of a small XML answer, unescaped.
-fn xml_values(xml: &str, tag: &str) -> Vec<String> {
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(i) = rest.find(&open) {
-        let after = &rest[i + open.len()..];
-        let Some(j) = after.find(&close) else { break };
-        if let Ok(v) = quick_xml::escape::unescape(&after[..j]) {
-            out.push(v.into_owned());
-        }
-        rest = &after[j + close.len()..];
-    }
-    out
 }
 
 #[async_trait]

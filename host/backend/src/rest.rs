@@ -369,6 +369,23 @@ fn hex(c: u8) -> Option<u8> {
     (c as char).to_digit(16).map(|d| d as u8)
 }
 
+/// The texts of every `<tag>` element of a small, flat XML answer (List Containers, STS),
+/// unescaped.
+pub(crate) fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        let after = &rest[i + open.len()..];
+        let Some(j) = after.find(&close) else { break };
+        if let Ok(v) = quick_xml::escape::unescape(&after[..j]) {
+            out.push(v.into_owned());
+        }
+        rest = &after[j + close.len()..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
