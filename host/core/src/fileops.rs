@@ -6,6 +6,7 @@
 //! ([`Handle`]) holds the read-ahead buffer.
 
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
@@ -17,7 +18,7 @@ use tracing::{debug, warn};
 use crate::attr::Kind;
 use crate::blockpool::Source;
 use crate::error::{FsError, FsResult, stale};
-use crate::files::upload_cond;
+use crate::files::{OpenEntry, upload_cond};
 use crate::fs::Fs;
 use crate::inode::ROOT_INO;
 use crate::names;
@@ -124,21 +125,25 @@ impl Fs {
         if kind == Kind::Dir {
             return Err(FsError::IsDir);
         }
+        self.touch(ino);
         let acc = flags & libc::O_ACCMODE;
         let writable = acc == libc::O_WRONLY || acc == libc::O_RDWR;
         if writable || flags & libc::O_TRUNC != 0 {
             self.ns.check_node_writable(ino)?;
         }
-        if self.files.entry(ino).is_none() {
-            // Attributes held for a moment go up before an open for writing: its uploads
-            // are conditional on the version they make. A read-only open leaves them held
-            // (written after its last release: the timer skips open files, so its reads
-            // stay pinned to the version they opened).
-            if writable || flags & libc::O_TRUNC != 0 {
-                self.attrs.flush(ino).await?;
+        match self.files.entry(ino) {
+            None => {
+                // Attributes held for a moment go up before an open for writing: its uploads
+                // are conditional on the version they make. A read-only open leaves them held
+                // (written after its last release: the timer skips open files, so its reads
+                // stay pinned to the version they opened).
+                if writable || flags & libc::O_TRUNC != 0 {
+                    self.attrs.flush(ino).await?;
+                }
+                self.ns.revalidate_if_policy_says(ino);
+                self.getattr(ino).await?;
             }
-            self.ns.revalidate_if_policy_says(ino);
-            self.getattr(ino).await?;
+            Some(e) => self.reopen_clean(ino, e).await?,
         }
         let (fh, entry) = self.files.attach_handle(ino, writable, false).await?;
         let mut st = entry.state.lock().await;
@@ -168,6 +173,37 @@ impl Fs {
             h.read.lock().await.opened(&src).await;
         }
         Ok(OpenReply { fh, keep_cache })
+    }
+
+    /// An open of a file that is open already: when the opening is read-only (no handle
+    /// open for writing, no local changes) and another client replaced the object since
+    /// (the node's ETag, revalidated as the TTL says, moved on; `blobmount refresh` and the
+    /// poller drop it at once), the new open starts a new opening of the new version.
+    /// Handles opened before keep reading theirs (a read the store must serve then fails
+    /// with `ESTALE`): two versions are never mixed in one handle, and a reader's next open
+    /// is not pinned to an old version. An opening with a writer stays one opening: its
+    /// upload is conditional on the version it started from (a conflict, data kept).
+    async fn reopen_clean(&self, ino: u64, e: Arc<OpenEntry>) -> FsResult<()> {
+        let writer = lock(&self.files.handles)
+            .values()
+            .any(|h| h.writable && Arc::ptr_eq(&h.entry, &e));
+        if writer || e.dirty.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.getattr(ino).await?;
+        let st = e.state.lock().await;
+        let now = lock(&self.ns.table).get(ino).and_then(|n| n.etag.clone());
+        let replaced = st.staged.is_none()
+            && !e.dirty.load(Ordering::Acquire)
+            && st.read_etag.is_some()
+            && now.is_some()
+            && now != st.read_etag;
+        if replaced {
+            e.retired.store(true, Ordering::Release);
+            drop(st);
+            self.files.forget_entry(ino, &e);
+        }
+        Ok(())
     }
 
     /// FUSE create: a new empty file, uploaded (conditional on absence) at flush.
