@@ -61,6 +61,8 @@ pub struct FsConfig {
     pub attr_write_delay: Duration,
     /// The content type each upload carries, by file name.
     pub content_types: crate::contenttype::ContentTypes,
+    /// The background poller (`poller.rs`); off unless its interval is set.
+    pub poll: crate::poller::PollConfig,
 }
 
 impl FsConfig {
@@ -92,6 +94,7 @@ impl FsConfig {
             write_parts_in_flight: 4,
             attr_write_delay: Duration::from_millis(200),
             content_types: Default::default(),
+            poll: Default::default(),
         }
     }
 }

@@ -25,6 +25,7 @@ impl Fs {
         if self.ns.node_kind(ino)? != Kind::Dir {
             return Err(FsError::NotDir);
         }
+        self.touch(ino);
         let cached = lock(&self.ns.table)
             .get(ino)
             .and_then(|n| n.dir.fresh_listing(n.policy.list_ttl).cloned());

@@ -53,6 +53,8 @@ pub struct Fs {
     /// The disk cache of whole objects (`read.mode: file-cache`).
     pub file_cache: Option<Arc<FileCache>>,
     pub stats: Arc<FsStats>,
+    /// Recently used inodes and what the last poll saw (`poller.rs`).
+    pub(crate) poller: crate::poller::Poller,
     /// Held for the life of the core: one daemon per cache directory.
     _cache_lock: CacheLock,
 }
@@ -156,6 +158,7 @@ impl Fs {
             pool,
             file_cache,
             stats,
+            poller: crate::poller::Poller::default(),
             _cache_lock: cache_lock,
         })
     }
@@ -226,6 +229,7 @@ impl Fs {
 
     /// FUSE lookup: find `name` in `parent`, counting a kernel reference.
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        self.touch(parent);
         self.lookup_with(parent, name, false).await
     }
 

@@ -26,6 +26,7 @@ mod journal;
 pub mod names;
 mod namespace;
 pub mod policy;
+pub mod poller;
 pub mod preload;
 pub mod readahead;
 pub mod readpath;
@@ -46,6 +47,7 @@ pub use fs::{Caller, DirEntry, Fs, LOOKUP_CONCURRENCY, OpenReply, SetAttr, StatF
 pub use inode::ROOT_INO;
 pub use journal::RenameOutcome;
 pub use policy::{NodePolicy, open_access};
+pub use poller::{PollConfig, PollReport};
 pub use preload::PreloadProgress;
 pub use readpath::ReadMode;
 pub use refresh::{Invalidation, Refresh};

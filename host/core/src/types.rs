@@ -96,6 +96,10 @@ pub struct FsStats {
     pub recovered_uploaded: AtomicU64,
     /// Unfinished writes of a previous daemon moved to `conflicts/` at start.
     pub recovered_kept: AtomicU64,
+    /// Background poller rounds (`poller.rs`).
+    pub poll_rounds: AtomicU64,
+    /// Names the poller found changed by another client (and dropped).
+    pub poll_changes: AtomicU64,
     /// Handles of the `direct` / `block-cache` paths read to the end in order whose bytes
     /// matched the store's MD5 (`verify.rs`).
     pub reads_verified: AtomicU64,

@@ -223,6 +223,11 @@ pub struct CacheConfig {
     pub file_cache_max_mib: u64,
     pub file_cache_min_free_mib: u64,
     pub file_cache_range_reads: bool,
+    pub poll_secs: f64,
+    pub poll_recent_secs: f64,
+    pub poll_max_dirs: usize,
+    pub poll_max_files: usize,
+    pub poll_max_entries: usize,
 }
 
 impl Default for CacheConfig {
@@ -239,6 +244,11 @@ impl Default for CacheConfig {
             file_cache_max_mib: 10 * 1024,
             file_cache_min_free_mib: 1024,
             file_cache_range_reads: true,
+            poll_secs: 0.0,
+            poll_recent_secs: 300.0,
+            poll_max_dirs: 32,
+            poll_max_files: 64,
+            poll_max_entries: 5000,
         }
     }
 }

@@ -29,6 +29,13 @@ pub fn fs_config(cfg: &Config, cache_dir: PathBuf) -> Result<FsConfig, ConfigErr
         list_ttl: secs(c.list_ttl_secs),
         negative_ttl: secs(c.negative_ttl_secs),
         list_cache_max_entries: c.list_cache_max_entries,
+        poll: blobmount_core::PollConfig {
+            interval: secs(c.poll_secs),
+            recent: secs(c.poll_recent_secs),
+            max_dirs: c.poll_max_dirs,
+            max_files: c.poll_max_files,
+            max_entries: c.poll_max_entries,
+        },
         cache_dir,
         rename_dir_limit: cfg.mount.rename_dir_limit,
         list_page_size: c.list_page_size,

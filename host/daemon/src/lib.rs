@@ -32,6 +32,7 @@ pub mod plugin_cli;
 pub mod plugin_new;
 pub mod plugin_test;
 pub mod policy;
+pub mod poll;
 pub mod preload;
 pub mod refresh;
 pub mod reply;

@@ -183,6 +183,8 @@ fn core(o: &mut Out, fs: &Fs) {
         ("blobmount_list_cache_evictions_total", COUNTER, "Cached listings dropped to stay under cache.list-cache-max-entries.", load(&st.list_evictions)),
         ("blobmount_negative_cache_hits_total", COUNTER, "Lookups answered 'absent' without asking the store.", load(&st.negative_hits)),
         ("blobmount_small_dir_relists_total", COUNTER, "Expired one-page listings fetched again by a lookup instead of probing the name.", load(&st.relists)),
+        ("blobmount_poll_rounds_total", COUNTER, "Rounds of the background poller (cache.poll-secs).", load(&st.poll_rounds)),
+        ("blobmount_poll_changes_total", COUNTER, "Names the background poller found changed by another client (dropped from the caches).", load(&st.poll_changes)),
         ("blobmount_type_cache_hits_total", COUNTER, "Lookups that needed one HEAD thanks to a cached listing.", load(&st.type_cache_hits)),
         ("blobmount_name_conflicts_total", COUNTER, "Objects shown under another name because a directory has theirs.", load(&st.name_conflicts)),
         ("blobmount_upload_conflicts_total", COUNTER, "Uploads refused because the object changed remotely (data kept in conflicts/).", load(&st.upload_conflicts)),

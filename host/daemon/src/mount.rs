@@ -113,6 +113,12 @@ fn mount_and_serve(mut cfg: Config, source: Source) -> Result<u8, Failure> {
     )?;
     info!(store = %m.source, mountpoint = %m.place.mp.display(), "mounted");
     after_mount(&rt, &cfg, &m);
+    crate::poll::spawn(
+        rt.handle(),
+        m.store.fs.clone(),
+        m.kernel.clone(),
+        m.alive.clone(),
+    );
     let registered = announce(&cfg, &m, health_addr);
     let stop = Stop {
         fs: &m.store.fs,

@@ -718,6 +718,47 @@ pub static SETTINGS: &[Setting] = &[
          the file downloads it.",
     ),
     Setting::new(
+        "cache.poll-secs",
+        Unit::Seconds,
+        "0.0",
+        "Seconds between rounds of the background poller, which asks the store about\n\
+         recently used directories (one listing each) and open files (one HEAD each) and drops\n\
+         what another client changed, so outside changes show within about this long whatever\n\
+         the TTLs. 0 (the default) turns it off.",
+    )
+    .range(0, 86400),
+    Setting::new(
+        "cache.poll-recent-secs",
+        Unit::Seconds,
+        "300.0",
+        "A directory looked up in or listed, or a file opened, within this many seconds is\n\
+         revalidated by the poller (open files always are).",
+    )
+    .range(1, 86400),
+    Setting::new(
+        "cache.poll-max-dirs",
+        Unit::Count,
+        "32",
+        "Most directories the poller lists per round (most recently used first).",
+    )
+    .range(0, 100000),
+    Setting::new(
+        "cache.poll-max-files",
+        Unit::Count,
+        "64",
+        "Most files the poller asks about (one HEAD each) per round: open or recently opened\n\
+         files whose directory it did not list.",
+    )
+    .range(0, 100000),
+    Setting::new(
+        "cache.poll-max-entries",
+        Unit::Count,
+        "5000",
+        "The poller skips a directory holding more objects than this (its listing would cost\n\
+         more than it finds).",
+    )
+    .range(1, 10000000),
+    Setting::new(
         "logging.file",
         Unit::Path,
         "null",

@@ -140,6 +140,15 @@ impl Files {
         self.is_open_dirty(ino) || self.attrs.is_pending(ino)
     }
 
+    /// Inodes of the files open now.
+    pub(crate) fn open_inodes(&self) -> Vec<u64> {
+        lock(&self.open_files)
+            .iter()
+            .filter(|(_, e)| !e.retired.load(Ordering::Acquire))
+            .map(|(i, _)| *i)
+            .collect()
+    }
+
     /// Open files with changes the store does not have yet.
     pub(crate) fn pending_uploads(&self) -> usize {
         lock(&self.open_files)
