@@ -30,3 +30,33 @@ start_azurite() {
         sleep 0.1
     done
 }
+
+# A remote-like store (issue 18): BENCH_SHAPE=LATENCY_MS:MBIT (e.g. 10:2000, 40:500) puts the
+# tests' shaping proxy (tests/src/bin/shaping-proxy.rs: a latency on every request, a
+# bandwidth cap per direction shared by all connections) in front of the emulator for every
+# measured client alike; empty: loopback as is.
+#
+# build_shaper: build the proxy (release) once; sets SHAPER_BIN.
+build_shaper() {
+    [[ -n ${BENCH_SHAPE:-} ]] || return 0
+    (cd "$REPO" && cargo build --release -q --locked -p blobmount-tests --bin shaping-proxy)
+    SHAPER_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/shaping-proxy
+}
+# start_shaper UPSTREAM_PORT LOG: start it in front of 127.0.0.1:UPSTREAM_PORT; sets
+# SHAPER_PID and SHAPED_PORT (= UPSTREAM_PORT when BENCH_SHAPE is empty). Its request
+# counts by method are appended to LOG every 10 s and when it is stopped.
+start_shaper() {
+    local up=$1 logf=$2 i
+    SHAPED_PORT=$up SHAPER_PID=
+    [[ -n ${BENCH_SHAPE:-} ]] || return 0
+    local lat=${BENCH_SHAPE%%:*} mbit=${BENCH_SHAPE##*:}
+    "$SHAPER_BIN" --upstream "$up" --latency-ms "$lat" --mbit "$mbit" >> "$logf" 2>&1 &
+    SHAPER_PID=$!
+    for ((i = 0; i < 100; i++)); do
+        SHAPED_PORT=$(sed -n 's/^port=//p' "$logf" | tail -1)
+        [[ -n $SHAPED_PORT ]] && return 0
+        kill -0 "$SHAPER_PID" 2>/dev/null || die "shaping proxy exited: $(tail -3 "$logf")"
+        sleep 0.1
+    done
+    die "shaping proxy did not start"
+}

@@ -97,6 +97,7 @@ else
     (cd "$REPO" && cargo build --release -q -p blobmount)
     BM=${CARGO_TARGET_DIR:-$REPO/target}/release/blobmount
 fi
+build_shaper
 
 # ---------------------------------------------------------------- state and cleanup
 mkdir -p "$WORK"/{mnt,cache,logs,azurite} "$RESULTS"
@@ -108,6 +109,7 @@ cleanup() {
     for d in "$WORK"/mnt/*; do
         mountpoint -q "$d" 2>/dev/null && fusermount3 -u -z "$d"
     done
+    stop_pid "${SHAPER_PID:-}" 10
     stop_pid "$AZ_PID" 20
     if [[ -d $WORK/logs ]]; then
         mkdir -p "$RESULTS/logs-$TS" && cp "$WORK"/logs/* "$RESULTS/logs-$TS/" 2>/dev/null
@@ -130,6 +132,7 @@ hwm_mib() { awk '/^VmHWM/{printf "%d", $2/1024}' "/proc/$1/status" 2>/dev/null |
     echo "# rclone: $(rclone version 2>/dev/null | head -1); fio: $(fio --version); curl: $(curl --version | head -1 | cut -d' ' -f1-2)"
     echo "# azurite: $(grep -m1 '"version"' "$TOOLS/npm/node_modules/azurite/package.json" | tr -dc '0-9.'); azure-storage-blob: $("$PY" -c 'import azure.storage.blob as b; print(b.__version__)'); python: $("$PY" -V | cut -d' ' -f2)"
     [[ -n ${BENCH_BIN_SOURCE:-} ]] && echo "# blobmount binary built from: $BENCH_BIN_SOURCE"
+    echo "# link: ${BENCH_SHAPE:+shaped $BENCH_SHAPE (latency ms:Mbit/s per direction, tests/src/bin/shaping-proxy.rs)}${BENCH_SHAPE:-loopback}"
     echo "# sizes: big_mib=$BIG_MIB conc_mib=$CONC_MIB nsmall=$NSMALL nlist=$NLIST huge_mib=$HUGE_MIB fio_secs=$FIO_SECS reps=$REPS ls_reps=$LS_REPS budget_mib=$BUDGET_MIB"
     echo "tool,scenario,value,unit,runs,peak_rss_mib,load1,note"
 } > "$CSV"
@@ -158,6 +161,9 @@ log "populate small/: $(AZ populate small "$NSMALL" 4096)"
 log "populate list/: $(AZ populate list "$NLIST" 16)"
 if ((HUGE_MIB > 0)); then log "upload huge.bin (${HUGE_MIB} MiB): $(AZ put-random huge.bin "$HUGE_MIB")"; fi
 BIG_BYTES=$((BIG_MIB << 20)) CONC_BYTES=$((CONC_MIB << 20)) HUGE_BYTES=$((HUGE_MIB << 20))
+# The data is in place: from here every measured client goes through the shaped link, if any.
+start_shaper "$PORT" "$WORK/logs/shaper.log"
+EP=http://127.0.0.1:$SHAPED_PORT/devstoreaccount1
 
 # ---------------------------------------------------------------- raw backend
 log "raw backend"

@@ -61,6 +61,7 @@ else
     (cd "$REPO" && cargo build --release -q --locked -p blobmount)
     BM=${CARGO_TARGET_DIR:-$REPO/target}/release/blobmount
 fi
+build_shaper
 
 mkdir -p "$WORK"/{mnt,azurite,logs,cache} "$HERE/results"
 AZ_PID= MPID=
@@ -68,6 +69,7 @@ cleanup() {
     set +e
     stop_pid "$MPID" 30
     mountpoint -q "$WORK/mnt" 2>/dev/null && fusermount3 -u -z "$WORK/mnt"
+    stop_pid "${SHAPER_PID:-}" 10
     stop_pid "$AZ_PID" 30
     # Logs and the daemon's counters are kept (not committed: results/logs-*/ is ignored).
     [[ -d $WORK/logs ]] && mkdir -p "$HERE/results/logs-write-$TS" && cp -r "$WORK/logs/." "$HERE/results/logs-write-$TS/"
@@ -77,7 +79,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 PORT=$(free_port)
-EP=http://127.0.0.1:$PORT/devstoreaccount1
+EP_RAW=http://127.0.0.1:$PORT/devstoreaccount1
+EP=$EP_RAW
 AZ() { "$PY" "$HERE/az.py" "$EP" "$CONTAINER" "$@"; }
 # fresh_azurite: a fresh, empty Azurite for each tool. Azurite scans its whole blob table for
 # every listing, so a tool measured after others would pay for their objects.
@@ -85,8 +88,11 @@ fresh_azurite() {
     stop_pid "$AZ_PID" 30
     rm -rf "$AZ_DIR"; mkdir -p "$AZ_DIR"
     start_azurite "$PORT" "$AZ_DIR" "$WORK/logs/azurite.log"
-    AZ create
+    EP=$EP_RAW AZ create
 }
+# Every measured client (blobmount, the SDK, rclone) goes through the shaped link, if any.
+start_shaper "$PORT" "$WORK/logs/shaper.log"
+EP=http://127.0.0.1:$SHAPED_PORT/devstoreaccount1
 log "Azurite on 127.0.0.1:$PORT (disk storage), restarted empty for every tool"
 
 log "source data: ${BIG_MIB} MiB file, tar of $NTAR files"
@@ -243,6 +249,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (a == "NA" || b == "NA" || b == 0) p
     echo "# write benchmark $TS on Azurite (storage in $AZ_DIR), median of $REPS; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "# blobmount: $BM; repo $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD || echo +dirty); $(rclone version 2>/dev/null | head -1)"
     echo "# every value is measured until the store lists all objects with all their bytes"
+    echo "# link: ${BENCH_SHAPE:+shaped $BENCH_SHAPE (latency ms:Mbit/s per direction, tests/src/bin/shaping-proxy.rs)}${BENCH_SHAPE:-loopback}"
     printf '| scenario | tool | value | unit | vs raw | vs rclone | peak RSS (MiB) | runs |\n|---|---|---|---|---|---|---|---|\n'
     for sc in $SCENARIOS; do
         unit=files/s; [[ $sc == seq ]] && unit=MB/s; [[ $sc == append ]] && unit=appends/s

@@ -6,6 +6,11 @@
 //! out, the client never hears so: "commit landed, response lost"). A fault can be limited
 //! to requests whose `METHOD target` line contains a given text.
 //!
+//! It can also make loopback look like a store farther away, for benchmarks
+//! (`src/bin/shaping-proxy.rs`): a latency added to every request, and a bandwidth cap per
+//! direction shared by all connections (a [`Link`]: one virtual clock per direction on which
+//! every chunk reserves its transmission time, so N connections share the rate fairly).
+//!
 //! It parses only the client side (request head, then a `Content-Length` or chunked body),
 //! rewrites `Host` to the emulator's address, and copies responses through untouched; clients do not pipeline, so request boundaries
 //! are all it needs. Loopback only; stopped (listener closed, threads told to end) on drop.
@@ -60,12 +65,73 @@ struct Rule {
     left: usize,
 }
 
-/// Faults to inject, and latency.
+/// Faults to inject, latency and bandwidth.
 #[derive(Default)]
 pub struct Faults {
     rules: Mutex<Vec<Rule>>,
     /// Added before forwarding each request, in milliseconds.
     latency_ms: AtomicU64,
+    /// Requests and their bodies towards the store.
+    up: Link,
+    /// Responses towards the client.
+    down: Link,
+}
+
+/// One direction of a link with a bandwidth cap (0: none), shared by every connection.
+#[derive(Default)]
+pub struct Link {
+    bytes_per_sec: AtomicU64,
+    /// When the link is next free (a virtual clock: each chunk sent reserves its time).
+    free_at: Mutex<Option<std::time::Instant>>,
+}
+
+/// Bytes sent in one go through a capped link (small enough that connections interleave).
+const CHUNK: usize = 64 * 1024;
+
+impl Link {
+    /// Wait until `n` bytes may be sent, as a link of the configured rate would let them.
+    fn pass(&self, n: usize) {
+        let rate = self.bytes_per_sec.load(Ordering::Relaxed);
+        if rate == 0 || n == 0 {
+            return;
+        }
+        let cost = Duration::from_secs_f64(n as f64 / rate as f64);
+        let now = std::time::Instant::now();
+        let done = {
+            let mut free = self.free_at.lock().expect("link clock");
+            // An idle link does not bank time: at most one chunk's worth of burst.
+            let start = free.map_or(now, |f| f.max(now));
+            let done = start + cost;
+            *free = Some(done);
+            done
+        };
+        let wait = done.saturating_duration_since(now);
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// Copy `r` to `w` through this link until `r` ends.
+    fn copy(&self, r: &mut impl Read, w: &mut impl Write) -> std::io::Result<()> {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = r.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            self.pass(n);
+            w.write_all(&buf[..n])?;
+        }
+    }
+
+    /// Write all of `data` through this link.
+    fn write_all(&self, w: &mut impl Write, data: &[u8]) -> std::io::Result<()> {
+        for c in data.chunks(CHUNK) {
+            self.pass(c.len());
+            w.write_all(c)?;
+        }
+        Ok(())
+    }
 }
 
 impl Faults {
@@ -157,6 +223,13 @@ impl CountingProxy {
         self.faults.latency_ms.store(ms, Ordering::SeqCst);
     }
 
+    /// Cap the bandwidth towards the store (`up`) and back (`down`), in bytes per second,
+    /// shared by all connections; 0: no cap.
+    pub fn set_bandwidth(&self, up: u64, down: u64) {
+        self.faults.up.bytes_per_sec.store(up, Ordering::SeqCst);
+        self.faults.down.bytes_per_sec.store(down, Ordering::SeqCst);
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -209,8 +282,9 @@ fn serve(
         return;
     };
     let mut server_r = server;
+    let f = faults.clone();
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut server_r, &mut client_w);
+        let _ = f.down.copy(&mut server_r, &mut client_w);
         let _ = client_w.shutdown(Shutdown::Write);
     });
     let mut r = BufReader::new(client);
@@ -241,7 +315,7 @@ fn serve(
         match faults.take(&line) {
             None => {
                 note("", &line);
-                if server_w.write_all(&raw).is_err() {
+                if faults.up.write_all(&mut server_w, &raw).is_err() {
                     break;
                 }
             }
