@@ -164,17 +164,20 @@ fn rsync_into_a_full_container_stays_within_its_request_budget() {
         String::from_utf8_lossy(&out.stderr),
         m.log_text()
     );
-    // Measured per file on Azure (7.3): the upload; one metadata update for rsync's
-    // chmod and utimensat together (Get Blob Properties + Set Blob Metadata); the copy, and
-    // the new name's content type (`.f.txt.XXXXXX` has none, `f.txt` is text/plain: Get
-    // and Set Blob Properties); the delete. The core meets 4 per file
-    // (host/core/tests/request_budget.rs); the rest is Azure's two-step metadata and type
-    // updates. These bounds guard against the old cost (11.4 per file; 1,525 LISTs for 597
-    // files) coming back; LISTs stay near zero per file.
+    // Measured per file on Azure (5.4 before the metadata write knew the stored type,
+    // 7.3 before temporary names took their final name's type): the upload (typed as
+    // `f.txt` already: `.f.txt.XXXXXX` is rsync's mkstemp name for it); one metadata update
+    // for rsync's chmod and utimensat together (Set Blob Metadata, conditional on the
+    // upload's version); the copy; the delete. The core meets 4 per file
+    // (host/core/tests/request_budget.rs). These bounds guard against the old cost (11.4
+    // per file; 1,525 LISTs for 597 files) coming back. LISTs: at most one per directory
+    // per listing TTL (1 s) while rsync runs, so the bound follows the run's length (a
+    // loaded machine runs longer and relists more), never per file.
     let dirs = 4;
-    assert!(k.total <= 8 * FILES, "{k:?}");
-    assert!(k.list <= 10 * dirs, "LISTs: {k:?}");
-    assert!(k.head <= 5 * FILES / 2, "HEADs: {k:?}");
+    assert!(k.total <= 5 * FILES, "{k:?}");
+    let ttl_rounds = took.as_secs() as usize + 10;
+    assert!(k.list <= dirs * ttl_rounds && k.list <= FILES / 2, "LISTs: {k:?}");
+    assert!(k.head <= FILES / 2, "HEADs: {k:?}");
     assert!(took < Duration::from_secs(60), "took {took:?}");
 
     // What rsync wrote is there, with its mode and times, and no temporary file is left.

@@ -243,6 +243,20 @@ pub trait Backend: Send + Sync + Debug {
         if_match: Option<&str>,
     ) -> Result<PutOutcome>;
 
+    /// [`Backend::set_metadata`] when the caller knows the content type the store holds
+    /// for version `if_match` (`stored_type`, from the upload that made it): a store whose
+    /// type is a property apart (Azure) needs not read it first.
+    async fn set_metadata_over(
+        &self,
+        key: &str,
+        meta: &PutMeta,
+        if_match: Option<&str>,
+        stored_type: Option<&str>,
+    ) -> Result<PutOutcome> {
+        let _ = stored_type;
+        self.set_metadata(key, meta, if_match).await
+    }
+
     /// Replace `key` with the first `base.len` bytes of its version `base.etag` followed by
     /// the bytes of the local `file` from offset `base.len` to its end, sending only what is
     /// new where the store can reuse the old bytes in place (Azure committed blocks). Bytes

@@ -413,6 +413,28 @@ impl Backend for AzureBackend {
         Ok(PutOutcome { etag })
     }
 
+    async fn set_metadata_over(
+        &self,
+        key: &str,
+        meta: &PutMeta,
+        if_match: Option<&str>,
+        stored_type: Option<&str>,
+    ) -> Result<PutOutcome> {
+        // The version and its type are known: Set Blob Metadata alone, conditional on the
+        // version (a changed blob answers 412 as the read-first path would find).
+        let same_type = meta.content_type.is_none() || meta.content_type.as_deref() == stored_type;
+        match if_match {
+            Some(v) if same_type => {
+                let etag = self
+                    .blocks
+                    .set_metadata(key, &meta.metadata, Some(v))
+                    .await?;
+                Ok(PutOutcome { etag })
+            }
+            Some(_) | None => self.set_metadata(key, meta, if_match).await,
+        }
+    }
+
     async fn put_appended(
         &self,
         key: &str,

@@ -156,6 +156,18 @@ impl Backend for Deadlines {
         self.inner.set_metadata(key, meta, if_match).await
     }
 
+    async fn set_metadata_over(
+        &self,
+        key: &str,
+        meta: &PutMeta,
+        if_match: Option<&str>,
+        stored_type: Option<&str>,
+    ) -> Result<PutOutcome> {
+        self.inner
+            .set_metadata_over(key, meta, if_match, stored_type)
+            .await
+    }
+
     async fn put_appended(
         &self,
         key: &str,

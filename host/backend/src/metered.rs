@@ -250,6 +250,20 @@ impl Backend for Metered {
             .count(7, self.inner.set_metadata(key, meta, if_match).await)
     }
 
+    async fn set_metadata_over(
+        &self,
+        key: &str,
+        meta: &PutMeta,
+        if_match: Option<&str>,
+        stored_type: Option<&str>,
+    ) -> Result<PutOutcome> {
+        let r = self
+            .inner
+            .set_metadata_over(key, meta, if_match, stored_type)
+            .await;
+        self.stats.count(7, r)
+    }
+
     async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
         self.stats.count(8, self.inner.content_md5(key, etag).await)
     }

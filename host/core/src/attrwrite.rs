@@ -270,9 +270,10 @@ impl AttrWriter {
                     metadata: meta,
                     content_type: content_type.clone(),
                 };
+                let (version, stored) = (node.etag.as_deref(), node.content_type.as_deref());
                 match self
                     .backend
-                    .set_metadata(&key, &pm, node.etag.as_deref())
+                    .set_metadata_over(&key, &pm, version, stored)
                     .await
                 {
                     Ok(r) => r,

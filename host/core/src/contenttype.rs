@@ -184,8 +184,16 @@ impl ContentTypes {
     /// the overrides know (`.tar.gz` before `.gz`), else the last extension in the overrides
     /// then the built-in table, else the default. A dotfile's leading dot does not start an
     /// extension (`.bashrc` has none; `.env.json` is JSON).
+    ///
+    /// A temporary name in the `mkstemp` style of rsync and many editors and downloaders,
+    /// `.NAME.XXXXXX` (six letters or digits that are no known extension), takes NAME's
+    /// type: the file is about to be renamed to NAME, and uploading it with NAME's type
+    /// saves the type change (a properties request, on Azure two) at that rename.
     pub fn for_name(&self, name: &str) -> &str {
         let base = name.rsplit('/').next().unwrap_or(name);
+        if let Some(target) = self.temp_target(base) {
+            return self.for_name(target);
+        }
         let stem = base.strip_prefix('.').unwrap_or(base).to_ascii_lowercase();
         // Every suffix after a dot, longest first.
         let suffixes = stem
@@ -207,6 +215,18 @@ impl ContentTypes {
             Ok(i) => TABLE.get(i).map_or(self.default.as_str(), |(_, t)| t),
             Err(_) => &self.default,
         }
+    }
+
+    /// NAME of a temporary name `.NAME.XXXXXX` (see [`ContentTypes::for_name`]).
+    fn temp_target<'a>(&self, base: &'a str) -> Option<&'a str> {
+        let (stem, tail) = base.strip_prefix('.')?.rsplit_once('.')?;
+        let random = tail.len() == 6 && tail.chars().all(|c| c.is_ascii_alphanumeric());
+        let lower = tail.to_ascii_lowercase();
+        let known = self.overrides.contains_key(&lower)
+            || TABLE
+                .binary_search_by(|(e, _)| (*e).cmp(lower.as_str()))
+                .is_ok();
+        (random && !known && !stem.is_empty() && !stem.starts_with('.')).then_some(stem)
     }
 }
 
@@ -303,6 +323,21 @@ mod tests {
         assert_eq!(c.for_name("x.unknownext"), OCTET_STREAM);
         assert_eq!(c.for_name(".env.json"), "application/json");
         assert_eq!(c.for_name(""), OCTET_STREAM);
+    }
+
+    #[test]
+    fn mkstemp_temporary_names_take_the_type_of_the_name_they_stand_for() {
+        let c = ContentTypes::default();
+        // rsync: `.NAME.XXXXXX`, renamed to NAME once written.
+        assert_eq!(c.for_name(".index.html.Ab3xQ9"), "text/html");
+        assert_eq!(c.for_name("d/.a.tar.gz.zzzzzz"), "application/gzip");
+        assert_eq!(c.for_name(".Makefile.a1B2c3"), OCTET_STREAM);
+        // Not that pattern: five or seven characters, no leading dot, a known extension.
+        assert_eq!(c.for_name(".index.html.Ab3xQ"), OCTET_STREAM);
+        assert_eq!(c.for_name(".index.html.Ab3xQ9z"), OCTET_STREAM);
+        assert_eq!(c.for_name("index.html.Ab3xQ9"), OCTET_STREAM);
+        assert_eq!(c.for_name(".x.jsonld"), c.for_name("x.jsonld"));
+        assert_eq!(c.for_name("..html.abcdef"), OCTET_STREAM);
     }
 
     #[test]
