@@ -267,25 +267,11 @@ const RULES: &[(&str, Rule)] = &[
     ("azstorage.sdk-trace", Ignore("use logging.level debug")),
     ("mountall.container-allowlist", Special),
     ("mountall.container-denylist", Special),
-    (
-        "health_monitor.enable-monitoring",
-        Ignore(
-            "the BlobFuse2 health monitor is not implemented; blobmount serves /metrics and /status (health.listen)",
-        ),
-    ),
-    (
-        "health_monitor.stats-poll-interval-sec",
-        Ignore("no health monitor"),
-    ),
-    (
-        "health_monitor.process-monitor-interval-sec",
-        Ignore("no health monitor"),
-    ),
-    ("health_monitor.output-path", Ignore("no health monitor")),
-    (
-        "health_monitor.monitor-disable-list",
-        Ignore("no health monitor"),
-    ),
+    ("health_monitor.enable-monitoring", To("monitor.enabled")),
+    ("health_monitor.stats-poll-interval-sec", Special),
+    ("health_monitor.process-monitor-interval-sec", Special),
+    ("health_monitor.output-path", Special),
+    ("health_monitor.monitor-disable-list", Special),
 ];
 
 /// Sections whose keys are looked up as `section.key`.
@@ -530,6 +516,7 @@ impl Importer<'_> {
             self.set("mount.dir-mode", Value::from(format!("{mode:04o}")));
         }
         self.block_cache()?;
+        self.health_monitor()?;
         if self.get("azstorage.virtual-directory") == Some(&Value::Bool(false)) {
             self.warn("azstorage.virtual-directory: false ignored (directories without marker blobs are always shown)".into());
         }
@@ -684,6 +671,69 @@ impl Importer<'_> {
         {
             self.set("logging.level", Value::from(l));
         }
+    }
+
+    /// BlobFuse2 polls its own counters and the process at two intervals; blobmount
+    /// reports both at one. Its output directory gets BlobFuse2's file name (as JSON lines).
+    fn health_monitor(&mut self) -> Result<(), String> {
+        let (stats, process) = (
+            "health_monitor.stats-poll-interval-sec",
+            "health_monitor.process-monitor-interval-sec",
+        );
+        let s = self
+            .get(stats)
+            .cloned()
+            .map(|v| self.uint(stats, &v))
+            .transpose()?;
+        let p = self
+            .get(process)
+            .cloned()
+            .map(|v| self.uint(process, &v))
+            .transpose()?;
+        if let (Some(a), Some(b)) = (s, p)
+            && a != b
+        {
+            self.warn(format!("{process}: blobmount reports everything every monitor.interval-secs; using {stats} ({a} s)"));
+        }
+        if let Some((from, n)) = s.map(|n| (stats, n)).or(p.map(|n| (process, n))) {
+            let v = self.number(from, "monitor.interval-secs", n);
+            self.set("monitor.interval-secs", v);
+        }
+        if let Some(dir) = self
+            .get("health_monitor.output-path")
+            .and_then(Value::as_str)
+        {
+            let file = Path::new(dir).join("monitor_{pid}.jsonl");
+            self.set("monitor.output", Value::from(file.display().to_string()));
+        }
+        let list = match self.get("health_monitor.monitor-disable-list") {
+            Some(Value::Array(a)) => a.clone(),
+            Some(_) => {
+                return Err(
+                    "blobfuse2 config health_monitor.monitor-disable-list: expected a list".into(),
+                );
+            }
+            None => return Ok(()),
+        };
+        let mut parts = Vec::new();
+        for name in list.iter().filter_map(Value::as_str) {
+            let part = match name {
+                "blobfuse_stats" => "ops",
+                "file_cache_monitor" => "file-cache",
+                "cpu_profiler" => "cpu",
+                "memory_profiler" => "memory",
+                "network_profiler" => "network",
+                other => {
+                    self.warn(format!(
+                        "health_monitor.monitor-disable-list: unknown monitor {other:?}; ignored"
+                    ));
+                    continue;
+                }
+            };
+            parts.push(Value::from(part));
+        }
+        self.set("monitor.disable", Value::Array(parts));
+        Ok(())
     }
 
     fn block_cache(&mut self) -> Result<(), String> {

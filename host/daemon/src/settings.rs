@@ -718,6 +718,51 @@ pub static SETTINGS: &[Setting] = &[
          the file downloads it.",
     ),
     Setting::new(
+        "monitor.enabled",
+        Unit::Switch,
+        "false",
+        "Append a report (one JSON line: CPU, memory, file-cache and block-cache use, bytes\n\
+         to and from the store, FUSE operation counts) to `monitor.output` every\n\
+         `monitor.interval-secs` (BlobFuse2's health monitor).",
+    )
+    .flag(Flag::long("monitor", "Write the health monitor's report (monitor.output) every monitor.interval-secs")),
+    Setting::new(
+        "monitor.interval-secs",
+        Unit::Seconds,
+        "10.0",
+        "Seconds between two reports of the health monitor.",
+    )
+    .range(1, 86_400),
+    Setting::new(
+        "monitor.output",
+        Unit::Path,
+        "null",
+        "The health monitor's report file (`{pid}` is replaced by the daemon's PID). Default:\n\
+         `monitor.jsonl` in the cache directory.",
+    ),
+    Setting::new(
+        "monitor.disable",
+        Unit::List,
+        "[]",
+        "Parts left out of the report: `cpu`, `memory`, `file-cache`, `block-cache`,\n\
+         `network`, `ops`.",
+    ),
+    Setting::new(
+        "monitor.max-size-mib",
+        Unit::MiB,
+        "10",
+        "Size in MiB at which the report file is rotated (renamed FILE.1, older ones shifted\n\
+         up to FILE.<max-files>).",
+    )
+    .range(1, 1024),
+    Setting::new(
+        "monitor.max-files",
+        Unit::Count,
+        "9",
+        "Rotated report files kept beside the report file.",
+    )
+    .range(1, 100),
+    Setting::new(
         "logging.file",
         Unit::Path,
         "null",
