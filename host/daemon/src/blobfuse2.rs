@@ -328,6 +328,12 @@ pub fn import_with(text: &str, over: &[(String, Value)]) -> Result<Imported, Str
             }
         }
     }
+    import_map(src)
+}
+
+/// [`import`] of a BlobFuse2 configuration already read as a tree (what `mountv1` makes of
+/// a BlobFuse v1 configuration, `crate::blobfuse_v1`).
+pub fn import_map(src: Map<String, Value>) -> Result<Imported, String> {
     let mut i = Importer {
         out: Imported {
             tree: Value::Object(Map::new()),
@@ -773,6 +779,19 @@ fn octal(v: &Value) -> Option<u16> {
     u16::from_str_radix(s.trim_start_matches("0o"), 8)
         .ok()
         .filter(|m| *m <= 0o7777)
+}
+
+/// BlobFuse2's (and v1's) default log is syslog; a container often has no syslog socket:
+/// then the log goes to stderr, with a warning.
+pub fn syslog_fallback(imported: &mut Imported) {
+    if imported.tree["logging"]["output"] == "syslog"
+        && !Path::new(crate::logsink::SYSLOG_SOCKET).exists()
+    {
+        imported.tree["logging"]["output"] = Value::from("stderr");
+        imported
+            .warnings
+            .push("logging.type: syslog, but there is no /dev/log here; logging to stderr".into());
+    }
 }
 
 /// The native YAML of an import, with the warnings as comments on top.
