@@ -12,7 +12,7 @@
 //! them (never a secret's value). docs/migrating-from-blobfuse2.md lists every one.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
@@ -432,9 +432,9 @@ impl V1 {
                 self.native("mount.dir-mode", mode);
             }
             "nonempty" | "default_permissions" => {}
-            k if FUSE_IGNORED.contains(&k) => {
-                self.warn(format!("{from}: ignored (a libfuse tuning option)"))
-            }
+            k if FUSE_IGNORED.contains(&k) => self.warn(format!(
+                "{from}: ignored (a libfuse option blobmount has no use for)"
+            )),
             _ => return Err(err(&from, "unknown FUSE option")),
         }
         Ok(())
@@ -696,98 +696,6 @@ fn set(tree: &mut Value, key: &str, v: Value) {
         cur = &mut cur[*p];
     }
     cur[parts[parts.len() - 1]] = v;
-}
-
-/// The native YAML of a converted v1 configuration, the warnings as comments on top.
-pub fn to_yaml(i: &Imported) -> Result<String, String> {
-    let body = serde_saphyr::to_string(&i.tree).map_err(|e| e.to_string())?;
-    let mut out = String::from(
-        "# blobmount's native configuration, converted from a BlobFuse v1 configuration by\n\
-         # `blobmount mountv1 --convert-config-only` (BlobFuse2's mountv1 writes a BlobFuse2 file\n\
-         # instead). Mount it with `blobmount mount DIR --config FILE`.\n",
-    );
-    for w in &i.warnings {
-        out.push_str(&format!("# warning: {w}\n"));
-    }
-    out.push_str(&body);
-    Ok(out)
-}
-
-/// Write `yaml` to `path`, mode 0600 (it holds credentials).
-pub fn write_private(path: &Path, yaml: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("--output-file {}: {e}", path.display()))?;
-    f.write_all(yaml.as_bytes())
-        .map_err(|e| format!("--output-file {}: {e}", path.display()))
-}
-
-const USAGE: &str = "Usage: blobmount mountv1 DIR --config-file=fuse_connection.cfg [--tmp-path=DIR] [-o OPT,...] [v1 flags] [blobmount mount flags]
-       blobmount mountv1 --config-file=F --convert-config-only=true [--output-file=config.yaml]
-BlobFuse v1's connection file, environment variables and flags (docs/migrating-from-blobfuse2.md).";
-
-/// `blobmount mountv1 ARGS`.
-pub fn main(args: Vec<OsString>) -> std::process::ExitCode {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return std::process::ExitCode::SUCCESS;
-    }
-    run(args).unwrap_or_else(|e| crate::exit::fail(crate::exit::EXIT_CONFIG, e))
-}
-
-fn run(args: Vec<OsString>) -> Result<std::process::ExitCode, String> {
-    use crate::cli::{Cli, Cmd};
-    use clap::Parser;
-    let v1 = parse_args(args)?;
-    let (convert_only, output, rest) = (v1.convert_only, v1.output_file.clone(), v1.rest.clone());
-    let mut imported = convert(v1, &|k| std::env::var(k).ok())?;
-    if convert_only {
-        let out = output.unwrap_or_else(|| "config.yaml".into());
-        for w in &imported.warnings {
-            eprintln!("blobmount: blobfuse v1 config: {w}");
-        }
-        write_private(&out, &to_yaml(&imported)?)?;
-        println!("wrote {}", out.display());
-        return Ok(std::process::ExitCode::SUCCESS);
-    }
-    crate::blobfuse2::syslog_fallback(&mut imported);
-    for w in &imported.warnings {
-        eprintln!("blobmount: blobfuse v1 config: {w}");
-    }
-    if let Some(out) = &output {
-        // BlobFuse2's mountv1 writes the converted file before mounting too.
-        write_private(out, &to_yaml(&imported)?)?;
-    }
-    // The mount point and blobmount's own flags.
-    let mut argv: Vec<OsString> = vec!["blobmount".into(), "mount".into()];
-    argv.extend(rest);
-    let cli = Cli::try_parse_from(argv).map_err(|e| format!("mountv1: {e}"))?;
-    let Cmd::Mount { sub: None, args } = cli.cmd else {
-        return Err("mountv1: unexpected arguments".into());
-    };
-    let mut args = *args;
-    args.absorb_options()?;
-    args.lone_positional_is_the_mountpoint();
-    let cfg = crate::config::Config::load_tree_with(imported.tree, &args.overrides())
-        .map_err(|e| e.to_string())?;
-    cfg.validate().map_err(|e| e.to_string())?;
-    if cfg.mount.mountpoint.is_none() && cfg.mount.fuse_fd_socket.is_none() {
-        return Err("mountv1: no mount point (give it as the first argument)".into());
-    }
-    Ok(
-        if cfg.mount.foreground || std::env::var_os(crate::mount::READY_ENV).is_some() {
-            let source = crate::policy::Source::new(None, args.overrides());
-            crate::mount::run(cfg, source)
-        } else {
-            crate::mount::daemonize()
-        },
-    )
 }
 
 #[cfg(test)]

@@ -229,7 +229,7 @@ pub fn main() -> ExitCode {
         }),
         Cmd::Plugin { sub } => crate::plugin_cli::main(sub),
         Cmd::Secure { sub } => crate::secure::main(sub),
-        Cmd::Mountv1 { args } => crate::blobfuse_v1::main(args),
+        Cmd::Mountv1 { args } => crate::mountv1::main(args),
         Cmd::GenConfig(g) => crate::genconfig::main(&g),
         // BlobFuse2's `unmount all`, unless a mount point is really called `all`.
         Cmd::Unmount { mountpoint, lazy }

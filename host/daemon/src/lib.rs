@@ -30,6 +30,7 @@ pub mod monitor;
 pub mod mount;
 pub mod mountall;
 pub mod mountpoint;
+pub mod mountv1;
 pub mod opstats;
 pub mod plugin_cli;
 pub mod plugin_new;
