@@ -33,6 +33,7 @@ pub mod mountpoint;
 pub mod mountv1;
 pub mod opstats;
 pub mod plugin_cli;
+pub mod plugin_limits;
 pub mod plugin_new;
 pub mod plugin_test;
 pub mod policy;
