@@ -93,6 +93,15 @@ fn the_monitor_reports_what_the_mount_does() {
     assert!(n(last, "/ops/written_bytes") >= 2_000_000.0, "{last}");
     assert!(n(last, "/file_cache/bytes") >= 1_000_000.0, "{last}");
     assert!(n(last, "/file_cache/files") >= 1.0, "{last}");
+    assert!(
+        n(last, "/file_cache/misses") >= 1.0,
+        "the read downloaded: {last}"
+    );
+    // Every line covers about one interval, the first one too.
+    for l in &after {
+        let secs = n(l, "/interval_secs");
+        assert!((0.5..5.0).contains(&secs), "{l}");
+    }
     assert!(n(last, "/file_cache/limit_bytes") > 0.0, "{last}");
     assert!(n(last, "/block_cache/limit_bytes") > 0.0, "{last}");
     // One line per interval, with a time stamp each.

@@ -297,7 +297,13 @@ impl V1 {
                 let b = switch(from, v)?;
                 self.put(k, Value::from(!b), from);
             }
-            Native(k) => self.native(k, Value::from(v)),
+            // v1 expands a leading `~` of --tmp-path.
+            Native(k) => match (v.strip_prefix("~/"), std::env::var("HOME")) {
+                (Some(rest), Ok(home)) if k == "cache.dir" => {
+                    self.native(k, Value::from(format!("{home}/{rest}")))
+                }
+                _ => self.native(k, Value::from(v)),
+            },
             Same => {}
             Ignore(why) => self.warn(format!("{from}: ignored ({why})")),
             Special => self.special(name, from, v)?,

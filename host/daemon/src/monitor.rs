@@ -116,7 +116,7 @@ pub fn start(cfg: &MonitorConfig, cache_dir: &Path, src: Sources) -> Result<(), 
     std::thread::Builder::new()
         .name("blobmount-monitor".into())
         .spawn(move || {
-            let mut sampler = Sampler::new(&disable);
+            let mut sampler = Sampler::new(&disable, &src);
             let mut failed = false;
             loop {
                 std::thread::sleep(interval);
@@ -144,10 +144,13 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn new(disable: &[String]) -> Self {
+    /// A sampler whose first report covers the time from now.
+    pub fn new(disable: &[String], src: &Sources) -> Self {
+        let cpu = procstat::read_self().map_or(0.0, |p| p.cpu_secs);
+        let (rx, tx) = (src.backend.bytes_read(), src.backend.bytes_written());
         Sampler {
             disable: disable.to_vec(),
-            prev: None,
+            prev: Some((Instant::now(), cpu, rx, tx)),
         }
     }
 
@@ -184,8 +187,12 @@ impl Sampler {
         }
         if self.on("file-cache") {
             let fc = src.fs.file_cache.as_ref().map(|c| {
-                let (used, max) = (c.used_bytes(), c.config().max_bytes);
-                json!({"bytes": used, "files": c.len(), "limit_bytes": max, "percent": percent(used, max)})
+                let (used, max, st) = (c.used_bytes(), c.config().max_bytes, &c.stats);
+                let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                json!({
+                    "bytes": used, "files": c.len(), "limit_bytes": max, "percent": percent(used, max),
+                    "hits": n(&st.hits), "misses": n(&st.misses), "evictions": n(&st.evictions),
+                })
             });
             o.insert("file_cache".into(), fc.unwrap_or(Value::Null));
         }
@@ -246,4 +253,37 @@ fn percent(used: u64, of: u64) -> f64 {
 
 fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_path_and_the_disabled_parts() {
+        let mut c = MonitorConfig::default();
+        assert_eq!(c.path(Path::new("/c")), Path::new("/c/monitor.jsonl"));
+        c.output = Some("/var/log/bf/monitor_{pid}.jsonl".into());
+        assert_eq!(
+            c.path(Path::new("/c")),
+            PathBuf::from(format!("/var/log/bf/monitor_{}.jsonl", std::process::id()))
+        );
+        c.disable = vec!["cpu".into(), "network".into()];
+        assert!(c.check().is_ok());
+        c.disable.push("disk".into());
+        let e = c.check().unwrap_err();
+        assert!(e.contains("\"disk\"") && e.contains("block-cache"), "{e}");
+    }
+
+    #[test]
+    fn rates_and_percentages() {
+        let p = ProcStat {
+            cpu_secs: 3.0,
+            ..ProcStat::default()
+        };
+        assert_eq!(cpu(&p, 2.0, 2.0)["percent"], 50.0);
+        assert_eq!(cpu(&p, 2.0, 0.0)["percent"], 0.0);
+        assert_eq!(percent(1, 3), 33.33);
+        assert_eq!(percent(5, 0), 0.0);
+    }
 }
