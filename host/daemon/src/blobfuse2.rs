@@ -721,14 +721,15 @@ impl Importer<'_> {
             }
             None => return Ok(()),
         };
-        let mut parts = Vec::new();
+        let mut parts: Vec<Value> = Vec::new();
         for name in list.iter().filter_map(Value::as_str) {
-            let part = match name {
-                "blobfuse_stats" => "ops",
-                "file_cache_monitor" => "file-cache",
-                "cpu_profiler" => "cpu",
-                "memory_profiler" => "memory",
-                "network_profiler" => "network",
+            // BlobFuse2's component stats hold the operation counts and the bytes moved.
+            let these: &[&str] = match name {
+                "blobfuse_stats" => &["ops", "network"],
+                "file_cache_monitor" => &["file-cache"],
+                "cpu_profiler" => &["cpu"],
+                "memory_profiler" => &["memory"],
+                "network_profiler" => &["network"],
                 other => {
                     self.warn(format!(
                         "health_monitor.monitor-disable-list: unknown monitor {other:?}; ignored"
@@ -736,7 +737,11 @@ impl Importer<'_> {
                     continue;
                 }
             };
-            parts.push(Value::from(part));
+            for p in these {
+                if !parts.iter().any(|x| x == p) {
+                    parts.push(Value::from(*p));
+                }
+            }
         }
         self.set("monitor.disable", Value::Array(parts));
         Ok(())

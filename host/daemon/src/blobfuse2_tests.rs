@@ -271,7 +271,7 @@ fn every_documented_key_is_in_the_table_and_every_target_is_a_setting() {
 #[test]
 fn the_health_monitor_section_becomes_the_monitor() {
     let text = format!(
-        "{FILE_CACHE}health_monitor:\n  enable-monitoring: true\n  stats-poll-interval-sec: 5\n  process-monitor-interval-sec: 30\n  output-path: /var/log/bf\n  monitor-disable-list: [file_cache_monitor, memory_profiler, network_profiler, bogus]\n"
+        "{FILE_CACHE}health_monitor:\n  enable-monitoring: true\n  stats-poll-interval-sec: 5\n  process-monitor-interval-sec: 30\n  output-path: /var/log/bf\n  monitor-disable-list: [file_cache_monitor, memory_profiler, blobfuse_stats, network_profiler, bogus]\n"
     );
     let i = import(&text).unwrap();
     assert_eq!(at(&i.tree, "monitor.enabled"), &Value::Bool(true));
@@ -282,7 +282,7 @@ fn the_health_monitor_section_becomes_the_monitor() {
     );
     assert_eq!(
         at(&i.tree, "monitor.disable"),
-        &serde_json::json!(["file-cache", "memory", "network"])
+        &serde_json::json!(["file-cache", "memory", "ops", "network"])
     );
     let w = i.warnings.join("\n");
     assert!(w.contains("process-monitor-interval-sec"), "{w}");
