@@ -679,71 +679,19 @@ impl Importer<'_> {
         }
     }
 
-    /// BlobFuse2 polls its own counters and the process at two intervals; blobmount
-    /// reports both at one. Its output directory gets BlobFuse2's file name (as JSON lines).
+    /// BlobFuse2's `health_monitor` section (`crate::monitor::from_blobfuse2`).
     fn health_monitor(&mut self) -> Result<(), String> {
-        let (stats, process) = (
-            "health_monitor.stats-poll-interval-sec",
-            "health_monitor.process-monitor-interval-sec",
-        );
-        let s = self
-            .get(stats)
-            .cloned()
-            .map(|v| self.uint(stats, &v))
-            .transpose()?;
-        let p = self
-            .get(process)
-            .cloned()
-            .map(|v| self.uint(process, &v))
-            .transpose()?;
-        if let (Some(a), Some(b)) = (s, p)
-            && a != b
-        {
-            self.warn(format!("{process}: blobmount reports everything every monitor.interval-secs; using {stats} ({a} s)"));
+        let hm = crate::monitor::from_blobfuse2(self.src.get("health_monitor"))?;
+        for w in hm.warnings {
+            self.warn(w);
         }
-        if let Some((from, n)) = s.map(|n| (stats, n)).or(p.map(|n| (process, n))) {
+        if let Some((from, n)) = hm.interval {
             let v = self.number(from, "monitor.interval-secs", n);
             self.set("monitor.interval-secs", v);
         }
-        if let Some(dir) = self
-            .get("health_monitor.output-path")
-            .and_then(Value::as_str)
-        {
-            let file = Path::new(dir).join("monitor_{pid}.jsonl");
-            self.set("monitor.output", Value::from(file.display().to_string()));
+        for (k, v) in hm.keys {
+            self.set(k, v);
         }
-        let list = match self.get("health_monitor.monitor-disable-list") {
-            Some(Value::Array(a)) => a.clone(),
-            Some(_) => {
-                return Err(
-                    "blobfuse2 config health_monitor.monitor-disable-list: expected a list".into(),
-                );
-            }
-            None => return Ok(()),
-        };
-        let mut parts: Vec<Value> = Vec::new();
-        for name in list.iter().filter_map(Value::as_str) {
-            // BlobFuse2's component stats hold the operation counts and the bytes moved.
-            let these: &[&str] = match name {
-                "blobfuse_stats" => &["ops", "network"],
-                "file_cache_monitor" => &["file-cache"],
-                "cpu_profiler" => &["cpu"],
-                "memory_profiler" => &["memory"],
-                "network_profiler" => &["network"],
-                other => {
-                    self.warn(format!(
-                        "health_monitor.monitor-disable-list: unknown monitor {other:?}; ignored"
-                    ));
-                    continue;
-                }
-            };
-            for p in these {
-                if !parts.iter().any(|x| x == p) {
-                    parts.push(Value::from(*p));
-                }
-            }
-        }
-        self.set("monitor.disable", Value::Array(parts));
         Ok(())
     }
 

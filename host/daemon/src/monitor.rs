@@ -87,6 +87,90 @@ impl MonitorConfig {
     }
 }
 
+/// What BlobFuse2's `health_monitor` section becomes.
+#[derive(Default)]
+pub struct FromBlobfuse2 {
+    /// Native keys and their values.
+    pub keys: Vec<(&'static str, Value)>,
+    /// The one interval: the BlobFuse2 key it came from and its seconds (clamped by the
+    /// importer into `monitor.interval-secs`'s range).
+    pub interval: Option<(&'static str, u64)>,
+    pub warnings: Vec<String>,
+}
+
+/// BlobFuse2 polls its own counters and the process at two intervals; blobmount reports
+/// both at one (the stats one when both are given). Its output directory gets BlobFuse2's
+/// file name (as JSON lines). `enable-monitoring` is a plain key of the importer's table.
+pub fn from_blobfuse2(section: Option<&Value>) -> Result<FromBlobfuse2, String> {
+    let mut out = FromBlobfuse2::default();
+    let Some(hm) = section else {
+        return Ok(out);
+    };
+    let (stats, process) = (
+        "health_monitor.stats-poll-interval-sec",
+        "health_monitor.process-monitor-interval-sec",
+    );
+    let secs = |key: &'static str| -> Result<Option<u64>, String> {
+        let Some(v) = hm
+            .get(key.trim_start_matches("health_monitor."))
+            .filter(|v| !v.is_null())
+        else {
+            return Ok(None);
+        };
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            .map(Some)
+            .ok_or_else(|| format!("blobfuse2 config {key}: expected a non-negative number"))
+    };
+    let (s, p) = (secs(stats)?, secs(process)?);
+    if let (Some(a), Some(b)) = (s, p)
+        && a != b
+    {
+        out.warnings.push(format!(
+            "{process}: blobmount reports everything every monitor.interval-secs; using {stats} ({a} s)"
+        ));
+    }
+    out.interval = s.map(|n| (stats, n)).or(p.map(|n| (process, n)));
+    if let Some(dir) = hm.get("output-path").and_then(Value::as_str) {
+        let file = Path::new(dir).join("monitor_{pid}.jsonl");
+        out.keys
+            .push(("monitor.output", Value::from(file.display().to_string())));
+    }
+    let list = match hm.get("monitor-disable-list") {
+        Some(Value::Array(a)) => a,
+        None | Some(Value::Null) => return Ok(out),
+        Some(_) => {
+            return Err(
+                "blobfuse2 config health_monitor.monitor-disable-list: expected a list".into(),
+            );
+        }
+    };
+    let mut parts: Vec<Value> = Vec::new();
+    for name in list.iter().filter_map(Value::as_str) {
+        // BlobFuse2's component stats hold the operation counts and the bytes moved.
+        let these: &[&str] = match name {
+            "blobfuse_stats" => &["ops", "network"],
+            "file_cache_monitor" => &["file-cache"],
+            "cpu_profiler" => &["cpu"],
+            "memory_profiler" => &["memory"],
+            "network_profiler" => &["network"],
+            other => {
+                out.warnings.push(format!(
+                    "health_monitor.monitor-disable-list: unknown monitor {other:?}; ignored"
+                ));
+                continue;
+            }
+        };
+        for p in these {
+            if !parts.iter().any(|x| x == p) {
+                parts.push(Value::from(*p));
+            }
+        }
+    }
+    out.keys.push(("monitor.disable", Value::Array(parts)));
+    Ok(out)
+}
+
 /// The counters a report reads.
 #[derive(Clone)]
 pub struct Sources {
