@@ -267,25 +267,11 @@ const RULES: &[(&str, Rule)] = &[
     ("azstorage.sdk-trace", Ignore("use logging.level debug")),
     ("mountall.container-allowlist", Special),
     ("mountall.container-denylist", Special),
-    (
-        "health_monitor.enable-monitoring",
-        Ignore(
-            "the BlobFuse2 health monitor is not implemented; blobmount serves /metrics and /status (health.listen)",
-        ),
-    ),
-    (
-        "health_monitor.stats-poll-interval-sec",
-        Ignore("no health monitor"),
-    ),
-    (
-        "health_monitor.process-monitor-interval-sec",
-        Ignore("no health monitor"),
-    ),
-    ("health_monitor.output-path", Ignore("no health monitor")),
-    (
-        "health_monitor.monitor-disable-list",
-        Ignore("no health monitor"),
-    ),
+    ("health_monitor.enable-monitoring", To("monitor.enabled")),
+    ("health_monitor.stats-poll-interval-sec", Special),
+    ("health_monitor.process-monitor-interval-sec", Special),
+    ("health_monitor.output-path", Special),
+    ("health_monitor.monitor-disable-list", Special),
 ];
 
 /// Sections whose keys are looked up as `section.key`.
@@ -342,6 +328,12 @@ pub fn import_with(text: &str, over: &[(String, Value)]) -> Result<Imported, Str
             }
         }
     }
+    import_map(src)
+}
+
+/// [`import`] of a BlobFuse2 configuration already read as a tree (what `mountv1` makes of
+/// a BlobFuse v1 configuration, `crate::blobfuse_v1`).
+pub fn import_map(src: Map<String, Value>) -> Result<Imported, String> {
     let mut i = Importer {
         out: Imported {
             tree: Value::Object(Map::new()),
@@ -530,6 +522,7 @@ impl Importer<'_> {
             self.set("mount.dir-mode", Value::from(format!("{mode:04o}")));
         }
         self.block_cache()?;
+        self.health_monitor()?;
         if self.get("azstorage.virtual-directory") == Some(&Value::Bool(false)) {
             self.warn("azstorage.virtual-directory: false ignored (directories without marker blobs are always shown)".into());
         }
@@ -686,6 +679,22 @@ impl Importer<'_> {
         }
     }
 
+    /// BlobFuse2's `health_monitor` section (`crate::monitor::from_blobfuse2`).
+    fn health_monitor(&mut self) -> Result<(), String> {
+        let hm = crate::monitor::from_blobfuse2(self.src.get("health_monitor"))?;
+        for w in hm.warnings {
+            self.warn(w);
+        }
+        if let Some((from, n)) = hm.interval {
+            let v = self.number(from, "monitor.interval-secs", n);
+            self.set("monitor.interval-secs", v);
+        }
+        for (k, v) in hm.keys {
+            self.set(k, v);
+        }
+        Ok(())
+    }
+
     fn block_cache(&mut self) -> Result<(), String> {
         let block = match self.get("block_cache.block-size-mb").cloned() {
             Some(v) => {
@@ -723,6 +732,19 @@ fn octal(v: &Value) -> Option<u16> {
     u16::from_str_radix(s.trim_start_matches("0o"), 8)
         .ok()
         .filter(|m| *m <= 0o7777)
+}
+
+/// BlobFuse2's (and v1's) default log is syslog; a container often has no syslog socket:
+/// then the log goes to stderr, with a warning.
+pub fn syslog_fallback(imported: &mut Imported) {
+    if imported.tree["logging"]["output"] == "syslog"
+        && !Path::new(crate::logsink::SYSLOG_SOCKET).exists()
+    {
+        imported.tree["logging"]["output"] = Value::from("stderr");
+        imported
+            .warnings
+            .push("logging.type: syslog, but there is no /dev/log here; logging to stderr".into());
+    }
 }
 
 /// The native YAML of an import, with the warnings as comments on top.

@@ -267,3 +267,35 @@ fn every_documented_key_is_in_the_table_and_every_target_is_a_setting() {
         );
     }
 }
+
+#[test]
+fn the_health_monitor_section_becomes_the_monitor() {
+    let text = format!(
+        "{FILE_CACHE}health_monitor:\n  enable-monitoring: true\n  stats-poll-interval-sec: 5\n  process-monitor-interval-sec: 30\n  output-path: /var/log/bf\n  monitor-disable-list: [file_cache_monitor, memory_profiler, blobfuse_stats, network_profiler, bogus]\n"
+    );
+    let i = import(&text).unwrap();
+    assert_eq!(at(&i.tree, "monitor.enabled"), &Value::Bool(true));
+    assert_eq!(at(&i.tree, "monitor.interval-secs"), &Value::from(5));
+    assert_eq!(
+        at(&i.tree, "monitor.output"),
+        &Value::from("/var/log/bf/monitor_{pid}.jsonl")
+    );
+    assert_eq!(
+        at(&i.tree, "monitor.disable"),
+        &serde_json::json!(["file-cache", "memory", "ops", "network"])
+    );
+    let w = i.warnings.join("\n");
+    assert!(w.contains("process-monitor-interval-sec"), "{w}");
+    assert!(w.contains("\"bogus\""), "{w}");
+    // The result is a valid native configuration.
+    let cfg = crate::config::Config::load_tree_with(i.tree, &[]).unwrap();
+    cfg.validate().unwrap();
+    assert_eq!(cfg.monitor.interval_secs, 5.0);
+    // Only the process interval: it is the one interval.
+    let i = import(&format!(
+        "{FILE_CACHE}health_monitor:\n  enable-monitoring: true\n  process-monitor-interval-sec: 0\n"
+    ))
+    .unwrap();
+    assert_eq!(at(&i.tree, "monitor.interval-secs"), &Value::from(1));
+    assert!(i.warnings.join("\n").contains("range"));
+}

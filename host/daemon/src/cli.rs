@@ -116,6 +116,17 @@ pub enum Cmd {
         #[command(subcommand)]
         sub: crate::plugin_cli::PluginSub,
     },
+    /// Mount with a BlobFuse v1 command line and connection file:
+    /// `blobmount mountv1 DIR --config-file=fuse_connection.cfg --tmp-path=/mnt/cache [-o
+    /// allow_other] [v1 flags] [blobmount mount flags]`; with `--convert-config-only=true
+    /// --output-file=F` only write the equivalent native config (docs/migrating-from-blobfuse2.md).
+    #[command(disable_help_flag = true)]
+    Mountv1 {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+    /// Write a starting config (native YAML) for a read mode, as BlobFuse2's `gen-config`.
+    GenConfig(crate::genconfig::GenConfig),
     /// Encrypt, decrypt, read or change an encrypted config file (BlobFuse2's `secure`).
     Secure {
         #[command(subcommand)]
@@ -218,6 +229,8 @@ pub fn main() -> ExitCode {
         }),
         Cmd::Plugin { sub } => crate::plugin_cli::main(sub),
         Cmd::Secure { sub } => crate::secure::main(sub),
+        Cmd::Mountv1 { args } => crate::mountv1::main(args),
+        Cmd::GenConfig(g) => crate::genconfig::main(&g),
         // BlobFuse2's `unmount all`, unless a mount point is really called `all`.
         Cmd::Unmount { mountpoint, lazy }
             if mountpoint.as_os_str() == "all"
@@ -359,15 +372,7 @@ fn blobfuse2_config(args: &MountArgs, file: &Path) -> Result<Config, String> {
         None => zeroize::Zeroizing::new(text),
     };
     let mut imported = crate::blobfuse2::import_with(&text, crate::blobfuse2_flags::given())?;
-    // BlobFuse2's default is syslog; a container often has no syslog socket.
-    if imported.tree["logging"]["output"] == "syslog"
-        && !Path::new(crate::logsink::SYSLOG_SOCKET).exists()
-    {
-        imported.tree["logging"]["output"] = serde_json::Value::from("stderr");
-        imported
-            .warnings
-            .push("logging.type: syslog, but there is no /dev/log here; logging to stderr".into());
-    }
+    crate::blobfuse2::syslog_fallback(&mut imported);
     for w in &imported.warnings {
         eprintln!("blobmount: blobfuse2 config: {w}");
     }

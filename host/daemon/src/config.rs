@@ -24,8 +24,8 @@ use serde_json::Value;
 
 pub use crate::values::{ENV_PREFIX, LogFormat, LogOutput, ReadMode, Recovery, parse_mode};
 
-const SECTIONS: [&str; 9] = [
-    "store", "mount", "read", "write", "cache", "health", "logging", "policy", "plugins",
+const SECTIONS: [&str; 10] = [
+    "store", "mount", "read", "write", "cache", "health", "monitor", "logging", "policy", "plugins",
 ];
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
@@ -43,6 +43,9 @@ pub struct Config {
     pub cache: CacheConfig,
     #[serde(default)]
     pub health: HealthConfig,
+    /// The health monitor's periodic report (`crate::monitor`).
+    #[serde(default)]
+    pub monitor: crate::monitor::MonitorConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
     /// The built-in policy (used for every hook without a plugin).
@@ -356,6 +359,7 @@ impl Config {
         }
         self.check_ranges()?;
         self.write.content_types()?;
+        self.monitor.check().map_err(ConfigError)?;
         let watch = blobmount_policy::WATCH_SECS_RANGE;
         if !watch.contains(&self.plugins.watch_secs) {
             return Err(ConfigError(format!(
@@ -404,6 +408,7 @@ impl Config {
             ("cache.file-cache-max-mib", c.file_cache_max_mib),
             ("cache.file-cache-min-free-mib", c.file_cache_min_free_mib),
             ("logging.max-size-mib", self.logging.max_size_mib),
+            ("monitor.max-size-mib", self.monitor.max_size_mib),
         ] {
             mib_bytes(key, mib)?;
         }

@@ -55,7 +55,41 @@ pub fn render(s: &Sources) -> String {
     if let Some(p) = s.plugins {
         plugins(&mut o, p);
     }
+    if let Some(p) = crate::procstat::read_self() {
+        process(&mut o, &p);
+    }
     o.0
+}
+
+/// The daemon's CPU time and memory (the health monitor's figures), under the standard
+/// Prometheus process-collector names.
+fn process(o: &mut Out, p: &crate::procstat::ProcStat) {
+    o.head(
+        "process_cpu_seconds_total",
+        COUNTER,
+        "User and system CPU time of the daemon, in seconds (rate() gives the CPU use).",
+    );
+    let _ = writeln!(o.0, "process_cpu_seconds_total {}", p.cpu_secs);
+    o.all(&[
+        (
+            "process_resident_memory_bytes",
+            GAUGE,
+            "Resident memory of the daemon (VmRSS).",
+            p.rss_bytes,
+        ),
+        (
+            "blobmount_process_peak_resident_memory_bytes",
+            GAUGE,
+            "Most resident memory the daemon has had (VmHWM).",
+            p.peak_rss_bytes,
+        ),
+        (
+            "blobmount_process_threads",
+            GAUGE,
+            "Threads of the daemon.",
+            p.threads,
+        ),
+    ]);
 }
 
 struct Out(String);

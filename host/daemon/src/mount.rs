@@ -98,6 +98,16 @@ fn mount_and_serve(mut cfg: Config, source: Source) -> Result<u8, Failure> {
         kernel: crate::refresh::Kernel::new(),
     };
     let health_addr = start_health(&cfg, &m)?;
+    crate::monitor::start(
+        &cfg.monitor,
+        &m.store.fs.config().cache_dir,
+        crate::monitor::Sources {
+            fs: m.store.fs.clone(),
+            fuse: m.fuse_stats.clone(),
+            backend: m.store.backend_stats.clone(),
+        },
+    )
+    .map_err(Failure::config)?;
     let adapter = FuseAdapter::new(
         m.store.fs.clone(),
         rt.handle().clone(),

@@ -180,15 +180,19 @@ impl Args {
     }
 }
 
-fn write_private(p: &Path, data: &str) -> Result<(), String> {
+/// Write `data` to `p` readable by its owner only (also when `p` already existed with a
+/// wider mode): it holds credentials.
+pub(crate) fn write_private(p: &Path, data: &str) -> Result<(), String> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(p)
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("{}: {e}", p.display()))?;
     f.write_all(data.as_bytes())
         .map_err(|e| format!("{}: {e}", p.display()))

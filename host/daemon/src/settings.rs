@@ -272,46 +272,7 @@ pub fn describe(schema: &mut Value) {
     }
 }
 
-/// A limit of every policy plugin, `plugins.<hook>.<key>` (the hooks are a mapping, so
-/// these are not rows of [`SETTINGS`]; the keys and defaults are `blobmount_policy`'s).
-#[derive(Clone, Copy, Debug)]
-pub struct PluginLimit {
-    pub key: &'static str,
-    pub default: u64,
-    pub range: Range,
-}
-
-const fn limit(key: &'static str, default: u64, min: u64, max: u64) -> PluginLimit {
-    PluginLimit {
-        key,
-        default,
-        range: Range { min, max },
-    }
-}
-
-/// The plugin limits with their ranges, checked by `Config::validate` for every configured
-/// hook (`prewarm` instances are created at start, `memory-mib` is reserved per instance).
-pub static PLUGIN_LIMITS: &[PluginLimit] = &[
-    limit("fuel", 10_000_000, 1_000, 10_000_000_000),
-    limit("deadline-ms", 200, 1, 60_000),
-    limit("memory-mib", 16, 1, 4096),
-    limit("prewarm", 2, 0, 64),
-    limit(
-        "max-instances",
-        4,
-        *blobmount_policy::MAX_INSTANCES_RANGE.start() as u64,
-        *blobmount_policy::MAX_INSTANCES_RANGE.end() as u64,
-    ),
-    limit("breaker-failures", 5, 0, 1_000_000),
-    limit(
-        "breaker-secs",
-        30,
-        *blobmount_policy::BREAKER_SECS_RANGE.start(),
-        *blobmount_policy::BREAKER_SECS_RANGE.end(),
-    ),
-    limit("cache-entries", 65_536, 0, 10_000_000),
-    limit("cache-secs", 10, 0, 86_400),
-];
+pub use crate::plugin_limits::{PLUGIN_LIMITS, PluginLimit};
 
 /// Every mount setting.
 pub static SETTINGS: &[Setting] = &[
@@ -758,6 +719,51 @@ pub static SETTINGS: &[Setting] = &[
          more than it finds).",
     )
     .range(1, 10000000),
+    Setting::new(
+        "monitor.enabled",
+        Unit::Switch,
+        "false",
+        "Append a report (one JSON line: CPU, memory, file-cache and block-cache use, bytes\n\
+         to and from the store, FUSE operation counts) to `monitor.output` every\n\
+         `monitor.interval-secs` (BlobFuse2's health monitor).",
+    )
+    .flag(Flag::long("monitor", "Write the health monitor's report (monitor.output) every monitor.interval-secs")),
+    Setting::new(
+        "monitor.interval-secs",
+        Unit::Seconds,
+        "10.0",
+        "Seconds between two reports of the health monitor.",
+    )
+    .range(1, 86_400),
+    Setting::new(
+        "monitor.output",
+        Unit::Path,
+        "null",
+        "The health monitor's report file (`{pid}` is replaced by the daemon's PID). Default:\n\
+         `monitor.jsonl` in the cache directory.",
+    ),
+    Setting::new(
+        "monitor.disable",
+        Unit::List,
+        "[]",
+        "Parts left out of the report: `cpu`, `memory`, `file-cache`, `block-cache`,\n\
+         `network`, `ops`.",
+    ),
+    Setting::new(
+        "monitor.max-size-mib",
+        Unit::MiB,
+        "10",
+        "Size in MiB at which the report file is rotated (renamed FILE.1, older ones shifted\n\
+         up to FILE.<max-files>).",
+    )
+    .range(1, 1024),
+    Setting::new(
+        "monitor.max-files",
+        Unit::Count,
+        "9",
+        "Rotated report files kept beside the report file.",
+    )
+    .range(1, 100),
     Setting::new(
         "logging.file",
         Unit::Path,

@@ -17,8 +17,8 @@ use crate::settings::{Flag, Opt, PLUGIN_LIMITS, SETTINGS, Setting, Unit, find};
 
 /// The config sections the daemon owns (`store` and `plugins` belong to other crates;
 /// their keys with a flag have rows too).
-const DAEMON_SECTIONS: [&str; 7] = [
-    "mount", "read", "write", "cache", "health", "logging", "policy",
+const DAEMON_SECTIONS: [&str; 8] = [
+    "mount", "read", "write", "cache", "health", "monitor", "logging", "policy",
 ];
 
 fn pointer(key: &str) -> String {
@@ -221,6 +221,7 @@ fn flag_and_option_spellings_are_kept() {
             "preload",
             "log-level",
             "log-format",
+            "monitor",
         ]
     );
     let mut opts: Vec<&str> = SETTINGS
