@@ -176,7 +176,10 @@ fn rsync_into_a_full_container_stays_within_its_request_budget() {
     let dirs = 4;
     assert!(k.total <= 5 * FILES, "{k:?}");
     let ttl_rounds = took.as_secs() as usize + 10;
-    assert!(k.list <= dirs * ttl_rounds && k.list <= FILES / 2, "LISTs: {k:?}");
+    assert!(
+        k.list <= dirs * ttl_rounds && k.list <= FILES / 2,
+        "LISTs: {k:?}"
+    );
     assert!(k.head <= FILES / 2, "HEADs: {k:?}");
     assert!(took < Duration::from_secs(60), "took {took:?}");
 

@@ -632,6 +632,19 @@ impl Fs {
         crate::xattr::removexattr(self, ino, name).await
     }
 
+    /// Note that `ino` was used (looked up in, listed, opened), for the poller.
+    pub(crate) fn touch(&self, ino: u64) {
+        if self.cfg.poll.enabled() {
+            self.poller.touch(ino);
+        }
+    }
+
+    /// One round of the background poller (`poller.rs`): revalidate what was used lately,
+    /// drop what another client changed, and say what the kernel must forget.
+    pub async fn poll(&self) -> crate::poller::PollReport {
+        crate::poller::poll(self).await
+    }
+
     /// Forget what is cached for the mount-relative `path` and say what the kernel must
     /// forget (`refresh.rs`). Asks the store nothing: the next access does.
     pub fn refresh(&self, path: &str, recursive: bool) -> FsResult<crate::refresh::Refresh> {

@@ -80,7 +80,7 @@ pub(crate) struct Poller {
     used: Mutex<HashMap<u64, Instant>>,
     /// Per directory: the key segments of the objects and prefixes its last polled listing
     /// showed, with the object's ETag or size (prefixes: `None`).
-    seen: Mutex<HashMap<u64, BTreeMap<String, Option<String>>>>,
+    seen: Mutex<HashMap<u64, Seen>>,
 }
 
 impl Poller {
@@ -125,6 +125,17 @@ struct Known {
     stamp: Stamp,
 }
 
+/// What a polled directory listing showed: key segment -> object version (ETag, or size
+/// without one), `None` for a prefix.
+type Seen = BTreeMap<String, Option<String>>;
+
+/// What the mount held about a directory before its listing.
+struct Before {
+    generation: u64,
+    known: Vec<Known>,
+    listing: Option<HashSet<String>>,
+}
+
 /// An ETag as stores print it in HEAD answers and listings alike (`"x"`, `W/"x"`, `x`).
 fn bare(etag: &str) -> &str {
     etag.trim_start_matches("W/").trim_matches('"')
@@ -137,18 +148,21 @@ fn version_of(etag: Option<&str>, size: u64) -> String {
     }
 }
 
-impl Fs {
-    /// Note that `ino` was used (lookup in it, listing, open), for the poller.
-    pub(crate) fn touch(&self, ino: u64) {
-        if self.cfg.poll.enabled() {
-            self.poller.touch(ino);
-        }
-    }
+/// [`Fs::poll`]: one round (see the module doc).
+pub(crate) async fn poll(fs: &Fs) -> PollReport {
+    Round { fs }.run().await
+}
 
-    /// One poller round (see the module doc): list recently used directories and ask about
-    /// recently opened files, drop what changed, and say what the kernel must forget.
-    pub async fn poll(&self) -> PollReport {
-        let pc = self.cfg.poll.clone();
+/// One poller round over a core.
+struct Round<'a> {
+    fs: &'a Fs,
+}
+
+impl Round<'_> {
+    /// List recently used directories and ask about recently opened files, drop what
+    /// changed, and say what the kernel must forget.
+    async fn run(&self) -> PollReport {
+        let pc = self.fs.cfg.poll.clone();
         let mut report = PollReport::default();
         let (dirs, files) = self.recently_used(&pc);
         let mut polled = HashSet::new();
@@ -163,7 +177,7 @@ impl Fs {
             }
         }
         let files: Vec<u64> = {
-            let t = lock(&self.ns.table);
+            let t = lock(&self.fs.ns.table);
             files
                 .into_iter()
                 .filter(|f| t.get(*f).is_some_and(|n| !polled.contains(&n.parent)))
@@ -176,8 +190,9 @@ impl Fs {
                 Err(e) => debug!(ino, error = %e, "poller: file not asked about"),
             }
         }
-        self.stats.poll_rounds.fetch_add(1, Ordering::Relaxed);
-        self.stats
+        self.fs.stats.poll_rounds.fetch_add(1, Ordering::Relaxed);
+        self.fs
+            .stats
             .poll_changes
             .fetch_add(report.changed.len() as u64, Ordering::Relaxed);
         if !report.changed.is_empty() {
@@ -191,12 +206,12 @@ impl Fs {
     fn recently_used(&self, pc: &PollConfig) -> (Vec<u64>, Vec<u64>) {
         let now = Instant::now();
         let mut used: Vec<(u64, Instant)> = {
-            let mut u = lock(&self.poller.used);
+            let mut u = lock(&self.fs.poller.used);
             u.retain(|_, t| now.duration_since(*t) <= pc.recent);
             u.iter().map(|(i, t)| (*i, *t)).collect()
         };
         used.sort_by_key(|u| std::cmp::Reverse(u.1));
-        let t = lock(&self.ns.table);
+        let t = lock(&self.fs.ns.table);
         let (mut dirs, mut files) = (Vec::new(), Vec::new());
         let mut gone = Vec::new();
         for (ino, _) in used {
@@ -207,15 +222,15 @@ impl Fs {
             }
         }
         // Open files are revalidated while open, whenever they were opened.
-        for ino in self.files.open_inodes() {
+        for ino in self.fs.files.open_inodes() {
             if !files.contains(&ino) && t.get(ino).is_some_and(|n| n.kind != Kind::Dir) {
                 files.push(ino);
             }
         }
         drop(t);
         if !gone.is_empty() {
-            let mut u = lock(&self.poller.used);
-            let mut s = lock(&self.poller.seen);
+            let mut u = lock(&self.fs.poller.used);
+            let mut s = lock(&self.fs.poller.seen);
             for ino in gone {
                 u.remove(&ino);
                 s.remove(&ino);
@@ -227,126 +242,26 @@ impl Fs {
     /// List directory `ino` and drop what changed. `Ok(false)`: not polled this round
     /// (too large, or changed locally meanwhile).
     async fn poll_dir(&self, ino: u64, pc: &PollConfig, report: &mut PollReport) -> FsResult<bool> {
-        let key = self.ns.key_of(ino)?;
-        let prefix = self.ns.dir_prefix_of_key(&key);
-        let (generation, known, listing) = {
-            let t = lock(&self.ns.table);
-            let Some(d) = t.get(ino) else {
-                return Ok(false);
-            };
-            let known: Vec<Known> = t
-                .children_of(ino)
-                .into_iter()
-                .filter_map(|(_, c)| {
-                    let n = t.get(c)?;
-                    Some(Known {
-                        ino: c,
-                        seg: n.seg.clone(),
-                        kind: n.kind,
-                        version: n.etag.as_deref().map(|e| bare(e).to_string()),
-                        stamp: n.stamp(),
-                    })
-                })
-                .collect();
-            // Segments the cached listing shows, when it left nothing out.
-            let listing: Option<HashSet<String>> = d
-                .dir
-                .listing
-                .as_ref()
-                .filter(|_| !d.dir.listing_hides)
-                .map(|l| l.iter().map(|e| e.seg.clone()).collect());
-            (d.dir.generation, known, listing)
+        let key = self.fs.ns.key_of(ino)?;
+        let prefix = self.fs.ns.dir_prefix_of_key(&key);
+        let Some(before) = self.snapshot(ino) else {
+            return Ok(false);
         };
-        // The store's view: segment -> version (objects) or None (prefixes).
-        let mut store: BTreeMap<String, Option<String>> = BTreeMap::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .backend
-                .list_page(&prefix, token, self.cfg.list_page_size)
-                .await?;
-            for p in &page.prefixes {
-                if let Some(seg) = p.strip_prefix(&prefix).and_then(|s| s.strip_suffix('/')) {
-                    store.entry(seg.to_string()).or_insert(None);
-                }
-            }
-            for o in &page.objects {
-                if let Some(seg) = o.key.strip_prefix(&prefix).filter(|s| !s.is_empty()) {
-                    let v = version_of(o.etag.as_deref(), o.size);
-                    store.insert(seg.to_string(), Some(v));
-                }
-            }
-            if store.len() > pc.max_entries {
-                report.too_large += 1;
-                debug!(
-                    key,
-                    "poller: directory larger than poll-max-entries; not polled"
-                );
-                return Ok(false);
-            }
-            token = page.next;
-            if token.is_none() {
-                break;
-            }
-        }
-        let previous = lock(&self.poller.seen).insert(ino, store.clone());
-        let mut changed_children = Vec::new();
-        let mut names_changed: Vec<String> = Vec::new();
-        {
-            let t = lock(&self.ns.table);
-            if t.get(ino).map(|n| n.dir.generation) != Some(generation) {
-                report.raced += 1;
-                return Ok(false);
-            }
-            let known_segs: HashSet<&str> = known.iter().map(|k| k.seg.as_str()).collect();
-            for k in &known {
-                let now = t.get(k.ino);
-                let untouched = now.is_some_and(|n| n.stamp() == k.stamp && !n.local_only);
-                if !untouched || self.files.holds_news(k.ino) {
-                    continue;
-                }
-                let differs = match (k.kind, store.get(&k.seg)) {
-                    (Kind::Dir, Some(_)) => false,
-                    (Kind::Dir, None) => true,
-                    (_, Some(Some(v))) => match &k.version {
-                        Some(mine) => mine != v,
-                        None => now.is_some_and(|n| version_of(None, n.size) != *v),
-                    },
-                    (_, Some(None) | None) => true,
-                };
-                if differs {
-                    changed_children.push(k.ino);
-                }
-            }
-            // Names that appeared or went away, against the previous round when there was
-            // one, else against the cached listing.
-            match (&previous, &listing) {
-                (Some(prev), _) => {
-                    for seg in prev.keys().chain(store.keys()) {
-                        if prev.contains_key(seg) != store.contains_key(seg)
-                            && !known_segs.contains(seg.as_str())
-                        {
-                            names_changed.push(seg.clone());
-                        }
-                    }
-                }
-                (None, Some(listed)) => {
-                    for seg in store.keys().filter(|s| !listed.contains(*s)) {
-                        if !known_segs.contains(seg.as_str()) {
-                            names_changed.push(seg.clone());
-                        }
-                    }
-                    for seg in listed.iter().filter(|s| !store.contains_key(*s)) {
-                        if !known_segs.contains(seg.as_str()) {
-                            names_changed.push(seg.clone());
-                        }
-                    }
-                }
-                (None, None) => {}
-            }
-            names_changed.sort();
-            names_changed.dedup();
-        }
+        let Some(store) = self.list_store(&prefix, pc.max_entries).await? else {
+            report.too_large += 1;
+            debug!(
+                key,
+                "poller: directory larger than poll-max-entries; not polled"
+            );
+            return Ok(false);
+        };
+        let previous = lock(&self.fs.poller.seen).insert(ino, store.clone());
+        let Some((changed_children, names_changed)) =
+            self.compare(ino, &before, &store, previous.as_ref())
+        else {
+            report.raced += 1;
+            return Ok(false);
+        };
         if !names_changed.is_empty() {
             self.names_changed(ino, &names_changed, report);
         }
@@ -356,10 +271,131 @@ impl Fs {
         Ok(true)
     }
 
+    /// What the mount holds about directory `ino` before its listing.
+    fn snapshot(&self, ino: u64) -> Option<Before> {
+        let t = lock(&self.fs.ns.table);
+        let d = t.get(ino)?;
+        let known = t
+            .children_of(ino)
+            .into_iter()
+            .filter_map(|(_, c)| {
+                let n = t.get(c)?;
+                Some(Known {
+                    ino: c,
+                    seg: n.seg.clone(),
+                    kind: n.kind,
+                    version: n.etag.as_deref().map(|e| bare(e).to_string()),
+                    stamp: n.stamp(),
+                })
+            })
+            .collect();
+        // Segments the cached listing shows, when it left nothing out.
+        let listing = d
+            .dir
+            .listing
+            .as_ref()
+            .filter(|_| !d.dir.listing_hides)
+            .map(|l| l.iter().map(|e| e.seg.clone()).collect());
+        Some(Before {
+            generation: d.dir.generation,
+            known,
+            listing,
+        })
+    }
+
+    /// The store's view of the directory at `prefix`: segment -> version (objects) or
+    /// `None` (prefixes). `None` when it holds more than `max` names.
+    async fn list_store(&self, prefix: &str, max: usize) -> FsResult<Option<Seen>> {
+        let mut store = Seen::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .fs
+                .backend
+                .list_page(prefix, token, self.fs.cfg.list_page_size)
+                .await?;
+            for p in &page.prefixes {
+                if let Some(seg) = p.strip_prefix(prefix).and_then(|s| s.strip_suffix('/')) {
+                    store.entry(seg.to_string()).or_insert(None);
+                }
+            }
+            for o in &page.objects {
+                if let Some(seg) = o.key.strip_prefix(prefix).filter(|s| !s.is_empty()) {
+                    let v = version_of(o.etag.as_deref(), o.size);
+                    store.insert(seg.to_string(), Some(v));
+                }
+            }
+            if store.len() > max {
+                return Ok(None);
+            }
+            token = page.next;
+            if token.is_none() {
+                return Ok(Some(store));
+            }
+        }
+    }
+
+    /// Known children of `ino` another client changed or removed, and names that appeared
+    /// or went away (against the previous round when there was one, else against the cached
+    /// listing). `None`: the directory changed locally while it was listed.
+    fn compare(
+        &self,
+        ino: u64,
+        before: &Before,
+        store: &Seen,
+        previous: Option<&Seen>,
+    ) -> Option<(Vec<u64>, Vec<String>)> {
+        let t = lock(&self.fs.ns.table);
+        if t.get(ino).map(|n| n.dir.generation) != Some(before.generation) {
+            return None;
+        }
+        let mut changed = Vec::new();
+        for k in &before.known {
+            let now = t.get(k.ino);
+            let untouched = now.is_some_and(|n| n.stamp() == k.stamp && !n.local_only);
+            if !untouched || self.fs.files.holds_news(k.ino) {
+                continue;
+            }
+            let differs = match (k.kind, store.get(&k.seg)) {
+                (Kind::Dir, Some(_)) => false,
+                (Kind::Dir, None) => true,
+                (_, Some(Some(v))) => match &k.version {
+                    Some(mine) => mine != v,
+                    None => now.is_some_and(|n| version_of(None, n.size) != *v),
+                },
+                (_, Some(None) | None) => true,
+            };
+            if differs {
+                changed.push(k.ino);
+            }
+        }
+        let known: HashSet<&str> = before.known.iter().map(|k| k.seg.as_str()).collect();
+        let in_store = |seg: &String| store.contains_key(seg);
+        let mut names: Vec<String> = match (previous, &before.listing) {
+            (Some(prev), _) => prev
+                .keys()
+                .chain(store.keys())
+                .filter(|seg| prev.contains_key(*seg) != in_store(seg))
+                .cloned()
+                .collect(),
+            (None, Some(listed)) => store
+                .keys()
+                .filter(|seg| !listed.contains(*seg))
+                .chain(listed.iter().filter(|seg| !in_store(seg)))
+                .cloned()
+                .collect(),
+            (None, None) => Vec::new(),
+        };
+        names.retain(|seg| !known.contains(seg.as_str()));
+        names.sort();
+        names.dedup();
+        Some((changed, names))
+    }
+
     /// Names appeared in or left directory `ino`: its listing and their negative entries
     /// go, and the kernel forgets the names and the directory's cached contents.
     fn names_changed(&self, ino: u64, segs: &[String], report: &mut PollReport) {
-        let mut t = lock(&self.ns.table);
+        let mut t = lock(&self.fs.ns.table);
         let Some(d) = t.get_mut(ino) else { return };
         for seg in segs {
             d.dir.forget_name(seg);
@@ -387,10 +423,10 @@ impl Fs {
 
     /// Drop what the mount holds for `ino`, changed by another client, as `refresh` does.
     fn drop_changed(&self, ino: u64, report: &mut PollReport) -> FsResult<()> {
-        let Some(path) = lock(&self.ns.table).path_of(ino) else {
+        let Some(path) = lock(&self.fs.ns.table).path_of(ino) else {
             return Ok(());
         };
-        let r = self.refresh(&path, false)?;
+        let r = self.fs.refresh(&path, false)?;
         if r.skipped.is_empty() {
             report.changed.push(path);
         }
@@ -401,29 +437,29 @@ impl Fs {
     /// Ask the store about file `ino` (one HEAD) and drop it when another client changed it.
     async fn poll_file(&self, ino: u64, report: &mut PollReport) -> FsResult<()> {
         let (key, before, mine) = {
-            let t = lock(&self.ns.table);
+            let t = lock(&self.fs.ns.table);
             let Some(n) = t.get(ino) else { return Ok(()) };
             if n.local_only || n.detached {
                 return Ok(());
             }
-            let Some(key) = t.key_of(ino, &self.cfg.prefix) else {
+            let Some(key) = t.key_of(ino, &self.fs.cfg.prefix) else {
                 return Ok(());
             };
             let mine = version_of(n.etag.as_deref(), n.size);
             (key, n.stamp(), mine)
         };
-        if self.files.holds_news(ino) {
+        if self.fs.files.holds_news(ino) {
             return Ok(());
         }
-        let differs = match self.backend.head(&key).await {
+        let differs = match self.fs.backend.head(&key).await {
             Ok(info) => version_of(info.etag.as_deref(), info.size) != mine,
             Err(e) if e.is_not_found() => true,
             Err(e) => return Err(e.into()),
         };
-        let untouched = lock(&self.ns.table)
+        let untouched = lock(&self.fs.ns.table)
             .get(ino)
             .is_some_and(|n| n.stamp() == before);
-        if !untouched || self.files.holds_news(ino) {
+        if !untouched || self.fs.files.holds_news(ino) {
             report.raced += 1;
             return Ok(());
         }

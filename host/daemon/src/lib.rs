@@ -44,6 +44,7 @@ pub mod refresh;
 pub mod reply;
 pub mod secure;
 pub mod session;
+pub mod setting;
 pub mod settings;
 #[cfg(test)]
 mod settings_check;
