@@ -625,28 +625,51 @@ fn directory_rename_is_atomic_to_listings() {
         d.write(&format!("big/f{i:03}"), b"x");
     }
     let done = Arc::new(AtomicBool::new(false));
+    // One watcher lists through the DFS API, one through the Blob API forwarder.
     let (d2, done2) = (d.clone(), done.clone());
-    let watcher = std::thread::spawn(move || {
-        let mut seen = 0;
+    let dfs_watcher = std::thread::spawn(move || {
+        let mut states = BTreeSet::new();
         while !done2.load(Ordering::SeqCst) {
             let names = d2.names("", true);
             let src = names.iter().filter(|p| p.starts_with("big/")).count();
             let dst = names.iter().filter(|p| p.starts_with("moved/")).count();
-            assert!(
-                (src, dst) == (n, 0) || (src, dst) == (0, n),
-                "a listing saw a half-moved directory: {src} in the source, {dst} in the destination"
-            );
-            seen += 1;
+            states.insert((src, dst));
         }
-        seen
+        states
     });
-    std::thread::sleep(Duration::from_millis(100));
+    let (d3, done3) = (d.clone(), done.clone());
+    let blob_watcher = std::thread::spawn(move || {
+        let mut states = BTreeSet::new();
+        while !done3.load(Ordering::SeqCst) {
+            let (s, text) = blobmount_tests::http::azure_signed(
+                d3.ep.blob_port(),
+                "GET",
+                "/devstoreaccount1/dfsfs",
+                &[("comp", "list"), ("restype", "container")],
+                &[],
+                b"",
+            );
+            assert_eq!(s, 200, "{text}");
+            states.insert((
+                text.matches("<Name>big/f").count(),
+                text.matches("<Name>moved/f").count(),
+            ));
+        }
+        states
+    });
+    std::thread::sleep(Duration::from_millis(300));
     let r = d.rename("big", "moved", &[]);
     assert_eq!(r.status, 201, "{}", r.text());
-    std::thread::sleep(Duration::from_millis(100));
+    std::thread::sleep(Duration::from_millis(300));
     done.store(true, Ordering::SeqCst);
-    let seen = watcher.join().expect("watcher");
-    assert!(seen >= 2, "the watcher listed {seen} times");
+    let whole: BTreeSet<(usize, usize)> = [(n, 0), (0, n)].into();
+    for (api, w) in [("DFS", dfs_watcher), ("Blob", blob_watcher)] {
+        let states = w.join().expect("watcher");
+        assert_eq!(
+            states, whole,
+            "{api} listings must see the directory whole before and whole after, never half-moved"
+        );
+    }
     assert_eq!(d.names("moved", false).len(), n);
 }
 
