@@ -24,9 +24,10 @@ struct Entry {
 
 impl Entry {
     fn of_blob(b: &Blob) -> Entry {
-        let dir = b.is_folder();
+        // A `name/` blob (a flat-namespace client's directory marker) is that directory.
+        let dir = b.is_folder() || b.name.ends_with('/');
         Entry {
-            name: b.name.clone(),
+            name: b.name.trim_end_matches('/').to_string(),
             dir,
             len: if dir { 0 } else { b.len },
             etag: b.etag.clone(),
@@ -153,7 +154,10 @@ pub fn list(az: &Azurite, fs: &str, req: &Request) -> R<Response> {
                     .or_insert_with(|| Entry::implicit(&name, &b.last_modified));
                 at += i + 1;
             }
-            entries.insert(order(&b.name), Entry::of_blob(b));
+            let e = Entry::of_blob(b);
+            if !e.name.is_empty() && e.name.len() >= prefix.len() {
+                entries.insert(order(&e.name), e);
+            }
         }
     } else {
         let mut marker: Option<String> = None;
@@ -162,7 +166,10 @@ pub fn list(az: &Azurite, fs: &str, req: &Request) -> R<Response> {
                 .list_page(fs, &prefix, true, marker.as_deref(), None)?
                 .map_err(|r| upstream(&r))?;
             for b in &page.blobs {
-                entries.insert(order(&b.name), Entry::of_blob(b));
+                let e = Entry::of_blob(b);
+                if e.name.len() >= prefix.len() {
+                    entries.insert(order(&e.name), e);
+                }
             }
             for p in &page.prefixes {
                 let name = p.trim_end_matches('/');
