@@ -801,6 +801,24 @@ fn access_control() {
     let h = d.head("d");
     assert_eq!(h.h("x-ms-properties"), Some(props.as_str()));
     assert_eq!(h.h("x-ms-owner"), Some("1001"));
+    // The filesystem root has access control too (kept on the container).
+    let h = d.req("HEAD", "", &[("action", "getAccessControl")], &[], b"");
+    assert_eq!(
+        (h.status, h.h("x-ms-permissions")),
+        (200, Some("rwxr-x---"))
+    );
+    let r = d.req(
+        "PATCH",
+        "",
+        &[("action", "setAccessControl")],
+        &[("x-ms-permissions", "0755"), ("x-ms-owner", "root-owner")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let h = d.req("HEAD", "", &[("action", "getAccessControl")], &[], b"");
+    assert_eq!(h.h("x-ms-permissions"), Some("rwxr-xr-x"));
+    assert_eq!(h.h("x-ms-owner"), Some("root-owner"));
+    assert_eq!(h.h("x-ms-resource-type"), Some("directory"));
     // The listing shows owner, group, permissions.
     let (paths, _) = d.list("", false, None);
     let p = paths.iter().find(|p| p["name"] == "d").expect("d listed");

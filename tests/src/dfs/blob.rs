@@ -390,6 +390,35 @@ impl Azurite {
         }
     }
 
+    /// Get Container Properties as a [`Blob`] named "" (ETag, Last-Modified, metadata): the
+    /// filesystem root's record.
+    pub fn container_props(&self, container: &str) -> std::io::Result<Result<Blob, Response>> {
+        let r = self.container("GET", container)?;
+        Ok(if r.status == 200 {
+            let mut b = Blob::from_headers("", &r);
+            b.len = 0;
+            b.content_type = String::new();
+            Ok(b)
+        } else {
+            Err(r)
+        })
+    }
+
+    /// Replace a container's metadata.
+    pub fn set_container_metadata(
+        &self,
+        container: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> std::io::Result<Response> {
+        self.send(
+            "PUT",
+            &Self::path(container, ""),
+            &[("restype", "container"), ("comp", "metadata")],
+            &meta_headers(metadata),
+            Vec::new(),
+        )
+    }
+
     pub fn container(&self, method: &str, container: &str) -> std::io::Result<Response> {
         self.send(
             method,

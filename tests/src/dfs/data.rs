@@ -126,7 +126,7 @@ fn flush_at(az: &Azurite, fs: &str, key: &str, req: &Request, pos: u64) -> R<Res
 /// Path Read (`GET`, optional `Range` / `x-ms-range`).
 pub fn read(az: &Azurite, fs: &str, key: &str, req: &Request) -> R<Response> {
     let node = stat(az, fs, key)?.ok_or_else(path_not_found)?;
-    if node.blob.is_none() {
+    if node.blob.is_none() || key.is_empty() {
         return Err(path_not_found());
     }
     check_plain(req, Some(&node))?;

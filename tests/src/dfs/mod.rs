@@ -21,7 +21,8 @@
 //! (four octal digits) and an extended ACL are the blob metadata `dfs_owner`, `dfs_group`,
 //! `dfs_permissions`, `dfs_acl`; these and `hdi_isfolder` are hidden from
 //! `x-ms-properties` (the other metadata, base64 in that header). Without them a path is
-//! `$superuser:$superuser`, `rw-r-----` (file) or `rwxr-x---` (directory).
+//! `$superuser:$superuser`, `rw-r-----` (file) or `rwxr-x---` (directory). The filesystem
+//! root keeps them in the container's metadata.
 //!
 //! Atomicity: one endpoint-wide lock. DFS changes hold it for writing (a directory rename
 //! is a Copy Blob + Delete Blob of every blob under it), DFS reads and every forwarded Blob

@@ -166,10 +166,12 @@ pub fn implicit_etag(key: &str) -> String {
 /// What `key` is in `fs`: `None` when nothing is there.
 pub fn stat(az: &Azurite, fs: &str, key: &str) -> R<Option<Node>> {
     if key.is_empty() {
+        // The root's owner, group, permissions and ACL are the container's metadata.
+        let b = az.container_props(fs)?.map_err(|r| upstream(&r))?;
         return Ok(Some(Node {
             kind: Kind::Dir,
             key: String::new(),
-            blob: None,
+            blob: Some(b),
             child_modified: String::new(),
         }));
     }

@@ -367,9 +367,6 @@ pub fn update_meta(az: &Azurite, fs: &str, key: &str, req: &Request, acl: bool) 
     check_plain(req, Some(&node))?;
     let blob = match &node.blob {
         Some(b) => b.clone(),
-        None if key.is_empty() => {
-            return Err(fail(400, "InvalidUri", "the root has no properties here"));
-        }
         None => materialize(az, fs, key)?,
     };
     let mut meta = blob.metadata.clone();
@@ -400,6 +397,11 @@ pub fn update_meta(az: &Azurite, fs: &str, key: &str, req: &Request, acl: bool) 
         meta.retain(|k, _| hidden(k));
         meta.extend(props);
     }
-    let r = expect(az.set_metadata(fs, key, &meta)?, &[200])?;
+    let r = if key.is_empty() {
+        az.set_container_metadata(fs, &meta)?
+    } else {
+        az.set_metadata(fs, key, &meta)?
+    };
+    let r = expect(r, &[200])?;
     Ok(stamp(Response::new(200), &r))
 }
