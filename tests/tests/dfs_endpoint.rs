@@ -351,6 +351,26 @@ fn create_properties_and_errors() {
     let h = d.head("dir/g");
     assert_eq!(h.h("x-ms-permissions"), Some("rwxr-xr-x"));
     assert_eq!(h.h("x-ms-owner"), Some("alice"));
+    // Path Create makes missing parents real directories (marker blobs in Azurite).
+    let r = d.req("PUT", "p1/p2/file", &[("resource", "file")], &[], b"");
+    assert_eq!(r.status, 201);
+    for parent in ["p1", "p1/p2"] {
+        let (s, text) = blobmount_tests::http::azure_signed(
+            d._az.port,
+            "HEAD",
+            &format!("/devstoreaccount1/dfsfs/{parent}"),
+            &[],
+            &[],
+            b"",
+        );
+        assert_eq!(s, 200, "{parent}: {text}");
+        assert!(
+            text.to_ascii_lowercase()
+                .contains("x-ms-meta-hdi_isfolder: true"),
+            "{text}"
+        );
+        assert_eq!(d.head(parent).h("x-ms-permissions"), Some("rwxr-x---"));
+    }
     // A directory over a file, a file under a file, If-Match on a missing path.
     let r = d.mkdir("dir/f");
     assert_eq!((r.status, r.code().as_str()), (409, "PathConflict"));
@@ -405,7 +425,7 @@ fn create_properties_and_errors() {
     );
     assert_eq!(
         log.iter().filter(|l| l.starts_with("HEAD ")).count(),
-        7,
+        9,
         "{log:?}"
     );
 }
@@ -952,7 +972,39 @@ fn one_namespace_with_the_blob_api() {
             .contains("x-ms-is-hns-enabled: true"),
         "{text}"
     );
-    // Renaming the implicit directory makes it explicit at the destination.
+    // As on an HNS account, the Blob write made its parents real directories (marker
+    // blobs), and a Blob delete of a directory's last child leaves the directory.
+    let (s, text) = blobmount_tests::http::azure_signed(
+        d._az.port,
+        "HEAD",
+        "/devstoreaccount1/dfsfs/x/y",
+        &[],
+        &[],
+        b"",
+    );
+    assert_eq!(s, 200, "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("x-ms-meta-hdi_isfolder: true"),
+        "{text}"
+    );
+    d._az.put_raw("dfsfs", "lone/dir/file", b"1");
+    assert_eq!(d.head("lone/dir").status, 200);
+    let (s, text) = blobmount_tests::http::azure_signed(
+        d.ep.blob_port(),
+        "DELETE",
+        "/devstoreaccount1/dfsfs/lone/dir/file",
+        &[],
+        &[],
+        b"",
+    );
+    assert_eq!(s, 202, "{text}");
+    assert_eq!(
+        d.head("lone/dir").h("x-ms-resource-type"),
+        Some("directory")
+    );
+    assert_eq!(d.names("lone", true), vec!["lone/dir"]);
+    // Renaming a directory moves its marker and everything under it.
     assert_eq!(d.rename("x", "xx", &[]).status, 201);
     assert_eq!(d._az.get_object("dfsfs", "xx/y/z.txt"), b"via blob");
     assert!(d._az.get_object_opt("dfsfs", "x/y/z.txt").is_none());

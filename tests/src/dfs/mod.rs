@@ -17,7 +17,9 @@
 //!
 //! Storage layout in Azurite (what a real HNS account shows over the Blob API): a file is a
 //! block blob; a directory is a zero-length blob with metadata `hdi_isfolder=true`, and
-//! every parent of a blob is a directory even without one. Owner, group, permission bits
+//! every parent of a blob is a directory even without one (Path Create, and the Blob
+//! forwarder after a Blob write, put markers for missing parents; a delete keeps the
+//! parent as a marker). Owner, group, permission bits
 //! (four octal digits) and an extended ACL are the blob metadata `dfs_owner`, `dfs_group`,
 //! `dfs_permissions`, `dfs_acl`; these and `hdi_isfolder` are hidden from
 //! `x-ms-properties` (the other metadata, base64 in that header). Without them a path is

@@ -280,6 +280,25 @@ pub fn materialize(az: &Azurite, fs: &str, key: &str) -> R<Blob> {
         .ok_or_else(path_not_found)
 }
 
+/// Give every ancestor of `key` without a blob a directory marker, up to the first one that
+/// has a blob (what a hierarchical namespace shows after a Blob API write under new
+/// directories).
+pub fn ensure_ancestors(az: &Azurite, fs: &str, key: &str) -> R<()> {
+    let mut missing = Vec::new();
+    let mut p = parent(key);
+    while !p.is_empty() {
+        if az.head(fs, p)?.map_err(|r| upstream(&r))?.is_some() {
+            break;
+        }
+        missing.push(p.to_string());
+        p = parent(p);
+    }
+    for dir in missing.iter().rev() {
+        materialize(az, fs, dir)?;
+    }
+    Ok(())
+}
+
 /// Keep `key`'s parent directory in existence when `key` goes away (unless it is the root).
 pub fn keep_parent(az: &Azurite, fs: &str, key: &str) -> R<()> {
     let p = parent(key);

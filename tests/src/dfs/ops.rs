@@ -65,26 +65,32 @@ fn dest_fail(f: CondFail) -> super::ns::Fail {
 }
 
 /// Every ancestor of `key` must be a directory (or absent): 409 `PathConflict` when one is
-/// a file. Returns the nearest existing ancestor's default ACL.
-fn check_ancestors(az: &Azurite, fs: &str, key: &str) -> R<Vec<super::acl::Entry>> {
+/// a file. Returns the nearest existing ancestor's default ACL and the ancestors that have
+/// no blob (implicit or missing), deepest first.
+#[allow(clippy::type_complexity)]
+fn check_ancestors(az: &Azurite, fs: &str, key: &str) -> R<(Vec<super::acl::Entry>, Vec<String>)> {
     let mut p = parent(key);
     let mut defaults = None;
+    let mut missing = Vec::new();
     while !p.is_empty() {
-        if let Some(b) = az.head(fs, p)?.map_err(|r| upstream(&r))? {
-            if !b.is_folder() {
+        match az.head(fs, p)?.map_err(|r| upstream(&r))? {
+            Some(b) if !b.is_folder() => {
                 return Err(fail(
                     409,
                     "PathConflict",
                     "The specified path, or an element of the path, exists and its resource type is invalid for this operation.",
                 ));
             }
-            if defaults.is_none() {
-                defaults = Some(Access::from_meta(&b.metadata, Kind::Dir).defaults());
+            Some(b) => {
+                if defaults.is_none() {
+                    defaults = Some(Access::from_meta(&b.metadata, Kind::Dir).defaults());
+                }
             }
+            None => missing.push(p.to_string()),
         }
         p = parent(p);
     }
-    Ok(defaults.unwrap_or_default())
+    Ok((defaults.unwrap_or_default(), missing))
 }
 
 /// Path Create: `?resource=file|directory`.
@@ -127,7 +133,7 @@ pub fn create(az: &Azurite, fs: &str, key: &str, req: &Request) -> R<Response> {
         (Kind::File, Some(Kind::Dir)) | (Kind::Dir, Some(Kind::File)) => return Err(conflict()),
         _ => {}
     }
-    let defaults = check_ancestors(az, fs, key)?;
+    let (defaults, missing) = check_ancestors(az, fs, key)?;
     let mut meta = match req.header("x-ms-properties") {
         Some(p) => parse_properties(p)?,
         None => BTreeMap::new(),
@@ -158,6 +164,21 @@ pub fn create(az: &Azurite, fs: &str, key: &str, req: &Request) -> R<Response> {
     access.to_meta(&mut meta);
     if kind == Kind::Dir {
         meta.insert(FOLDER_KEY.into(), "true".into());
+    }
+    // Missing parents become real directories, as Path Create makes them on the service.
+    for dir in missing.iter().rev() {
+        let mut dmeta = BTreeMap::new();
+        let a = Access::new_path(
+            Kind::Dir,
+            SUPERUSER.into(),
+            SUPERUSER.into(),
+            None,
+            umask,
+            &defaults,
+        );
+        a.to_meta(&mut dmeta);
+        dmeta.insert(FOLDER_KEY.into(), "true".into());
+        expect(az.put(fs, dir, Vec::new(), "", &dmeta)?, &[201])?;
     }
     let ctype = req.header("x-ms-content-type").unwrap_or("");
     let r = expect(az.put(fs, key, Vec::new(), ctype, &meta)?, &[201])?;

@@ -132,6 +132,7 @@ pub fn forward(shared: &Shared, mut req: Request) -> Response {
     let _guard = shared.lock.read().expect("endpoint lock");
     match shared.az.send_raw(&req) {
         Ok(mut resp) => {
+            hns_effects(shared, &req, &q, resp.status);
             // Azurite's own request id and version stay; ours are added on top.
             resp.headers.retain(|(k, _)| {
                 !matches!(
@@ -142,5 +143,37 @@ pub fn forward(shared: &Shared, mut req: Request) -> Response {
             resp
         }
         Err(e) => Response::new(502).with_body(format!("Azurite: {e}").into_bytes()),
+    }
+}
+
+/// What a hierarchical namespace does around a Blob API change, done after Azurite's
+/// answer (which goes back untouched): a blob written under new directories makes them
+/// real (marker blobs), and deleting a directory's last child leaves the directory.
+fn hns_effects(shared: &Shared, req: &Request, q: &[(String, String)], status: u16) {
+    if q.iter().any(|(k, _)| k == "restype") {
+        return;
+    }
+    let path = req.raw_path().trim_start_matches('/');
+    let mut segs = path.splitn(3, '/');
+    let (_, Some(fs), Some(key)) = (segs.next(), segs.next(), segs.next()) else {
+        return;
+    };
+    let (fs, key) = (super::wire::decode(fs), super::wire::decode(key));
+    let key = key.trim_matches('/');
+    if key.is_empty() {
+        return;
+    }
+    let comp = q.iter().find(|(k, _)| k == "comp").map(|(_, v)| v.as_str());
+    let created = req.method == "PUT"
+        && matches!(status, 201 | 202)
+        && (req.header("x-ms-blob-type").is_some()
+            || req.header("x-ms-copy-source").is_some()
+            || comp == Some("blocklist"));
+    let deleted = req.method == "DELETE" && status == 202;
+    // Best effort: the client's own request already succeeded.
+    if created {
+        let _ = super::ns::ensure_ancestors(&shared.az, &fs, key);
+    } else if deleted {
+        let _ = super::ns::keep_parent(&shared.az, &fs, key);
     }
 }
