@@ -55,7 +55,7 @@ mod wire;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-pub use mount::adls_mount_config;
+pub use mount::{adls_mount_config, adls_mount_spec};
 
 use auth::Verdict;
 use ns::{R, error_response, fail};
