@@ -1162,3 +1162,70 @@ fn real_mount_through_the_blob_forwarder() {
         "the mount went through the forwarder"
     );
 }
+
+/// The `dfs-endpoint` binary serves the same endpoint by hand: it prints its two ports and
+/// they answer (DFS: a filesystem created and listed; Blob: the HNS account information).
+#[test]
+fn the_binary_prints_its_ports_and_serves() {
+    use std::io::BufRead;
+    let az = Emulator::start(Kind::Azure);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dfs-endpoint"))
+        .arg(az.port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("dfs-endpoint");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut port = |name: &str| -> u16 {
+        let l = lines.next().expect("a line").unwrap();
+        l.strip_prefix(&format!("{name}="))
+            .unwrap_or_else(|| panic!("{l:?} is not {name}=PORT"))
+            .parse()
+            .unwrap()
+    };
+    let (dfs_port, blob_port) = (port("dfs_port"), port("blob_port"));
+    let r = call(
+        dfs_port,
+        "PUT",
+        "binfs",
+        &[("resource", "filesystem")],
+        &[],
+        b"",
+        AZURITE_KEY,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = call(
+        dfs_port,
+        "PUT",
+        "binfs/d",
+        &[("resource", "directory")],
+        &[],
+        b"",
+        AZURITE_KEY,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = call(
+        dfs_port,
+        "GET",
+        "binfs",
+        &[("recursive", "true"), ("resource", "filesystem")],
+        &[],
+        b"",
+        AZURITE_KEY,
+    );
+    assert_eq!(r.json()["paths"][0]["name"], "d");
+    let (s, text) = blobmount_tests::http::request(
+        blob_port,
+        "GET",
+        "/devstoreaccount1/?restype=account&comp=properties",
+        &[],
+        b"",
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(s, 200);
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("x-ms-is-hns-enabled: true"),
+        "{text}"
+    );
+}
