@@ -115,7 +115,7 @@ pub fn parse_mode(s: &str) -> R<u16> {
         return u16::from_str_radix(s, 8).map_err(|_| bad());
     }
     let s = s.strip_suffix('+').unwrap_or(s);
-    if s.len() != 9 {
+    if s.len() != 9 || !s.is_ascii() {
         return Err(bad());
     }
     let (mut other, mut sticky) = (s[6..9].to_string(), 0);
@@ -339,5 +339,71 @@ impl Access {
             }
         }
         a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_symbolic_and_octal() {
+        assert_eq!(parse_mode("0750").unwrap(), 0o750);
+        assert_eq!(parse_mode("750").unwrap(), 0o750);
+        assert_eq!(parse_mode("1777").unwrap(), 0o1777);
+        assert_eq!(parse_mode("rwxr-x---").unwrap(), 0o750);
+        assert_eq!(parse_mode("rwxr-x---+").unwrap(), 0o750);
+        assert_eq!(parse_mode("rwxrwxrwt").unwrap(), 0o1777);
+        assert_eq!(parse_mode("rwxrwxrwT").unwrap(), 0o1776);
+        for bad in ["", "0800", "rwx", "rwxr-x-ü", "rwxrwxrwz", "12345"] {
+            assert!(parse_mode(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn permissions_render_with_sticky_and_plus() {
+        let mut a = Access::from_meta(&BTreeMap::new(), Kind::Dir);
+        assert_eq!(a.permissions(), "rwxr-x---");
+        a.mode = 0o1776;
+        assert_eq!(a.permissions(), "rwxrwxrwT");
+        a.set_acl(parse_acl("user::rwx,user:u1:rw-,group::r--,other::---").unwrap())
+            .unwrap();
+        // A named entry gets a computed mask (the union of the group class), shown as the
+        // group bits.
+        assert_eq!(a.permissions(), "rwxrw---T+");
+        assert_eq!(
+            a.render_acl(),
+            "user::rwx,user:u1:rw-,group::r--,mask::rw-,other::---"
+        );
+    }
+
+    #[test]
+    fn new_paths_follow_umask_or_the_parents_default_acl() {
+        let su = || SUPERUSER.to_string();
+        let a = Access::new_path(Kind::File, su(), su(), None, None, &[]);
+        assert_eq!(a.permissions(), "rw-r-----");
+        let a = Access::new_path(Kind::Dir, su(), su(), Some(0o777), Some(0o022), &[]);
+        assert_eq!(a.permissions(), "rwxr-xr-x");
+        let defaults = parse_acl("default:user::rwx,default:user:u2:r-x,default:group::r-x,default:mask::rwx,default:other::r--").unwrap();
+        let f = Access::new_path(Kind::File, su(), su(), None, None, &defaults);
+        assert_eq!(
+            f.render_acl(),
+            "user::rw-,user:u2:r-x,group::r-x,mask::rw-,other::r--"
+        );
+        let d = Access::new_path(Kind::Dir, su(), su(), None, None, &defaults);
+        assert!(
+            d.render_acl().contains("default:user:u2:r-x"),
+            "{}",
+            d.render_acl()
+        );
+    }
+
+    #[test]
+    fn bad_acls_are_refused() {
+        for bad in ["user::rwx,bogus", "mask:x:rwx", "user::rwz", "other:o:r--"] {
+            assert!(parse_acl(bad).is_err(), "{bad:?}");
+        }
+        let mut a = Access::from_meta(&BTreeMap::new(), Kind::File);
+        assert!(a.set_acl(parse_acl("user::rwx").unwrap()).is_err());
     }
 }
