@@ -607,8 +607,14 @@ fn rename_files_and_directories() {
     assert_eq!((r.status, r.code().as_str()), (409, "DirectoryNotEmpty"));
     let r = d.rename("src", "d.txt", &[]);
     assert_eq!(r.status, 409, "a directory onto a file");
-    let r = d.rename("src", "src/sub0/inner", &[]);
-    assert_eq!(r.status, 400, "into itself");
+    for into in ["src/sub0/inner", "src"] {
+        let r = d.rename("src", into, &[]);
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (409, "InvalidRenameSourcePath"),
+            "{into}"
+        );
+    }
     let r = d.rename("src", "dst/moved", &[]);
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(d.head("src").status, 404);

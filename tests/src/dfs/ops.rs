@@ -224,15 +224,16 @@ pub fn rename(az: &Azurite, fs: &str, key: &str, req: &Request) -> R<Response> {
     })?;
     let dest = stat(az, fs, key)?;
     check(req, "", dest.as_ref()).map_err(dest_fail)?;
+    let same_dir = src_fs == fs && src.kind == Kind::Dir && src_key == key;
+    if same_dir || (src_fs == fs && key.starts_with(&format!("{src_key}/"))) {
+        return Err(fail(
+            409,
+            "InvalidRenameSourcePath",
+            "The source directory cannot be the same as the destination directory, nor can the destination be a subdirectory of the source directory.",
+        ));
+    }
     if src_fs == fs && src_key == key {
         return Ok(stamp_node(Response::new(201), &src));
-    }
-    if src_fs == fs && key.starts_with(&format!("{src_key}/")) {
-        return Err(fail(
-            400,
-            "InvalidDestinationPath",
-            "The destination path is inside the source directory.",
-        ));
     }
     let dparent = parent(key);
     if !dparent.is_empty() {
