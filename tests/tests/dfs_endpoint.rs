@@ -582,6 +582,25 @@ fn rename_files_and_directories() {
     let r = d.rename("b.txt", "d.txt", &[("x-ms-source-if-match", &etag)]);
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(d.read("d.txt"), b"A");
+    // Properties move with the path, or are replaced by the rename's x-ms-properties.
+    let p1 = format!("a={}", b64("1"));
+    let r = d.req(
+        "PATCH",
+        "d.txt",
+        &[("action", "setProperties")],
+        &[("x-ms-properties", &p1)],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(d.rename("d.txt", "e.txt", &[]).status, 201);
+    assert_eq!(d.head("e.txt").h("x-ms-properties"), Some(p1.as_str()));
+    let p2 = format!("b={}", b64("2"));
+    assert_eq!(
+        d.rename("e.txt", "d.txt", &[("x-ms-properties", &p2)])
+            .status,
+        201
+    );
+    assert_eq!(d.head("d.txt").h("x-ms-properties"), Some(p2.as_str()));
 
     // A directory with many children, nested, with properties and an ACL on the way.
     assert_eq!(d.mkdir("src/empty").status, 201);

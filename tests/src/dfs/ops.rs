@@ -305,7 +305,16 @@ pub fn rename(az: &Azurite, fs: &str, key: &str, req: &Request) -> R<Response> {
     for name in &moved {
         expect(az.delete(&src_fs, name)?, &[202, 404])?;
     }
-    let node = stat(az, fs, key)?.ok_or_else(path_not_found)?;
+    let mut node = stat(az, fs, key)?.ok_or_else(path_not_found)?;
+    // "If x-ms-properties is specified, the properties will overwrite the existing
+    // properties; otherwise, the existing properties will be preserved."
+    if let (Some(p), Some(b)) = (req.header("x-ms-properties"), &node.blob) {
+        let mut meta = b.metadata.clone();
+        meta.retain(|k, _| hidden(k));
+        meta.extend(parse_properties(p)?);
+        expect(az.set_metadata(fs, key, &meta)?, &[200])?;
+        node = stat(az, fs, key)?.ok_or_else(path_not_found)?;
+    }
     Ok(stamp_node(Response::new(201), &node))
 }
 
