@@ -729,6 +729,22 @@ fn delete_recursive_and_conditional() {
     assert_eq!((r.status, r.code().as_str()), (409, "DirectoryNotEmpty"));
     let r = d.req("DELETE", "dir/a", &[], &[("If-Match", "\"0x1\"")], b"");
     assert_eq!((r.status, r.code().as_str()), (412, "ConditionNotMet"));
+    // Date conditions: modified since the future / unmodified since the past both fail.
+    let future = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3600));
+    let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(3600));
+    for (h, v) in [
+        ("If-Modified-Since", &future),
+        ("If-Unmodified-Since", &past),
+    ] {
+        let r = d.req("DELETE", "dir/a", &[], &[(h, v)], b"");
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (412, "ConditionNotMet"),
+            "{h}"
+        );
+    }
+    let r = d.req("HEAD", "dir/a", &[], &[("If-Modified-Since", &past)], b"");
+    assert_eq!(r.status, 200);
     let etag = d.head("dir/a").h("etag").unwrap().to_string();
     let r = d.req("DELETE", "dir/a", &[], &[("If-Match", &etag)], b"");
     assert_eq!(r.status, 200, "{}", r.text());
