@@ -762,3 +762,4 @@ pub fn plugin_component(name: &str) -> String {
     );
     p.to_string_lossy().into_owned()
 }
+pub mod dfs;
