@@ -75,6 +75,9 @@ pub struct Faults {
     up: Link,
     /// Responses towards the client.
     down: Link,
+    /// Forward the client's `Host` header as it is (signed requests: S3 SigV4 signs it)
+    /// instead of the emulator's address.
+    keep_host: AtomicBool,
 }
 
 /// One direction of a link with a bandwidth cap (0: none), shared by every connection.
@@ -230,6 +233,11 @@ impl CountingProxy {
         self.faults.down.bytes_per_sec.store(down, Ordering::SeqCst);
     }
 
+    /// Forward `Host` as the client sent it (for servers that check signatures over it).
+    pub fn keep_host(&self, keep: bool) {
+        self.faults.keep_host.store(keep, Ordering::SeqCst);
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -304,7 +312,8 @@ fn serve(
         // The whole request, then its fate (decided as it arrives: an idle keep-alive
         // connection must not hold on to a fault meant for whichever request comes next).
         let mut raw = Vec::new();
-        let line = match forward_request(&mut r, &mut raw, upstream) {
+        let host = (!faults.keep_host.load(Ordering::SeqCst)).then_some(upstream);
+        let line = match forward_request(&mut r, &mut raw, host) {
             Ok(Some(line)) => line,
             Ok(None) | Err(_) => break,
         };
@@ -469,11 +478,12 @@ fn note_framing(line: &str, content_length: &mut u64, chunked: &mut bool) {
     }
 }
 
-/// Copy one request; returns its `METHOD target`, or `None` at end of stream.
+/// Copy one request, with `Host` naming 127.0.0.1:`host` when given; returns its
+/// `METHOD target`, or `None` at end of stream.
 fn forward_request(
     r: &mut BufReader<TcpStream>,
     w: &mut impl Write,
-    upstream: u16,
+    host: Option<u16>,
 ) -> std::io::Result<Option<String>> {
     let mut head = Vec::new();
     let mut line = String::new();
@@ -488,7 +498,10 @@ fn forward_request(
         let t = line.trim_end();
         // The emulator sees its own address as the host (fake-gcs routes by it; no store
         // here signs requests strictly enough to notice).
-        if t.len() > 5 && t[..5].eq_ignore_ascii_case("host:") {
+        if let Some(upstream) = host
+            && t.len() > 5
+            && t[..5].eq_ignore_ascii_case("host:")
+        {
             head.extend_from_slice(format!("Host: 127.0.0.1:{upstream}\r\n").as_bytes());
         } else {
             head.extend_from_slice(line.as_bytes());

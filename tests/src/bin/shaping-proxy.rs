@@ -49,6 +49,8 @@ fn main() {
     };
     let proxy = CountingProxy::start(upstream);
     proxy.set_latency_ms(latency);
+    // Clients sign requests over their Host (S3 SigV4); the servers benchmarked route by path.
+    proxy.keep_host(true);
     let rate = mbit * 1_000_000 / 8;
     proxy.set_bandwidth(rate, rate);
     println!("port={}", proxy.port());
