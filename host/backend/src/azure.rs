@@ -52,6 +52,9 @@ pub struct AzureBackend {
     /// Block size and blocks in flight of uploads in parts.
     parts: PartSizes,
     description: String,
+    /// The account has a hierarchical namespace: renames, directories and access go
+    /// through the DFS API.
+    hns: bool,
 }
 
 impl std::fmt::Debug for AzureBackend {
@@ -219,6 +222,7 @@ impl AzureBackend {
             account_url: access.account_url.clone(),
             parts: cfg.parts.or_default(),
             description: format!("az://{}/{}", access.account, url.bucket),
+            hns: false,
         })
     }
 }
@@ -269,6 +273,9 @@ impl Backend for AzureBackend {
             native_metadata_update: false,
             conditional_writes: true,
             append_uploads: true,
+            native_rename: self.hns,
+            real_dirs: self.hns,
+            posix_access: self.hns,
             max_object_size: Some(MAX_BLOCKS * self.parts.size as u64),
             metadata: crate::api::MetadataRules {
                 kept: true,

@@ -49,6 +49,7 @@ mod writes;
 
 use std::sync::Arc;
 
+pub use api::{AccessUpdate, PathAccess, RenameCond};
 pub use api::{
     AppendBase, Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
     PutOutcome, Result, UserMetadata, prefixes_as_objects,

@@ -199,4 +199,24 @@ impl Backend for Hooked {
     ) -> Result<Option<Box<dyn PartUpload>>> {
         self.inner.clone().start_upload(key, meta, cond).await
     }
+    async fn rename(
+        &self,
+        from: &str,
+        to: &str,
+        cond: &blobmount_backend::RenameCond,
+    ) -> Result<PutOutcome> {
+        self.inner.rename(from, to, cond).await
+    }
+    async fn create_dir(&self, key: &str, mode: Option<u16>) -> Result<()> {
+        self.inner.create_dir(key, mode).await
+    }
+    async fn delete_dir(&self, key: &str, recursive: bool) -> Result<()> {
+        self.inner.delete_dir(key, recursive).await
+    }
+    async fn get_access(&self, key: &str) -> Result<blobmount_backend::PathAccess> {
+        self.inner.get_access(key).await
+    }
+    async fn set_access(&self, key: &str, u: &blobmount_backend::AccessUpdate) -> Result<()> {
+        self.inner.set_access(key, u).await
+    }
 }

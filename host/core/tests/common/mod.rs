@@ -23,6 +23,10 @@ pub struct Counting {
     pub copies: AtomicUsize,
     pub deletes: AtomicUsize,
     pub set_metas: AtomicUsize,
+    /// HNS calls: native renames, directory creations/deletions, access reads/changes.
+    pub renames: AtomicUsize,
+    pub dirops: AtomicUsize,
+    pub accesses: AtomicUsize,
     /// Milliseconds each GET waits before answering.
     pub get_delay_ms: AtomicU64,
     /// Milliseconds each HEAD waits before answering (a stalled store).
@@ -54,6 +58,9 @@ impl Counting {
             copy: self.copies.load(SeqCst),
             delete: self.deletes.load(SeqCst),
             set_meta: self.set_metas.load(SeqCst),
+            rename: self.renames.load(SeqCst),
+            dirop: self.dirops.load(SeqCst),
+            access: self.accesses.load(SeqCst),
         }
     }
 
@@ -73,11 +80,23 @@ pub struct Kinds {
     pub copy: usize,
     pub delete: usize,
     pub set_meta: usize,
+    pub rename: usize,
+    pub dirop: usize,
+    pub access: usize,
 }
 
 impl Kinds {
     pub fn total(&self) -> usize {
-        self.head + self.list + self.get + self.put + self.copy + self.delete + self.set_meta
+        self.head
+            + self.list
+            + self.get
+            + self.put
+            + self.copy
+            + self.delete
+            + self.set_meta
+            + self.rename
+            + self.dirop
+            + self.access
     }
 }
 
@@ -92,6 +111,9 @@ impl std::ops::Sub for Kinds {
             copy: self.copy - o.copy,
             delete: self.delete - o.delete,
             set_meta: self.set_meta - o.set_meta,
+            rename: self.rename - o.rename,
+            dirop: self.dirop - o.dirop,
+            access: self.access - o.access,
         }
     }
 }
@@ -219,6 +241,38 @@ impl Backend for Counting {
     ) -> blobmount_backend::Result<Option<Box<dyn blobmount_backend::PartUpload>>> {
         self.puts.fetch_add(1, SeqCst);
         self.inner.clone().start_upload(key, meta, cond).await
+    }
+    async fn rename(
+        &self,
+        from: &str,
+        to: &str,
+        cond: &blobmount_backend::RenameCond,
+    ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.renames.fetch_add(1, SeqCst);
+        self.inner.rename(from, to, cond).await
+    }
+    async fn create_dir(&self, key: &str, mode: Option<u16>) -> blobmount_backend::Result<()> {
+        self.dirops.fetch_add(1, SeqCst);
+        self.inner.create_dir(key, mode).await
+    }
+    async fn delete_dir(&self, key: &str, recursive: bool) -> blobmount_backend::Result<()> {
+        self.dirops.fetch_add(1, SeqCst);
+        self.inner.delete_dir(key, recursive).await
+    }
+    async fn get_access(
+        &self,
+        key: &str,
+    ) -> blobmount_backend::Result<blobmount_backend::PathAccess> {
+        self.accesses.fetch_add(1, SeqCst);
+        self.inner.get_access(key).await
+    }
+    async fn set_access(
+        &self,
+        key: &str,
+        update: &blobmount_backend::AccessUpdate,
+    ) -> blobmount_backend::Result<()> {
+        self.accesses.fetch_add(1, SeqCst);
+        self.inner.set_access(key, update).await
     }
 }
 

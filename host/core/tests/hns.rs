@@ -1,0 +1,206 @@
+//! The core on a store with a hierarchical namespace (ADLS Gen2 HNS), driven over the
+//! in-memory store's HNS mode: renames of files and whole directories are one request with
+//! no journal, directories are real (mkdir and rmdir one request each, ENOTEMPTY from the
+//! store), and the requests each costs are counted (see `common::Kinds`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use blobmount_backend::memory::MemoryBackend;
+use blobmount_backend::{Backend, RenameCond};
+use blobmount_core::{Caller, FsError, ROOT_INO};
+
+mod common;
+use common::{Kinds, TestFs, put, stored, test_fs_on};
+
+const ME: Caller = Caller {
+    uid: 1000,
+    gid: 1000,
+};
+
+fn mount(mem: Arc<MemoryBackend>) -> TestFs {
+    test_fs_on(mem, |c| {
+        c.attr_ttl = Duration::from_secs(60);
+        c.list_ttl = Duration::from_secs(60);
+        c.negative_ttl = Duration::from_secs(60);
+        // Far below the directory renamed below: a flat store would refuse it (EXDEV).
+        c.rename_dir_limit = 10;
+    })
+}
+
+fn hns() -> Arc<MemoryBackend> {
+    Arc::new(MemoryBackend::new_hns())
+}
+
+async fn read_all(t: &TestFs, ino: u64) -> Vec<u8> {
+    let h = t.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let d = t.fs.read(h.fh, 0, 1 << 20).await.unwrap();
+    t.fs.release(h.fh).await.unwrap();
+    d.to_vec()
+}
+
+#[tokio::test]
+async fn a_file_rename_is_one_request() {
+    let mem = hns();
+    mem.create_dir("d", None).await.unwrap();
+    put(&mem, "d/a", b"data").await;
+    let t = mount(mem);
+    let d = t.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    let a = t.fs.lookup(d, "a").await.unwrap().ino;
+    assert_eq!(t.fs.lookup(d, "b").await, Err(FsError::NotFound));
+    let before = t.c.kinds();
+    t.fs.rename(d, "a", d, "b", false).await.unwrap();
+    let k = t.c.kinds() - before;
+    assert_eq!(
+        k,
+        Kinds {
+            rename: 1,
+            ..Default::default()
+        }
+    );
+    assert_eq!(stored(&*t.mem, "d/b").await.unwrap(), b"data");
+    assert_eq!(stored(&*t.mem, "d/a").await, None);
+    assert_eq!(read_all(&t, a).await, b"data");
+}
+
+#[tokio::test]
+async fn a_directory_of_500_files_renames_in_one_request_without_a_journal() {
+    let mem = hns();
+    mem.create_dir("big", None).await.unwrap();
+    for i in 0..500 {
+        put(&mem, &format!("big/sub{}/f{i}", i % 5), b"x").await;
+    }
+    let t = mount(mem);
+    let big = t.fs.lookup(ROOT_INO, "big").await.unwrap().ino;
+    assert_eq!(t.fs.lookup(ROOT_INO, "moved").await, Err(FsError::NotFound));
+    let before = t.c.kinds();
+    t.fs.rename(ROOT_INO, "big", ROOT_INO, "moved", false)
+        .await
+        .unwrap();
+    let k = t.c.kinds() - before;
+    assert_eq!(
+        k,
+        Kinds {
+            rename: 1,
+            ..Default::default()
+        }
+    );
+    let journal = t.dir.path().join("journal");
+    let entries = std::fs::read_dir(&journal).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(entries, 0, "no journal entry for a native rename");
+    let keys = t.mem.keys();
+    assert_eq!(keys.iter().filter(|k| k.starts_with("moved/")).count(), 500);
+    assert!(!keys.iter().any(|k| k.starts_with("big")), "{keys:?}");
+    // The inode moved with its name; what is inside resolves under the new one.
+    let moved = t.fs.lookup(ROOT_INO, "moved").await.unwrap().ino;
+    assert_eq!(moved, big);
+    let sub = t.fs.lookup(moved, "sub3").await.unwrap().ino;
+    let f = t.fs.lookup(sub, "f8").await.unwrap().ino;
+    assert_eq!(read_all(&t, f).await, b"x");
+}
+
+#[tokio::test]
+async fn mkdir_and_rmdir_are_one_request_each() {
+    let t = mount(hns());
+    let fh = t.fs.opendir(ROOT_INO).await.unwrap();
+    t.fs.releasedir(fh);
+    let before = t.c.kinds();
+    let d = t.fs.mkdir(ROOT_INO, "d", 0o750, ME).await.unwrap();
+    assert_eq!(
+        t.c.kinds() - before,
+        Kinds {
+            dirop: 1,
+            ..Default::default()
+        }
+    );
+    assert_eq!(d.perm, 0o750);
+    assert_eq!(
+        t.mem.get_access("d").await.unwrap().permissions,
+        "rwxr-x---"
+    );
+    assert_eq!(
+        t.fs.mkdir(ROOT_INO, "d", 0o750, ME).await.map(|_| ()),
+        Err(FsError::Exists)
+    );
+    let before = t.c.kinds();
+    t.fs.rmdir(ROOT_INO, "d").await.unwrap();
+    assert_eq!(
+        t.c.kinds() - before,
+        Kinds {
+            dirop: 1,
+            ..Default::default()
+        }
+    );
+    assert!(t.mem.keys().is_empty());
+}
+
+#[tokio::test]
+async fn rmdir_of_a_non_empty_directory_is_enotempty_from_the_store() {
+    let mem = hns();
+    mem.create_dir("d", None).await.unwrap();
+    let t = mount(mem.clone());
+    t.fs.lookup(ROOT_INO, "d").await.unwrap();
+    // Another client writes into it after the mount looked.
+    put(&mem, "d/late", b"x").await;
+    let before = t.c.kinds();
+    let r = t.fs.rmdir(ROOT_INO, "d").await;
+    assert_eq!(r.map_err(|e| e.errno()), Err(libc::ENOTEMPTY));
+    assert_eq!(
+        t.c.kinds() - before,
+        Kinds {
+            dirop: 1,
+            ..Default::default()
+        }
+    );
+    assert!(mem.keys().contains(&"d/late".to_string()));
+}
+
+#[tokio::test]
+async fn rename_noreplace_and_onto_a_non_empty_directory() {
+    let mem = hns();
+    put(&mem, "a", b"1").await;
+    put(&mem, "b", b"2").await;
+    mem.create_dir("x", None).await.unwrap();
+    mem.create_dir("y", None).await.unwrap();
+    put(&mem, "y/z", b"3").await;
+    let t = mount(mem.clone());
+    let r = t.fs.rename(ROOT_INO, "a", ROOT_INO, "b", true).await;
+    assert_eq!(r, Err(FsError::Exists));
+    let r = t.fs.rename(ROOT_INO, "x", ROOT_INO, "y", false).await;
+    assert_eq!(r.map_err(|e| e.errno()), Err(libc::ENOTEMPTY));
+    // A file replaces a file.
+    t.fs.rename(ROOT_INO, "a", ROOT_INO, "b", false)
+        .await
+        .unwrap();
+    assert_eq!(stored(&*mem, "b").await.unwrap(), b"1");
+    assert_eq!(stored(&*mem, "a").await, None);
+}
+
+/// A file open for writing inside a directory renamed under it: its changes are uploaded
+/// before the move, go with it, and its later writes land under the new name.
+#[tokio::test]
+async fn an_open_file_moves_with_its_directory() {
+    let mem = hns();
+    mem.create_dir("d", None).await.unwrap();
+    put(&mem, "d/f", b"old").await;
+    let t = mount(mem.clone());
+    let d = t.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    let f = t.fs.lookup(d, "f").await.unwrap().ino;
+    let h = t.fs.open(f, libc::O_RDWR).await.unwrap();
+    t.fs.write(h.fh, 0, b"new").await.unwrap();
+    t.fs.rename(ROOT_INO, "d", ROOT_INO, "e", false)
+        .await
+        .unwrap();
+    assert_eq!(stored(&*mem, "e/f").await.unwrap(), b"new");
+    t.fs.write(h.fh, 3, b"+more").await.unwrap();
+    t.fs.flush(h.fh).await.unwrap();
+    t.fs.release(h.fh).await.unwrap();
+    assert_eq!(stored(&*mem, "e/f").await.unwrap(), b"new+more");
+    assert!(!mem.keys().iter().any(|k| k.starts_with("d")));
+    // Conditions of the store hold for the next writer too.
+    let stale = RenameCond {
+        source_etag: Some("\"nope\"".into()),
+        no_replace: false,
+    };
+    assert!(mem.rename("e/f", "e/g", &stale).await.is_err());
+}
