@@ -231,6 +231,7 @@ impl AzureBackend {
             }
             (Some(false) | None, _) => false,
         };
+        self.lister = RawLister::new(self.rest.clone(), &self.container_url, dialect(self.hns));
         tracing::info!(
             store = %self.description,
             hns = self.hns,
@@ -270,7 +271,7 @@ impl AzureBackend {
         Ok(AzureBackend {
             plane: ObjectPlane::new(store),
             blocks: AzureBlocks::new(rest.clone(), &container_url, !cfg.unchecked_uploads),
-            lister: RawLister::new(rest.clone(), &container_url, Dialect::Azure),
+            lister: RawLister::new(rest.clone(), &container_url, dialect(forced)),
             rest,
             container_url,
             account_url: access.account_url.clone(),
@@ -279,6 +280,14 @@ impl AzureBackend {
             hns: forced,
             dfs,
         })
+    }
+}
+
+/// Listings of an HNS account carry each path's access (`include=permissions`).
+fn dialect(hns: bool) -> Dialect {
+    match hns {
+        true => Dialect::AzureHns,
+        false => Dialect::Azure,
     }
 }
 

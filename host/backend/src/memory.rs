@@ -190,6 +190,18 @@ impl MemoryBackend {
         }
     }
 
+    /// A listing's entry: in HNS mode with the path's access, as an HNS account's listing
+    /// with `include=permissions` has it.
+    fn listed(&self, key: &str, o: &Obj, with_meta: bool) -> ObjectInfo {
+        let mut info = Self::info(key, o, with_meta);
+        if self.is_hns()
+            && let Some(m) = info.metadata.as_mut()
+        {
+            self.add_access(key, o, m);
+        }
+        info
+    }
+
     fn check(map: &BTreeMap<String, Obj>, key: &str, cond: &Precondition) -> Result<()> {
         match (cond, map.get(key)) {
             (Precondition::None, _) => Ok(()),
@@ -467,7 +479,7 @@ impl Backend for MemoryBackend {
                         entries.push((p, None));
                     }
                 }
-                None => entries.push((k.clone(), Some(Self::info(k, o, with_meta)))),
+                None => entries.push((k.clone(), Some(self.listed(k, o, with_meta)))),
             }
         }
         let start = match &token {
@@ -500,7 +512,7 @@ impl Backend for MemoryBackend {
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(max.max(1))
-            .map(|(k, o)| Self::info(k, o, with_meta))
+            .map(|(k, o)| self.listed(k, o, with_meta))
             .collect();
         Ok(ListPage {
             objects,

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use blobmount_backend::{Backend, BackendError};
+use blobmount_backend::api::permissions_string;
+use blobmount_backend::{AccessUpdate, Backend, BackendError};
 use blobmount_policy_api::Policy;
 use tracing::debug;
 
@@ -475,12 +476,10 @@ impl Fs {
             }
             self.truncate(ino, size).await?;
         }
-        let changes_meta = req.perm.is_some()
-            || req.uid.is_some()
-            || req.gid.is_some()
-            || req.mtime.is_some()
-            || req.atime.is_some();
-        if changes_meta {
+        let access = req.perm.is_some() || req.uid.is_some() || req.gid.is_some();
+        if access && self.backend.capabilities().posix_access {
+            self.set_path_access(ino, &req).await?;
+        } else if access {
             self.change_attrs(ino, Persist::Coalesce, |n| {
                 if let Some(p) = req.perm {
                     n.perm = p & 0o7777;
@@ -491,6 +490,13 @@ impl Fs {
                 if let Some(g) = req.gid {
                     n.gid = g;
                 }
+                Ok(())
+            })
+            .await?;
+        }
+        let changes_meta = req.mtime.is_some() || req.atime.is_some();
+        if changes_meta {
+            self.change_attrs(ino, Persist::Coalesce, |n| {
                 if let Some(m) = req.mtime {
                     n.mtime = m;
                 }
@@ -502,6 +508,45 @@ impl Fs {
             .await?;
         }
         self.getattr(ino).await
+    }
+
+    /// chmod / chown / chgrp on a store with POSIX access (ADLS Gen2 HNS): one Path - Update
+    /// `setAccessControl` with the permissions (`rwxr-x---`) and the owner and group as
+    /// numeric ids, instead of our metadata keys. A file not uploaded yet has no path: its
+    /// attributes go up with it, as on a flat store.
+    async fn set_path_access(&self, ino: u64, req: &SetAttr) -> FsResult<()> {
+        let _scope = self.files.enter_gate(&[ino]).await;
+        let local_only = lock(&self.ns.table)
+            .get(ino)
+            .ok_or(FsError::NotFound)?
+            .local_only;
+        let edit = |n: &mut Node| {
+            if let Some(p) = req.perm {
+                n.perm = p & 0o7777;
+            }
+            if let Some(u) = req.uid {
+                n.uid = u;
+            }
+            if let Some(g) = req.gid {
+                n.gid = g;
+            }
+            n.ctime = SystemTime::now();
+        };
+        if !local_only {
+            let update = AccessUpdate {
+                owner: req.uid.map(|u| u.to_string()),
+                group: req.gid.map(|g| g.to_string()),
+                permissions: req.perm.map(|p| permissions_string(p & 0o7777)),
+                acl: None,
+            };
+            let key = self.ns.key_of(ino)?;
+            self.backend.set_access(&key, &update).await?;
+        }
+        let mut t = lock(&self.ns.table);
+        if let Some(n) = t.get_mut(ino) {
+            edit(n);
+        }
+        Ok(())
     }
 
     /// Apply `edit` to node `ino`'s attributes (and set its ctime), then persist them: with

@@ -204,3 +204,61 @@ async fn an_open_file_moves_with_its_directory() {
     };
     assert!(mem.rename("e/f", "e/g", &stale).await.is_err());
 }
+
+fn setattr_perm(perm: u16) -> blobmount_core::SetAttr {
+    blobmount_core::SetAttr {
+        perm: Some(perm),
+        ..Default::default()
+    }
+}
+
+/// chmod, chown and chgrp are each one set-access on the path (no metadata write), stat
+/// shows them at once, and another mount reads them from the store.
+#[tokio::test]
+async fn chmod_and_chown_are_one_set_access_each() {
+    let mem = hns();
+    put(&mem, "f", b"data").await;
+    mem.create_dir("d", None).await.unwrap();
+    let t = mount(mem.clone());
+    let f = t.fs.lookup(ROOT_INO, "f").await.unwrap();
+    assert_eq!(f.perm, 0o640, "the store's default permissions");
+    let before = t.c.kinds();
+    let a = t.fs.setattr(f.ino, setattr_perm(0o755)).await.unwrap();
+    assert_eq!(a.perm, 0o755);
+    tokio::time::sleep(t.fs.config().attr_write_delay * 3).await;
+    assert_eq!(
+        t.c.kinds() - before,
+        Kinds {
+            access: 1,
+            ..Default::default()
+        }
+    );
+    assert_eq!(mem.get_access("f").await.unwrap().permissions, "rwxr-xr-x");
+    let before = t.c.kinds();
+    let chown = blobmount_core::SetAttr {
+        uid: Some(1234),
+        gid: Some(99),
+        ..Default::default()
+    };
+    let a = t.fs.setattr(f.ino, chown).await.unwrap();
+    assert_eq!((a.uid, a.gid), (1234, 99));
+    assert_eq!((t.c.kinds() - before).access, 1);
+    let acc = mem.get_access("f").await.unwrap();
+    assert_eq!((acc.owner.as_str(), acc.group.as_str()), ("1234", "99"));
+    // A directory too.
+    let d = t.fs.lookup(ROOT_INO, "d").await.unwrap();
+    t.fs.setattr(d.ino, setattr_perm(0o700)).await.unwrap();
+    assert_eq!(mem.get_access("d").await.unwrap().permissions, "rwx------");
+    // Another mount sees what the store has.
+    let other = mount(mem.clone());
+    let f2 = other.fs.lookup(ROOT_INO, "f").await.unwrap();
+    assert_eq!((f2.perm, f2.uid, f2.gid), (0o755, 1234, 99));
+    let d2 = other.fs.lookup(ROOT_INO, "d").await.unwrap();
+    assert_eq!(d2.perm, 0o700);
+    // The access pseudo-keys are neither metadata nor extended attributes.
+    let names = other.fs.listxattr(f2.ino).await.unwrap();
+    assert!(
+        !String::from_utf8_lossy(&names).contains("x-ms"),
+        "{names:?}"
+    );
+}
