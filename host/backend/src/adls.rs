@@ -376,6 +376,9 @@ impl Dfs {
     }
 }
 
+/// Longest the namespace detection may take at mount.
+const DETECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Get Account Information on the Blob endpoint `account_url`: `Some(true)` when the
 /// account has a hierarchical namespace, `Some(false)` when it says it has none, `None`
 /// when the header is missing (an emulator) or the request failed.
@@ -384,16 +387,16 @@ pub async fn detect_hns(rest: &Rest, account_url: &str) -> Option<bool> {
         "{}/?restype=account&comp=properties",
         account_url.trim_end_matches('/')
     );
-    let r = rest
-        .send(
-            "Get Account Information",
-            Method::GET,
-            &url,
-            &[],
-            Bytes::new(),
-        )
-        .await
-        .ok()?;
+    // Bounded: a store that does not answer fails the mount's own first request with its
+    // clear error, not this one after the whole retry budget.
+    let ask = rest.send(
+        "Get Account Information",
+        Method::GET,
+        &url,
+        &[],
+        Bytes::new(),
+    );
+    let r = tokio::time::timeout(DETECT_TIMEOUT, ask).await.ok()?.ok()?;
     if !r.status().is_success() {
         return None;
     }
