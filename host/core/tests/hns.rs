@@ -262,3 +262,69 @@ async fn chmod_and_chown_are_one_set_access_each() {
         "{names:?}"
     );
 }
+
+/// getfacl / setfacl: `system.posix_acl_access` (binary) and `user.blobmount.acl` (text)
+/// are the path's ACL, one request each; the mode follows the ACL.
+#[tokio::test]
+async fn acls_read_and_set_through_extended_attributes() {
+    use blobmount_core::acl::{OWN_ACL, POSIX_ACL_ACCESS, text_to_xattr, xattr_to_text};
+    let mem = hns();
+    put(&mem, "f", b"data").await;
+    let t = mount(mem.clone());
+    let f = t.fs.lookup(ROOT_INO, "f").await.unwrap().ino;
+    let before = t.c.kinds();
+    let text = t.fs.getxattr(f, OWN_ACL).await.unwrap();
+    assert_eq!(text, b"user::rw-,group::r--,other::---");
+    assert_eq!((t.c.kinds() - before).access, 1);
+    let bin = t.fs.getxattr(f, POSIX_ACL_ACCESS).await.unwrap();
+    assert_eq!(
+        xattr_to_text(&bin).unwrap(),
+        "user::rw-,group::r--,other::---"
+    );
+    // setfacl -m u:1000:rwx f
+    let acl = "user::rw-,user:1000:rwx,group::r--,mask::rwx,other::---";
+    let before = t.c.kinds();
+    t.fs.setxattr(f, POSIX_ACL_ACCESS, &text_to_xattr(acl).unwrap(), 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        t.c.kinds() - before,
+        Kinds {
+            access: 1,
+            ..Default::default()
+        }
+    );
+    let stored = mem.get_access("f").await.unwrap();
+    assert_eq!(stored.acl, acl);
+    assert_eq!(stored.permissions, "rw-rwx---+");
+    assert_eq!(t.fs.getattr(f).await.unwrap().perm, 0o670);
+    // The text form is writable too; a bad ACL is EINVAL and changes nothing.
+    let r = t.fs.setxattr(f, OWN_ACL, b"user::rwx,other::---", 0).await;
+    assert_eq!(r.map_err(|e| e.errno()), Err(libc::EINVAL));
+    assert_eq!(mem.get_access("f").await.unwrap().acl, acl);
+    t.fs.setxattr(f, OWN_ACL, b"user::rwx,group::r-x,other::r--", 0)
+        .await
+        .unwrap();
+    assert_eq!(t.fs.getattr(f).await.unwrap().perm, 0o754);
+    // setfacl -b: the base entries of the mode stay.
+    t.fs.removexattr(f, POSIX_ACL_ACCESS).await.unwrap();
+    assert_eq!(
+        mem.get_access("f").await.unwrap().acl,
+        "user::rwx,group::r-x,other::r--"
+    );
+}
+
+/// On a flat store the ACL names are not supported (ENOTSUP), without a request.
+#[tokio::test]
+async fn a_flat_store_has_no_acls() {
+    let mem = Arc::new(MemoryBackend::new());
+    put(&mem, "f", b"data").await;
+    let t = mount(mem);
+    let f = t.fs.lookup(ROOT_INO, "f").await.unwrap().ino;
+    let before = t.c.kinds();
+    let r =
+        t.fs.getxattr(f, blobmount_core::acl::POSIX_ACL_ACCESS)
+            .await;
+    assert_eq!(r.map_err(|e| e.errno()), Err(libc::ENOTSUP));
+    assert_eq!((t.c.kinds() - before).total(), 0);
+}
