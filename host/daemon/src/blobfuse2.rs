@@ -240,11 +240,13 @@ const RULES: &[(&str, Rule)] = &[
     ("azstorage.telemetry", Ignore("no telemetry is sent")),
     (
         "azstorage.honour-acl",
-        Ignore("ADLS ACLs are not mapped yet"),
+        Ignore(
+            "ACLs are shown and set on HNS accounts (getfacl, setfacl) but not enforced by the mount; the store enforces them for its own callers",
+        ),
     ),
     (
         "azstorage.preserve-acl",
-        Ignore("ADLS ACLs are not mapped yet"),
+        Ignore("on HNS accounts renames are native and keep the path's ACL already"),
     ),
     (
         "azstorage.cpk-enabled",
