@@ -1,5 +1,5 @@
 //! A memory store with hooks for the reliability tests: a DELETE that waits to be let go (to
-//! act inside a rename's copy-then-delete window) and uploads whose reply is lost after they
+//! act inside a rename's copy-then-delete window; on an HNS store the native rename waits) and uploads whose reply is lost after they
 //! landed (a commit retried after a timeout).
 
 use std::sync::Arc;
@@ -205,6 +205,17 @@ impl Backend for Hooked {
         to: &str,
         cond: &blobmount_backend::RenameCond,
     ) -> Result<PutOutcome> {
+        // A native rename (HNS) stands for the copy-then-delete window: it waits like the
+        // DELETEs of what it moves.
+        let pause = self
+            .pause_delete
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|p| format!("{from}/").contains(p.as_str()));
+        if pause {
+            self.wait_if_paused().await;
+        }
         self.inner.rename(from, to, cond).await
     }
     async fn create_dir(&self, key: &str, mode: Option<u16>) -> Result<()> {

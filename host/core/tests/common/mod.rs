@@ -288,7 +288,40 @@ pub struct TestFs {
 
 /// A [`TestFs`] over a new, empty store; `tweak` adjusts the test configuration.
 pub fn test_fs(tweak: impl FnOnce(&mut FsConfig)) -> TestFs {
-    test_fs_on(Arc::new(MemoryBackend::new()), tweak)
+    test_fs_on(new_store(), tweak)
+}
+
+/// Whether this run's stores have a hierarchical namespace (see [`new_store`]).
+pub fn hns_mode() -> bool {
+    std::env::var("BLOBMOUNT_TEST_HNS").as_deref() == Ok("1")
+}
+
+/// The key of directory `dir`'s marker: `dir/` on a flat store, `dir` (an `hdi_isfolder`
+/// blob) on an HNS one.
+pub fn dir_marker(dir: &str) -> String {
+    match hns_mode() {
+        true => dir.to_string(),
+        false => format!("{dir}/"),
+    }
+}
+
+/// The keys of files among `keys`: without `dir/` markers, and without the keys that have
+/// others below them (HNS directories).
+pub fn file_keys(keys: Vec<String>) -> Vec<String> {
+    keys.iter()
+        .filter(|k| !k.ends_with('/'))
+        .filter(|k| !keys.iter().any(|o| o.starts_with(&format!("{k}/"))))
+        .cloned()
+        .collect()
+}
+
+/// A new, empty in-memory store: flat, or with a hierarchical namespace (ADLS Gen2 HNS)
+/// when `BLOBMOUNT_TEST_HNS=1`, to run a test body in both modes.
+pub fn new_store() -> Arc<MemoryBackend> {
+    match hns_mode() {
+        true => Arc::new(MemoryBackend::new_hns()),
+        false => Arc::new(MemoryBackend::new()),
+    }
 }
 
 /// A [`TestFs`] over `mem` (another mount of the same store, or one filled beforehand).
