@@ -248,7 +248,19 @@ impl Dfs {
                 )
                 .await?;
             if !r.status().is_success() {
-                return Err(dfs_error(what, to, r).await);
+                // `If-None-Match: *` failing is about the destination (ConditionNotMet, or a
+                // bare 412): it exists. The source's ETag failing is SourceConditionNotMet.
+                let source_failed =
+                    header(&r, "x-ms-error-code").as_deref() == Some("SourceConditionNotMet");
+                let e = dfs_error(what, to, r).await;
+                return Err(match e {
+                    BackendError::PreconditionFailed { .. }
+                        if cond.no_replace && !source_failed =>
+                    {
+                        BackendError::AlreadyExists { key: to.into() }
+                    }
+                    e => e,
+                });
             }
             continuation = header(&r, "x-ms-continuation").filter(|c| !c.is_empty());
             if continuation.is_none() {

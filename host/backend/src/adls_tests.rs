@@ -219,3 +219,33 @@ async fn hns_on_an_emulator_endpoint_needs_the_dfs_endpoint() {
         .to_string();
     assert!(e.contains("store.azure.dfs-endpoint"), "{e}");
 }
+
+#[tokio::test]
+async fn a_failed_no_replace_is_an_existing_destination_and_a_stale_source_is_stale() {
+    let d = Double::start_full(|s| {
+        if s.headers.contains_key("x-ms-source-if-match") {
+            reply(412, &[("x-ms-error-code", "SourceConditionNotMet")], "")
+        } else {
+            reply(412, &[("x-ms-error-code", "ConditionNotMet")], "")
+        }
+    });
+    let b = backend(&d, HnsMode::On, true).await.unwrap();
+    let no_replace = RenameCond {
+        no_replace: true,
+        ..Default::default()
+    };
+    let r = b.rename("a", "b", &no_replace).await;
+    assert!(
+        matches!(r, Err(BackendError::AlreadyExists { .. })),
+        "{r:?}"
+    );
+    let stale = RenameCond {
+        source_etag: Some("\"0x1\"".into()),
+        no_replace: true,
+    };
+    let r = b.rename("a", "b", &stale).await;
+    assert!(
+        matches!(r, Err(BackendError::PreconditionFailed { .. })),
+        "{r:?}"
+    );
+}
