@@ -130,11 +130,12 @@ fn a_refused_key_stops_the_mount_and_secrets_stay_out_of_errors() {
     let emu = Emulator::start(Kind::Azure);
     let container = emu.create_bucket();
     let work = tempfile::tempdir().unwrap();
-    let cfg = work.path().join("adls.yaml");
+    // (`type: adls` is no longer refused: it is `store.azure.hns: true`.)
+    let cfg = work.path().join("cpk.yaml");
     std::fs::write(
         &cfg,
         format!(
-            "components: [libfuse, azstorage]\nazstorage:\n  type: adls\n  account-name: devstoreaccount1\n  account-key: {AZURITE_KEY}\n  container: {container}\n"
+            "components: [libfuse, azstorage]\nazstorage:\n  cpk-enabled: true\n  account-name: devstoreaccount1\n  account-key: {AZURITE_KEY}\n  container: {container}\n"
         ),
     )
     .unwrap();
@@ -150,7 +151,11 @@ fn a_refused_key_stops_the_mount_and_secrets_stay_out_of_errors() {
         Duration::from_secs(30),
     );
     assert_eq!(r.code, Some(2), "{}", r.stderr);
-    assert!(r.stderr.contains("azstorage.type: refused"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("azstorage.cpk-enabled: refused"),
+        "{}",
+        r.stderr
+    );
     assert!(!r.stderr.contains(AZURITE_KEY));
     assert!(!is_mounted(mnt.path()));
 }

@@ -108,6 +108,118 @@ pub struct Capabilities {
     /// What the store accepts as user metadata (the core checks extended attributes
     /// against it before asking the store, so a bad name is EINVAL, too much is E2BIG).
     pub metadata: MetadataRules,
+    /// [`Backend::rename`] moves a file or a whole directory atomically in one request
+    /// (ADLS Gen2 with a hierarchical namespace): no copy, no journal.
+    pub native_rename: bool,
+    /// Directories are real ([`Backend::create_dir`], [`Backend::delete_dir`]); the store
+    /// refuses to delete a non-empty one.
+    pub real_dirs: bool,
+    /// Paths carry POSIX owner, group, permissions and ACLs ([`Backend::get_access`],
+    /// [`Backend::set_access`]); heads report them under [`ACCESS_OWNER`], [`ACCESS_GROUP`]
+    /// and [`ACCESS_PERMISSIONS`].
+    pub posix_access: bool,
+}
+
+/// Pseudo-keys under which a store with [`Capabilities::posix_access`] reports a path's
+/// owner, group and permissions in [`ObjectInfo::metadata`]. None is a valid Azure metadata
+/// name (a C identifier has no `-`), so they never collide with user metadata; stores never
+/// write them as metadata.
+pub const ACCESS_OWNER: &str = "x-ms-owner";
+pub const ACCESS_GROUP: &str = "x-ms-group";
+pub const ACCESS_PERMISSIONS: &str = "x-ms-permissions";
+
+/// True for the pseudo-keys above (a store drops them from metadata it writes).
+pub fn is_access_key(k: &str) -> bool {
+    matches!(k, ACCESS_OWNER | ACCESS_GROUP | ACCESS_PERMISSIONS)
+}
+
+/// POSIX access of one path on a store with [`Capabilities::posix_access`], as the DFS
+/// API's Get Access Control reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct PathAccess {
+    /// Owner (numeric id as a string for mounts, an Entra object id, or `$superuser`).
+    pub owner: String,
+    pub group: String,
+    /// Symbolic permissions, `rwxr-x---` (with a trailing `+` when an ACL extends them).
+    pub permissions: String,
+    /// The access ACL, `user::rwx,group::r-x,other::---[,user:ID:rwx,...,mask::rwx]`.
+    pub acl: String,
+}
+
+/// A change of access (Path - Update `action=setAccessControl`): what is `None` stays.
+/// `permissions` and `acl` exclude each other (the DFS API refuses both at once).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct AccessUpdate {
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub permissions: Option<String>,
+    pub acl: Option<String>,
+}
+
+/// Conditions of a native rename.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RenameCond {
+    /// Only if the source still has this ETag (`x-ms-source-if-match`).
+    pub source_etag: Option<String>,
+    /// Only if nothing exists at the destination (`If-None-Match: *`); otherwise a file
+    /// replaces a file and a directory an empty directory.
+    pub no_replace: bool,
+}
+
+/// `rwxr-x---` of the low nine bits of `mode` (set-id and sticky bits as `s`/`S`/`t`/`T`).
+pub fn permissions_string(mode: u16) -> String {
+    let mut s = String::with_capacity(9);
+    for (shift, special, lower) in [(6, 0o4000, 's'), (3, 0o2000, 's'), (0, 0o1000, 't')] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        let x = bits & 1 != 0;
+        s.push(match (mode & special != 0, x) {
+            (true, true) => lower,
+            (true, false) => lower.to_ascii_uppercase(),
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
+    }
+    s
+}
+
+/// The mode bits of a symbolic permissions string (`rwxr-x---`, optionally `+`-suffixed;
+/// also the octal form `0750` the DFS API accepts). `None` when it is neither.
+pub fn parse_permissions(s: &str) -> Option<u16> {
+    let s = s.trim_end_matches('+');
+    if s.len() == 4 && s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return u16::from_str_radix(s, 8).ok();
+    }
+    let b = s.as_bytes();
+    if b.len() != 9 {
+        return None;
+    }
+    let mut mode = 0u16;
+    for (i, (shift, special, lower)) in [(6, 0o4000, b's'), (3, 0o2000, b's'), (0, 0o1000, b't')]
+        .into_iter()
+        .enumerate()
+    {
+        let (r, w, x) = (b[i * 3], b[i * 3 + 1], b[i * 3 + 2]);
+        match r {
+            b'r' => mode |= 4 << shift,
+            b'-' => {}
+            _ => return None,
+        }
+        match w {
+            b'w' => mode |= 2 << shift,
+            b'-' => {}
+            _ => return None,
+        }
+        match x {
+            b'x' => mode |= 1 << shift,
+            b'-' => {}
+            c if c == lower => mode |= (1 << shift) | special,
+            c if c == lower.to_ascii_uppercase() => mode |= special,
+            _ => return None,
+        }
+    }
+    Some(mode)
 }
 
 /// What a store accepts as user metadata: names, values, and how much in all.
@@ -285,6 +397,40 @@ pub trait Backend: Send + Sync + Debug {
         _cond: &Precondition,
     ) -> Result<Option<Box<dyn PartUpload>>> {
         Ok(None)
+    }
+
+    /// Move the file or directory `from` (with everything under it) to `to` in one atomic
+    /// request (Path - Create with `x-ms-rename-source`), only where
+    /// [`Capabilities::native_rename`]. A missing source or destination parent is
+    /// `NotFound`, a source with another ETag `PreconditionFailed`, an existing destination
+    /// with `no_replace` `AlreadyExists`, a non-empty destination directory `NotEmpty`.
+    async fn rename(&self, _from: &str, _to: &str, _cond: &RenameCond) -> Result<PutOutcome> {
+        Err(BackendError::NotSupported("native rename".into()))
+    }
+
+    /// Create the directory `key` (Path - Create `resource=directory`, conditional on
+    /// absence), with the permissions `mode` where given; only where
+    /// [`Capabilities::real_dirs`]. An existing path is `AlreadyExists`.
+    async fn create_dir(&self, _key: &str, _mode: Option<u16>) -> Result<()> {
+        Err(BackendError::NotSupported("real directories".into()))
+    }
+
+    /// Delete the directory `key` (Path - Delete); without `recursive` a non-empty one is
+    /// `NotEmpty`, a file `KindMismatch`.
+    async fn delete_dir(&self, _key: &str, _recursive: bool) -> Result<()> {
+        Err(BackendError::NotSupported("real directories".into()))
+    }
+
+    /// Owner, group, permissions and ACL of `key` (Path - Get Properties
+    /// `action=getAccessControl`); only where [`Capabilities::posix_access`].
+    async fn get_access(&self, _key: &str) -> Result<PathAccess> {
+        Err(BackendError::NotSupported("POSIX access control".into()))
+    }
+
+    /// Change owner, group, permissions or ACL of `key` (Path - Update
+    /// `action=setAccessControl`).
+    async fn set_access(&self, _key: &str, _update: &AccessUpdate) -> Result<()> {
+        Err(BackendError::NotSupported("POSIX access control".into()))
     }
 }
 

@@ -196,7 +196,11 @@ impl AzureBlocks {
         if_match: Option<&str>,
     ) -> Result<Option<String>> {
         let mut headers = vec![("content-length".to_string(), "0".to_string())];
-        for (k, v) in metadata {
+        // The access pseudo-keys of an HNS head are no metadata (`api::ACCESS_OWNER`).
+        for (k, v) in metadata
+            .iter()
+            .filter(|(k, _)| !crate::api::is_access_key(k))
+        {
             headers.push((format!("x-ms-meta-{k}"), v.clone()));
         }
         if let Some(e) = if_match {
@@ -462,7 +466,7 @@ fn commit_headers(meta: &PutMeta, cond: &Precondition, len: usize) -> Vec<(Strin
     if let Some(ct) = &meta.content_type {
         h.push(("x-ms-blob-content-type".into(), ct.clone()));
     }
-    for (k, v) in &meta.metadata {
+    for (k, v) in (meta.metadata.iter()).filter(|(k, _)| !crate::api::is_access_key(k)) {
         h.push((format!("x-ms-meta-{k}"), v.clone()));
     }
     match cond {

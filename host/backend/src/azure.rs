@@ -17,13 +17,17 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::azure::{MicrosoftAzure, MicrosoftAzureBuilder};
 
+use crate::adls::Dfs;
+use crate::api::{
+    ACCESS_GROUP, ACCESS_OWNER, ACCESS_PERMISSIONS, AccessUpdate, PathAccess, RenameCond,
+};
 use crate::api::{
     AppendBase, Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
     PutOutcome, Result,
 };
 use crate::azblocks::AzureBlocks;
 use crate::config::PartSizes;
-use crate::config::{AzureMode, Secret, StoreConfig, StoreUrl};
+use crate::config::{AzureMode, HnsMode, Secret, StoreConfig, StoreUrl};
 use crate::connect::{build_err, client_options, env, retry_config, secret_or_env};
 use crate::error::BackendError;
 use crate::listing::{Dialect, RawLister};
@@ -52,6 +56,10 @@ pub struct AzureBackend {
     /// Block size and blocks in flight of uploads in parts.
     parts: PartSizes,
     description: String,
+    /// The account has a hierarchical namespace: renames, directories and access go
+    /// through the DFS API ([`Dfs`]; `None` when no DFS endpoint is known).
+    hns: bool,
+    dfs: Option<Dfs>,
 }
 
 impl std::fmt::Debug for AzureBackend {
@@ -129,15 +137,17 @@ impl Access {
         let sas = secret_or_env(&az.sas_token, &["AZURE_STORAGE_SAS_TOKEN"]).or(conn.sas);
         let endpoint = cfg.endpoint.clone().or(conn.blob_endpoint);
         let account = conn.account.unwrap_or_else(|| url.account.clone());
-        let account_url = match &endpoint {
-            Some(e) => e.trim_end_matches('/').to_string(),
-            None if az.use_emulator => format!(
+        let account_url = match (&endpoint, &url.dfs_host) {
+            (Some(e), _) => e.trim_end_matches('/').to_string(),
+            // abfss://C@A.dfs.HOST: the Blob endpoint is A.blob.HOST.
+            (None, Some(h)) => format!("https://{}", h.replacen(".dfs.", ".blob.", 1)),
+            (None, None) if az.use_emulator => format!(
                 "{}/{account}",
                 env(&["AZURITE_BLOB_STORAGE_URL"])
                     .unwrap_or_else(|| "http://127.0.0.1:10000".into())
                     .trim_end_matches('/')
             ),
-            None => format!("https://{account}.blob.core.windows.net"),
+            (None, None) => format!("https://{account}.blob.core.windows.net"),
         };
         Ok(Access {
             account,
@@ -198,7 +208,41 @@ impl Access {
 }
 
 impl AzureBackend {
-    /// Connect to the container `url` names (nothing is sent until the first call).
+    /// [`AzureBackend::open`], then decide whether the account has a hierarchical namespace
+    /// (`store.azure.hns`; `auto` asks the account once, see [`AzureBackend::detect_hns`]).
+    pub async fn connect(url: &StoreUrl, cfg: &StoreConfig) -> Result<Self> {
+        let mut b = Self::open(url, cfg)?;
+        if cfg.azure.hns == HnsMode::Auto && url.dfs_host.is_none() {
+            b.detect_hns().await;
+        }
+        Ok(b)
+    }
+
+    /// `store.azure.hns: auto`: Get Account Information on the Blob endpoint. A missing
+    /// `x-ms-is-hns-enabled` header (emulators) or a failed request means a flat namespace;
+    /// an HNS account without a known DFS endpoint is used flat too. Logged once.
+    pub async fn detect_hns(&mut self) {
+        let found = crate::adls::detect_hns(&self.rest, &self.account_url).await;
+        self.hns = match (found, &self.dfs) {
+            (Some(true), Some(_)) => true,
+            (Some(true), None) => {
+                tracing::warn!(store = %self.description, "the account has a hierarchical namespace, but no DFS endpoint is known for it (set store.azure.dfs-endpoint); using it as a flat namespace");
+                false
+            }
+            (Some(false) | None, _) => false,
+        };
+        self.lister = RawLister::new(self.rest.clone(), &self.container_url, dialect(self.hns));
+        tracing::info!(
+            store = %self.description,
+            hns = self.hns,
+            answered = found.is_some(),
+            "hierarchical namespace (store.azure.hns: auto)"
+        );
+    }
+
+    /// Connect to the container `url` names (nothing is sent until the first call). The
+    /// namespace is hierarchical when `store.azure.hns` is `true` or the URL is an `abfs`
+    /// one; `auto` is settled by [`AzureBackend::connect`].
     pub fn open(url: &StoreUrl, cfg: &StoreConfig) -> Result<Self> {
         let access = Access::resolve(url, cfg)?;
         let store = Arc::new(access.client(&url.bucket, cfg)?);
@@ -210,15 +254,51 @@ impl AzureBackend {
             },
         )?;
         let container_url = format!("{}/{}", access.account_url, encode_segment(&url.bucket));
+        let dfs_endpoint = cfg
+            .azure
+            .dfs_endpoint
+            .clone()
+            .or_else(|| url.dfs_host.as_ref().map(|h| format!("https://{h}")))
+            .or_else(|| crate::adls::dfs_endpoint_of(&access.account_url));
+        let forced = url.dfs_host.is_some() || cfg.azure.hns == HnsMode::On;
+        if forced && dfs_endpoint.is_none() {
+            return Err(BackendError::Config(format!(
+                "store.azure.hns is true but no DFS endpoint follows from the endpoint {} (set store.azure.dfs-endpoint, e.g. http://127.0.0.1:PORT/{})",
+                access.account_url, access.account
+            )));
+        }
+        let dfs = dfs_endpoint.map(|e| Dfs::new(rest.clone(), &e, &url.bucket));
         Ok(AzureBackend {
             plane: ObjectPlane::new(store),
             blocks: AzureBlocks::new(rest.clone(), &container_url, !cfg.unchecked_uploads),
-            lister: RawLister::new(rest.clone(), &container_url, Dialect::Azure),
+            lister: RawLister::new(rest.clone(), &container_url, dialect(forced)),
             rest,
             container_url,
             account_url: access.account_url.clone(),
             parts: cfg.parts.or_default(),
             description: format!("az://{}/{}", access.account, url.bucket),
+            hns: forced,
+            dfs,
+        })
+    }
+}
+
+/// Listings of an HNS account carry each path's access (`include=permissions`).
+fn dialect(hns: bool) -> Dialect {
+    match hns {
+        true => Dialect::AzureHns,
+        false => Dialect::Azure,
+    }
+}
+
+impl AzureBackend {
+    /// The DFS client, on an account with a hierarchical namespace.
+    fn dfs(&self) -> Result<&Dfs> {
+        self.dfs.as_ref().filter(|_| self.hns).ok_or_else(|| {
+            BackendError::NotSupported(format!(
+                "{}: no hierarchical namespace (store.azure.hns)",
+                self.description
+            ))
         })
     }
 }
@@ -269,6 +349,9 @@ impl Backend for AzureBackend {
             native_metadata_update: false,
             conditional_writes: true,
             append_uploads: true,
+            native_rename: self.hns,
+            real_dirs: self.hns,
+            posix_access: self.hns,
             max_object_size: Some(MAX_BLOCKS * self.parts.size as u64),
             metadata: crate::api::MetadataRules {
                 kept: true,
@@ -279,8 +362,24 @@ impl Backend for AzureBackend {
         }
     }
 
+    /// On an HNS account, the path's owner, group and permissions come with it (a
+    /// getAccessControl sent alongside the Blob HEAD; see [`ACCESS_OWNER`]).
     async fn head(&self, key: &str) -> Result<ObjectInfo> {
-        self.plane.head(key).await
+        let Some(dfs) = self.dfs.as_ref().filter(|_| self.hns) else {
+            return self.plane.head(key).await;
+        };
+        let (info, access) = tokio::join!(self.plane.head(key), dfs.get_access(key));
+        let mut info = info?;
+        match access {
+            Ok(a) => {
+                let m = info.metadata.get_or_insert_with(Default::default);
+                m.insert(ACCESS_OWNER.into(), a.owner);
+                m.insert(ACCESS_GROUP.into(), a.group);
+                m.insert(ACCESS_PERMISSIONS.into(), a.permissions);
+            }
+            Err(e) => tracing::debug!(key, error = %e, "no access control for a path"),
+        }
+        Ok(info)
     }
 
     async fn get_range(
@@ -458,6 +557,26 @@ impl Backend for AzureBackend {
     ) -> Result<Option<Box<dyn PartUpload>>> {
         // The condition travels with the commit (Put Block List).
         Ok(Some(self.blocks.start(key, meta)))
+    }
+
+    async fn rename(&self, from: &str, to: &str, cond: &RenameCond) -> Result<PutOutcome> {
+        self.dfs()?.rename(from, to, cond).await
+    }
+
+    async fn create_dir(&self, key: &str, mode: Option<u16>) -> Result<()> {
+        self.dfs()?.create_dir(key, mode).await
+    }
+
+    async fn delete_dir(&self, key: &str, recursive: bool) -> Result<()> {
+        self.dfs()?.delete_dir(key, recursive).await
+    }
+
+    async fn get_access(&self, key: &str) -> Result<PathAccess> {
+        self.dfs()?.get_access(key).await
+    }
+
+    async fn set_access(&self, key: &str, update: &AccessUpdate) -> Result<()> {
+        self.dfs()?.set_access(key, update).await
     }
 }
 

@@ -181,6 +181,65 @@ pub struct AzureConfig {
     /// `workloadidentity`: the federated token file (env `AZURE_FEDERATED_TOKEN_FILE`, which
     /// AKS sets).
     pub federated_token_file: Option<PathBuf>,
+    /// Hierarchical namespace (ADLS Gen2): `auto` asks the account (Get Account Information), `true` uses the DFS endpoint for renames, directories and access control, `false` never does.
+    #[serde(default)]
+    pub hns: HnsMode,
+    /// DFS endpoint of the account (default: the Blob endpoint with `.blob.` changed to `.dfs.`, e.g. `https://ACCOUNT.dfs.core.windows.net`); required with HNS for emulator-style endpoints such as `http://127.0.0.1:10000/devstoreaccount1`.
+    pub dfs_endpoint: Option<String>,
+}
+
+/// `store.azure.hns`: `auto`, `true` or `false` (YAML booleans are accepted as well).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum HnsMode {
+    #[default]
+    #[schemars(rename = "auto")]
+    Auto,
+    #[schemars(rename = "true")]
+    On,
+    #[schemars(rename = "false")]
+    Off,
+}
+
+impl HnsMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            HnsMode::Auto => "auto",
+            HnsMode::On => "true",
+            HnsMode::Off => "false",
+        }
+    }
+}
+
+impl Serialize for HnsMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for HnsMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = HnsMode;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("auto, true or false")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<HnsMode, E> {
+                Ok(if v { HnsMode::On } else { HnsMode::Off })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HnsMode, E> {
+                match v {
+                    "auto" => Ok(HnsMode::Auto),
+                    "true" => Ok(HnsMode::On),
+                    "false" => Ok(HnsMode::Off),
+                    other => Err(E::custom(format!(
+                        "unknown value {other:?} (expected auto, true or false)"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// BlobFuse2's `azstorage.mode` values.
@@ -319,6 +378,9 @@ pub struct StoreUrl {
     pub bucket: String,
     /// Key prefix the mount is limited to: no leading or trailing `/`, may be empty.
     pub prefix: String,
+    /// The host of an `abfs://` / `abfss://` URL (`ACCOUNT.dfs.core.windows.net`): the
+    /// account's DFS endpoint, and a hierarchical namespace forced on.
+    pub dfs_host: Option<String>,
 }
 
 impl StoreUrl {
@@ -326,6 +388,7 @@ impl StoreUrl {
         let bad = |why: &str| {
             BackendError::Config(format!(
                 "store url {s:?}: {why} (expected az://ACCOUNT/CONTAINER[/PREFIX], \
+                 abfss://CONTAINER@ACCOUNT.dfs.core.windows.net[/PREFIX], \
                  s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX], file:///PATH or mem://)"
             ))
         };
@@ -337,6 +400,7 @@ impl StoreUrl {
                 account: String::new(),
                 bucket: trim(rest),
                 prefix: String::new(),
+                dfs_host: None,
             }),
             "file" => {
                 if !rest.starts_with('/') {
@@ -347,6 +411,7 @@ impl StoreUrl {
                     account: String::new(),
                     bucket: rest.trim_end_matches('/').to_string(),
                     prefix: String::new(),
+                    dfs_host: None,
                 })
             }
             "az" | "azure" => {
@@ -364,6 +429,31 @@ impl StoreUrl {
                     account,
                     bucket: container,
                     prefix: trim(it.next().unwrap_or("")),
+                    dfs_host: None,
+                })
+            }
+            // Hadoop's ABFS form: the container before `@`, the DFS host after it. Both
+            // schemes use HTTPS (an `http://` DFS endpoint can be configured).
+            "abfs" | "abfss" => {
+                let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+                let (container, host) = authority
+                    .split_once('@')
+                    .ok_or_else(|| bad("abfs URLs are CONTAINER@ACCOUNT.dfs.core.windows.net"))?;
+                let account = host.split('.').next().unwrap_or("").to_string();
+                if account.is_empty() || !host.contains(".dfs.") {
+                    return Err(bad(
+                        "abfs URLs name the DFS host (ACCOUNT.dfs.core.windows.net)",
+                    ));
+                }
+                if container.len() < 3 {
+                    return Err(bad("missing or too short container name (3-63 characters)"));
+                }
+                Ok(StoreUrl {
+                    kind: StoreKind::Azure,
+                    account,
+                    bucket: container.to_string(),
+                    prefix: trim(path),
+                    dfs_host: Some(host.to_string()),
                 })
             }
             "s3" | "gs" | "gcs" => {
@@ -380,6 +470,7 @@ impl StoreUrl {
                     account: String::new(),
                     bucket: bucket.to_string(),
                     prefix: trim(prefix),
+                    dfs_host: None,
                 })
             }
             other => Err(bad(&format!("unknown scheme {other:?}"))),
@@ -435,6 +526,37 @@ mod tests {
         assert_eq!((u.kind, u.prefix.as_str()), (StoreKind::Gcs, "p"));
         assert_eq!(StoreUrl::parse("file:///tmp/x/").unwrap().bucket, "/tmp/x");
         assert_eq!(StoreUrl::parse("mem://").unwrap().kind, StoreKind::Memory);
+        let u = StoreUrl::parse("abfss://data@acct.dfs.core.windows.net/a/b").unwrap();
+        assert_eq!(
+            (
+                u.kind,
+                u.account.as_str(),
+                u.bucket.as_str(),
+                u.prefix.as_str(),
+                u.dfs_host.as_deref()
+            ),
+            (
+                StoreKind::Azure,
+                "acct",
+                "data",
+                "a/b",
+                Some("acct.dfs.core.windows.net")
+            )
+        );
+        assert!(StoreUrl::parse("abfs://data@acct.dfs.core.windows.net").is_ok());
+    }
+
+    #[test]
+    fn hns_takes_words_and_booleans() {
+        for (v, want) in [
+            (serde_json::json!("auto"), HnsMode::Auto),
+            (serde_json::json!(true), HnsMode::On),
+            (serde_json::json!("false"), HnsMode::Off),
+        ] {
+            assert_eq!(serde_json::from_value::<HnsMode>(v).unwrap(), want);
+        }
+        assert!(serde_json::from_value::<HnsMode>(serde_json::json!("yes")).is_err());
+        assert_eq!(serde_json::to_value(HnsMode::On).unwrap(), "true");
     }
 
     #[test]
@@ -444,6 +566,8 @@ mod tests {
             "ftp://x/y",
             "az://acct",
             "az://acct/ab",
+            "abfss://acct.dfs.core.windows.net/x",
+            "abfss://ab@acct.dfs.core.windows.net",
             "s3://",
             "file://rel/x",
         ] {

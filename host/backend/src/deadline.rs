@@ -22,6 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::api::{AccessUpdate, PathAccess, RenameCond};
 use crate::api::{
     AppendBase, Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
     PutOutcome, Result,
@@ -186,5 +187,27 @@ impl Backend for Deadlines {
         cond: &Precondition,
     ) -> Result<Option<Box<dyn PartUpload>>> {
         self.inner.clone().start_upload(key, meta, cond).await
+    }
+
+    // A rename or a recursive delete of a large directory takes the store a while: they keep
+    // the request timeout; reading access is a metadata request.
+    async fn rename(&self, from: &str, to: &str, cond: &RenameCond) -> Result<PutOutcome> {
+        self.inner.rename(from, to, cond).await
+    }
+
+    async fn create_dir(&self, key: &str, mode: Option<u16>) -> Result<()> {
+        self.inner.create_dir(key, mode).await
+    }
+
+    async fn delete_dir(&self, key: &str, recursive: bool) -> Result<()> {
+        self.inner.delete_dir(key, recursive).await
+    }
+
+    async fn get_access(&self, key: &str) -> Result<PathAccess> {
+        self.bounded("HEAD", key, self.inner.get_access(key)).await
+    }
+
+    async fn set_access(&self, key: &str, update: &AccessUpdate) -> Result<()> {
+        self.inner.set_access(key, update).await
     }
 }

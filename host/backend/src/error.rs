@@ -31,6 +31,10 @@ pub enum BackendError {
     LocalNoSpace(String),
     #[error("object too large for this store: {key} ({size} bytes; the limit is {limit})")]
     TooLarge { key: String, size: u64, limit: u64 },
+    #[error("directory not empty: {key}")]
+    NotEmpty { key: String },
+    #[error("a file where a directory is meant, or the reverse: {key}")]
+    KindMismatch { key: String },
     #[error("store error: {0}")]
     Other(String),
 }

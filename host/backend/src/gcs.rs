@@ -131,6 +131,9 @@ impl Backend for GcsBackend {
             native_metadata_update: true,
             conditional_writes: true,
             append_uploads: false,
+            native_rename: false,
+            real_dirs: false,
+            posix_access: false,
             max_object_size: Some(MAX_OBJECT),
             metadata: crate::api::MetadataRules {
                 kept: true,

@@ -16,9 +16,14 @@
 //!   of preconditions by HEAD, metadata replacement by rewrite, uploads in parts) lives once in
 //!   module `writes` and in [`upload`].
 //!
+//! - [`adls`]: the DFS endpoint of ADLS Gen2 accounts with a hierarchical namespace (native
+//!   rename, real directories, POSIX access control), used by the Azure store when the account
+//!   has one.
+//!
 //! Only [`open`] looks at the kind of store; every other call goes through the trait.
 //! This crate must not know about inodes, FUSE or caches.
 
+pub mod adls;
 pub mod api;
 pub mod azblocks;
 pub mod azure;
@@ -49,6 +54,7 @@ mod writes;
 
 use std::sync::Arc;
 
+pub use api::{AccessUpdate, PathAccess, RenameCond};
 pub use api::{
     AppendBase, Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
     PutOutcome, Result, UserMetadata, prefixes_as_objects,
@@ -63,7 +69,7 @@ pub async fn open(cfg: &StoreConfig) -> Result<Arc<dyn Backend>> {
     let limit = std::time::Duration::from_secs(cfg.retry.metadata_timeout_secs);
     let backend: Arc<dyn Backend> = match url.kind {
         StoreKind::Memory => Arc::new(memory::MemoryBackend::new()),
-        StoreKind::Azure => Arc::new(azure::AzureBackend::open(&url, cfg)?),
+        StoreKind::Azure => Arc::new(azure::AzureBackend::connect(&url, cfg).await?),
         StoreKind::S3 => Arc::new(s3::S3Backend::open(&url, cfg)?),
         StoreKind::Gcs => Arc::new(gcs::GcsBackend::open(&url, cfg)?),
         StoreKind::File => Arc::new(local::LocalBackend::open(&url, cfg)?),

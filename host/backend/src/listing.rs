@@ -26,6 +26,10 @@ pub enum Dialect {
     S3,
     /// Azure Blob `List Blobs` with `include=metadata`.
     Azure,
+    /// The same on an account with a hierarchical namespace: `include=metadata,permissions`,
+    /// so each entry carries its owner, group and permissions (reported under the
+    /// `api::ACCESS_*` pseudo-keys of its metadata).
+    AzureHns,
 }
 
 /// Lists one bucket/container.
@@ -113,10 +117,14 @@ impl RawLister {
                 q.sort();
                 query_url(&self.bucket_url, &q)
             }
-            Dialect::Azure => {
+            Dialect::Azure | Dialect::AzureHns => {
+                let include = match self.dialect {
+                    Dialect::AzureHns => "metadata,permissions",
+                    Dialect::Azure | Dialect::S3 => "metadata",
+                };
                 let mut q = vec![
                     ("comp", "list"),
-                    ("include", "metadata"),
+                    ("include", include),
                     ("maxresults", max.as_str()),
                     ("prefix", prefix),
                     ("restype", "container"),
@@ -145,7 +153,7 @@ impl RawLister {
             .map_err(|e| BackendError::Unavailable(format!("{what}: reading reply: {e}")))?;
         match self.dialect {
             Dialect::S3 => parse_s3(&body),
-            Dialect::Azure => parse_azure(&body),
+            Dialect::Azure | Dialect::AzureHns => parse_azure(&body),
         }
         .map_err(|e| BackendError::Other(format!("{what}: malformed listing: {e}")))
     }
@@ -169,7 +177,7 @@ impl RawLister {
             return Err(BackendError::PreconditionFailed { key: key.into() });
         }
         Ok(match self.dialect {
-            Dialect::Azure => header("content-md5").and_then(md5_from_base64),
+            Dialect::Azure | Dialect::AzureHns => header("content-md5").and_then(md5_from_base64),
             Dialect::S3 => match header("x-goog-hash") {
                 // GCS: "crc32c=...,md5=..." (composite objects have no md5).
                 Some(h) => h
@@ -402,6 +410,15 @@ fn parse_azure(xml: &str) -> std::result::Result<ListPage, String> {
                 [_, "Blobs", "Blob", "Properties", "Content-Type"] if !c.text.is_empty() => {
                     cur.content_type = Some(c.text.clone())
                 }
+                [_, "Blobs", "Blob", "Properties", "Owner"] => {
+                    meta.insert(crate::api::ACCESS_OWNER.into(), c.text.clone());
+                }
+                [_, "Blobs", "Blob", "Properties", "Group"] => {
+                    meta.insert(crate::api::ACCESS_GROUP.into(), c.text.clone());
+                }
+                [_, "Blobs", "Blob", "Properties", "Permissions"] => {
+                    meta.insert(crate::api::ACCESS_PERMISSIONS.into(), c.text.clone());
+                }
                 [_, "Blobs", "Blob", "Metadata", key] => {
                     meta.insert(key.to_ascii_lowercase(), c.text.clone());
                 }
@@ -483,6 +500,32 @@ mod tests {
         let done = "<ListBucketResult><Contents><Key>k</Key><Size>1</Size>\
             <LastModified>2026-01-02T03:04:05Z</LastModified></Contents></ListBucketResult>";
         assert_eq!(parse_s3(done).unwrap().next, None);
+    }
+
+    /// `include=permissions` on an HNS account: each entry's owner, group and permissions
+    /// come as the access pseudo-keys.
+    #[test]
+    fn azure_hns_page_carries_access() {
+        let xml = r#"<?xml version="1.0" encoding="utf-8"?>
+<EnumerationResults><Blobs>
+    <Blob><Name>f</Name><Properties><Last-Modified>Wed, 09 Sep 2009 09:20:02 GMT</Last-Modified>
+      <Etag>"0x1"</Etag><Content-Length>3</Content-Length><Owner>1000</Owner><Group>100</Group>
+      <Permissions>rwxr-x---</Permissions></Properties><Metadata /></Blob>
+</Blobs></EnumerationResults>"#;
+        let p = parse_azure(xml).unwrap();
+        let m = p.objects[0].metadata.clone().unwrap();
+        assert_eq!(
+            m.get(crate::api::ACCESS_OWNER).map(String::as_str),
+            Some("1000")
+        );
+        assert_eq!(
+            m.get(crate::api::ACCESS_GROUP).map(String::as_str),
+            Some("100")
+        );
+        assert_eq!(
+            m.get(crate::api::ACCESS_PERMISSIONS).map(String::as_str),
+            Some("rwxr-x---")
+        );
     }
 
     #[test]

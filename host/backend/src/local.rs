@@ -78,6 +78,9 @@ impl Backend for LocalBackend {
             native_metadata_update: false,
             conditional_writes: false,
             append_uploads: false,
+            native_rename: false,
+            real_dirs: false,
+            posix_access: false,
             max_object_size: None,
             metadata: crate::api::MetadataRules::default(),
         }

@@ -15,12 +15,15 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::api::{AccessUpdate, PathAccess, RenameCond};
 use crate::api::{
     AppendBase, Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
     PutOutcome, Result,
 };
 use crate::checksum::{self, Md5};
 use crate::error::BackendError;
+
+mod hns;
 
 /// Largest object the in-memory store holds: every byte of it is in the daemon's memory.
 pub const MAX_OBJECT: u64 = 4 << 30;
@@ -52,6 +55,11 @@ pub struct Counters {
     /// Appends (`put_appended`) and the new bytes they carried.
     pub append: AtomicU64,
     pub append_bytes: AtomicU64,
+    /// HNS mode: native renames, directory creations and deletions, access reads and
+    /// changes.
+    pub rename: AtomicU64,
+    pub dirop: AtomicU64,
+    pub access: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +73,10 @@ pub struct MemoryBackend {
     fail_parts_after: AtomicU64,
     /// Upload requests still to be damaged on the way (fault injection).
     corrupt_uploads: AtomicU64,
+    /// Hierarchical namespace (see module `hns`) and the access of paths changed from the
+    /// default there.
+    hns: AtomicBool,
+    access: Mutex<BTreeMap<String, PathAccess>>,
     pub counters: Counters,
 }
 
@@ -153,6 +165,16 @@ impl MemoryBackend {
         self.objects.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The HNS calls of a flat store are refused, as the trait's defaults are.
+    fn hns_only(&self, what: &str) -> Result<()> {
+        match self.is_hns() {
+            true => Ok(()),
+            false => Err(BackendError::NotSupported(format!(
+                "{what}: mem:// without a hierarchical namespace"
+            ))),
+        }
+    }
+
     fn etag(&self) -> String {
         format!("\"m{}\"", self.next_etag.fetch_add(1, Ordering::SeqCst) + 1)
     }
@@ -166,6 +188,18 @@ impl MemoryBackend {
             metadata: with_meta.then(|| o.meta.metadata.clone()),
             content_type: o.meta.content_type.clone(),
         }
+    }
+
+    /// A listing's entry: in HNS mode with the path's access, as an HNS account's listing
+    /// with `include=permissions` has it.
+    fn listed(&self, key: &str, o: &Obj, with_meta: bool) -> ObjectInfo {
+        let mut info = Self::info(key, o, with_meta);
+        if self.is_hns()
+            && let Some(m) = info.metadata.as_mut()
+        {
+            self.add_access(key, o, m);
+        }
+        info
     }
 
     fn check(map: &BTreeMap<String, Obj>, key: &str, cond: &Precondition) -> Result<()> {
@@ -213,6 +247,7 @@ impl MemoryBackend {
         // Every store reports metadata keys in lower case (HTTP headers, Azure's listing).
         let meta = PutMeta {
             metadata: (meta.metadata.iter())
+                .filter(|(k, _)| !crate::api::is_access_key(k))
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
                 .collect(),
             content_type: meta.content_type.clone(),
@@ -291,11 +326,16 @@ impl Backend for MemoryBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
+        let hns = self.is_hns();
         Capabilities {
-            dir_markers: true,
+            // An HNS account has no `dir/` keys: directories are `hdi_isfolder` blobs.
+            dir_markers: !hns,
             native_metadata_update: true,
             conditional_writes: true,
             append_uploads: true,
+            native_rename: hns,
+            real_dirs: hns,
+            posix_access: hns,
             max_object_size: Some(MAX_OBJECT),
             metadata: crate::api::MetadataRules {
                 kept: true,
@@ -309,9 +349,16 @@ impl Backend for MemoryBackend {
     async fn head(&self, key: &str) -> Result<ObjectInfo> {
         self.counters.head.fetch_add(1, Ordering::Relaxed);
         let map = self.lock();
-        map.get(key)
-            .map(|o| Self::info(key, o, true))
-            .ok_or_else(|| BackendError::NotFound { key: key.into() })
+        let o = map
+            .get(key)
+            .ok_or_else(|| BackendError::NotFound { key: key.into() })?;
+        let mut info = Self::info(key, o, true);
+        if self.is_hns()
+            && let Some(m) = info.metadata.as_mut()
+        {
+            self.add_access(key, o, m);
+        }
+        Ok(info)
     }
 
     async fn get_range(
@@ -432,7 +479,7 @@ impl Backend for MemoryBackend {
                         entries.push((p, None));
                     }
                 }
-                None => entries.push((k.clone(), Some(Self::info(k, o, with_meta)))),
+                None => entries.push((k.clone(), Some(self.listed(k, o, with_meta)))),
             }
         }
         let start = match &token {
@@ -465,7 +512,7 @@ impl Backend for MemoryBackend {
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(max.max(1))
-            .map(|(k, o)| Self::info(k, o, with_meta))
+            .map(|(k, o)| self.listed(k, o, with_meta))
             .collect();
         Ok(ListPage {
             objects,
@@ -479,7 +526,10 @@ impl Backend for MemoryBackend {
             return Err(BackendError::Unavailable("injected write failure".into()));
         }
         match self.lock().remove(key) {
-            Some(_) => Ok(()),
+            Some(_) => {
+                self.forget_access(key);
+                Ok(())
+            }
             None => Err(BackendError::NotFound { key: key.into() }),
         }
     }
@@ -561,6 +611,31 @@ impl Backend for MemoryBackend {
             meta: meta.clone(),
             parts: Arc::default(),
         })))
+    }
+
+    async fn rename(&self, from: &str, to: &str, cond: &RenameCond) -> Result<PutOutcome> {
+        self.hns_only("rename")?;
+        self.hns_rename(from, to, cond)
+    }
+
+    async fn create_dir(&self, key: &str, mode: Option<u16>) -> Result<()> {
+        self.hns_only("create_dir")?;
+        self.hns_create_dir(key, mode)
+    }
+
+    async fn delete_dir(&self, key: &str, recursive: bool) -> Result<()> {
+        self.hns_only("delete_dir")?;
+        self.hns_delete_dir(key, recursive)
+    }
+
+    async fn get_access(&self, key: &str) -> Result<PathAccess> {
+        self.hns_only("get_access")?;
+        self.hns_get_access(key)
+    }
+
+    async fn set_access(&self, key: &str, update: &AccessUpdate) -> Result<()> {
+        self.hns_only("set_access")?;
+        self.hns_set_access(key, update)
     }
 }
 

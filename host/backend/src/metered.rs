@@ -13,13 +13,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::api::{AccessUpdate, PathAccess, RenameCond};
 use crate::api::{
     AppendBase, Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
     PutOutcome, Result,
 };
 use crate::error::BackendError;
 
-const CALLS: [&str; 14] = [
+const CALLS: [&str; 19] = [
     "head",
     "get",
     "put",
@@ -34,9 +35,14 @@ const CALLS: [&str; 14] = [
     "complete_upload",
     "abort_upload",
     "put_appended",
+    "rename",
+    "create_dir",
+    "delete_dir",
+    "get_access",
+    "set_access",
 ];
 
-const ERRORS: [&str; 14] = [
+const ERRORS: [&str; 16] = [
     "not_found",
     "already_exists",
     "precondition_failed",
@@ -51,6 +57,8 @@ const ERRORS: [&str; 14] = [
     "other",
     "local_no_space",
     "too_large",
+    "not_empty",
+    "kind_mismatch",
 ];
 
 fn error_kind(e: &BackendError) -> usize {
@@ -69,6 +77,8 @@ fn error_kind(e: &BackendError) -> usize {
         BackendError::Other(_) => 11,
         BackendError::LocalNoSpace(_) => 12,
         BackendError::TooLarge { .. } => 13,
+        BackendError::NotEmpty { .. } => 14,
+        BackendError::KindMismatch { .. } => 15,
     }
 }
 
@@ -299,6 +309,29 @@ impl Backend for Metered {
         Ok(stats
             .count(9, r)?
             .map(|inner| Box::new(MeteredUpload { inner, stats }) as Box<dyn PartUpload>))
+    }
+
+    async fn rename(&self, from: &str, to: &str, cond: &RenameCond) -> Result<PutOutcome> {
+        self.stats
+            .count(14, self.inner.rename(from, to, cond).await)
+    }
+
+    async fn create_dir(&self, key: &str, mode: Option<u16>) -> Result<()> {
+        self.stats.count(15, self.inner.create_dir(key, mode).await)
+    }
+
+    async fn delete_dir(&self, key: &str, recursive: bool) -> Result<()> {
+        self.stats
+            .count(16, self.inner.delete_dir(key, recursive).await)
+    }
+
+    async fn get_access(&self, key: &str) -> Result<PathAccess> {
+        self.stats.count(17, self.inner.get_access(key).await)
+    }
+
+    async fn set_access(&self, key: &str, update: &AccessUpdate) -> Result<()> {
+        self.stats
+            .count(18, self.inner.set_access(key, update).await)
     }
 }
 

@@ -314,6 +314,8 @@ pub(crate) fn keyed(e: BackendError, key: &str) -> BackendError {
         BackendError::AlreadyExists { .. } => BackendError::AlreadyExists { key: key.into() },
         BackendError::NotFound { .. } => BackendError::NotFound { key: key.into() },
         BackendError::ChecksumMismatch { .. } => BackendError::ChecksumMismatch { key: key.into() },
+        BackendError::NotEmpty { .. } => BackendError::NotEmpty { key: key.into() },
+        BackendError::KindMismatch { .. } => BackendError::KindMismatch { key: key.into() },
         e @ (BackendError::PermissionDenied(_)
         | BackendError::Unauthenticated(_)
         | BackendError::InvalidKey { .. }

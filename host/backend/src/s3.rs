@@ -124,6 +124,9 @@ impl Backend for S3Backend {
             native_metadata_update: false,
             conditional_writes: self.conditional_writes,
             append_uploads: true,
+            native_rename: false,
+            real_dirs: false,
+            posix_access: false,
             max_object_size: Some(MAX_OBJECT.min(MAX_PARTS * self.sizes.size as u64)),
             metadata: crate::api::MetadataRules {
                 kept: true,

@@ -16,7 +16,14 @@ pub(crate) struct Seen {
     pub body: String,
 }
 
-type Handler = dyn Fn(&Seen) -> (u16, String) + Send + Sync;
+/// An answer with headers of its own (for doubles of store endpoints).
+pub(crate) struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+type Handler = dyn Fn(&Seen) -> Reply + Send + Sync;
 
 /// A credential endpoint on 127.0.0.1 answering with `handler` and recording requests.
 pub(crate) struct Double {
@@ -26,6 +33,18 @@ pub(crate) struct Double {
 
 impl Double {
     pub fn start(handler: impl Fn(&Seen) -> (u16, String) + Send + Sync + 'static) -> Double {
+        Self::start_full(move |s| {
+            let (status, body) = handler(s);
+            Reply {
+                status,
+                headers: Vec::new(),
+                body,
+            }
+        })
+    }
+
+    /// [`Double::start`] with answers that carry headers.
+    pub fn start_full(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Double {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -63,12 +82,18 @@ impl Double {
                     headers,
                     body: String::from_utf8_lossy(&body).into_owned(),
                 };
-                let (status, answer) = h(&seen);
+                let reply = h(&seen);
+                let head = seen.method == "HEAD";
                 s2.lock().unwrap().push(seen);
+                let extra: String = (reply.headers.iter())
+                    .map(|(k, v)| format!("{k}: {v}\r\n"))
+                    .collect();
+                let body = if head { "" } else { reply.body.as_str() };
                 let _ = write!(
                     c,
-                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-                    answer.len()
+                    "HTTP/1.1 {} X\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    reply.status,
+                    reply.body.len()
                 );
             }
         });

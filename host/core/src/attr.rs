@@ -18,6 +18,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use blobmount_backend::UserMetadata;
+use blobmount_backend::api::{ACCESS_GROUP, ACCESS_OWNER, ACCESS_PERMISSIONS, parse_permissions};
 
 pub const META_MODE: &str = "mode";
 pub const META_UID: &str = "uid";
@@ -71,6 +72,10 @@ pub const INTERNAL_KEYS: &[&str] = &[
     META_GOOG_UID,
     META_GOOG_GID,
     META_GOOG_MODE,
+    // An HNS store's path access, reported with a head (`api::ACCESS_OWNER`).
+    ACCESS_OWNER,
+    ACCESS_GROUP,
+    ACCESS_PERMISSIONS,
 ];
 
 /// Whether metadata key `k` (lower-case, as stores report keys) is one of [`INTERNAL_KEYS`].
@@ -247,6 +252,21 @@ pub fn decode(meta: &UserMetadata) -> MetaAttrs {
     a.mtime = time(&[META_MTIME, META_GCSFUSE_MTIME, META_GOOG_MTIME]);
     a.ctime = time(&[META_CTIME]);
     a.atime = time(&[META_ATIME, META_GOOG_ATIME]);
+    // On a hierarchical namespace the path's own access is the truth (chmod and chown
+    // change it, not the metadata): permissions always, owner and group when they are
+    // numeric ids (an Entra object id or `$superuser` leaves the mount's default).
+    if let Some(p) = meta
+        .get(ACCESS_PERMISSIONS)
+        .and_then(|p| parse_permissions(p))
+    {
+        a.perm = Some(p);
+    }
+    if let Some(u) = meta.get(ACCESS_OWNER).and_then(|v| number(v)) {
+        a.uid = Some(u);
+    }
+    if let Some(g) = meta.get(ACCESS_GROUP).and_then(|v| number(v)) {
+        a.gid = Some(g);
+    }
     a
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use blobmount_backend::{BackendError, Precondition, PutMeta, UserMetadata};
+use blobmount_backend::{BackendError, Precondition, PutMeta, RenameCond, UserMetadata};
 use bytes::Bytes;
 
 use crate::attr::{self, Attr, Kind};
@@ -184,6 +184,19 @@ impl Fs {
             c.gid,
             node.mtime,
         );
+        if self.backend.capabilities().real_dirs {
+            // A real directory (ADLS Gen2 HNS): one Path - Create, its mode as the path's
+            // permissions; owner and group are the store's (see docs/semantics.md).
+            self.backend
+                .create_dir(&key, Some(node.perm))
+                .await
+                .map_err(|e| match e {
+                    BackendError::AlreadyExists { .. } => FsError::Exists,
+                    e => e.into(),
+                })?;
+            node.marker = Marker::Folder;
+            return Ok(self.insert_new(parent, name, node));
+        }
         let (marker_key, marker) = if self.backend.capabilities().dir_markers {
             (format!("{key}/"), Marker::Slash)
         } else {
@@ -253,6 +266,9 @@ impl Fs {
             return Err(FsError::NotDir);
         }
         let key = self.ns.child_key(&self.ns.key_of(parent)?, &node.seg);
+        if self.backend.capabilities().real_dirs {
+            return self.rmdir_real(parent, name, ino, &key).await;
+        }
         let prefix = format!("{key}/");
         let page = self.backend.list_under(&prefix, 3).await?;
         let local_children = ino
@@ -270,6 +286,33 @@ impl Fs {
         }
         if node.marker == Marker::Folder {
             ignore_missing(self.backend.delete(&key).await)?;
+        }
+        let mut t = lock(&self.ns.table);
+        t.unlink(parent, name);
+        t.name_changed(parent, name, None);
+        t.entries_changed(parent);
+        Ok(())
+    }
+
+    /// rmdir of a real directory: one Path - Delete without `recursive`; the store says
+    /// whether it is empty (files created here and not uploaded yet count too).
+    async fn rmdir_real(
+        &self,
+        parent: u64,
+        name: &str,
+        ino: Option<u64>,
+        key: &str,
+    ) -> FsResult<()> {
+        let local_children =
+            ino.is_some_and(|i| !lock(&self.ns.table).local_children(i).is_empty());
+        if local_children {
+            return Err(FsError::NotEmpty);
+        }
+        match self.backend.delete_dir(key, false).await {
+            // Gone already (removed by someone else): what rmdir wanted.
+            Ok(()) | Err(BackendError::NotFound { .. }) => {}
+            Err(BackendError::NotEmpty { .. }) => return Err(FsError::NotEmpty),
+            Err(e) => return Err(e.into()),
         }
         let mut t = lock(&self.ns.table);
         t.unlink(parent, name);
@@ -485,6 +528,7 @@ impl Fs {
             to,
             target: target.map(|(t, _)| t),
             replaced,
+            no_replace,
         }))
     }
 
@@ -496,6 +540,11 @@ impl Fs {
         job: RenameJob,
         open: &[(u64, std::sync::Arc<crate::files::OpenEntry>)],
     ) -> FsResult<()> {
+        let mut held = self.files.hold(open).await;
+        let native = self.backend.capabilities().native_rename;
+        if native {
+            self.rename_native(&mut held, &job).await?;
+        }
         let RenameJob {
             ino,
             node,
@@ -503,9 +552,11 @@ impl Fs {
             to,
             target,
             replaced,
+            no_replace: _,
         } = job;
-        let mut held = self.files.hold(open).await;
-        if node.kind == Kind::Dir {
+        if native {
+            // Done in one request above.
+        } else if node.kind == Kind::Dir {
             if let Some(tino) = &target {
                 // Files created there and not uploaded yet count, as for rmdir.
                 let local =
@@ -601,6 +652,65 @@ impl Fs {
         repinned
     }
 
+    /// A rename on a store that renames natively (ADLS Gen2 HNS): a file or a whole
+    /// directory moves in one request, atomically, whatever its size; no copy, no journal.
+    /// Open files inside are uploaded first (their changes move with them) and attributes
+    /// held for a moment go up before. The store checks what could have changed since the
+    /// plan: the destination's absence under RENAME_NOREPLACE, a non-empty directory there
+    /// (ENOTEMPTY), the destination's parent (ENOENT).
+    async fn rename_native(
+        &self,
+        held: &mut crate::files::Held<'_>,
+        job: &RenameJob,
+    ) -> FsResult<()> {
+        if job.node.kind == Kind::Dir {
+            // Files created in the replaced directory and not uploaded yet count, as for
+            // rmdir; what is in the store the store checks.
+            let local = job
+                .target
+                .flatten()
+                .is_some_and(|t| !lock(&self.ns.table).local_children(t).is_empty());
+            if local {
+                return Err(FsError::NotEmpty);
+            }
+            self.files.flush_held(held, job.replaced).await?;
+            self.attrs.flush_all().await;
+        } else {
+            self.files.flush_held(held, job.replaced).await?;
+            if let Some(i) = job.ino {
+                self.attrs.flush(i).await?;
+            }
+            let local_only = job
+                .ino
+                .and_then(|i| lock(&self.ns.table).get(i).map(|n| n.local_only))
+                .unwrap_or(false);
+            if local_only {
+                return Ok(());
+            }
+        }
+        let cond = RenameCond {
+            source_etag: None,
+            no_replace: job.no_replace,
+        };
+        let out = self
+            .backend
+            .rename(&job.from, &job.to, &cond)
+            .await
+            .map_err(|e| match e {
+                BackendError::AlreadyExists { .. } => FsError::Exists,
+                BackendError::NotEmpty { .. } => FsError::NotEmpty,
+                e => e.into(),
+            })?;
+        if job.node.kind != Kind::Dir
+            && let Some(i) = job.ino
+            && let Some(n) = lock(&self.ns.table).get_mut(i)
+        {
+            // The same object under a new name: the store reports its ETag (kept).
+            n.etag = out.etag;
+        }
+        Ok(())
+    }
+
     fn move_in_table(
         &self,
         (parent, name): (u64, &str),
@@ -645,6 +755,8 @@ struct RenameJob {
     target: Option<Option<u64>>,
     /// The replaced entry's inode when it is not the moved one.
     replaced: Option<u64>,
+    /// RENAME_NOREPLACE: the store checks the destination's absence too.
+    no_replace: bool,
 }
 
 fn panic_free_attr(ino: u64, _name: &str) -> Attr {

@@ -99,6 +99,9 @@ impl FsError {
                 BackendError::NotSupported(_) => libc::ENOTSUP,
                 BackendError::LocalNoSpace(_) => libc::ENOSPC,
                 BackendError::TooLarge { .. } => libc::EFBIG,
+                BackendError::NotEmpty { .. } => libc::ENOTEMPTY,
+                // Path - Delete of a file as a directory (ResourceTypeMismatch).
+                BackendError::KindMismatch { .. } => libc::ENOTDIR,
                 BackendError::Unavailable(_)
                 | BackendError::ChecksumMismatch { .. }
                 | BackendError::Config(_)

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use blobmount_backend::{Backend, BackendError};
+use blobmount_backend::api::permissions_string;
+use blobmount_backend::{AccessUpdate, Backend, BackendError};
 use blobmount_policy_api::Policy;
 use tracing::debug;
 
@@ -280,33 +281,46 @@ impl Fs {
             },
             None => (None, Hidden::No),
         };
-        let mut t = lock(&self.ns.table);
-        // A file written, changed or created here while the store was asked: ours is newer.
-        if let Some(ino) = t.child(parent, name) {
-            let before = known.as_ref().filter(|(i, _)| *i == ino).map(|(_, s)| s);
-            let newer = match before {
-                Some(s) => self.local_is_newer(&t, ino, Some(s)),
-                // Not known before the request: it came to be here meanwhile.
-                None => t.get(ino).is_some(),
+        let settled: Option<FsResult<Attr>> = 'settle: {
+            let mut t = lock(&self.ns.table);
+            // A file written, changed or created here while the store was asked: ours is newer.
+            if let Some(ino) = t.child(parent, name) {
+                let before = known.as_ref().filter(|(i, _)| *i == ino).map(|(_, s)| s);
+                let newer = match before {
+                    Some(s) => self.local_is_newer(&t, ino, Some(s)),
+                    // Not known before the request: it came to be here meanwhile.
+                    None => t.get(ino).is_some(),
+                };
+                if newer && let Some(n) = t.get_mut(ino) {
+                    n.lookups += 1;
+                    return Ok(n.attr(ino));
+                }
+            }
+            let Some(node) = found else {
+                if let Some(p) = t.get_mut(parent)
+                    && Some(p.dir.generation) == generation
+                    && !self.cfg.negative_ttl.is_zero()
+                {
+                    p.dir.note_absent(name, self.cfg.negative_ttl, hidden);
+                }
+                return Err(FsError::NotFound);
             };
-            if newer && let Some(n) = t.get_mut(ino) {
-                n.lookups += 1;
-                return Ok(n.attr(ino));
+            // The directory changed while the store was asked and the name is not here now (a
+            // rename moved it away, an unlink removed it): the answer may be older than that
+            // change, and must not bring the old name back as a new inode. Ask again.
+            let changed = t.get(parent).map(|p| p.dir.generation) != generation;
+            if changed && t.child(parent, name).is_none() {
+                break 'settle None;
             }
-        }
-        let Some(node) = found else {
-            if let Some(p) = t.get_mut(parent)
-                && Some(p.dir.generation) == generation
-                && !self.cfg.negative_ttl.is_zero()
-            {
-                p.dir.note_absent(name, self.cfg.negative_ttl, hidden);
-            }
-            return Err(FsError::NotFound);
+            let ino = t.upsert(node);
+            let n = t.get_mut(ino).ok_or(FsError::NotFound)?;
+            n.lookups += 1;
+            Some(Ok(n.attr(ino)))
         };
-        let ino = t.upsert(node);
-        let n = t.get_mut(ino).ok_or(FsError::NotFound)?;
-        n.lookups += 1;
-        Ok(n.attr(ino))
+        match settled {
+            Some(r) => r,
+            None => Box::pin(self.lookup_with(parent, name, listed)).await,
+        }
     }
 
     /// A lookup of a name we know nothing about, in a directory whose cached listing has
@@ -479,12 +493,10 @@ impl Fs {
             }
             self.truncate(ino, size).await?;
         }
-        let changes_meta = req.perm.is_some()
-            || req.uid.is_some()
-            || req.gid.is_some()
-            || req.mtime.is_some()
-            || req.atime.is_some();
-        if changes_meta {
+        let access = req.perm.is_some() || req.uid.is_some() || req.gid.is_some();
+        if access && self.backend.capabilities().posix_access {
+            self.set_path_access(ino, &req).await?;
+        } else if access {
             self.change_attrs(ino, Persist::Coalesce, |n| {
                 if let Some(p) = req.perm {
                     n.perm = p & 0o7777;
@@ -495,6 +507,13 @@ impl Fs {
                 if let Some(g) = req.gid {
                     n.gid = g;
                 }
+                Ok(())
+            })
+            .await?;
+        }
+        let changes_meta = req.mtime.is_some() || req.atime.is_some();
+        if changes_meta {
+            self.change_attrs(ino, Persist::Coalesce, |n| {
                 if let Some(m) = req.mtime {
                     n.mtime = m;
                 }
@@ -506,6 +525,70 @@ impl Fs {
             .await?;
         }
         self.getattr(ino).await
+    }
+
+    /// chmod / chown / chgrp on a store with POSIX access (ADLS Gen2 HNS): one Path - Update
+    /// `setAccessControl` with the permissions (`rwxr-x---`) and the owner and group as
+    /// numeric ids, instead of our metadata keys. A file not uploaded yet has no path: its
+    /// attributes go up with it, as on a flat store.
+    async fn set_path_access(&self, ino: u64, req: &SetAttr) -> FsResult<()> {
+        let scope = self.files.enter_gate(&[ino]).await;
+        // Under the open file's lock, so an upload (whose first commit sets the path's
+        // permissions, `files/commit.rs`) is not overtaken by this change or overtakes it.
+        let open = self.files.entry(ino);
+        let st = match &open {
+            Some(e) => Some(e.state.lock().await),
+            None => None,
+        };
+        let local_only = lock(&self.ns.table)
+            .get(ino)
+            .ok_or(FsError::NotFound)?
+            .local_only;
+        if local_only {
+            drop(st);
+            drop(scope);
+            // Not in the store yet (staged or streaming): the mode joins its upload.
+            return self
+                .change_attrs(ino, Persist::Coalesce, |n| {
+                    if let Some(p) = req.perm {
+                        n.perm = p & 0o7777;
+                    }
+                    if let Some(u) = req.uid {
+                        n.uid = u;
+                    }
+                    if let Some(g) = req.gid {
+                        n.gid = g;
+                    }
+                    Ok(())
+                })
+                .await;
+        }
+        let edit = |n: &mut Node| {
+            if let Some(p) = req.perm {
+                n.perm = p & 0o7777;
+            }
+            if let Some(u) = req.uid {
+                n.uid = u;
+            }
+            if let Some(g) = req.gid {
+                n.gid = g;
+            }
+            n.ctime = SystemTime::now();
+        };
+        let update = AccessUpdate {
+            owner: req.uid.map(|u| u.to_string()),
+            group: req.gid.map(|g| g.to_string()),
+            permissions: req.perm.map(|p| permissions_string(p & 0o7777)),
+            acl: None,
+        };
+        let key = self.ns.key_of(ino)?;
+        self.backend.set_access(&key, &update).await?;
+        if let Some(n) = lock(&self.ns.table).get_mut(ino) {
+            edit(n);
+        }
+        drop(st);
+        drop(scope);
+        Ok(())
     }
 
     /// Apply `edit` to node `ino`'s attributes (and set its ctime), then persist them: with

@@ -6,6 +6,7 @@
 //! requests. This crate must not depend on FUSE types or on a particular store: it talks to
 //! storage only through `blobmount_backend::Backend`.
 
+pub mod acl;
 pub mod attr;
 mod attrwrite;
 mod blocking;

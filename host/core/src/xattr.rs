@@ -12,6 +12,9 @@
 //! is ESTALE, and the new value is not kept). Reads answer from the cached node, so an
 //! attribute of a file whose `stat` is fresh costs no request.
 //!
+//! On a store with POSIX access (ADLS Gen2 HNS), `system.posix_acl_access` and
+//! `user.blobmount.acl` are the path's access ACL ([`crate::acl`]).
+//!
 //! The keys blobmount keeps for itself ([`attr::INTERNAL_KEYS`]) never appear as `user.*`
 //! and cannot be set there (EPERM). `security.*`, `system.*` and `trusted.*` are ENOTSUP
 //! (never ENOSYS, which would make the kernel stop asking for any attribute).
@@ -19,6 +22,7 @@
 
 use blobmount_backend::{MetaNames, MetadataRules, UserMetadata};
 
+use crate::acl;
 use crate::attr::{self, Kind};
 use crate::error::{FsError, FsResult};
 use crate::fs::Fs;
@@ -190,6 +194,11 @@ async fn xattr_view(fs: &Fs, ino: u64) -> FsResult<View> {
 
 /// FUSE getxattr: the value of `name` on `ino` (see the module doc).
 pub(crate) async fn getxattr(fs: &Fs, ino: u64, name: &str) -> FsResult<Vec<u8>> {
+    match name {
+        acl::POSIX_ACL_ACCESS => return fs.get_acl(ino, true).await,
+        acl::OWN_ACL => return fs.get_acl(ino, false).await,
+        _ => {}
+    }
     let key = match parse_name(name) {
         XattrName::Other => return Err(other_namespace()),
         XattrName::Own(own) => return own_xattr(fs, ino, own).await,
@@ -310,6 +319,11 @@ pub(crate) async fn setxattr(
     value: &[u8],
     flags: i32,
 ) -> FsResult<()> {
+    match name {
+        acl::POSIX_ACL_ACCESS => return fs.set_acl(ino, value, true).await,
+        acl::OWN_ACL => return fs.set_acl(ino, value, false).await,
+        _ => {}
+    }
     let (rules, key) = writable_meta(fs, ino, name)?;
     check_name(&rules, &key)?;
     let value = check_value(&rules, value)?;
@@ -329,6 +343,9 @@ pub(crate) async fn setxattr(
 
 /// FUSE removexattr: remove user metadata key `name` (`user.NAME`); ENODATA when absent.
 pub(crate) async fn removexattr(fs: &Fs, ino: u64, name: &str) -> FsResult<()> {
+    if name == acl::POSIX_ACL_ACCESS || name == acl::OWN_ACL {
+        return fs.remove_acl(ino).await;
+    }
     let (rules, key) = writable_meta(fs, ino, name)?;
     edit_user_meta(fs, ino, rules, move |m| {
         m.remove(&key).map(|_| ()).ok_or(FsError::NoAttr)

@@ -110,7 +110,7 @@ where
         .enable_all()
         .build()
         .unwrap();
-    let mem = Arc::new(MemoryBackend::new());
+    let mem = common::new_store();
     let sched = Sched::new(mem.clone(), seed, 3);
     if let Err(e) = rt.block_on(round(mem, sched.clone())) {
         if std::env::var_os("BLOBMOUNT_SCHED_TRACE").is_some() {
@@ -300,11 +300,7 @@ async fn one_file(mem: Arc<MemoryBackend>, sched: Arc<Sched>) -> Res<()> {
         }
         Err(e) => return Err(format!("{key}: {e}")),
     }
-    let files: Vec<String> = mem
-        .keys()
-        .into_iter()
-        .filter(|k| !k.ends_with('/'))
-        .collect();
+    let files: Vec<String> = common::file_keys(mem.keys());
     if files != [key.clone()] {
         return Err(format!("the store holds {files:?}, expected only {key}"));
     }
@@ -338,11 +334,14 @@ fn content(name: &str) -> Vec<u8> {
 
 /// The name the directory has now (the mover flips it between `d0` and `d1`).
 async fn dir_ino(fs: &Fs) -> Res<u64> {
-    for name in ["d0", "d1"] {
-        match fs.lookup(ROOT_INO, name).await {
-            Ok(a) => return Ok(a.ino),
-            Err(blobmount_core::FsError::NotFound) => {}
-            Err(e) => return Err(format!("lookup {name}: {e}")),
+    // A rename in one request (HNS) can flip the name between the two lookups: try again.
+    for _ in 0..10 {
+        for name in ["d0", "d1"] {
+            match fs.lookup(ROOT_INO, name).await {
+                Ok(a) => return Ok(a.ino),
+                Err(blobmount_core::FsError::NotFound) => {}
+                Err(e) => return Err(format!("lookup {name}: {e}")),
+            }
         }
     }
     Err("the directory is gone".into())
@@ -478,11 +477,7 @@ async fn moving_directory(mem: Arc<MemoryBackend>, sched: Arc<Sched>) -> Res<()>
         .collect();
     want.push((format!("{dir}/dst"), content("src")));
     want.sort();
-    let files: Vec<String> = mem
-        .keys()
-        .into_iter()
-        .filter(|k| !k.ends_with('/'))
-        .collect();
+    let files: Vec<String> = common::file_keys(mem.keys());
     let names: Vec<&String> = want.iter().map(|(k, _)| k).collect();
     if files.iter().collect::<Vec<_>>() != names {
         return Err(format!("the store holds {files:?}, expected {names:?}"));

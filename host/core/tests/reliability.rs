@@ -121,7 +121,7 @@ async fn chmod_of_an_open_clean_file_does_not_conflict_with_its_next_upload() {
 /// Set up `dirA/f` (old bytes in the store), open for writing, and a rename of `what`
 /// (`dirA` or `dirA/f`) stopped between its copy and its delete.
 async fn rename_paused(what: &str) -> (Arc<Hooked>, Arc<Fs>, tempfile::TempDir, u64, u64) {
-    let mem = Arc::new(MemoryBackend::new());
+    let mem = common::new_store();
     mem.put(
         "dirA/",
         Bytes::new(),
@@ -354,7 +354,7 @@ async fn a_full_cache_disk_is_enospc() {
         }
     }
     let _u = Unmount(cache.clone());
-    let mem = Arc::new(MemoryBackend::new());
+    let mem = common::new_store();
     let fs = Fs::new(mem.clone(), config(&cache)).unwrap();
     let (_, h) = fs
         .create(ROOT_INO, "f", 0o644, libc::O_WRONLY, ME)
@@ -377,7 +377,7 @@ async fn a_full_cache_disk_is_enospc() {
 #[tokio::test]
 async fn an_upload_whose_retry_was_refused_by_its_own_first_attempt_succeeds() {
     for how in [Lost::Conflict, Lost::Timeout] {
-        let mem = Arc::new(MemoryBackend::new());
+        let mem = common::new_store();
         let hooked = Hooked::new(mem.clone());
         let dir = tempfile::tempdir().unwrap();
         let fs = Fs::new(hooked.clone(), config(dir.path())).unwrap();
@@ -465,7 +465,7 @@ async fn a_directory_holding_a_new_open_file_renames_with_it() {
     fs.write(h1.fh, 3, b" file").await.unwrap();
     fs.release(h0.fh).await.unwrap();
     fs.release(h1.fh).await.unwrap();
-    assert_eq!(mem.keys(), vec!["a/".to_string(), "a/a".to_string()]);
+    assert_eq!(mem.keys(), vec![common::dir_marker("a"), "a/a".to_string()]);
     assert_eq!(stored(&*mem, "a/a").await.unwrap(), b"new file");
 }
 
@@ -521,7 +521,7 @@ async fn a_file_replaced_by_rename_while_open_stays_out_of_the_store() {
 /// (it used to fail with ENOENT once the object was gone), and nothing is uploaded.
 #[tokio::test]
 async fn an_unlinked_open_file_stays_readable_and_writable() {
-    let mem = Arc::new(MemoryBackend::new());
+    let mem = common::new_store();
     put(&mem, "f", b"content").await;
     let dir = tempfile::tempdir().unwrap();
     let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
@@ -539,7 +539,7 @@ async fn an_unlinked_open_file_stays_readable_and_writable() {
 /// recovery put the old first bytes back in front of the new ones.
 #[tokio::test]
 async fn a_crash_after_truncating_an_appended_file_recovers_only_the_new_bytes() {
-    let mem = Arc::new(MemoryBackend::new());
+    let mem = common::new_store();
     put(&mem, "f", b"old").await;
     let dir = tempfile::tempdir().unwrap();
     let fs = Fs::new(mem.clone(), config(dir.path())).unwrap();
@@ -581,7 +581,7 @@ async fn a_directory_holding_only_a_new_file_is_not_empty_for_rename() {
 /// silently replace their bytes.
 #[tokio::test]
 async fn chmod_after_a_remote_replace_does_not_rebase_the_open_file() {
-    let mem = Arc::new(MemoryBackend::new());
+    let mem = common::new_store();
     put(&mem, "f", b"ours").await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
@@ -632,7 +632,7 @@ async fn a_file_without_a_name_does_not_stream() {
 /// A `Fs` on a store whose HEADs can be held back, with `dir/f0` written and uploaded, open
 /// and clean; no attribute caching, so every `stat` asks the store.
 async fn stat_paused() -> (Arc<Hooked>, Arc<Fs>, tempfile::TempDir, u64, u64, u64) {
-    let hooked = Hooked::new(Arc::new(MemoryBackend::new()));
+    let hooked = Hooked::new(common::new_store());
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.attr_ttl = Duration::ZERO;
@@ -723,7 +723,7 @@ async fn a_late_lookup_answer_does_not_undo_a_chmod() {
 /// at `dirA/sub/`. Now they wait for the directory's rename and work at its new place.
 #[tokio::test]
 async fn operations_inside_a_directory_being_renamed_follow_it() {
-    let mem = Arc::new(MemoryBackend::new());
+    let mem = common::new_store();
     put(&mem, "dirA/", b"").await;
     put(&mem, "dirA/f", b"data").await;
     put(&mem, "dirA/other", b"x").await;
@@ -749,6 +749,7 @@ async fn operations_inside_a_directory_being_renamed_follow_it() {
     hooked.release.add_permits(1000);
     mv.await.unwrap().unwrap();
     inner.await.unwrap().unwrap();
-    assert_eq!(mem.keys(), ["dirB/", "dirB/g", "dirB/other", "dirB/sub/"]);
+    let sub = common::dir_marker("dirB/sub");
+    assert_eq!(mem.keys(), ["dirB/", "dirB/g", "dirB/other", sub.as_str()]);
     assert_eq!(stored(&*mem, "dirB/g").await.unwrap(), b"data");
 }

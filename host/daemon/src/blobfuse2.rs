@@ -240,11 +240,13 @@ const RULES: &[(&str, Rule)] = &[
     ("azstorage.telemetry", Ignore("no telemetry is sent")),
     (
         "azstorage.honour-acl",
-        Ignore("ADLS ACLs are not mapped yet"),
+        Ignore(
+            "ACLs are shown and set on HNS accounts (getfacl, setfacl) but not enforced by the mount; the store enforces them for its own callers",
+        ),
     ),
     (
         "azstorage.preserve-acl",
-        Ignore("ADLS ACLs are not mapped yet"),
+        Ignore("on HNS accounts renames are native and keep the path's ACL already"),
     ),
     (
         "azstorage.cpk-enabled",
@@ -549,16 +551,18 @@ impl Importer<'_> {
 
     fn store(&mut self) -> Result<(), String> {
         let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
-        match text(self.get("azstorage.type")).as_deref() {
-            None | Some("block") => {}
-            Some("adls") => {
-                return Err("blobfuse2 config azstorage.type: refused: adls (hierarchical namespace) is not supported in this release; `type: block` mounts the same account through its Blob endpoint, where directory renames are copies".into());
-            }
+        let adls = match text(self.get("azstorage.type")).as_deref() {
+            None | Some("block") => false,
+            // ADLS Gen2: renames, directories and access control through the DFS endpoint.
+            Some("adls") => true,
             Some(other) => {
                 return Err(format!(
                     "blobfuse2 config azstorage.type: expected block or adls, got {other:?}"
                 ));
             }
+        };
+        if adls {
+            self.set("store.azure.hns", Value::from("true"));
         }
         let account = text(self.get("azstorage.account-name"))
             .or_else(|| std::env::var("AZURE_STORAGE_ACCOUNT").ok())
@@ -576,6 +580,21 @@ impl Importer<'_> {
         let endpoint = text(self.get("azstorage.endpoint"));
         let http = self.get("azstorage.use-http") == Some(&Value::Bool(true));
         match (endpoint, http) {
+            // BlobFuse2 takes either endpoint of an ADLS account and derives the other.
+            (Some(e), _) if adls && e.contains(".dfs.") => {
+                let e = e.trim_end_matches('/');
+                self.set("store.azure.dfs-endpoint", Value::from(e));
+                self.set(
+                    "store.endpoint",
+                    Value::from(e.replacen(".dfs.", ".blob.", 1)),
+                );
+            }
+            // Neither cloud form (an emulator or a proxy): one address serves both APIs.
+            (Some(e), _) if adls && !e.contains(".blob.") => {
+                let e = e.trim_end_matches('/');
+                self.set("store.azure.dfs-endpoint", Value::from(e));
+                self.set("store.endpoint", Value::from(e));
+            }
             (Some(e), _) => self.set("store.endpoint", Value::from(e.trim_end_matches('/'))),
             (None, true) => self.set(
                 "store.endpoint",

@@ -138,11 +138,42 @@ fn the_block_cache_sample() {
         .unwrap();
 }
 
+/// `type: adls` is an ADLS Gen2 mount: `store.azure.hns: true`, and the DFS endpoint from
+/// the endpoint given, whichever of the two it is.
+#[test]
+fn adls_is_a_hierarchical_namespace() {
+    let base = "azstorage:\n  account-name: a\n  container: box\n  type: adls\n";
+    let i = import(base).unwrap();
+    assert_eq!(i.tree["store"]["azure"]["hns"], "true");
+    let dfs = import(&format!(
+        "{base}  endpoint: https://a.dfs.core.windows.net/\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        dfs.tree["store"]["endpoint"],
+        "https://a.blob.core.windows.net"
+    );
+    assert_eq!(
+        dfs.tree["store"]["azure"]["dfs-endpoint"],
+        "https://a.dfs.core.windows.net"
+    );
+    let emu = import(&format!("{base}  endpoint: http://127.0.0.1:9/a\n")).unwrap();
+    assert_eq!(
+        emu.tree["store"]["azure"]["dfs-endpoint"],
+        "http://127.0.0.1:9/a"
+    );
+    crate::config::from_tree(emu.tree.clone())
+        .unwrap()
+        .validate()
+        .unwrap();
+    let block = import("azstorage:\n  account-name: a\n  container: c\n").unwrap();
+    assert!(block.tree["store"]["azure"].get("hns").is_none());
+}
+
 #[test]
 fn refusals_say_why() {
     let base = "azstorage:\n  account-name: a\n  container: c\n";
     for (extra, want) in [
-        ("  type: adls\n", "adls"),
         ("  cpk-enabled: true\n", "customer-provided"),
         ("  workload-identity-token: abc\n", "federated-token-file"),
     ] {

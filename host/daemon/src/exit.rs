@@ -65,6 +65,8 @@ pub fn classify(e: &BackendError) -> u8 {
         | BackendError::LocalIo(_)
         | BackendError::LocalNoSpace(_)
         | BackendError::TooLarge { .. }
+        | BackendError::NotEmpty { .. }
+        | BackendError::KindMismatch { .. }
         | BackendError::Other(_) => EXIT_RUNTIME,
     }
 }

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use blobmount_core::acl;
 use blobmount_core::xattr::{self, XattrName};
 use blobmount_core::{Caller, DirEntry, Fs, FsError, LOOKUP_CONCURRENCY, SetAttr};
 use fuser::{
@@ -562,15 +563,16 @@ impl Filesystem for FuseAdapter {
 
     /// Extended attributes (`blobmount_core::xattr`): `user.*` is the object's user
     /// metadata. Other namespaces (`security.*`, asked on every write for capabilities;
-    /// `system.*` ACLs) are ENOTSUP at once, without the core; never ENOSYS, which would
-    /// make the kernel stop asking for any attribute.
+    /// `system.*`) are ENOTSUP at once, without the core; never ENOSYS, which would make the
+    /// kernel stop asking for any attribute. `system.posix_acl_access` goes to the core: on
+    /// an HNS store it is the path's ACL (`blobmount_core::acl`).
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = match utf8(name) {
             Ok(n) => n,
             // A name that is not UTF-8 cannot be a metadata key.
             Err(_) => return refuse(reply, Refusal::Fs(FsError::NoAttr)),
         };
-        if xattr::parse_name(&name) == XattrName::Other {
+        if xattr::parse_name(&name) == XattrName::Other && name != acl::POSIX_ACL_ACCESS {
             // Counted (the kernel asks `security.capability` before writes): cheap, but seen.
             self.stats.record(Op::Getxattr, std::time::Duration::ZERO);
             return refuse(reply, Refusal::Fs(xattr::other_namespace()));
@@ -601,7 +603,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let name = name_or_refuse!(name, reply);
-        if xattr::parse_name(&name) == XattrName::Other {
+        if xattr::parse_name(&name) == XattrName::Other && name != acl::POSIX_ACL_ACCESS {
             return refuse(reply, Refusal::Fs(xattr::other_namespace()));
         }
         let (c, value) = (caller(req), value.to_vec());
@@ -613,7 +615,7 @@ impl Filesystem for FuseAdapter {
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_or_refuse!(name, reply);
-        if xattr::parse_name(&name) == XattrName::Other {
+        if xattr::parse_name(&name) == XattrName::Other && name != acl::POSIX_ACL_ACCESS {
             return refuse(reply, Refusal::Fs(xattr::other_namespace()));
         }
         let c = caller(req);

@@ -28,6 +28,13 @@ pub fn choices<E: ValueEnum>() -> Vec<PossibleValue> {
         .collect()
 }
 
+fn hns_modes() -> Vec<PossibleValue> {
+    ["auto", "true", "false"]
+        .into_iter()
+        .map(PossibleValue::new)
+        .collect()
+}
+
 fn name_conflict_rules() -> Vec<PossibleValue> {
     ["directory-keeps-name", "hide-file", "gcsfuse-newline"]
         .into_iter()
@@ -160,6 +167,18 @@ pub static SETTINGS: &[Setting] = &[
     )
     .flag(Flag::long("endpoint", "Store endpoint (emulators, S3-compatible services)"))
     .opt(Opt::Named("endpoint")),
+    Setting::new(
+        "store.azure.hns",
+        Unit::Choice(hns_modes),
+        "\"auto\"",
+        "Hierarchical namespace (ADLS Gen2): `auto` asks the account (Get Account Information), `true` uses the DFS endpoint for renames, directories and access control, `false` never does.",
+    ),
+    Setting::new(
+        "store.azure.dfs-endpoint",
+        Unit::Text,
+        "null",
+        "DFS endpoint of the account (default: the Blob endpoint with `.blob.` changed to `.dfs.`, e.g. `https://ACCOUNT.dfs.core.windows.net`); required with HNS for emulator-style endpoints such as `http://127.0.0.1:10000/devstoreaccount1`.",
+    ),
     Setting::new(
         "cache.dir",
         Unit::Path,

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
-use blobmount_backend::{BackendError, Precondition, PutMeta, PutOutcome};
+use blobmount_backend::api::permissions_string;
+use blobmount_backend::{AccessUpdate, BackendError, Precondition, PutMeta, PutOutcome};
 use tracing::{error, info, warn};
 
 use super::{Files, OpenEntry, OpenFile};
@@ -183,20 +184,40 @@ impl Files {
                 // follows them.
                 st.append_from = Some(st.size);
                 entry.dirty.store(false, Ordering::Release);
-                let mut t = lock(&self.ns.table);
-                let mut name = None;
-                if let Some(n) = t.get_mut(ino) {
-                    n.etag = etag;
-                    n.content_type = pm.content_type.clone();
-                    n.local_only = false;
-                    n.size = st.size;
-                    n.fetched = Some(Instant::now());
-                    name = Some((n.name.clone(), n.kind));
+                let first_perm = {
+                    let mut t = lock(&self.ns.table);
+                    let mut name = None;
+                    // A file created here, in the store for the first time: on a store with
+                    // POSIX access its mode becomes the path's permissions (next below).
+                    let mut first_perm = None;
+                    if let Some(n) = t.get_mut(ino) {
+                        if n.local_only {
+                            first_perm = Some(n.perm);
+                        }
+                        n.etag = etag;
+                        n.content_type = pm.content_type.clone();
+                        n.local_only = false;
+                        n.size = st.size;
+                        n.fetched = Some(Instant::now());
+                        name = Some((n.name.clone(), n.kind));
+                    }
+                    if let Some((name, kind)) = name {
+                        t.name_changed(parent, &name, Some(kind));
+                    }
+                    first_perm
+                };
+                if let Some(perm) = first_perm.filter(|_| self.backend.capabilities().posix_access)
+                {
+                    // One setAccessControl: the Blob API upload got the store's default
+                    // permissions, not the mode of the open() or a chmod made before it.
+                    let update = AccessUpdate {
+                        permissions: Some(permissions_string(perm & 0o7777)),
+                        ..Default::default()
+                    };
+                    if let Err(e) = self.backend.set_access(&key, &update).await {
+                        warn!(key, error = %e, "the file was uploaded but its permissions could not be set");
+                    }
                 }
-                if let Some((name, kind)) = name {
-                    t.name_changed(parent, &name, Some(kind));
-                }
-                drop(t);
                 // The store has it now: a crash from here on leaves nothing to recover.
                 if let Err(e) = self.record_staged(ino, st, false) {
                     warn!(key, error = %e, "could not mark the staging file clean");

@@ -1,5 +1,5 @@
 //! A memory store with hooks for the reliability tests: a DELETE that waits to be let go (to
-//! act inside a rename's copy-then-delete window) and uploads whose reply is lost after they
+//! act inside a rename's copy-then-delete window; on an HNS store the native rename waits) and uploads whose reply is lost after they
 //! landed (a commit retried after a timeout).
 
 use std::sync::Arc;
@@ -198,5 +198,36 @@ impl Backend for Hooked {
         cond: &Precondition,
     ) -> Result<Option<Box<dyn PartUpload>>> {
         self.inner.clone().start_upload(key, meta, cond).await
+    }
+    async fn rename(
+        &self,
+        from: &str,
+        to: &str,
+        cond: &blobmount_backend::RenameCond,
+    ) -> Result<PutOutcome> {
+        // A native rename (HNS) stands for the copy-then-delete window: it waits like the
+        // DELETEs of what it moves.
+        let pause = self
+            .pause_delete
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|p| format!("{from}/").contains(p.as_str()));
+        if pause {
+            self.wait_if_paused().await;
+        }
+        self.inner.rename(from, to, cond).await
+    }
+    async fn create_dir(&self, key: &str, mode: Option<u16>) -> Result<()> {
+        self.inner.create_dir(key, mode).await
+    }
+    async fn delete_dir(&self, key: &str, recursive: bool) -> Result<()> {
+        self.inner.delete_dir(key, recursive).await
+    }
+    async fn get_access(&self, key: &str) -> Result<blobmount_backend::PathAccess> {
+        self.inner.get_access(key).await
+    }
+    async fn set_access(&self, key: &str, u: &blobmount_backend::AccessUpdate) -> Result<()> {
+        self.inner.set_access(key, u).await
     }
 }

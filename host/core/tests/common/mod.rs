@@ -23,6 +23,10 @@ pub struct Counting {
     pub copies: AtomicUsize,
     pub deletes: AtomicUsize,
     pub set_metas: AtomicUsize,
+    /// HNS calls: native renames, directory creations/deletions, access reads/changes.
+    pub renames: AtomicUsize,
+    pub dirops: AtomicUsize,
+    pub accesses: AtomicUsize,
     /// Milliseconds each GET waits before answering.
     pub get_delay_ms: AtomicU64,
     /// Milliseconds each HEAD waits before answering (a stalled store).
@@ -54,6 +58,9 @@ impl Counting {
             copy: self.copies.load(SeqCst),
             delete: self.deletes.load(SeqCst),
             set_meta: self.set_metas.load(SeqCst),
+            rename: self.renames.load(SeqCst),
+            dirop: self.dirops.load(SeqCst),
+            access: self.accesses.load(SeqCst),
         }
     }
 
@@ -73,11 +80,23 @@ pub struct Kinds {
     pub copy: usize,
     pub delete: usize,
     pub set_meta: usize,
+    pub rename: usize,
+    pub dirop: usize,
+    pub access: usize,
 }
 
 impl Kinds {
     pub fn total(&self) -> usize {
-        self.head + self.list + self.get + self.put + self.copy + self.delete + self.set_meta
+        self.head
+            + self.list
+            + self.get
+            + self.put
+            + self.copy
+            + self.delete
+            + self.set_meta
+            + self.rename
+            + self.dirop
+            + self.access
     }
 }
 
@@ -92,6 +111,9 @@ impl std::ops::Sub for Kinds {
             copy: self.copy - o.copy,
             delete: self.delete - o.delete,
             set_meta: self.set_meta - o.set_meta,
+            rename: self.rename - o.rename,
+            dirop: self.dirop - o.dirop,
+            access: self.access - o.access,
         }
     }
 }
@@ -220,6 +242,38 @@ impl Backend for Counting {
         self.puts.fetch_add(1, SeqCst);
         self.inner.clone().start_upload(key, meta, cond).await
     }
+    async fn rename(
+        &self,
+        from: &str,
+        to: &str,
+        cond: &blobmount_backend::RenameCond,
+    ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.renames.fetch_add(1, SeqCst);
+        self.inner.rename(from, to, cond).await
+    }
+    async fn create_dir(&self, key: &str, mode: Option<u16>) -> blobmount_backend::Result<()> {
+        self.dirops.fetch_add(1, SeqCst);
+        self.inner.create_dir(key, mode).await
+    }
+    async fn delete_dir(&self, key: &str, recursive: bool) -> blobmount_backend::Result<()> {
+        self.dirops.fetch_add(1, SeqCst);
+        self.inner.delete_dir(key, recursive).await
+    }
+    async fn get_access(
+        &self,
+        key: &str,
+    ) -> blobmount_backend::Result<blobmount_backend::PathAccess> {
+        self.accesses.fetch_add(1, SeqCst);
+        self.inner.get_access(key).await
+    }
+    async fn set_access(
+        &self,
+        key: &str,
+        update: &blobmount_backend::AccessUpdate,
+    ) -> blobmount_backend::Result<()> {
+        self.accesses.fetch_add(1, SeqCst);
+        self.inner.set_access(key, update).await
+    }
 }
 
 /// A core over an in-memory store seen through a request counter, with its cache in a
@@ -234,7 +288,40 @@ pub struct TestFs {
 
 /// A [`TestFs`] over a new, empty store; `tweak` adjusts the test configuration.
 pub fn test_fs(tweak: impl FnOnce(&mut FsConfig)) -> TestFs {
-    test_fs_on(Arc::new(MemoryBackend::new()), tweak)
+    test_fs_on(new_store(), tweak)
+}
+
+/// Whether this run's stores have a hierarchical namespace (see [`new_store`]).
+pub fn hns_mode() -> bool {
+    std::env::var("BLOBMOUNT_TEST_HNS").as_deref() == Ok("1")
+}
+
+/// The key of directory `dir`'s marker: `dir/` on a flat store, `dir` (an `hdi_isfolder`
+/// blob) on an HNS one.
+pub fn dir_marker(dir: &str) -> String {
+    match hns_mode() {
+        true => dir.to_string(),
+        false => format!("{dir}/"),
+    }
+}
+
+/// The keys of files among `keys`: without `dir/` markers, and without the keys that have
+/// others below them (HNS directories).
+pub fn file_keys(keys: Vec<String>) -> Vec<String> {
+    keys.iter()
+        .filter(|k| !k.ends_with('/'))
+        .filter(|k| !keys.iter().any(|o| o.starts_with(&format!("{k}/"))))
+        .cloned()
+        .collect()
+}
+
+/// A new, empty in-memory store: flat, or with a hierarchical namespace (ADLS Gen2 HNS)
+/// when `BLOBMOUNT_TEST_HNS=1`, to run a test body in both modes.
+pub fn new_store() -> Arc<MemoryBackend> {
+    match hns_mode() {
+        true => Arc::new(MemoryBackend::new_hns()),
+        false => Arc::new(MemoryBackend::new()),
+    }
 }
 
 /// A [`TestFs`] over `mem` (another mount of the same store, or one filled beforehand).

@@ -202,6 +202,40 @@ impl Backend for Sched {
             }) as Box<dyn PartUpload>
         }))
     }
+    async fn rename(
+        &self,
+        from: &str,
+        to: &str,
+        cond: &blobmount_backend::RenameCond,
+    ) -> Result<PutOutcome> {
+        self.around(
+            format!("rename {from} {to}"),
+            self.inner.rename(from, to, cond),
+        )
+        .await
+    }
+    async fn create_dir(&self, key: &str, mode: Option<u16>) -> Result<()> {
+        self.around(
+            format!("create_dir {key}"),
+            self.inner.create_dir(key, mode),
+        )
+        .await
+    }
+    async fn delete_dir(&self, key: &str, recursive: bool) -> Result<()> {
+        self.around(
+            format!("delete_dir {key}"),
+            self.inner.delete_dir(key, recursive),
+        )
+        .await
+    }
+    async fn get_access(&self, key: &str) -> Result<blobmount_backend::PathAccess> {
+        self.around(format!("get_access {key}"), self.inner.get_access(key))
+            .await
+    }
+    async fn set_access(&self, key: &str, u: &blobmount_backend::AccessUpdate) -> Result<()> {
+        self.around(format!("set_access {key}"), self.inner.set_access(key, u))
+            .await
+    }
 }
 
 /// A multipart upload whose parts and commit are scheduling points too.
