@@ -153,71 +153,69 @@ fn base_acl(mode: u16) -> String {
     )
 }
 
-impl Fs {
-    /// The store key of `ino` for an ACL call, or why it has none.
-    fn acl_key(&self, ino: u64) -> FsResult<String> {
-        if !self.backend.capabilities().posix_access {
-            return Err(FsError::NotSupported(
-                "POSIX ACLs need a store with a hierarchical namespace",
-            ));
-        }
-        if ino == ROOT_INO && self.ns.key_of(ino)?.is_empty() {
-            return Err(FsError::NotSupported("the container root has no ACL here"));
-        }
-        self.ns.key_of(ino)
+/// The store key of `ino` for an ACL call, or why it has none.
+fn acl_key(fs: &Fs, ino: u64) -> FsResult<String> {
+    if !fs.backend.capabilities().posix_access {
+        return Err(FsError::NotSupported(
+            "POSIX ACLs need a store with a hierarchical namespace",
+        ));
     }
+    if ino == ROOT_INO && fs.ns.key_of(ino)?.is_empty() {
+        return Err(FsError::NotSupported("the container root has no ACL here"));
+    }
+    fs.ns.key_of(ino)
+}
 
-    /// getxattr of [`POSIX_ACL_ACCESS`] (`binary`) or [`OWN_ACL`].
-    pub(crate) async fn get_acl(&self, ino: u64, binary: bool) -> FsResult<Vec<u8>> {
-        let key = self.acl_key(ino)?;
-        let PathAccess {
-            acl, permissions, ..
-        } = self.backend.get_access(&key).await?;
-        // A store that reports no ACL: the one the permissions are.
-        let acl = match (acl.is_empty(), parse_permissions(&permissions)) {
-            (true, Some(p)) => base_acl(p),
-            _ => acl,
-        };
-        match binary {
-            true => text_to_xattr(&acl),
-            false => Ok(acl.into_bytes()),
-        }
+/// getxattr of [`POSIX_ACL_ACCESS`] (`binary`) or [`OWN_ACL`].
+pub(crate) async fn get_acl(fs: &Fs, ino: u64, binary: bool) -> FsResult<Vec<u8>> {
+    let key = acl_key(fs, ino)?;
+    let PathAccess {
+        acl, permissions, ..
+    } = fs.backend.get_access(&key).await?;
+    // A store that reports no ACL: the one the permissions are.
+    let acl = match (acl.is_empty(), parse_permissions(&permissions)) {
+        (true, Some(p)) => base_acl(p),
+        _ => acl,
+    };
+    match binary {
+        true => text_to_xattr(&acl),
+        false => Ok(acl.into_bytes()),
     }
+}
 
-    /// setxattr of [`POSIX_ACL_ACCESS`] (`binary`) or [`OWN_ACL`]: one setAccessControl;
-    /// the mode bits follow the ACL, as in POSIX.
-    pub(crate) async fn set_acl(&self, ino: u64, value: &[u8], binary: bool) -> FsResult<()> {
-        self.ns.check_node_writable(ino)?;
-        let key = self.acl_key(ino)?;
-        let acl = match binary {
-            true => xattr_to_text(value)?,
-            false => std::str::from_utf8(value)
-                .map_err(|_| bad("an ACL is text"))?
-                .trim()
-                .to_string(),
-        };
-        let mode = mode_of(&acl)?;
-        let _scope = self.files.enter_gate(&[ino]).await;
-        let update = AccessUpdate {
-            acl: Some(acl),
-            ..Default::default()
-        };
-        self.backend.set_access(&key, &update).await?;
-        if let Some(n) = lock(&self.ns.table).get_mut(ino) {
-            n.perm = (n.perm & 0o7000) | mode;
-            n.ctime = std::time::SystemTime::now();
-        }
-        Ok(())
+/// setxattr of [`POSIX_ACL_ACCESS`] (`binary`) or [`OWN_ACL`]: one setAccessControl;
+/// the mode bits follow the ACL, as in POSIX.
+pub(crate) async fn set_acl(fs: &Fs, ino: u64, value: &[u8], binary: bool) -> FsResult<()> {
+    fs.ns.check_node_writable(ino)?;
+    let key = acl_key(fs, ino)?;
+    let acl = match binary {
+        true => xattr_to_text(value)?,
+        false => std::str::from_utf8(value)
+            .map_err(|_| bad("an ACL is text"))?
+            .trim()
+            .to_string(),
+    };
+    let mode = mode_of(&acl)?;
+    let _scope = fs.files.enter_gate(&[ino]).await;
+    let update = AccessUpdate {
+        acl: Some(acl),
+        ..Default::default()
+    };
+    fs.backend.set_access(&key, &update).await?;
+    if let Some(n) = lock(&fs.ns.table).get_mut(ino) {
+        n.perm = (n.perm & 0o7000) | mode;
+        n.ctime = std::time::SystemTime::now();
     }
+    Ok(())
+}
 
-    /// removexattr of the ACL: only the base entries stay (from the current mode).
-    pub(crate) async fn remove_acl(&self, ino: u64) -> FsResult<()> {
-        let perm = lock(&self.ns.table)
-            .get(ino)
-            .map(|n| n.perm)
-            .ok_or(FsError::NotFound)?;
-        self.set_acl(ino, base_acl(perm).as_bytes(), false).await
-    }
+/// removexattr of the ACL: only the base entries stay (from the current mode).
+pub(crate) async fn remove_acl(fs: &Fs, ino: u64) -> FsResult<()> {
+    let perm = lock(&fs.ns.table)
+        .get(ino)
+        .map(|n| n.perm)
+        .ok_or(FsError::NotFound)?;
+    set_acl(fs, ino, base_acl(perm).as_bytes(), false).await
 }
 
 #[cfg(test)]

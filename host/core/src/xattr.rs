@@ -195,8 +195,8 @@ async fn xattr_view(fs: &Fs, ino: u64) -> FsResult<View> {
 /// FUSE getxattr: the value of `name` on `ino` (see the module doc).
 pub(crate) async fn getxattr(fs: &Fs, ino: u64, name: &str) -> FsResult<Vec<u8>> {
     match name {
-        acl::POSIX_ACL_ACCESS => return fs.get_acl(ino, true).await,
-        acl::OWN_ACL => return fs.get_acl(ino, false).await,
+        acl::POSIX_ACL_ACCESS => return acl::get_acl(fs, ino, true).await,
+        acl::OWN_ACL => return acl::get_acl(fs, ino, false).await,
         _ => {}
     }
     let key = match parse_name(name) {
@@ -320,8 +320,8 @@ pub(crate) async fn setxattr(
     flags: i32,
 ) -> FsResult<()> {
     match name {
-        acl::POSIX_ACL_ACCESS => return fs.set_acl(ino, value, true).await,
-        acl::OWN_ACL => return fs.set_acl(ino, value, false).await,
+        acl::POSIX_ACL_ACCESS => return acl::set_acl(fs, ino, value, true).await,
+        acl::OWN_ACL => return acl::set_acl(fs, ino, value, false).await,
         _ => {}
     }
     let (rules, key) = writable_meta(fs, ino, name)?;
@@ -344,7 +344,7 @@ pub(crate) async fn setxattr(
 /// FUSE removexattr: remove user metadata key `name` (`user.NAME`); ENODATA when absent.
 pub(crate) async fn removexattr(fs: &Fs, ino: u64, name: &str) -> FsResult<()> {
     if name == acl::POSIX_ACL_ACCESS || name == acl::OWN_ACL {
-        return fs.remove_acl(ino).await;
+        return acl::remove_acl(fs, ino).await;
     }
     let (rules, key) = writable_meta(fs, ino, name)?;
     edit_user_meta(fs, ino, rules, move |m| {

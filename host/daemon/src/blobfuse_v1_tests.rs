@@ -136,17 +136,14 @@ fn bad_files_and_flags_are_errors_naming_the_key() {
     assert!(e.contains("--use-https"), "{e}");
     let e = run(&connection(), &["--log-level=LOUD"]).unwrap_err();
     assert!(e.contains("--log-level"), "{e}");
-    // What BlobFuse2's rules refuse is refused under the v1 name.
-    let e = run(&connection(), &["--use-adls=true"]).unwrap_err();
-    assert!(
-        e.starts_with("blobfuse v1 --use-adls (BlobFuse2 azstorage.type): refused"),
-        "{e}"
-    );
-    let e = run(&format!("{}accountType adls\n", connection()), &[]).unwrap_err();
-    assert!(
-        e.contains("accountType (BlobFuse2 azstorage.type): refused"),
-        "{e}"
-    );
+    // ADLS accounts map as BlobFuse2's `type: adls` does: a hierarchical namespace.
+    for (cfg, flags) in [
+        (connection(), vec!["--use-adls=true"]),
+        (format!("{}accountType adls\n", connection()), vec![]),
+    ] {
+        let Imported { tree, .. } = run(&cfg, &flags).unwrap();
+        assert_eq!(tree["store"]["azure"]["hns"], "true", "{tree}");
+    }
     // No secret in any of them.
     for args in [&["--cache-size-mb=x"][..], &["-o", "umask=999"]] {
         let e = run(&connection(), args).unwrap_err();
