@@ -68,7 +68,23 @@ pub struct Emulator {
     pub kind: Kind,
     pub port: u16,
     child: Option<Child>,
+    /// The ADLS Gen2 endpoint in front of this Azurite ([`as_adls`]).
+    pub dfs: Option<dfs::DfsEndpoint>,
     _dir: tempfile::TempDir,
+}
+
+thread_local! {
+    static ADLS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` with every Azurite started by [`Emulator::start`] fronted by the DFS test
+/// endpoint (`dfs/`), and mounts of it ([`MountSpec::for_emulator`]) made with a
+/// hierarchical namespace through it: the same test body on ADLS Gen2.
+pub fn as_adls<T>(f: impl FnOnce() -> T) -> T {
+    ADLS.with(|a| a.set(true));
+    let r = f();
+    ADLS.with(|a| a.set(false));
+    r
 }
 
 impl Emulator {
@@ -130,6 +146,8 @@ impl Emulator {
             kind,
             port,
             child: Some(child),
+            dfs: (kind == Kind::Azure && ADLS.with(std::cell::Cell::get))
+                .then(|| dfs::DfsEndpoint::start(port)),
             _dir: dir,
         }
     }
@@ -466,6 +484,9 @@ pub struct MountSpec {
 
 impl MountSpec {
     pub fn for_emulator(e: &Emulator, bucket: &str) -> MountSpec {
+        if let Some(d) = &e.dfs {
+            return dfs::adls_mount_spec(d, bucket);
+        }
         MountSpec {
             url: e.store_url(bucket),
             endpoint: Some(e.endpoint()),
@@ -715,6 +736,18 @@ macro_rules! per_backend {
         mod azurite { $( #[test] fn $name() { super::$name($crate::Kind::Azure) } )* }
         mod moto_s3 { $( #[test] fn $name() { super::$name($crate::Kind::S3) } )* }
         mod fake_gcs { $( #[test] fn $name() { super::$name($crate::Kind::Gcs) } )* }
+    };
+}
+
+/// [`per_backend!`], and each body once more on ADLS Gen2 (Azurite behind the DFS test
+/// endpoint, mounted with a hierarchical namespace; see [`as_adls`]).
+#[macro_export]
+macro_rules! per_backend_and_adls {
+    ($($name:ident),* $(,)?) => {
+        $crate::per_backend!($($name),*);
+        mod adls_dfs {
+            $( #[test] fn $name() { $crate::as_adls(|| super::$name($crate::Kind::Azure)) } )*
+        }
     };
 }
 

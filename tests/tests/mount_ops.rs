@@ -9,9 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use blobmount_tests::proxy::CountingProxy;
-use blobmount_tests::{
-    Emulator, Kind, Mount, MountSpec, free_port, http_get, metric, per_backend, sh,
-};
+use blobmount_tests::{Emulator, Kind, Mount, MountSpec, free_port, http_get, metric, sh};
 
 fn setup(kind: Kind) -> (Emulator, String, Mount) {
     let emu = Emulator::start(kind);
@@ -394,7 +392,7 @@ fn failed_upload_is_an_error(kind: Kind) {
     assert_eq!(std::fs::metadata(&kept[0]).unwrap().len(), 100_000);
 }
 
-per_backend!(
+blobmount_tests::per_backend_and_adls!(
     file_ops,
     tree_roundtrip,
     git_commit,

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use blobmount_tests::{Emulator, Kind, Mount, MountSpec, block_on, per_backend};
+use blobmount_tests::{Emulator, Kind, Mount, MountSpec, block_on};
 
 const HOUR: &str = "3600";
 /// Long enough for a few 0.3 s rounds on a loaded machine.
@@ -115,7 +115,7 @@ fn an_open_file_sees_the_new_version_at_its_next_open(kind: Kind) {
     drop(held);
 }
 
-per_backend!(
+blobmount_tests::per_backend_and_adls!(
     outside_changes_show_up_without_a_refresh,
     an_open_file_sees_the_new_version_at_its_next_open,
 );

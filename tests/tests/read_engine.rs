@@ -8,9 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use blobmount_tests::proxy::CountingProxy;
-use blobmount_tests::{
-    Emulator, Kind, Mount, MountSpec, free_port, http_get, metric, per_backend, run_cli,
-};
+use blobmount_tests::{Emulator, Kind, Mount, MountSpec, free_port, http_get, metric, run_cli};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -320,7 +318,7 @@ fn remote_change_is_seen_and_midread_is_estale(kind: Kind) {
     }
 }
 
-per_backend!(
+blobmount_tests::per_backend_and_adls!(
     file_cache_serves_from_disk_under_its_cap,
     range_reads_skip_the_download_when_configured,
     preload_fills_the_cache_and_reports_progress,

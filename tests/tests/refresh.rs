@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use std::io::Write;
 
-use blobmount_tests::{
-    Emulator, Kind, Mount, MountSpec, block_on, free_port, http, per_backend, run_cli,
-};
+use blobmount_tests::{Emulator, Kind, Mount, MountSpec, block_on, free_port, http, run_cli};
 
 const HOUR: &str = "3600";
 
@@ -136,7 +134,7 @@ fn an_open_file_with_local_changes_is_skipped(kind: Kind) {
     assert!(answer.contains("\"error\": \""), "{answer}");
 }
 
-per_backend!(
+blobmount_tests::per_backend_and_adls!(
     a_changed_file_reads_new_bytes_after_refresh,
     a_refreshed_directory_shows_added_and_drops_deleted,
     an_open_file_with_local_changes_is_skipped,

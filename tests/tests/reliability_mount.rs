@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
-use blobmount_tests::{Emulator, Kind, Mount, MountSpec, per_backend, sh};
+use blobmount_tests::{Emulator, Kind, Mount, MountSpec, sh};
 
 const MIB: usize = 1024 * 1024;
 
@@ -170,7 +170,7 @@ fn writes_during_mv_of_the_directory(kind: Kind) {
     assert!(kept_in(&m.cache).is_empty(), "nothing was a conflict");
 }
 
-per_backend!(
+blobmount_tests::per_backend_and_adls!(
     chmod_before_close_of_a_streamed_file,
     rewrite_after_streaming_began,
     writes_during_mv_of_the_directory,

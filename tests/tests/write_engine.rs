@@ -8,7 +8,7 @@ use std::io::Write;
 use std::os::fd::IntoRawFd;
 use std::time::Duration;
 
-use blobmount_tests::{Emulator, Kind, Mount, MountSpec, free_port, http_get, metric, per_backend};
+use blobmount_tests::{Emulator, Kind, Mount, MountSpec, free_port, http_get, metric};
 
 const MIB: usize = 1024 * 1024;
 
@@ -257,7 +257,7 @@ fn appends_leave_the_old_bytes_in_the_store(kind: Kind) {
     assert!(same(&std::fs::read(m.p("big.bin")).unwrap(), &big));
 }
 
-per_backend!(
+blobmount_tests::per_backend_and_adls!(
     appends_leave_the_old_bytes_in_the_store,
     part_upload_commit_is_conditional,
     sigkill_mid_stream_then_remount_recovers,

@@ -352,7 +352,7 @@ impl Dfs {
     }
 
     /// Path - Update `action=setAccessControl`.
-    pub async fn set_access(&self, key: &str, u: &AccessUpdate) -> Result<()> {
+    pub async fn set_access(&self, key: &str, u: &AccessUpdate) -> Result<Option<String>> {
         let what = "Path - Update (setAccessControl)";
         if u.permissions.is_some() && u.acl.is_some() {
             return Err(BackendError::InvalidKey {
@@ -384,7 +384,10 @@ impl Dfs {
         if !r.status().is_success() {
             return Err(dfs_error(what, key, r).await);
         }
-        Ok(())
+        Ok(r.headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string))
     }
 }
 

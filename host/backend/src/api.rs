@@ -428,8 +428,10 @@ pub trait Backend: Send + Sync + Debug {
     }
 
     /// Change owner, group, permissions or ACL of `key` (Path - Update
-    /// `action=setAccessControl`).
-    async fn set_access(&self, _key: &str, _update: &AccessUpdate) -> Result<()> {
+    /// `action=setAccessControl`). Returns the path's ETag after the change when the store
+    /// reports one (a store may give the path a new version for it: later conditional
+    /// requests must use that one).
+    async fn set_access(&self, _key: &str, _update: &AccessUpdate) -> Result<Option<String>> {
         Err(BackendError::NotSupported("POSIX access control".into()))
     }
 }

@@ -575,7 +575,7 @@ impl Backend for AzureBackend {
         self.dfs()?.get_access(key).await
     }
 
-    async fn set_access(&self, key: &str, update: &AccessUpdate) -> Result<()> {
+    async fn set_access(&self, key: &str, update: &AccessUpdate) -> Result<Option<String>> {
         self.dfs()?.set_access(key, update).await
     }
 }

@@ -207,7 +207,7 @@ impl Backend for Deadlines {
         self.bounded("HEAD", key, self.inner.get_access(key)).await
     }
 
-    async fn set_access(&self, key: &str, update: &AccessUpdate) -> Result<()> {
+    async fn set_access(&self, key: &str, update: &AccessUpdate) -> Result<Option<String>> {
         self.inner.set_access(key, update).await
     }
 }

@@ -633,7 +633,7 @@ impl Backend for MemoryBackend {
         self.hns_get_access(key)
     }
 
-    async fn set_access(&self, key: &str, update: &AccessUpdate) -> Result<()> {
+    async fn set_access(&self, key: &str, update: &AccessUpdate) -> Result<Option<String>> {
         self.hns_only("set_access")?;
         self.hns_set_access(key, update)
     }

@@ -329,7 +329,7 @@ impl Backend for Metered {
         self.stats.count(17, self.inner.get_access(key).await)
     }
 
-    async fn set_access(&self, key: &str, update: &AccessUpdate) -> Result<()> {
+    async fn set_access(&self, key: &str, update: &AccessUpdate) -> Result<Option<String>> {
         self.stats
             .count(18, self.inner.set_access(key, update).await)
     }

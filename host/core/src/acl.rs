@@ -178,9 +178,20 @@ pub(crate) async fn get_acl(fs: &Fs, ino: u64, binary: bool) -> FsResult<Vec<u8>
         _ => acl,
     };
     match binary {
+        // As on a local file system: an ACL that only restates the mode bits is no extended
+        // attribute (`ls -l` shows no `+`, `getfacl` prints the mode's entries).
+        true if is_minimal(&acl) => Err(FsError::NoAttr),
         true => text_to_xattr(&acl),
         false => Ok(acl.into_bytes()),
     }
+}
+
+/// Whether an ACL's access entries are only `user::`, `group::` and `other::`.
+fn is_minimal(acl: &str) -> bool {
+    acl.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.starts_with("default:"))
+        .all(|e| e.starts_with("user::") || e.starts_with("group::") || e.starts_with("other::"))
 }
 
 /// setxattr of [`POSIX_ACL_ACCESS`] (`binary`) or [`OWN_ACL`]: one setAccessControl;
@@ -196,12 +207,38 @@ pub(crate) async fn set_acl(fs: &Fs, ino: u64, value: &[u8], binary: bool) -> Fs
             .to_string(),
     };
     let mode = mode_of(&acl)?;
+    let (local_only, perm) = lock(&fs.ns.table)
+        .get(ino)
+        .map(|n| (n.local_only, (n.perm & 0o7000) | mode))
+        .ok_or(FsError::NotFound)?;
+    if local_only && is_minimal(&acl) {
+        // A file not in the store yet has no ACL but its mode's: an ACL of the mode's
+        // entries only is a chmod that joins its upload (`cp -a` sets one on each copy it
+        // has just created), as on a local file system.
+        let req = crate::types::SetAttr {
+            perm: Some(perm),
+            ..Default::default()
+        };
+        return fs.setattr(ino, req).await.map(|_| ());
+    }
+    // A named entry or a mask needs the path in the store: a new file goes up first.
+    if local_only && let Some(e) = fs.files.entry(ino) {
+        let mut st = e.state.lock().await;
+        fs.files.upload_locked(ino, &e, &mut st).await?;
+    }
     let _scope = fs.files.enter_gate(&[ino]).await;
     let update = AccessUpdate {
         acl: Some(acl),
         ..Default::default()
     };
-    fs.backend.set_access(&key, &update).await?;
+    let after = fs.backend.set_access(&key, &update).await?;
+    match fs.files.entry(ino) {
+        Some(e) => {
+            let mut st = e.state.lock().await;
+            fs.files.own_new_version(ino, Some(&mut st), after);
+        }
+        None => fs.files.own_new_version(ino, None, after),
+    }
     if let Some(n) = lock(&fs.ns.table).get_mut(ino) {
         n.perm = (n.perm & 0o7000) | mode;
         n.ctime = std::time::SystemTime::now();

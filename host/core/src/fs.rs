@@ -582,7 +582,9 @@ impl Fs {
             acl: None,
         };
         let key = self.ns.key_of(ino)?;
-        self.backend.set_access(&key, &update).await?;
+        let after = self.backend.set_access(&key, &update).await?;
+        let mut st = st;
+        self.files.own_new_version(ino, st.as_deref_mut(), after);
         if let Some(n) = lock(&self.ns.table).get_mut(ino) {
             edit(n);
         }

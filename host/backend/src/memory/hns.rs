@@ -239,7 +239,7 @@ impl MemoryBackend {
         Ok(self.access_of(key, dir))
     }
 
-    pub(super) fn hns_set_access(&self, key: &str, u: &AccessUpdate) -> Result<()> {
+    pub(super) fn hns_set_access(&self, key: &str, u: &AccessUpdate) -> Result<Option<String>> {
         self.counters.access.fetch_add(1, Ordering::Relaxed);
         if self.fail_writes.load(Ordering::SeqCst) {
             return Err(BackendError::Unavailable("injected write failure".into()));
@@ -275,7 +275,8 @@ impl MemoryBackend {
             a.acl = acl.clone();
             a.permissions = permissions_of(acl, &a.permissions);
         }
-        Ok(())
+        // Access lives beside the object here: its version does not change.
+        Ok(None)
     }
 }
 

@@ -214,8 +214,11 @@ impl Files {
                         permissions: Some(permissions_string(perm & 0o7777)),
                         ..Default::default()
                     };
-                    if let Err(e) = self.backend.set_access(&key, &update).await {
-                        warn!(key, error = %e, "the file was uploaded but its permissions could not be set");
+                    match self.backend.set_access(&key, &update).await {
+                        Ok(after) => self.own_new_version(ino, Some(st), after),
+                        Err(e) => {
+                            warn!(key, error = %e, "the file was uploaded but its permissions could not be set")
+                        }
                     }
                 }
                 // The store has it now: a crash from here on leaves nothing to recover.

@@ -140,6 +140,29 @@ impl Files {
         self.is_open_dirty(ino) || self.attrs.is_pending(ino)
     }
 
+    /// The store gave `ino` the new version `after` for a change of our own that left its
+    /// bytes alone (its access on a hierarchical namespace): the node, and an open file
+    /// based on the version before, follow it, so their next conditional request holds.
+    pub(crate) fn own_new_version(
+        &self,
+        ino: u64,
+        st: Option<&mut OpenFile>,
+        after: Option<String>,
+    ) {
+        let Some(after) = after else { return };
+        let before = lock(&self.ns.table)
+            .get_mut(ino)
+            .and_then(|n| n.etag.replace(after.clone()));
+        if let Some(g) = st
+            && g.exists_remote
+            && g.base_etag.is_some()
+            && g.base_etag == before
+        {
+            g.base_etag = Some(after.clone());
+            g.read_etag = Some(after);
+        }
+    }
+
     /// Inodes of the files open now.
     pub(crate) fn open_inodes(&self) -> Vec<u64> {
         lock(&self.open_files)

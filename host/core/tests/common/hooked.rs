@@ -227,7 +227,11 @@ impl Backend for Hooked {
     async fn get_access(&self, key: &str) -> Result<blobmount_backend::PathAccess> {
         self.inner.get_access(key).await
     }
-    async fn set_access(&self, key: &str, u: &blobmount_backend::AccessUpdate) -> Result<()> {
+    async fn set_access(
+        &self,
+        key: &str,
+        u: &blobmount_backend::AccessUpdate,
+    ) -> Result<Option<String>> {
         self.inner.set_access(key, u).await
     }
 }

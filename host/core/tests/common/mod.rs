@@ -270,7 +270,7 @@ impl Backend for Counting {
         &self,
         key: &str,
         update: &blobmount_backend::AccessUpdate,
-    ) -> blobmount_backend::Result<()> {
+    ) -> blobmount_backend::Result<Option<String>> {
         self.accesses.fetch_add(1, SeqCst);
         self.inner.set_access(key, update).await
     }

@@ -232,7 +232,11 @@ impl Backend for Sched {
         self.around(format!("get_access {key}"), self.inner.get_access(key))
             .await
     }
-    async fn set_access(&self, key: &str, u: &blobmount_backend::AccessUpdate) -> Result<()> {
+    async fn set_access(
+        &self,
+        key: &str,
+        u: &blobmount_backend::AccessUpdate,
+    ) -> Result<Option<String>> {
         self.around(format!("set_access {key}"), self.inner.set_access(key, u))
             .await
     }
