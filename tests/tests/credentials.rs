@@ -325,3 +325,144 @@ fn gcs_application_default_credentials_of_a_user() {
     };
     assert!(text.contains("authorized user"), "{text}");
 }
+
+/// A JWT Azurite's `--oauth basic` accepts (it checks issuer, audience and lifetime, not
+/// the signature), valid for an hour.
+fn azure_access_token() -> String {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let now = chrono::Utc::now().timestamp();
+    let claims = format!(
+        r#"{{"aud":"https://storage.azure.com","iss":"https://sts.windows.net/test-tenant/","iat":{now},"nbf":{},"exp":{},"oid":"blobmount-test"}}"#,
+        now - 60,
+        now + 3600
+    );
+    format!(
+        "{}.{}.c2lnbmF0dXJl",
+        b64(r#"{"alg":"RS256","typ":"JWT"}"#),
+        b64(&claims)
+    )
+}
+
+/// A real OAuth mount: Azurite over HTTPS with `--oauth basic` (its certificate
+/// self-signed, trusted through `store.ca-file`), no account key anywhere, a service
+/// principal's secret exchanged for a token at a local double of the authority host. The
+/// same mount without the CA file fails on the certificate, clearly.
+#[test]
+fn azure_service_principal_token_over_https_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let (ca, cert, key) = (p("ca.pem"), p("cert.pem"), p("key.pem"));
+    std::fs::write(
+        p("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    // A private CA, and the server's certificate signed by it.
+    for args in [
+        "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=blobmount-test-ca -keyout ca.key -out ca.pem",
+        "req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out server.csr",
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext -out cert.pem",
+    ] {
+        let ok = std::process::Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "openssl {args}");
+    }
+    let port = blobmount_tests::free_port();
+    let data = dir.path().join("azurite");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut azurite =
+        std::process::Command::new(blobmount_tests::tools_dir().join("bin/azurite-blob"))
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .args([
+                "--loose",
+                "--skipApiVersionCheck",
+                "--disableTelemetry",
+                "--silent",
+            ])
+            .args(["--oauth", "basic"])
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .arg("--location")
+            .arg(&data)
+            .current_dir(&data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "Azurite did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let token = azure_access_token();
+    // The container, created with the same kind of token.
+    let created = std::process::Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(&ca)
+        .args(["-X", "PUT", "-H", "x-ms-version: 2021-08-06", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!(
+            "https://127.0.0.1:{port}/devstoreaccount1/oauthdata?restype=container"
+        ))
+        .status()
+        .unwrap();
+    assert!(
+        created.success(),
+        "creating the container with a bearer token"
+    );
+
+    let tok = token.clone();
+    let authority = Double::start(Arc::new(move |method, path, _h, body| {
+        if method == "POST"
+            && path == "/test-tenant/oauth2/v2.0/token"
+            && body.contains("client_secret=s3cret")
+        {
+            let answer =
+                format!(r#"{{"token_type":"Bearer","expires_in":3599,"access_token":"{tok}"}}"#);
+            (200, answer)
+        } else {
+            (400, r#"{"error":"invalid_client"}"#.into())
+        }
+    }));
+    let spec = |trusted: bool| {
+        let mut env = vec![
+            ("BLOBMOUNT_STORE__AZURE__MODE", "spn".to_string()),
+            ("BLOBMOUNT_STORE__AZURE__TENANT_ID", "test-tenant".into()),
+            ("BLOBMOUNT_STORE__AZURE__CLIENT_ID", "app".into()),
+            ("BLOBMOUNT_STORE__AZURE__CLIENT_SECRET", "s3cret".into()),
+            ("BLOBMOUNT_STORE__AZURE__AUTHORITY_HOST", authority.url()),
+        ];
+        if trusted {
+            env.push(("BLOBMOUNT_STORE__CA_FILE", ca.display().to_string()));
+        }
+        MountSpec {
+            url: "az://devstoreaccount1/oauthdata".into(),
+            endpoint: Some(format!("https://127.0.0.1:{port}/devstoreaccount1")),
+            env: env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            args: vec![],
+            cache: None,
+            mountpoint: None,
+        }
+    };
+    let refused = Mount::try_start(&spec(false)).err().unwrap_or_default();
+    assert!(
+        refused.to_lowercase().contains("certificate"),
+        "without the CA file: {refused}"
+    );
+    let m = Mount::start(&spec(true));
+    write_and_read(&m, "over-https.txt");
+    assert!(authority.count("POST /test-tenant/oauth2/v2.0/token") >= 1);
+    drop(m);
+    let _ = azurite.kill();
+    let _ = azurite.wait();
+}

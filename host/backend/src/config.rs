@@ -88,6 +88,10 @@ pub struct StoreConfig {
     /// Service endpoint override (emulators, S3-compatible stores, sovereign clouds), e.g.
     /// `http://127.0.0.1:10000/devstoreaccount1` or `https://s3.eu-central-003.backblazeb2.com`.
     pub endpoint: Option<String>,
+    /// PEM file of certificate authorities to trust besides the system's, for every
+    /// request to the store and its credential endpoints (a private CA, a proxy that
+    /// inspects TLS, an emulator's self-signed certificate).
+    pub ca_file: Option<std::path::PathBuf>,
     #[serde(default)]
     pub azure: AzureConfig,
     #[serde(default)]

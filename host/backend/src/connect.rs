@@ -6,6 +6,7 @@
 //! endpoints differ per store), but the policy (which timeouts, which retries, how secrets
 //! and environment variables combine) must be one, so that all stores behave alike.
 
+use std::sync::RwLock;
 use std::time::Duration;
 
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
@@ -25,8 +26,48 @@ pub(crate) fn secret_or_env(s: &Option<Secret>, names: &[&str]) -> Option<Secret
     s.clone().or_else(|| env(names).map(Secret::new))
 }
 
+/// The certificate authorities of `store.ca-file` (PEM), trusted by every HTTP client the
+/// backends build from then on (the data plane's, our REST clients', the credential
+/// endpoints'). Process-wide: one daemon mounts one store.
+static EXTRA_ROOTS: RwLock<Vec<u8>> = RwLock::new(Vec::new());
+
+/// Read `store.ca-file`, when set, and trust its certificates from now on. A missing file,
+/// or one without a PEM certificate, is a configuration error naming it.
+pub(crate) fn trust_ca_file(cfg: &StoreConfig) -> Result<(), BackendError> {
+    let Some(path) = &cfg.ca_file else {
+        return Ok(());
+    };
+    let bad =
+        |why: String| BackendError::Config(format!("store.ca-file {}: {why}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => {}
+        Ok(_) => return Err(bad("no PEM certificate in it".into())),
+        Err(e) => return Err(bad(format!("not a PEM certificate bundle: {e}"))),
+    }
+    if let Ok(mut roots) = EXTRA_ROOTS.write() {
+        *roots = pem;
+    }
+    Ok(())
+}
+
+/// The PEM bundle of [`trust_ca_file`] (empty: none).
+fn extra_roots() -> Vec<u8> {
+    EXTRA_ROOTS.read().map(|r| r.clone()).unwrap_or_default()
+}
+
+/// A `reqwest` client builder that trusts `store.ca-file` too: every client of ours that
+/// talks to the store or a credential endpoint starts here.
+pub(crate) fn http_builder() -> reqwest::ClientBuilder {
+    let mut b = reqwest::Client::builder();
+    for c in reqwest::Certificate::from_pem_bundle(&extra_roots()).unwrap_or_default() {
+        b = b.add_root_certificate(c);
+    }
+    b
+}
+
 /// Request and connect timeouts from the configuration; plain HTTP allowed only when the
-/// endpoint asks for it (emulators).
+/// endpoint asks for it (emulators); `store.ca-file` trusted.
 pub(crate) fn client_options(cfg: &StoreConfig, endpoint: Option<&str>) -> ClientOptions {
     let r = &cfg.retry;
     let mut o = ClientOptions::new()
@@ -34,6 +75,9 @@ pub(crate) fn client_options(cfg: &StoreConfig, endpoint: Option<&str>) -> Clien
         .with_connect_timeout(Duration::from_secs(r.connect_timeout_secs.max(1)));
     if endpoint.map(|e| e.starts_with("http://")).unwrap_or(false) {
         o = o.with_allow_http(true);
+    }
+    for c in object_store::Certificate::from_pem_bundle(&extra_roots()).unwrap_or_default() {
+        o = o.with_root_certificate(c);
     }
     o
 }

@@ -66,6 +66,7 @@ pub use error::BackendError;
 /// Build a backend from configuration: the one place that picks a type by store kind.
 pub async fn open(cfg: &StoreConfig) -> Result<Arc<dyn Backend>> {
     let url = cfg.parsed_url()?;
+    connect::trust_ca_file(cfg)?;
     let limit = std::time::Duration::from_secs(cfg.retry.metadata_timeout_secs);
     let backend: Arc<dyn Backend> = match url.kind {
         StoreKind::Memory => Arc::new(memory::MemoryBackend::new()),

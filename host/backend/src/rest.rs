@@ -117,7 +117,7 @@ pub fn transient_status(s: StatusCode) -> bool {
 
 impl Rest {
     pub fn new(retry: RetryConfig, signer: Signer) -> Result<Self> {
-        let http = reqwest::Client::builder()
+        let http = crate::connect::http_builder()
             .timeout(Duration::from_secs(retry.request_timeout_secs.max(1)))
             .connect_timeout(Duration::from_secs(retry.connect_timeout_secs.max(1)))
             .build()

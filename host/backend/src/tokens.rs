@@ -50,7 +50,7 @@ impl<S: Fetch> Refreshing<S> {
     pub(crate) fn new(source: S) -> Result<Refreshing<S>, BackendError> {
         // The TLS provider the whole crate uses (installed by `crate::open` too).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let http = crate::connect::http_builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(10))
             .build()

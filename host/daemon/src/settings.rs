@@ -168,6 +168,14 @@ pub static SETTINGS: &[Setting] = &[
     .flag(Flag::long("endpoint", "Store endpoint (emulators, S3-compatible services)"))
     .opt(Opt::Named("endpoint")),
     Setting::new(
+        "store.ca-file",
+        Unit::Path,
+        "null",
+        "PEM file of certificate authorities to trust besides the system's, for every\n\
+         request to the store and its credential endpoints (a private CA, a proxy that\n\
+         inspects TLS, an emulator's self-signed certificate).",
+    ),
+    Setting::new(
         "store.azure.hns",
         Unit::Choice(hns_modes),
         "\"auto\"",
