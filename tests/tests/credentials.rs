@@ -375,27 +375,28 @@ fn azure_service_principal_token_over_https_with_a_private_ca() {
     let port = blobmount_tests::free_port();
     let data = dir.path().join("azurite");
     std::fs::create_dir_all(&data).unwrap();
-    let mut azurite =
-        std::process::Command::new(blobmount_tests::tools_dir().join("bin/azurite-blob"))
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
-            .args([
-                "--loose",
-                "--skipApiVersionCheck",
-                "--disableTelemetry",
-                "--silent",
-            ])
-            .args(["--oauth", "basic"])
-            .arg("--cert")
-            .arg(&cert)
-            .arg("--key")
-            .arg(&key)
-            .arg("--location")
-            .arg(&data)
-            .current_dir(&data)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+    let azurite = std::process::Command::new(blobmount_tests::tools_dir().join("bin/azurite-blob"))
+        .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+        .args([
+            "--loose",
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+            "--silent",
+        ])
+        .args(["--oauth", "basic"])
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .arg("--location")
+        .arg(&data)
+        .current_dir(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Stopped by PID however the test ends.
+    let _azurite = StopOnDrop(azurite);
     let t = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
@@ -463,6 +464,14 @@ fn azure_service_principal_token_over_https_with_a_private_ca() {
     write_and_read(&m, "over-https.txt");
     assert!(authority.count("POST /test-tenant/oauth2/v2.0/token") >= 1);
     drop(m);
-    let _ = azurite.kill();
-    let _ = azurite.wait();
+}
+
+/// A child process killed (by PID) and reaped when dropped, also when a test panics.
+struct StopOnDrop(std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
