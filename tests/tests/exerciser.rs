@@ -1634,3 +1634,10 @@ fn exerciser_s3() {
 fn exerciser_gcs() {
     exercise(Kind::Gcs);
 }
+
+/// The same random operations on ADLS Gen2 (Azurite behind the DFS test endpoint, mounted
+/// with a hierarchical namespace: native renames, real directories, POSIX access).
+#[test]
+fn exerciser_adls() {
+    blobmount_tests::as_adls(|| exercise(Kind::Azure));
+}
