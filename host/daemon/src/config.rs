@@ -191,7 +191,7 @@ impl Default for WriteConfig {
             streaming: true,
             checksums: true,
             part_size_mib: 8,
-            parts_in_flight: 4,
+            parts_in_flight: 8,
             attr_delay_ms: 200,
             content_types: BTreeMap::new(),
             content_type_default: blobmount_core::contenttype::OCTET_STREAM.into(),

@@ -391,7 +391,7 @@ pub static SETTINGS: &[Setting] = &[
     Setting::new(
         "write.parts-in-flight",
         Unit::Count,
-        "4",
+        "8",
         "Parts of one file uploaded at once. Their buffers count against\n\
          `cache.read-memory-mib`, shared with read-ahead.",
     )
