@@ -136,6 +136,26 @@ impl Files {
         }
     }
 
+    /// A file created here is in the store for the first time: on a store with POSIX access
+    /// its mode becomes the path's permissions, in one setAccessControl (the Blob API upload
+    /// got the store's default permissions, not the mode of the open() or a chmod made
+    /// before it). A failure is logged; the data is in the store.
+    async fn first_permissions(&self, ino: u64, key: &str, st: &mut OpenFile, perm: u16) {
+        if !self.backend.capabilities().posix_access {
+            return;
+        }
+        let update = AccessUpdate {
+            permissions: Some(permissions_string(perm & 0o7777)),
+            ..Default::default()
+        };
+        match self.backend.set_access(key, &update).await {
+            Ok(after) => self.own_new_version(ino, Some(st), after),
+            Err(e) => {
+                warn!(key, error = %e, "the file was uploaded but its permissions could not be set")
+            }
+        }
+    }
+
     /// Upload if modified. Called with the open-file lock held.
     pub(crate) async fn upload_locked(
         &self,
@@ -206,20 +226,8 @@ impl Files {
                     }
                     first_perm
                 };
-                if let Some(perm) = first_perm.filter(|_| self.backend.capabilities().posix_access)
-                {
-                    // One setAccessControl: the Blob API upload got the store's default
-                    // permissions, not the mode of the open() or a chmod made before it.
-                    let update = AccessUpdate {
-                        permissions: Some(permissions_string(perm & 0o7777)),
-                        ..Default::default()
-                    };
-                    match self.backend.set_access(&key, &update).await {
-                        Ok(after) => self.own_new_version(ino, Some(st), after),
-                        Err(e) => {
-                            warn!(key, error = %e, "the file was uploaded but its permissions could not be set")
-                        }
-                    }
+                if let Some(perm) = first_perm {
+                    self.first_permissions(ino, &key, st, perm).await;
                 }
                 // The store has it now: a crash from here on leaves nothing to recover.
                 if let Err(e) = self.record_staged(ino, st, false) {
