@@ -498,15 +498,7 @@ impl Fs {
             self.set_path_access(ino, &req).await?;
         } else if access {
             self.change_attrs(ino, Persist::Coalesce, |n| {
-                if let Some(p) = req.perm {
-                    n.perm = p & 0o7777;
-                }
-                if let Some(u) = req.uid {
-                    n.uid = u;
-                }
-                if let Some(g) = req.gid {
-                    n.gid = g;
-                }
+                set_mode_owner(n, &req);
                 Ok(())
             })
             .await?;
@@ -550,29 +542,13 @@ impl Fs {
             // Not in the store yet (staged or streaming): the mode joins its upload.
             return self
                 .change_attrs(ino, Persist::Coalesce, |n| {
-                    if let Some(p) = req.perm {
-                        n.perm = p & 0o7777;
-                    }
-                    if let Some(u) = req.uid {
-                        n.uid = u;
-                    }
-                    if let Some(g) = req.gid {
-                        n.gid = g;
-                    }
+                    set_mode_owner(n, req);
                     Ok(())
                 })
                 .await;
         }
         let edit = |n: &mut Node| {
-            if let Some(p) = req.perm {
-                n.perm = p & 0o7777;
-            }
-            if let Some(u) = req.uid {
-                n.uid = u;
-            }
-            if let Some(g) = req.gid {
-                n.gid = g;
-            }
+            set_mode_owner(n, req);
             n.ctime = SystemTime::now();
         };
         let update = AccessUpdate {
@@ -767,4 +743,17 @@ fn set_private(dir: &std::path::Path) -> FsResult<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     Ok(())
+}
+
+/// The mode, owner and group a `setattr` asks for, into the node (ctime is the caller's).
+fn set_mode_owner(n: &mut Node, req: &SetAttr) {
+    if let Some(p) = req.perm {
+        n.perm = p & 0o7777;
+    }
+    if let Some(u) = req.uid {
+        n.uid = u;
+    }
+    if let Some(g) = req.gid {
+        n.gid = g;
+    }
 }
