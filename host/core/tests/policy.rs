@@ -15,7 +15,7 @@ use blobmount_policy_api::{
 };
 
 mod common;
-use common::{Counting, put};
+use common::{Counting, names, put};
 
 const ALICE: Caller = Caller {
     uid: 1001,
@@ -115,19 +115,6 @@ fn setup() -> T {
         fs,
         _dir: dir,
     }
-}
-
-async fn names(fs: &Fs, ino: u64) -> Vec<String> {
-    let fh = fs.opendir(ino).await.unwrap();
-    let v = fs
-        .readdir(fh, 0)
-        .unwrap()
-        .into_iter()
-        .map(|(_, e)| e.name)
-        .filter(|n| n != "." && n != "..")
-        .collect();
-    fs.releasedir(fh);
-    v
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use blobmount_backend::Backend;
 use blobmount_core::{Fs, Invalidation, PollConfig, ROOT_INO};
 
 mod common;
-use common::{TestFs, put, test_fs};
+use common::{TestFs, names, put, test_fs};
 
 fn polled(tweak: impl FnOnce(&mut PollConfig)) -> TestFs {
     test_fs(|c| {
@@ -23,19 +23,6 @@ fn polled(tweak: impl FnOnce(&mut PollConfig)) -> TestFs {
         };
         tweak(&mut c.poll);
     })
-}
-
-async fn names(fs: &Fs, ino: u64) -> Vec<String> {
-    let fh = fs.opendir(ino).await.unwrap();
-    let v = fs
-        .readdir(fh, 0)
-        .unwrap()
-        .into_iter()
-        .map(|(_, e)| e.name)
-        .filter(|n| n != "." && n != "..")
-        .collect();
-    fs.releasedir(fh);
-    v
 }
 
 async fn read_all(fs: &Fs, ino: u64) -> Vec<u8> {

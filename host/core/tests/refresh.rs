@@ -8,7 +8,7 @@ use blobmount_backend::Backend;
 use blobmount_core::{Caller, Fs, FsError, Invalidation, ROOT_INO};
 
 mod common;
-use common::{TestFs, put, test_fs};
+use common::{TestFs, names, put, test_fs};
 
 const ME: Caller = Caller {
     uid: 1000,
@@ -38,19 +38,6 @@ async fn read_all(fs: &Fs, ino: u64) -> Vec<u8> {
     }
     fs.release(h.fh).await.unwrap();
     out
-}
-
-async fn names(fs: &Fs, ino: u64) -> Vec<String> {
-    let fh = fs.opendir(ino).await.unwrap();
-    let v = fs
-        .readdir(fh, 0)
-        .unwrap()
-        .into_iter()
-        .map(|(_, e)| e.name)
-        .filter(|n| n != "." && n != "..")
-        .collect();
-    fs.releasedir(fh);
-    v
 }
 
 #[tokio::test]

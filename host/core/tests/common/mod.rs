@@ -372,3 +372,17 @@ pub async fn stored(b: &dyn Backend, key: &str) -> Option<Vec<u8>> {
 
 pub mod hooked;
 pub mod sched;
+
+/// The names an `ls` of directory `ino` shows (without `.` and `..`), through one opendir.
+pub async fn names(fs: &Fs, ino: u64) -> Vec<String> {
+    let fh = fs.opendir(ino).await.unwrap();
+    let v = fs
+        .readdir(fh, 0)
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.name)
+        .filter(|n| n != "." && n != "..")
+        .collect();
+    fs.releasedir(fh);
+    v
+}
