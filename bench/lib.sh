@@ -60,3 +60,15 @@ start_shaper() {
     done
     die "shaping proxy did not start"
 }
+
+# release_blobmount: set BM to $BLOBMOUNT_BIN, else build the release binary (needs REPO and
+# a `log` function) and set BM to it.
+release_blobmount() {
+    if [[ -n ${BLOBMOUNT_BIN:-} ]]; then
+        BM=$BLOBMOUNT_BIN
+    else
+        log "cargo build --release -p blobmount"
+        (cd "$REPO" && cargo build --release -q --locked -p blobmount)
+        BM=${CARGO_TARGET_DIR:-$REPO/target}/release/blobmount
+    fi
+}

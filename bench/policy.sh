@@ -37,13 +37,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{if(NR%2)print a[(N
 [[ -f $PLUGIN ]] || die "missing $PLUGIN (run bash plugins/build.sh)"
 unset AWS_CA_BUNDLE STORAGE_EMULATOR_HOST AZURE_STORAGE_CONNECTION_STRING
 
-if [[ -n ${BLOBMOUNT_BIN:-} ]]; then
-    BM=$BLOBMOUNT_BIN
-else
-    log "cargo build --release -p blobmount"
-    (cd "$REPO" && cargo build --release -q --locked -p blobmount)
-    BM=${CARGO_TARGET_DIR:-$REPO/target}/release/blobmount
-fi
+release_blobmount
 
 mkdir -p "$WORK"/{mnt,azurite,logs} "$HERE/results"
 AZ_PID= MPID=

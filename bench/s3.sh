@@ -57,13 +57,7 @@ if [[ ! -x $S3S ]]; then
     log "cargo install s3s-fs $S3S_VERSION (a few minutes)"
     cargo install -q --locked --root "$TOOLS/s3s" s3s-fs --version "$S3S_VERSION" --features binary
 fi
-if [[ -n ${BLOBMOUNT_BIN:-} ]]; then
-    BM=$BLOBMOUNT_BIN
-else
-    log "cargo build --release -p blobmount"
-    (cd "$REPO" && cargo build --release -q --locked -p blobmount)
-    BM=${CARGO_TARGET_DIR:-$REPO/target}/release/blobmount
-fi
+release_blobmount
 build_shaper
 
 # ---------------------------------------------------------------- server

@@ -54,13 +54,7 @@ field() { tr ' ' '\n' | sed -n "s/^$1=//p"; } # field NAME < "a=1 b=2"
 command -v rclone >/dev/null || die "missing rclone (apt-get install rclone)"
 unset AWS_CA_BUNDLE STORAGE_EMULATOR_HOST AZURE_STORAGE_CONNECTION_STRING
 
-if [[ -n ${BLOBMOUNT_BIN:-} ]]; then
-    BM=$BLOBMOUNT_BIN
-else
-    log "cargo build --release -p blobmount"
-    (cd "$REPO" && cargo build --release -q --locked -p blobmount)
-    BM=${CARGO_TARGET_DIR:-$REPO/target}/release/blobmount
-fi
+release_blobmount
 build_shaper
 
 mkdir -p "$WORK"/{mnt,azurite,logs,cache} "$HERE/results"
