@@ -26,7 +26,7 @@ echo "$out" | grep -E '^(filled|rsync -a of)' || true
 mkdir -p "$HERE/results"
 if [[ ! -s $HERE/results/rsync.md ]]; then
     {
-        echo "| run (UTC) | workload | time | requests/file | LIST/file | HEAD/file | PUT+copy/file | metadata/file | other/file | raw SDK | load (1/5/15 min) |"
+        echo "| run (UTC) | workload | time | requests/file | LIST/file | HEAD/file | PUT+copy/file | metadata/file | other/file | raw SDK (ratio) | load (1/5/15 min) |"
         echo "|---|---|---|---|---|---|---|---|---|---|---|"
     } >"$HERE/results/rsync.md"
 fi

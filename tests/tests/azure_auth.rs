@@ -5,7 +5,7 @@
 
 use base64::Engine;
 use blobmount_tests::AZURITE_KEY as AZURITE_KEY_B64;
-use blobmount_tests::{Emulator, Kind, Mount, MountSpec, sh};
+use blobmount_tests::{Emulator, Kind, Mount, MountSpec, block_on, sh};
 
 /// An account SAS for the Blob service signed with Azurite's key (string-to-sign of
 /// version 2020-12-06 and later).
@@ -44,8 +44,18 @@ fn works(emu: &Emulator, bucket: &str, spec: MountSpec, d: &str) {
     let log = |e: std::io::Error| panic!("{e}\n{}", m.log_text());
     std::fs::create_dir(m.p(d)).unwrap_or_else(log);
     std::fs::write(m.p(&format!("{d}/a.txt")), b"alpha").unwrap_or_else(log);
+    // A mode held after close goes up with the rename's copy (Copy Blob, whose source the
+    // store reads under the same credential: a SAS must be given with the source too).
+    std::fs::set_permissions(
+        m.p(&format!("{d}/a.txt")),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap_or_else(log);
     std::fs::rename(m.p(&format!("{d}/a.txt")), m.p(&format!("{d}/b.txt"))).unwrap_or_else(log);
     assert_eq!(std::fs::read(m.p(&format!("{d}/b.txt"))).unwrap(), b"alpha");
+    let stored = block_on(emu.backend(bucket).head(&format!("{d}/b.txt"))).unwrap();
+    let mode = stored.metadata.unwrap_or_default().get("mode").cloned();
+    assert_eq!(mode.as_deref(), Some("33152"), "mode 0o100600 in the store");
     assert_eq!(sh(m.path(), &format!("ls {d}")), "b.txt\n");
     assert_eq!(emu.get_object(bucket, &format!("{d}/b.txt")), b"alpha");
     std::fs::remove_file(m.p(&format!("{d}/b.txt"))).unwrap();

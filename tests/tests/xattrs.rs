@@ -245,6 +245,35 @@ fn xattrs(kind: Kind) {
     assert_eq!(listx(&f), ["user.color"]);
     assert_eq!(std::fs::read(&f).unwrap(), b"hello");
 
+    // A chmod held for the delay and a rename right after it: the copy that renames carries
+    // the new mode and keeps the xattr (Azure and S3 in the copy request itself).
+    sh(
+        d,
+        "cp f.txt moved.txt && chmod 640 moved.txt && mv moved.txt moved2.txt",
+    );
+    let sm = store_meta(&emu, &bucket, "moved2.txt");
+    let want_mode = if emu.dfs.is_some() { "0640" } else { "33184" };
+    assert_eq!(
+        sm.get(mode_key).map(String::as_str),
+        Some(want_mode),
+        "{sm:?}"
+    );
+    assert!(emu.get_object_opt(&bucket, "moved.txt").is_none());
+    assert_eq!(emu.get_object(&bucket, "moved2.txt"), b"hello");
+    sh(
+        d,
+        "setfattr -n user.shape -v round moved2.txt && chmod 604 moved2.txt && mv moved2.txt moved3.txt",
+    );
+    let sm = store_meta(&emu, &bucket, "moved3.txt");
+    let want_mode = if emu.dfs.is_some() { "0604" } else { "33156" };
+    assert_eq!(
+        sm.get(mode_key).map(String::as_str),
+        Some(want_mode),
+        "{sm:?}"
+    );
+    assert_eq!(sm.get("shape").map(String::as_str), Some("round"), "{sm:?}");
+    std::fs::remove_file(m.p("moved3.txt")).unwrap();
+
     // Written by another tool: read through the mount.
     let ext = m.p("ext.bin");
     assert_eq!(getx(&ext, "user.team").unwrap(), b"ml");

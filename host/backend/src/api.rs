@@ -339,6 +339,38 @@ pub trait Backend: Send + Sync + Debug {
         cond: &Precondition,
     ) -> Result<PutOutcome>;
 
+    /// [`Backend::copy`] that gives `to` the user metadata `meta.metadata` instead of the
+    /// source's, and the content type `meta.content_type` where given (`stored_type`: the
+    /// source's, when the caller knows it), conditional on `from` still being version
+    /// `source_etag` when given (`PreconditionFailed` otherwise) and on `cond` about `to`.
+    /// A rename carries a file's held mode and times this way. One request where the store
+    /// takes metadata with a copy (Azure Copy Blob with `x-ms-meta-*`, S3 CopyObject with
+    /// `REPLACE`, memory), plus Azure's type change when the type changes. The default sets
+    /// the metadata on the source first, then copies (typed when the type changes): what a
+    /// rename cost before.
+    async fn copy_as(
+        &self,
+        from: &str,
+        to: &str,
+        meta: &PutMeta,
+        source_etag: Option<&str>,
+        stored_type: Option<&str>,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        let kept = PutMeta {
+            metadata: meta.metadata.clone(),
+            content_type: stored_type.map(str::to_string),
+        };
+        self.set_metadata_over(from, &kept, source_etag, stored_type)
+            .await?;
+        match &meta.content_type {
+            Some(ct) if stored_type != Some(ct.as_str()) => {
+                self.copy_typed(from, to, ct, cond).await
+            }
+            Some(_) | None => self.copy(from, to, cond).await,
+        }
+    }
+
     /// MD5 of the object's content as the store reports it (Azure `Content-MD5`, GCS
     /// `x-goog-hash: md5=`, S3 ETags of single-part uploads without KMS or customer keys);
     /// `None` when the store reports none. Fails with `PreconditionFailed` when the object

@@ -481,6 +481,37 @@ impl Backend for AzureBackend {
         }
     }
 
+    /// One Copy Blob carrying the metadata (and the source's version as its condition);
+    /// Get and Set Blob Properties after it only when the type changes, as for
+    /// [`Backend::copy_typed`].
+    async fn copy_as(
+        &self,
+        from: &str,
+        to: &str,
+        meta: &PutMeta,
+        source_etag: Option<&str>,
+        stored_type: Option<&str>,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        crate::objstore::key_to_path(to)?;
+        let etag = self
+            .blocks
+            .copy_blob(from, to, &meta.metadata, source_etag, cond)
+            .await?;
+        match &meta.content_type {
+            Some(ct) if stored_type != Some(ct.as_str()) => {
+                match self.blocks.set_content_type(to, ct).await {
+                    Ok(etag) => Ok(PutOutcome { etag }),
+                    Err(e) => {
+                        tracing::warn!(key = to, error = %e, "could not set the content type of a copy; it keeps the source's");
+                        Ok(PutOutcome { etag })
+                    }
+                }
+            }
+            Some(_) | None => Ok(PutOutcome { etag }),
+        }
+    }
+
     async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
         self.lister.content_md5(key, etag).await
     }

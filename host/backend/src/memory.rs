@@ -564,6 +564,31 @@ impl Backend for MemoryBackend {
         self.store(to, src.data, &meta, cond)
     }
 
+    async fn copy_as(
+        &self,
+        from: &str,
+        to: &str,
+        meta: &PutMeta,
+        source_etag: Option<&str>,
+        _stored_type: Option<&str>,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        self.counters.copy.fetch_add(1, Ordering::Relaxed);
+        let src = self
+            .lock()
+            .get(from)
+            .cloned()
+            .ok_or_else(|| BackendError::NotFound { key: from.into() })?;
+        if source_etag.is_some_and(|e| e != src.etag) {
+            return Err(BackendError::PreconditionFailed { key: from.into() });
+        }
+        let meta = PutMeta {
+            metadata: meta.metadata.clone(),
+            content_type: meta.content_type.clone().or(src.meta.content_type),
+        };
+        self.store_with_md5(to, src.data, src.md5, &meta, cond)
+    }
+
     async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
         let map = self.lock();
         let o = map

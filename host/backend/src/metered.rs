@@ -250,6 +250,22 @@ impl Backend for Metered {
         self.stats.count(6, r)
     }
 
+    async fn copy_as(
+        &self,
+        from: &str,
+        to: &str,
+        meta: &PutMeta,
+        source_etag: Option<&str>,
+        stored_type: Option<&str>,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        let r = self
+            .inner
+            .copy_as(from, to, meta, source_etag, stored_type, cond)
+            .await;
+        self.stats.count(6, r)
+    }
+
     async fn set_metadata(
         &self,
         key: &str,

@@ -134,6 +134,31 @@ impl Rest {
         &self.retry
     }
 
+    /// The URL of a blob of this account as an Azure copy source (`x-ms-copy-source`): with a
+    /// SAS credential the source is read under the same SAS (appended to it), as
+    /// `object_store` does for its copies; Shared Key and bearer tokens authorize the source
+    /// of a copy within the account by the request's own signature.
+    pub async fn azure_source_url(&self, url: &str) -> Result<String> {
+        let Signer::Azure { creds, .. } = &self.signer else {
+            return Ok(url.to_string());
+        };
+        let cred = creds
+            .get_credential()
+            .await
+            .map_err(|e| BackendError::Unauthenticated(redact(&e.to_string())))?;
+        match cred.as_ref() {
+            object_store::azure::AzureCredential::SASToken(pairs) => {
+                let mut u = url::Url::parse(url)
+                    .map_err(|e| BackendError::Other(format!("copy source {url}: {e}")))?;
+                u.query_pairs_mut()
+                    .extend_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                Ok(u.to_string())
+            }
+            object_store::azure::AzureCredential::AccessKey(_)
+            | object_store::azure::AzureCredential::BearerToken(_) => Ok(url.to_string()),
+        }
+    }
+
     /// Build and sign one attempt.
     async fn signed(
         &self,

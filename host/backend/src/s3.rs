@@ -220,6 +220,42 @@ impl Backend for S3Backend {
         self.parts.copy_replacing(from, &etag, to, &meta).await
     }
 
+    /// CopyObject with `REPLACE` and the new metadata: a HEAD of the source and one copy
+    /// (was HEAD + CopyObject onto itself + CopyObject). The HEAD checks the version because
+    /// some S3-compatible servers ignore `x-amz-copy-source-if-match` (moto does), and gives
+    /// the size (CopyObject copies at most 5 GiB) and the type to keep.
+    async fn copy_as(
+        &self,
+        from: &str,
+        to: &str,
+        meta: &PutMeta,
+        source_etag: Option<&str>,
+        stored_type: Option<&str>,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        let info = self.head(from).await?;
+        if source_etag.is_some() && info.etag.as_deref() != source_etag {
+            return Err(BackendError::PreconditionFailed { key: from.into() });
+        }
+        let Some(etag) = info.etag.filter(|_| info.size <= COPY_OBJECT_MAX) else {
+            let kept = PutMeta {
+                metadata: meta.metadata.clone(),
+                content_type: stored_type.map(str::to_string).or(info.content_type),
+            };
+            self.set_metadata(from, &kept, source_etag).await?;
+            return match &meta.content_type {
+                Some(ct) => self.copy_typed(from, to, ct, cond).await,
+                None => self.copy(from, to, cond).await,
+            };
+        };
+        check_precondition(self, to, cond).await?;
+        let meta = PutMeta {
+            metadata: meta.metadata.clone(),
+            content_type: meta.content_type.clone().or(info.content_type),
+        };
+        self.parts.copy_replacing(from, &etag, to, &meta).await
+    }
+
     async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
         self.lister.content_md5(key, etag).await
     }

@@ -5,7 +5,9 @@
 //! A change of a closed file is therefore held for a short delay (`write.attr-delay-ms`), so
 //! the changes that follow each other go up as one request. A held change is written:
 //! - when the delay has passed (a timer task; a failed write is tried again later);
-//! - before the file is renamed (the copy then carries it), opened, or its directory renamed;
+//! - by the copy that renames the file (`Backend::copy_as`: one Copy Blob or CopyObject that
+//!   sets the new name's metadata, not a metadata write before the copy); before the file is
+//!   opened or its directory renamed;
 //! - by an upload of the file (its metadata carries the node's attributes), or by fsync; a
 //!   change of an open file is held until the delay after its last release;
 //! - at unmount (`Fs::flush_for_shutdown`, also run on SIGTERM).
@@ -27,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use blobmount_backend::{Backend, BackendError, PutMeta};
+use blobmount_backend::{Backend, BackendError, Precondition, PutMeta};
 use tracing::warn;
 
 use crate::attr::{self, Kind};
@@ -208,6 +210,39 @@ impl AttrWriter {
         Ok(())
     }
 
+    /// Copy the file `ino` from `from` to `to` (a rename) carrying its held change in the
+    /// copy itself ([`Backend::copy_as`]: on Azure and S3 one request instead of a metadata
+    /// write and a copy), conditional on the version the node knows; the copy gets
+    /// `new_type`. `None` when nothing is held (the caller copies as usual); the change is
+    /// no longer held once the copy is made.
+    pub(crate) async fn copy_carrying(
+        &self,
+        ino: u64,
+        from: &str,
+        to: &str,
+        new_type: Option<&str>,
+    ) -> FsResult<Option<Option<String>>> {
+        let _w = self.writing.lock().await;
+        if !self.is_pending(ino) {
+            return Ok(None);
+        }
+        let node = lock(&self.ns.table)
+            .get(ino)
+            .cloned()
+            .ok_or(FsError::NotFound)?;
+        let pm = PutMeta {
+            metadata: node_metadata(&node),
+            content_type: new_type.map(str::to_string),
+        };
+        let (version, stored) = (node.etag.as_deref(), node.content_type.as_deref());
+        let copied = self
+            .backend
+            .copy_as(from, to, &pm, version, stored, &Precondition::None)
+            .await?;
+        self.forget(ino);
+        Ok(Some(copied.etag))
+    }
+
     async fn write_locked(&self, ino: u64) -> FsResult<()> {
         let key = self.ns.key_of(ino)?;
         let node = lock(&self.ns.table)
@@ -217,10 +252,7 @@ impl AttrWriter {
         if node.detached {
             return Err(FsError::NotFound);
         }
-        let mut meta = attr::encode(
-            &node.meta, node.kind, node.perm, node.uid, node.gid, node.mtime,
-        );
-        attr::encode_times(&mut meta, node.ctime, node.atime);
+        let mut meta = node_metadata(&node);
         // Stores that rewrite the object to change its metadata (Azure, S3) would drop its
         // type otherwise.
         let content_type = (node.kind == Kind::File).then(|| {
@@ -294,4 +326,13 @@ impl AttrWriter {
         }
         Ok(())
     }
+}
+
+/// The user metadata that stores a node's mode, owner and times.
+fn node_metadata(node: &crate::inode::Node) -> blobmount_backend::UserMetadata {
+    let mut meta = attr::encode(
+        &node.meta, node.kind, node.perm, node.uid, node.gid, node.mtime,
+    );
+    attr::encode_times(&mut meta, node.ctime, node.atime);
+    meta
 }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use blobmount_backend::{BackendError, Precondition, PutMeta, RenameCond, UserMetadata};
+use blobmount_backend::{
+    BackendError, Precondition, PutMeta, PutOutcome, RenameCond, UserMetadata,
+};
 use bytes::Bytes;
 
 use crate::attr::{self, Attr, Kind};
@@ -603,8 +605,9 @@ impl Fs {
             let local_only = ino
                 .and_then(|i| lock(&self.ns.table).get(i).map(|n| n.local_only))
                 .unwrap_or(false);
-            if let Some(i) = ino {
-                // Mode and times held for a moment go up now, and the copy carries them.
+            if let Some(i) = ino
+                && local_only
+            {
                 self.attrs.flush(i).await?;
             }
             if !local_only {
@@ -612,13 +615,25 @@ impl Fs {
                 // object does not outlive its name); the copy carries it where it can.
                 let new_type = (node.kind == Kind::File)
                     .then(|| self.config().content_types.for_name(&to).to_string());
-                let copied = match &new_type {
-                    Some(ct) if node.content_type.as_deref() != Some(ct.as_str()) => {
+                // Mode and times held for a moment go up with the copy (`attrwrite.rs`).
+                let carried = match ino {
+                    Some(i) => {
+                        self.attrs
+                            .copy_carrying(i, &from, &to, new_type.as_deref())
+                            .await?
+                    }
+                    None => None,
+                };
+                let copied = match (carried, &new_type) {
+                    (Some(etag), _) => PutOutcome { etag },
+                    (None, Some(ct)) if node.content_type.as_deref() != Some(ct.as_str()) => {
                         self.backend
                             .copy_typed(&from, &to, ct, &Precondition::None)
                             .await?
                     }
-                    Some(_) | None => self.backend.copy(&from, &to, &Precondition::None).await?,
+                    (None, Some(_) | None) => {
+                        self.backend.copy(&from, &to, &Precondition::None).await?
+                    }
                 };
                 ignore_missing(self.backend.delete(&from).await)?;
                 if let Some(i) = ino

@@ -180,6 +180,20 @@ impl Backend for Hooked {
     ) -> Result<PutOutcome> {
         self.inner.copy_typed(from, to, content_type, cond).await
     }
+
+    async fn copy_as(
+        &self,
+        from: &str,
+        to: &str,
+        meta: &PutMeta,
+        source_etag: Option<&str>,
+        stored_type: Option<&str>,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        self.inner
+            .copy_as(from, to, meta, source_etag, stored_type, cond)
+            .await
+    }
     async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
         self.inner.content_md5(key, etag).await
     }

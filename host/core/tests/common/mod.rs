@@ -214,6 +214,21 @@ impl Backend for Counting {
         self.copies.fetch_add(1, SeqCst);
         self.inner.copy_typed(from, to, content_type, cond).await
     }
+
+    async fn copy_as(
+        &self,
+        from: &str,
+        to: &str,
+        meta: &PutMeta,
+        source_etag: Option<&str>,
+        stored_type: Option<&str>,
+        cond: &Precondition,
+    ) -> blobmount_backend::Result<blobmount_backend::PutOutcome> {
+        self.copies.fetch_add(1, SeqCst);
+        self.inner
+            .copy_as(from, to, meta, source_etag, stored_type, cond)
+            .await
+    }
     async fn content_md5(
         &self,
         key: &str,
