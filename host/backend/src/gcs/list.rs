@@ -71,6 +71,39 @@ impl JsonLister {
         max: usize,
         delimited: bool,
     ) -> Result<ListPage> {
+        let (seen, token) = match token {
+            Some(t) => {
+                let (seen, inner) = split_token(t).ok_or_else(|| {
+                    BackendError::Other(format!("list {prefix:?}: not a page token: {t:?}"))
+                })?;
+                (Some(seen), Some(inner))
+            }
+            None => (None, None),
+        };
+        let mut page = self.fetch(prefix, token, max, delimited).await?;
+        // fake-gcs-server returns every prefix from the page on with each page; GCS returns
+        // each once, in order. Either way a prefix is reported once.
+        if let Some(seen) = seen.filter(|s| !s.is_empty()) {
+            page.prefixes.retain(|p| p.as_str() > seen);
+        }
+        let last = page
+            .prefixes
+            .iter()
+            .max()
+            .map(String::as_str)
+            .or(seen)
+            .unwrap_or("");
+        page.next = page.next.map(|t| join_token(last, &t));
+        Ok(page)
+    }
+
+    async fn fetch(
+        &self,
+        prefix: &str,
+        token: Option<&str>,
+        max: usize,
+        delimited: bool,
+    ) -> Result<ListPage> {
         let url = self.url(prefix, token, max, delimited);
         let what = format!("list {prefix:?}");
         let r = self
@@ -107,6 +140,22 @@ impl JsonLister {
             .collect();
         format!("{}?{}", self.objects_url, q.join("&"))
     }
+}
+
+/// Our page token: the greatest prefix reported so far and GCS's token,
+/// `{length of the prefix}:{prefix}{token}`.
+fn join_token(last_prefix: &str, token: &str) -> String {
+    format!("{}:{last_prefix}{token}", last_prefix.len())
+}
+
+/// (greatest prefix reported so far, GCS's token) of one of our page tokens.
+fn split_token(t: &str) -> Option<(&str, &str)> {
+    let (n, rest) = t.split_once(':')?;
+    let n: usize = n.parse().ok()?;
+    if !rest.is_char_boundary(n) {
+        return None;
+    }
+    Some(rest.split_at(n))
 }
 
 /// Parse one `storage#objects` reply.
@@ -313,6 +362,17 @@ mod tests {
     }
 
     #[test]
+    fn page_tokens_carry_the_last_prefix() {
+        for (last, inner) in [("", "d/a"), ("d/\u{1}:é/", "t:k/=é"), ("9:", "")] {
+            let t = join_token(last, inner);
+            assert_eq!(split_token(&t), Some((last, inner)), "{t:?}");
+        }
+        assert_eq!(split_token("x"), None);
+        assert_eq!(split_token("9:short"), None);
+        assert_eq!(split_token("1:é"), None);
+    }
+
+    #[test]
     fn malformed_replies_are_errors() {
         for bad in [
             "<xml/>",
@@ -330,6 +390,7 @@ mod tests {
 
     #[test]
     fn query_values_are_strictly_encoded() {
+        crate::install_crypto_provider();
         let l = JsonLister::new(
             Rest::new(Default::default(), crate::rest::Signer::Anonymous).unwrap(),
             "http://h/storage/v1/b/bk/o".into(),
