@@ -255,3 +255,124 @@ fn listing_etag_and_metadata_agree_with_head_and_writes() {
     assert_eq!(p.etag, block_on(be.head("d/plain")).unwrap().etag);
     assert_eq!(listed("d/%41 b+c").size, 3);
 }
+
+/// Fill `n` objects `dir/fNNNNN` with blobmount metadata, 8 uploads at a time.
+fn fill(emu: &Emulator, bucket: &str, n: usize) {
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            s.spawn(move || {
+                for i in (t..n).step_by(8) {
+                    let (mode, size, mtime) = expected(i);
+                    put_with_metadata(
+                        emu,
+                        bucket,
+                        &format!("dir/f{i:05}"),
+                        &vec![b'x'; size as usize],
+                        &[("mode", format!("{mode:o}")), ("mtime", mtime.to_string())],
+                    );
+                }
+            });
+        }
+    });
+}
+
+/// Seconds `f` takes.
+fn timed(f: impl FnOnce()) -> f64 {
+    let t = std::time::Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn ls_l(dir: &std::path::Path) {
+    let st = std::process::Command::new("ls")
+        .arg("-l")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// The benchmark of issue 18's GCS row: `ls -l` of `BENCH_NLIST` (10,000) objects with
+/// blobmount metadata on fake-gcs-server, cold (fresh mount) and warm (second run), median of
+/// `BENCH_REPS` (3) mounts, against the raw JSON paged listing walked with curl (1000 per
+/// page); then one cold `ls -l` through the counting proxy for the requests it costs.
+/// `BLOBMOUNT_BIN` picks the daemon (a release build for numbers). Prints one Markdown row.
+#[test]
+#[ignore = "benchmark: see docs/benchmarks.md, GCS `ls -l` (issue 18)"]
+fn bench_gcs_ls_l() {
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (n, reps) = (env("BENCH_NLIST", 10_000), env("BENCH_REPS", 3));
+    let load = || {
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let load0 = load();
+    let emu = Emulator::start(Kind::Gcs);
+    let bucket = emu.create_bucket();
+    fill(&emu, &bucket, n);
+    let raw_script = format!(
+        r#"t=""; pages=0
+        while :; do
+          r=$(curl -sf "http://127.0.0.1:{port}/storage/v1/b/{bucket}/o?prefix=dir%2F&delimiter=%2F&maxResults=1000${{t:+&pageToken=$t}}") || exit 1
+          pages=$((pages+1))
+          t=$(printf '%s' "$r" | sed -n 's/.*"nextPageToken":"\([^"]*\)".*/\1/p' | sed 's|/|%2F|g')
+          [ -z "$t" ] && break
+        done
+        echo $pages"#,
+        port = emu.port()
+    );
+    let mut pages = String::new();
+    let raw = median(
+        (0..reps)
+            .map(|_| {
+                timed(|| {
+                    let o = std::process::Command::new("bash")
+                        .args(["-c", &raw_script])
+                        .output()
+                        .unwrap();
+                    assert!(o.status.success(), "{o:?}");
+                    pages = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                })
+            })
+            .collect(),
+    );
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let m = Mount::start(&MountSpec::for_emulator(&emu, &bucket));
+        cold.push(timed(|| ls_l(&m.p("dir"))));
+        warm.push(timed(|| ls_l(&m.p("dir"))));
+    }
+    let proxy = CountingProxy::start(emu.port());
+    let mut spec = MountSpec::for_emulator(&emu, &bucket);
+    spec.endpoint = Some(emu.endpoint_on(proxy.port()));
+    let m = Mount::start(&spec);
+    proxy.take();
+    ls_l(&m.p("dir"));
+    let sent = proxy.take();
+    let (lists, others) = split(&sent);
+    let heads = others.iter().filter(|l| l.starts_with("HEAD ")).count();
+    let (cold, warm) = (median(cold), median(warm));
+    println!(
+        "BENCH-ROW | `ls -l` of {n} objects | raw JSON listing (curl, {pages} pages) {raw:.3} s | cold {cold:.3} s ({:.2}x raw) | warm {warm:.3} s | requests: {} (listing {}, HEAD {heads}, other {}) | load {load0} -> {} |",
+        cold / raw,
+        sent.len(),
+        lists.len(),
+        others.len() - heads,
+        load()
+    );
+}
