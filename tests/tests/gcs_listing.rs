@@ -326,14 +326,14 @@ fn bench_gcs_ls_l() {
     let bucket = emu.create_bucket();
     fill(&emu, &bucket, n);
     let raw_script = format!(
-        r#"t=""; pages=0
+        r#"t=""; pages=0; f=$(mktemp)
         while :; do
-          r=$(curl -sf "http://127.0.0.1:{port}/storage/v1/b/{bucket}/o?prefix=dir%2F&delimiter=%2F&maxResults=1000${{t:+&pageToken=$t}}") || exit 1
+          curl -sf -o "$f" "http://127.0.0.1:{port}/storage/v1/b/{bucket}/o?prefix=dir%2F&delimiter=%2F&maxResults=1000${{t:+&pageToken=$t}}" || exit 1
           pages=$((pages+1))
-          t=$(printf '%s' "$r" | sed -n 's/.*"nextPageToken":"\([^"]*\)".*/\1/p' | sed 's|/|%2F|g')
+          t=$(grep -o '"nextPageToken":"[^"]*"' "$f" | cut -d'"' -f4 | sed 's|/|%2F|g')
           [ -z "$t" ] && break
         done
-        echo $pages"#,
+        rm -f "$f"; echo $pages"#,
         port = emu.port()
     );
     let mut pages = String::new();
