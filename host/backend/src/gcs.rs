@@ -1,5 +1,6 @@
 //! Google Cloud Storage (`gs://BUCKET`): reads, HEAD and deletes through the shared data
-//! plane ([`ObjectPlane`]); listings and MD5s over the XML API ([`RawLister`], S3 dialect);
+//! plane ([`ObjectPlane`]); listings over the JSON API ([`JsonLister`], entries with their
+//! user metadata); MD5s over the XML API ([`RawLister`], S3 dialect);
 //! every write (uploads, copies, metadata patches, resumable uploads in parts) over the JSON
 //! API ([`GcsJson`]), conditional on the object's generation.
 //!
@@ -30,11 +31,13 @@ use crate::writes::small_file;
 
 mod generation;
 pub mod json;
+mod list;
 mod upload;
 
 pub use crate::rest::encode_segment;
 use generation::{outcome, precheck, resolve};
 pub use json::{DEFAULT_ENDPOINT, GcsJson, GenCond, with_query};
+use list::JsonLister;
 use upload::GcsUpload;
 
 /// GCS's limit on the size of one object.
@@ -43,7 +46,9 @@ const MAX_OBJECT: u64 = 5 << 40;
 /// One GCS bucket.
 pub struct GcsBackend {
     plane: ObjectPlane,
-    lister: RawLister,
+    lister: JsonLister,
+    /// The XML API's HEAD, for `content_md5`.
+    xml: RawLister,
     json: Arc<GcsJson>,
     description: String,
 }
@@ -108,11 +113,15 @@ impl GcsBackend {
         } else {
             json
         };
-        // Listings go over the XML API with the JSON client's credentials and pool.
-        let lister = RawLister::new(json.rest().clone(), &json.xml_bucket_url(), Dialect::S3);
+        // Listings over the JSON API (entries carry user metadata), MD5s over the XML API's
+        // HEAD (whose ETag is the one the core holds), both with the JSON client's
+        // credentials and pool.
+        let lister = JsonLister::new(json.rest().clone(), json.objects_url());
+        let xml = RawLister::new(json.rest().clone(), &json.xml_bucket_url(), Dialect::S3);
         Ok(GcsBackend {
             plane: ObjectPlane::new(store),
             lister,
+            xml,
             json: Arc::new(json),
             description: format!("gs://{}", url.bucket),
         })
@@ -285,7 +294,7 @@ impl Backend for GcsBackend {
     }
 
     async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
-        self.lister.content_md5(key, etag).await
+        self.xml.content_md5(key, etag).await
     }
 
     /// Patched in place (no rewrite of the data), conditional on the generation read.

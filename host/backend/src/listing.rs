@@ -6,7 +6,9 @@
 //! the user metadata Azure can return in the same call, which the core needs to tell a
 //! directory marker (`hdi_isfolder=true`) from an empty file without a HEAD per entry.
 //!
-//! Dialects: S3 `ListObjectsV2` (also spoken by the GCS XML API) and Azure `List Blobs`.
+//! Dialects: S3 `ListObjectsV2` and Azure `List Blobs`. GCS lists over its JSON API instead
+//! (`crate::gcs::list`, whose entries carry user metadata too, with the same acceptance of
+//! odd keys); it uses this module only for the XML API's HEAD in [`RawLister::content_md5`].
 //! Requests are signed by [`Rest`] with `object_store`'s own authorizers.
 
 use std::time::SystemTime;
@@ -22,7 +24,7 @@ use crate::rest::{Rest, encode_segment, percent_decode, status_error};
 /// Which listing API a bucket URL speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
-    /// S3 `ListObjectsV2` (AWS, S3-compatible stores, the GCS XML API).
+    /// S3 `ListObjectsV2` (AWS, S3-compatible stores; the GCS XML API's HEAD for MD5s).
     S3,
     /// Azure Blob `List Blobs` with `include=metadata`.
     Azure,

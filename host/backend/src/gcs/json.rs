@@ -6,8 +6,8 @@
 //! tests and users run (fake-gcs-server as shipped on PyPI) implements only the JSON API for
 //! writes, and the JSON API is the better fit anyway: uploads, copies (`rewriteTo`) and
 //! metadata updates (`PATCH`, no rewrite of the data) all take an `ifGenerationMatch`
-//! precondition, which is GCS's atomic compare-and-swap. Reads, HEAD, listing and delete stay
-//! on `object_store`, which handles them well on both.
+//! precondition, which is GCS's atomic compare-and-swap. Reads, HEAD and delete stay on
+//! `object_store`, which handles them well on both; listings are in `list`.
 //!
 //! The core speaks ETags. A replacing write therefore resolves the ETag it was given to the
 //! object's generation first (one HEAD) and then writes with `ifGenerationMatch`: if the object
@@ -107,7 +107,16 @@ impl GcsJson {
         self.checked
     }
 
-    /// Base URL of the bucket for XML-API calls (listing).
+    /// URL of the bucket's object collection (JSON-API listings).
+    pub fn objects_url(&self) -> String {
+        format!(
+            "{}/storage/v1/b/{}/o",
+            self.base,
+            encode_segment(&self.bucket)
+        )
+    }
+
+    /// Base URL of the bucket for XML-API calls (MD5s).
     pub fn xml_bucket_url(&self) -> String {
         format!("{}/{}", self.base, encode_segment(&self.bucket))
     }

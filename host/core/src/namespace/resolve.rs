@@ -184,7 +184,7 @@ impl Namespace {
             (listed_seg.clone(), listing_fresh, listed_info)
             && addressable(&info.key)
         {
-            // The listing carried size, ETag and user metadata (Azure): nothing to ask.
+            // The listing carried size, ETag and user metadata (Azure, GCS): nothing to ask.
             self.stats.listing_attr_hits.fetch_add(1, Ordering::Relaxed);
             // The listing asked the filter about this very description: not asked again.
             let mut p = Probe::file(seg, info);
