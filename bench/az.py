@@ -17,6 +17,7 @@ commands (timings are printed as "key=value" words on one line):
   put-random KEY MIB [SEED]       upload MIB MiB of pseudo-random bytes (blocks of 64 MiB); no local copy
   populate PREFIX N SIZE          create N objects PREFIX/fNNNNN of SIZE bytes with 16 threads
   sas-url KEY                     print a read SAS URL for KEY (for curl)
+  list-sas                        print a read+list SAS query string for the container (for curl)
   list PREFIX REPS                SDK paged listing (walks every page) REPS times -> secs=median runs=...
   get-small PREFIX N THREADS      GET PREFIX/f00000..N-1 with THREADS threads -> ops_per_s=...
   head KEY                        print the size of KEY
@@ -41,7 +42,9 @@ from azure.storage.blob import (
     BlobBlock,
     BlobSasPermissions,
     BlobServiceClient,
+    ContainerSasPermissions,
     generate_blob_sas,
+    generate_container_sas,
 )
 
 ACCOUNT = "devstoreaccount1"
@@ -189,6 +192,12 @@ def main():
             expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1),
         )
         print(f"{endpoint}/{container}/{key}?{sas}")
+    elif cmd == "list-sas":
+        print(generate_container_sas(
+            ACCOUNT, container, account_key=KEY,
+            permission=ContainerSasPermissions(read=True, list=True),
+            expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1),
+        ))
     elif cmd == "list":
         prefix, reps = args[0], int(args[1])
         runs, n = [], 0

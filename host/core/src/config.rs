@@ -80,7 +80,7 @@ impl FsConfig {
             list_cache_max_entries: 100_000,
             cache_dir,
             rename_dir_limit: 1000,
-            list_page_size: 1000,
+            list_page_size: 5000,
             read_ahead_max: 8 * 1024 * 1024,
             read_block: 1024 * 1024,
             read_memory: 64 * 1024 * 1024,

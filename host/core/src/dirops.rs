@@ -111,7 +111,13 @@ impl Fs {
             // Just made, after finding nothing under its prefix: it is empty, so the files
             // about to be created in it need no probe each (within the list TTL, like any
             // listing).
-            t.cache_listing(ino, Vec::new(), false, self.cfg.list_cache_max_entries);
+            t.cache_listing(
+                ino,
+                Vec::new(),
+                false,
+                self.cfg.list_cache_max_entries,
+                std::time::Duration::ZERO,
+            );
         }
         let n = t.get_mut(ino).map(|n| {
             n.lookups += 1;

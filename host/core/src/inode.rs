@@ -83,8 +83,11 @@ pub struct DirCache {
     /// Last listing (names -> key segments and kinds): the list cache and the type cache,
     /// and how stand-in names are resolved.
     pub listing: Option<Vec<Entry>>,
-    /// When `listing` was read from the store.
+    /// When `listing` was read from the store (when its last page arrived).
     pub listed_at: Option<Instant>,
+    /// How long reading `listing` took: a listing stays fresh for at least that long (see
+    /// [`DirCache::fresh_listing`]).
+    pub listing_took: std::time::Duration,
     /// Names recently found absent (negative cache): when, and whether the store does hold
     /// an object there that the filter hides (then the name is not free to create).
     pub negatives: HashMap<String, (Instant, Hidden)>,
@@ -180,15 +183,25 @@ impl DirCache {
 
     /// Cache a listing; `entries` must be sorted by name (as `list_dir` returns them), so
     /// lookups can binary-search it.
-    pub fn set_listing(&mut self, entries: Vec<Entry>, hides: bool) {
+    /// Cache a listing that took `took` to read; `entries` must be sorted by name (as
+    /// `list_dir` returns them), so lookups can binary-search it.
+    pub fn set_listing(&mut self, entries: Vec<Entry>, hides: bool, took: std::time::Duration) {
         debug_assert!(entries.windows(2).all(|w| w[0].name <= w[1].name));
         self.listing = Some(entries);
         self.listed_at = Some(Instant::now());
+        self.listing_took = took;
         self.listing_hides = hides;
     }
 
-    /// The listing, if it is younger than `ttl`.
+    /// The listing, if it is younger than `ttl`, or than the time it took to read when that
+    /// was longer: a directory whose listing takes 20 s (100,000 objects) would otherwise be
+    /// listed again by every `ls -l` (its lookups outlast a 1 s TTL), and a listing is as
+    /// old as its first page anyway. A zero `ttl` (caching off) stays zero.
     pub fn fresh_listing(&self, ttl: std::time::Duration) -> Option<&Vec<Entry>> {
+        let ttl = match ttl.is_zero() {
+            true => ttl,
+            false => ttl.max(self.listing_took),
+        };
         match (&self.listing, self.listed_at) {
             (Some(l), Some(at)) if at.elapsed() < ttl => Some(l),
             _ => None,
@@ -385,12 +398,13 @@ impl Table {
         entries: Vec<Entry>,
         hides: bool,
         cap: usize,
+        took: std::time::Duration,
     ) -> usize {
         let n = entries.len();
         let Some(node) = self.nodes.get_mut(&ino) else {
             return 0;
         };
-        node.dir.set_listing(entries, hides);
+        node.dir.set_listing(entries, hides, took);
         self.listed_bound += n;
         if self.listed_bound <= cap {
             return 0;
@@ -708,6 +722,7 @@ mod tests {
             listed(&[("b", Kind::File), ("d", Kind::Dir)]),
             false,
             100,
+            Duration::ZERO,
         );
         let names = |t: &Table| -> Vec<(String, Kind)> {
             let l = t
@@ -751,13 +766,32 @@ mod tests {
         assert!(!d.is_known_free("y", ttl, ttl), "hidden: taken");
         d.note_absent("x", ttl, Hidden::No);
         assert!(d.is_known_free("x", ttl, ttl));
-        d.set_listing(Vec::new(), true);
+        d.set_listing(Vec::new(), true, Duration::ZERO);
         assert!(
             !d.is_known_free("z", ttl, ttl),
             "the listing left something out"
         );
-        d.set_listing(Vec::new(), false);
+        d.set_listing(Vec::new(), false, Duration::ZERO);
         assert!(d.is_known_free("z", ttl, ttl));
         assert!(d.generation > g);
+    }
+
+    #[test]
+    fn a_slow_listing_stays_fresh_as_long_as_it_took() {
+        let mut d = DirCache::default();
+        let short = Duration::from_millis(20);
+        d.set_listing(Vec::new(), false, Duration::ZERO);
+        std::thread::sleep(short * 2);
+        assert!(d.fresh_listing(short).is_none(), "a quick listing expires");
+        d.set_listing(Vec::new(), false, Duration::from_secs(30));
+        std::thread::sleep(short * 2);
+        assert!(
+            d.fresh_listing(short).is_some(),
+            "took 30 s: fresh for 30 s"
+        );
+        assert!(
+            d.fresh_listing(Duration::ZERO).is_none(),
+            "a zero TTL (caching off) stays off"
+        );
     }
 }

@@ -240,7 +240,7 @@ impl Default for CacheConfig {
             read_ahead_max_mib: 64,
             read_block_mib: 8,
             read_memory_mib: 512,
-            list_page_size: 1000,
+            list_page_size: 5000,
             list_ttl_secs: 1.0,
             negative_ttl_secs: 1.0,
             list_cache_max_entries: 1_000_000,

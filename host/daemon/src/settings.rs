@@ -448,8 +448,10 @@ pub static SETTINGS: &[Setting] = &[
     Setting::new(
         "cache.list-page-size",
         Unit::Count,
-        "1000",
-        "Objects requested per listing call.",
+        "5000",
+        "Objects requested per listing call (Azure answers up to 5000, S3 and GCS up to 1000\n\
+         whatever is asked). A directory that fits in one page is listed whole by a lookup of\n\
+         a name it does not know, rather than that name being probed.",
     )
     .range(1, 5000),
     Setting::new(
@@ -457,7 +459,8 @@ pub static SETTINGS: &[Setting] = &[
         Unit::Seconds,
         "1.0",
         "Seconds a directory listing is reused: by `ls` again, and by lookups (a listed file\n\
-         needs one HEAD, a name missing from the listing none). 0 disables.",
+         needs one HEAD, a name missing from the listing none). A listing that took longer\n\
+         than this to read is reused for as long as it took. 0 disables.",
     )
     .range(0, 86400),
     Setting::new(

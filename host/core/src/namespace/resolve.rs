@@ -469,13 +469,15 @@ impl Namespace {
     ) -> FsResult<Option<Vec<Entry>>> {
         let key = self.key_of(ino)?;
         let generation = lock(&self.table).get(ino).map(|n| n.dir.generation);
+        let started = std::time::Instant::now();
         let Some((listed, hides)) = self.list_dir(&key, one_page).await? else {
             return Ok(None);
         };
+        let took = started.elapsed();
         let mut t = lock(&self.table);
         if t.get(ino).map(|n| n.dir.generation) == generation {
-            let dropped =
-                t.cache_listing(ino, listed.clone(), hides, self.cfg.list_cache_max_entries);
+            let cap = self.cfg.list_cache_max_entries;
+            let dropped = t.cache_listing(ino, listed.clone(), hides, cap, took);
             self.stats
                 .list_evictions
                 .fetch_add(dropped as u64, Ordering::Relaxed);
