@@ -288,7 +288,7 @@ best_raw() {
 }
 {
     echo "# S3 benchmark $TS on s3s-fs $S3S_VERSION, ${MIB} MiB, median of $REPS; $(nproc) cores; load at end $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "# link: ${BENCH_SHAPE:+shaped $BENCH_SHAPE (latency ms:Mbit/s)}${BENCH_SHAPE:-loopback}; blobmount $(git -C "$REPO" rev-parse --short HEAD); $(rclone version 2>/dev/null | head -1); s3fs $(s3fs --version 2>&1 | grep -o 'V[0-9.]*' | head -1)"
+    echo "# link: $([[ -n ${BENCH_SHAPE:-} ]] && echo "shaped $BENCH_SHAPE (latency ms:Mbit/s)" || echo loopback); blobmount ${BLOBMOUNT_BIN:+$BLOBMOUNT_BIN, }$("$BM" version 2> /dev/null | head -1), scripts at $(git -C "$REPO" rev-parse --short HEAD); $(rclone version 2>/dev/null | head -1); s3fs $(s3fs --version 2>&1 | grep -o 'V[0-9.]*' | head -1); boto3 $("$PY" -c 'import boto3; print(boto3.__version__)' 2> /dev/null || echo -)"
     printf '| scenario | tool | client | MB/s | vs raw 1 req | vs best raw | vs rclone | runs |\n|---|---|---|---|---|---|---|---|\n'
     for sc in seq_read seq_write; do
         best=$(best_raw "$sc")
