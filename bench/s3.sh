@@ -305,6 +305,9 @@ best_raw() {
         best=$(best_raw "$sc")
         [[ -n $best ]] || continue
         echo "$sc: best raw client is $best, $(m "$sc" "$best") MB/s: $(label "$sc" "$best"). blobmount: $(ratio "$(m "$sc" blobmount)" "$(m "$sc" "$best")") of it."
+        # The SDK with blobmount's part size and parts in flight does the same work.
+        [[ $best != raw-sdk && -n ${RES[$sc,raw-sdk]:-} ]] \
+            && echo "$sc: blobmount vs raw-sdk (the same parts and parallelism): $(ratio "$(m "$sc" blobmount)" "$(m "$sc" raw-sdk)")."
     done
     echo
     echo "seq_read: dd bs=1M of the object, page cache dropped, fresh mount (raw: one curl GET; raw-8ranges: 8 parallel ranged GETs; raw-sdk*: boto3 download_fileobj, a HEAD and parallel ranged GETs into a counting sink)."
