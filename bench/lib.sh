@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # sourced: the variables set here are used by the caller
 # Shared by the bench scripts (run.sh, write.sh, policy.sh), which source it and define `die`.
 # Everything a script starts is stopped by PID: never by name, so parallel runs and the
 # tests' emulators are left alone.
@@ -36,9 +37,14 @@ start_azurite() {
 # bandwidth cap per direction shared by all connections) in front of the emulator for every
 # measured client alike; empty: loopback as is.
 #
-# build_shaper: build the proxy (release) once; sets SHAPER_BIN.
+# build_shaper: build the proxy (release) once; sets SHAPER_BIN (BENCH_SHAPER_BIN: use that
+# binary instead of building it).
 build_shaper() {
     [[ -n ${BENCH_SHAPE:-} ]] || return 0
+    if [[ -n ${BENCH_SHAPER_BIN:-} ]]; then
+        SHAPER_BIN=$BENCH_SHAPER_BIN
+        return 0
+    fi
     (cd "$REPO" && cargo build --release -q --locked -p blobmount-tests --bin shaping-proxy)
     SHAPER_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/shaping-proxy
 }

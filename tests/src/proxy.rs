@@ -13,7 +13,11 @@
 //!
 //! It parses only the client side (request head, then a `Content-Length` or chunked body),
 //! rewrites `Host` to the emulator's address, and copies responses through untouched; clients do not pipeline, so request boundaries
-//! are all it needs. Loopback only; stopped (listener closed, threads told to end) on drop.
+//! are all it needs. It reads a whole request before forwarding it, so it answers
+//! `Expect: 100-continue` itself (after the latency: the round trip a store's interim answer
+//! costs) and drops that header upstream; otherwise curl, the AWS SDKs, rclone and s3fs would
+//! wait their 1 s expect timeout on every upload request. Loopback only; stopped (listener
+//! closed, threads told to end) on drop.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -313,7 +317,8 @@ fn serve(
         // connection must not hold on to a fault meant for whichever request comes next).
         let mut raw = Vec::new();
         let host = (!faults.keep_host.load(Ordering::SeqCst)).then_some(upstream);
-        let line = match forward_request(&mut r, &mut raw, host) {
+        let latency = Duration::from_millis(faults.latency_ms.load(Ordering::SeqCst));
+        let line = match forward_request(&mut r, &mut raw, host, latency) {
             Ok(Some(line)) => line,
             Ok(None) | Err(_) => break,
         };
@@ -479,17 +484,20 @@ fn note_framing(line: &str, content_length: &mut u64, chunked: &mut bool) {
 }
 
 /// Copy one request, with `Host` naming 127.0.0.1:`host` when given; returns its
-/// `METHOD target`, or `None` at end of stream.
+/// `METHOD target`, or `None` at end of stream. A request that expects `100 Continue` gets it
+/// from here, `latency` after its head, and goes upstream without the `Expect` header.
 fn forward_request(
     r: &mut BufReader<TcpStream>,
     w: &mut impl Write,
     host: Option<u16>,
+    latency: Duration,
 ) -> std::io::Result<Option<String>> {
     let mut head = Vec::new();
     let mut line = String::new();
     let mut content_length = 0u64;
     let mut chunked = false;
     let mut first = None;
+    let mut expects_continue = false;
     loop {
         line.clear();
         if r.read_line(&mut line)? == 0 {
@@ -503,6 +511,13 @@ fn forward_request(
             && t[..5].eq_ignore_ascii_case("host:")
         {
             head.extend_from_slice(format!("Host: 127.0.0.1:{upstream}\r\n").as_bytes());
+        } else if first.is_some()
+            && t.split_once(':').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("expect")
+                    && v.trim().eq_ignore_ascii_case("100-continue")
+            })
+        {
+            expects_continue = true;
         } else {
             head.extend_from_slice(line.as_bytes());
         }
@@ -516,6 +531,10 @@ fn forward_request(
         note_framing(t, &mut content_length, &mut chunked);
     }
     w.write_all(&head)?;
+    if expects_continue && (chunked || content_length > 0) {
+        std::thread::sleep(latency);
+        r.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+    }
     if chunked {
         loop {
             line.clear();

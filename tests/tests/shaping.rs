@@ -64,3 +64,68 @@ fn latency_and_a_shared_bandwidth_cap_hold() {
     assert!(two >= Duration::from_millis(1900), "{two:?}");
     assert!(two < Duration::from_secs(6), "{two:?}");
 }
+
+/// An upload that asks for `100 Continue` gets it from the proxy one latency after its head
+/// (not after the client's expect timeout, 1 s for curl and the AWS SDKs), and the store gets
+/// the whole request without the `Expect` header.
+#[test]
+fn expect_100_continue_is_answered_after_the_latency() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    // A one-request upstream: reads the head and its 5-byte body, answers 200, hands back
+    // what it read.
+    let up = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_port = up.local_addr().unwrap().port();
+    let seen = std::thread::spawn(move || {
+        let (s, _) = up.accept().unwrap();
+        let mut r = BufReader::new(s);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            head.push_str(&line);
+            if line.trim_end().is_empty() {
+                break;
+            }
+        }
+        let mut body = [0u8; 5];
+        r.read_exact(&mut body).unwrap();
+        r.get_mut()
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        (head, body)
+    });
+    let proxy = CountingProxy::start(up_port);
+    proxy.set_latency_ms(100);
+
+    let mut c = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let t = Instant::now();
+    c.write_all(
+        b"PUT /b/k HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    let waited = t.elapsed();
+    assert!(status.starts_with("HTTP/1.1 100 "), "{status:?}");
+    assert!(
+        waited >= Duration::from_millis(100) && waited < Duration::from_millis(900),
+        "{waited:?}"
+    );
+    let mut blank = String::new();
+    r.read_line(&mut blank).unwrap();
+    assert_eq!(blank, "\r\n");
+
+    c.write_all(b"hello").unwrap();
+    let mut answer = String::new();
+    r.read_line(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+    let (head, body) = seen.join().unwrap();
+    assert_eq!(&body, b"hello");
+    assert!(head.starts_with("PUT /b/k HTTP/1.1\r\n"), "{head:?}");
+    assert!(!head.to_ascii_lowercase().contains("expect"), "{head:?}");
+    assert_eq!(proxy.take(), vec!["PUT /b/k".to_string()]);
+}
