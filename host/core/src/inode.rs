@@ -102,7 +102,25 @@ pub struct DirCache {
     /// When a lookup last found that this directory does not fit in one listing page (so
     /// lookups probe names instead of listing it).
     pub large_at: Option<Instant>,
+    /// Listings of this directory being read from the store now.
+    pub in_flight: u32,
+    /// What changed here locally since the oldest listing in flight started, in order (see
+    /// [`DirCache::begin_listing`]); empty when none is in flight.
+    pub flight_log: Vec<FlightChange>,
 }
+
+/// A local change made while a listing was being read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FlightChange {
+    /// `name` is now of this kind (`None`: removed).
+    Name(String, Option<Kind>),
+    /// Something that cannot be replayed on a listing (everything known was dropped).
+    All,
+}
+
+/// Most local changes logged while listings are in flight; beyond it the log gives up
+/// (`FlightChange::All`) and the listings are not cached.
+const FLIGHT_LOG_MAX: usize = 10_000;
 
 /// Whether a name not shown is held by an object the filter hides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +137,34 @@ pub fn find_entry<'a>(entries: &'a [Entry], name: &str) -> Option<&'a Entry> {
         .map(|i| &entries[i])
 }
 
+/// Make listing `l` (sorted by name) show `name` as `now` (`None`: absent), as a local
+/// change left it; the entry carries no attributes (a lookup of it asks the store). Returns
+/// how many entries it grew by (-1, 0 or 1).
+fn patch_listing(l: &mut Vec<Entry>, name: &str, now: Option<Kind>) -> isize {
+    let entry = |kind| Entry {
+        name: name.to_string(),
+        seg: name.to_string(),
+        kind,
+        info: None,
+        verdict: None,
+    };
+    match (l.binary_search_by(|e| e.name.as_str().cmp(name)), now) {
+        (Ok(i), Some(kind)) => {
+            l[i] = entry(kind);
+            0
+        }
+        (Ok(i), None) => {
+            l.remove(i);
+            -1
+        }
+        (Err(i), Some(kind)) => {
+            l.insert(i, entry(kind));
+            1
+        }
+        (Err(_), None) => 0,
+    }
+}
+
 /// Negative entries kept per directory; beyond this the oldest half is dropped.
 pub const NEGATIVES_PER_DIR: usize = 4096;
 
@@ -129,6 +175,57 @@ impl DirCache {
         self.listed_at = None;
         self.negatives.clear();
         self.generation += 1;
+        self.log_flight(FlightChange::All);
+    }
+
+    fn log_flight(&mut self, c: FlightChange) {
+        if self.in_flight == 0 {
+            return;
+        }
+        if self.flight_log.len() >= FLIGHT_LOG_MAX {
+            if self.flight_log.last() != Some(&FlightChange::All) {
+                self.flight_log.push(FlightChange::All);
+            }
+            return;
+        }
+        self.flight_log.push(c);
+    }
+
+    /// A listing of this directory starts: local changes are logged from now on, so that
+    /// the listing (which may have been read before or after them) can be brought up to
+    /// date when it arrives ([`DirCache::end_listing`]). Returns its place in the log.
+    pub fn begin_listing(&mut self) -> usize {
+        self.in_flight += 1;
+        self.flight_log.len()
+    }
+
+    /// The listing begun at `start` has arrived (`entries`, sorted by name; `None`: it
+    /// failed). Replays on it the local changes made meanwhile (a file created here while a
+    /// writer filled the directory is in it whether or not the store listed it yet; one
+    /// removed here is not) and returns whether it may be cached: not when something was
+    /// changed that cannot be replayed. Without this, a directory that several writers keep
+    /// filling never gets a listing cached (one is always in flight during a create), and
+    /// every lookup of a new name there costs requests.
+    pub fn end_listing(&mut self, start: usize, entries: Option<&mut Vec<Entry>>) -> bool {
+        let mut ok = entries.is_some();
+        if let Some(l) = entries {
+            for c in self.flight_log.iter().skip(start) {
+                match c {
+                    FlightChange::Name(name, now) => {
+                        patch_listing(l, name, *now);
+                    }
+                    FlightChange::All => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+        }
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if self.in_flight == 0 {
+            self.flight_log.clear();
+        }
+        ok
     }
 
     /// Another client may have changed `name` (`Fs::refresh`): the listing is dropped (it
@@ -139,6 +236,7 @@ impl DirCache {
         self.listing = None;
         self.listed_at = None;
         self.generation += 1;
+        self.log_flight(FlightChange::All);
     }
 
     /// `name` changed locally (created, uploaded, removed, renamed): the listing is stale,
@@ -154,35 +252,13 @@ impl DirCache {
     pub fn name_changed(&mut self, name: &str, now: Option<Kind>) -> isize {
         self.negatives.remove(name);
         self.generation += 1;
-        let Some(l) = self.listing.as_mut() else {
-            return 0;
-        };
-        let entry = |kind| Entry {
-            name: name.to_string(),
-            seg: name.to_string(),
-            kind,
-            info: None,
-            verdict: None,
-        };
-        match (l.binary_search_by(|e| e.name.as_str().cmp(name)), now) {
-            (Ok(i), Some(kind)) => {
-                l[i] = entry(kind);
-                0
-            }
-            (Ok(i), None) => {
-                l.remove(i);
-                -1
-            }
-            (Err(i), Some(kind)) => {
-                l.insert(i, entry(kind));
-                1
-            }
-            (Err(_), None) => 0,
+        self.log_flight(FlightChange::Name(name.to_string(), now));
+        match self.listing.as_mut() {
+            Some(l) => patch_listing(l, name, now),
+            None => 0,
         }
     }
 
-    /// Cache a listing; `entries` must be sorted by name (as `list_dir` returns them), so
-    /// lookups can binary-search it.
     /// Cache a listing that took `took` to read; `entries` must be sorted by name (as
     /// `list_dir` returns them), so lookups can binary-search it.
     pub fn set_listing(&mut self, entries: Vec<Entry>, hides: bool, took: std::time::Duration) {

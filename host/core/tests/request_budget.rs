@@ -14,6 +14,7 @@ use blobmount_backend::memory::MemoryBackend;
 use blobmount_core::{Caller, Fs, FsError, ROOT_INO, SetAttr};
 
 mod common;
+use common::hooked::Hooked;
 use common::{Kinds, TestFs, put, stored, test_fs_on};
 
 const ME: Caller = Caller {
@@ -421,4 +422,58 @@ async fn an_expired_directory_is_revalidated_with_one_head() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(80)).await;
     assert_eq!(t.fs.getattr(d).await, Err(FsError::NotFound));
+}
+
+/// Writers filling a directory: a listing read while files were created and removed here is
+/// brought up to date with those changes when it arrives and cached, so the next lookups of
+/// new names cost nothing. Before, a listing in flight during any local change was thrown
+/// away, and with 8 writers one always was: 1000 creates through a 10 ms link made 124 LISTs
+/// and 111 HEADs.
+#[tokio::test]
+async fn a_listing_read_while_the_directory_changed_here_is_patched_and_kept() {
+    let mem = store_with(0, 5).await;
+    let hooked = Hooked::new(mem.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = blobmount_core::FsConfig::for_tests(dir.path().to_path_buf());
+    cfg.list_ttl = Duration::from_millis(300);
+    cfg.negative_ttl = Duration::from_millis(300);
+    cfg.attr_ttl = Duration::from_secs(60);
+    let fs = Arc::new(Fs::new(hooked.clone(), cfg).unwrap());
+    let d = open_dst(&fs).await;
+    tokio::time::sleep(Duration::from_millis(400)).await; // the listing expired
+    // A listing is read (before the changes below), and answers after them.
+    hooked.pause_lists_of("dst/", 1);
+    let lister = {
+        let fs = fs.clone();
+        tokio::spawn(async move {
+            let fh = fs.opendir(d).await?;
+            fs.releasedir(fh);
+            Ok::<_, FsError>(())
+        })
+    };
+    hooked.entered.notified().await;
+    let (a, h) = fs
+        .create(d, "new1", 0o644, libc::O_RDWR | libc::O_EXCL, ME)
+        .await
+        .unwrap();
+    fs.write(h.fh, 0, b"one").await.unwrap();
+    fs.flush(h.fh).await.unwrap();
+    fs.release(h.fh).await.unwrap();
+    fs.unlink(d, "old1").await.unwrap();
+    hooked.release.add_permits(1);
+    lister.await.unwrap().unwrap();
+    let lists = hooked.lists.load(std::sync::atomic::Ordering::SeqCst);
+    // Kept: names it does not hold are absent without a request, what was created here is
+    // there, what was removed here is gone, the store's other names are there.
+    for i in 0..20 {
+        assert_eq!(fs.lookup(d, &format!("n{i}")).await, Err(FsError::NotFound));
+    }
+    assert_eq!(fs.lookup(d, "old1").await, Err(FsError::NotFound));
+    assert_eq!(fs.lookup(d, "new1").await.unwrap().ino, a.ino);
+    assert!(fs.lookup(d, "old2").await.is_ok());
+    assert_eq!(
+        hooked.lists.load(std::sync::atomic::Ordering::SeqCst),
+        lists,
+        "no listing after the patched one"
+    );
 }

@@ -468,14 +468,29 @@ impl Namespace {
         one_page: bool,
     ) -> FsResult<Option<Vec<Entry>>> {
         let key = self.key_of(ino)?;
-        let generation = lock(&self.table).get(ino).map(|n| n.dir.generation);
+        // Local changes made while the listing is read are replayed on it when it arrives
+        // (`DirCache::end_listing`), so a directory being filled still gets it cached.
+        let start = lock(&self.table)
+            .get_mut(ino)
+            .map(|n| n.dir.begin_listing());
         let started = std::time::Instant::now();
-        let Some((listed, hides)) = self.list_dir(&key, one_page).await? else {
-            return Ok(None);
-        };
+        let got = self.list_dir(&key, one_page).await;
         let took = started.elapsed();
         let mut t = lock(&self.table);
-        if t.get(ino).map(|n| n.dir.generation) == generation {
+        let (mut listed, hides) = match got {
+            Ok(Some(l)) => l,
+            Ok(None) | Err(_) => {
+                if let (Some(n), Some(start)) = (t.get_mut(ino), start) {
+                    n.dir.end_listing(start, None);
+                }
+                return got.map(|_| None);
+            }
+        };
+        let cacheable = match (t.get_mut(ino), start) {
+            (Some(n), Some(start)) => n.dir.end_listing(start, Some(&mut listed)),
+            _ => false,
+        };
+        if cacheable {
             let cap = self.cfg.list_cache_max_entries;
             let dropped = t.cache_listing(ino, listed.clone(), hides, cap, took);
             self.stats

@@ -30,6 +30,11 @@ pub struct Hooked {
     pause_delete: std::sync::Mutex<Option<String>>,
     /// The next HEADs of keys containing this (as many as the count) wait likewise.
     pause_head: std::sync::Mutex<Option<(String, usize)>>,
+    /// The answers of the next listings of prefixes containing this (as many as the
+    /// count) wait likewise, after the store answered: a listing read before what follows.
+    pause_list: std::sync::Mutex<Option<(String, usize)>>,
+    /// Listing calls made.
+    pub lists: AtomicUsize,
     pub entered: Notify,
     pub release: Semaphore,
     /// The next this many uploads of files (`put_file`) land, then report `lost`.
@@ -43,6 +48,8 @@ impl Hooked {
             inner,
             pause_delete: Default::default(),
             pause_head: Default::default(),
+            pause_list: Default::default(),
+            lists: AtomicUsize::new(0),
             entered: Notify::new(),
             release: Semaphore::new(0),
             lose_replies: AtomicUsize::new(0),
@@ -59,6 +66,23 @@ impl Hooked {
     /// [`Hooked::release`] permits (after `entered`): a `stat` whose answer arrives late.
     pub fn pause_heads_of(&self, pat: &str, n: usize) {
         *self.pause_head.lock().unwrap() = Some((pat.to_string(), n));
+    }
+
+    /// Make the answers to the next `n` listings of prefixes containing `pat` wait for
+    /// [`Hooked::release`] permits (after `entered`), once the store has answered.
+    pub fn pause_lists_of(&self, pat: &str, n: usize) {
+        *self.pause_list.lock().unwrap() = Some((pat.to_string(), n));
+    }
+
+    fn take_pause(slot: &std::sync::Mutex<Option<(String, usize)>>, key: &str) -> bool {
+        let mut p = slot.lock().unwrap();
+        match p.as_mut() {
+            Some((pat, n)) if *n > 0 && key.contains(pat.as_str()) => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
     }
 
     async fn wait_if_paused(&self) {
@@ -154,7 +178,12 @@ impl Backend for Hooked {
         self.inner.put_appended(key, base, path, meta, cond).await
     }
     async fn list_page(&self, prefix: &str, token: Option<String>, max: usize) -> Result<ListPage> {
-        self.inner.list_page(prefix, token, max).await
+        self.lists.fetch_add(1, SeqCst);
+        let r = self.inner.list_page(prefix, token, max).await;
+        if Self::take_pause(&self.pause_list, prefix) {
+            self.wait_if_paused().await;
+        }
+        r
     }
     async fn delete(&self, key: &str) -> Result<()> {
         let pause = self
