@@ -33,7 +33,7 @@ const KEPT_HEADERS: [(&str, &str); 5] = [
     ("cache-control", "x-ms-blob-cache-control"),
     ("content-md5", "x-ms-blob-content-md5"),
 ];
-use crate::rest::{Rest, encode_segment, header, keyed, status_error};
+use crate::rest::{Rest, encode_segment, header, header_refs, keyed, status_error};
 
 /// The REST client and container URL the block uploads of one mount use.
 pub struct AzureBlocks {
@@ -111,10 +111,7 @@ impl AzureBlocks {
         if let Some(sum) = &sum {
             headers.push(("content-md5".into(), checksum::md5_base64(sum)));
         }
-        let headers: Vec<(&str, String)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
+        let headers = header_refs(&headers);
         let what = "Put Blob";
         checksum::once_more(key, what, || async {
             let r = self
@@ -209,10 +206,7 @@ impl AzureBlocks {
         if let Some(e) = source_etag {
             headers.push(("x-ms-source-if-match".into(), e.to_string()));
         }
-        let headers: Vec<(&str, String)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
+        let headers = header_refs(&headers);
         let what = "Copy Blob";
         let url = self.blob_url(to);
         let r = self
@@ -308,10 +302,7 @@ impl AzureBlocks {
         if let Some(e) = if_match {
             headers.push(("if-match".into(), e.to_string()));
         }
-        let headers: Vec<(&str, String)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
+        let headers = header_refs(&headers);
         let what = "Set Blob Metadata";
         let url = format!("{}?comp=metadata", self.blob_url(key));
         let r = self
@@ -622,10 +613,7 @@ impl PartUpload for BlockUpload {
                 checksum::md5_base64(&w.finish()),
             ));
         }
-        let headers: Vec<(&str, String)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
+        let headers = header_refs(&headers);
         let url = format!("{}?comp=blocklist", self.url);
         let r = self
             .az

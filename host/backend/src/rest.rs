@@ -321,6 +321,11 @@ pub async fn status_error(what: &str, create: bool, r: reqwest::Response) -> Bac
     }
 }
 
+/// Request headers built as owned pairs, as [`Rest::send`] takes them.
+pub(crate) fn header_refs(h: &[(String, String)]) -> Vec<(&str, String)> {
+    h.iter().map(|(k, v)| (k.as_str(), v.clone())).collect()
+}
+
 /// A header of a reply as text.
 pub(crate) fn header(r: &reqwest::Response, name: &str) -> Option<String> {
     r.headers()

@@ -21,7 +21,7 @@ use reqwest::Method;
 use crate::api::{AppendBase, PartUpload, Precondition, PutMeta, PutOutcome, Result};
 use crate::checksum::{self, Md5};
 use crate::error::BackendError;
-use crate::rest::{Rest, encode_segment, header, keyed, status_error};
+use crate::rest::{Rest, encode_segment, header, header_refs, keyed, status_error};
 
 /// S3's smallest part (all but the last part of an upload).
 pub const MIN_PART: u64 = 5 * 1024 * 1024;
@@ -165,10 +165,7 @@ impl S3Parts {
     /// CreateMultipartUpload carrying the object's metadata; the upload id.
     async fn create(&self, key: &str, meta: &PutMeta) -> Result<String> {
         let headers = meta_headers(meta);
-        let headers: Vec<(&str, String)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
+        let headers = header_refs(&headers);
         let url = format!("{}?uploads", self.object_url(key));
         let what = "CreateMultipartUpload";
         let r = self
@@ -199,10 +196,7 @@ impl S3Parts {
         ));
         headers.push(("x-amz-copy-source-if-match".into(), etag.to_string()));
         headers.push(("x-amz-metadata-directive".into(), "REPLACE".into()));
-        let headers: Vec<(&str, String)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
+        let headers = header_refs(&headers);
         let what = "CopyObject";
         let r = self
             .rest
@@ -267,10 +261,7 @@ impl S3Parts {
                 Precondition::IfNotExists => headers.push(("if-none-match".into(), "*".into())),
                 Precondition::IfMatch(e) => headers.push(("if-match".into(), e.clone())),
             }
-            let headers: Vec<(&str, String)> = headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.clone()))
-                .collect();
+            let headers = header_refs(&headers);
             let r = self
                 .rest
                 .send(what, Method::PUT, &url, &headers, data.clone())
