@@ -32,6 +32,7 @@ pub mod preload;
 pub mod readahead;
 pub mod readpath;
 pub mod refresh;
+mod rename;
 mod renamegate;
 mod staging;
 mod sync;
