@@ -455,6 +455,9 @@ impl GcsJson {
     /// replaces the source's metadata as a whole (a field left out is not the source's),
     /// so the caller gives the type it wants kept. Conditional on the source still being
     /// `source_generation` when given (`ifSourceGenerationMatch`) and on `cond` about `to`.
+    /// fake-gcs-server (measured 2026-12-07) applies the body's `metadata` and `contentType`
+    /// to the copy (keeping the source's type when the body has none) but ignores
+    /// `ifSourceGenerationMatch`.
     pub async fn rewrite_as(
         &self,
         from: &str,
