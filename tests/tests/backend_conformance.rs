@@ -941,6 +941,101 @@ async fn copy_typed(s: &Subject) {
     assert!(is_not_found(&err("typed copy from a missing key", missing)));
 }
 
+/// A copy carrying metadata of its own (a rename after a chmod): the copy has the new user
+/// metadata (none of the source's) and the type asked for, or the source's when none is
+/// asked for; the source keeps its own; a `source_etag` the source no longer has fails
+/// with `PreconditionFailed` and writes no copy.
+async fn copy_as(s: &Subject) {
+    let b = &*s.backend;
+    let m = meta(
+        &[("mode", "100640"), ("old", "x")],
+        Some("application/json"),
+    );
+    let v1 = b
+        .put(
+            "ca/src.json",
+            Bytes::from_static(b"{}"),
+            &m,
+            &Precondition::None,
+        )
+        .await
+        .unwrap();
+    let held = meta(&[("mode", "100600"), ("mtime", "7")], Some("text/csv"));
+    let out = b
+        .copy_as(
+            "ca/src.json",
+            "ca/dst.csv",
+            &held,
+            v1.etag.as_deref(),
+            Some("application/json"),
+            &Precondition::None,
+        )
+        .await
+        .unwrap();
+    if out.etag.is_some() {
+        etag_is_current(b, "ca/dst.csv", &out).await;
+    }
+    assert_eq!(read_all(b, "ca/dst.csv").await, b"{}");
+    let info = b.head("ca/dst.csv").await.unwrap();
+    let src = b.head("ca/src.json").await.unwrap();
+    if s.expect.keeps_metadata {
+        assert_eq!(info.metadata.unwrap(), held.metadata);
+        assert_eq!(info.content_type.as_deref(), Some("text/csv"));
+        assert_eq!(src.metadata.unwrap(), m.metadata, "the source is untouched");
+        assert_eq!(src.content_type.as_deref(), Some("application/json"));
+    }
+    // No type asked for and none known: the copy keeps the source's.
+    let untyped = meta(&[("mode", "100444")], None);
+    b.copy_as(
+        "ca/src.json",
+        "ca/same",
+        &untyped,
+        None,
+        None,
+        &Precondition::None,
+    )
+    .await
+    .unwrap();
+    let info = b.head("ca/same").await.unwrap();
+    if s.expect.keeps_metadata {
+        assert_eq!(info.metadata.unwrap(), untyped.metadata);
+        assert_eq!(info.content_type.as_deref(), Some("application/json"));
+    }
+    // Another client replaced the source: the version the caller knows is gone.
+    b.put(
+        "ca/src.json",
+        Bytes::from_static(b"[1]"),
+        &m,
+        &Precondition::None,
+    )
+    .await
+    .unwrap();
+    let stale = b
+        .copy_as(
+            "ca/src.json",
+            "ca/dst2.csv",
+            &held,
+            v1.etag.as_deref(),
+            Some("application/json"),
+            &Precondition::None,
+        )
+        .await;
+    if v1.etag.is_some() {
+        assert!(is_stale(&err("copy of a replaced source", stale)));
+        assert!(
+            is_not_found(&err(
+                "copy after a stale source",
+                b.head("ca/dst2.csv").await
+            )),
+            "no copy is written"
+        );
+    }
+    let missing = b
+        .copy_as("ca/none", "ca/dst3", &held, None, None, &Precondition::None)
+        .await;
+    assert!(is_not_found(&err("copy from a missing key", missing)));
+}
+
 /// Uploads in parts: parts in order, commit under a condition, abort, metadata.
 async fn uploads_in_parts(s: &Subject) {
     let b = s.backend.clone();
@@ -1100,6 +1195,7 @@ const CHECKS: &[(&str, Check)] = checks!(
     delete,
     copy,
     copy_typed,
+    copy_as,
     uploads_in_parts,
     content_md5,
 );

@@ -345,9 +345,12 @@ pub trait Backend: Send + Sync + Debug {
     /// `source_etag` when given (`PreconditionFailed` otherwise) and on `cond` about `to`.
     /// A rename carries a file's held mode and times this way. One request where the store
     /// takes metadata with a copy (Azure Copy Blob with `x-ms-meta-*`, S3 CopyObject with
-    /// `REPLACE`, memory), plus Azure's type change when the type changes. The default sets
-    /// the metadata on the source first, then copies (typed when the type changes): what a
-    /// rename cost before.
+    /// `REPLACE`, GCS a rewrite whose body is the copy's resource, memory), plus Azure's
+    /// type change when the type changes; S3 and GCS read the source first (HEAD: S3 for
+    /// its metadata, GCS for the generation `source_etag` is), and GCS reads the copy's
+    /// ETag after, as for every GCS write. Neither writes the source. The default sets the
+    /// metadata on the source first, then copies (typed when the type changes): what a
+    /// rename cost before (file://).
     async fn copy_as(
         &self,
         from: &str,

@@ -293,6 +293,58 @@ impl Backend for GcsBackend {
         outcome(&self.plane, to, &generation).await
     }
 
+    /// One rewrite whose body is the copy's resource: the given metadata and the type
+    /// (the one asked for, else the one the caller knows the source has, else the
+    /// source's as its HEAD reports it: a body without a type would not keep the
+    /// source's). The ETag the core knows cannot be turned into a generation without
+    /// reading the source, so with `source_etag` one HEAD of the source first: its ETag
+    /// must still be `source_etag`, and the rewrite is conditional on the generation
+    /// that HEAD saw (`ifSourceGenerationMatch`; fake-gcs-server ignores that condition,
+    /// the HEAD's comparison is what holds there). Requests: HEAD of the source, the
+    /// rewrite, the HEAD that reads the copy's ETag (as for [`Backend::copy`]), and the
+    /// HEAD of `to` a `cond` needs as for `copy`; the source is never written.
+    async fn copy_as(
+        &self,
+        from: &str,
+        to: &str,
+        meta: &PutMeta,
+        source_etag: Option<&str>,
+        stored_type: Option<&str>,
+        cond: &Precondition,
+    ) -> Result<PutOutcome> {
+        let known_type = meta.content_type.as_deref().or(stored_type);
+        let (source_generation, content_type) = if source_etag.is_some() || known_type.is_none() {
+            let (info, generation) = self.plane.head_versioned(from).await?;
+            if let Some(e) = source_etag {
+                if info.etag.as_deref() != Some(e) {
+                    return Err(BackendError::PreconditionFailed { key: from.into() });
+                }
+                if generation.is_none() {
+                    return Err(BackendError::Other(format!(
+                        "GCS {from}: HEAD returned no generation"
+                    )));
+                }
+            }
+            let ct = known_type.map(str::to_string).or(info.content_type);
+            (generation.filter(|_| source_etag.is_some()), ct)
+        } else {
+            (None, known_type.map(str::to_string))
+        };
+        let gc = resolve(&self.plane, to, cond).await?;
+        if gc == GenCond::Absent {
+            precheck(&self.plane, to, &gc).await?;
+        }
+        let resource = PutMeta {
+            metadata: meta.metadata.clone(),
+            content_type,
+        };
+        let generation = self
+            .json
+            .rewrite_as(from, to, Some(&resource), source_generation.as_deref(), &gc)
+            .await?;
+        outcome(&self.plane, to, &generation).await
+    }
+
     async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
         self.xml.content_md5(key, etag).await
     }

@@ -5,8 +5,8 @@
 //! A change of a closed file is therefore held for a short delay (`write.attr-delay-ms`), so
 //! the changes that follow each other go up as one request. A held change is written:
 //! - when the delay has passed (a timer task; a failed write is tried again later);
-//! - by the copy that renames the file (`Backend::copy_as`: one Copy Blob or CopyObject that
-//!   sets the new name's metadata, not a metadata write before the copy); before the file is
+//! - by the copy that renames the file (`Backend::copy_as`: one Copy Blob, CopyObject or GCS
+//!   rewrite that sets the new name's metadata, not a metadata write before the copy); before the file is
 //!   opened or its directory renamed;
 //! - by an upload of the file (its metadata carries the node's attributes), or by fsync; a
 //!   change of an open file is held until the delay after its last release;
@@ -211,8 +211,8 @@ impl AttrWriter {
     }
 
     /// Copy the file `ino` from `from` to `to` (a rename) carrying its held change in the
-    /// copy itself ([`Backend::copy_as`]: on Azure and S3 one request instead of a metadata
-    /// write and a copy), conditional on the version the node knows; the copy gets
+    /// copy itself ([`Backend::copy_as`]: on Azure, S3 and GCS one copy request instead of a
+    /// metadata write and a copy), conditional on the version the node knows; the copy gets
     /// `new_type`. `None` when nothing is held (the caller copies as usual); the change is
     /// no longer held once the copy is made.
     pub(crate) async fn copy_carrying(

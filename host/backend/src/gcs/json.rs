@@ -447,6 +447,38 @@ impl GcsJson {
 
     /// Server-side copy with `rewriteTo`, following rewrite tokens until done.
     pub async fn rewrite(&self, from: &str, to: &str, cond: &GenCond) -> Result<String> {
+        self.rewrite_as(from, to, None, None, cond).await
+    }
+
+    /// [`GcsJson::rewrite`] whose copy gets `meta` (user metadata and content type) instead
+    /// of the source's when given: the request body is then the copy's resource, which
+    /// replaces the source's metadata as a whole (a field left out is not the source's),
+    /// so the caller gives the type it wants kept. Conditional on the source still being
+    /// `source_generation` when given (`ifSourceGenerationMatch`) and on `cond` about `to`.
+    /// fake-gcs-server (measured 2026-12-07) applies the body's `metadata` and `contentType`
+    /// to the copy (keeping the source's type when the body has none) but ignores
+    /// `ifSourceGenerationMatch`.
+    pub async fn rewrite_as(
+        &self,
+        from: &str,
+        to: &str,
+        meta: Option<&PutMeta>,
+        source_generation: Option<&str>,
+        cond: &GenCond,
+    ) -> Result<String> {
+        let body = match meta {
+            Some(m) => {
+                let mut r = Self::resource(to, m);
+                if let Some(o) = r.as_object_mut()
+                    && !o.contains_key("metadata")
+                {
+                    // Explicitly none: the copy keeps none of the source's.
+                    o.insert("metadata".into(), Value::Object(Map::new()));
+                }
+                Bytes::from(r.to_string())
+            }
+            None => Bytes::from_static(b"{}"),
+        };
         let url = format!(
             "{}/rewriteTo/b/{}/o/{}",
             self.object_url(from),
@@ -456,6 +488,9 @@ impl GcsJson {
         let mut token: Option<String> = None;
         loop {
             let mut query: Vec<(&str, String)> = cond.query().into_iter().collect();
+            if let Some(g) = source_generation {
+                query.push(("ifSourceGenerationMatch", g.to_string()));
+            }
             if let Some(t) = &token {
                 query.push(("rewriteToken", t.clone()));
             }
@@ -463,7 +498,7 @@ impl GcsJson {
             let json = [("Content-Type", "application/json".to_string())];
             let r = self
                 .rest
-                .send(from, Method::POST, &qurl, &json, Bytes::from_static(b"{}"))
+                .send(from, Method::POST, &qurl, &json, body.clone())
                 .await?;
             let v = Self::json_ok(from, cond, r).await?;
             if v.get("done").and_then(Value::as_bool).unwrap_or(false) {
