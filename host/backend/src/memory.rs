@@ -160,6 +160,15 @@ impl MemoryBackend {
         self.lock().keys().cloned().collect()
     }
 
+    /// The object a copy reads (counted as one copy request).
+    fn copy_source(&self, from: &str) -> Result<Obj> {
+        self.counters.copy.fetch_add(1, Ordering::Relaxed);
+        self.lock()
+            .get(from)
+            .cloned()
+            .ok_or_else(|| BackendError::NotFound { key: from.into() })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Obj>> {
         // A poisoned lock only means a test thread panicked; the map is still consistent.
         self.objects.lock().unwrap_or_else(|p| p.into_inner())
@@ -535,12 +544,7 @@ impl Backend for MemoryBackend {
     }
 
     async fn copy(&self, from: &str, to: &str, cond: &Precondition) -> Result<PutOutcome> {
-        self.counters.copy.fetch_add(1, Ordering::Relaxed);
-        let src = self
-            .lock()
-            .get(from)
-            .cloned()
-            .ok_or_else(|| BackendError::NotFound { key: from.into() })?;
+        let src = self.copy_source(from)?;
         self.store_with_md5(to, src.data, src.md5, &src.meta, cond)
     }
 
@@ -551,12 +555,7 @@ impl Backend for MemoryBackend {
         content_type: &str,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
-        self.counters.copy.fetch_add(1, Ordering::Relaxed);
-        let src = self
-            .lock()
-            .get(from)
-            .cloned()
-            .ok_or_else(|| BackendError::NotFound { key: from.into() })?;
+        let src = self.copy_source(from)?;
         let meta = PutMeta {
             content_type: Some(content_type.to_string()),
             ..src.meta
@@ -573,12 +572,7 @@ impl Backend for MemoryBackend {
         _stored_type: Option<&str>,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
-        self.counters.copy.fetch_add(1, Ordering::Relaxed);
-        let src = self
-            .lock()
-            .get(from)
-            .cloned()
-            .ok_or_else(|| BackendError::NotFound { key: from.into() })?;
+        let src = self.copy_source(from)?;
         if source_etag.is_some_and(|e| e != src.etag) {
             return Err(BackendError::PreconditionFailed { key: from.into() });
         }
