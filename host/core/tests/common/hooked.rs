@@ -74,6 +74,7 @@ impl Hooked {
         *self.pause_list.lock().unwrap() = Some((pat.to_string(), n));
     }
 
+    /// Whether a call on `key` is one of those `slot` pauses (and one fewer are left).
     fn take_pause(slot: &std::sync::Mutex<Option<(String, usize)>>, key: &str) -> bool {
         let mut p = slot.lock().unwrap();
         match p.as_mut() {
@@ -122,16 +123,7 @@ impl Backend for Hooked {
         self.inner.capabilities()
     }
     async fn head(&self, key: &str) -> Result<ObjectInfo> {
-        let pause = {
-            let mut p = self.pause_head.lock().unwrap();
-            match p.as_mut() {
-                Some((pat, n)) if *n > 0 && key.contains(pat.as_str()) => {
-                    *n -= 1;
-                    true
-                }
-                _ => false,
-            }
-        };
+        let pause = Self::take_pause(&self.pause_head, key);
         // The store answers at once; the answer arrives late.
         let answer = self.inner.head(key).await;
         if pause {
