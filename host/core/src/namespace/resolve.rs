@@ -470,27 +470,14 @@ impl Namespace {
         let key = self.key_of(ino)?;
         // Local changes made while the listing is read are replayed on it when it arrives
         // (`DirCache::end_listing`), so a directory being filled still gets it cached.
-        let start = lock(&self.table)
-            .get_mut(ino)
-            .map(|n| n.dir.begin_listing());
+        let flight = InFlight::begin(self, ino);
         let started = std::time::Instant::now();
-        let got = self.list_dir(&key, one_page).await;
+        let Some((mut listed, hides)) = self.list_dir(&key, one_page).await? else {
+            return Ok(None);
+        };
         let took = started.elapsed();
         let mut t = lock(&self.table);
-        let (mut listed, hides) = match got {
-            Ok(Some(l)) => l,
-            Ok(None) | Err(_) => {
-                if let (Some(n), Some(start)) = (t.get_mut(ino), start) {
-                    n.dir.end_listing(start, None);
-                }
-                return got.map(|_| None);
-            }
-        };
-        let cacheable = match (t.get_mut(ino), start) {
-            (Some(n), Some(start)) => n.dir.end_listing(start, Some(&mut listed)),
-            _ => false,
-        };
-        if cacheable {
+        if flight.finish(&mut t, &mut listed) {
             let cap = self.cfg.list_cache_max_entries;
             let dropped = t.cache_listing(ino, listed.clone(), hides, cap, took);
             self.stats
@@ -498,6 +485,41 @@ impl Namespace {
                 .fetch_add(dropped as u64, Ordering::Relaxed);
         }
         Ok(Some(listed))
+    }
+}
+
+/// A listing of directory `ino` being read (`DirCache::begin_listing`). It ends when the
+/// listing arrives ([`InFlight::finish`]) or, if it does not (an error, or the future
+/// dropped), when this is dropped: the directory never stays marked as being listed.
+struct InFlight<'a> {
+    ns: &'a Namespace,
+    ino: u64,
+    start: Option<usize>,
+}
+
+impl<'a> InFlight<'a> {
+    fn begin(ns: &'a Namespace, ino: u64) -> Self {
+        let start = lock(&ns.table).get_mut(ino).map(|n| n.dir.begin_listing());
+        InFlight { ns, ino, start }
+    }
+
+    /// The listing arrived: bring it up to date with the local changes made meanwhile;
+    /// whether it may be cached.
+    fn finish(mut self, t: &mut crate::inode::Table, listed: &mut Vec<Entry>) -> bool {
+        match (self.start.take(), t.get_mut(self.ino)) {
+            (Some(start), Some(n)) => n.dir.end_listing(start, Some(listed)),
+            _ => false,
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(start) = self.start.take()
+            && let Some(n) = lock(&self.ns.table).get_mut(self.ino)
+        {
+            n.dir.end_listing(start, None);
+        }
     }
 }
 
