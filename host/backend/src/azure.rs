@@ -292,6 +292,19 @@ fn dialect(hns: bool) -> Dialect {
 }
 
 impl AzureBackend {
+    /// Give the copy `to` (just made, `copied`) the type `content_type` (Get and Set Blob
+    /// Properties). The copy is made: a type that could not be set leaves the source's, not
+    /// a failed rename with both names in the store.
+    async fn type_the_copy(&self, to: &str, content_type: &str, copied: PutOutcome) -> PutOutcome {
+        match self.blocks.set_content_type(to, content_type).await {
+            Ok(etag) => PutOutcome { etag },
+            Err(e) => {
+                tracing::warn!(key = to, error = %e, "could not set the content type of a copy; it keeps the source's");
+                copied
+            }
+        }
+    }
+
     /// The DFS client, on an account with a hierarchical namespace.
     fn dfs(&self) -> Result<&Dfs> {
         self.dfs.as_ref().filter(|_| self.hns).ok_or_else(|| {
@@ -470,15 +483,7 @@ impl Backend for AzureBackend {
         cond: &Precondition,
     ) -> Result<PutOutcome> {
         let copied = copy_in_store(self, &self.plane, from, to, cond).await?;
-        // The copy is made: a type that could not be set leaves the source's, not a
-        // failed rename with both names in the store.
-        match self.blocks.set_content_type(to, content_type).await {
-            Ok(etag) => Ok(PutOutcome { etag }),
-            Err(e) => {
-                tracing::warn!(key = to, error = %e, "could not set the content type of a copy; it keeps the source's");
-                Ok(copied)
-            }
-        }
+        Ok(self.type_the_copy(to, content_type, copied).await)
     }
 
     /// One Copy Blob carrying the metadata (and the source's version as its condition);
@@ -498,17 +503,12 @@ impl Backend for AzureBackend {
             .blocks
             .copy_blob(from, to, &meta.metadata, source_etag, cond)
             .await?;
+        let copied = PutOutcome { etag };
         match &meta.content_type {
             Some(ct) if stored_type != Some(ct.as_str()) => {
-                match self.blocks.set_content_type(to, ct).await {
-                    Ok(etag) => Ok(PutOutcome { etag }),
-                    Err(e) => {
-                        tracing::warn!(key = to, error = %e, "could not set the content type of a copy; it keeps the source's");
-                        Ok(PutOutcome { etag })
-                    }
-                }
+                Ok(self.type_the_copy(to, ct, copied).await)
             }
-            Some(_) | None => Ok(PutOutcome { etag }),
+            Some(_) | None => Ok(copied),
         }
     }
 

@@ -88,6 +88,17 @@ fn client(bucket: &str, cfg: &StoreConfig, endpoint: Option<&str>) -> Result<Goo
 }
 
 impl GcsBackend {
+    /// The condition about `to` of a copy (a rewrite) conditional on `cond`. fake-gcs-server
+    /// ignores `ifGenerationMatch=0` on a rewrite (GCS enforces it): for a copy that must
+    /// create, one HEAD first, as before finalizing a resumable upload.
+    async fn copy_cond(&self, to: &str, cond: &Precondition) -> Result<GenCond> {
+        let gc = resolve(&self.plane, to, cond).await?;
+        if gc == GenCond::Absent {
+            precheck(&self.plane, to, &gc).await?;
+        }
+        Ok(gc)
+    }
+
     /// Connect to the bucket `url` names (nothing is sent until the first call).
     pub fn open(url: &StoreUrl, cfg: &StoreConfig) -> Result<Self> {
         let endpoint = cfg.endpoint.clone().or_else(|| {
@@ -256,12 +267,7 @@ impl Backend for GcsBackend {
     }
 
     async fn copy(&self, from: &str, to: &str, cond: &Precondition) -> Result<PutOutcome> {
-        let gc = resolve(&self.plane, to, cond).await?;
-        if gc == GenCond::Absent {
-            // fake-gcs-server ignores `ifGenerationMatch=0` on a rewrite (GCS enforces it):
-            // one HEAD first, as before finalizing a resumable upload.
-            precheck(&self.plane, to, &gc).await?;
-        }
+        let gc = self.copy_cond(to, cond).await?;
         let generation = self.json.rewrite(from, to, &gc).await?;
         outcome(&self.plane, to, &generation).await
     }
@@ -276,10 +282,7 @@ impl Backend for GcsBackend {
         content_type: &str,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
-        let gc = resolve(&self.plane, to, cond).await?;
-        if gc == GenCond::Absent {
-            precheck(&self.plane, to, &gc).await?;
-        }
+        let gc = self.copy_cond(to, cond).await?;
         let copied = self.json.rewrite(from, to, &gc).await?;
         // The copy is made: a type that could not be set leaves the source's, not a
         // failed rename with both names in the store.
@@ -330,10 +333,7 @@ impl Backend for GcsBackend {
         } else {
             (None, known_type.map(str::to_string))
         };
-        let gc = resolve(&self.plane, to, cond).await?;
-        if gc == GenCond::Absent {
-            precheck(&self.plane, to, &gc).await?;
-        }
+        let gc = self.copy_cond(to, cond).await?;
         let resource = PutMeta {
             metadata: meta.metadata.clone(),
             content_type,

@@ -45,7 +45,7 @@ pub struct RawLister {
 
 /// Build `url?k=v&...` with every value percent-encoded the strict way (RFC 3986 unreserved
 /// characters kept), which is what signature canonicalisation expects.
-fn query_url(url: &str, query: &[(&str, &str)]) -> String {
+pub(crate) fn query_url(url: &str, query: &[(&str, &str)]) -> String {
     let q: Vec<String> = query
         .iter()
         .map(|(k, v)| format!("{k}={}", encode_segment(v)))
@@ -142,17 +142,8 @@ impl RawLister {
             }
         };
         let what = format!("list {prefix:?}");
-        let r = self
-            .rest
-            .send(&what, Method::GET, &url, &[], Bytes::new())
-            .await?;
-        if !r.status().is_success() {
-            return Err(status_error(&what, false, r).await);
-        }
-        let body = r
-            .text()
-            .await
-            .map_err(|e| BackendError::Unavailable(format!("{what}: reading reply: {e}")))?;
+        let body = self.rest.get_body(&what, &url).await?;
+        let body = String::from_utf8_lossy(&body);
         match self.dialect {
             Dialect::S3 => parse_s3(&body),
             Dialect::Azure | Dialect::AzureHns => parse_azure(&body),

@@ -269,6 +269,18 @@ impl Rest {
         }
     }
 
+    /// GET `url` with retries and read its body; a final non-success answer is classified
+    /// by [`status_error`] (for the listings of every dialect).
+    pub async fn get_body(&self, what: &str, url: &str) -> Result<Bytes> {
+        let r = self.send(what, Method::GET, url, &[], Bytes::new()).await?;
+        if !r.status().is_success() {
+            return Err(status_error(what, false, r).await);
+        }
+        r.bytes()
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("{what}: reading reply: {e}")))
+    }
+
     /// Exponential backoff with full jitter for retry number `attempt` (0-based).
     pub fn backoff(&self, attempt: usize) -> Duration {
         let cap = self

@@ -19,13 +19,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use reqwest::Method;
 use serde_json::Value;
 
 use crate::api::{ListPage, ObjectInfo, Result, UserMetadata};
 use crate::error::BackendError;
-use crate::rest::{Rest, encode_segment, status_error};
+use crate::rest::Rest;
 
 /// The fields a listing needs (GCS honours `fields`; fake-gcs-server ignores it and sends
 /// whole resources, which parse the same).
@@ -106,17 +104,7 @@ impl JsonLister {
     ) -> Result<ListPage> {
         let url = self.url(prefix, token, max, delimited);
         let what = format!("list {prefix:?}");
-        let r = self
-            .rest
-            .send(&what, Method::GET, &url, &[], Bytes::new())
-            .await?;
-        if !r.status().is_success() {
-            return Err(status_error(&what, false, r).await);
-        }
-        let body = r
-            .bytes()
-            .await
-            .map_err(|e| BackendError::Unavailable(format!("{what}: reading reply: {e}")))?;
+        let body = self.rest.get_body(&what, &url).await?;
         parse_page(&body)
             .map_err(|e| BackendError::Other(format!("{what}: malformed listing: {e}")))
     }
@@ -134,11 +122,7 @@ impl JsonLister {
         if let Some(t) = token {
             q.push(("pageToken", t));
         }
-        let q: Vec<String> = q
-            .iter()
-            .map(|(k, v)| format!("{k}={}", encode_segment(v)))
-            .collect();
-        format!("{}?{}", self.objects_url, q.join("&"))
+        crate::listing::query_url(&self.objects_url, &q)
     }
 }
 
