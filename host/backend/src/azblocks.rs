@@ -141,20 +141,27 @@ impl AzureBlocks {
         .await
     }
 
+    /// Get Blob Properties of `key` (a HEAD): the reply, whose headers are the blob's
+    /// properties; a failure is the error it names.
+    async fn properties(&self, key: &str) -> Result<reqwest::Response> {
+        let what = "Get Blob Properties";
+        let r = self
+            .rest
+            .send(what, Method::HEAD, &self.blob_url(key), &[], Bytes::new())
+            .await?;
+        if !r.status().is_success() {
+            return Err(keyed(status_error(what, false, r).await, key));
+        }
+        Ok(r)
+    }
+
     /// Set Blob Properties of `key` with `content_type`; its new ETag. Azure sets all the
     /// blob's HTTP headers at once (a header not given is cleared), so the others it has
     /// (encoding, caching, disposition, language, Content-MD5) are read first and given
     /// again, and the update is conditional on the version read.
     pub async fn set_content_type(&self, key: &str, content_type: &str) -> Result<Option<String>> {
         let url = self.blob_url(key);
-        let what = "Get Blob Properties";
-        let r = self
-            .rest
-            .send(what, Method::HEAD, &url, &[], Bytes::new())
-            .await?;
-        if !r.status().is_success() {
-            return Err(keyed(status_error(what, false, r).await, key));
-        }
+        let r = self.properties(key).await?;
         let mut headers = vec![
             ("content-length", "0".to_string()),
             ("x-ms-blob-content-type", content_type.to_string()),
@@ -238,14 +245,7 @@ impl AzureBlocks {
                 )));
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            let what = "Get Blob Properties";
-            let r = self
-                .rest
-                .send(what, Method::HEAD, &url, &[], Bytes::new())
-                .await?;
-            if !r.status().is_success() {
-                return Err(keyed(status_error(what, false, r).await, to));
-            }
+            let r = self.properties(to).await?;
             status = header(&r, "x-ms-copy-status").unwrap_or_default();
             etag = header(&r, "etag");
         }
@@ -265,18 +265,8 @@ impl AzureBlocks {
         to: &str,
         source_etag: Option<&str>,
     ) -> crate::error::BackendError {
-        let r = self
-            .rest
-            .send(
-                "Get Blob Properties",
-                Method::HEAD,
-                &self.blob_url(from),
-                &[],
-                Bytes::new(),
-            )
-            .await;
-        match r {
-            Ok(r) if r.status().is_success() && header(&r, "etag").as_deref() == source_etag => {
+        match self.properties(from).await {
+            Ok(r) if header(&r, "etag").as_deref() == source_etag => {
                 crate::error::BackendError::AlreadyExists { key: to.into() }
             }
             _ => crate::error::BackendError::PreconditionFailed { key: from.into() },
