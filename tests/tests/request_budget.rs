@@ -237,6 +237,50 @@ fn rsync_into_a_full_container_stays_within_its_request_budget() {
     assert!(left.is_empty(), "temporary files left: {left:?}");
 }
 
+/// 8 writers filling one directory while its listing keeps expiring (`cache.list-ttl-secs`
+/// 0.2): a listing read while they create files is brought up to date and kept, so the
+/// directory is listed about once per TTL and new names are not probed. Before, every
+/// listing read during a create was thrown away: 1000 creates through a 10 ms link made 124
+/// LISTs and 111 HEADs (core test: request_budget.rs `a_listing_read_while_...`).
+#[test]
+fn writers_filling_a_directory_keep_its_listing() {
+    const WRITERS: usize = 8;
+    const EACH: usize = 40;
+    let emu = Emulator::start(Kind::Azure);
+    let bucket = emu.create_bucket();
+    let proxy = CountingProxy::start(emu.port());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("blobmount.yaml");
+    std::fs::write(&cfg, "cache:\n  list-ttl-secs: 0.2\n").unwrap();
+    let mut spec = MountSpec::for_emulator(&emu, &bucket);
+    spec.endpoint = Some(emu.endpoint_on(proxy.port()));
+    spec.args = vec!["--config".into(), cfg.to_string_lossy().into_owned()];
+    let m = Mount::start(&spec);
+    std::fs::create_dir(m.p("d")).unwrap();
+    proxy.take();
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for w in 0..WRITERS {
+            let m = &m;
+            s.spawn(move || {
+                for i in 0..EACH {
+                    std::fs::write(m.p(&format!("d/w{w}-{i}")), b"x").unwrap();
+                }
+            });
+        }
+    });
+    let took = t.elapsed();
+    let k = by_kind(&proxy.take());
+    let files = WRITERS * EACH;
+    println!("{files} creates by {WRITERS} writers in {took:?}: {k:?}");
+    assert_eq!(std::fs::read_dir(m.p("d")).unwrap().count(), files);
+    // About one listing per TTL while they write (plus a few in flight at once); names
+    // are answered from it, not probed one by one.
+    let ttl_rounds = (took.as_secs_f64() / 0.2).ceil() as usize;
+    assert!(k.list <= ttl_rounds + 5, "LISTs: {k:?} in {took:?}");
+    assert!(k.head <= files / 10, "HEADs: {k:?}");
+}
+
 /// A HEAD the store holds (a stalled Azurite) fails the `stat` that needs it within
 /// `store.retry.metadata-timeout-secs`, not the 120 s request timeout, and the mount keeps
 /// answering: `ls` of the root works right after.
