@@ -281,6 +281,46 @@ fn writers_filling_a_directory_keep_its_listing() {
     assert!(k.head <= files / 10, "HEADs: {k:?}");
 }
 
+/// A listing that took longer to read than `cache.list-ttl-secs` is reused for as long as
+/// it took: with every request 600 ms away and a 0.2 s TTL, a second `ls` 0.4 s after the
+/// first lists nothing (before, the listing had expired and `ls -l` of a 100,000-object
+/// directory listed it twice).
+#[test]
+fn a_slow_listing_is_reused_for_as_long_as_it_took() {
+    let emu = Emulator::start(Kind::Azure);
+    let bucket = emu.create_bucket();
+    for i in 0..20 {
+        emu.put_object(&bucket, &format!("d/f{i}"), b"x");
+    }
+    let proxy = CountingProxy::start(emu.port());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("blobmount.yaml");
+    // Attributes kept long, so that `d` itself is not looked up again (at 600 ms a request).
+    std::fs::write(
+        &cfg,
+        "mount:\n  attr-timeout-secs: 60\ncache:\n  list-ttl-secs: 0.2\n",
+    )
+    .unwrap();
+    let mut spec = MountSpec::for_emulator(&emu, &bucket);
+    spec.endpoint = Some(emu.endpoint_on(proxy.port()));
+    spec.args = vec!["--config".into(), cfg.to_string_lossy().into_owned()];
+    let m = Mount::start(&spec);
+    assert!(std::fs::metadata(m.p("d")).unwrap().is_dir());
+    proxy.set_latency_ms(600);
+    proxy.take();
+    assert_eq!(std::fs::read_dir(m.p("d")).unwrap().count(), 20);
+    let first = by_kind(&proxy.take());
+    assert!(first.list >= 1, "{first:?}");
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(std::fs::read_dir(m.p("d")).unwrap().count(), 20);
+    let again = by_kind(&proxy.take());
+    assert_eq!(again.list, 0, "listed again: {again:?} (first: {first:?})");
+    // It does expire: after twice as long, the next `ls` lists.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(std::fs::read_dir(m.p("d")).unwrap().count(), 20);
+    assert!(by_kind(&proxy.take()).list >= 1);
+}
+
 /// A HEAD the store holds (a stalled Azurite) fails the `stat` that needs it within
 /// `store.retry.metadata-timeout-secs`, not the 120 s request timeout, and the mount keeps
 /// answering: `ls` of the root works right after.
