@@ -50,6 +50,9 @@ pub struct FsConfig {
     /// Whether a handle whose first read is not at offset 0 downloads the whole object
     /// into the file cache (in the background) or reads just its ranges.
     pub file_cache_range_reads: bool,
+    /// Answer read-only opens of files whose current version is complete in the file cache
+    /// with kernel passthrough to the cached copy (`passthrough.rs`).
+    pub passthrough: bool,
     /// Upload new files written in order while they are written (see `writestream.rs`).
     pub write_streaming: bool,
     /// Size of one part of a streaming upload (S3 needs at least 5 MiB).
@@ -89,6 +92,7 @@ impl FsConfig {
             file_cache_max: 1024 * 1024 * 1024,
             file_cache_min_free: 0,
             file_cache_range_reads: true,
+            passthrough: false,
             write_streaming: true,
             write_part_size: 64 * 1024,
             write_parts_in_flight: 4,

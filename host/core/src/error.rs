@@ -57,6 +57,10 @@ pub enum FsError {
     TooBig(&'static str),
     #[error("result does not fit the buffer given")]
     BufferTooSmall,
+    #[error(
+        "file is open for reading through kernel passthrough; it cannot be changed until those opens close"
+    )]
+    TextBusy,
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -88,6 +92,7 @@ impl FsError {
             FsError::NotSupported(_) => libc::ENOTSUP,
             FsError::TooBig(_) => libc::E2BIG,
             FsError::BufferTooSmall => libc::ERANGE,
+            FsError::TextBusy => libc::ETXTBSY,
             FsError::Backend(b) => match b {
                 BackendError::NotFound { .. } => libc::ENOENT,
                 BackendError::AlreadyExists { .. } => libc::EEXIST,

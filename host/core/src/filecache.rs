@@ -64,6 +64,8 @@ pub struct FileCacheStats {
     pub verified: AtomicU64,
     /// Downloads whose bytes did not match the checksum the store reported.
     pub checksum_failures: AtomicU64,
+    /// Opens answered with kernel passthrough to the cached copy (`passthrough.rs`).
+    pub passthrough_opens: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,6 +171,11 @@ impl Cached {
 
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The local copy (kernel passthrough reads it directly once it is complete).
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
     }
 
     /// Bytes on local disk so far.
@@ -616,6 +623,10 @@ impl FileCacheReader {
 impl ReadPath for FileCacheReader {
     async fn opened(&mut self, src: &Source<'_>) {
         self.attach(src, None);
+    }
+
+    fn complete_copy(&self) -> Option<Arc<Cached>> {
+        self.entry.clone().filter(|c| c.complete())
     }
 
     async fn read(

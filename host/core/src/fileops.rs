@@ -22,6 +22,7 @@ use crate::files::{OpenEntry, upload_cond};
 use crate::fs::Fs;
 use crate::inode::ROOT_INO;
 use crate::names;
+use crate::passthrough::Admitted;
 use crate::preload::PreloadProgress;
 use crate::sync::lock;
 use crate::types::{Caller, OpenReply};
@@ -146,23 +147,35 @@ impl Fs {
             Some(e) => self.reopen_clean(ino, e).await?,
         }
         let (fh, entry) = self.files.attach_handle(ino, writable, false).await?;
+        let changes = writable || flags & libc::O_TRUNC != 0;
+        if changes {
+            // Not while the kernel reads the file through passthrough (`passthrough.rs`).
+            if !self.files.pass.admit_writer(ino).await {
+                self.abandon(fh).await;
+                return Err(FsError::TextBusy);
+            }
+            self.files
+                .handle(fh)?
+                .counted
+                .store(true, Ordering::Release);
+        }
         let mut st = entry.state.lock().await;
         if writable
             && flags & libc::O_TRUNC != 0
             && let Err(e) = self.files.truncate_locked(ino, &entry, &mut st, 0).await
         {
-            st.handles -= 1;
             drop(st);
-            lock(&self.files.handles).remove(&fh);
+            self.abandon(fh).await;
             return Err(e);
         }
         let (size, etag, staged) = (st.size, st.read_etag.clone(), st.staged.is_some());
+        let dirty = entry.dirty.load(Ordering::Acquire);
         drop(st);
         let keep_cache =
             self.files.keep_cache(ino, etag.as_deref(), staged) && self.ns.cacheable(ino);
+        let h = self.files.handle(fh)?;
         if !staged && !writable {
             let key = self.ns.key_of(ino)?;
-            let h = self.files.handle(fh)?;
             let src = Source {
                 backend: &self.backend,
                 key: &key,
@@ -172,7 +185,55 @@ impl Fs {
             };
             h.read.lock().await.opened(&src).await;
         }
-        Ok(OpenReply { fh, keep_cache })
+        let mut passthrough = None;
+        if !changes {
+            let copy = match staged || dirty {
+                true => None,
+                false => h.read.lock().await.complete_copy(),
+            };
+            if let Admitted::Pass(p) = self.files.pass.admit_reader(ino, copy).await {
+                passthrough = Some(p);
+            }
+            h.counted.store(true, Ordering::Release);
+        }
+        Ok(OpenReply {
+            fh,
+            keep_cache,
+            passthrough,
+        })
+    }
+
+    /// Undo a handle whose open failed after it was attached (the kernel never sees it,
+    /// so no release follows).
+    async fn abandon(&self, fh: u64) {
+        if let Err(e) = self.release(fh).await {
+            debug!(fh, error = %e, "releasing the handle of a failed open");
+        }
+    }
+
+    /// Whether opens may still be answered with passthrough (the FUSE adapter asks the
+    /// kernel for it at init).
+    pub fn passthrough_wanted(&self) -> bool {
+        self.files.pass.wanted()
+    }
+
+    /// The stack depth backing files in the file cache need (`passthrough::stack_depth`).
+    pub fn passthrough_stack_depth(&self) -> u32 {
+        crate::passthrough::stack_depth(&self.cfg.cache_dir)
+    }
+
+    /// The kernel cannot do passthrough (it lacks it, or refused the settings): no open
+    /// asks for it.
+    pub fn disable_passthrough(&self, why: &str) {
+        self.files.pass.disable(why);
+    }
+
+    /// The kernel refused the backing file of handle `fh`'s passthrough open: it was
+    /// answered as an ordinary open, and passthrough is off from now on.
+    pub fn passthrough_refused(&self, fh: u64, why: &str) {
+        if let Ok(h) = self.files.handle(fh) {
+            self.files.pass.refused(h.ino, why);
+        }
     }
 
     /// An open of a file that is open already: when the opening is read-only (no handle
@@ -244,6 +305,12 @@ impl Fs {
             ino
         };
         let (fh, entry) = self.files.attach_handle(ino, true, true).await?;
+        // A new inode: counted as open through the daemon at once.
+        self.files.pass.admit_writer(ino).await;
+        self.files
+            .handle(fh)?
+            .counted
+            .store(true, Ordering::Release);
         {
             let mut st = entry.state.lock().await;
             st.staged = Some(self.files.new_staging_file()?);
@@ -262,6 +329,7 @@ impl Fs {
             OpenReply {
                 fh,
                 keep_cache: false,
+                passthrough: None,
             },
         ))
     }
@@ -325,6 +393,17 @@ impl Fs {
 
     /// Truncate (from setattr). Without an open handle the change is uploaded at once.
     pub(crate) async fn truncate(&self, ino: u64, size: u64) -> FsResult<()> {
+        // Not while the kernel reads the file through passthrough (it would go on reading
+        // the old bytes): counted as an open for writing while it runs.
+        if !self.files.pass.admit_writer(ino).await {
+            return Err(FsError::TextBusy);
+        }
+        let r = self.truncate_counted(ino, size).await;
+        self.files.pass.release(ino);
+        r
+    }
+
+    async fn truncate_counted(&self, ino: u64, size: u64) -> FsResult<()> {
         if let Some(entry) = self.files.entry(ino) {
             let mut st = entry.state.lock().await;
             if !entry.retired.load(Ordering::Acquire) {
@@ -405,6 +484,9 @@ impl Fs {
             Some(h) => h,
             None => return Err(FsError::BadHandle),
         };
+        if h.counted.load(Ordering::Acquire) {
+            self.files.pass.release(h.ino);
+        }
         let entry = h.entry.clone();
         let mut st = entry.state.lock().await;
         st.handles = st.handles.saturating_sub(1);

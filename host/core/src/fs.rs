@@ -26,6 +26,7 @@ use crate::inode::{Hidden, Node, ROOT_INO, Stamp, Table};
 use crate::journal::Journal;
 use crate::names::{self};
 use crate::namespace::Namespace;
+use crate::passthrough::Passthrough;
 use crate::policy::{self as pol, NodePolicy};
 use crate::readpath::ReadMode;
 use crate::renamegate::RenameGate;
@@ -146,6 +147,7 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             opened_etags: Mutex::new(HashMap::new()),
             gate: RenameGate::default(),
+            pass: Passthrough::new(cfg.passthrough, file_cache.clone()),
         };
         Ok(Fs {
             backend,

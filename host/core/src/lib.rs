@@ -26,6 +26,7 @@ pub mod inode;
 mod journal;
 pub mod names;
 mod namespace;
+pub mod passthrough;
 pub mod policy;
 pub mod poller;
 pub mod preload;

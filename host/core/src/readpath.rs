@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use blobmount_backend::BackendError;
 use bytes::Bytes;
 
+use std::sync::Arc;
+
 use crate::blockpool::Source;
+use crate::filecache::Cached;
 
 /// Which read path handles get.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -39,6 +42,12 @@ impl ReadMode {
 pub(crate) trait ReadPath: Send {
     /// The handle was opened on `src` (the file cache starts its download here).
     async fn opened(&mut self, _src: &Source<'_>) {}
+
+    /// The complete, checked local copy of the version this handle reads, if the path keeps
+    /// one (the file cache): the kernel may read it directly (`passthrough.rs`).
+    fn complete_copy(&self) -> Option<Arc<Cached>> {
+        None
+    }
 
     /// Up to `len` bytes at `offset`, clipped to the object's size.
     async fn read(

@@ -26,12 +26,14 @@ pub struct DirEntry {
 }
 
 /// Reply to `open`/`create`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct OpenReply {
     pub fh: u64,
     /// The kernel may keep its page cache of the file: the object has the same ETag as at
     /// the previous open, so cached pages are still its bytes.
     pub keep_cache: bool,
+    /// Answer with kernel passthrough to this cached copy (`passthrough.rs`).
+    pub passthrough: Option<std::sync::Arc<crate::passthrough::PassFile>>,
 }
 
 /// Attribute changes requested by `setattr`.

@@ -22,7 +22,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-pub use crate::values::{ENV_PREFIX, LogFormat, LogOutput, ReadMode, Recovery, parse_mode};
+pub use crate::values::{
+    ENV_PREFIX, LogFormat, LogOutput, Passthrough, ReadMode, Recovery, parse_mode,
+};
 
 const SECTIONS: [&str; 10] = [
     "store", "mount", "read", "write", "cache", "health", "monitor", "logging", "policy", "plugins",
@@ -226,6 +228,7 @@ pub struct CacheConfig {
     pub file_cache_max_mib: u64,
     pub file_cache_min_free_mib: u64,
     pub file_cache_range_reads: bool,
+    pub file_cache_passthrough: Passthrough,
     pub poll_secs: f64,
     pub poll_recent_secs: f64,
     pub poll_max_dirs: usize,
@@ -247,6 +250,7 @@ impl Default for CacheConfig {
             file_cache_max_mib: 10 * 1024,
             file_cache_min_free_mib: 1024,
             file_cache_range_reads: true,
+            file_cache_passthrough: Passthrough::Auto,
             poll_secs: 0.0,
             poll_recent_secs: 300.0,
             poll_max_dirs: 32,

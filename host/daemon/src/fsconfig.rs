@@ -47,6 +47,7 @@ pub fn fs_config(cfg: &Config, cache_dir: PathBuf) -> Result<FsConfig, ConfigErr
         file_cache_max: mib_bytes("cache.file-cache-max-mib", c.file_cache_max_mib)?,
         file_cache_min_free: mib_bytes("cache.file-cache-min-free-mib", c.file_cache_min_free_mib)?,
         file_cache_range_reads: c.file_cache_range_reads,
+        passthrough: c.file_cache_passthrough.on(cfg.mount.read_only),
         write_streaming: cfg.write.streaming,
         write_part_size: size("write.part-size-mib", cfg.write.part_size_mib)?,
         write_parts_in_flight: cfg.write.parts_in_flight,

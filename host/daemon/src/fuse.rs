@@ -182,6 +182,24 @@ impl Filesystem for FuseAdapter {
         {
             debug!(?missing, "kernel lacks readdirplus; readdir + lookup it is");
         }
+        if self.fs.passthrough_wanted() {
+            // Reads of files complete in the file cache go from the kernel to the cached copy
+            // (`blobmount_core::passthrough`).
+            let depth = self.fs.passthrough_stack_depth();
+            if config
+                .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
+                .is_err()
+            {
+                self.fs
+                    .disable_passthrough("the kernel does not offer FUSE passthrough (Linux 6.9+)");
+            } else if let Err(max) = config.set_max_stack_depth(depth) {
+                self.fs.disable_passthrough(&format!(
+                    "the kernel allows a stack depth of {max}, the cache directory needs {depth}"
+                ));
+            } else {
+                debug!(depth, "FUSE passthrough for cached files");
+            }
+        }
         Ok(())
     }
 

@@ -300,6 +300,7 @@ fn file_cache(o: &mut Out, fc: &FileCache) {
         ("blobmount_file_cache_downloaded_bytes_total", COUNTER, "Bytes downloaded into the file cache.", load(&s.downloaded_bytes)),
         ("blobmount_file_cache_verified_total", COUNTER, "Downloads that matched the store's MD5.", load(&s.verified)),
         ("blobmount_file_cache_checksum_failures_total", COUNTER, "Downloads that did not match the store's MD5 (discarded).", load(&s.checksum_failures)),
+        ("blobmount_file_cache_passthrough_opens_total", COUNTER, "Opens answered with kernel passthrough to the cached copy (cache.file-cache-passthrough).", load(&s.passthrough_opens)),
     ]);
 }
 

@@ -82,12 +82,27 @@ impl Answer<u32> for ReplyWrite {
 
 /// A file opened by `open`: the kernel may keep its page cache when the object is unchanged.
 impl Answer<OpenReply> for ReplyOpen {
-    fn answer(self, _fs: &Fs, h: OpenReply) {
+    fn answer(self, fs: &Fs, h: OpenReply) {
         let flags = if h.keep_cache {
             FopenFlags::FOPEN_KEEP_CACHE
         } else {
             FopenFlags::empty()
         };
+        if let Some(p) = &h.passthrough {
+            // One backing id per inode, shared by its passthrough opens and closed when the
+            // last of them is released (the core drops the file then).
+            match p.backing(|f| self.open_backing(f)) {
+                // The kernel answers EIO to a passthrough open that also asks it to keep
+                // the page cache (which passthrough does not use).
+                Ok(id) => {
+                    return self.opened_passthrough(FileHandle(h.fh), FopenFlags::empty(), &id);
+                }
+                Err(e) => fs.passthrough_refused(
+                    h.fh,
+                    &format!("the kernel refused the cached copy as a backing file: {e}"),
+                ),
+            }
+        }
         self.opened(FileHandle(h.fh), flags)
     }
 }

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 pub use crate::setting::{Flag, Opt, Range, Setting, Unit};
 
-use crate::values::{LogFormat, LogOutput, ReadMode, Recovery};
+use crate::values::{LogFormat, LogOutput, Passthrough, ReadMode, Recovery};
 
 /// The names of a `clap::ValueEnum` with their help, for [`Unit::Choice`].
 pub fn choices<E: ValueEnum>() -> Vec<PossibleValue> {
@@ -502,6 +502,18 @@ pub static SETTINGS: &[Setting] = &[
          the whole object into the file cache in the background. With `false` such a handle\n\
          reads just its ranges through the block cache, and only a read from the start of\n\
          the file downloads it.",
+    ),
+    Setting::new(
+        "cache.file-cache-passthrough",
+        Unit::Choice(choices::<Passthrough>),
+        "\"auto\"",
+        "Kernel passthrough for files whose current version is complete in the file cache:\n\
+         a read-only open is answered with the cached copy and the kernel reads it itself,\n\
+         at local-disk speed with no daemon CPU per byte (Linux 6.9+ and CAP_SYS_ADMIN;\n\
+         without them files are read through the daemon). `auto` uses it on read-only\n\
+         mounts; `always` also on read-write mounts, where opening a file for writing (or\n\
+         truncating it) while it is open through passthrough waits up to 1 s for those\n\
+         opens to close and then fails with ETXTBSY; `never` turns it off.",
     ),
     Setting::new(
         "cache.poll-secs",

@@ -38,6 +38,32 @@ impl From<ReadMode> for blobmount_core::ReadMode {
     }
 }
 
+/// Kernel passthrough of files complete in the file cache (`cache.file-cache-passthrough`).
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Passthrough {
+    /// On read-only mounts, where nothing can conflict with it.
+    #[default]
+    Auto,
+    /// Also on read-write mounts: an open for writing of a file open in passthrough fails
+    /// with ETXTBSY (after waiting up to 1 s for those opens to close).
+    Always,
+    Never,
+}
+
+impl Passthrough {
+    /// Whether a mount (read-only or not) uses it.
+    pub fn on(self, read_only: bool) -> bool {
+        match self {
+            Passthrough::Auto => read_only,
+            Passthrough::Always => true,
+            Passthrough::Never => false,
+        }
+    }
+}
+
 /// What a mount does with unfinished writes of a previous daemon (`write.recovery`).
 #[derive(
     Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, clap::ValueEnum,

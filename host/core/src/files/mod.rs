@@ -31,6 +31,7 @@ use crate::direct::Direct;
 use crate::error::{FsError, FsResult};
 use crate::filecache::{FileCache, FileCacheReader};
 use crate::namespace::Namespace;
+use crate::passthrough::Passthrough;
 use crate::readahead::Stream;
 use crate::readpath::{ReadMode, ReadPath};
 use crate::renamegate::{Moving, RenameGate, Scope};
@@ -88,6 +89,9 @@ pub(crate) struct Handle {
     pub(crate) writable: bool,
     /// Read state of the configured read path (see [`crate::readpath`]).
     pub(crate) read: tokio::sync::Mutex<Box<dyn ReadPath>>,
+    /// An open the kernel sees, counted in [`Files::pass`] (not the handle a truncate
+    /// without an open file makes for itself).
+    pub(crate) counted: AtomicBool,
 }
 
 /// Open files by inode.
@@ -120,6 +124,8 @@ pub(crate) struct Files {
     pub(crate) opened_etags: Mutex<HashMap<u64, String>>,
     /// What renames are moving; new handles below it wait (`renamegate.rs`).
     pub(crate) gate: RenameGate,
+    /// Opens by I/O mode, for kernel passthrough of cached files (`passthrough.rs`).
+    pub(crate) pass: Passthrough,
 }
 
 impl Files {
@@ -257,6 +263,7 @@ impl Files {
             entry: entry.clone(),
             writable,
             read: tokio::sync::Mutex::new(self.new_read_path(node.policy.cacheable)),
+            counted: AtomicBool::new(false),
         };
         lock(&self.handles).insert(fh, Arc::new(h));
         Ok((fh, entry))

@@ -1,0 +1,249 @@
+//! Kernel passthrough of cached files, as the core decides it (no kernel here: the tests
+//! check the decisions the kernel's rule needs, `blobmount_core::passthrough`): which opens
+//! are answered with the cached copy, that every open of an inode in passthrough shares one
+//! backing file, that nothing opens through the daemon beside it, and that writers wait and
+//! then get ETXTBSY instead of the kernel's EIO.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use blobmount_core::{Fs, FsConfig, FsError, ROOT_INO, ReadMode, SetAttr};
+
+mod common;
+use common::{TestFs, put, read_seq, stored, test_fs};
+
+const MIB: usize = 1 << 20;
+
+fn setup(passthrough: bool, tweak: impl FnOnce(&mut FsConfig)) -> TestFs {
+    test_fs(|cfg| {
+        cfg.read_mode = ReadMode::FileCache;
+        cfg.read_block = 256 * 1024;
+        cfg.read_ahead_max = 2 * MIB;
+        cfg.passthrough = passthrough;
+        tweak(cfg);
+    })
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i * 7 + i / 513) % 253) as u8 ^ seed)
+        .collect()
+}
+
+/// A file `f` of `data`, read once (so its copy is downloaded and checked); its inode.
+async fn cached_file(t: &TestFs, data: &[u8]) -> u64 {
+    put(&t.mem, "f", data).await;
+    let ino = t.fs.lookup(ROOT_INO, "f").await.unwrap().ino;
+    assert_eq!(read_seq(&t.fs, ino, 128 * 1024).await.unwrap(), data);
+    let fc = t.fs.file_cache.clone().unwrap();
+    let t0 = Instant::now();
+    // The check after the last chunk may finish just after the read returned.
+    while fc.stats.verified.load(Ordering::Relaxed) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "copy never checked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    ino
+}
+
+fn contents(p: &blobmount_core::passthrough::PassFile, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    p.file().read_exact_at(&mut buf, 0).unwrap();
+    buf
+}
+
+fn passthrough_opens(fs: &Fs) -> u64 {
+    let fc = fs.file_cache.clone().unwrap();
+    fc.stats.passthrough_opens.load(Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_opens_of_a_checked_copy_share_one_backing_file() {
+    let t = setup(true, |_| {});
+    let data = pattern(MIB + 17, 1);
+    let ino = cached_file(&t, &data).await;
+    // The first open (which downloaded it) went through the daemon.
+    assert_eq!(passthrough_opens(&t.fs), 0);
+    let a = t.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let b = t.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let (pa, pb) = (
+        a.passthrough.clone().unwrap(),
+        b.passthrough.clone().unwrap(),
+    );
+    assert!(Arc::ptr_eq(&pa, &pb), "two backing files for one inode");
+    assert_eq!(contents(&pa, data.len()), data);
+    // The backing id is registered once and shared.
+    let registered = AtomicUsize::new(0);
+    let reg = |_: &std::fs::File| {
+        registered.fetch_add(1, Ordering::Relaxed);
+        Ok(7u32)
+    };
+    assert_eq!(*pa.backing(reg).unwrap(), 7);
+    assert_eq!(*pb.backing(|_| Ok(8u32)).unwrap(), 7);
+    assert_eq!(registered.load(Ordering::Relaxed), 1);
+    assert_eq!(passthrough_opens(&t.fs), 2);
+    t.fs.release(a.fh).await.unwrap();
+    t.fs.release(b.fh).await.unwrap();
+    // Nothing was fetched for them.
+    let gets = t.c.gets();
+    let c = t.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    assert!(c.passthrough.is_some());
+    t.fs.release(c.fh).await.unwrap();
+    assert_eq!(t.c.gets(), gets);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_setting_every_open_goes_through_the_daemon() {
+    let t = setup(false, |_| {});
+    let ino = cached_file(&t, &pattern(MIB, 2)).await;
+    let a = t.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    assert!(a.passthrough.is_none());
+    t.fs.release(a.fh).await.unwrap();
+    assert_eq!(passthrough_opens(&t.fs), 0);
+}
+
+/// The kernel fails a passthrough open of an inode open through the daemon (EIO): while
+/// any such open lasts, new opens go through the daemon too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_through_the_daemon_keeps_the_inode_there() {
+    let t = setup(true, |_| {});
+    let data = pattern(MIB, 3);
+    put(&t.mem, "f", &data).await;
+    let ino = t.fs.lookup(ROOT_INO, "f").await.unwrap().ino;
+    // Opened before its copy was complete: through the daemon, and it stays open.
+    let first = t.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    assert!(first.passthrough.is_none());
+    let mut got = Vec::new();
+    loop {
+        let b =
+            t.fs.read(first.fh, got.len() as u64, 256 * 1024)
+                .await
+                .unwrap();
+        if b.is_empty() {
+            break;
+        }
+        got.extend_from_slice(&b);
+    }
+    assert_eq!(got, data);
+    let fc = t.fs.file_cache.clone().unwrap();
+    let t0 = Instant::now();
+    while fc.stats.verified.load(Ordering::Relaxed) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = t.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    assert!(
+        second.passthrough.is_none(),
+        "passthrough beside an open through the daemon"
+    );
+    // A writer through the daemon beside them is fine.
+    let w = t.fs.open(ino, libc::O_WRONLY).await.unwrap();
+    t.fs.release(w.fh).await.unwrap();
+    t.fs.release(first.fh).await.unwrap();
+    t.fs.release(second.fh).await.unwrap();
+    let third = t.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    assert!(third.passthrough.is_some());
+    t.fs.release(third.fh).await.unwrap();
+}
+
+/// Writes must reach the daemon: an open for writing (or a truncate) of a file open in
+/// passthrough waits for those opens to close, and fails with ETXTBSY if they do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_wait_for_passthrough_readers_then_get_etxtbsy() {
+    let t = setup(true, |_| {});
+    let data = pattern(MIB, 4);
+    let ino = cached_file(&t, &data).await;
+    let r = t.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    assert!(r.passthrough.is_some());
+    let t0 = Instant::now();
+    let e = t.fs.open(ino, libc::O_WRONLY).await.err();
+    assert_eq!(e, Some(FsError::TextBusy));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(FsError::TextBusy.errno(), libc::ETXTBSY);
+    let e = t.fs.open(ino, libc::O_RDONLY | libc::O_TRUNC).await.err();
+    assert_eq!(e, Some(FsError::TextBusy));
+    let size0 = SetAttr {
+        size: Some(0),
+        ..SetAttr::default()
+    };
+    let e = t.fs.setattr(ino, size0.clone()).await.err();
+    assert_eq!(e, Some(FsError::TextBusy));
+    assert_eq!(stored(&*t.mem, "f").await.unwrap(), data, "store changed");
+    // A close whose release arrives during the wait lets the writer in.
+    let fs = t.fs.clone();
+    let closer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        fs.release(r.fh).await.unwrap();
+    });
+    let t0 = Instant::now();
+    let w = t.fs.open(ino, libc::O_WRONLY).await.unwrap();
+    assert!(t0.elapsed() < Duration::from_millis(900));
+    closer.await.unwrap();
+    assert!(w.passthrough.is_none());
+    t.fs.write(w.fh, 0, b"new").await.unwrap();
+    // While it is open for writing, readers go through the daemon (and see its bytes).
+    let r2 = t.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    assert!(r2.passthrough.is_none());
+    assert_eq!(&t.fs.read(r2.fh, 0, 3).await.unwrap()[..], b"new");
+    t.fs.release(r2.fh).await.unwrap();
+    t.fs.release(w.fh).await.unwrap();
+    assert_eq!(&stored(&*t.mem, "f").await.unwrap()[..3], b"new");
+    // With no open left, a truncate goes through.
+    t.fs.setattr(ino, size0).await.unwrap();
+    assert_eq!(stored(&*t.mem, "f").await.unwrap(), b"");
+}
+
+/// The kernel refused the backing file (no CAP_SYS_ADMIN, say): that open and every later
+/// one go through the daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_backing_file_turns_passthrough_off() {
+    let t = setup(true, |_| {});
+    let ino = cached_file(&t, &pattern(MIB, 5)).await;
+    assert!(t.fs.passthrough_wanted());
+    let a = t.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let p = a.passthrough.clone().unwrap();
+    let e = p.backing(|_| Err::<u32, _>(std::io::Error::from_raw_os_error(libc::EPERM)));
+    assert!(e.is_err());
+    t.fs.passthrough_refused(a.fh, "test: EPERM");
+    assert!(!t.fs.passthrough_wanted());
+    // The open is counted as one through the daemon now: a writer need not wait.
+    let t0 = Instant::now();
+    let w = t.fs.open(ino, libc::O_WRONLY).await.unwrap();
+    assert!(t0.elapsed() < Duration::from_millis(500));
+    t.fs.release(w.fh).await.unwrap();
+    t.fs.release(a.fh).await.unwrap();
+    let b = t.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    assert!(b.passthrough.is_none());
+    t.fs.release(b.fh).await.unwrap();
+}
+
+/// Another client replaced the object while it is open in passthrough: a new read-only
+/// open waits for those opens to close, then (they did not) reads the version they read
+/// (the kernel allows one backing file per inode). Once they are closed, opens read the
+/// new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_object_is_read_once_the_passthrough_opens_close() {
+    let t = setup(true, |c| {
+        c.attr_ttl = Duration::from_millis(100);
+        c.list_ttl = c.attr_ttl;
+    });
+    let old = pattern(MIB, 6);
+    let ino = cached_file(&t, &old).await;
+    let a = t.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let pa = a.passthrough.clone().unwrap();
+    let new = pattern(MIB / 2, 7);
+    put(&t.mem, "f", &new).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
+    let b = t.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(900));
+    assert!(Arc::ptr_eq(b.passthrough.as_ref().unwrap(), &pa));
+    t.fs.release(a.fh).await.unwrap();
+    t.fs.release(b.fh).await.unwrap();
+    assert_eq!(read_seq(&t.fs, ino, 128 * 1024).await.unwrap(), new);
+}
