@@ -13,7 +13,8 @@
 #           added (Cached in /proc/meminfo: the local copy, plus the FUSE file's own pages when
 #           reads go through the daemon);
 #   hot   - the same dd again at once (whatever the kernel kept);
-#   fio   - 4 KiB random reads for BENCH_FIO_SECS seconds, 1 job (IOPS).
+#   fio   - 4 KiB random reads for BENCH_FIO_SECS seconds, 1 job, page cache kept (IOPS: the
+#           cost of one small read through each path).
 # Writes bench/results/warm-<UTC>.csv and prints a table. Needs root (FUSE, drop_caches).
 set -euo pipefail
 
@@ -136,7 +137,7 @@ measure() { # TOOL FILE PID(or empty)
         pc+=("$(( ($(cached_kib) - k0) / 1024 ))")
         hot+=("$(dd_rate "$f")")
     done
-    iops=$(fio --name=rr --filename="$f" --readonly --rw=randread --bs=4k --ioengine=psync \
+    iops=$(fio --name=rr --filename="$f" --readonly --rw=randread --bs=4k --ioengine=psync --invalidate=0 \
         --runtime="$FIO_SECS" --time_based --output-format=json 2>/dev/null |
         "$PY" -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))')
     local opens=-
