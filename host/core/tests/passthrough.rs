@@ -247,3 +247,161 @@ async fn a_replaced_object_is_read_once_the_passthrough_opens_close() {
     t.fs.release(b.fh).await.unwrap();
     assert_eq!(read_seq(&t.fs, ino, 128 * 1024).await.unwrap(), new);
 }
+
+/// The kernel's rule as a property, over random sequences of opens, releases, refusals and
+/// outside replacements on two files (time paused, so the 1 s waits cost nothing): an inode
+/// never has opens in passthrough and through the daemon at once, its passthrough opens share
+/// one file, and an open for writing fails with ETXTBSY exactly when passthrough opens of its
+/// file are still open.
+mod property {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        OpenRo { file: usize, refuse: bool },
+        OpenRw { file: usize },
+        Release { h: usize },
+        Remote { file: usize, seed: u8 },
+        Sleep,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            5 => (0..2usize, proptest::bool::weighted(0.05))
+                .prop_map(|(file, refuse)| Op::OpenRo { file, refuse }),
+            2 => (0..2usize).prop_map(|file| Op::OpenRw { file }),
+            4 => (0..8usize).prop_map(|h| Op::Release { h }),
+            1 => (0..2usize, any::<u8>()).prop_map(|(file, seed)| Op::Remote { file, seed }),
+            2 => Just(Op::Sleep),
+        ]
+    }
+
+    struct Open {
+        fh: u64,
+        file: usize,
+        pass: Option<Arc<blobmount_core::passthrough::PassFile>>,
+    }
+
+    async fn run(ops: Vec<Op>) -> Result<u64, TestCaseError> {
+        let t = setup(true, |c| {
+            c.attr_ttl = Duration::from_millis(500);
+            c.list_ttl = c.attr_ttl;
+        });
+        let names = ["a", "b"];
+        for (i, n) in names.iter().enumerate() {
+            put(&t.mem, n, &pattern(300_000, i as u8)).await;
+        }
+        let mut inos = Vec::new();
+        for n in names {
+            inos.push(t.fs.lookup(ROOT_INO, n).await.unwrap().ino);
+        }
+        let mut open: Vec<Open> = Vec::new();
+        let mut pass_opens = 0;
+        for op in ops {
+            match op {
+                Op::OpenRo { file, refuse } => {
+                    let r = t.fs.open(inos[file], libc::O_RDONLY).await.unwrap();
+                    let mut pass = r.passthrough.clone();
+                    if let Some(p) = &pass {
+                        // What the FUSE adapter does with it.
+                        let id = p.backing(|_| match refuse {
+                            true => Err(std::io::Error::from_raw_os_error(libc::EPERM)),
+                            false => Ok(1u32),
+                        });
+                        if id.is_err() {
+                            t.fs.passthrough_refused(r.fh, "test");
+                            pass = None;
+                        } else {
+                            pass_opens += 1;
+                        }
+                    }
+                    let held = open.iter().filter(|o| o.file == file);
+                    if let Some(shared) = held.clone().find_map(|o| o.pass.clone()) {
+                        prop_assert!(
+                            pass.as_ref().is_some_and(|p| Arc::ptr_eq(p, &shared)),
+                            "a read-only open beside passthrough opens did not share their file"
+                        );
+                    }
+                    open.push(Open {
+                        fh: r.fh,
+                        file,
+                        pass,
+                    });
+                }
+                Op::OpenRw { file } => {
+                    let passing = open.iter().any(|o| o.file == file && o.pass.is_some());
+                    match t.fs.open(inos[file], libc::O_RDWR).await {
+                        Ok(r) => {
+                            prop_assert!(!passing, "a writer opened beside passthrough opens");
+                            prop_assert!(r.passthrough.is_none());
+                            open.push(Open {
+                                fh: r.fh,
+                                file,
+                                pass: None,
+                            });
+                        }
+                        Err(FsError::TextBusy) => {
+                            prop_assert!(passing, "ETXTBSY without a passthrough open")
+                        }
+                        Err(e) => return Err(TestCaseError::fail(format!("open: {e}"))),
+                    }
+                }
+                Op::Release { h } => {
+                    if h < open.len() {
+                        let o = open.remove(h);
+                        // A writer's upload may meet the outside replacement: a conflict.
+                        match t.fs.release(o.fh).await {
+                            Ok(()) | Err(FsError::Conflict { .. }) => {}
+                            Err(e) => return Err(TestCaseError::fail(format!("release: {e}"))),
+                        }
+                    }
+                }
+                Op::Remote { file, seed } => {
+                    put(&t.mem, names[file], &pattern(200_000, seed)).await;
+                }
+                Op::Sleep => tokio::time::sleep(Duration::from_secs(2)).await,
+            }
+            for file in 0..2 {
+                let mine: Vec<&Open> = open.iter().filter(|o| o.file == file).collect();
+                let passing: Vec<_> = mine.iter().filter_map(|o| o.pass.clone()).collect();
+                prop_assert!(
+                    passing.is_empty() || passing.len() == mine.len(),
+                    "file {file}: {} passthrough opens beside {} through the daemon",
+                    passing.len(),
+                    mine.len() - passing.len()
+                );
+                prop_assert!(passing.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])));
+            }
+        }
+        for o in open {
+            let _ = t.fs.release(o.fh).await;
+        }
+        Ok(pass_opens)
+    }
+
+    #[test]
+    fn opens_keep_the_kernels_one_mode_per_inode_rule() {
+        let mut runner = TestRunner::new(Config {
+            cases: 48,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let total = std::sync::atomic::AtomicU64::new(0);
+        runner
+            .run(&proptest::collection::vec(op(), 1..40), |ops| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .start_paused(true)
+                    .build()
+                    .unwrap();
+                let n = rt.block_on(run(ops))?;
+                total.fetch_add(n, Ordering::Relaxed);
+                Ok(())
+            })
+            .unwrap();
+        // The sequences did reach passthrough (the property is not vacuous).
+        assert!(total.load(Ordering::Relaxed) > 0);
+    }
+}
