@@ -59,6 +59,9 @@ pub struct FsConfig {
     pub write_part_size: usize,
     /// Parts of one file in flight at once.
     pub write_parts_in_flight: usize,
+    /// Write-behind: a modified file is uploaded this long after its last close instead of
+    /// at it (`files/close.rs`); zero uploads at close.
+    pub close_delay: Duration,
     /// How long a change of mode, owner or times of a closed file is held so that changes
     /// following each other go up as one request (zero: written at once).
     pub attr_write_delay: Duration,
@@ -96,6 +99,7 @@ impl FsConfig {
             write_streaming: true,
             write_part_size: 64 * 1024,
             write_parts_in_flight: 4,
+            close_delay: Duration::ZERO,
             attr_write_delay: Duration::from_millis(200),
             content_types: Default::default(),
             poll: Default::default(),

@@ -377,7 +377,7 @@ impl Fs {
             let cond = upload_cond(st);
             let upload = (&cond, st.upload_id.as_str());
             st.stream
-                .after_write(&self.files, h.ino, tmp.as_file(), (offset, data), upload)
+                .after_write(&*self.files, h.ino, tmp.as_file(), (offset, data), upload)
                 .await;
         }
         st.size = st.size.max(offset + data.len() as u64);
@@ -424,6 +424,10 @@ impl Fs {
 
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
         let h = self.files.handle(fh)?;
+        if self.files.writes_behind() {
+            // Uploaded after the last close (`files/close.rs`); fsync still uploads.
+            return Ok(());
+        }
         let mut st = h.entry.state.lock().await;
         self.files.upload_locked(h.ino, &h.entry, &mut st).await
     }
@@ -493,40 +497,6 @@ impl Fs {
         if st.handles > 0 {
             return Ok(());
         }
-        let mut result = Ok(());
-        if entry.dirty.load(Ordering::Acquire)
-            && !st.unlinked
-            && let Err(e) = self.files.upload_locked(h.ino, &entry, &mut st).await
-        {
-            // Still dirty: the upload failed and nothing kept the data yet (a conflict keeps
-            // it; a failed metadata update follows a landed upload).
-            if entry.dirty.load(Ordering::Acquire) {
-                let key = self.ns.key_of(h.ino).unwrap_or_default();
-                let p = self.files.keep_failed(h.ino, &key, &mut st);
-                entry.dirty.store(false, Ordering::Release);
-                error!(key, saved_to = %p.display(), error = %e, "upload failed at close; local data kept");
-            }
-            result = Err(e);
-        }
-        entry.retired.store(true, Ordering::Release);
-        drop(st);
-        self.files.forget_entry(h.ino, &entry);
-        // A change of mode or times made while it was open (often just after close, before
-        // this release arrived) is held for the delay from now, so the changes that follow
-        // (rsync's utimensat after its chmod) still go up with it (`attrwrite.rs`).
-        self.attrs.closed(h.ino);
-        // A file created here whose upload failed is not in the store: drop its entry.
-        let mut t = lock(&self.ns.table);
-        if let Some(n) = t.get_mut(h.ino)
-            && n.local_only
-        {
-            n.local_only = false;
-            let (p, name) = (n.parent, n.name.clone());
-            // Only if the name is still this file's (a rename may have given it to another).
-            if t.child(p, &name) == Some(h.ino) {
-                t.unlink(p, &name);
-            }
-        }
-        result
+        self.files.last_release(h.ino, &entry, st).await
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use blobmount_backend::api::permissions_string;
 use blobmount_backend::{AccessUpdate, Backend, BackendError};
@@ -42,7 +42,7 @@ pub struct Fs {
     /// Names, inodes, caches and policy verdicts (`namespace/`).
     pub(crate) ns: Arc<Namespace>,
     /// Open files, handles and the write path (`files/`).
-    pub(crate) files: Files,
+    pub(crate) files: Arc<Files>,
     pub(crate) dir_handles: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     /// Mode, owner and times on their way to the store (`attrwrite.rs`).
     pub(crate) attrs: Arc<AttrWriter>,
@@ -153,7 +153,7 @@ impl Fs {
             backend,
             cfg,
             ns,
-            files,
+            files: Arc::new(files),
             dir_handles: Mutex::new(HashMap::new()),
             attrs,
             journal,
@@ -397,6 +397,26 @@ impl Fs {
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
+        if self.files.writes_behind()
+            && self.files.entry(ino).is_some()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            // Closed, its upload still to come (`files/close.rs`): the upload needs the node
+            // (its key, mode and times), so it is forgotten once the upload is done.
+            let (files, ns) = (self.files.clone(), self.ns.clone());
+            rt.spawn(async move {
+                while files.entry(ino).is_some() {
+                    tokio::time::sleep(files.cfg.close_delay.max(Duration::from_millis(20))).await;
+                }
+                if files.attrs.is_pending(ino)
+                    && let Err(e) = files.attrs.flush(ino).await
+                {
+                    tracing::warn!(ino, error = %e, "could not write the mode, owner or times of a forgotten file");
+                }
+                lock(&ns.table).forget(ino, n);
+            });
+            return;
+        }
         if self.attrs.is_pending(ino)
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {

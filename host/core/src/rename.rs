@@ -157,6 +157,7 @@ impl Renamer<'_> {
         open: &[(u64, std::sync::Arc<crate::files::OpenEntry>)],
     ) -> FsResult<()> {
         let mut held = self.files.hold(open).await;
+        let (mut unsent, mut over) = (None, None);
         let native = self.backend.capabilities().native_rename;
         if native {
             self.rename_native(&mut held, &job).await?;
@@ -187,7 +188,7 @@ impl Renamer<'_> {
             }
             // Open files inside are uploaded first, so the listing below has them and the
             // copy carries their data; so are attributes held for a moment (`attrwrite.rs`).
-            self.files.flush_held(&mut held, replaced).await?;
+            self.files.flush_held(&mut held, replaced, None).await?;
             self.attrs.flush_all().await;
             let keys = self.collect_tree(&from, self.cfg.rename_dir_limit).await?;
             if keys.len() > self.cfg.rename_dir_limit {
@@ -215,12 +216,18 @@ impl Renamer<'_> {
                 self.journal.done(&journal);
             }
         } else {
-            self.files.flush_held(&mut held, replaced).await?;
+            // Writing behind, a closed file not in the store yet only moves here.
+            if self.files.moves_unsent(&held, ino) {
+                unsent = ino;
+                over = self.replaced_in_store(&target, replaced);
+            }
+            self.files.flush_held(&mut held, replaced, unsent).await?;
             let local_only = ino
                 .and_then(|i| lock(&self.ns.table).get(i).map(|n| n.local_only))
                 .unwrap_or(false);
             if let Some(i) = ino
                 && local_only
+                && unsent.is_none()
             {
                 self.attrs.flush(i).await?;
             }
@@ -243,8 +250,30 @@ impl Renamer<'_> {
             lock(&self.ns.table).mark_stale_under(d);
         }
         let repinned = self.files.repin_held(&mut held).await;
+        if let Some(u) = unsent {
+            self.files.settle_unsent_move(&mut held, u, over);
+        }
         drop(held);
         repinned
+    }
+
+    /// What the new name holds in the store, read with the open files held (an upload of
+    /// the replaced file that was under way has finished): `None` for nothing (no target, or
+    /// one not uploaded yet), else its ETag if known.
+    fn replaced_in_store(
+        &self,
+        target: &Option<Option<u64>>,
+        replaced: Option<u64>,
+    ) -> Option<Option<String>> {
+        target.as_ref()?;
+        match replaced {
+            Some(r) => match lock(&self.ns.table).get(r) {
+                Some(n) if n.local_only => None,
+                Some(n) => Some(n.etag.clone()),
+                None => Some(None),
+            },
+            None => Some(None),
+        }
     }
 
     /// A file's rename on a flat store: copy to the new name, then delete the old one. The
@@ -312,10 +341,10 @@ impl Renamer<'_> {
             if local {
                 return Err(FsError::NotEmpty);
             }
-            self.files.flush_held(held, job.replaced).await?;
+            self.files.flush_held(held, job.replaced, None).await?;
             self.attrs.flush_all().await;
         } else {
-            self.files.flush_held(held, job.replaced).await?;
+            self.files.flush_held(held, job.replaced, None).await?;
             if let Some(i) = job.ino {
                 self.attrs.flush(i).await?;
             }

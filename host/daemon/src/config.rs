@@ -182,6 +182,7 @@ pub struct WriteConfig {
     pub part_size_mib: usize,
     pub parts_in_flight: usize,
     pub attr_delay_ms: u64,
+    pub close_delay_ms: u64,
     pub content_types: BTreeMap<String, String>,
     pub content_type_default: String,
 }
@@ -195,6 +196,7 @@ impl Default for WriteConfig {
             part_size_mib: 8,
             parts_in_flight: 8,
             attr_delay_ms: 200,
+            close_delay_ms: 0,
             content_types: BTreeMap::new(),
             content_type_default: blobmount_core::contenttype::OCTET_STREAM.into(),
         }

@@ -52,6 +52,7 @@ pub fn fs_config(cfg: &Config, cache_dir: PathBuf) -> Result<FsConfig, ConfigErr
         write_part_size: size("write.part-size-mib", cfg.write.part_size_mib)?,
         write_parts_in_flight: cfg.write.parts_in_flight,
         attr_write_delay: Duration::from_millis(cfg.write.attr_delay_ms),
+        close_delay: Duration::from_millis(cfg.write.close_delay_ms),
         content_types: cfg.write.content_types()?,
     })
 }

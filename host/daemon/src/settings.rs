@@ -407,6 +407,19 @@ pub static SETTINGS: &[Setting] = &[
     )
     .range(0, 5_000),
     Setting::new(
+        "write.close-delay-ms",
+        Unit::Millis,
+        "0",
+        "Write-behind: a file changed through the mount is uploaded this long after its last\n\
+         close instead of at close. A rename within the delay of a new file moves it without\n\
+         a copy in the store (rsync, editors and git write a temporary name and rename it):\n\
+         one upload per file, carrying the mode and times set meanwhile. The price: close\n\
+         returns before the data is stored, so a failed upload is logged and kept in\n\
+         conflicts/, not reported to the program. fsync still uploads; unmount uploads all.\n\
+         0 (the default) uploads at close.",
+    )
+    .range(0, 60_000),
+    Setting::new(
         "write.content-types",
         Unit::Mapping,
         "{}",

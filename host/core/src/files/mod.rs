@@ -9,12 +9,14 @@
 //!
 //! - `mod.rs`: the open-file registry (state per inode, handles, attaching a handle);
 //! - `stage.rs`: the staging file: what it holds of the old object, reads and writes of it;
-//! - `commit.rs`: uploads, their conditions and repeats, keeping data in `conflicts/`.
+//! - `commit.rs`: uploads, their conditions and repeats, keeping data in `conflicts/`;
+//! - `close.rs`: the last release's upload, at once or a moment later (write-behind).
 //!
 //! Locks: an open file's `state` (a `tokio` mutex held across store requests) comes before
 //! the namespace's `table`; `open_files` and `handles` are short `std` mutexes taken after
 //! both (see `crate::namespace` for the whole order).
 
+mod close;
 mod commit;
 mod stage;
 
@@ -386,8 +388,13 @@ impl Files {
         &self,
         held: &mut Held<'_>,
         replaced: Option<u64>,
+        unsent: Option<u64>,
     ) -> FsResult<()> {
         for (ino, entry, st) in held.iter_mut() {
+            if Some(*ino) == unsent {
+                // Moved here only; its upload goes to the new name (`close.rs`).
+                continue;
+            }
             if Some(*ino) == replaced {
                 self.keep_for_handles(*ino, st).await;
             } else {

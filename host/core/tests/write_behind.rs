@@ -1,0 +1,259 @@
+//! Write-behind (`write.close-delay-ms`, `files/close.rs`): a closed file is uploaded a
+//! moment after its last close. The point is `rsync -a` and the other temporary-name
+//! writers: one upload per file to its final name instead of an upload, a copy and a delete.
+//! The rules checked here: nothing is lost (fsync and unmount upload at once, a crash is
+//! recovered under the file's new name, a conflict is kept in `conflicts/`), a file reopened
+//! in the delay is the same file, and a rename over an existing object replaces it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use blobmount_backend::memory::MemoryBackend;
+use blobmount_core::{Caller, Fs, FsConfig, FsError, ROOT_INO, Recovery, SetAttr};
+
+mod common;
+use common::{Kinds, TestFs, put, stored, test_fs_on};
+
+const ME: Caller = Caller {
+    uid: 1000,
+    gid: 1000,
+};
+const DELAY: Duration = Duration::from_millis(300);
+
+fn mount(mem: Arc<MemoryBackend>) -> TestFs {
+    test_fs_on(mem, |c| {
+        c.attr_ttl = Duration::from_secs(60);
+        c.list_ttl = Duration::from_secs(60);
+        c.negative_ttl = Duration::from_secs(60);
+        c.close_delay = DELAY;
+    })
+}
+
+async fn store() -> Arc<MemoryBackend> {
+    let mem = Arc::new(MemoryBackend::new());
+    for i in 0..5 {
+        put(&mem, &format!("dst/old{i}"), b"old").await;
+    }
+    mem
+}
+
+async fn dst(fs: &Fs) -> u64 {
+    let d = fs.lookup(ROOT_INO, "dst").await.unwrap().ino;
+    let fh = fs.opendir(d).await.unwrap();
+    fs.releasedir(fh);
+    d
+}
+
+fn attrs(perm: Option<u16>, mtime: Option<SystemTime>) -> SetAttr {
+    SetAttr {
+        perm,
+        mtime,
+        atime: mtime,
+        ..Default::default()
+    }
+}
+
+/// `rsync -a` of one file: the temporary name created, written, closed, chmod and
+/// utimensat, renamed over the final name.
+async fn rsync_one(fs: &Fs, dir: u64, name: &str, data: &[u8], mtime: SystemTime) {
+    let tmp = format!(".{name}.Xy12z9");
+    assert_eq!(fs.lookup(dir, &tmp).await, Err(FsError::NotFound));
+    let (a, h) = fs
+        .create(dir, &tmp, 0o600, libc::O_RDWR | libc::O_EXCL, ME)
+        .await
+        .unwrap();
+    fs.write(h.fh, 0, data).await.unwrap();
+    fs.flush(h.fh).await.unwrap();
+    fs.release(h.fh).await.unwrap();
+    fs.setattr(a.ino, attrs(Some(0o644), None)).await.unwrap();
+    fs.setattr(a.ino, attrs(None, Some(mtime))).await.unwrap();
+    fs.rename(dir, &tmp, dir, name, false).await.unwrap();
+}
+
+async fn settle() {
+    tokio::time::sleep(DELAY * 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsync_costs_one_upload_per_file_to_its_final_name() {
+    let t = mount(store().await);
+    let d = dst(&t.fs).await;
+    let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    let before = t.c.kinds();
+    // New files, and files replacing existing objects (`old0`..`old4`).
+    let names: Vec<String> = (0..20)
+        .map(|i| format!("f{i}"))
+        .chain((0..5).map(|i| format!("old{i}")))
+        .collect();
+    for n in &names {
+        rsync_one(&t.fs, d, n, format!("data of {n}").as_bytes(), when).await;
+    }
+    // Nothing is in the store yet, but the mount shows every file as written.
+    assert_eq!(stored(&*t.mem, "dst/f0").await, None);
+    assert_eq!(stored(&*t.mem, "dst/old0").await.unwrap(), b"old");
+    let a = t.fs.lookup(d, "f3").await.unwrap();
+    assert_eq!((a.perm, a.mtime), (0o644, when));
+    settle().await;
+    let k = t.c.kinds() - before;
+    println!("rsync -a of {} files writing behind: {k:?}", names.len());
+    // One upload per file; a file replacing an object also looks that object up (one HEAD:
+    // the listing names it without its version), as without the delay.
+    assert_eq!(
+        k,
+        Kinds {
+            put: names.len(),
+            head: 5,
+            ..Default::default()
+        }
+    );
+    let other = test_fs_on(t.mem.clone(), |_| {});
+    let d2 = other.fs.lookup(ROOT_INO, "dst").await.unwrap().ino;
+    for n in &names {
+        let a = other.fs.lookup(d2, n).await.unwrap();
+        assert_eq!((a.perm, a.mtime), (0o644, when), "{n}");
+        let want = format!("data of {n}");
+        assert_eq!(
+            stored(&*t.mem, &format!("dst/{n}")).await.unwrap(),
+            want.as_bytes()
+        );
+        assert_eq!(stored(&*t.mem, &format!("dst/.{n}.Xy12z9")).await, None);
+    }
+    assert_eq!(t.fs.pending_uploads(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsync_and_unmount_upload_at_once() {
+    let t = mount(store().await);
+    let d = dst(&t.fs).await;
+    let (_, h) =
+        t.fs.create(d, "synced", 0o644, libc::O_RDWR | libc::O_EXCL, ME)
+            .await
+            .unwrap();
+    t.fs.write(h.fh, 0, b"durable").await.unwrap();
+    t.fs.fsync(h.fh).await.unwrap();
+    assert_eq!(stored(&*t.mem, "dst/synced").await.unwrap(), b"durable");
+    t.fs.release(h.fh).await.unwrap();
+    let (_, h) =
+        t.fs.create(d, "pending", 0o644, libc::O_RDWR | libc::O_EXCL, ME)
+            .await
+            .unwrap();
+    t.fs.write(h.fh, 0, b"at unmount").await.unwrap();
+    t.fs.flush(h.fh).await.unwrap();
+    t.fs.release(h.fh).await.unwrap();
+    assert_eq!(t.fs.pending_uploads(), 1);
+    assert_eq!(stored(&*t.mem, "dst/pending").await, None);
+    assert_eq!(t.fs.flush_for_shutdown().await, (1, 0));
+    assert_eq!(stored(&*t.mem, "dst/pending").await.unwrap(), b"at unmount");
+    settle().await;
+    assert_eq!(t.fs.pending_uploads(), 0);
+}
+
+/// Opened again within the delay: the same file (its bytes, from staging), and its upload
+/// waits for the new last close; one upload in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_reopened_in_the_delay_is_the_same_file() {
+    let t = mount(store().await);
+    let d = dst(&t.fs).await;
+    let (a, h) =
+        t.fs.create(d, "log", 0o644, libc::O_RDWR | libc::O_EXCL, ME)
+            .await
+            .unwrap();
+    t.fs.write(h.fh, 0, b"one ").await.unwrap();
+    t.fs.release(h.fh).await.unwrap();
+    let puts = t.c.kinds().put;
+    let h = t.fs.open(a.ino, libc::O_RDWR).await.unwrap();
+    assert_eq!(&t.fs.read(h.fh, 0, 100).await.unwrap()[..], b"one ");
+    t.fs.write(h.fh, 4, b"two").await.unwrap();
+    tokio::time::sleep(DELAY * 2).await;
+    assert_eq!(
+        stored(&*t.mem, "dst/log").await,
+        None,
+        "uploaded while open"
+    );
+    t.fs.release(h.fh).await.unwrap();
+    settle().await;
+    assert_eq!(stored(&*t.mem, "dst/log").await.unwrap(), b"one two");
+    assert_eq!(t.c.kinds().put - puts, 1);
+}
+
+/// Another client creates the name while our upload waits: ours conflicts after close, and
+/// its bytes are kept in `conflicts/` (logged), theirs stay in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_conflicts_after_close_is_kept() {
+    let t = mount(store().await);
+    let d = dst(&t.fs).await;
+    let (_, h) =
+        t.fs.create(d, "race", 0o644, libc::O_RDWR | libc::O_EXCL, ME)
+            .await
+            .unwrap();
+    t.fs.write(h.fh, 0, b"mine").await.unwrap();
+    t.fs.release(h.fh).await.unwrap();
+    put(&t.mem, "dst/race", b"theirs").await;
+    settle().await;
+    assert_eq!(stored(&*t.mem, "dst/race").await.unwrap(), b"theirs");
+    let kept = find_kept(&t.dir.path().join("conflicts"));
+    assert!(
+        kept.iter().any(|p| std::fs::read(p).unwrap() == b"mine"),
+        "not kept: {kept:?}"
+    );
+}
+
+fn find_kept(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(find_kept(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A crash after close, before the upload: the next mount's recovery uploads the file under
+/// the name it was renamed to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_the_upload_is_recovered_under_the_new_name() {
+    let mem = store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = |long: bool| {
+        let mut c = FsConfig::for_tests(dir.path().to_path_buf());
+        c.close_delay = if long { Duration::from_secs(60) } else { DELAY };
+        c
+    };
+    let fs = Fs::new(mem.clone(), cfg(true)).unwrap();
+    let d = dst(&fs).await;
+    let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_650_000_000);
+    rsync_one(&fs, d, "new", b"fresh", when).await;
+    rsync_one(&fs, d, "old1", b"replaced", when).await;
+    assert_eq!(stored(&*mem, "dst/new").await, None);
+    fs.abandon_like_a_crash();
+    let fs = Fs::new(mem.clone(), cfg(false)).unwrap();
+    let r = fs.recover(Recovery::Upload).await;
+    let mut up = r.uploaded.clone();
+    up.sort();
+    assert_eq!(up, vec!["dst/new".to_string(), "dst/old1".to_string()]);
+    assert_eq!(stored(&*mem, "dst/new").await.unwrap(), b"fresh");
+    assert_eq!(stored(&*mem, "dst/old1").await.unwrap(), b"replaced");
+    assert_eq!(stored(&*mem, "dst/.new.Xy12z9").await, None);
+}
+
+/// Without the setting nothing changes: close uploads, rename copies and deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_delay_close_uploads() {
+    let t = test_fs_on(store().await, |c| {
+        c.attr_ttl = Duration::from_secs(60);
+        c.list_ttl = Duration::from_secs(60);
+    });
+    let d = dst(&t.fs).await;
+    let before = t.c.kinds();
+    rsync_one(&t.fs, d, "f", b"x", SystemTime::now()).await;
+    let k = t.c.kinds() - before;
+    assert_eq!((k.put, k.copy, k.delete), (1, 1, 1));
+    assert_eq!(stored(&*t.mem, "dst/f").await.unwrap(), b"x");
+}
