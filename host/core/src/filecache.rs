@@ -473,10 +473,10 @@ impl FileCache {
                     self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
                     error!(
                         key = c.key,
-                        kind = kind.name(),
                         stored = %want,
                         read = %got,
-                        "file cache: downloaded bytes do not match the checksum the store reports; copy discarded"
+                        "file cache: downloaded bytes do not match the {} the store reports; copy discarded",
+                        kind.name()
                     );
                     c.fail(BackendError::ChecksumMismatch { key: c.key.clone() });
                     return;

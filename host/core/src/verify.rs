@@ -177,10 +177,10 @@ impl Verified {
 fn mismatch(key: &str, want: &StoredSum, got: &StoredSum) {
     tracing::error!(
         key,
-        kind = want.kind().name(),
         stored = %want,
         read = %got,
-        "read: the bytes read do not match the checksum the store reports; the read fails (EIO)"
+        "read: the bytes read do not match the {} the store reports; the read fails (EIO)",
+        want.kind().name()
     );
 }
 
