@@ -333,6 +333,44 @@ fn cost_of_a_1gib_write() {
     }
 }
 
+/// Not a test: what the read check costs on a cold 1 GiB read through a GCS mount
+/// (fake-gcs-server, loopback): wall time, the daemon's and the server's CPU, with the check
+/// on and off (`read.verify-min-mib` above the size), two runs each, for the binary in
+/// `BLOBMOUNT_BIN` (`--run-ignored ignored-only --no-capture cost_of_a_cold`). Run it with a
+/// binary from before CRC32C (it checks by MD5) and one from after to compare.
+#[test]
+#[ignore]
+fn cost_of_a_cold_1gib_read_on_gcs() {
+    let emu = Emulator::start(Kind::Gcs);
+    let bucket = emu.create_bucket();
+    let data = random(1 << 30);
+    emu.put_object(&bucket, "big.bin", &data);
+    drop(data);
+    let server = emu.pid().unwrap();
+    for round in 0..2 {
+        for check in [true, false] {
+            let mut spec = MountSpec::for_emulator(&emu, &bucket);
+            if !check {
+                spec.env
+                    .push(("BLOBMOUNT_READ__VERIFY_MIN_MIB".into(), "1048576".into()));
+            }
+            let m = Mount::start(&spec);
+            let pid = m.pid().unwrap();
+            let (cpu0, srv0) = (cpu_secs(pid), cpu_secs(server));
+            let t0 = std::time::Instant::now();
+            blobmount_tests::sh(m.path(), "dd if=big.bin of=/dev/null bs=1M status=none");
+            let wall = t0.elapsed().as_secs_f64();
+            let (cpu, srv) = (cpu_secs(pid) - cpu0, cpu_secs(server) - srv0);
+            let log = m.log_text();
+            println!(
+                "round {round}, check {check}: {:.0} MB/s (wall {wall:.2} s), daemon CPU {cpu:.2} s, fake-gcs-server CPU {srv:.2} s, failures logged: {}",
+                (1u64 << 30) as f64 / wall / 1e6,
+                log.contains("do not match"),
+            );
+        }
+    }
+}
+
 /// `write.checksums: false` sends no MD5: bytes damaged on the way land as they are (what
 /// the setting gives up), on the one emulator that would otherwise refuse them.
 #[test]

@@ -302,8 +302,9 @@ mod tests {
         assert_eq!(m.finish(), StoredSum::Md5(md5(b"hello world")));
     }
 
-    /// Not a test: MD5 throughput on this machine (`cargo test -p blobmount-backend --lib
-    /// md5_throughput -- --ignored --nocapture`).
+    /// Not a test: MD5 and CRC32C throughput of the read check's hasher on this machine
+    /// (`cargo test --release -p blobmount-backend --lib md5_throughput -- --ignored
+    /// --nocapture`).
     #[test]
     #[ignore]
     fn md5_throughput() {
@@ -317,15 +318,27 @@ mod tests {
             unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
             t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
         }
-        let data = vec![7u8; 256 << 20];
-        let (t, c) = (std::time::Instant::now(), cpu());
-        let d = md5(&data);
-        let (s, cs) = (t.elapsed().as_secs_f64(), cpu() - c);
-        println!(
-            "MD5 of 256 MiB: wall {s:.2} s, CPU {cs:.2} s, {:.2} ns/byte of CPU ({})",
-            cs * 1e9 / data.len() as f64,
-            md5_hex(&d)
-        );
+        // Random-ish bytes, fed in 128 KiB reads as the read check feeds them.
+        let data: Vec<u8> = (0..256u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let gib = data.len() as f64 / f64::from(1u32 << 30);
+        for kind in [ChecksumKind::Md5, ChecksumKind::Crc32c] {
+            let (t, c) = (std::time::Instant::now(), cpu());
+            let mut r = RunningSum::new(kind);
+            for piece in data.chunks(128 << 10) {
+                r.update(piece);
+            }
+            let d = r.finish();
+            let (s, cs) = (t.elapsed().as_secs_f64(), cpu() - c);
+            println!(
+                "{} of 256 MiB: wall {s:.3} s, CPU {cs:.3} s, {:.3} ns/byte, {:.2} s of CPU per GiB, {:.0} MB/s ({d})",
+                kind.name(),
+                cs * 1e9 / data.len() as f64,
+                cs / gib,
+                data.len() as f64 / cs / 1e6,
+            );
+        }
     }
 
     #[test]
