@@ -284,6 +284,12 @@ fn reads_are_verified_with_the_stores_preferred_checksum(kind: Kind) {
         want,
         "{kind:?}: verified, MD5 bytes, CRC32C bytes"
     );
+    // The xattr still shows the MD5, whichever kind reads are checked by.
+    let shown = blobmount_tests::sh(
+        m.path(),
+        "getfattr --only-values -n user.blobmount.content_md5 api.bin",
+    );
+    assert_eq!(shown.trim(), md5_hex(&md5(&data)), "{kind:?}");
 }
 
 per_backend!(
