@@ -12,6 +12,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use blobmount_backend::checksum::{ChecksumKind, StoredSum};
 use blobmount_backend::{
     AppendBase, Backend, BackendError, ListPage, Precondition, PutMeta, PutOutcome, Result,
 };
@@ -1167,6 +1168,42 @@ async fn content_md5(s: &Subject) {
     assert_eq!(got, s.expect.md5_parts.then(|| md5(&body)));
 }
 
+/// The kind of checksum each store prefers for read checks, and its CRC32C where it keeps
+/// one (GCS, for every object; the memory store keeps both kinds), pinned to the ETag read.
+async fn content_crc32c(s: &Subject) {
+    let b = &*s.backend;
+    let (kind, keeps_crc) = match s.store {
+        Store::Emulated(Kind::Gcs) => (ChecksumKind::Crc32c, true),
+        Store::Memory => (ChecksumKind::Md5, true),
+        Store::Local | Store::Emulated(Kind::Azure | Kind::S3) => (ChecksumKind::Md5, false),
+    };
+    assert_eq!(b.checksum_kind(), kind);
+    let k = "crc/obj";
+    put(b, k, b"hello world", &Precondition::None)
+        .await
+        .unwrap();
+    let e = b.head(k).await.unwrap().etag.unwrap();
+    let got = b
+        .content_checksum(k, &e, ChecksumKind::Crc32c)
+        .await
+        .unwrap();
+    // GCS's documented example: "hello world" is crc32c=yZRlqg==.
+    assert_eq!(got, keeps_crc.then_some(StoredSum::Crc32c(0xc994_65aa)));
+    let got = b.content_checksum(k, &e, ChecksumKind::Md5).await.unwrap();
+    assert_eq!(
+        got,
+        s.expect
+            .md5_single
+            .then(|| StoredSum::Md5(md5(b"hello world")))
+    );
+    if s.store != Store::Local {
+        let stale = b
+            .content_checksum(k, "\"nope\"", ChecksumKind::Crc32c)
+            .await;
+        assert!(is_stale(&err("CRC32C of another version", stale)));
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Driver
 
@@ -1198,6 +1235,7 @@ const CHECKS: &[(&str, Check)] = checks!(
     copy_as,
     uploads_in_parts,
     content_md5,
+    content_crc32c,
 );
 
 /// Run every check against `store`; fail naming each check that failed.

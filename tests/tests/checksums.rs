@@ -5,7 +5,7 @@
 //! damaged twice fail the close; bytes damaged on the way down fail the read at the end of
 //! the file (EIO) instead of being served as good.
 
-use blobmount_backend::checksum::{md5, md5_hex};
+use blobmount_backend::checksum::{ChecksumKind, StoredSum, crc32c, md5, md5_hex};
 use blobmount_tests::proxy::{CountingProxy, Fault};
 use blobmount_tests::{
     AZURITE_ACCOUNT, Emulator, Kind, Mount, MountSpec, block_on, free_port, http_get, metric,
@@ -216,18 +216,87 @@ fn a_download_damaged_on_the_way_fails_at_the_end(kind: Kind) {
     assert_eq!(e.raw_os_error(), Some(libc::EIO), "{kind:?}: {e}");
     assert_eq!(proxy.pending(Fault::CorruptResponse), 0);
     assert_eq!(metrics(), (1, 1, 2), "{kind:?}: verified, failed, requests");
-    assert!(
-        m.log_text()
-            .contains("do not match the MD5 the store reports"),
-        "{}",
-        m.log_text()
+    let named = match kind {
+        Kind::Gcs => "do not match the CRC32C the store reports",
+        Kind::Azure | Kind::S3 => "do not match the MD5 the store reports",
+    };
+    assert!(m.log_text().contains(named), "{}", m.log_text());
+}
+
+/// The checksum of kind `want` the store reports for `key` (`None`: none of that kind).
+fn stored_sum(emu: &Emulator, bucket: &str, key: &str, want: ChecksumKind) -> Option<StoredSum> {
+    let b = emu.backend(bucket);
+    let etag = block_on(b.head(key)).unwrap().etag.unwrap();
+    block_on(b.content_checksum(key, &etag, want)).unwrap()
+}
+
+/// A 20 MiB file read whole is verified with the checksum the store prefers, and only with
+/// it: CRC32C on GCS (no byte goes through MD5; fake-gcs-server reports a CRC32C for what
+/// the mount uploads and for its own API's uploads), MD5 on the others.
+fn reads_are_verified_with_the_stores_preferred_checksum(kind: Kind) {
+    let emu = Emulator::start(kind);
+    let bucket = emu.create_bucket();
+    let data = random(20 * MIB + 77);
+    emu.put_object(&bucket, "api.bin", &data);
+    let health = free_port();
+    let mut spec = MountSpec::for_emulator(&emu, &bucket);
+    spec.args = vec!["--health-listen".into(), format!("127.0.0.1:{health}")];
+    {
+        // Written through a mount of its own, so the reads below are not served from the
+        // writer's page cache.
+        let w = Mount::start(&MountSpec::for_emulator(&emu, &bucket));
+        std::fs::write(w.p("mount.bin"), &data).unwrap();
+    }
+    let preferred = match kind {
+        Kind::Gcs => ChecksumKind::Crc32c,
+        Kind::Azure | Kind::S3 => ChecksumKind::Md5,
+    };
+    for key in ["api.bin", "mount.bin"] {
+        let crc = stored_sum(&emu, &bucket, key, ChecksumKind::Crc32c);
+        match kind {
+            Kind::Gcs => assert_eq!(crc, Some(StoredSum::Crc32c(crc32c(&data))), "{key}"),
+            Kind::Azure | Kind::S3 => assert_eq!(crc, None, "{kind:?} {key}"),
+        }
+    }
+    let m = Mount::start(&spec);
+    let metrics = || {
+        let (code, page) = http_get(health, "/metrics");
+        assert_eq!(code, 200);
+        let v = |line: &str| metric(&page, line) as u64;
+        (
+            v("blobmount_read_checksums_verified_total "),
+            v("blobmount_read_checksum_bytes_total{kind=\"md5\"} "),
+            v("blobmount_read_checksum_bytes_total{kind=\"crc32c\"} "),
+        )
+    };
+    assert_eq!(metrics(), (0, 0, 0));
+    let n = data.len() as u64;
+    assert_eq!(std::fs::read(m.p("api.bin")).unwrap(), data);
+    assert_eq!(std::fs::read(m.p("mount.bin")).unwrap(), data);
+    let want = match (kind, preferred) {
+        (_, ChecksumKind::Crc32c) => (2, 0, 2 * n),
+        // The mount uploaded its copy in parts: S3 keeps no MD5 of it (hashed, not checked).
+        (Kind::S3, ChecksumKind::Md5) => (1, 2 * n, 0),
+        (_, ChecksumKind::Md5) => (2, 2 * n, 0),
+    };
+    assert_eq!(
+        metrics(),
+        want,
+        "{kind:?}: verified, MD5 bytes, CRC32C bytes"
     );
+    // The xattr still shows the MD5, whichever kind reads are checked by.
+    let shown = blobmount_tests::sh(
+        m.path(),
+        "getfattr --only-values -n user.blobmount.content_md5 api.bin",
+    );
+    assert_eq!(shown.trim(), md5_hex(&md5(&data)), "{kind:?}");
 }
 
 per_backend!(
     the_store_reports_the_files_own_checksum,
     damaged_uploads_are_sent_again_or_fail_the_close,
     a_download_damaged_on_the_way_fails_at_the_end,
+    reads_are_verified_with_the_stores_preferred_checksum,
 );
 
 /// CPU seconds (user + system) the process `pid` has used.
@@ -267,6 +336,47 @@ fn cost_of_a_1gib_write() {
         assert_eq!(info.size, 1 << 30);
         println!("1 GiB write, checksums {on}: wall {wall:.1} s, daemon CPU {cpu:.1} s");
         std::fs::remove_file(m.p(&format!("big{on}"))).unwrap();
+    }
+}
+
+/// Not a test: what the read check costs on a cold 1 GiB read through a GCS mount
+/// (fake-gcs-server, loopback): wall time, the daemon's and the server's CPU, with the check
+/// on and off (`read.verify-min-mib` above the size), two runs each, for the binary in
+/// `BLOBMOUNT_BIN` (`--run-ignored ignored-only --no-capture cost_of_a_cold`). Run it with a
+/// binary from before CRC32C (it checks by MD5) and one from after to compare.
+#[test]
+#[ignore]
+fn cost_of_a_cold_1gib_read_on_gcs() {
+    let emu = Emulator::start(Kind::Gcs);
+    let bucket = emu.create_bucket();
+    let mut data = vec![0u8; 1 << 30];
+    rand::fill(&mut data[..]);
+    emu.put_object(&bucket, "big.bin", &data);
+    drop(data);
+    let server = emu.pid().unwrap();
+    for round in 0..3 {
+        for check in [true, false] {
+            let mut spec = MountSpec::for_emulator(&emu, &bucket);
+            let health = free_port();
+            spec.args = vec!["--health-listen".into(), format!("127.0.0.1:{health}")];
+            if !check {
+                spec.env
+                    .push(("BLOBMOUNT_READ__VERIFY_MIN_MIB".into(), "1048576".into()));
+            }
+            let m = Mount::start(&spec);
+            let pid = m.pid().unwrap();
+            let (cpu0, srv0) = (cpu_secs(pid), cpu_secs(server));
+            let t0 = std::time::Instant::now();
+            blobmount_tests::sh(m.path(), "dd if=big.bin of=/dev/null bs=1M status=none");
+            let wall = t0.elapsed().as_secs_f64();
+            let (cpu, srv) = (cpu_secs(pid) - cpu0, cpu_secs(server) - srv0);
+            let (_, page) = http_get(health, "/metrics");
+            println!(
+                "round {round}, check {check}: {:.0} MB/s (wall {wall:.2} s), daemon CPU {cpu:.2} s, fake-gcs-server CPU {srv:.2} s, reads verified {}",
+                (1u64 << 30) as f64 / wall / 1e6,
+                metric(&page, "blobmount_read_checksums_verified_total "),
+            );
+        }
     }
 }
 

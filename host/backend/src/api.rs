@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
+use crate::checksum::{ChecksumKind, StoredSum};
 use crate::error::BackendError;
 
 /// Result type of every backend call.
@@ -374,12 +375,34 @@ pub trait Backend: Send + Sync + Debug {
         }
     }
 
-    /// MD5 of the object's content as the store reports it (Azure `Content-MD5`, GCS
-    /// `x-goog-hash: md5=`, S3 ETags of single-part uploads without KMS or customer keys);
-    /// `None` when the store reports none. Fails with `PreconditionFailed` when the object
-    /// no longer has `etag`, so the answer always belongs to the version that was read
-    /// (file:// keeps no checksum and answers `None` without looking).
-    async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>>;
+    /// The kind of checksum reads are best verified with on this store: the cheapest one it
+    /// keeps for every object (GCS: CRC32C, which composite objects have too; the others:
+    /// MD5). No I/O: a reader asks before its first byte, so it runs one hasher, not two.
+    fn checksum_kind(&self) -> ChecksumKind;
+
+    /// The checksum of kind `kind` of the object's content as the store reports it (MD5:
+    /// Azure `Content-MD5`, GCS `x-goog-hash: md5=`, S3 ETags of single-part uploads without
+    /// KMS or customer keys; CRC32C: GCS `x-goog-hash: crc32c=`); `None` when the store
+    /// reports none of that kind. One request at most. Fails with `PreconditionFailed` when
+    /// the object no longer has `etag`, so the answer always belongs to the version that was
+    /// read (file:// keeps no checksum and answers `None` without looking).
+    async fn content_checksum(
+        &self,
+        key: &str,
+        etag: &str,
+        kind: ChecksumKind,
+    ) -> Result<Option<StoredSum>>;
+
+    /// The MD5 the store reports ([`Backend::content_checksum`] of kind MD5), for what shows
+    /// an MD5 whatever the store prefers (the `content_md5` xattr).
+    async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
+        Ok(
+            match self.content_checksum(key, etag, ChecksumKind::Md5).await? {
+                Some(StoredSum::Md5(d)) => Some(d),
+                Some(StoredSum::Crc32c(_)) | None => None,
+            },
+        )
+    }
 
     /// Replace user metadata (and content type) of an existing object, conditional on
     /// `if_match` when given.

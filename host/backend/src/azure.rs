@@ -26,6 +26,7 @@ use crate::api::{
     PutOutcome, Result,
 };
 use crate::azblocks::AzureBlocks;
+use crate::checksum::{ChecksumKind, StoredSum};
 use crate::config::PartSizes;
 use crate::config::{AzureMode, HnsMode, Secret, StoreConfig, StoreUrl};
 use crate::connect::{build_err, client_options, env, retry_config, secret_or_env};
@@ -512,8 +513,17 @@ impl Backend for AzureBackend {
         }
     }
 
-    async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
-        self.lister.content_md5(key, etag).await
+    fn checksum_kind(&self) -> ChecksumKind {
+        ChecksumKind::Md5
+    }
+
+    async fn content_checksum(
+        &self,
+        key: &str,
+        etag: &str,
+        kind: ChecksumKind,
+    ) -> Result<Option<StoredSum>> {
+        self.lister.content_checksum(key, etag, kind).await
     }
 
     async fn set_metadata(

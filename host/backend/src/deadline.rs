@@ -27,6 +27,7 @@ use crate::api::{
     AppendBase, Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
     PutOutcome, Result,
 };
+use crate::checksum::{ChecksumKind, StoredSum};
 use crate::error::BackendError;
 
 /// `inner` with every metadata call bounded by `limit` (see the module doc).
@@ -157,8 +158,17 @@ impl Backend for Deadlines {
             .await
     }
 
-    async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
-        self.bounded("HEAD", key, self.inner.content_md5(key, etag))
+    fn checksum_kind(&self) -> ChecksumKind {
+        self.inner.checksum_kind()
+    }
+
+    async fn content_checksum(
+        &self,
+        key: &str,
+        etag: &str,
+        kind: ChecksumKind,
+    ) -> Result<Option<StoredSum>> {
+        self.bounded("HEAD", key, self.inner.content_checksum(key, etag, kind))
             .await
     }
 

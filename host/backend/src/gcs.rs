@@ -21,7 +21,7 @@ use crate::api::{
     Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta, PutOutcome,
     Result,
 };
-use crate::checksum;
+use crate::checksum::{self, ChecksumKind, StoredSum};
 use crate::config::{StoreConfig, StoreUrl};
 use crate::connect::{build_err, client_options, env, retry_config};
 use crate::error::BackendError;
@@ -47,7 +47,7 @@ const MAX_OBJECT: u64 = 5 << 40;
 pub struct GcsBackend {
     plane: ObjectPlane,
     lister: JsonLister,
-    /// The XML API's HEAD, for `content_md5`.
+    /// The XML API's HEAD, for `content_checksum`.
     xml: RawLister,
     json: Arc<GcsJson>,
     description: String,
@@ -345,8 +345,18 @@ impl Backend for GcsBackend {
         outcome(&self.plane, to, &generation).await
     }
 
-    async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
-        self.xml.content_md5(key, etag).await
+    /// GCS keeps a CRC32C for every object (composite ones too, which have no MD5).
+    fn checksum_kind(&self) -> ChecksumKind {
+        ChecksumKind::Crc32c
+    }
+
+    async fn content_checksum(
+        &self,
+        key: &str,
+        etag: &str,
+        kind: ChecksumKind,
+    ) -> Result<Option<StoredSum>> {
+        self.xml.content_checksum(key, etag, kind).await
     }
 
     /// Patched in place (no rewrite of the data), conditional on the generation read.

@@ -8,7 +8,7 @@
 //!
 //! Dialects: S3 `ListObjectsV2` and Azure `List Blobs`. GCS lists over its JSON API instead
 //! (`crate::gcs::list`, whose entries carry user metadata too, with the same acceptance of
-//! odd keys); it uses this module only for the XML API's HEAD in [`RawLister::content_md5`].
+//! odd keys); it uses this module only for the XML API's HEAD in [`RawLister::content_checksum`].
 //! Requests are signed by [`Rest`] with `object_store`'s own authorizers.
 
 use std::time::SystemTime;
@@ -18,6 +18,7 @@ use quick_xml::events::Event;
 use reqwest::Method;
 
 use crate::api::{ListPage, ObjectInfo, Result, UserMetadata};
+use crate::checksum::{ChecksumKind, StoredSum, crc32c_from_base64};
 use crate::error::BackendError;
 use crate::rest::{Rest, encode_segment, percent_decode, status_error};
 
@@ -151,8 +152,14 @@ impl RawLister {
         .map_err(|e| BackendError::Other(format!("{what}: malformed listing: {e}")))
     }
 
-    /// The MD5 the store reports for `key` (one signed HEAD), checked against `etag`.
-    pub async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
+    /// The checksum of kind `kind` the store reports for `key` (one signed HEAD), checked
+    /// against `etag`.
+    pub async fn content_checksum(
+        &self,
+        key: &str,
+        etag: &str,
+        kind: ChecksumKind,
+    ) -> Result<Option<StoredSum>> {
         let path: Vec<String> = key.split('/').map(encode_segment).collect();
         let url = format!("{}/{}", self.bucket_url, path.join("/"));
         let r = self
@@ -169,14 +176,26 @@ impl RawLister {
         if header("etag") != Some(etag) {
             return Err(BackendError::PreconditionFailed { key: key.into() });
         }
+        // GCS: "crc32c=...,md5=..." (composite objects have no md5).
+        let goog = |name: &str| {
+            header("x-goog-hash")?
+                .split(',')
+                .find_map(|p| p.trim().strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_string)
+        };
+        if kind == ChecksumKind::Crc32c {
+            return Ok(match self.dialect {
+                Dialect::S3 => goog("crc32c")
+                    .as_deref()
+                    .and_then(crc32c_from_base64)
+                    .map(StoredSum::Crc32c),
+                Dialect::Azure | Dialect::AzureHns => None,
+            });
+        }
         Ok(match self.dialect {
             Dialect::Azure | Dialect::AzureHns => header("content-md5").and_then(md5_from_base64),
             Dialect::S3 => match header("x-goog-hash") {
-                // GCS: "crc32c=...,md5=..." (composite objects have no md5).
-                Some(h) => h
-                    .split(',')
-                    .find_map(|p| p.trim().strip_prefix("md5="))
-                    .and_then(md5_from_base64),
+                Some(_) => goog("md5").as_deref().and_then(md5_from_base64),
                 None if header("x-amz-server-side-encryption") == Some("aws:kms")
                     || header("x-amz-server-side-encryption-customer-algorithm").is_some() =>
                 {
@@ -185,7 +204,8 @@ impl RawLister {
                 // A single-part upload's ETag is the MD5 in hex; multipart ETags end in -N.
                 None => md5_from_hex(etag.trim_matches('"')),
             },
-        })
+        }
+        .map(StoredSum::Md5))
     }
 }
 

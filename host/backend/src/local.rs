@@ -20,6 +20,7 @@ use object_store::{Attributes, PutMode};
 use crate::api::{
     Backend, Capabilities, ListPage, ObjectInfo, Precondition, PutMeta, PutOutcome, Result,
 };
+use crate::checksum::{ChecksumKind, StoredSum};
 use crate::config::{StoreConfig, StoreUrl};
 use crate::connect::build_err;
 use crate::error::BackendError;
@@ -196,8 +197,17 @@ impl Backend for LocalBackend {
         self.copy(from, to, cond).await
     }
 
+    fn checksum_kind(&self) -> ChecksumKind {
+        ChecksumKind::Md5
+    }
+
     /// A local directory keeps no checksum.
-    async fn content_md5(&self, _key: &str, _etag: &str) -> Result<Option<[u8; 16]>> {
+    async fn content_checksum(
+        &self,
+        _key: &str,
+        _etag: &str,
+        _kind: ChecksumKind,
+    ) -> Result<Option<StoredSum>> {
         Ok(None)
     }
 

@@ -20,7 +20,7 @@ use crate::api::{
     AppendBase, Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
     PutOutcome, Result,
 };
-use crate::checksum::{self, Md5};
+use crate::checksum::{self, ChecksumKind, Md5, StoredSum};
 use crate::error::BackendError;
 
 mod hns;
@@ -37,6 +37,8 @@ struct Obj {
     /// The MD5 recorded when the bytes were written (like a store's `Content-MD5`): a
     /// corruption of `data` in the store ([`MemoryBackend::corrupt_stored`]) does not change it.
     md5: Md5,
+    /// The CRC32C recorded with it (as GCS keeps one for every object).
+    crc32c: u32,
 }
 
 /// Counts of calls by kind, for tests that check caching.
@@ -77,6 +79,8 @@ pub struct MemoryBackend {
     /// default there.
     hns: AtomicBool,
     access: Mutex<BTreeMap<String, PathAccess>>,
+    /// [`Backend::checksum_kind`] answers CRC32C, as GCS does (default: MD5).
+    prefer_crc32c: AtomicBool,
     pub counters: Counters,
 }
 
@@ -89,6 +93,13 @@ impl MemoryBackend {
     /// GCS's do not).
     pub fn set_listing_metadata(&self, on: bool) {
         self.listing_metadata.store(on, Ordering::SeqCst);
+    }
+
+    /// The kind of checksum the store says reads are best verified with: MD5 (the default,
+    /// as Azure and S3) or CRC32C (as GCS). It keeps and reports both.
+    pub fn set_checksum_kind(&self, kind: ChecksumKind) {
+        self.prefer_crc32c
+            .store(kind == ChecksumKind::Crc32c, Ordering::SeqCst);
     }
 
     /// Make every following write fail with `Unavailable` (fault injection for tests).
@@ -113,7 +124,7 @@ impl MemoryBackend {
         self.corrupt_uploads.store(n, Ordering::SeqCst);
     }
 
-    /// Flip one byte of the stored object `key` (its recorded MD5 stays), as a store's disk
+    /// Flip one byte of the stored object `key` (its recorded MD5 and CRC32C stay), as a store's disk
     /// might (fault injection for tests). False when there is no such object or it is empty.
     pub fn corrupt_stored(&self, key: &str, at: u64) -> bool {
         let mut map = self.lock();
@@ -233,16 +244,17 @@ impl MemoryBackend {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
-        let md5 = checksum::md5(&data);
-        self.store_with_md5(key, data, md5, meta, cond)
+        let sums = (checksum::md5(&data), checksum::crc32c(&data));
+        self.store_with_sums(key, data, sums, meta, cond)
     }
 
-    /// [`Self::store`] keeping an MD5 recorded before (a copy keeps its source's).
-    fn store_with_md5(
+    /// [`Self::store`] keeping an MD5 and a CRC32C recorded before (a copy keeps its
+    /// source's).
+    fn store_with_sums(
         &self,
         key: &str,
         data: Bytes,
-        md5: Md5,
+        (md5, crc32c): (Md5, u32),
         meta: &PutMeta,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
@@ -269,6 +281,7 @@ impl MemoryBackend {
                 etag: etag.clone(),
                 modified: SystemTime::now(),
                 md5,
+                crc32c,
             },
         );
         Ok(PutOutcome { etag: Some(etag) })
@@ -545,7 +558,7 @@ impl Backend for MemoryBackend {
 
     async fn copy(&self, from: &str, to: &str, cond: &Precondition) -> Result<PutOutcome> {
         let src = self.copy_source(from)?;
-        self.store_with_md5(to, src.data, src.md5, &src.meta, cond)
+        self.store_with_sums(to, src.data, (src.md5, src.crc32c), &src.meta, cond)
     }
 
     async fn copy_typed(
@@ -580,10 +593,23 @@ impl Backend for MemoryBackend {
             metadata: meta.metadata.clone(),
             content_type: meta.content_type.clone().or(src.meta.content_type),
         };
-        self.store_with_md5(to, src.data, src.md5, &meta, cond)
+        self.store_with_sums(to, src.data, (src.md5, src.crc32c), &meta, cond)
     }
 
-    async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
+    fn checksum_kind(&self) -> ChecksumKind {
+        if self.prefer_crc32c.load(Ordering::SeqCst) {
+            ChecksumKind::Crc32c
+        } else {
+            ChecksumKind::Md5
+        }
+    }
+
+    async fn content_checksum(
+        &self,
+        key: &str,
+        etag: &str,
+        kind: ChecksumKind,
+    ) -> Result<Option<StoredSum>> {
         let map = self.lock();
         let o = map
             .get(key)
@@ -591,8 +617,12 @@ impl Backend for MemoryBackend {
         if o.etag != etag {
             return Err(BackendError::PreconditionFailed { key: key.into() });
         }
-        // Like Azure and GCS, the store reports the MD5 recorded when the bytes were written.
-        Ok(Some(o.md5))
+        // Like Azure and GCS, the store reports the checksum recorded when the bytes were
+        // written.
+        Ok(Some(match kind {
+            ChecksumKind::Md5 => StoredSum::Md5(o.md5),
+            ChecksumKind::Crc32c => StoredSum::Crc32c(o.crc32c),
+        }))
     }
 
     async fn set_metadata(

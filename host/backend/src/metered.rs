@@ -18,6 +18,7 @@ use crate::api::{
     AppendBase, Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
     PutOutcome, Result,
 };
+use crate::checksum::{ChecksumKind, StoredSum};
 use crate::error::BackendError;
 
 const CALLS: [&str; 19] = [
@@ -29,7 +30,7 @@ const CALLS: [&str; 19] = [
     "delete",
     "copy",
     "set_metadata",
-    "content_md5",
+    "content_checksum",
     "start_upload",
     "put_part",
     "complete_upload",
@@ -290,8 +291,18 @@ impl Backend for Metered {
         self.stats.count(7, r)
     }
 
-    async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
-        self.stats.count(8, self.inner.content_md5(key, etag).await)
+    fn checksum_kind(&self) -> ChecksumKind {
+        self.inner.checksum_kind()
+    }
+
+    async fn content_checksum(
+        &self,
+        key: &str,
+        etag: &str,
+        kind: ChecksumKind,
+    ) -> Result<Option<StoredSum>> {
+        let r = self.inner.content_checksum(key, etag, kind).await;
+        self.stats.count(8, r)
     }
 
     async fn put_appended(

@@ -20,6 +20,7 @@ use crate::api::{
     AppendBase, Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
     PutOutcome, Result,
 };
+use crate::checksum::{ChecksumKind, StoredSum};
 use crate::config::PartSizes;
 use crate::config::{StoreConfig, StoreUrl};
 use crate::connect::{build_err, client_options, env, retry_config};
@@ -256,8 +257,17 @@ impl Backend for S3Backend {
         self.parts.copy_replacing(from, &etag, to, &meta).await
     }
 
-    async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
-        self.lister.content_md5(key, etag).await
+    fn checksum_kind(&self) -> ChecksumKind {
+        ChecksumKind::Md5
+    }
+
+    async fn content_checksum(
+        &self,
+        key: &str,
+        etag: &str,
+        kind: ChecksumKind,
+    ) -> Result<Option<StoredSum>> {
+        self.lister.content_checksum(key, etag, kind).await
     }
 
     async fn set_metadata(

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use blobmount_backend::checksum::{ChecksumKind, RunningSum, StoredSum};
 use blobmount_backend::{Backend, BackendError};
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -437,11 +438,13 @@ impl FileCache {
         }
     }
 
-    /// After the last chunk: compare the MD5 of the local copy with the one the store
-    /// reports, if it reports one. A mismatch fails the entry (readers get EIO, the next
-    /// open downloads again) and is logged and counted.
+    /// After the last chunk: compare the checksum of the local copy with the one the store
+    /// reports, if it reports one, of the kind it prefers (CRC32C on GCS, MD5 elsewhere). A
+    /// mismatch fails the entry (readers get EIO, the next open downloads again) and is
+    /// logged and counted.
     async fn verify(&self, backend: &Arc<dyn Backend>, c: &Arc<Cached>) {
-        let want = match backend.content_md5(&c.key, &c.etag).await {
+        let kind = backend.checksum_kind();
+        let want = match backend.content_checksum(&c.key, &c.etag, kind).await {
             Ok(w) => w,
             Err(e @ BackendError::PreconditionFailed { .. }) => {
                 c.fail(e);
@@ -452,25 +455,35 @@ impl FileCache {
                 None
             }
         };
+        // Only a checksum of the kind asked for can be compared.
+        let want = want.filter(|w| w.kind() == kind);
         if want.is_none() {
             debug!(
                 key = c.key,
-                "file cache: the store reports no MD5; copy not verified"
+                kind = kind.name(),
+                "file cache: the store reports no checksum of this kind; copy not verified"
             );
         }
         if let Some(want) = want {
             let f = c.clone();
-            let got = tokio::task::spawn_blocking(move || md5_of(&f.file, f.size)).await;
+            let got = tokio::task::spawn_blocking(move || sum_of(&f.file, f.size, kind)).await;
             match got {
                 Ok(Ok(got)) if got == want => {
                     self.stats.verified.fetch_add(1, Ordering::Relaxed);
-                    debug!(key = c.key, "file cache: copy matches the store's MD5");
+                    debug!(
+                        key = c.key,
+                        kind = kind.name(),
+                        "file cache: copy matches the store's checksum"
+                    );
                 }
-                Ok(Ok(_)) => {
+                Ok(Ok(got)) => {
                     self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
                     error!(
                         key = c.key,
-                        "file cache: downloaded bytes do not match the MD5 the store reports; copy discarded"
+                        stored = %want,
+                        read = %got,
+                        "file cache: downloaded bytes do not match the {} the store reports; copy discarded",
+                        kind.name()
                     );
                     c.fail(BackendError::ChecksumMismatch { key: c.key.clone() });
                     return;
@@ -538,9 +551,9 @@ impl FileCache {
     }
 }
 
-fn md5_of(f: &std::fs::File, size: u64) -> std::io::Result<[u8; 16]> {
-    use md5::Digest;
-    let mut h = md5::Md5::new();
+/// The checksum of kind `kind` of the first `size` bytes of `f`.
+fn sum_of(f: &std::fs::File, size: u64, kind: ChecksumKind) -> std::io::Result<StoredSum> {
+    let mut h = RunningSum::new(kind);
     let mut buf = vec![0u8; 1 << 20];
     let mut off = 0;
     while off < size {
@@ -551,7 +564,7 @@ fn md5_of(f: &std::fs::File, size: u64) -> std::io::Result<[u8; 16]> {
         h.update(&buf[..n]);
         off += n as u64;
     }
-    Ok(h.finalize().into())
+    Ok(h.finish())
 }
 
 /// Free bytes on the file system holding `dir`.

@@ -1,11 +1,14 @@
-//! Checking what the `direct` and `block-cache` read paths serve against the MD5 the store
-//! reports, for a handle that reads its object from the first byte to the last in order (the
-//! common case: training data, `cp`, `cat`).
+//! Checking what the `direct` and `block-cache` read paths serve against the checksum the
+//! store reports (the kind it prefers: CRC32C on GCS, MD5 elsewhere), for a handle that reads
+//! its object from the first byte to the last in order (the common case: training data, `cp`,
+//! `cat`).
 //!
 //! Why a wrapper and not part of each path: both paths hand out the bytes a read returns, and
 //! the check only needs those bytes in order; one wrapper ([`Verified`]) hashes them as they
-//! pass (no second read, no copy) and, when the last byte has passed, asks the store for its
-//! MD5 once ([`blobmount_backend::Backend::content_md5`], pinned to the ETag the handle reads)
+//! pass (no second read, no copy) with the one kind of checksum the store says it prefers
+//! ([`blobmount_backend::Backend::checksum_kind`], asked before the first byte, no I/O) and,
+//! when the last byte has passed, asks the store for that checksum once
+//! ([`blobmount_backend::Backend::content_checksum`], pinned to the ETag the handle reads)
 //! and compares. A mismatch fails that last read with `ChecksumMismatch` (EIO), so a program
 //! that reads to the end learns its bytes were damaged instead of using them silently. A
 //! handle that skips bytes (random or partial reads) cannot be checked: the bytes are served
@@ -18,7 +21,7 @@ use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 use blobmount_backend::BackendError;
-use blobmount_backend::checksum::{Md5, Running, md5_hex};
+use blobmount_backend::checksum::{ChecksumKind, RunningSum, StoredSum};
 use bytes::Bytes;
 
 use crate::blockpool::Source;
@@ -34,7 +37,7 @@ enum State {
     /// Every byte before `upto` went into `hash`.
     Hashing {
         upto: u64,
-        hash: Running,
+        hash: RunningSum,
         ahead: BTreeMap<u64, Bytes>,
     },
     /// The handle skipped bytes, or the check is done: bytes pass unchecked.
@@ -43,7 +46,7 @@ enum State {
     Failed,
 }
 
-/// A read path whose handle's in-order reads are checked against the store's MD5.
+/// A read path whose handle's in-order reads are checked against the store's checksum.
 pub(crate) struct Verified {
     inner: Box<dyn ReadPath>,
     checks: Arc<FsStats>,
@@ -65,16 +68,16 @@ impl Verified {
         }
     }
 
-    fn start(&mut self, etag: Option<&str>, size: u64) {
+    fn start(&mut self, etag: Option<&str>, size: u64, kind: ChecksumKind) {
         self.etag = etag.map(str::to_string);
         self.state = match etag {
             _ if size < self.min_size => State::Off,
             Some(_) => State::Hashing {
                 upto: 0,
-                hash: Running::default(),
+                hash: RunningSum::new(kind),
                 ahead: BTreeMap::new(),
             },
-            // Without an ETag the MD5 could belong to another version.
+            // Without an ETag the checksum could belong to another version.
             None => State::Off,
         };
     }
@@ -115,7 +118,7 @@ impl Verified {
         Some(*upto)
     }
 
-    /// Every byte has been hashed: compare with the store's MD5.
+    /// Every byte has been hashed: compare with the store's checksum of the same kind.
     async fn finish(&mut self, src: &Source<'_>) -> Result<(), BackendError> {
         let State::Hashing { hash, .. } = std::mem::replace(&mut self.state, State::Off) else {
             return Ok(());
@@ -126,13 +129,18 @@ impl Verified {
         self.checks
             .read_verify_requests
             .fetch_add(1, Ordering::Relaxed);
-        match src.backend.content_md5(src.key, etag).await {
+        let kind = got.kind();
+        match src.backend.content_checksum(src.key, etag, kind).await {
             Ok(Some(want)) if want == got => {
                 self.checks.reads_verified.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(key = src.key, "read: bytes match the store's MD5");
+                tracing::debug!(
+                    key = src.key,
+                    kind = kind.name(),
+                    "read: bytes match the store's checksum"
+                );
                 Ok(())
             }
-            Ok(Some(want)) => {
+            Ok(Some(want)) if want.kind() == kind => {
                 self.checks
                     .read_checksum_failures
                     .fetch_add(1, Ordering::Relaxed);
@@ -142,9 +150,15 @@ impl Verified {
                     key: src.key.to_string(),
                 })
             }
-            Ok(None) => {
+            // None of that kind (a store answers only the kind asked for; another would be a
+            // bug of its own, not a damaged read).
+            Ok(Some(_) | None) => {
                 self.checks.reads_unchecked.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(key = src.key, "read: the store reports no MD5; not checked");
+                tracing::debug!(
+                    key = src.key,
+                    kind = kind.name(),
+                    "read: the store reports no checksum of this kind; not checked"
+                );
                 Ok(())
             }
             // The version read is gone: the reader must not take its bytes for current.
@@ -153,26 +167,27 @@ impl Verified {
             }
             Err(e) => {
                 self.checks.reads_unchecked.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(key = src.key, error = %e, "read: could not ask the store for its MD5; bytes not checked");
+                tracing::warn!(key = src.key, error = %e, kind = kind.name(), "read: could not ask the store for its checksum; bytes not checked");
                 Ok(())
             }
         }
     }
 }
 
-fn mismatch(key: &str, want: &Md5, got: &Md5) {
+fn mismatch(key: &str, want: &StoredSum, got: &StoredSum) {
     tracing::error!(
         key,
-        stored = md5_hex(want),
-        read = md5_hex(got),
-        "read: the bytes read do not match the MD5 the store reports; the read fails (EIO)"
+        stored = %want,
+        read = %got,
+        "read: the bytes read do not match the {} the store reports; the read fails (EIO)",
+        want.kind().name()
     );
 }
 
 #[async_trait]
 impl ReadPath for Verified {
     async fn opened(&mut self, src: &Source<'_>) {
-        self.start(src.etag, src.size);
+        self.start(src.etag, src.size, src.backend.checksum_kind());
         self.inner.opened(src).await;
     }
 
@@ -183,7 +198,7 @@ impl ReadPath for Verified {
         len: u64,
     ) -> Result<Bytes, BackendError> {
         if self.etag.as_deref() != src.etag {
-            self.start(src.etag, src.size);
+            self.start(src.etag, src.size, src.backend.checksum_kind());
         }
         // Once the bytes failed their check, every read of the handle fails: the kernel
         // reads a page again after a failed read-ahead, and that read (anywhere in the file)

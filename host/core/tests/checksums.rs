@@ -2,13 +2,15 @@
 //! each upload carries (as the clouds do) and can damage bytes on the way or at rest:
 //! a damaged upload is sent once more, and if it stays damaged the close fails and the data
 //! is kept; a damaged stored object read to the end in `direct` or `block-cache` mode fails
-//! the last read with EIO instead of being served as good.
+//! the last read with EIO instead of being served as good, and so does a damaged object
+//! downloaded by the file cache; each with the kind of checksum the store prefers (MD5, or
+//! CRC32C as GCS).
 
 mod common;
 
 use std::sync::atomic::Ordering;
 
-use blobmount_backend::checksum::UPLOAD_CHECKS;
+use blobmount_backend::checksum::{ChecksumKind, UPLOAD_CHECKS};
 use blobmount_core::{Caller, Fs, FsError, ROOT_INO, ReadMode};
 use common::{TestFs, put, read_seq, stored, test_fs};
 
@@ -134,10 +136,17 @@ async fn a_streamed_upload_with_one_damaged_part_lands_whole() {
     assert_eq!(stored(&*t.mem, "ckpt").await.unwrap(), data);
 }
 
+/// The kinds of checksum the core asked the store for, since the last call.
+fn asked(t: &TestFs) -> Vec<ChecksumKind> {
+    std::mem::take(&mut *t.c.sums_asked.lock().unwrap())
+}
+
 /// A stored object damaged at rest: read to the end in order, the last read is EIO (the
-/// store's MD5 was recorded at upload); partial reads are served unchecked.
-async fn damaged_object_fails_at_eof(mode: ReadMode) {
+/// store's checksum of kind `kind` was recorded at upload); partial reads are served
+/// unchecked.
+async fn damaged_object_fails_at_eof(mode: ReadMode, kind: ChecksumKind) {
     let t = setup(mode);
+    t.mem.set_checksum_kind(kind);
     let data = pattern(3 * MIB + 4321, 5);
     put(&t.mem, "obj", &data).await;
     let ino = ino_of(&t.fs, "obj").await;
@@ -173,16 +182,82 @@ async fn damaged_object_fails_at_eof(mode: ReadMode) {
         2,
         "{mode:?}"
     );
+    // Only the kind the store prefers was asked for (one hasher ran, not two).
+    assert_eq!(asked(&t), vec![kind, kind], "{mode:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_reads_of_a_damaged_object_fail_at_the_end() {
-    damaged_object_fails_at_eof(ReadMode::Direct).await;
+    damaged_object_fails_at_eof(ReadMode::Direct, ChecksumKind::Md5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_cache_reads_of_a_damaged_object_fail_at_the_end() {
-    damaged_object_fails_at_eof(ReadMode::BlockCache).await;
+    damaged_object_fails_at_eof(ReadMode::BlockCache, ChecksumKind::Md5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_reads_of_a_damaged_object_fail_at_the_end_by_crc32c() {
+    damaged_object_fails_at_eof(ReadMode::Direct, ChecksumKind::Crc32c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_cache_reads_of_a_damaged_object_fail_at_the_end_by_crc32c() {
+    damaged_object_fails_at_eof(ReadMode::BlockCache, ChecksumKind::Crc32c).await;
+}
+
+/// The file cache checks its download of an intact object (it is served) and of one
+/// damaged at rest (its reads fail with EIO) against the store's checksum of kind `kind`.
+async fn file_cache_download_of_a_damaged_object_fails(kind: ChecksumKind) {
+    let t = setup(ReadMode::FileCache);
+    t.mem.set_checksum_kind(kind);
+    let fc = t.fs.file_cache.clone().unwrap();
+    let data = pattern(3 * MIB + 4321, 7);
+    put(&t.mem, "good", &data).await;
+    put(&t.mem, "bad", &data).await;
+    assert!(t.mem.corrupt_stored("bad", MIB as u64 + 3));
+    let good = ino_of(&t.fs, "good").await;
+    assert_eq!(read_seq(&t.fs, good, 128 * 1024).await.unwrap(), data);
+    // The check runs after the last chunk is on disk.
+    for _ in 0..200 {
+        if fc.stats.verified.load(Ordering::Relaxed) > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(fc.stats.verified.load(Ordering::Relaxed), 1, "{kind:?}");
+    assert_eq!(asked(&t), vec![kind]);
+    let bad = ino_of(&t.fs, "bad").await;
+    let h = t.fs.open(bad, libc::O_RDONLY).await.unwrap();
+    let mut failed = None;
+    for _ in 0..200 {
+        match t.fs.read(h.fh, data.len() as u64 - 10, 10).await {
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            Err(e) => {
+                failed = Some(e.errno());
+                break;
+            }
+        }
+    }
+    t.fs.release(h.fh).await.unwrap();
+    assert_eq!(
+        failed,
+        Some(libc::EIO),
+        "{kind:?}: a damaged copy must fail reads"
+    );
+    assert_eq!(fc.stats.checksum_failures.load(Ordering::Relaxed), 1);
+    assert_eq!(fc.stats.verified.load(Ordering::Relaxed), 1);
+    assert_eq!(asked(&t), vec![kind]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_cache_download_of_a_damaged_object_fails_by_md5() {
+    file_cache_download_of_a_damaged_object_fails(ChecksumKind::Md5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_cache_download_of_a_damaged_object_fails_by_crc32c() {
+    file_cache_download_of_a_damaged_object_fails(ChecksumKind::Crc32c).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use blobmount_backend::checksum::UPLOAD_CHECKS;
+use blobmount_backend::checksum::{READ_SUMS, UPLOAD_CHECKS};
 use blobmount_backend::metered::BackendStats;
 use blobmount_core::filecache::FileCache;
 use blobmount_core::{Fs, PreloadProgress};
@@ -230,11 +230,23 @@ fn core(o: &mut Out, fs: &Fs) {
         ("blobmount_append_uploads_total", COUNTER, "Uploads that sent only the bytes appended to an existing object (the store kept the old ones).", load(&st.append_uploads)),
         ("blobmount_upload_checksums_verified_total", COUNTER, "Upload requests (whole objects, parts) whose MD5 the store accepted.", load(&UPLOAD_CHECKS.verified)),
         ("blobmount_upload_checksum_mismatches_total", COUNTER, "Upload requests the store refused as damaged (bytes not matching their MD5); each is sent once more.", load(&UPLOAD_CHECKS.mismatches)),
-        ("blobmount_read_checksums_verified_total", COUNTER, "Handles (direct, block-cache) that read an object to the end in order and matched the store's MD5.", load(&st.reads_verified)),
-        ("blobmount_checksum_failures_total", COUNTER, "Handles (direct, block-cache) whose bytes, read to the end, did not match the store's MD5 (the last read failed with EIO).", load(&st.read_checksum_failures)),
-        ("blobmount_read_checksums_unavailable_total", COUNTER, "Handles read to the end whose object has no MD5 in the store (not checked).", load(&st.reads_unchecked)),
-        ("blobmount_read_checksum_requests_total", COUNTER, "Requests made to learn the store's MD5 for read checks (at most one per handle).", load(&st.read_verify_requests)),
+        ("blobmount_read_checksums_verified_total", COUNTER, "Handles (direct, block-cache) that read an object to the end in order and matched the store's checksum (CRC32C on GCS, MD5 elsewhere).", load(&st.reads_verified)),
+        ("blobmount_checksum_failures_total", COUNTER, "Handles (direct, block-cache) whose bytes, read to the end, did not match the store's checksum (the last read failed with EIO).", load(&st.read_checksum_failures)),
+        ("blobmount_read_checksums_unavailable_total", COUNTER, "Handles read to the end whose object has no checksum of the kind checked in the store (not checked).", load(&st.reads_unchecked)),
+        ("blobmount_read_checksum_requests_total", COUNTER, "Requests made to learn the store's checksum for read checks (at most one per handle).", load(&st.read_verify_requests)),
     ]);
+    let h = "blobmount_read_checksum_bytes_total";
+    o.head(
+        h,
+        COUNTER,
+        "Bytes hashed to verify reads (direct, block-cache, file cache), by checksum kind.",
+    );
+    let _ = writeln!(o.0, "{h}{{kind=\"md5\"}} {}", load(&READ_SUMS.md5_bytes));
+    let _ = writeln!(
+        o.0,
+        "{h}{{kind=\"crc32c\"}} {}",
+        load(&READ_SUMS.crc32c_bytes)
+    );
     let r = "blobmount_recovered_writes_total";
     o.head(
         r,

@@ -349,8 +349,9 @@ pub static SETTINGS: &[Setting] = &[
         Unit::MiB,
         "8",
         "Objects at least this large, read from the first byte to the last by one handle in\n\
-         `direct` or `block-cache` mode, are checked against the MD5 the store reports (one\n\
-         request per such read, at its end; a mismatch is EIO). Smaller ones are not, so a\n\
+         `direct` or `block-cache` mode, are checked against the checksum the store reports\n\
+         (CRC32C on GCS, MD5 elsewhere; one request per such read, at its end; a mismatch is\n\
+         EIO). Smaller ones are not, so a\n\
          workload of small files keeps one request per read. 0 checks every object.",
     )
     .range(0, 1_048_576),

@@ -192,6 +192,7 @@ impl MemoryBackend {
             key.to_string(),
             Obj {
                 md5: checksum::md5(&data),
+                crc32c: checksum::crc32c(&data),
                 data,
                 meta: PutMeta {
                     metadata,

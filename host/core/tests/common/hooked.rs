@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::SeqCst;
 
+use blobmount_backend::checksum::{ChecksumKind, StoredSum};
 use blobmount_backend::memory::MemoryBackend;
 use blobmount_backend::{
     AppendBase, Backend, BackendError, Capabilities, ListPage, ObjectInfo, PartUpload,
@@ -215,8 +216,16 @@ impl Backend for Hooked {
             .copy_as(from, to, meta, source_etag, stored_type, cond)
             .await
     }
-    async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
-        self.inner.content_md5(key, etag).await
+    fn checksum_kind(&self) -> ChecksumKind {
+        self.inner.checksum_kind()
+    }
+    async fn content_checksum(
+        &self,
+        key: &str,
+        etag: &str,
+        kind: ChecksumKind,
+    ) -> Result<Option<StoredSum>> {
+        self.inner.content_checksum(key, etag, kind).await
     }
     async fn set_metadata(
         &self,

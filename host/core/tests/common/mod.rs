@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 
+use blobmount_backend::checksum::{ChecksumKind, StoredSum};
 use blobmount_backend::memory::MemoryBackend;
 use blobmount_backend::{Backend, Precondition, PutMeta};
 use blobmount_core::{Fs, FsConfig};
@@ -31,8 +32,11 @@ pub struct Counting {
     pub get_delay_ms: AtomicU64,
     /// Milliseconds each HEAD waits before answering (a stalled store).
     pub head_delay_ms: AtomicU64,
-    /// Report a wrong MD5 for every object (a corrupted download, as seen by the reader).
+    /// Report a wrong checksum (of the kind asked for) for every object (a corrupted
+    /// download, as seen by the reader).
     pub bad_md5: AtomicBool,
+    /// The kinds of checksum the core asked the store for, in order.
+    pub sums_asked: std::sync::Mutex<Vec<ChecksumKind>>,
 }
 
 impl Counting {
@@ -229,15 +233,23 @@ impl Backend for Counting {
             .copy_as(from, to, meta, source_etag, stored_type, cond)
             .await
     }
-    async fn content_md5(
+    fn checksum_kind(&self) -> ChecksumKind {
+        self.inner.checksum_kind()
+    }
+    async fn content_checksum(
         &self,
         key: &str,
         etag: &str,
-    ) -> blobmount_backend::Result<Option<[u8; 16]>> {
+        kind: ChecksumKind,
+    ) -> blobmount_backend::Result<Option<StoredSum>> {
+        self.sums_asked.lock().unwrap().push(kind);
         if self.bad_md5.load(SeqCst) {
-            return Ok(Some([0xee; 16]));
+            return Ok(Some(match kind {
+                ChecksumKind::Md5 => StoredSum::Md5([0xee; 16]),
+                ChecksumKind::Crc32c => StoredSum::Crc32c(0xeeee_eeee),
+            }));
         }
-        self.inner.content_md5(key, etag).await
+        self.inner.content_checksum(key, etag, kind).await
     }
     async fn set_metadata(
         &self,

@@ -12,6 +12,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use blobmount_backend::checksum::{ChecksumKind, StoredSum};
 use blobmount_backend::memory::MemoryBackend;
 use blobmount_backend::{
     AppendBase, Backend, Capabilities, ListPage, ObjectInfo, PartUpload, Precondition, PutMeta,
@@ -186,9 +187,17 @@ impl Backend for Sched {
             .copy_as(from, to, meta, source_etag, stored_type, cond);
         self.around(what, inner).await
     }
-    async fn content_md5(&self, key: &str, etag: &str) -> Result<Option<[u8; 16]>> {
-        self.around(format!("md5 {key}"), self.inner.content_md5(key, etag))
-            .await
+    fn checksum_kind(&self) -> ChecksumKind {
+        self.inner.checksum_kind()
+    }
+    async fn content_checksum(
+        &self,
+        key: &str,
+        etag: &str,
+        kind: ChecksumKind,
+    ) -> Result<Option<StoredSum>> {
+        let inner = self.inner.content_checksum(key, etag, kind);
+        self.around(format!("md5 {key}"), inner).await
     }
     async fn set_metadata(
         &self,
