@@ -6,6 +6,8 @@
 #
 #   bash bench/rsync.sh                                  # 700 files over 20,000 others
 #   BENCH_RSYNC_FILES=300 BENCH_RSYNC_OTHERS=5000 bash bench/rsync.sh
+#   BENCH_RSYNC_CLOSE_DELAY_MS=500 bash bench/rsync.sh   # with write-behind (write.close-delay-ms);
+#                                                        # the time lasts until every file is stored
 #
 # Runs the ignored test `bench_rsync` of tests/tests/request_budget.rs (it starts its own Azurite
 # from /opt/blobmount-test, see tests/scripts/install-deps.sh), prints one Markdown table row

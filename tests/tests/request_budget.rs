@@ -486,7 +486,11 @@ fn bench_rsync() {
     let per = |n: usize| n as f64 / files as f64;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "BENCH-ROW | rsync -a, {files} files, {others} others | {:.1} s | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | raw SDK 1 PUT/file: {:.1} s ({:.1}x); PUT+copy+delete per file, one file at a time: {:.1} s ({:.2}x) | {} |",
+        "BENCH-ROW | rsync -a, {files} files, {others} others{} | {:.1} s | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | raw SDK 1 PUT/file: {:.1} s ({:.1}x); PUT+copy+delete per file, one file at a time: {:.1} s ({:.2}x) | {} |",
+        match delay.as_str() {
+            "" | "0" => String::new(),
+            d => format!(", write-behind {d} ms (time until stored)"),
+        },
         r.took.as_secs_f64(),
         per(r.k.total),
         per(r.k.list),
