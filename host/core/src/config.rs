@@ -60,7 +60,7 @@ pub struct FsConfig {
     /// Parts of one file in flight at once.
     pub write_parts_in_flight: usize,
     /// Write-behind: a modified file is uploaded this long after its last close instead of
-    /// at it (`files/close.rs`); zero uploads at close.
+    /// at it (`files/mod.rs`, "Closing"); zero uploads at close.
     pub close_delay: Duration,
     /// How long a change of mode, owner or times of a closed file is held so that changes
     /// following each other go up as one request (zero: written at once).

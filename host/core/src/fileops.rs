@@ -425,7 +425,7 @@ impl Fs {
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
         let h = self.files.handle(fh)?;
         if self.files.writes_behind() {
-            // Uploaded after the last close (`files/close.rs`); fsync still uploads.
+            // Uploaded after the last close (`files/mod.rs`, "Closing"); fsync still uploads.
             return Ok(());
         }
         let mut st = h.entry.state.lock().await;

@@ -401,7 +401,7 @@ impl Fs {
             && self.files.entry(ino).is_some()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
-            // Closed, its upload still to come (`files/close.rs`): the upload needs the node
+            // Closed, its upload still to come (`files/mod.rs`, "Closing"): the upload needs the node
             // (its key, mode and times), so it is forgotten once the upload is done.
             let (files, ns) = (self.files.clone(), self.ns.clone());
             rt.spawn(async move {
