@@ -148,6 +148,7 @@ impl Fs {
             opened_etags: Mutex::new(HashMap::new()),
             gate: RenameGate::default(),
             pass: Passthrough::new(cfg.passthrough, file_cache.clone()),
+            halted: std::sync::atomic::AtomicBool::new(false),
         };
         Ok(Fs {
             backend,
@@ -170,6 +171,9 @@ impl Fs {
     /// behind (the cache lock is released, as the kernel does for a dead process).
     #[doc(hidden)]
     pub fn abandon_like_a_crash(self) {
+        self.files
+            .halted
+            .store(true, std::sync::atomic::Ordering::Release);
         let entries: Vec<_> = lock(&self.files.open_files).drain().collect();
         let handles: Vec<_> = lock(&self.files.handles).drain().collect();
         std::mem::forget(entries);

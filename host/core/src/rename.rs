@@ -219,7 +219,7 @@ impl Renamer<'_> {
             // Writing behind, a closed file not in the store yet only moves here.
             if self.files.moves_unsent(&held, ino) {
                 unsent = ino;
-                over = self.replaced_in_store(&target, replaced);
+                over = self.replaced_in_store(&held, &target, replaced);
             }
             self.files.flush_held(&mut held, replaced, unsent).await?;
             let local_only = ino
@@ -262,17 +262,26 @@ impl Renamer<'_> {
     /// one not uploaded yet), else its ETag if known.
     fn replaced_in_store(
         &self,
+        held: &crate::files::Held<'_>,
         target: &Option<Option<u64>>,
         replaced: Option<u64>,
     ) -> Option<Option<String>> {
         target.as_ref()?;
-        match replaced {
-            Some(r) => match lock(&self.ns.table).get(r) {
-                Some(n) if n.local_only => None,
-                Some(n) => Some(n.etag.clone()),
-                None => Some(None),
-            },
+        let Some(r) = replaced else {
+            return Some(None);
+        };
+        let node = lock(&self.ns.table)
+            .get(r)
+            .map(|n| (n.local_only, n.etag.clone()));
+        match node {
+            Some((false, etag)) => Some(etag),
             None => Some(None),
+            // Not uploaded yet (itself moved over an object, say): the store holds what its
+            // own upload was to replace.
+            Some((true, _)) => held
+                .iter()
+                .find(|(i, _, _)| *i == r)
+                .and_then(|(_, _, st)| st.exists_remote.then(|| st.base_etag.clone())),
         }
     }
 

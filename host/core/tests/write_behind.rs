@@ -257,3 +257,202 @@ async fn without_a_delay_close_uploads() {
     assert_eq!((k.put, k.copy, k.delete), (1, 1, 1));
     assert_eq!(stored(&*t.mem, "dst/f").await.unwrap(), b"x");
 }
+
+/// Write-behind against a model, over random sequences of whole-file writes, appends,
+/// renames (over existing names too), unlinks, reads, waits shorter and longer than the
+/// delay and crashes (time paused): what the mount shows is always the model, after a crash
+/// and recovery the store is the model, and once every upload has had its delay the store
+/// is the model, with no temporary name left behind.
+mod property {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    const NAMES: [&str; 4] = ["a", "b", ".a.tmp", ".b.tmp"];
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Write { name: usize, seed: u8, len: usize },
+        Append { name: usize, seed: u8 },
+        Rename { from: usize, to: usize },
+        Unlink { name: usize },
+        Read { name: usize },
+        Wait { long: bool },
+        Crash,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let n = || 0..NAMES.len();
+        prop_oneof![
+            4 => (n(), any::<u8>(), 0..3000usize).prop_map(|(name, seed, len)| Op::Write { name, seed, len }),
+            1 => (n(), any::<u8>()).prop_map(|(name, seed)| Op::Append { name, seed }),
+            4 => (n(), n()).prop_map(|(from, to)| Op::Rename { from, to }),
+            1 => n().prop_map(|name| Op::Unlink { name }),
+            2 => n().prop_map(|name| Op::Read { name }),
+            2 => any::<bool>().prop_map(|long| Op::Wait { long }),
+            1 => Just(Op::Crash),
+        ]
+    }
+
+    fn bytes(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect()
+    }
+
+    fn config(dir: &Path) -> FsConfig {
+        let mut c = FsConfig::for_tests(dir.to_path_buf());
+        c.close_delay = DELAY;
+        c
+    }
+
+    async fn store_files(mem: &MemoryBackend) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        for n in NAMES {
+            if let Some(b) = stored(mem, &format!("d/{n}")).await {
+                out.insert(n.to_string(), b);
+            }
+        }
+        out
+    }
+
+    async fn dir_of(fs: &Fs) -> u64 {
+        fs.lookup(ROOT_INO, "d").await.unwrap().ino
+    }
+
+    async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let mem = Arc::new(MemoryBackend::new());
+        put(&mem, "d/", b"").await;
+        let cache = tempfile::tempdir().unwrap();
+        let mut fs = Fs::new(mem.clone(), config(cache.path())).unwrap();
+        let mut d = dir_of(&fs).await;
+        let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::Write { name, seed, len } => {
+                    let n = NAMES[name];
+                    let data = bytes(len, seed);
+                    let fh = match fs.lookup(d, n).await {
+                        Ok(a) => {
+                            fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC)
+                                .await
+                                .unwrap()
+                                .fh
+                        }
+                        Err(FsError::NotFound) => {
+                            fs.create(d, n, 0o644, libc::O_WRONLY | libc::O_EXCL, ME)
+                                .await
+                                .unwrap()
+                                .1
+                                .fh
+                        }
+                        Err(e) => return Err(TestCaseError::fail(format!("lookup {n}: {e}"))),
+                    };
+                    fs.write(fh, 0, &data).await.unwrap();
+                    fs.flush(fh).await.unwrap();
+                    fs.release(fh).await.unwrap();
+                    model.insert(n.to_string(), data);
+                }
+                Op::Append { name, seed } => {
+                    let n = NAMES[name];
+                    let Some(cur) = model.get_mut(n) else {
+                        continue;
+                    };
+                    let a = fs.lookup(d, n).await.unwrap();
+                    let fh = fs.open(a.ino, libc::O_RDWR).await.unwrap().fh;
+                    let more = bytes(100, seed);
+                    fs.write(fh, cur.len() as u64, &more).await.unwrap();
+                    fs.release(fh).await.unwrap();
+                    cur.extend_from_slice(&more);
+                }
+                Op::Rename { from, to } => {
+                    let (f, t) = (NAMES[from], NAMES[to]);
+                    if !model.contains_key(f) || f == t {
+                        continue;
+                    }
+                    fs.rename(d, f, d, t, false).await.unwrap();
+                    let v = model.remove(f).unwrap();
+                    model.insert(t.to_string(), v);
+                }
+                Op::Unlink { name } => {
+                    let n = NAMES[name];
+                    if model.remove(n).is_some() {
+                        fs.unlink(d, n).await.unwrap();
+                    }
+                }
+                Op::Read { name } => {
+                    let n = NAMES[name];
+                    match (fs.lookup(d, n).await, model.get(n)) {
+                        (Ok(a), Some(want)) => {
+                            let got = read_all(&fs, a.ino).await;
+                            prop_assert_eq!(&got, want, "{} read through the mount", n);
+                        }
+                        (Err(FsError::NotFound), None) => {}
+                        (got, want) => {
+                            return Err(TestCaseError::fail(format!(
+                                "{n}: lookup {:?}, model has {} bytes",
+                                got.map(|a| a.size),
+                                want.map(|w| w.len()).unwrap_or(0)
+                            )));
+                        }
+                    }
+                }
+                Op::Wait { long } => {
+                    let k = if long { 3 } else { 1 };
+                    tokio::time::sleep(DELAY * k / 2).await;
+                }
+                Op::Crash => {
+                    fs.abandon_like_a_crash();
+                    fs = Fs::new(mem.clone(), config(cache.path())).unwrap();
+                    let r = fs.recover(Recovery::Upload).await;
+                    prop_assert!(r.kept.is_empty(), "recovery kept {:?}", r.kept);
+                    prop_assert_eq!(&store_files(&mem).await, &model, "after crash and recovery");
+                    d = dir_of(&fs).await;
+                }
+            }
+        }
+        tokio::time::sleep(DELAY * 3).await;
+        prop_assert_eq!(fs.pending_uploads(), 0);
+        prop_assert_eq!(&store_files(&mem).await, &model, "after every delay");
+        Ok(())
+    }
+
+    async fn read_all(fs: &Fs, ino: u64) -> Vec<u8> {
+        let h = fs.open(ino, libc::O_RDONLY).await.unwrap();
+        let mut out = Vec::new();
+        loop {
+            let b = fs.read(h.fh, out.len() as u64, 4096).await.unwrap();
+            if b.is_empty() {
+                break;
+            }
+            out.extend_from_slice(&b);
+        }
+        fs.release(h.fh).await.unwrap();
+        out
+    }
+
+    #[test]
+    fn the_store_ends_as_the_model_whatever_the_order() {
+        let cases = std::env::var("WRITE_BEHIND_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64);
+        let mut runner = TestRunner::new(Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        runner
+            .run(&proptest::collection::vec(op(), 1..30), |ops| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .start_paused(true)
+                    .build()
+                    .unwrap();
+                rt.block_on(run(ops))
+            })
+            .unwrap();
+    }
+}

@@ -130,6 +130,9 @@ pub(crate) struct Files {
     pub(crate) gate: RenameGate,
     /// Opens by I/O mode, for kernel passthrough of cached files (`passthrough.rs`).
     pub(crate) pass: Passthrough,
+    /// Set when the core is abandoned like a crashed daemon (tests): uploads written
+    /// behind do not happen after it, as they would not after a real crash.
+    pub(crate) halted: AtomicBool,
 }
 
 impl Files {
@@ -470,6 +473,9 @@ impl Files {
             let (files, entry) = (self.clone(), entry.clone());
             tokio::spawn(async move {
                 tokio::time::sleep(files.cfg.close_delay).await;
+                if files.halted.load(Ordering::Acquire) {
+                    return;
+                }
                 let st = entry.state.lock().await;
                 // Opened again meanwhile (its last release starts the wait again), or done
                 // with by shutdown.
@@ -561,7 +567,13 @@ impl Files {
             }
             if let Some(etag) = over.clone() {
                 st.exists_remote = true;
-                st.base_etag = etag;
+                st.base_etag = etag.clone();
+                // The store has an object at this name now (the one the upload replaces): an
+                // unlink or another rename must deal with it, as for any stored file.
+                if let Some(n) = lock(&self.ns.table).get_mut(ino) {
+                    n.local_only = false;
+                    n.etag = etag;
+                }
             }
             if let Err(e) = self.record_staged(ino, st, true) {
                 let key = self.ns.key_of(ino).unwrap_or_default();
