@@ -336,11 +336,18 @@ impl Fs {
         if node.kind == Kind::Dir {
             return Err(FsError::IsDir);
         }
+        let mut local_only = node.local_only;
         if let Some(ino) = ino {
             self.files.mark_unlinked(ino).await;
             self.attrs.forget(ino);
+            // An upload of the file may have been under way (a release, or one written
+            // behind): marking it unlinked waited for it, so the node says now whether the
+            // store has the object (and no later upload will put it there).
+            if let Some(n) = lock(&self.ns.table).get(ino) {
+                local_only = n.local_only;
+            }
         }
-        if !node.local_only {
+        if !local_only {
             let key = self.ns.child_key(&self.ns.key_of(parent)?, &node.seg);
             ignore_missing(self.backend.delete(&key).await)?;
         }

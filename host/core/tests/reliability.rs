@@ -10,6 +10,10 @@
 //!
 //! Found later by the seeded interleavings of `interleave.rs`: a `stat` whose answer arrived
 //! after a local change (a chmod, a rename) put the store's older state back over it.
+//!
+//! 7. (Found by the write-behind property test, `write_behind.rs`.) An unlink of a new file
+//!    whose first upload was under way decided from the node it read before waiting for the
+//!    upload that the store had nothing to delete: the upload landed, the file came back.
 
 mod common;
 
@@ -752,4 +756,44 @@ async fn operations_inside_a_directory_being_renamed_follow_it() {
     let sub = common::dir_marker("dirB/sub");
     assert_eq!(mem.keys(), ["dirB/", "dirB/g", "dirB/other", sub.as_str()]);
     assert_eq!(stored(&*mem, "dirB/g").await.unwrap(), b"data");
+}
+
+/// Case 7: a new file's upload (at release; written behind it is the same upload a moment
+/// later) is in flight when another process unlinks the file. The unlink waits for the
+/// upload and must then delete what it put in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlink_during_the_first_upload_deletes_what_it_uploaded() {
+    let mem = common::new_store();
+    let hooked = Hooked::new(mem.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Arc::new(Fs::new(hooked.clone(), config(dir.path())).unwrap());
+    let (_, h) = fs
+        .create(ROOT_INO, "new", 0o644, libc::O_RDWR | libc::O_EXCL, ME)
+        .await
+        .unwrap();
+    fs.write(h.fh, 0, b"short-lived").await.unwrap();
+    hooked.pause_puts_of("new", 1);
+    let closer = {
+        let fs = fs.clone();
+        tokio::spawn(async move { fs.release(h.fh).await })
+    };
+    // The upload has landed; its reply is held back.
+    hooked.entered.notified().await;
+    let unlinker = {
+        let fs = fs.clone();
+        tokio::spawn(async move { fs.unlink(ROOT_INO, "new").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    hooked.release.add_permits(1);
+    closer.await.unwrap().unwrap();
+    unlinker.await.unwrap().unwrap();
+    assert_eq!(
+        stored(&*mem, "new").await,
+        None,
+        "the unlinked file came back"
+    );
+    assert_eq!(
+        fs.lookup(ROOT_INO, "new").await.err(),
+        Some(blobmount_core::FsError::NotFound)
+    );
 }

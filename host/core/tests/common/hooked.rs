@@ -34,6 +34,9 @@ pub struct Hooked {
     /// The answers of the next listings of prefixes containing this (as many as the
     /// count) wait likewise, after the store answered: a listing read before what follows.
     pause_list: std::sync::Mutex<Option<(String, usize)>>,
+    /// The answers of the next uploads of files (`put_file`) to keys containing this wait
+    /// likewise, after the store took them.
+    pause_put: std::sync::Mutex<Option<(String, usize)>>,
     /// Listing calls made.
     pub lists: AtomicUsize,
     pub entered: Notify,
@@ -50,6 +53,7 @@ impl Hooked {
             pause_delete: Default::default(),
             pause_head: Default::default(),
             pause_list: Default::default(),
+            pause_put: Default::default(),
             lists: AtomicUsize::new(0),
             entered: Notify::new(),
             release: Semaphore::new(0),
@@ -73,6 +77,12 @@ impl Hooked {
     /// [`Hooked::release`] permits (after `entered`), once the store has answered.
     pub fn pause_lists_of(&self, pat: &str, n: usize) {
         *self.pause_list.lock().unwrap() = Some((pat.to_string(), n));
+    }
+
+    /// Make the answers to the next `n` file uploads to keys containing `pat` wait for
+    /// [`Hooked::release`] permits (after `entered`), once the store has the object.
+    pub fn pause_puts_of(&self, pat: &str, n: usize) {
+        *self.pause_put.lock().unwrap() = Some((pat.to_string(), n));
     }
 
     /// Whether a call on `key` is one of those `slot` pauses (and one fewer are left).
@@ -157,7 +167,11 @@ impl Backend for Hooked {
         meta: &PutMeta,
         cond: &Precondition,
     ) -> Result<PutOutcome> {
+        let pause = Self::take_pause(&self.pause_put, key);
         let r = self.inner.put_file(key, path, meta, cond).await;
+        if pause {
+            self.wait_if_paused().await;
+        }
         self.reply(key, r)
     }
     async fn put_appended(
