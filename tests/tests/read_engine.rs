@@ -105,17 +105,21 @@ fn file_cache_serves_from_disk_under_its_cap(kind: Kind) {
         "an evicted file was not fetched"
     );
     assert!(cache_files(&m.cache).1 <= 3 * MIB as u64);
-    // Every download was checked against the MD5 the store reports (the check of the last
+    // Every download was checked against the checksum the store reports (the check of the last
     // one may finish just after its read returned).
     let t = Instant::now();
-    while m.log_text().matches("copy matches the store's MD5").count() < 6
+    while m
+        .log_text()
+        .matches("copy matches the store's checksum")
+        .count()
+        < 6
         && t.elapsed() < Duration::from_secs(10)
     {
         std::thread::sleep(Duration::from_millis(100));
     }
     let log = m.log_text();
     assert_eq!(
-        log.matches("copy matches the store's MD5").count(),
+        log.matches("copy matches the store's checksum").count(),
         6,
         "{log}"
     );
