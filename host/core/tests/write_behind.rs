@@ -305,6 +305,10 @@ mod property {
     fn config(dir: &Path) -> FsConfig {
         let mut c = FsConfig::for_tests(dir.to_path_buf());
         c.close_delay = DELAY;
+        // Shorter than the delay: listings and names expire while uploads are pending.
+        c.attr_ttl = DELAY / 3;
+        c.list_ttl = DELAY / 3;
+        c.negative_ttl = DELAY / 3;
         c
     }
 
