@@ -386,8 +386,12 @@ mod property {
 
     #[test]
     fn opens_keep_the_kernels_one_mode_per_inode_rule() {
+        let cases = std::env::var("PASSTHROUGH_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(48);
         let mut runner = TestRunner::new(Config {
-            cases: 48,
+            cases,
             failure_persistence: None,
             ..Config::default()
         });
