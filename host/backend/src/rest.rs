@@ -188,7 +188,14 @@ impl Rest {
             }
             Signer::Aws { creds, region } => {
                 let cred = creds.get_credential().await.map_err(auth)?;
+                // A body that carries its Content-MD5 (object and part uploads) is checked by
+                // the store with it (and by us against the ETag): signing its SHA-256 as well
+                // would hash every uploaded byte twice. Other bodies are signed.
+                let has_md5 = headers
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("content-md5"));
                 AwsAuthorizer::new(&cred, "s3", region)
+                    .with_sign_payload(!has_md5)
                     .try_authorize(&mut req, None)
                     .map_err(auth)?;
             }
