@@ -30,7 +30,8 @@ struct ByKind {
     put: usize,
     metadata: usize,
     delete: usize,
-    /// Requests naming one of rsync's temporary files (`.f12.txt.XXXXXX`).
+    /// Uploads and deletes of one of rsync's temporary files (`.f12.txt.XXXXXX`); lookups of
+    /// such a name (a HEAD when the directory's listing expired) are not counted here.
     temp: usize,
     /// PUTs of rsync's files under their final names (`f12.txt`).
     file_put: usize,
@@ -42,7 +43,9 @@ fn by_kind(lines: &[String]) -> ByKind {
     for l in lines {
         k.total += 1;
         if l.contains("/.f") {
-            k.temp += 1;
+            if l.starts_with("PUT ") || l.starts_with("DELETE ") {
+                k.temp += 1;
+            }
         } else if l.starts_with("PUT ") && l.ends_with(".txt") {
             k.file_put += 1;
         }

@@ -19,7 +19,9 @@ const ME: Caller = Caller {
     uid: 1000,
     gid: 1000,
 };
-const DELAY: Duration = Duration::from_millis(300);
+/// Long enough that a loaded machine does not let an upload start between steps the tests
+/// expect to come first (a close and the rename after it, a close and another client's PUT).
+const DELAY: Duration = Duration::from_millis(1500);
 
 fn mount(mem: Arc<MemoryBackend>) -> TestFs {
     test_fs_on(mem, |c| {
@@ -72,7 +74,7 @@ async fn rsync_one(fs: &Fs, dir: u64, name: &str, data: &[u8], mtime: SystemTime
 }
 
 async fn settle() {
-    tokio::time::sleep(DELAY * 3).await;
+    tokio::time::sleep(DELAY * 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
