@@ -66,6 +66,17 @@ fn by_kind(lines: &[String]) -> ByKind {
     k
 }
 
+/// No rsync temporary file (`.name.XXXXXX`) is left in `dst/d0` of the mount.
+fn assert_no_temporary_files(m: &Mount) {
+    let left: Vec<_> = std::fs::read_dir(m.p("dst/d0"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
 /// Fill `others` objects under `other/` with the SDK (32 at a time); returns the time taken
 /// (the raw SDK's one PUT per file, for comparison).
 fn fill(sdk: &std::sync::Arc<dyn object_store::ObjectStore>, prefix: &str, n: usize) -> Duration {
@@ -266,13 +277,7 @@ fn rsync_into_a_full_container_stays_within_its_request_budget() {
             format!("file {i}\n").as_bytes()
         );
     }
-    let left: Vec<_> = std::fs::read_dir(m.p("dst/d0"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
-    assert!(left.is_empty(), "temporary files left: {left:?}");
+    assert_no_temporary_files(&m);
 }
 
 /// Write-behind (`write.close-delay-ms`): rsync's temporary files are renamed before their
@@ -334,13 +339,7 @@ fn rsync_writing_behind_uploads_each_file_once_under_its_final_name() {
             "{rel}"
         );
     }
-    let left: Vec<_> = std::fs::read_dir(m.p("dst/d0"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
-    assert!(left.is_empty(), "temporary files left: {left:?}");
+    assert_no_temporary_files(&m);
 }
 
 /// 8 writers filling one directory while its listing keeps expiring (`cache.list-ttl-secs`

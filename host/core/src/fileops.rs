@@ -147,6 +147,7 @@ impl Fs {
             Some(e) => self.reopen_clean(ino, e).await?,
         }
         let (fh, entry) = self.files.attach_handle(ino, writable, false).await?;
+        let h = self.files.handle(fh)?;
         let changes = writable || flags & libc::O_TRUNC != 0;
         if changes {
             // Not while the kernel reads the file through passthrough (`passthrough.rs`).
@@ -154,10 +155,7 @@ impl Fs {
                 self.abandon(fh).await;
                 return Err(FsError::TextBusy);
             }
-            self.files
-                .handle(fh)?
-                .counted
-                .store(true, Ordering::Release);
+            h.counted.store(true, Ordering::Release);
         }
         let mut st = entry.state.lock().await;
         if writable
@@ -173,7 +171,6 @@ impl Fs {
         drop(st);
         let keep_cache =
             self.files.keep_cache(ino, etag.as_deref(), staged) && self.ns.cacheable(ino);
-        let h = self.files.handle(fh)?;
         if !staged && !writable {
             let key = self.ns.key_of(ino)?;
             let src = Source {

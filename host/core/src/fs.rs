@@ -401,34 +401,22 @@ impl Fs {
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
-        if self.files.writes_behind()
-            && self.files.entry(ino).is_some()
+        // The node may have to outlive the kernel's reference: while its upload is still to
+        // come after the last close (written behind, `files/mod.rs` "Closing": the upload
+        // needs its key, mode and times), and while attributes are held for it
+        // (`attrwrite.rs`: they are written from the node). Then it is forgotten after them.
+        let upload_pending = self.files.writes_behind() && self.files.entry(ino).is_some();
+        if (upload_pending || self.attrs.is_pending(ino))
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
-            // Closed, its upload still to come (`files/mod.rs`, "Closing"): the upload needs the node
-            // (its key, mode and times), so it is forgotten once the upload is done.
             let (files, ns) = (self.files.clone(), self.ns.clone());
             rt.spawn(async move {
-                while files.entry(ino).is_some() {
+                while files.writes_behind() && files.entry(ino).is_some() {
                     tokio::time::sleep(files.cfg.close_delay.max(Duration::from_millis(20))).await;
                 }
                 if files.attrs.is_pending(ino)
                     && let Err(e) = files.attrs.flush(ino).await
                 {
-                    tracing::warn!(ino, error = %e, "could not write the mode, owner or times of a forgotten file");
-                }
-                lock(&ns.table).forget(ino, n);
-            });
-            return;
-        }
-        if self.attrs.is_pending(ino)
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            // Its attributes are still held (`attrwrite.rs`) and the node may go with this
-            // forget: write them first (they are written from the node).
-            let (attrs, ns) = (self.attrs.clone(), self.ns.clone());
-            rt.spawn(async move {
-                if let Err(e) = attrs.flush(ino).await {
                     tracing::warn!(ino, error = %e, "could not write the mode, owner or times of a forgotten file");
                 }
                 lock(&ns.table).forget(ino, n);

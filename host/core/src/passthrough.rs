@@ -96,6 +96,15 @@ enum Io {
     Pass { file: Arc<PassFile>, opens: usize },
 }
 
+/// What [`Passthrough::decide`] says of an open.
+enum Decision {
+    Admit(Admitted),
+    /// A writer of a file still open in passthrough after the wait (ETXTBSY).
+    Refuse,
+    /// Wait for a release, then decide again.
+    Wait,
+}
+
 /// What an open became.
 pub(crate) enum Admitted {
     Daemon,
@@ -169,6 +178,7 @@ impl Passthrough {
             .unwrap_or(Admitted::Daemon)
     }
 
+    /// The open counted, or `None`: refused.
     async fn admit(&self, ino: u64, cached: Option<Arc<Cached>>, writer: bool) -> Option<Admitted> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
@@ -176,8 +186,10 @@ impl Passthrough {
             tokio::pin!(changed);
             changed.as_mut().enable();
             let last_try = tokio::time::Instant::now() >= deadline;
-            if let Some(a) = self.decide(ino, cached.as_ref(), writer, last_try) {
-                return a;
+            match self.decide(ino, cached.as_ref(), writer, last_try) {
+                Decision::Admit(a) => return Some(a),
+                Decision::Refuse => return None,
+                Decision::Wait => {}
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 // The wait is over: decide once more, taking what there is.
@@ -186,15 +198,14 @@ impl Passthrough {
         }
     }
 
-    /// The decision for an open of `ino`, or `None` to wait for a release. `Some(None)`:
-    /// refused (a writer of a file open in passthrough, after the wait).
+    /// The decision for an open of `ino` (counted in it when admitted).
     fn decide(
         &self,
         ino: u64,
         cached: Option<&Arc<Cached>>,
         writer: bool,
         last_try: bool,
-    ) -> Option<Option<Admitted>> {
+    ) -> Decision {
         let mut io = lock(&self.io);
         match io.get_mut(&ino) {
             None => {
@@ -202,7 +213,7 @@ impl Passthrough {
                     Some(c) if !writer && self.enabled.load(Ordering::Acquire) => c.clone(),
                     _ => {
                         io.insert(ino, Io::Daemon(1));
-                        return Some(Some(Admitted::Daemon));
+                        return Decision::Admit(Admitted::Daemon);
                     }
                 };
                 let file = Arc::new(PassFile {
@@ -218,19 +229,18 @@ impl Passthrough {
                     },
                 );
                 self.count_open();
-                Some(Some(Admitted::Pass(file)))
+                Decision::Admit(Admitted::Pass(file))
             }
             Some(Io::Daemon(n)) => {
                 *n += 1;
-                Some(Some(Admitted::Daemon))
+                Decision::Admit(Admitted::Daemon)
             }
             Some(Io::Pass { file, opens }) => {
                 let same = cached.is_some_and(|c| Arc::ptr_eq(c, &file.cached));
-                if writer {
-                    return last_try.then_some(None);
-                }
-                if !same && !last_try {
-                    return None;
+                match (writer, same, last_try) {
+                    (true, _, true) => return Decision::Refuse,
+                    (true, _, false) | (false, false, false) => return Decision::Wait,
+                    (false, true, _) | (false, false, true) => {}
                 }
                 if !same {
                     info!(
@@ -240,7 +250,7 @@ impl Passthrough {
                 }
                 *opens += 1;
                 self.count_open();
-                Some(Some(Admitted::Pass(file.clone())))
+                Decision::Admit(Admitted::Pass(file.clone()))
             }
         }
     }

@@ -13,7 +13,7 @@ use blobmount_backend::memory::MemoryBackend;
 use blobmount_core::{Caller, Fs, FsConfig, FsError, ROOT_INO, Recovery, SetAttr};
 
 mod common;
-use common::{Kinds, TestFs, put, stored, test_fs_on};
+use common::{Kinds, TestFs, put, read_seq, stored, test_fs_on};
 
 const ME: Caller = Caller {
     uid: 1000,
@@ -392,7 +392,7 @@ mod property {
                     let n = NAMES[name];
                     match (fs.lookup(d, n).await, model.get(n)) {
                         (Ok(a), Some(want)) => {
-                            let got = read_all(&fs, a.ino).await;
+                            let got = read_seq(&fs, a.ino, 4096).await.unwrap();
                             prop_assert_eq!(&got, want, "{} read through the mount", n);
                         }
                         (Err(FsError::NotFound), None) => {}
@@ -423,20 +423,6 @@ mod property {
         prop_assert_eq!(fs.pending_uploads(), 0);
         prop_assert_eq!(&store_files(&mem).await, &model, "after every delay");
         Ok(())
-    }
-
-    async fn read_all(fs: &Fs, ino: u64) -> Vec<u8> {
-        let h = fs.open(ino, libc::O_RDONLY).await.unwrap();
-        let mut out = Vec::new();
-        loop {
-            let b = fs.read(h.fh, out.len() as u64, 4096).await.unwrap();
-            if b.is_empty() {
-                break;
-            }
-            out.extend_from_slice(&b);
-        }
-        fs.release(h.fh).await.unwrap();
-        out
     }
 
     #[test]

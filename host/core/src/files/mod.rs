@@ -489,7 +489,7 @@ impl Files {
             });
             return Ok(());
         }
-        self.finish_close(ino, &entry.clone(), st).await
+        self.finish_close(ino, entry, st).await
     }
 
     /// Upload what the closed file still holds, then retire its open state. Data that cannot
